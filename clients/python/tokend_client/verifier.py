@@ -1,0 +1,322 @@
+"""LocalVerifier: verify tokend access tokens in-process with the published JWKS.
+
+The checks follow RFC 9068 (JWT access tokens), RFC 7519 (JWT) and RFC 8725 (JWT
+best current practices). The signature layer is :mod:`tokend_client.jose`. Every
+rejection raises :class:`~tokend_client.errors.InvalidToken` with a
+:class:`~tokend_client.errors.Reason`; invalid arguments (programming errors) raise
+``TypeError``/``ValueError``.
+
+Revocation is not checked here: the server (and backends following the revocation
+feed) add that on top, reporting ``Reason.REVOKED``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from .errors import InvalidToken, Reason
+from .jose import MAX_COMPACT_BYTES, SUPPORTED_ALGORITHMS, JwkSet, strict_json_loads, verify_jws
+
+__all__ = ["LocalVerifier"]
+
+MAX_LEEWAY_SECONDS = 300
+_NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+JwksSource = JwkSet | Mapping[str, Any] | str | bytes
+Audience = str | Collection[str]
+
+
+class LocalVerifier:
+    """Verify access tokens against a key set, an issuer and an audience.
+
+    ``jwks`` is a :class:`JwkSet`, a JWK Set dict or its JSON text. ``audience`` (here
+    or per call) is one audience or a collection of acceptable ones; when none is
+    expected, a token that carries ``aud`` is refused (RFC 7519 §4.1.3). ``leeway``
+    (0-300 s) absorbs clock skew for ``exp``/``nbf``/``iat``. ``max_lifetime`` bounds
+    ``exp - iat`` and then requires both claims.
+    """
+
+    def __init__(
+        self,
+        jwks: JwksSource,
+        *,
+        issuer: str,
+        audience: Audience | None = None,
+        algorithms: Collection[str] = ("ES256", "RS256", "PS256", "EdDSA"),
+        leeway: float = 30,
+        max_lifetime: float | None = None,
+        required_typ: str = "at+jwt",
+        max_token_bytes: int = 8192,
+        required_claims: Collection[str] = ("exp", "iat", "iss", "sub", "aud", "jti"),
+    ) -> None:
+        self._jwks = _to_key_set(jwks)
+        self._issuer = _non_empty_str(issuer, "issuer")
+        self._audience = _audience_set(audience)
+        self._algorithms = _algorithm_set(algorithms)
+        self._leeway = _leeway(leeway)
+        self._max_lifetime = _max_lifetime(max_lifetime)
+        self._typ = _normalize_typ(_non_empty_str(required_typ, "required_typ"))
+        self._max_token_bytes = _max_token_bytes(max_token_bytes)
+        self._required_claims = _names(required_claims, "required_claims")
+
+    @property
+    def jwks(self) -> JwkSet:
+        """The key set in use."""
+        return self._jwks
+
+    def update_jwks(self, jwks: JwksSource) -> None:
+        """Replace the key set (key rotation). A set that fails to parse raises
+        ValueError and leaves the current one in place; the swap itself is a single
+        attribute assignment, so concurrent verify() calls see the old or new set."""
+        self._jwks = _to_key_set(jwks)
+
+    def verify(
+        self,
+        token: str | bytes,
+        *,
+        now: float | None = None,
+        audience: Audience | None = None,
+        required_scopes: str | Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Return the claims of a valid token; raise InvalidToken otherwise.
+
+        ``audience`` overrides the constructor's for this call. ``required_scopes``
+        is a collection of scope names (a string is read as space-separated names).
+        """
+        moment = time.time() if now is None else _timestamp(now)
+        expected_audience = self._audience if audience is None else _audience_set(audience)
+        scopes = _required_scopes(required_scopes)
+        # Size first, before any decoding: bounds the work a hostile token can cause.
+        if isinstance(token, str | bytes | bytearray) and len(token) > self._max_token_bytes:
+            raise InvalidToken(Reason.TOO_LARGE)
+        verified = verify_jws(token, self._jwks, self._algorithms)
+        self._check_typ(verified.header)
+        claims = _claims_object(verified.payload)
+        self._check_claims(claims, moment, expected_audience, scopes)
+        return claims
+
+    def _check_typ(self, header: Mapping[str, Any]) -> None:
+        typ = header.get("typ")
+        # RFC 9068 §4 / RFC 8725 §3.11: explicit typing keeps other JWTs out.
+        if not isinstance(typ, str) or _normalize_typ(typ) != self._typ:
+            raise InvalidToken(Reason.WRONG_TYPE)
+
+    def _check_claims(
+        self,
+        claims: dict[str, Any],
+        now: float,
+        audience: frozenset[str] | None,
+        scopes: tuple[str, ...],
+    ) -> None:
+        _check_present(claims, self._required_claims)
+        _check_numeric_dates(claims)
+        _check_issuer(claims, self._issuer)
+        _check_times(claims, now, self._leeway, self._max_lifetime)
+        _check_audience(claims, audience)
+        _check_identifiers(claims)
+        _check_scopes(claims, scopes)
+
+
+# ---------------------------------------------------------------------------
+# Claim rules, in the order LocalVerifier applies them
+# ---------------------------------------------------------------------------
+
+
+def _claims_object(payload: bytes) -> dict[str, Any]:
+    try:
+        claims = strict_json_loads(payload)
+    except ValueError:
+        raise InvalidToken(Reason.MALFORMED, "claims are not strict JSON") from None
+    # RFC 7519 §7.2 step 10: the payload of a JWT is a JSON object.
+    if not isinstance(claims, dict):
+        raise InvalidToken(Reason.MALFORMED, "claims are not a JSON object")
+    return claims
+
+
+def _check_present(claims: Mapping[str, Any], required: Iterable[str]) -> None:
+    for name in required:
+        if name not in claims:
+            raise InvalidToken(Reason.MISSING_CLAIM, f"token lacks required claim {name}")
+
+
+def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
+    for name in _NUMERIC_DATE_CLAIMS:
+        if name in claims and not _is_numeric_date(claims[name]):
+            # RFC 7519 §2: NumericDate is a JSON number (not a string, not a boolean).
+            raise InvalidToken(Reason.MALFORMED, f"claim {name} is not a NumericDate")
+
+
+def _is_numeric_date(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
+
+
+def _check_issuer(claims: Mapping[str, Any], issuer: str) -> None:
+    iss = claims.get("iss")
+    if iss is not None and not isinstance(iss, str):
+        raise InvalidToken(Reason.MALFORMED, "claim iss is not a string")  # RFC 7519 §4.1.1
+    # RFC 9068 §4 step 3: iss must exactly match the expected issuer.
+    if iss != issuer:
+        raise InvalidToken(Reason.WRONG_ISSUER)
+
+
+def _check_times(
+    claims: Mapping[str, Any], now: float, leeway: float, max_lifetime: float | None
+) -> None:
+    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+    # RFC 7519 §4.1.4: the current time MUST be before exp (plus a small leeway).
+    if exp is not None and now >= exp + leeway:
+        raise InvalidToken(Reason.EXPIRED)
+    # RFC 7519 §4.1.5: the current time MUST be at or after nbf (minus leeway).
+    if nbf is not None and now + leeway < nbf:
+        raise InvalidToken(Reason.NOT_YET_VALID)
+    # RFC 7519 §4.1.6: iat is when the token was made; later than now means a bad clock
+    # or a forged token.
+    if iat is not None and iat > now + leeway:
+        raise InvalidToken(Reason.ISSUED_IN_FUTURE)
+    if max_lifetime is not None:
+        _check_lifetime(exp, iat, max_lifetime)
+
+
+def _check_lifetime(exp: float | None, iat: float | None, max_lifetime: float) -> None:
+    # Without both ends the lifetime is unbounded, which the limit exists to refuse.
+    if exp is None or iat is None:
+        name = "exp" if exp is None else "iat"
+        raise InvalidToken(Reason.MISSING_CLAIM, f"max_lifetime needs claim {name}")
+    if exp - iat > max_lifetime:
+        raise InvalidToken(Reason.LIFETIME_TOO_LONG)
+
+
+def _check_audience(claims: Mapping[str, Any], expected: frozenset[str] | None) -> None:
+    if "aud" not in claims:
+        return
+    aud = claims["aud"]
+    # RFC 7519 §4.1.3: a string or an array of strings (we require a non-empty array).
+    values = [aud] if isinstance(aud, str) else aud
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise InvalidToken(Reason.MALFORMED, "claim aud is not a string or array of strings")
+    # RFC 7519 §4.1.3: a recipient that does not identify itself with aud MUST reject.
+    if expected is None or expected.isdisjoint(values):
+        raise InvalidToken(Reason.WRONG_AUDIENCE)
+
+
+def _check_identifiers(claims: Mapping[str, Any]) -> None:
+    # RFC 7519 §4.1.2 (sub: StringOrURI) and §4.1.7 (jti: case-sensitive string).
+    for name in ("sub", "jti"):
+        if name in claims and (not isinstance(claims[name], str) or not claims[name]):
+            raise InvalidToken(Reason.MALFORMED, f"claim {name} is not a non-empty string")
+
+
+def _check_scopes(claims: Mapping[str, Any], required: tuple[str, ...]) -> None:
+    scope = claims.get("scope")
+    # RFC 9068 §2.2.3 / RFC 8693 §4.2: scope is one space-separated string.
+    if scope is not None and not isinstance(scope, str):
+        raise InvalidToken(Reason.MALFORMED, "claim scope is not a string")
+    if not required:
+        return
+    granted = frozenset(scope.split(" ")) if scope else frozenset()
+    for name in required:
+        if name not in granted:
+            raise InvalidToken(Reason.MISSING_SCOPE, f"token lacks scope {name}")
+
+
+# ---------------------------------------------------------------------------
+# Argument checks (configuration errors are ValueError/TypeError, not InvalidToken)
+# ---------------------------------------------------------------------------
+
+
+def _to_key_set(jwks: JwksSource) -> JwkSet:
+    if isinstance(jwks, JwkSet):
+        return jwks
+    if isinstance(jwks, Mapping | str | bytes | bytearray):
+        return JwkSet.from_json(jwks)
+    raise TypeError("jwks must be a JwkSet, a JWK Set dict or JSON text")
+
+
+def _non_empty_str(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def _names(values: object, name: str) -> tuple[str, ...]:
+    # A bare string is a collection of characters: refuse it instead of misreading it.
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a collection of strings")
+    items = tuple(values)
+    if not all(isinstance(item, str) and item for item in items):
+        raise ValueError(f"{name} must contain only non-empty strings")
+    return items
+
+
+def _audience_set(audience: Audience | None) -> frozenset[str] | None:
+    if audience is None:
+        return None
+    if isinstance(audience, str):
+        return frozenset((_non_empty_str(audience, "audience"),))
+    values = _names(audience, "audience")
+    if not values:
+        raise ValueError("audience must name at least one audience")
+    return frozenset(values)
+
+
+def _algorithm_set(algorithms: Collection[str]) -> frozenset[str]:
+    names = frozenset(_names(algorithms, "algorithms"))
+    unsupported = names - SUPPORTED_ALGORITHMS
+    if not names or unsupported:
+        raise ValueError(f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}")
+    return names
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite")
+    return value
+
+
+def _leeway(leeway: object) -> float:
+    value = _number(leeway, "leeway")
+    # Leeway is for clock skew; minutes of it would quietly extend every token's life.
+    if not 0 <= value <= MAX_LEEWAY_SECONDS:
+        raise ValueError(f"leeway must be between 0 and {MAX_LEEWAY_SECONDS} seconds")
+    return value
+
+
+def _max_lifetime(max_lifetime: object) -> float | None:
+    if max_lifetime is None:
+        return None
+    value = _number(max_lifetime, "max_lifetime")
+    if value <= 0:
+        raise ValueError("max_lifetime must be positive")
+    return value
+
+
+def _max_token_bytes(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError("max_token_bytes must be an int")
+    if not 0 < limit <= MAX_COMPACT_BYTES:
+        raise ValueError(f"max_token_bytes must be between 1 and {MAX_COMPACT_BYTES}")
+    return limit
+
+
+def _timestamp(now: object) -> float:
+    return _number(now, "now")
+
+
+def _required_scopes(required: str | Iterable[str]) -> tuple[str, ...]:
+    if isinstance(required, str):
+        return tuple(name for name in required.split(" ") if name)
+    return _names(required, "required_scopes")
+
+
+def _normalize_typ(typ: str) -> str:
+    # RFC 7515 §4.1.9: media types are case-insensitive and "application/" is implied
+    # when the value has no "/", so "at+jwt" and "application/at+jwt" are the same.
+    typ = typ.lower()
+    return typ if "/" in typ else "application/" + typ

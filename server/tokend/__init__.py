@@ -1,0 +1,1 @@
+"""tokend: a gRPC token service whose signing keys stay in Vault."""

@@ -1,0 +1,173 @@
+"""Wiring: builds keys, store, verifier and servers from the settings; nothing else constructs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import structlog
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tokend.api.servicer import TokenServicer
+from tokend.config import Settings, split_host_port
+from tokend.keys.publisher import JwksPublisher
+from tokend.keys.transit import TransitKeyring
+from tokend.keys.vault import make_vault_client
+from tokend.store import Store, open_store
+from tokend.tokens.authority import TokenAuthority
+from tokend.tokens.denylist import Denylist, DenylistFollower
+from tokend.tokens.minting import TokenMinter
+from tokend.web.http import build_http_app
+from tokend_client import LocalVerifier
+from tokend_client.v1 import tokend_pb2, tokend_pb2_grpc
+
+log = structlog.get_logger("tokend.app")
+
+SERVICE_NAME = tokend_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
+# Requests are small; anything larger is refused by gRPC before it reaches a handler.
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class App:
+    """One tokend process: `await start()`, then `await stop()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.grpc_port = 0
+        self.http_port = 0
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tokend-io")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._store: Store | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._health = health.aio.HealthServicer()
+
+    async def start(self) -> None:
+        settings = self.settings
+        keyring = await self._load_keys()
+        verifier = LocalVerifier(
+            keyring.jwks(), issuer=settings.tokens.issuer, leeway=settings.tokens.leeway,
+            max_lifetime=settings.tokens.max_ttl, max_token_bytes=settings.tokens.max_token_bytes,
+        )
+        publisher = JwksPublisher(keyring, verifier)
+        publisher.publish()
+        self._store = store = open_store(settings.store_url)
+        await store.open()
+        denylist = Denylist()
+        follower = DenylistFollower(store, denylist, interval=settings.revocation_poll_interval)
+        await follower.catch_up()
+        authority = TokenAuthority(
+            minter=TokenMinter(keyring, settings.tokens.issuer, self._executor),
+            store=store, denylist=denylist, verifier=verifier, config=settings.tokens,
+        )
+        await self._start_grpc(TokenServicer(authority, publisher, settings))
+        await self._start_http(publisher)
+        self._tasks = [
+            asyncio.create_task(follower.run()),
+            asyncio.create_task(publisher.follow(settings.vault.key_refresh_interval,
+                                                 self._executor)),
+        ]
+        await self._set_serving(True)
+        log.info("tokend.started", grpc_port=self.grpc_port, http_port=self.http_port,
+                 issuer=settings.tokens.issuer, kid=keyring.active().kid)
+
+    async def _load_keys(self) -> TransitKeyring:
+        vault = self.settings.vault
+        client = make_vault_client(
+            vault.addr, vault.token.get_secret_value() if vault.token else None,
+            namespace=vault.namespace, cacert=vault.cacert, timeout=vault.timeout,
+        )
+        keyring = TransitKeyring(
+            client, key_name=vault.key_name, mount=vault.transit_mount,
+            algorithm=vault.algorithm, rsa_bits=vault.rsa_bits,
+            create_if_missing=vault.create_key,
+        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, keyring.load)
+        await loop.run_in_executor(self._executor, keyring.check_sign_permission)
+        return keyring
+
+    async def _start_grpc(self, servicer: TokenServicer) -> None:
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ])
+        tokend_pb2_grpc.add_TokenServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
+        listen = self.settings.grpc_listen
+        if self.settings.insecure_plaintext:
+            self.grpc_port = server.add_insecure_port(listen)
+        else:
+            self.grpc_port = server.add_secure_port(listen, _server_credentials(self.settings))
+        await server.start()
+        self._grpc = server
+
+    async def _start_http(self, publisher: JwksPublisher) -> None:
+        app = build_http_app(issuer=self.settings.tokens.issuer, publisher=publisher,
+                             ready=self._ready, jwks_max_age=self.settings.jwks_max_age)
+        self._http = runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = split_host_port(self.settings.http_listen)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self.http_port = runner.addresses[0][1]
+
+    async def _ready(self) -> tuple[bool, dict[str, bool]]:
+        store_ok = self._store is not None and await self._store.ping()
+        checks = {"keys": self._grpc is not None, "store": store_ok}
+        return all(checks.values()), checks
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self._set_serving(False)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._store is not None:
+            await self._store.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("tokend.stopped")
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    tls = settings.tls
+    assert tls.cert_file is not None and tls.key_file is not None  # checked by Settings
+    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Runs until SIGINT/SIGTERM, then shuts down gracefully."""
+    app = App(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()

@@ -1,0 +1,172 @@
+"""`tokend serve | dev | token …`"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2
+from pydantic import ValidationError
+
+from tokend.app import serve_forever
+from tokend.config import Settings, load_settings
+from tokend.keys.vault import VaultError
+from tokend.logs import configure_logging
+from tokend_client.v1 import tokend_pb2 as pb
+from tokend_client.v1 import tokend_pb2_grpc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (ValidationError, VaultError, ValueError, OSError) as exc:
+        print(f"tokend: {_explain(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        return "invalid configuration:\n  " + "\n  ".join(lines)
+    return str(exc)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokend", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service (production mode)")
+    serve.add_argument("--config", type=Path, help="YAML settings file")
+    serve.set_defaults(run=_serve)
+
+    dev = commands.add_parser("dev", help="run a local OpenBao and tokend with dev defaults")
+    dev.add_argument("--config", type=Path, help="YAML settings file")
+    dev.add_argument("--data-dir", type=Path, default=Path(".tokend-data"))
+    dev.add_argument("--grpc-listen", default="127.0.0.1:50051")
+    dev.add_argument("--http-listen", default="127.0.0.1:8080")
+    dev.add_argument("--vault-port", type=int, default=8200,
+                     help="OpenBao API port; the cluster port is the next one")
+    dev.set_defaults(run=_dev)
+
+    _add_token_commands(commands)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    _run(settings)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from tokend.devvault import DevVault
+
+    data_dir: Path = args.data_dir.resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    vault = DevVault(data_dir / "openbao", port=args.vault_port, cluster_port=args.vault_port + 1)
+    addr, token = vault.start()
+    try:
+        settings = load_settings(
+            args.config,
+            insecure_plaintext=True,
+            grpc_listen=args.grpc_listen,
+            http_listen=args.http_listen,
+            store_url=f"sqlite:///{data_dir / 'tokend.db'}",
+            vault={"addr": addr, "token": token, "create_key": True, "namespace": None,
+                   "cacert": None},
+            tokens={"issuer": f"http://{args.http_listen}"},
+        )
+        _run(settings)
+    finally:
+        vault.stop()
+    return 0
+
+
+def _run(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    asyncio.run(serve_forever(settings))
+
+
+# -- client commands, for the tour and for operators -----------------------------------
+
+
+def _add_token_commands(commands: Any) -> None:
+    token = commands.add_parser("token", help="call a running tokend (plaintext, loopback)")
+    token.add_argument("--addr", default="127.0.0.1:50051")
+    actions = token.add_subparsers(dest="action", required=True)
+
+    issue = actions.add_parser("issue", help="issue an access token")
+    issue.add_argument("--sub", required=True)
+    issue.add_argument("--aud", action="append", required=True)
+    issue.add_argument("--scope", action="append", default=[])
+    issue.add_argument("--ttl", type=int, help="seconds")
+    issue.add_argument("--claims", default="{}", help="custom claims as a JSON object")
+    issue.add_argument("--refresh", action="store_true", help="also return a refresh token")
+    issue.set_defaults(run=_token_issue)
+
+    verify = actions.add_parser("verify", help="verify an access token")
+    verify.add_argument("token")
+    verify.add_argument("--aud", required=True)
+    verify.add_argument("--scope", action="append", default=[])
+    verify.set_defaults(run=_token_verify)
+
+    refresh = actions.add_parser("refresh", help="spend a refresh token for a new pair")
+    refresh.add_argument("refresh_token")
+    refresh.set_defaults(run=_token_refresh)
+
+    revoke = actions.add_parser("revoke", help="revoke a token, jti, refresh token or subject")
+    target = revoke.add_mutually_exclusive_group(required=True)
+    for name in ("token", "jti", "refresh-token", "subject"):
+        target.add_argument(f"--{name}")
+    revoke.add_argument("--reason", default="")
+    revoke.set_defaults(run=_token_revoke)
+
+
+def _call(args: argparse.Namespace, method: str, request: Any) -> int:
+    with grpc.insecure_channel(args.addr) as channel:
+        stub = tokend_pb2_grpc.TokenServiceStub(channel)
+        try:
+            response = getattr(stub, method)(request, timeout=10)
+        except grpc.RpcError as exc:
+            print(f"tokend: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(json_format.MessageToJson(response, preserving_proto_field_name=True))
+    return 0
+
+
+def _token_issue(args: argparse.Namespace) -> int:
+    claims = struct_pb2.Struct()
+    claims.update(json.loads(args.claims))
+    request = pb.IssueRequest(subject=args.sub, audience=args.aud, scopes=args.scope,
+                              claims=claims, include_refresh_token=args.refresh)
+    if args.ttl:
+        request.ttl.CopyFrom(duration_pb2.Duration(seconds=args.ttl))
+    return _call(args, "Issue", request)
+
+
+def _token_verify(args: argparse.Namespace) -> int:
+    request = pb.VerifyRequest(token=args.token, audience=args.aud, required_scopes=args.scope)
+    return _call(args, "Verify", request)
+
+
+def _token_refresh(args: argparse.Namespace) -> int:
+    return _call(args, "Refresh", pb.RefreshRequest(refresh_token=args.refresh_token))
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    fields = {"token": args.token, "jti": args.jti, "refresh_token": args.refresh_token,
+              "subject": args.subject}
+    target = {k: v for k, v in fields.items() if v is not None}
+    return _call(args, "Revoke", pb.RevokeRequest(reason=args.reason, **target))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

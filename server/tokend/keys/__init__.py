@@ -1,0 +1,1 @@
+"""Key custody: Vault Transit (and Vault KV next), rotation, JWKS."""

@@ -1,0 +1,160 @@
+"""Vault client construction and error translation shared by every key custody.
+
+hvac raises one exception class per HTTP status and requests raises its own for the
+network; neither says which Vault path the service was trying to use, so an operator
+cannot tell a missing policy from a missing key. `call_vault` turns them all into one
+`VaultError` that names the path, the verb and the reason, and never the token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+
+T = TypeVar("T")
+
+_DOCS = "see docs/vault.md"
+
+
+class VaultError(Exception):
+    """Vault could not be used for one path; the message says which path and why.
+
+    `path` is the Vault API path without `/v1/` (e.g. `transit/keys/tokend`), `status`
+    the HTTP status when Vault answered (None when it could not be reached), `reason`
+    one short word for callers that branch on it: unreachable, denied, not_found,
+    no_mount, sealed, uninitialized, rejected, failed, bad_answer (Vault answered but
+    not what tokend needs: wrong key type, malformed signature, …).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        status: int | None = None,
+        reason: str = "failed",
+    ):
+        super().__init__(message)
+        self.path = path
+        self.status = status
+        self.reason = reason
+
+
+def make_vault_client(
+    addr: str,
+    token: str | None,
+    *,
+    namespace: str | None = None,
+    cacert: str | None = None,
+    timeout: float = 5.0,
+) -> hvac.Client:
+    """Build an hvac client for `addr`.
+
+    `token=None` lets hvac fall back to VAULT_TOKEN / ~/.vault-token; `cacert=None` lets
+    it honour VAULT_CACERT / VAULT_CAPATH, so Vault's own variables keep working.
+    """
+    return hvac.Client(
+        url=addr,
+        token=token,
+        namespace=namespace or None,
+        verify=cacert if cacert else None,
+        timeout=timeout,
+    )
+
+
+def call_vault(client: hvac.Client, verb: str, path: str, fn: Callable[[], T]) -> T:
+    """Run one hvac call, turning hvac/requests failures into a VaultError naming `path`.
+
+    `verb` is the operation in words ("read", "sign", "create"), used in the message.
+    """
+    addr = _addr(client)
+    try:
+        return fn()
+    except requests.exceptions.SSLError as exc:
+        raise VaultError(
+            f"cannot reach Vault at {addr}: TLS failed ({_net_reason(exc)}); "
+            f"check VAULT_CACERT (wanted to {verb} {path})",
+            path=path,
+            reason="unreachable",
+        ) from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise VaultError(
+            f"cannot reach Vault at {addr}: {_net_reason(exc)} (wanted to {verb} {path})",
+            path=path,
+            reason="unreachable",
+        ) from exc
+    except hvac.exceptions.VaultError as exc:
+        raise _from_hvac(exc, verb=verb, path=path, addr=addr) from exc
+
+
+def _addr(client: hvac.Client) -> str:
+    # The URL never carries the token (hvac sends it as a header), so it is safe to show.
+    return str(client.url)
+
+
+_STATUS = {
+    hvac.exceptions.InvalidRequest: 400,
+    hvac.exceptions.Unauthorized: 401,
+    hvac.exceptions.Forbidden: 403,
+    hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.RateLimitExceeded: 429,
+    hvac.exceptions.InternalServerError: 500,
+    hvac.exceptions.VaultNotInitialized: 501,
+    hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503,
+}
+
+
+def _from_hvac(exc: hvac.exceptions.VaultError, *, verb: str, path: str, addr: str) -> VaultError:
+    status = _STATUS.get(type(exc))
+    detail = vault_detail(exc)
+    reason, msg = "failed", f"Vault failed to {verb} {path} (HTTP {status or '?'}): {detail}"
+    if status in (401, 403):
+        # Vault answers 403 both for a missing policy and for a bad or expired token.
+        reason = "denied"
+        msg = (
+            f"Vault denied {verb} on {path}: the token lacks permission, "
+            f"or is invalid or expired ({_DOCS})"
+        )
+    elif status == 404 and "no handler for route" in detail:
+        reason = "no_mount"
+        msg = f"Vault at {addr} has no secrets engine mounted for {path} (wanted to {verb} it)"
+    elif status == 404:
+        reason, msg = "not_found", f"Vault has nothing at {path} (wanted to {verb} it)"
+    elif status == 503:
+        reason = "sealed"
+        msg = f"Vault at {addr} is sealed or unavailable (wanted to {verb} {path}): {detail}"
+    elif status == 501:
+        reason = "uninitialized"
+        msg = f"Vault at {addr} is not initialized (wanted to {verb} {path})"
+    elif status == 400:
+        reason, msg = "rejected", f"Vault rejected {verb} on {path}: {detail}"
+    return VaultError(msg, path=path, status=status, reason=reason)
+
+
+def vault_detail(exc: hvac.exceptions.VaultError) -> str:
+    """Vault's own error text, without the multi-error list decoration."""
+    raw = "; ".join(exc.errors) if exc.errors else str(exc.args[0] if exc.args else "")
+    # Vault wraps errors as "1 error occurred:\n\t* permission denied\n\n".
+    raw = re.sub(r"\d+ errors? occurred:", "", raw)
+    parts = [p.strip(" \t\n*") for p in raw.split("\n")]
+    return "; ".join(p for p in parts if p) or "no detail given"
+
+
+def _net_reason(exc: BaseException) -> str:
+    """A short reason ('[Errno 111] Connection refused', 'timed out') from a requests error."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out"
+    text = str(exc)
+    found = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if found:
+        return found.group(0).strip()
+    if "SSL" in text or "certificate" in text:
+        found = re.search(r"\[SSL[^\]]*\][^'\")]*", text)
+        return found.group(0).strip() if found else "TLS error"
+    return type(exc).__name__

@@ -1,0 +1,24 @@
+"""Prometheus metrics (names follow the Prometheus conventions: *_total, *_seconds)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ISSUED = Counter("tokend_tokens_issued_total", "Access tokens issued", ["kind"])
+VERIFIED = Counter("tokend_verifications_total", "Verify answers", ["outcome", "reason"])
+REFRESHED = Counter("tokend_refreshes_total", "Refresh attempts", ["outcome"])
+REVOKED = Counter("tokend_revocations_total", "Revocation entries recorded", ["kind"])
+REUSE_DETECTED = Counter(
+    "tokend_refresh_reuse_detected_total", "Spent refresh tokens presented again"
+)
+RPC_SECONDS = Histogram(
+    "tokend_rpc_duration_seconds",
+    "gRPC handling time",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+SIGN_SECONDS = Histogram(
+    "tokend_sign_duration_seconds",
+    "Time to sign one token through the key custody",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+DENYLIST_SIZE = Gauge("tokend_denylist_entries", "Live revocation entries held in memory")
+KEYS_PUBLISHED = Gauge("tokend_jwks_keys", "Public keys published in the JWKS")

@@ -1,0 +1,79 @@
+"""Durable state: revocations (a change feed) and refresh-token families.
+
+``open_store(url)`` picks the backend from the configured URL; callers then
+``await store.open()`` before use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import (
+    REVOCATION_KINDS,
+    ConflictError,
+    NewRevocation,
+    RefreshFamily,
+    RefreshToken,
+    Revocation,
+    RevocationKind,
+    RotateResult,
+    RotateStatus,
+    Store,
+    StoreError,
+)
+
+__all__ = [
+    "REVOCATION_KINDS",
+    "ConflictError",
+    "NewRevocation",
+    "RefreshFamily",
+    "RefreshToken",
+    "Revocation",
+    "RevocationKind",
+    "RotateResult",
+    "RotateStatus",
+    "Store",
+    "StoreError",
+    "open_store",
+    "sqlite_path_from_url",
+]
+
+ACCEPTED_SCHEMES = "sqlite:///relative/path.db, sqlite:////absolute/path.db, postgresql://…"
+_SQLITE_PREFIX = "sqlite:///"
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def open_store(url: str) -> Store:
+    """Build the store named by ``url`` (not yet opened).
+
+    Error messages never repeat the URL: a PostgreSQL URL may carry a password.
+    """
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path_from_url(url))
+    if scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+"):
+        raise ValueError("the PostgreSQL store is not built yet; use a sqlite:/// URL for now")
+    shown = f"scheme {scheme!r}" if scheme else "a URL without a scheme"
+    raise ValueError(f"unsupported store URL ({shown}); accepted: {ACCEPTED_SCHEMES}")
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """``sqlite:///rel/x.db`` -> ``rel/x.db`` (from the working directory); four slashes
+    -> ``/abs/x.db``. In-memory databases are refused: revocations must survive restarts."""
+    if not url.lower().startswith(_SQLITE_PREFIX):
+        raise ValueError(
+            "a SQLite store URL has no host: use sqlite:///relative/path.db"
+            " or sqlite:////absolute/path.db"
+        )
+    path = url[len(_SQLITE_PREFIX) :]
+    if "?" in path or "#" in path:
+        raise ValueError("a SQLite store URL takes no query or fragment")
+    if not path or path.strip("/") == "" or path.endswith("/"):
+        raise ValueError("the SQLite store URL names no file")
+    if path == ":memory:" or path.startswith("file:"):
+        raise ValueError(
+            "an in-memory SQLite store would lose revocations on restart; give a file path"
+        )
+    return Path(path)

@@ -1,0 +1,163 @@
+"""The store seam: the records tokend keeps and the interface every backend implements.
+
+Two kinds of state live here (see docs: DESIGN.md, "State"):
+
+* **Revocations** (RFC 7009) form an append-only change feed ordered by ``seq``. Every
+  process follows the feed into its in-memory denylist, so Verify never touches the store.
+  An entry only matters while the tokens it names could still pass verification, hence
+  ``expires_at`` on every entry and ``Store.purge``. Revoking a refresh family also
+  revokes the access tokens issued from it (RFC 7009, section 2.1), and revoking what is
+  already revoked is not an error (section 2.2).
+* **Refresh-token families**: opaque refresh tokens stored only as SHA-256 hashes and
+  rotated on every use; presenting a spent token again revokes the whole family
+  (refresh token rotation with reuse detection, RFC 9700 section 4.14.2).
+
+Backends (SQLite now, PostgreSQL next) must pass ``tests/store/conformance.py``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
+
+RevocationKind = Literal["jti", "subject", "family"]
+REVOCATION_KINDS: frozenset[str] = frozenset(get_args(RevocationKind))
+
+
+class StoreError(RuntimeError):
+    """The backend failed (I/O, lock timeout, closed store...); callers answer UNAVAILABLE."""
+
+
+class ConflictError(StoreError):
+    """A row with the same key already exists (family id or refresh-token hash)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewRevocation:
+    """A revocation to record; the store assigns ``seq`` and ``created_at``."""
+
+    kind: RevocationKind
+    value: str
+    expires_at: float
+    reason: str
+    not_before: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Reject here rather than in each backend, so every store refuses the same input.
+        if self.kind not in REVOCATION_KINDS:
+            raise ValueError(f"unknown revocation kind {self.kind!r}")
+        if not self.value:
+            raise ValueError("a revocation needs a non-empty value")
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    seq: int  # monotonically increasing change-feed sequence (per store)
+    kind: RevocationKind
+    value: str  # the jti, the subject, or the family id
+    # For "subject": tokens of this subject with iat <= not_before are revoked; 0 otherwise.
+    not_before: float
+    # After this the entry is useless (the tokens it names have expired) and may be purged.
+    expires_at: float
+    reason: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshFamily:
+    family_id: str
+    subject: str
+    client_id: str
+    audience: tuple[str, ...]
+    scopes: tuple[str, ...]
+    claims: dict[str, Any]  # custom claims, JSON-serialisable
+    access_ttl: float  # seconds, for access tokens minted on refresh
+    created_at: float
+    expires_at: float  # absolute family lifetime: rotation never extends it
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    token_hash: bytes  # sha-256 of the opaque token; the token itself is never stored
+    family_id: str
+    issued_at: float
+    expires_at: float
+    # The access token issued together with it: revoking the family must also revoke it.
+    access_jti: str
+    # Becomes the expiry of that jti's revocation, so pass the last moment the token can
+    # still pass verification: its exp plus the verifiers' leeway, not the bare exp.
+    access_expires_at: float
+    spent_at: float | None = None
+
+
+class RotateStatus(enum.Enum):
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    REUSED = "reused"
+
+
+@dataclass(frozen=True, slots=True)
+class RotateResult:
+    status: RotateStatus
+    family: RefreshFamily | None  # None only for NOT_FOUND
+    revocations: tuple[Revocation, ...] = ()  # what a REUSED detection revoked
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable state behind tokend. Every write is committed before the call returns.
+
+    Feed contract for implementers: ``revocations_since`` must never skip a row, i.e. once
+    a row with sequence ``n`` is visible, no row with a sequence below ``n`` may become
+    visible later (SQLite gets this from its single writer; PostgreSQL must serialise
+    revocation inserts or otherwise close the commit-order gap of sequences).
+    """
+
+    async def open(self) -> None:
+        """Create or migrate the schema (versioned, ``schema_version`` table); ready to use."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the store answers; never raises (used by /readyz)."""
+        ...
+
+    async def add_revocations(self, items: Sequence[NewRevocation]) -> list[Revocation]:
+        """Insert in one transaction, committed (durable) before it returns."""
+        ...
+
+    async def revocations_since(
+        self, seq: int, now: float, limit: int = 10_000
+    ) -> list[Revocation]:
+        """Rows with ``seq`` above the given one and ``expires_at > now``, ascending ``seq``."""
+        ...
+
+    async def last_seq(self) -> int:
+        """Highest sequence ever assigned (not lowered by purge); 0 for an empty store."""
+        ...
+
+    async def create_family(self, family: RefreshFamily, first: RefreshToken) -> None: ...
+
+    async def get_refresh(self, token_hash: bytes) -> tuple[RefreshFamily, RefreshToken] | None: ...
+
+    async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float) -> RotateResult:
+        """One transaction. Checks in this order: NOT_FOUND, REVOKED, EXPIRED, REUSED, OK."""
+        ...
+
+    async def revoke_family(self, family_id: str, reason: str, now: float) -> list[Revocation]:
+        """Idempotent; returns only the rows this call inserted."""
+        ...
+
+    async def revoke_subject(
+        self, subject: str, reason: str, now: float, expires_at: float
+    ) -> list[Revocation]: ...
+
+    async def purge(self, now: float) -> int:
+        """Delete expired revocations, refresh tokens and families; returns rows removed."""
+        ...

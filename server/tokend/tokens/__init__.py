@@ -1,0 +1,1 @@
+"""Token lifecycle: minting, claim policy, refresh families, revocation state."""

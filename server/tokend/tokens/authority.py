@@ -1,0 +1,269 @@
+"""The token lifecycle: issue, verify, refresh and revoke, independent of gRPC."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from tokend import metrics
+from tokend.config import TokenConfig
+from tokend.store import NewRevocation, RefreshFamily, RefreshToken, Revocation, RotateStatus, Store
+from tokend.tokens.denylist import Denylist
+from tokend.tokens.errors import BadRequest, RefreshDenied
+from tokend.tokens.minting import MintedToken, TokenMinter
+from tokend.tokens.policy import AccessTokenSpec, check_narrowing, check_scopes
+from tokend.tokens.refresh import new_refresh_token, parse_refresh_token, token_fingerprint
+from tokend_client import InvalidToken, LocalVerifier, Reason, verify_compact
+from tokend_client.jose import strict_json_loads
+
+log = structlog.get_logger("tokend.tokens")
+
+_JTI = re.compile(r"^[\x21-\x7e]{1,128}$")
+_REASON = re.compile(r"^[^\x00-\x1f\x7f]{0,256}$")
+MAX_REQUIRED_SCOPES = 64
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    access: MintedToken
+    refresh_token: str | None = None
+    refresh_expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    valid: bool
+    reason: Reason | None = None
+    claims: dict[str, Any] | None = None
+
+
+class TokenAuthority:
+    def __init__(
+        self,
+        *,
+        minter: TokenMinter,
+        store: Store,
+        denylist: Denylist,
+        verifier: LocalVerifier,
+        config: TokenConfig,
+    ) -> None:
+        self._minter = minter
+        self._store = store
+        self._denylist = denylist
+        self._verifier = verifier
+        self._config = config
+
+    # -- Issue -------------------------------------------------------------------------
+
+    async def issue(self, spec: AccessTokenSpec, *, with_refresh: bool) -> IssueResult:
+        access = await self._minter.mint(spec)
+        metrics.ISSUED.labels("issue").inc()
+        log.info("token.issued", jti=access.jti, sub=spec.subject, aud=list(spec.audience),
+                 client_id=spec.client_id, kid=access.kid)
+        if not with_refresh:
+            return IssueResult(access)
+        return await self._start_family(spec, access)
+
+    async def _start_family(self, spec: AccessTokenSpec, access: MintedToken) -> IssueResult:
+        now = time.time()
+        family = RefreshFamily(
+            family_id=access.jti, subject=spec.subject, client_id=spec.client_id,
+            audience=spec.audience, scopes=spec.scopes, claims=dict(spec.claims),
+            access_ttl=float(spec.ttl), created_at=now,
+            expires_at=now + self._config.refresh_family_lifetime,
+        )
+        token, first = self._new_refresh(family, access, now)
+        await self._store.create_family(family, first)
+        log.info("refresh.family_created", family=family.family_id, sub=spec.subject,
+                 refresh=token_fingerprint(first.token_hash))
+        return IssueResult(access, token, first.expires_at)
+
+    def _new_refresh(
+        self, family: RefreshFamily, access: MintedToken, now: float
+    ) -> tuple[str, RefreshToken]:
+        token, token_hash = new_refresh_token()
+        expires_at = min(now + self._config.refresh_ttl, family.expires_at)
+        record = RefreshToken(
+            token_hash=token_hash, family_id=family.family_id, issued_at=now,
+            expires_at=expires_at, access_jti=access.jti,
+            # Verifiers accept a token until exp + leeway; a revocation must outlive that.
+            access_expires_at=float(access.expires_at + self._config.leeway),
+        )
+        return token, record
+
+    # -- Refresh -----------------------------------------------------------------------
+
+    async def refresh(self, refresh_token: str, scopes: list[str]) -> IssueResult:
+        token_hash = parse_refresh_token(refresh_token)
+        requested = check_scopes(scopes)
+        family = await self._usable_family(token_hash, time.time())
+        spec = AccessTokenSpec(
+            subject=family.subject, audience=family.audience,
+            scopes=check_narrowing(requested, family.scopes), claims=family.claims,
+            ttl=int(min(family.access_ttl, self._config.max_ttl)), client_id=family.client_id,
+        )
+        access = await self._minter.mint(spec)
+        now = time.time()
+        token, record = self._new_refresh(family, access, now)
+        result = await self._store.rotate_refresh(token_hash, record, now)
+        if result.status is RotateStatus.REUSED:
+            self._reuse_detected(family, token_hash, result.revocations)
+        if result.status is not RotateStatus.OK:
+            metrics.REFRESHED.labels(result.status.name.lower()).inc()
+            raise RefreshDenied("refresh token is invalid, expired or revoked")
+        metrics.REFRESHED.labels("ok").inc()
+        metrics.ISSUED.labels("refresh").inc()
+        log.info("token.refreshed", jti=access.jti, family=family.family_id,
+                 sub=family.subject, refresh=token_fingerprint(record.token_hash))
+        return IssueResult(access, token, record.expires_at)
+
+    async def _usable_family(self, token_hash: bytes, now: float) -> RefreshFamily:
+        found = await self._store.get_refresh(token_hash)
+        if found is None:
+            return self._deny("not_found")
+        family, record = found
+        if record.spent_at is not None and family.revoked_at is None:
+            revocations = await self._store.revoke_family(
+                family.family_id, "refresh token reuse", now)
+            self._reuse_detected(family, token_hash, revocations)
+            return self._deny("reused")
+        if family.revoked_at is not None or record.spent_at is not None:
+            return self._deny("revoked")
+        if now >= record.expires_at or now >= family.expires_at:
+            return self._deny("expired")
+        return family
+
+    @staticmethod
+    def _deny(outcome: str) -> RefreshFamily:
+        metrics.REFRESHED.labels(outcome).inc()
+        raise RefreshDenied("refresh token is invalid, expired or revoked")
+
+    def _reuse_detected(
+        self, family: RefreshFamily, token_hash: bytes, revocations: Any
+    ) -> None:
+        # RFC 9700 §4.14.2: a spent refresh token presented again means it leaked;
+        # the whole family and its access tokens are revoked.
+        self._apply(revocations)
+        metrics.REUSE_DETECTED.inc()
+        log.critical("security.refresh_token_reuse", family=family.family_id,
+                     sub=family.subject, client_id=family.client_id,
+                     refresh=token_fingerprint(token_hash), revoked=len(revocations))
+
+    # -- Verify ------------------------------------------------------------------------
+
+    def verify(self, token: str, audience: str, required_scopes: list[str]) -> VerifyResult:
+        self._check_verify_request(token, audience, required_scopes)
+        try:
+            claims = self._verifier.verify(token, audience=audience,
+                                           required_scopes=tuple(required_scopes))
+        except InvalidToken as exc:
+            return self._verdict(VerifyResult(False, exc.reason))
+        if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], time.time()):
+            return self._verdict(VerifyResult(False, Reason.REVOKED))
+        return self._verdict(VerifyResult(True, None, claims))
+
+    def _check_verify_request(self, token: str, audience: str, scopes: list[str]) -> None:
+        self.check_token_field(token)
+        if not audience:
+            # RFC 7519 §4.1.3: a recipient must identify itself with a value in aud.
+            raise BadRequest("audience is required: the audience your service expects")
+        if len(audience) > 256:
+            raise BadRequest("audience is longer than 256 characters")
+        if len(scopes) > MAX_REQUIRED_SCOPES:
+            raise BadRequest(f"at most {MAX_REQUIRED_SCOPES} required_scopes")
+
+    def check_token_field(self, token: str) -> None:
+        if not token:
+            raise BadRequest("token is required")
+        limit = self._config.max_token_bytes
+        if len(token.encode()) > limit:
+            raise BadRequest(f"token is larger than {limit} bytes (tokens.max_token_bytes)")
+
+    @staticmethod
+    def _verdict(result: VerifyResult) -> VerifyResult:
+        reason = result.reason.name if result.reason else "none"
+        metrics.VERIFIED.labels("valid" if result.valid else "invalid", reason).inc()
+        return result
+
+    # -- Revoke ------------------------------------------------------------------------
+
+    async def revoke_token(self, token: str, reason: str) -> int:
+        self.check_token_field(token)
+        claims = self._claims_of_own_token(token)
+        if claims["exp"] + self._config.leeway <= time.time():
+            return 0  # already unusable everywhere: nothing to record
+        return await self._add("jti", claims["jti"], claims["exp"] + self._config.leeway, reason)
+
+    def _claims_of_own_token(self, token: str) -> dict[str, Any]:
+        """Signature and issuer only: an expired or wrong-audience token may still be revoked."""
+        jwks = self._verifier.jwks
+        try:
+            # Each published key is bound to one algorithm, so allowing theirs is exact.
+            payload = verify_compact(token, jwks, {key.alg for key in jwks.keys})
+            claims = strict_json_loads(payload)
+        except InvalidToken as exc:
+            raise BadRequest(f"token was not issued by this tokend ({exc.reason.name})") from None
+        if (not isinstance(claims, dict) or claims.get("iss") != self._config.issuer
+                or not isinstance(claims.get("jti"), str)
+                or not isinstance(claims.get("exp"), int | float)):
+            raise BadRequest("token was not issued by this tokend (claims)")
+        return claims
+
+    async def revoke_jti(self, jti: str, reason: str) -> int:
+        if not _JTI.match(jti):
+            raise BadRequest("jti must be 1-128 printable ASCII characters")
+        return await self._add("jti", jti, self._horizon(), reason)
+
+    async def revoke_refresh(self, refresh_token: str, reason: str) -> int:
+        check_reason(reason)
+        found = await self._store.get_refresh(parse_refresh_token(refresh_token))
+        if found is None:
+            return 0  # RFC 7009 §2.2: an unknown token is not an error
+        revocations = await self._store.revoke_family(found[0].family_id, reason, time.time())
+        return self._apply(revocations)
+
+    async def revoke_subject(self, subject: str, reason: str) -> int:
+        check_reason(reason)
+        if not subject or len(subject) > 256:
+            raise BadRequest("subject must be 1-256 characters")
+        revocations = await self._store.revoke_subject(subject, reason, time.time(),
+                                                       self._horizon())
+        return self._apply(revocations)
+
+    def _horizon(self) -> float:
+        """When every token issued up to now has expired."""
+        return time.time() + self._config.max_ttl + self._config.leeway
+
+    async def _add(self, kind: str, value: str, expires_at: float, reason: str) -> int:
+        check_reason(reason)
+        rows = await self._store.add_revocations(
+            [NewRevocation(kind=kind, value=value, expires_at=expires_at, reason=reason)])
+        return self._apply(rows)
+
+    def _apply(self, revocations: Any) -> int:
+        # The store has committed; apply at once so this process never serves a stale answer.
+        rows: list[Revocation] = list(revocations)
+        self._denylist.apply(rows)
+        for row in rows:
+            metrics.REVOKED.labels(row.kind).inc()
+            log.info("token.revoked", kind=row.kind, value=_loggable(row), seq=row.seq,
+                     reason=row.reason)
+        metrics.DENYLIST_SIZE.set(len(self._denylist))
+        return len(rows)
+
+
+def check_reason(reason: str) -> None:
+    if not _REASON.match(reason):
+        raise BadRequest("reason must be at most 256 printable characters")
+
+
+def _loggable(row: Revocation) -> str:
+    # jti and family ids are not secrets; subjects may be personal data, so log a hash prefix.
+    if row.kind == "subject":
+        return "sha256:" + hashlib.sha256(row.value.encode()).hexdigest()[:12]
+    return row.value

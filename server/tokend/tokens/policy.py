@@ -1,0 +1,160 @@
+"""Claim policy: what a caller may put in a token, checked before anything is signed."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tokend.config import TokenConfig
+from tokend.tokens.errors import BadRequest
+
+# Claims tokend sets itself; a caller can never set or override them.
+# RFC 7519 §4.1 (registered), RFC 9068 §2.2 (client_id, scope), RFC 8693 §4 (act, may_act),
+# RFC 7800 §3 (cnf), OpenID Connect Core §2 (auth_time, acr, amr, azp, nonce, sid...).
+RESERVED_CLAIMS = frozenset({
+    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "client_id", "cnf", "typ",
+    "act", "may_act", "azp", "auth_time", "acr", "amr", "nonce", "sid", "at_hash", "c_hash",
+    "kid", "alg", "crit", "scp",
+})
+
+MAX_SUBJECT = 256
+MAX_AUDIENCES = 16
+MAX_AUDIENCE = 256
+MAX_SCOPES = 64
+MAX_SCOPE = 128
+MAX_CLAIM_NAME = 128
+
+_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[\x21-\x7e]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+_CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
+
+
+@dataclass(frozen=True)
+class AccessTokenSpec:
+    """Everything that goes into one access token, already validated."""
+
+    subject: str
+    audience: tuple[str, ...]
+    scopes: tuple[str, ...]
+    claims: Mapping[str, Any]
+    ttl: int
+    client_id: str
+
+
+def check_subject(subject: str) -> str:
+    if not subject:
+        raise BadRequest("subject is required: the user or service the token is about")
+    if len(subject) > MAX_SUBJECT or not _PRINTABLE.match(subject):
+        raise BadRequest(f"subject must be 1-{MAX_SUBJECT} printable characters")
+    return subject
+
+
+def check_audience(audience: Iterable[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(audience))
+    if not values:
+        raise BadRequest("audience is required: name at least one service the token is for")
+    if len(values) > MAX_AUDIENCES:
+        raise BadRequest(f"at most {MAX_AUDIENCES} audiences per token")
+    for value in values:
+        if len(value) > MAX_AUDIENCE or not (_URI.match(value) or _NAME.match(value)):
+            raise BadRequest(
+                f"audience {value[:64]!r} has an unknown format: use an absolute URI "
+                f"(https://api.example.com) or a name of letters, digits and .-_:/ "
+                f"(at most {MAX_AUDIENCE} characters)"
+            )
+        if allowed and value not in allowed:
+            raise BadRequest(f"audience {value!r} is not in tokens.allowed_audiences")
+    return values
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(scopes))
+    if len(values) > MAX_SCOPES:
+        raise BadRequest(f"at most {MAX_SCOPES} scopes per token")
+    for value in values:
+        if len(value) > MAX_SCOPE or not _SCOPE.match(value):
+            raise BadRequest(
+                f"scope {value[:64]!r} is invalid: 1-{MAX_SCOPE} characters, "
+                "no spaces, quotes or backslashes (RFC 6749 section 3.3)"
+            )
+    return values
+
+
+def check_ttl(ttl_seconds: float | None, config: TokenConfig) -> int:
+    if ttl_seconds is None:
+        return int(config.default_ttl)
+    if ttl_seconds < 1:
+        raise BadRequest("ttl must be at least 1 second (leave it unset for the default)")
+    if ttl_seconds > config.max_ttl:
+        raise BadRequest(
+            f"ttl {ttl_seconds:g}s is above the maximum of {config.max_ttl:g}s "
+            "(tokens.max_ttl); ask for a shorter ttl or use a refresh token"
+        )
+    return int(ttl_seconds)
+
+
+def check_claims(claims: Mapping[str, Any], config: TokenConfig) -> dict[str, Any]:
+    for name in claims:
+        if name in RESERVED_CLAIMS:
+            raise BadRequest(
+                f"custom claim {name!r} is a registered claim that tokend sets itself; "
+                "rename it"
+            )
+        if len(name) > MAX_CLAIM_NAME or not _CLAIM_NAME.match(name):
+            raise BadRequest(
+                f"custom claim name {name[:64]!r} is invalid: letters, digits and _.:/- "
+                f"starting with a letter or _, at most {MAX_CLAIM_NAME} characters"
+            )
+    depth = _depth(claims)
+    if depth > config.max_claims_depth:
+        raise BadRequest(
+            f"custom claims are nested {depth} levels deep; the limit is "
+            f"{config.max_claims_depth} (tokens.max_claims_depth)"
+        )
+    normalised = _integral_floats_to_int(dict(claims))
+    size = len(json.dumps(normalised, separators=(",", ":"), ensure_ascii=False).encode())
+    if claims and size > config.max_claims_bytes:
+        raise BadRequest(
+            f"custom claims take {size} bytes as JSON; the limit is {config.max_claims_bytes} "
+            "(tokens.max_claims_bytes). Keep tokens lean: put large data behind an API"
+        )
+    return normalised
+
+
+def check_narrowing(requested: tuple[str, ...], granted: tuple[str, ...]) -> tuple[str, ...]:
+    if not requested:
+        return granted
+    extra = [scope for scope in requested if scope not in granted]
+    if extra:
+        raise BadRequest(
+            f"refresh cannot widen scopes: {', '.join(extra)} not in the original grant"
+        )
+    return requested
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _integral_floats_to_int(value: Any) -> Any:
+    """protobuf Struct carries every number as a double; 3.0 was meant as 3."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadRequest("custom claims cannot hold NaN or infinity")
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if isinstance(value, dict):
+        return {k: _integral_floats_to_int(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_to_int(v) for v in value]
+    return value

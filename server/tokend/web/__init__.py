@@ -1,0 +1,1 @@
+"""HTTP: JWKS, discovery, health, metrics."""

@@ -1,0 +1,57 @@
+"""HTTP side: JWKS, discovery, health and metrics, served from in-memory state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tokend.keys.publisher import JwksPublisher
+
+ReadyCheck = Callable[[], Awaitable[tuple[bool, dict[str, bool]]]]
+
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+def build_http_app(*, issuer: str, publisher: JwksPublisher, ready: ReadyCheck,
+                   jwks_max_age: int) -> web.Application:
+    # Small requests only: nothing here takes a body.
+    app = web.Application(client_max_size=1024)
+
+    async def jwks(_: web.Request) -> web.Response:
+        # RFC 7517 §8.5: application/jwk-set+json; caching bounds how long a
+        # verifier may miss a new key, which key rotation has to wait out.
+        return web.Response(text=publisher.json, content_type="application/jwk-set+json",
+                            headers={"Cache-Control": f"public, max-age={jwks_max_age}"})
+
+    async def discovery(_: web.Request) -> web.Response:
+        document = {
+            "issuer": issuer,
+            "jwks_uri": issuer.rstrip("/") + JWKS_PATH,
+            "id_token_signing_alg_values_supported": list(publisher.algorithms),
+            "access_token_signing_alg_values_supported": list(publisher.algorithms),
+            "subject_types_supported": ["public"],
+        }
+        return web.json_response(document, headers={"Cache-Control": "public, max-age=300"})
+
+    async def healthz(_: web.Request) -> web.Response:
+        # Liveness only: the event loop answers. Readiness is /readyz.
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok, checks = await ready()
+        return web.Response(text=json.dumps({"ready": ok, "checks": checks}),
+                            status=200 if ok else 503, content_type="application/json")
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get(JWKS_PATH, jwks)
+    app.router.add_get("/.well-known/openid-configuration", discovery)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

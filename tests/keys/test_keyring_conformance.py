@@ -1,0 +1,242 @@
+"""Conformance suite for the `Keyring` protocol.
+
+Every key custody runs these same tests: add a factory to IMPLEMENTATIONS that returns a
+fresh, not yet loaded keyring and a way to rotate its custody. Signatures are checked
+with `cryptography` against public keys rebuilt here from the published JWKs, so the
+suite trusts nothing of the implementation under test.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from tests.support.bao import BaoDevServer
+from tokend.keys.keyring import Keyring, SigningKey
+from tokend.keys.transit import TransitKeyring
+from tokend.keys.vault import make_vault_client
+
+MESSAGE = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjb25mb3JtYW5jZSJ9"
+
+# RFC 7517 §4 / RFC 7518 §6: the public members per key type, and nothing else.
+COMMON_MEMBERS = {"kty", "kid", "alg", "use"}
+PUBLIC_MEMBERS = {"EC": {"crv", "x", "y"}, "RSA": {"n", "e"}, "OKP": {"crv", "x"}}
+
+
+@dataclass
+class KeyringCase:
+    alg: str
+    keyring: Keyring  # fresh, not loaded yet
+    rotate: Callable[[], None]  # make custody hold a new latest version
+
+
+def _transit_case(bao: BaoDevServer, alg: str) -> KeyringCase:
+    name = f"conf-{alg.lower()}-{uuid.uuid4().hex[:8]}"
+    client = make_vault_client(bao.addr, bao.token)
+    keyring = TransitKeyring(client, key_name=name, algorithm=alg, create_if_missing=True)
+    return KeyringCase(alg, keyring, lambda: client.secrets.transit.rotate_key(name))
+
+
+IMPLEMENTATIONS: dict[str, Callable[[BaoDevServer], KeyringCase]] = {
+    f"transit-{alg}": (lambda bao, alg=alg: _transit_case(bao, alg))
+    for alg in ("ES256", "RS256", "PS256", "EdDSA")
+}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def case(request: pytest.FixtureRequest, bao: BaoDevServer) -> KeyringCase:
+    return IMPLEMENTATIONS[request.param](bao)
+
+
+@pytest.fixture
+def keyring(case: KeyringCase) -> Keyring:
+    case.keyring.load()
+    return case.keyring
+
+
+# -- helpers that know JOSE, not the implementation ------------------------------------
+
+
+def b64url_decode(value: str) -> bytes:
+    # RFC 7515 §2: base64url without padding; anything else is a publishing bug.
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", value), f"not unpadded base64url: {value!r}"
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def uint(value: str) -> int:
+    return int.from_bytes(b64url_decode(value), "big")
+
+
+def jwk_by_kid(jwks: dict[str, Any], kid: str) -> dict[str, Any]:
+    found = [k for k in jwks["keys"] if k["kid"] == kid]
+    assert len(found) == 1, f"{kid} published {len(found)} times"
+    return found[0]
+
+
+def verify(jwk: dict[str, Any], signature: bytes, data: bytes) -> None:
+    """Verify a raw JWS signature with the algorithm the JWK names (raises if invalid)."""
+    alg = jwk["alg"]
+    if alg == "ES256":
+        assert jwk["kty"] == "EC" and jwk["crv"] == "P-256"
+        key = ec.EllipticCurvePublicNumbers(uint(jwk["x"]), uint(jwk["y"]), ec.SECP256R1())
+        if len(signature) != 64:  # RFC 7518 §3.4: r||s, not DER
+            raise InvalidSignature
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        der = encode_dss_signature(r, s)
+        key.public_key().verify(der, data, ec.ECDSA(hashes.SHA256()))
+    elif alg in ("RS256", "PS256"):
+        assert jwk["kty"] == "RSA"
+        rsa_key = rsa.RSAPublicNumbers(uint(jwk["e"]), uint(jwk["n"])).public_key()
+        pad: padding.AsymmetricPadding = padding.PKCS1v15()
+        if alg == "PS256":  # RFC 7518 §3.5: MGF1-SHA256, salt = hash length (32)
+            pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        rsa_key.verify(signature, data, pad, hashes.SHA256())
+    elif alg == "EdDSA":  # RFC 8037 §3.1
+        assert jwk["kty"] == "OKP" and jwk["crv"] == "Ed25519"
+        ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"])).verify(signature, data)
+    else:
+        pytest.fail(f"unexpected alg {alg}")
+
+
+def valid(jwk: dict[str, Any], signature: bytes, data: bytes) -> bool:
+    try:
+        verify(jwk, signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+# -- the contract ----------------------------------------------------------------------
+
+
+def test_active_and_jwks_need_a_load_first(case: KeyringCase) -> None:
+    with pytest.raises(RuntimeError):
+        case.keyring.active()
+    with pytest.raises(RuntimeError):
+        case.keyring.jwks()
+
+
+def test_keyring_satisfies_the_protocol(keyring: Keyring) -> None:
+    assert isinstance(keyring, Keyring)
+
+
+def test_jwks_publishes_public_members_only(keyring: Keyring, case: KeyringCase) -> None:
+    jwks = keyring.jwks()
+    assert set(jwks) == {"keys"} and jwks["keys"]
+    for jwk in jwks["keys"]:
+        assert set(jwk) == COMMON_MEMBERS | PUBLIC_MEMBERS[jwk["kty"]], jwk
+        assert jwk["use"] == "sig"
+        assert jwk["alg"] == case.alg
+        assert isinstance(jwk["kid"], str) and jwk["kid"]
+    kids = [jwk["kid"] for jwk in jwks["keys"]]
+    assert len(kids) == len(set(kids))
+
+
+def test_jwk_coordinates_are_well_formed(keyring: Keyring) -> None:
+    for jwk in keyring.jwks()["keys"]:
+        if jwk["kty"] == "EC":  # RFC 7518 §6.2.1.2: full-length coordinates
+            assert len(b64url_decode(jwk["x"])) == len(b64url_decode(jwk["y"])) == 32
+        elif jwk["kty"] == "OKP":  # RFC 8037 §2
+            assert len(b64url_decode(jwk["x"])) == 32
+        else:  # RFC 7518 §6.3.1.1: minimal octets, no leading zero
+            assert b64url_decode(jwk["n"])[0] != 0 and b64url_decode(jwk["e"])[0] != 0
+            assert uint(jwk["n"]).bit_length() >= 2048
+
+
+def test_active_key_is_published(keyring: Keyring, case: KeyringCase) -> None:
+    active = keyring.active()
+    assert isinstance(active, SigningKey)
+    assert active.alg == case.alg
+    assert jwk_by_kid(keyring.jwks(), active.kid)["alg"] == active.alg
+
+
+def test_signature_verifies_with_published_jwk(keyring: Keyring) -> None:
+    active = keyring.active()
+    signature = keyring.sign(active, MESSAGE)
+    jwk = jwk_by_kid(keyring.jwks(), active.kid)
+    verify(jwk, signature, MESSAGE)
+    assert not valid(jwk, signature, MESSAGE + b"x")
+
+
+def test_signature_has_the_jws_length(keyring: Keyring, case: KeyringCase) -> None:
+    active = keyring.active()
+    signature = keyring.sign(active, MESSAGE)
+    jwk = jwk_by_kid(keyring.jwks(), active.kid)
+    if jwk["kty"] == "RSA":
+        assert len(signature) == len(b64url_decode(jwk["n"]))
+    else:  # ES256 r||s (RFC 7518 §3.4) and Ed25519 (RFC 8032) are both 64 octets
+        assert len(signature) == 64
+
+
+def test_pss_salt_is_hash_length(keyring: Keyring, case: KeyringCase) -> None:
+    if case.alg != "PS256":
+        pytest.skip("PSS only")
+    active = keyring.active()
+    signature = keyring.sign(active, MESSAGE)
+    key = rsa.RSAPublicNumbers(
+        *(uint(jwk_by_kid(keyring.jwks(), active.kid)[m]) for m in ("e", "n"))
+    ).public_key()
+    pss32 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    key.verify(signature, MESSAGE, pss32, hashes.SHA256())
+    # And not the longest salt, which transit makes by default ("auto"). (PSS.MAX_LENGTH
+    # would not do here: when verifying, cryptography takes it as "any length".)
+    longest_salt = (key.key_size - 1 + 7) // 8 - 32 - 2  # RFC 8017 §9.1.1: emLen - hLen - 2
+    longest = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=longest_salt)
+    with pytest.raises(InvalidSignature):
+        key.verify(signature, MESSAGE, longest, hashes.SHA256())
+
+
+def test_rotation_publishes_both_and_pins_versions(keyring: Keyring, case: KeyringCase) -> None:
+    old = keyring.active()
+    case.rotate()
+    assert keyring.active() == old  # nothing changes until load()
+    keyring.load()
+    new = keyring.active()
+    assert new.version == old.version + 1 and new.kid != old.kid
+    jwks = keyring.jwks()
+    assert {old.kid, new.kid} <= {jwk["kid"] for jwk in jwks["keys"]}
+
+    old_signature = keyring.sign(old, MESSAGE)  # the version pin: old key, not latest
+    assert valid(jwk_by_kid(jwks, old.kid), old_signature, MESSAGE)
+    assert not valid(jwk_by_kid(jwks, new.kid), old_signature, MESSAGE)
+    new_signature = keyring.sign(new, MESSAGE)
+    assert valid(jwk_by_kid(jwks, new.kid), new_signature, MESSAGE)
+
+
+def test_unpublished_key_is_refused(keyring: Keyring) -> None:
+    active = keyring.active()
+    unknown_version = SigningKey(kid=active.kid, alg=active.alg, version=active.version + 7)
+    other_alg = SigningKey(kid=active.kid, alg="none", version=active.version)
+    other_kid = SigningKey(kid="someone-else-v1", alg=active.alg, version=active.version)
+    for key in (unknown_version, other_alg, other_kid):
+        with pytest.raises(ValueError):
+            keyring.sign(key, MESSAGE)
+
+
+def test_jwks_is_a_copy(keyring: Keyring) -> None:
+    first = keyring.jwks()
+    first["keys"][0]["d"] = "private!"
+    first["keys"].clear()
+    second = keyring.jwks()
+    assert second["keys"] and all("d" not in jwk for jwk in second["keys"])
+
+
+def test_concurrent_signing(keyring: Keyring) -> None:
+    # tokend signs from a thread pool; every signature must still be right.
+    active = keyring.active()
+    jwk = jwk_by_kid(keyring.jwks(), active.kid)
+    inputs = [MESSAGE + str(i).encode() for i in range(24)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        signatures = list(pool.map(lambda data: keyring.sign(active, data), inputs))
+    assert all(valid(jwk, sig, data) for sig, data in zip(signatures, inputs, strict=True))

@@ -1,0 +1,457 @@
+"""The store conformance suite: every backend must pass it unchanged.
+
+A backend's test module subclasses `StoreConformance` and provides one fixture,
+``store_factory``: an async callable that returns a new, opened store on the same
+database each time it is called (and closes them all at teardown). The suite derives
+``store`` from it, reopens through it for durability, and uses two instances for the
+concurrency tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tokend.store import (
+    ConflictError,
+    NewRevocation,
+    RefreshFamily,
+    RefreshToken,
+    Revocation,
+    RotateStatus,
+    Store,
+)
+
+StoreFactory = Callable[[], Awaitable[Store]]
+
+NOW = 1_700_000_000.0  # the stores take `now` from the caller; a fixed clock keeps it exact
+HOUR = 3600.0
+DAY = 86400.0
+
+
+def h(name: str) -> bytes:
+    return hashlib.sha256(name.encode()).digest()
+
+
+def family(
+    family_id: str = "fam-1",
+    subject: str = "alice",
+    *,
+    created_at: float = NOW,
+    expires_at: float = NOW + 30 * DAY,
+) -> RefreshFamily:
+    return RefreshFamily(
+        family_id=family_id,
+        subject=subject,
+        client_id="spiffe://example.org/ns/web/sa/frontend",
+        audience=("api://orders", "api://billing"),
+        scopes=("orders:read", "orders:write"),
+        claims={"tenant": "acme", "roles": ["admin", "ops"], "level": 3, "beta": True},
+        access_ttl=900.0,
+        created_at=created_at,
+        expires_at=expires_at,
+    )
+
+
+def token(
+    name: str,
+    family_id: str = "fam-1",
+    *,
+    issued_at: float = NOW,
+    ttl: float = DAY,
+    access_ttl: float = 900.0,
+) -> RefreshToken:
+    return RefreshToken(
+        token_hash=h(name),
+        family_id=family_id,
+        issued_at=issued_at,
+        expires_at=issued_at + ttl,
+        access_jti=f"jti-{name}",
+        access_expires_at=issued_at + access_ttl,
+    )
+
+
+def jti(value: str, expires_at: float = NOW + HOUR, reason: str = "test") -> NewRevocation:
+    return NewRevocation("jti", value, expires_at, reason)
+
+
+def by_kind(rows: list[Revocation]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        out.setdefault(row.kind, []).append(row.value)
+    return out
+
+
+class StoreConformance:
+    """Semantics every `Store` shares; see tokend/store/base.py."""
+
+    @pytest.fixture
+    async def store(self, store_factory: StoreFactory) -> AsyncIterator[Store]:
+        store = await store_factory()
+        yield store
+        await store.close()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    async def test_ping(self, store: Store) -> None:
+        assert await store.ping() is True
+
+    async def test_ping_false_after_close(self, store: Store) -> None:
+        await store.close()
+        assert await store.ping() is False
+
+    async def test_open_twice_is_harmless(self, store: Store) -> None:
+        await store.open()
+        assert await store.ping()
+
+    # -- revocation feed -------------------------------------------------------------
+
+    async def test_add_returns_rows_with_fields(self, store: Store) -> None:
+        before = time.time()
+        rows = await store.add_revocations(
+            [
+                jti("a", NOW + 100, "stolen laptop"),
+                NewRevocation("subject", "bob", NOW + 200, "offboarded", not_before=NOW),
+                NewRevocation("family", "fam-x", NOW + 300, "logout"),
+            ]
+        )
+        assert [(r.kind, r.value, r.not_before, r.expires_at, r.reason) for r in rows] == [
+            ("jti", "a", 0.0, NOW + 100, "stolen laptop"),
+            ("subject", "bob", NOW, NOW + 200, "offboarded"),
+            ("family", "fam-x", 0.0, NOW + 300, "logout"),
+        ]
+        assert rows[0].seq < rows[1].seq < rows[2].seq
+        assert all(before - 1 <= r.created_at <= time.time() + 1 for r in rows)
+
+    async def test_add_nothing(self, store: Store) -> None:
+        assert await store.add_revocations([]) == []
+        assert await store.last_seq() == 0
+
+    async def test_since_returns_what_add_returned(self, store: Store) -> None:
+        added = await store.add_revocations([jti("a"), jti("b")])
+        assert await store.revocations_since(0, NOW) == added
+
+    async def test_since_is_exclusive_and_ascending(self, store: Store) -> None:
+        added = await store.add_revocations([jti(f"j{i}") for i in range(5)])
+        rows = await store.revocations_since(added[1].seq, NOW)
+        assert [r.value for r in rows] == ["j2", "j3", "j4"]
+        assert await store.revocations_since(added[-1].seq, NOW) == []
+
+    async def test_since_returns_live_rows_only(self, store: Store) -> None:
+        await store.add_revocations([jti("dead", NOW - 1), jti("edge", NOW), jti("live", NOW + 1)])
+        # expires_at == now is already useless: the token it names has expired.
+        assert [r.value for r in await store.revocations_since(0, NOW)] == ["live"]
+        assert [r.value for r in await store.revocations_since(0, NOW - 10)] == [
+            "dead",
+            "edge",
+            "live",
+        ]
+
+    async def test_since_limit_and_paging(self, store: Store) -> None:
+        added = await store.add_revocations([jti(f"j{i:02d}") for i in range(25)])
+        first = await store.revocations_since(0, NOW, limit=10)
+        assert first == added[:10]
+        seen: list[Revocation] = []
+        cursor = 0
+        while page := await store.revocations_since(cursor, NOW, limit=7):
+            seen += page
+            cursor = page[-1].seq
+        assert seen == added
+
+    async def test_last_seq(self, store: Store) -> None:
+        assert await store.last_seq() == 0
+        rows = await store.add_revocations([jti("a"), jti("b")])
+        assert await store.last_seq() == rows[-1].seq
+
+    async def test_seq_increases_across_all_writers(self, store: Store) -> None:
+        await store.create_family(family("f1"), token("t1", "f1"))
+        await store.create_family(family("f2", "bob"), token("t2", "f2"))
+        rows = await store.add_revocations([jti("a")])
+        rows += await store.revoke_family("f1", "logout", NOW)
+        rows += await store.revoke_subject("bob", "offboarded", NOW, NOW + HOUR)
+        rows += await store.add_revocations([jti("b")])
+        seqs = [r.seq for r in rows]
+        assert seqs == sorted(set(seqs))
+        assert await store.revocations_since(0, NOW) == rows
+
+    async def test_seq_never_reused_after_purge(self, store: Store) -> None:
+        old = await store.add_revocations([jti("a", NOW + 1), jti("b", NOW + 1)])
+        assert await store.purge(NOW + 10) == 2
+        assert await store.last_seq() == old[-1].seq  # purge does not lower it
+        (new,) = await store.add_revocations([jti("c", NOW + HOUR)])
+        assert new.seq > old[-1].seq
+
+    async def test_durable_across_reopen(self, store: Store, store_factory: StoreFactory) -> None:
+        rows = await store.add_revocations([jti("a")])
+        await store.create_family(family(), token("t1"))
+        await store.close()
+        reopened = await store_factory()
+        assert await reopened.revocations_since(0, NOW) == rows
+        assert await reopened.last_seq() == rows[-1].seq
+        assert await reopened.get_refresh(h("t1")) == (family(), token("t1"))
+
+    async def test_new_revocation_is_validated(self) -> None:
+        with pytest.raises(ValueError, match="kind"):
+            NewRevocation("session", "x", NOW, "r")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="value"):
+            NewRevocation("jti", "", NOW, "r")
+
+    # -- refresh families ------------------------------------------------------------
+
+    async def test_create_and_get(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        found = await store.get_refresh(h("t1"))
+        assert found == (family(), token("t1"))
+        fam, _ = found
+        assert isinstance(fam.audience, tuple)
+        assert isinstance(fam.scopes, tuple)
+        assert isinstance(found[1].token_hash, bytes)
+
+    async def test_get_unknown(self, store: Store) -> None:
+        assert await store.get_refresh(h("nobody")) is None
+
+    async def test_create_rejects_token_of_other_family(self, store: Store) -> None:
+        with pytest.raises(ValueError):
+            await store.create_family(family("f1"), token("t1", "f2"))
+        assert await store.get_refresh(h("t1")) is None
+
+    async def test_create_duplicate_family(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        with pytest.raises(ConflictError):
+            await store.create_family(family(), token("t2"))
+        assert await store.get_refresh(h("t2")) is None  # nothing half-written
+
+    async def test_create_duplicate_token_hash(self, store: Store) -> None:
+        await store.create_family(family("f1"), token("t1", "f1"))
+        with pytest.raises(ConflictError):
+            await store.create_family(family("f2"), token("t1", "f2"))
+
+    # -- rotation --------------------------------------------------------------------
+
+    async def test_rotate_ok(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        new = token("t2", issued_at=NOW + 60)
+        result = await store.rotate_refresh(h("t1"), new, NOW + 60)
+        assert result.status is RotateStatus.OK
+        assert result.family == family()
+        assert result.revocations == ()
+        _, old = await store.get_refresh(h("t1")) or pytest.fail("old token vanished")
+        assert old.spent_at == NOW + 60
+        assert await store.get_refresh(h("t2")) == (family(), new)
+
+    async def test_rotate_chain(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        for i in range(1, 5):
+            now = NOW + i
+            result = await store.rotate_refresh(h(f"t{i}"), token(f"t{i + 1}", issued_at=now), now)
+            assert result.status is RotateStatus.OK
+
+    async def test_rotate_not_found(self, store: Store) -> None:
+        result = await store.rotate_refresh(h("ghost"), token("t2"), NOW)
+        assert result.status is RotateStatus.NOT_FOUND
+        assert result.family is None
+        assert await store.get_refresh(h("t2")) is None
+
+    @pytest.mark.parametrize("offset", [0.0, 1.0])  # now == expires_at is already expired
+    async def test_rotate_expired_token(self, store: Store, offset: float) -> None:
+        await store.create_family(family(), token("t1", ttl=HOUR))
+        result = await store.rotate_refresh(h("t1"), token("t2"), NOW + HOUR + offset)
+        assert result.status is RotateStatus.EXPIRED
+        assert result.family == family()
+        assert await store.get_refresh(h("t2")) is None
+
+    async def test_rotate_expired_family(self, store: Store) -> None:
+        await store.create_family(family(expires_at=NOW + HOUR), token("t1", ttl=DAY))
+        result = await store.rotate_refresh(h("t1"), token("t2"), NOW + HOUR)
+        assert result.status is RotateStatus.EXPIRED
+
+    async def test_rotate_revoked(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        await store.revoke_family("fam-1", "logout", NOW + 1)
+        result = await store.rotate_refresh(h("t1"), token("t2"), NOW + 2)
+        assert result.status is RotateStatus.REVOKED
+        assert result.family is not None
+        assert result.family.revoked_at == NOW + 1
+        assert result.revocations == ()
+
+    async def test_rotate_rejects_new_token_of_other_family(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        with pytest.raises(ValueError):
+            await store.rotate_refresh(h("t1"), token("t2", "other"), NOW + 1)
+        _, old = await store.get_refresh(h("t1")) or pytest.fail("old token vanished")
+        assert old.spent_at is None  # rolled back
+
+    async def test_rotate_reused_revokes_family(self, store: Store) -> None:
+        # t1 (access expired by the time of reuse) -> t2 -> t3; then t2 comes back.
+        await store.create_family(family(), token("t1", access_ttl=60))
+        await store.rotate_refresh(h("t1"), token("t2", issued_at=NOW + 100), NOW + 100)
+        await store.rotate_refresh(h("t2"), token("t3", issued_at=NOW + 200), NOW + 200)
+        now = NOW + 300
+        result = await store.rotate_refresh(h("t2"), token("t4", issued_at=now), now)
+
+        assert result.status is RotateStatus.REUSED
+        assert result.family is not None
+        assert result.family.revoked_at == now
+        assert by_kind(list(result.revocations)) == {
+            "jti": ["jti-t2", "jti-t3"],  # jti-t1 has expired: nothing left to deny
+            "family": ["fam-1"],
+        }
+        expiries = {r.value: r.expires_at for r in result.revocations}
+        assert expiries["jti-t2"] == NOW + 100 + 900
+        assert expiries["jti-t3"] == NOW + 200 + 900
+        assert expiries["fam-1"] >= family().expires_at
+        # Committed and in the feed, and the family is dead for every token.
+        assert await store.revocations_since(0, now) == list(result.revocations)
+        assert await store.get_refresh(h("t4")) is None
+        after = await store.rotate_refresh(h("t3"), token("t5"), now + 1)
+        assert after.status is RotateStatus.REVOKED
+
+    async def test_reuse_after_revocation_reports_revoked(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        await store.rotate_refresh(h("t1"), token("t2"), NOW + 1)
+        first = await store.rotate_refresh(h("t1"), token("t3"), NOW + 2)
+        second = await store.rotate_refresh(h("t1"), token("t4"), NOW + 3)
+        assert first.status is RotateStatus.REUSED
+        assert second.status is RotateStatus.REVOKED  # the family is revoked only once
+        assert second.revocations == ()
+
+    async def test_concurrent_rotation_one_store(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        results = await asyncio.gather(
+            store.rotate_refresh(h("t1"), token("a"), NOW + 1),
+            store.rotate_refresh(h("t1"), token("b"), NOW + 1),
+        )
+        assert sorted(r.status.value for r in results) == ["ok", "reused"]
+
+    async def test_concurrent_rotation_two_stores(
+        self, store: Store, store_factory: StoreFactory
+    ) -> None:
+        other = await store_factory()
+        for i in range(5):
+            fam = f"fam-{i}"
+            await store.create_family(family(fam), token(f"t{i}", fam))
+            results = await asyncio.gather(
+                store.rotate_refresh(h(f"t{i}"), token(f"a{i}", fam), NOW + 1),
+                other.rotate_refresh(h(f"t{i}"), token(f"b{i}", fam), NOW + 1),
+            )
+            statuses = [r.status for r in results]
+            assert statuses.count(RotateStatus.OK) == 1, statuses
+            assert statuses.count(RotateStatus.REUSED) == 1, statuses
+
+    # -- revoke family / subject -----------------------------------------------------
+
+    async def test_revoke_family(self, store: Store) -> None:
+        await store.create_family(family(), token("t1", access_ttl=60))
+        await store.rotate_refresh(h("t1"), token("t2", issued_at=NOW + 100), NOW + 100)
+        now = NOW + 200
+        rows = await store.revoke_family("fam-1", "logout", now)
+        assert by_kind(rows) == {"jti": ["jti-t2"], "family": ["fam-1"]}
+        assert {r.reason for r in rows} == {"logout"}
+        fam, _ = await store.get_refresh(h("t2")) or pytest.fail("token vanished")
+        assert fam.revoked_at == now
+        assert await store.revocations_since(0, now) == rows
+
+    async def test_revoke_family_is_idempotent(self, store: Store) -> None:
+        await store.create_family(family(), token("t1"))
+        assert await store.revoke_family("fam-1", "logout", NOW + 1) != []
+        last = await store.last_seq()
+        assert await store.revoke_family("fam-1", "logout", NOW + 2) == []
+        assert await store.last_seq() == last
+        fam, _ = await store.get_refresh(h("t1")) or pytest.fail("token vanished")
+        assert fam.revoked_at == NOW + 1  # the first revocation time stands
+
+    async def test_revoke_unknown_family(self, store: Store) -> None:
+        assert await store.revoke_family("nope", "logout", NOW) == []
+
+    async def test_revoke_subject(self, store: Store) -> None:
+        await store.create_family(family("a1", "alice"), token("ta1", "a1"))
+        await store.create_family(family("a2", "alice"), token("ta2", "a2"))
+        await store.create_family(family("b1", "bob"), token("tb1", "b1"))
+        await store.create_family(
+            family("a-old", "alice", expires_at=NOW + 10), token("tao", "a-old", ttl=5)
+        )
+        await store.revoke_family("a2", "earlier", NOW + 20)
+        now = NOW + 30
+        horizon = now + HOUR + 60
+
+        rows = await store.revoke_subject("alice", "offboarded", now, horizon)
+
+        subject = [r for r in rows if r.kind == "subject"]
+        assert [(r.value, r.not_before, r.expires_at, r.reason) for r in subject] == [
+            ("alice", now, horizon, "offboarded")
+        ]
+        # Only the live, not yet revoked family; its access tokens are covered by the
+        # subject entry, so jti rows (if any) must name alice's tokens only.
+        assert by_kind(rows)["family"] == ["a1"]
+        assert set(by_kind(rows).get("jti", [])) <= {"jti-ta1"}
+        assert (await store.rotate_refresh(h("ta1"), token("x", "a1"), now)).status is (
+            RotateStatus.REVOKED
+        )
+        assert (await store.rotate_refresh(h("tb1"), token("y", "b1"), now)).status is (
+            RotateStatus.OK
+        )
+        assert await store.revocations_since(rows[0].seq - 1, now) == rows
+
+    async def test_revoke_subject_without_families(self, store: Store) -> None:
+        rows = await store.revoke_subject("carol", "offboarded", NOW, NOW + HOUR)
+        assert [(r.kind, r.value, r.not_before) for r in rows] == [("subject", "carol", NOW)]
+
+    async def test_revoke_subject_denies_access_tokens_outliving_the_entry(
+        self, store: Store
+    ) -> None:
+        # If the caller's horizon is shorter than an access token's life, that token must
+        # still be denied after the subject entry expires.
+        await store.create_family(family(), token("t1", access_ttl=2 * HOUR))
+        rows = await store.revoke_subject("alice", "offboarded", NOW, NOW + HOUR)
+        assert "jti-t1" in by_kind(rows).get("jti", [])
+
+    # -- purge -----------------------------------------------------------------------
+
+    async def test_purge_revocations(self, store: Store) -> None:
+        await store.add_revocations([jti("dead", NOW - 1), jti("edge", NOW), jti("live")])
+        assert await store.purge(NOW) == 2
+        assert [r.value for r in await store.revocations_since(0, 0)] == ["live"]
+        assert await store.purge(NOW) == 0
+
+    async def test_purge_refresh_state(self, store: Store) -> None:
+        # f-dead: family and tokens fully expired -> gone.
+        await store.create_family(
+            family("f-dead", expires_at=NOW + HOUR), token("d1", "f-dead", ttl=HOUR)
+        )
+        # f-live: t1 spent and expired with its access token -> row gone; t2 stays.
+        await store.create_family(family("f-live"), token("t1", "f-live", ttl=HOUR))
+        await store.rotate_refresh(h("t1"), token("t2", "f-live", ttl=DAY), NOW + 1)
+        # f-tail: family expired, but its last access token is still valid -> kept, so a
+        # later revoke_family can still deny that access token.
+        await store.create_family(
+            family("f-tail", expires_at=NOW + 2 * HOUR),
+            token("x1", "f-tail", issued_at=NOW + 2 * HOUR - 10, ttl=5, access_ttl=900),
+        )
+        now = NOW + 2 * HOUR
+
+        assert await store.purge(now) == 3  # d1 + family f-dead + t1
+
+        assert await store.get_refresh(h("d1")) is None
+        assert await store.get_refresh(h("t1")) is None
+        assert await store.get_refresh(h("t2")) is not None
+        assert await store.get_refresh(h("x1")) is not None
+        rows = await store.revoke_family("f-tail", "late", now)
+        assert "jti-x1" in by_kind(rows)["jti"]
+
+        assert await store.purge(now + DAY * 40) >= 4  # everything else, eventually
+        assert await store.get_refresh(h("t2")) is None
+        assert await store.get_refresh(h("x1")) is None
+
+    async def test_purge_keeps_spent_token_for_reuse_detection(self, store: Store) -> None:
+        await store.create_family(family(), token("t1", access_ttl=60))
+        await store.rotate_refresh(h("t1"), token("t2"), NOW + 1)
+        await store.purge(NOW + HOUR)  # t1's access token is long expired, t1 itself is not
+        result = await store.rotate_refresh(h("t1"), token("t3"), NOW + HOUR)
+        assert result.status is RotateStatus.REUSED

@@ -1,0 +1,80 @@
+"""Runs a real tokend App (real gRPC and HTTP on loopback) in a background event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tokend.app import App
+from tokend.config import Settings, load_settings
+from tokend_client.v1 import tokend_pb2_grpc
+
+ISSUER = "https://tokend.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_settings(vault_addr: str, vault_token: str, data_dir: Path, **overrides: Any) -> Settings:
+    tokens = {"issuer": ISSUER, **overrides.pop("tokens", {})}
+    vault = {"addr": vault_addr, "token": vault_token, "create_key": True,
+             "namespace": None, "cacert": None, **overrides.pop("vault", {})}
+    values: dict[str, Any] = {
+        "insecure_plaintext": True,
+        "grpc_listen": "127.0.0.1:0",
+        "http_listen": "127.0.0.1:0",
+        "store_url": f"sqlite:///{data_dir / 'tokend.db'}",
+        "vault": vault,
+        "tokens": tokens,
+        **overrides,
+    }
+    return load_settings(None, **values)
+
+
+class RunningTokend:
+    """`with RunningTokend(settings) as t:` gives `t.stub`, `t.grpc_addr`, `t.http_url`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = App(settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.channel: grpc.Channel | None = None
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def __enter__(self) -> RunningTokend:
+        self._thread.start()
+        try:
+            self.run(self.app.start())
+        except BaseException:
+            self._shutdown_loop()
+            raise
+        self.grpc_addr = f"127.0.0.1:{self.app.grpc_port}"
+        self.http_url = f"http://127.0.0.1:{self.app.http_port}"
+        self.channel = grpc.insecure_channel(self.grpc_addr)
+        self.stub = tokend_pb2_grpc.TokenServiceStub(self.channel)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        try:
+            self.run(self.app.stop(grace=1))
+        finally:
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
