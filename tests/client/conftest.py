@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# Test this checkout's client source whether or not (or however) the distribution is
-# installed: an editable install made before tokend_client/__init__.py existed
-# resolves it as an empty namespace package.
-_CLIENT_SOURCE = str(Path(__file__).resolve().parents[2] / "clients" / "python")
-if _CLIENT_SOURCE not in sys.path:
-    sys.path.insert(0, _CLIENT_SOURCE)
-
-from client_test_support import SigningKey, generate_key  # noqa: E402
+from tests.client.client_test_support import SigningKey, generate_key
 
 KEY_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
 

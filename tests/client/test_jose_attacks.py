@@ -15,7 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from client_test_support import (
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from tests.client.client_test_support import (
     EC_ORDERS,
     SigningKey,
     b64,
@@ -26,10 +30,6 @@ from client_test_support import (
     make_token,
     sign_as,
 )
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
 from tokend_client import InvalidToken, JwkSet, LocalVerifier, PublicKey, Reason, verify_compact
 from tokend_client.jose import SUPPORTED_ALGORITHMS, b64url_decode, strict_json_loads
 
@@ -551,7 +551,9 @@ def test_private_members_refuse_the_whole_set(es256: SigningKey) -> None:
         PublicKey.from_jwk(jwk)
     for member in ("p", "q", "dp", "dq", "qi", "oth", "k"):
         with pytest.raises(ValueError):
-            JwkSet.from_json({"keys": [es256.public_jwk(), {**es256.public_jwk(kid="b"), member: "AQ"}]})
+            JwkSet.from_json(
+                {"keys": [es256.public_jwk(), {**es256.public_jwk(kid="b"), member: "AQ"}]}
+            )
 
 
 def test_oct_keys_never_accepted(es256: SigningKey, jwks: JwkSet) -> None:

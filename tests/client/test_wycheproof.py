@@ -101,7 +101,11 @@ def public_jwks(group: dict[str, Any]) -> dict[str, Any]:
     if "public" in group:
         return _as_set(group["public"])
     private = _as_set(group["private"])
-    return {"keys": [{k: v for k, v in jwk.items() if k not in PRIVATE_MEMBERS} for jwk in private["keys"]]}
+    return {
+        "keys": [
+            {k: v for k, v in jwk.items() if k not in PRIVATE_MEMBERS} for jwk in private["keys"]
+        ]
+    }
 
 
 def _is_jwe_group(file_key: str, group: dict[str, Any]) -> bool:

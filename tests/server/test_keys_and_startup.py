@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 
+import grpc
 import pytest
 
 from tests.server.test_issue_verify import issue, segments, verify
@@ -78,3 +79,18 @@ def test_missing_key_without_create(bao: BaoDevServer, tmp_path) -> None:  # typ
     settings = make_settings(bao.addr, bao.token, tmp_path,
                              vault={"key_name": "absent", "create_key": False})
     assert "absent" in start_fails(settings)
+
+
+def test_vault_down_issue_unavailable_verify_still_works(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with BaoDevServer() as own_bao:
+        settings = make_settings(own_bao.addr, own_bao.token, tmp_path,
+                                 vault={"key_name": "outage", "timeout": 2})
+        with RunningTokend(settings) as server:
+            token = issue(server).access_token
+            own_bao.stop()
+            with pytest.raises(grpc.RpcError) as info:
+                issue(server)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "Vault" in info.value.details() and own_bao.token not in info.value.details()
+            assert verify(server, token).valid  # keys are cached: Verify never calls Vault
+            assert server.stub.GetJwks(pb.GetJwksRequest(), timeout=5).jwks_json

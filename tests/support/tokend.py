@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -11,17 +10,14 @@ from typing import Any
 
 import grpc
 
+from tests.support.bao import free_port
 from tokend.app import App
 from tokend.config import Settings, load_settings
 from tokend_client.v1 import tokend_pb2_grpc
 
+__all__ = ["ISSUER", "RunningTokend", "free_port", "make_settings"]
+
 ISSUER = "https://tokend.test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_settings(vault_addr: str, vault_token: str, data_dir: Path, **overrides: Any) -> Settings:

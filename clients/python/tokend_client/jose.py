@@ -23,6 +23,7 @@ problems with the key set or the arguments (configuration errors) raise
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
 import re
@@ -68,6 +69,8 @@ _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _B64URL_VALUE = {char: index for index, char in enumerate(_B64URL_ALPHABET)}
 # Bits of the last character that carry no data, by (length % 4).
 _UNUSED_BITS_MASK = {2: 0x0F, 3: 0x03}
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = {0: b"", 2: b"==", 3: b"="}
 
 
 def b64url_decode(data: str | bytes) -> bytes:
@@ -87,7 +90,8 @@ def b64url_decode(data: str | bytes) -> bytes:
     # RFC 4648 §3.5: canonical encoding sets the pad bits to zero.
     if remainder and _B64URL_VALUE[text[-1]] & _UNUSED_BITS_MASK[remainder]:
         raise ValueError("non-canonical base64url (unused bits set)")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # The alphabet was checked above, so the translated text is plain valid base64.
+    return binascii.a2b_base64(text.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder])
 
 
 def b64url_encode(data: bytes) -> str:
@@ -96,8 +100,10 @@ def b64url_encode(data: bytes) -> str:
 
 
 def _ascii_text(data: str | bytes) -> str:
-    if isinstance(data, str):
+    if type(data) is str:  # the hot path; subclasses take the general route below
         return data
+    if isinstance(data, str):
+        return str(data)
     if isinstance(data, bytes | bytearray):
         return bytes(data).decode("ascii")  # UnicodeDecodeError is a ValueError
     raise TypeError("expected str or bytes")
@@ -674,7 +680,7 @@ def verify_jws(
 ) -> VerifiedJws:
     """Like :func:`verify_compact`, but also return the header and the key."""
     key_set = _as_key_set(jwks)
-    if isinstance(algorithms, str | bytes):
+    if isinstance(algorithms, (str, bytes)):
         # "ES256" as a collection would allow every substring of it.
         raise TypeError("algorithms must be a collection of names, not a string")
     text = _token_text(token)

@@ -90,7 +90,7 @@ class LocalVerifier:
         expected_audience = self._audience if audience is None else _audience_set(audience)
         scopes = _required_scopes(required_scopes)
         # Size first, before any decoding: bounds the work a hostile token can cause.
-        if isinstance(token, str | bytes | bytearray) and len(token) > self._max_token_bytes:
+        if isinstance(token, (str, bytes, bytearray)) and len(token) > self._max_token_bytes:
             raise InvalidToken(Reason.TOO_LARGE)
         verified = verify_jws(token, self._jwks, self._algorithms)
         self._check_typ(verified.header)
@@ -157,7 +157,7 @@ def _is_numeric_date(value: object) -> bool:
 
 def _check_issuer(claims: Mapping[str, Any], issuer: str) -> None:
     iss = claims.get("iss")
-    if iss is not None and not isinstance(iss, str):
+    if "iss" in claims and not isinstance(iss, str):
         raise InvalidToken(Reason.MALFORMED, "claim iss is not a string")  # RFC 7519 §4.1.1
     # RFC 9068 §4 step 3: iss must exactly match the expected issuer.
     if iss != issuer:
@@ -214,7 +214,7 @@ def _check_identifiers(claims: Mapping[str, Any]) -> None:
 def _check_scopes(claims: Mapping[str, Any], required: tuple[str, ...]) -> None:
     scope = claims.get("scope")
     # RFC 9068 §2.2.3 / RFC 8693 §4.2: scope is one space-separated string.
-    if scope is not None and not isinstance(scope, str):
+    if "scope" in claims and not isinstance(scope, str):
         raise InvalidToken(Reason.MALFORMED, "claim scope is not a string")
     if not required:
         return
@@ -310,6 +310,8 @@ def _timestamp(now: object) -> float:
 
 
 def _required_scopes(required: str | Iterable[str]) -> tuple[str, ...]:
+    if required == ():  # the common case, without the generic collection checks
+        return ()
     if isinstance(required, str):
         return tuple(name for name in required.split(" ") if name)
     return _names(required, "required_scopes")
