@@ -43,6 +43,7 @@ class App:
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tokend-io")
         self._tasks: list[asyncio.Task[None]] = []
         self._store: Store | None = None
+        self._publisher: JwksPublisher | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._health = health.aio.HealthServicer()
@@ -54,7 +55,7 @@ class App:
             keyring.jwks(), issuer=settings.tokens.issuer, leeway=settings.tokens.leeway,
             max_lifetime=settings.tokens.max_ttl, max_token_bytes=settings.tokens.max_token_bytes,
         )
-        publisher = JwksPublisher(keyring, verifier)
+        self._publisher = publisher = JwksPublisher(keyring, verifier)
         publisher.publish()
         self._store = store = open_store(settings.store_url)
         await store.open()
@@ -122,7 +123,8 @@ class App:
 
     async def _ready(self) -> tuple[bool, dict[str, bool]]:
         store_ok = self._store is not None and await self._store.ping()
-        checks = {"keys": self._grpc is not None, "store": store_ok}
+        keys_ok = self._publisher is not None and bool(self._publisher.algorithms)
+        checks = {"keys": keys_ok, "store": store_ok}
         return all(checks.values()), checks
 
     async def _set_serving(self, serving: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from tests.support.bao import free_port
+from tests.support.pki import Issued
 from tokend.app import App
 from tokend.config import Settings, load_settings
 from tokend_client.v1 import tokend_pb2_grpc
@@ -39,8 +40,11 @@ def make_settings(vault_addr: str, vault_token: str, data_dir: Path, **overrides
 class RunningTokend:
     """`with RunningTokend(settings) as t:` gives `t.stub`, `t.grpc_addr`, `t.http_url`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 tls_client: tuple[Path, Issued] | None = None) -> None:
+        """With `tls_client` (CA file, client certificate) the test channel uses mutual TLS."""
         self.settings = settings
+        self._tls_client = tls_client
         self.app = App(settings)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -58,9 +62,20 @@ class RunningTokend:
             raise
         self.grpc_addr = f"127.0.0.1:{self.app.grpc_port}"
         self.http_url = f"http://127.0.0.1:{self.app.http_port}"
-        self.channel = grpc.insecure_channel(self.grpc_addr)
+        self.channel = self._open_channel()
         self.stub = tokend_pb2_grpc.TokenServiceStub(self.channel)
         return self
+
+    def _open_channel(self) -> grpc.Channel:
+        if self._tls_client is None:
+            return grpc.insecure_channel(self.grpc_addr)
+        ca_file, client = self._tls_client
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca_file.read_bytes(),
+            private_key=client.key_file.read_bytes(),
+            certificate_chain=client.cert_file.read_bytes(),
+        )
+        return grpc.secure_channel(self.grpc_addr, credentials)
 
     def __exit__(self, *exc: object) -> None:
         if self.channel is not None:
