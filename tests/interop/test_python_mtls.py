@@ -21,7 +21,7 @@ def test_mtls_issue_and_verify(interop_tokend: tuple[RunningTokend, dict[str, st
 
 def test_plaintext_client_is_refused(interop_tokend: tuple[RunningTokend, dict[str, str]]) -> None:
     running, _ = interop_tokend
-    with grpc.insecure_channel(running.grpc_addr) as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            channel.unary_unary("/tokend.v1.TokenService/GetJwks")(b"", timeout=3)
+    with grpc.insecure_channel(running.grpc_addr) as channel, \
+            pytest.raises(grpc.RpcError) as info:
+        channel.unary_unary("/tokend.v1.TokenService/GetJwks")(b"", timeout=3)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
