@@ -72,7 +72,7 @@ def test_dev_state_survives_restart(tmp_path: Path) -> None:
         assert stub.GetJwks(pb.GetJwksRequest(), timeout=5).jwks_json == jwks
         check = pb.VerifyRequest(audience="orders")
         check.token = revoked.access_token
-        assert stub.Verify(check, timeout=5).reason == pb.REVOKED
+        assert stub.Verify(check, timeout=5).reason == pb.REASON_REVOKED
         check.token = kept.access_token
         assert stub.Verify(check, timeout=5).valid
         fresh = stub.Refresh(pb.RefreshRequest(refresh_token=kept.refresh_token), timeout=10)

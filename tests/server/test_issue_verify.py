@@ -81,8 +81,8 @@ def test_ttl_and_multiple_audiences(tokend: RunningTokend) -> None:
 
 
 @pytest.mark.parametrize(("audience", "scopes", "reason"), [
-    ("payments", (), pb.WRONG_AUDIENCE),
-    ("orders", ("admin",), pb.MISSING_SCOPE),
+    ("payments", (), pb.REASON_WRONG_AUDIENCE),
+    ("orders", ("admin",), pb.REASON_MISSING_SCOPE),
 ])
 def test_verify_reasons(tokend: RunningTokend, audience: str, scopes: tuple[str, ...],
                         reason: int) -> None:
@@ -97,8 +97,8 @@ def test_tampered_and_garbage_tokens(tokend: RunningTokend) -> None:
     header, payload, signature = token.split(".")
     forged = base64.urlsafe_b64encode(
         json.dumps({**segments(token)[1], "sub": "mallory"}).encode()).rstrip(b"=").decode()
-    assert verify(tokend, f"{header}.{forged}.{signature}").reason == pb.BAD_SIGNATURE
-    assert verify(tokend, "not-a-token").reason == pb.MALFORMED
+    assert verify(tokend, f"{header}.{forged}.{signature}").reason == pb.REASON_BAD_SIGNATURE
+    assert verify(tokend, "not-a-token").reason == pb.REASON_MALFORMED
     none_header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"at+jwt"}').rstrip(b"=")
     assert verify(tokend, f"{none_header.decode()}.{payload}.").valid is False
 
@@ -111,7 +111,7 @@ def test_expired_token(bao, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with RunningTokend(settings) as server:
         token = issue(server, ttl=duration_pb2.Duration(seconds=1)).access_token
         time.sleep(2.1)
-        assert verify(server, token).reason == pb.EXPIRED
+        assert verify(server, token).reason == pb.REASON_EXPIRED
 
 
 @pytest.mark.parametrize(("fields", "needle"), [

@@ -53,7 +53,7 @@ def test_reuse_revokes_the_family_and_its_access_tokens(tokend: RunningTokend) -
     third = refresh(tokend, second.refresh_token)
     denied(lambda: refresh(tokend, first.refresh_token))  # replay of a spent token
     for response in (first, second, third):
-        assert verify(tokend, response.access_token).reason == pb.REVOKED
+        assert verify(tokend, response.access_token).reason == pb.REASON_REVOKED
     denied(lambda: refresh(tokend, third.refresh_token))  # the live one is dead too
 
 
@@ -67,8 +67,8 @@ def test_revoke_by_token_and_by_jti(tokend: RunningTokend) -> None:
     a, b = issue(tokend), issue(tokend)
     assert revoke(tokend, token=a.access_token, reason="lost laptop") == 1
     assert revoke(tokend, jti=b.jti) == 1
-    assert verify(tokend, a.access_token).reason == pb.REVOKED
-    assert verify(tokend, b.access_token).reason == pb.REVOKED
+    assert verify(tokend, a.access_token).reason == pb.REASON_REVOKED
+    assert verify(tokend, b.access_token).reason == pb.REASON_REVOKED
     assert verify(tokend, issue(tokend).access_token).valid
 
 
@@ -76,7 +76,7 @@ def test_revoke_by_refresh_token(tokend: RunningTokend) -> None:
     first = issue(tokend, subject="erin", include_refresh_token=True)
     second = refresh(tokend, first.refresh_token)
     assert revoke(tokend, refresh_token=second.refresh_token) >= 1
-    assert verify(tokend, second.access_token).reason == pb.REVOKED
+    assert verify(tokend, second.access_token).reason == pb.REASON_REVOKED
     denied(lambda: refresh(tokend, second.refresh_token))
     # RFC 7009 §2.2: revoking something unknown is not an error.
     assert revoke(tokend, refresh_token="tkd_rt_" + "B" * 43) == 0
@@ -86,7 +86,7 @@ def test_revoke_subject(tokend: RunningTokend) -> None:
     old = issue(tokend, subject="frank", include_refresh_token=True)
     other = issue(tokend, subject="grace")
     assert revoke(tokend, subject="frank", reason="password changed") >= 1
-    assert verify(tokend, old.access_token).reason == pb.REVOKED
+    assert verify(tokend, old.access_token).reason == pb.REASON_REVOKED
     assert verify(tokend, other.access_token).valid
     denied(lambda: refresh(tokend, old.refresh_token))
     time.sleep(1.05)  # iat has one-second resolution: a token from the next second is new

@@ -97,7 +97,9 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
                                         list(request.required_scopes))
         if not result.valid:
             assert result.reason is not None
-            return pb.VerifyResponse(valid=False, reason=pb.Reason.Value(result.reason.name))
+            # The proto prefixes enum values (REASON_EXPIRED); the Python enum does not.
+            reason = pb.Reason.Value("REASON_" + result.reason.name)
+            return pb.VerifyResponse(valid=False, reason=reason)
         claims = result.claims or {}
         struct = struct_pb2.Struct()
         struct.update(claims)

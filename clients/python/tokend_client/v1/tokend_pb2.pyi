@@ -32,35 +32,35 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     DESCRIPTOR: _descriptor.EnumDescriptor
     REASON_UNSPECIFIED: _Reason.ValueType  # 0
     """The token is valid (or the reason is unknown to this client)."""
-    MALFORMED: _Reason.ValueType  # 1
+    REASON_MALFORMED: _Reason.ValueType  # 1
     """Not a well-formed compact JWS/JWT (bad base64url, bad JSON, duplicate members...)."""
-    BAD_SIGNATURE: _Reason.ValueType  # 2
+    REASON_BAD_SIGNATURE: _Reason.ValueType  # 2
     """The signature does not verify with the key the `kid` names."""
-    UNKNOWN_KEY: _Reason.ValueType  # 3
+    REASON_UNKNOWN_KEY: _Reason.ValueType  # 3
     """The `kid` names no published key."""
-    EXPIRED: _Reason.ValueType  # 4
+    REASON_EXPIRED: _Reason.ValueType  # 4
     """`exp` has passed (beyond the allowed leeway)."""
-    NOT_YET_VALID: _Reason.ValueType  # 5
+    REASON_NOT_YET_VALID: _Reason.ValueType  # 5
     """`nbf` is in the future (beyond the allowed leeway)."""
-    WRONG_AUDIENCE: _Reason.ValueType  # 6
+    REASON_WRONG_AUDIENCE: _Reason.ValueType  # 6
     """`aud` does not contain the expected audience."""
-    WRONG_ISSUER: _Reason.ValueType  # 7
+    REASON_WRONG_ISSUER: _Reason.ValueType  # 7
     """`iss` is not this tokend's issuer."""
-    MISSING_SCOPE: _Reason.ValueType  # 8
+    REASON_MISSING_SCOPE: _Reason.ValueType  # 8
     """A required scope is missing from `scope`."""
-    REVOKED: _Reason.ValueType  # 9
+    REASON_REVOKED: _Reason.ValueType  # 9
     """The token, its subject or its refresh family was revoked."""
-    DISALLOWED_ALGORITHM: _Reason.ValueType  # 10
+    REASON_DISALLOWED_ALGORITHM: _Reason.ValueType  # 10
     """The header's `alg` is not allowed or not the algorithm of the named key."""
-    WRONG_TYPE: _Reason.ValueType  # 11
+    REASON_WRONG_TYPE: _Reason.ValueType  # 11
     """The header's `typ` is not "at+jwt" (RFC 9068 section 4)."""
-    MISSING_CLAIM: _Reason.ValueType  # 12
+    REASON_MISSING_CLAIM: _Reason.ValueType  # 12
     """A required claim (exp, iat, iss, sub, aud, jti) is missing."""
-    ISSUED_IN_FUTURE: _Reason.ValueType  # 13
+    REASON_ISSUED_IN_FUTURE: _Reason.ValueType  # 13
     """`iat` is in the future."""
-    LIFETIME_TOO_LONG: _Reason.ValueType  # 14
+    REASON_LIFETIME_TOO_LONG: _Reason.ValueType  # 14
     """`exp - iat` exceeds the maximum token lifetime."""
-    TOO_LARGE: _Reason.ValueType  # 15
+    REASON_TOO_LARGE: _Reason.ValueType  # 15
     """The token is larger than the size limit."""
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
@@ -68,35 +68,35 @@ class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
 
 REASON_UNSPECIFIED: Reason.ValueType  # 0
 """The token is valid (or the reason is unknown to this client)."""
-MALFORMED: Reason.ValueType  # 1
+REASON_MALFORMED: Reason.ValueType  # 1
 """Not a well-formed compact JWS/JWT (bad base64url, bad JSON, duplicate members...)."""
-BAD_SIGNATURE: Reason.ValueType  # 2
+REASON_BAD_SIGNATURE: Reason.ValueType  # 2
 """The signature does not verify with the key the `kid` names."""
-UNKNOWN_KEY: Reason.ValueType  # 3
+REASON_UNKNOWN_KEY: Reason.ValueType  # 3
 """The `kid` names no published key."""
-EXPIRED: Reason.ValueType  # 4
+REASON_EXPIRED: Reason.ValueType  # 4
 """`exp` has passed (beyond the allowed leeway)."""
-NOT_YET_VALID: Reason.ValueType  # 5
+REASON_NOT_YET_VALID: Reason.ValueType  # 5
 """`nbf` is in the future (beyond the allowed leeway)."""
-WRONG_AUDIENCE: Reason.ValueType  # 6
+REASON_WRONG_AUDIENCE: Reason.ValueType  # 6
 """`aud` does not contain the expected audience."""
-WRONG_ISSUER: Reason.ValueType  # 7
+REASON_WRONG_ISSUER: Reason.ValueType  # 7
 """`iss` is not this tokend's issuer."""
-MISSING_SCOPE: Reason.ValueType  # 8
+REASON_MISSING_SCOPE: Reason.ValueType  # 8
 """A required scope is missing from `scope`."""
-REVOKED: Reason.ValueType  # 9
+REASON_REVOKED: Reason.ValueType  # 9
 """The token, its subject or its refresh family was revoked."""
-DISALLOWED_ALGORITHM: Reason.ValueType  # 10
+REASON_DISALLOWED_ALGORITHM: Reason.ValueType  # 10
 """The header's `alg` is not allowed or not the algorithm of the named key."""
-WRONG_TYPE: Reason.ValueType  # 11
+REASON_WRONG_TYPE: Reason.ValueType  # 11
 """The header's `typ` is not "at+jwt" (RFC 9068 section 4)."""
-MISSING_CLAIM: Reason.ValueType  # 12
+REASON_MISSING_CLAIM: Reason.ValueType  # 12
 """A required claim (exp, iat, iss, sub, aud, jti) is missing."""
-ISSUED_IN_FUTURE: Reason.ValueType  # 13
+REASON_ISSUED_IN_FUTURE: Reason.ValueType  # 13
 """`iat` is in the future."""
-LIFETIME_TOO_LONG: Reason.ValueType  # 14
+REASON_LIFETIME_TOO_LONG: Reason.ValueType  # 14
 """`exp - iat` exceeds the maximum token lifetime."""
-TOO_LARGE: Reason.ValueType  # 15
+REASON_TOO_LARGE: Reason.ValueType  # 15
 """The token is larger than the size limit."""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
