@@ -13,7 +13,13 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tokend.api.interceptor import CallerInterceptor
+from tokend.api.policy import CallerPolicy, load_policy
+from tokend.api.ratelimit import RateLimiter
 from tokend.api.servicer import TokenServicer
+from tokend.api.signals import RejectionWatch
+from tokend.api.tls import ReloadingCredentials
+from tokend.audit import AuditLog
 from tokend.config import Settings, split_host_port
 from tokend.keys.publisher import JwksPublisher
 from tokend.keys.transit import TransitKeyring
@@ -44,6 +50,8 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
         self._store: Store | None = None
         self._publisher: JwksPublisher | None = None
+        self._audit: AuditLog | None = None
+        self.tls: ReloadingCredentials | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._health = health.aio.HealthServicer()
@@ -66,7 +74,10 @@ class App:
             minter=TokenMinter(keyring, settings.tokens.issuer, self._executor),
             store=store, denylist=denylist, verifier=verifier, config=settings.tokens,
         )
-        await self._start_grpc(TokenServicer(authority, publisher, settings))
+        self._audit = audit = AuditLog(settings.audit_log)
+        servicer = TokenServicer(authority, publisher, settings, audit,
+                                 RejectionWatch(settings.security, audit))
+        await self._start_grpc(servicer, self._interceptor(audit))
         await self._start_http(publisher)
         self._tasks = [
             asyncio.create_task(follower.run()),
@@ -93,8 +104,20 @@ class App:
         await loop.run_in_executor(self._executor, keyring.check_sign_permission)
         return keyring
 
-    async def _start_grpc(self, servicer: TokenServicer) -> None:
-        server = grpc.aio.server(options=[
+    def _interceptor(self, audit: AuditLog) -> CallerInterceptor:
+        settings = self.settings
+        if settings.policy_file is not None:
+            caller_policy = load_policy(settings.policy_file)
+        else:
+            # Without a policy file only plaintext loopback (development) may change state.
+            caller_policy = CallerPolicy(allow_all=settings.insecure_plaintext)
+            log.warning("policy.none", allow_all=caller_policy.allow_all)
+        return CallerInterceptor(caller_policy, RateLimiter(settings.rate_limit), audit,
+                                 settings.default_client_id)
+
+    async def _start_grpc(self, servicer: TokenServicer, interceptor: CallerInterceptor
+                          ) -> None:
+        server = grpc.aio.server(interceptors=[interceptor], options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ])
@@ -107,7 +130,8 @@ class App:
         if self.settings.insecure_plaintext:
             self.grpc_port = server.add_insecure_port(listen)
         else:
-            self.grpc_port = server.add_secure_port(listen, _server_credentials(self.settings))
+            self.tls = ReloadingCredentials(self.settings.tls)
+            self.grpc_port = server.add_secure_port(listen, self.tls.credentials())
         await server.start()
         self._grpc = server
 
@@ -146,19 +170,10 @@ class App:
             await self._http.cleanup()
         if self._store is not None:
             await self._store.close()
+        if self._audit is not None:
+            self._audit.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("tokend.stopped")
-
-
-def _server_credentials(settings: Settings) -> grpc.ServerCredentials:
-    tls = settings.tls
-    assert tls.cert_file is not None and tls.key_file is not None  # checked by Settings
-    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -46,12 +46,43 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class VaultAuthConfig(_Section):
+    """How tokend logs in to Vault. `token` uses vault.token as is (renewed when renewable)."""
+
+    method: Literal["token", "approle", "kubernetes"] = "token"
+    # Where the auth method is mounted; defaults to the method's name.
+    mount: str | None = None
+    # AppRole: the role id, and the secret id inline or (better) from a file.
+    role_id: str | None = None
+    secret_id: SecretStr | None = None
+    secret_id_file: Path | None = None
+    # Kubernetes: the Vault role, and the service-account token at its standard path.
+    role: str | None = None
+    jwt_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    # Renew the Vault token when this fraction of its TTL has passed.
+    renew_fraction: float = Field(0.67, gt=0.1, lt=0.95)
+
+    @model_validator(mode="after")
+    def _method_needs(self) -> VaultAuthConfig:
+        if self.method == "approle" and (not self.role_id or
+                                         not (self.secret_id or self.secret_id_file)):
+            raise ValueError("vault.auth.method approle needs role_id and secret_id or "
+                             "secret_id_file")
+        if self.method == "kubernetes" and not self.role:
+            raise ValueError("vault.auth.method kubernetes needs vault.auth.role")
+        return self
+
+
 class VaultConfig(_Section):
     addr: str = "http://127.0.0.1:8200"
     token: SecretStr | None = None
     namespace: str | None = None
     cacert: str | None = None
+    # Client certificate for Vault's TLS listener (VAULT_CLIENT_CERT / VAULT_CLIENT_KEY).
+    client_cert: str | None = None
+    client_key: str | None = None
     timeout: Seconds = 5.0
+    auth: VaultAuthConfig = VaultAuthConfig()
     transit_mount: str = "transit"
     key_name: str = Field("tokend", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     algorithm: Literal["ES256", "RS256", "PS256", "EdDSA"] = "ES256"
@@ -91,6 +122,22 @@ class TlsConfig(_Section):
     client_ca_file: Path | None = None
 
 
+class RateLimitConfig(_Section):
+    """Token bucket per caller on Issue and Refresh; a policy entry may override it."""
+
+    per_second: float = Field(100.0, gt=0)
+    burst: int = Field(200, ge=1)
+
+
+class SecurityConfig(_Section):
+    """Thresholds for security signals (events + tokend_security_events_total)."""
+
+    # This many rejected tokens from one caller, or for one subject, within the window
+    # raise a `security.rejected_burst` event (once per window per caller/subject).
+    rejected_burst: int = Field(20, ge=1)
+    rejected_window: Seconds = 60.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOKEND_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -106,6 +153,14 @@ class Settings(BaseSettings):
     jwks_max_age: int = Field(300, ge=0, le=86400)
     revocation_poll_interval: Seconds = 0.5
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Audit events (one JSON line per Issue/Refresh/Revoke and rejected Verify):
+    # "-" is stdout (application logs go to stderr), or a file path (appended).
+    audit_log: str = "-"
+    # Who may call what (docs/policy.md). Unset: only Verify and GetJwks, except with
+    # insecure_plaintext on loopback (development), where every RPC is allowed.
+    policy_file: Path | None = None
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    security: SecurityConfig = SecurityConfig()
     tls: TlsConfig = TlsConfig()
     vault: VaultConfig = VaultConfig()
     tokens: TokenConfig = TokenConfig()
@@ -167,6 +222,7 @@ class _VaultEnvSource(PydanticBaseSettingsSource):
     _NAMES: ClassVar[dict[str, str]] = {
         "VAULT_ADDR": "addr", "VAULT_TOKEN": "token",
         "VAULT_NAMESPACE": "namespace", "VAULT_CACERT": "cacert",
+        "VAULT_CLIENT_CERT": "client_cert", "VAULT_CLIENT_KEY": "client_key",
     }
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:

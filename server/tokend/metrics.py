@@ -22,3 +22,11 @@ SIGN_SECONDS = Histogram(
 )
 DENYLIST_SIZE = Gauge("tokend_denylist_entries", "Live revocation entries held in memory")
 KEYS_PUBLISHED = Gauge("tokend_jwks_keys", "Public keys published in the JWKS")
+SECURITY_EVENTS = Counter("tokend_security_events_total", "Security signals raised", ["kind"])
+RATE_LIMITED = Counter("tokend_rate_limited_total", "Calls refused by a rate limit", ["rpc"])
+AUTHZ_DENIED = Counter("tokend_authz_denied_total", "Calls refused by the caller policy", ["rpc"])
+ISSUED_BY_CALLER = Counter(
+    "tokend_issued_by_caller_total",
+    "Access tokens issued, by the policy entry that allowed the caller",
+    ["caller"],
+)

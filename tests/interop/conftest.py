@@ -18,6 +18,15 @@ from tests.support.pki import TestCA
 from tests.support.tokend import ISSUER, RunningTokend, make_settings
 
 AUDIENCE = "interop-api"
+POLICY = """
+callers:
+  - identity: "spiffe://tokend.test/*"
+    rpcs: [Issue, Refresh, Revoke]
+    issue:
+      audiences: ["interop-*"]
+      scopes: ["*"]
+      claims: ["*"]
+"""
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +36,11 @@ def interop_tokend(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory
     ca = TestCA(directory / "pki")
     server = ca.server()
     client = ca.client("interop-client", spiffe="spiffe://tokend.test/interop")
+    policy = directory / "policy.yaml"
+    policy.write_text(POLICY)
     settings = make_settings(
         bao.addr, bao.token, directory, vault={"key_name": "interop"},
-        insecure_plaintext=False,
+        insecure_plaintext=False, policy_file=policy,
         tls={"cert_file": server.cert_file, "key_file": server.key_file,
              "client_ca_file": ca.cert_file},
     )

@@ -13,7 +13,10 @@ import structlog
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from tokend import metrics
-from tokend.api.identity import caller_identity
+from tokend.api.calls import CallContext, current_call
+from tokend.api.policy import PolicyDenied, check_issue
+from tokend.api.signals import RejectionWatch
+from tokend.audit import AuditLog
 from tokend.config import Settings
 from tokend.keys.publisher import JwksPublisher
 from tokend.tokens import policy
@@ -30,19 +33,23 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (PolicyDenied, grpc.StatusCode.PERMISSION_DENIED),
     (RefreshDenied, grpc.StatusCode.UNAUTHENTICATED),
     (SigningUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
+# Verify and GetJwks are read-only: only rejected Verify calls are audited.
+_AUDITED = frozenset({"Issue", "Refresh", "Revoke"})
 
 
 def rpc(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
-    """Maps token-layer errors to status codes and records latency per method and code."""
+    """Maps errors to status codes, records latency per method and code, writes the audit."""
 
     def decorate(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(handler)
-        async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        async def wrapper(self: TokenServicer, request: Req,
+                          context: grpc.aio.ServicerContext) -> Resp:
             started = time.perf_counter()
-            code = grpc.StatusCode.OK
+            code, message = grpc.StatusCode.OK, None
             try:
                 return await handler(self, request, context)
             except Exception as exc:
@@ -52,6 +59,7 @@ def rpc(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
             finally:
                 metrics.RPC_SECONDS.labels(method, code.name).observe(
                     time.perf_counter() - started)
+                self._audit_call(method, code, message)
 
         return wrapper
 
@@ -69,15 +77,27 @@ def _status_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
 
 class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     def __init__(self, authority: TokenAuthority, publisher: JwksPublisher,
-                 settings: Settings) -> None:
+                 settings: Settings, audit: AuditLog, rejections: RejectionWatch) -> None:
         self._authority = authority
         self._publisher = publisher
         self._settings = settings
+        self._audit = audit
+        self._rejections = rejections
 
     @rpc("Issue")
     async def Issue(self, request: pb.IssueRequest, context: grpc.aio.ServicerContext
                     ) -> pb.IssueResponse:
+        call = current_call.get()
+        spec = self._issue_spec(request, call)
+        result = await self._authority.issue(spec, with_refresh=request.include_refresh_token)
+        metrics.ISSUED_BY_CALLER.labels(call.caller_label).inc()
+        call.audit.update(subject=spec.subject, audience=list(spec.audience),
+                          jti=result.access.jti, refresh=request.include_refresh_token)
+        return _issue_response(result)
+
+    def _issue_spec(self, request: pb.IssueRequest, call: CallContext) -> policy.AccessTokenSpec:
         tokens = self._settings.tokens
+        call.audit.update(subject=request.subject[:256], audience=list(request.audience)[:16])
         ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else None
         spec = policy.AccessTokenSpec(
             subject=policy.check_subject(request.subject),
@@ -85,10 +105,11 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
             scopes=policy.check_scopes(request.scopes),
             claims=policy.check_claims(json_format.MessageToDict(request.claims), tokens),
             ttl=policy.check_ttl(ttl, tokens),
-            client_id=caller_identity(context, self._settings.default_client_id),
+            client_id=call.identity,
         )
-        result = await self._authority.issue(spec, with_refresh=request.include_refresh_token)
-        return _issue_response(result)
+        check_issue(call.rule, call.identity, audience=spec.audience, scopes=spec.scopes,
+                    ttl=spec.ttl, claims=spec.claims.keys())
+        return spec
 
     @rpc("Verify")
     async def Verify(self, request: pb.VerifyRequest, context: grpc.aio.ServicerContext
@@ -97,6 +118,7 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
                                         list(request.required_scopes))
         if not result.valid:
             assert result.reason is not None
+            self._rejected(result.reason.name, result.claims)
             # The proto prefixes enum values (REASON_EXPIRED); the Python enum does not.
             reason = pb.Reason.Value("REASON_" + result.reason.name)
             return pb.VerifyResponse(valid=False, reason=reason)
@@ -106,10 +128,20 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         return pb.VerifyResponse(valid=True, claims=struct, subject=claims["sub"],
                                  expires_at=_timestamp(claims["exp"]))
 
+    def _rejected(self, reason: str, claims: dict[str, Any] | None) -> None:
+        call = current_call.get()
+        subject = claims.get("sub") if claims else None
+        call.audit.update(outcome="rejected", reason=reason, subject=subject,
+                          jti=claims.get("jti") if claims else None)
+        self._rejections.rejected(call.identity, subject, reason)
+
     @rpc("Refresh")
     async def Refresh(self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
                       ) -> pb.IssueResponse:
-        result = await self._authority.refresh(request.refresh_token, list(request.scopes))
+        call = current_call.get()
+        result = await self._authority.refresh(request.refresh_token, list(request.scopes),
+                                               client_id=call.identity)
+        call.audit.update(subject=result.subject, jti=result.access.jti)
         return _issue_response(result)
 
     @rpc("Revoke")
@@ -125,13 +157,30 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         }
         if target is None:
             raise BadRequest("name what to revoke: one of token, jti, refresh_token, subject")
+        call = current_call.get()
+        call.audit.update(target=target, reason=request.reason[:256] or None)
+        if target in ("jti", "subject"):
+            call.audit[target] = getattr(request, target)[:256]
         count = await actions[target](getattr(request, target), request.reason or "unspecified")
+        call.audit["revoked"] = count
         return pb.RevokeResponse(revoked=count)
 
     @rpc("GetJwks")
     async def GetJwks(self, request: pb.GetJwksRequest, context: grpc.aio.ServicerContext
                       ) -> pb.GetJwksResponse:
         return pb.GetJwksResponse(jwks_json=self._publisher.json)
+
+    def _audit_call(self, method: str, code: grpc.StatusCode, message: str | None) -> None:
+        call = current_call.get(None)
+        if call is None:
+            return
+        rejected = call.audit.get("outcome") == "rejected"
+        if method not in _AUDITED and not rejected and code is grpc.StatusCode.OK:
+            return
+        outcome = call.audit.pop("outcome", "ok" if code is grpc.StatusCode.OK else "error")
+        self._audit.emit(f"rpc.{method}", outcome=outcome, code=code.name, error=message,
+                         caller=call.identity, peer=call.peer, request_id=call.request_id,
+                         **call.audit)
 
 
 def _issue_response(result: IssueResult) -> pb.IssueResponse:

@@ -31,6 +31,7 @@ MAX_REQUIRED_SCOPES = 64
 @dataclass(frozen=True)
 class IssueResult:
     access: MintedToken
+    subject: str
     refresh_token: str | None = None
     refresh_expires_at: float | None = None
 
@@ -39,6 +40,7 @@ class IssueResult:
 class VerifyResult:
     valid: bool
     reason: Reason | None = None
+    # Set when valid, and for REVOKED (the signature was good, so the claims are real).
     claims: dict[str, Any] | None = None
 
 
@@ -66,7 +68,7 @@ class TokenAuthority:
         log.info("token.issued", jti=access.jti, sub=spec.subject, aud=list(spec.audience),
                  client_id=spec.client_id, kid=access.kid)
         if not with_refresh:
-            return IssueResult(access)
+            return IssueResult(access, spec.subject)
         return await self._start_family(spec, access)
 
     async def _start_family(self, spec: AccessTokenSpec, access: MintedToken) -> IssueResult:
@@ -81,7 +83,7 @@ class TokenAuthority:
         await self._store.create_family(family, first)
         log.info("refresh.family_created", family=family.family_id, sub=spec.subject,
                  refresh=token_fingerprint(first.token_hash))
-        return IssueResult(access, token, first.expires_at)
+        return IssueResult(access, spec.subject, token, first.expires_at)
 
     def _new_refresh(
         self, family: RefreshFamily, access: MintedToken, now: float
@@ -98,10 +100,16 @@ class TokenAuthority:
 
     # -- Refresh -----------------------------------------------------------------------
 
-    async def refresh(self, refresh_token: str, scopes: list[str]) -> IssueResult:
+    async def refresh(self, refresh_token: str, scopes: list[str], *, client_id: str
+                      ) -> IssueResult:
         token_hash = parse_refresh_token(refresh_token)
         requested = check_scopes(scopes)
         family = await self._usable_family(token_hash, time.time())
+        if family.client_id != client_id:
+            # RFC 6749 §6: a refresh token is bound to the client it was issued to.
+            log.warning("refresh.wrong_client", family=family.family_id,
+                        client_id=client_id, owner=family.client_id)
+            self._deny("wrong_client")
         spec = AccessTokenSpec(
             subject=family.subject, audience=family.audience,
             scopes=check_narrowing(requested, family.scopes), claims=family.claims,
@@ -120,7 +128,7 @@ class TokenAuthority:
         metrics.ISSUED.labels("refresh").inc()
         log.info("token.refreshed", jti=access.jti, family=family.family_id,
                  sub=family.subject, refresh=token_fingerprint(record.token_hash))
-        return IssueResult(access, token, record.expires_at)
+        return IssueResult(access, family.subject, token, record.expires_at)
 
     async def _usable_family(self, token_hash: bytes, now: float) -> RefreshFamily:
         found = await self._store.get_refresh(token_hash)
@@ -164,7 +172,7 @@ class TokenAuthority:
         except InvalidToken as exc:
             return self._verdict(VerifyResult(False, exc.reason))
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], time.time()):
-            return self._verdict(VerifyResult(False, Reason.REVOKED))
+            return self._verdict(VerifyResult(False, Reason.REVOKED, claims))
         return self._verdict(VerifyResult(True, None, claims))
 
     def _check_verify_request(self, token: str, audience: str, scopes: list[str]) -> None:

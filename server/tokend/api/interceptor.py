@@ -1,0 +1,78 @@
+"""Runs before every TokenService handler: identity, policy, rate limit, request id."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from tokend import metrics
+from tokend.api.calls import CallContext, current_call
+from tokend.api.identity import caller_identity
+from tokend.api.policy import CallerPolicy
+from tokend.api.ratelimit import RateLimiter
+from tokend.audit import AuditLog
+
+SERVICE_PREFIX = "/tokend.v1.TokenService/"
+RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class CallerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, policy: CallerPolicy, limiter: RateLimiter, audit: AuditLog,
+                 default_identity: str) -> None:
+        self._policy = policy
+        self._limiter = limiter
+        self._audit = audit
+        self._default_identity = default_identity
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(SERVICE_PREFIX) or not handler.unary_unary:
+            return handler
+        rpc = method.removeprefix(SERVICE_PREFIX)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        guarded = self._guard(rpc, handler.unary_unary, metadata.get("x-request-id"))
+        return grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    def _guard(self, rpc: str, inner: Behaviour, request_id: Any) -> Behaviour:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = self._call_context(context, request_id)
+            current_call.set(call)
+            if not self._policy.allows(call.identity, rpc):
+                metrics.AUTHZ_DENIED.labels(rpc).inc()
+                self._audit.emit("authz.denied", rpc=rpc, caller=call.identity,
+                                 peer=call.peer, request_id=call.request_id)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"caller {call.identity!r} may not call {rpc} "
+                                    "(not allowed by the policy file)")
+            if rpc in RATE_LIMITED_RPCS and not self._within_limit(call):
+                metrics.RATE_LIMITED.labels(rpc).inc()
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"caller {call.identity!r} exceeded its rate limit for "
+                                    f"{rpc}; retry with backoff")
+            return await inner(request, context)
+
+        return behaviour
+
+    def _call_context(self, context: grpc.aio.ServicerContext, request_id: Any) -> CallContext:
+        identity = caller_identity(context, self._default_identity)
+        if not (isinstance(request_id, str) and _REQUEST_ID.match(request_id)):
+            request_id = uuid.uuid4().hex
+        return CallContext(identity=identity, rule=self._policy.rule_for(identity),
+                           peer=context.peer(), request_id=request_id)
+
+    def _within_limit(self, call: CallContext) -> bool:
+        limit = call.rule.rate_limit if call.rule is not None else None
+        return self._limiter.allow(call.identity, limit)

@@ -1,0 +1,151 @@
+"""The caller policy file: who may call which RPC, and what they may put in a token."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tokend.config import RateLimitConfig, Seconds
+
+Rpc = Literal["Issue", "Verify", "Refresh", "Revoke", "GetJwks"]
+# Reading is open to every authenticated caller; changing state needs the policy.
+OPEN_RPCS: frozenset[str] = frozenset({"Verify", "GetJwks"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IssueRules(_Strict):
+    """What a caller may put in the tokens it obtains. Patterns are shell globs."""
+
+    audiences: tuple[str, ...] = Field(min_length=1)
+    scopes: tuple[str, ...] = ()
+    max_ttl: Seconds | None = None
+    claims: tuple[str, ...] = ()
+
+
+class CallerRule(_Strict):
+    identity: str = Field(min_length=1, max_length=512)
+    rpcs: tuple[Rpc, ...] = ()
+    issue: IssueRules | None = None
+    rate_limit: RateLimitConfig | None = None
+
+    @model_validator(mode="after")
+    def _issue_needs_rules(self) -> CallerRule:
+        if "Issue" in self.rpcs and self.issue is None:
+            raise ValueError("a caller allowed Issue needs an `issue:` section "
+                             "(audiences it may use, at least)")
+        return self
+
+    def matches(self, identity: str) -> bool:
+        return fnmatch.fnmatchcase(identity, self.identity)
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.identity for c in "*?[")
+
+
+class PolicyFile(_Strict):
+    callers: tuple[CallerRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallerPolicy:
+    """`allow_all` is the development policy: plaintext on loopback, no policy file."""
+
+    rules: tuple[CallerRule, ...] = ()
+    allow_all: bool = False
+
+    def rule_for(self, identity: str) -> CallerRule | None:
+        """An exact identity wins over globs; among globs, the first in the file."""
+        exact = [r for r in self.rules if not r.is_glob and r.identity == identity]
+        if exact:
+            return exact[0]
+        return next((r for r in self.rules if r.is_glob and r.matches(identity)), None)
+
+    def allows(self, identity: str, rpc: str) -> bool:
+        if self.allow_all or rpc in OPEN_RPCS:
+            return True
+        rule = self.rule_for(identity)
+        return rule is not None and rpc in rule.rpcs
+
+
+class PolicyError(ValueError):
+    """Names the file and line of every problem."""
+
+
+def load_policy(path: Path) -> CallerPolicy:
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+    lines: dict[tuple[Any, ...], int] = {}
+    data = _to_python(node, (), lines) if node is not None else {}
+    try:
+        parsed = PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_explain(path, exc, lines)) from None
+    return CallerPolicy(parsed.callers)
+
+
+def _to_python(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int],
+               loader: yaml.SafeLoader | None = None) -> Any:
+    """Builds plain data from the YAML node tree, noting the line of every path."""
+    loader = loader or yaml.SafeLoader("")
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            if key in result:
+                raise PolicyError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            result[key] = _to_python(value_node, (*path, key), lines, loader)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, (*path, i), lines, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node)
+
+
+def _explain(path: Path, exc: ValidationError, lines: dict[tuple[Any, ...], int]) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        while loc not in lines and loc:
+            loc = loc[:-1]
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        problems.append(f"{path}:{lines.get(loc, 1)}: {where}: {error['msg']}")
+    return "invalid policy file:\n  " + "\n  ".join(problems)
+
+
+class PolicyDenied(Exception):
+    """The caller is known but asked for more than its policy entry grants."""
+
+
+def check_issue(rule: CallerRule | None, identity: str, *, audience: tuple[str, ...],
+                scopes: tuple[str, ...], ttl: int, claims: Iterable[str]) -> None:
+    """No rule means the development allow-all policy."""
+    if rule is None:
+        return
+    rules = rule.issue
+    assert rules is not None  # a rule allowing Issue always has one (validated)
+    _within(identity, "audience", audience, rules.audiences)
+    _within(identity, "scope", scopes, rules.scopes)
+    _within(identity, "custom claim", tuple(claims), rules.claims)
+    if rules.max_ttl is not None and ttl > rules.max_ttl:
+        raise PolicyDenied(f"caller {identity!r} may issue tokens of at most "
+                           f"{rules.max_ttl:g}s; asked for {ttl}s")
+
+
+def _within(identity: str, what: str, values: tuple[str, ...], patterns: tuple[str, ...]) -> None:
+    for value in values:
+        if not any(fnmatch.fnmatchcase(value, p) for p in patterns):
+            raise PolicyDenied(f"caller {identity!r} may not use {what} {value!r} "
+                               "(not in its policy entry)")
