@@ -104,7 +104,7 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
             audience=policy.check_audience(request.audience, tokens.allowed_audiences),
             scopes=policy.check_scopes(request.scopes),
             claims=policy.check_claims(json_format.MessageToDict(request.claims), tokens),
-            ttl=policy.check_ttl(ttl, tokens),
+            ttl=_caller_default_ttl(policy.check_ttl(ttl, tokens), ttl, call),
             client_id=call.identity,
         )
         check_issue(call.rule, call.identity, audience=spec.audience, scopes=spec.scopes,
@@ -181,6 +181,14 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         self._audit.emit(f"rpc.{method}", outcome=outcome, code=code.name, error=message,
                          caller=call.identity, peer=call.peer, request_id=call.request_id,
                          **call.audit)
+
+
+def _caller_default_ttl(ttl: int, requested: float | None, call: CallContext) -> int:
+    """An unset ttl means the default, capped by the caller's own maximum."""
+    rules = call.rule.issue if call.rule is not None else None
+    if requested is None and rules is not None and rules.max_ttl is not None:
+        return min(ttl, int(rules.max_ttl))
+    return ttl
 
 
 def _issue_response(result: IssueResult) -> pb.IssueResponse:

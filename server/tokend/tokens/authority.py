@@ -26,6 +26,12 @@ log = structlog.get_logger("tokend.tokens")
 _JTI = re.compile(r"^[\x21-\x7e]{1,128}$")
 _REASON = re.compile(r"^[^\x00-\x1f\x7f]{0,256}$")
 MAX_REQUIRED_SCOPES = 64
+# Rejections decided after the signature verified: the claims are authentic.
+_AFTER_SIGNATURE = frozenset({
+    Reason.WRONG_TYPE, Reason.MISSING_CLAIM, Reason.EXPIRED, Reason.NOT_YET_VALID,
+    Reason.ISSUED_IN_FUTURE, Reason.LIFETIME_TOO_LONG, Reason.WRONG_AUDIENCE,
+    Reason.WRONG_ISSUER, Reason.MISSING_SCOPE,
+})
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class IssueResult:
 class VerifyResult:
     valid: bool
     reason: Reason | None = None
-    # Set when valid, and for REVOKED (the signature was good, so the claims are real).
+    # Set when valid, and for refusals after a good signature (the claims are real).
     claims: dict[str, Any] | None = None
 
 
@@ -170,10 +176,18 @@ class TokenAuthority:
             claims = self._verifier.verify(token, audience=audience,
                                            required_scopes=tuple(required_scopes))
         except InvalidToken as exc:
-            return self._verdict(VerifyResult(False, exc.reason))
+            claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
+            return self._verdict(VerifyResult(False, exc.reason, claims))
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], time.time()):
             return self._verdict(VerifyResult(False, Reason.REVOKED, claims))
         return self._verdict(VerifyResult(True, None, claims))
+
+    def _authentic_claims(self, token: str) -> dict[str, Any] | None:
+        """For the audit trail: who a well-signed but refused token was about."""
+        try:
+            return self._claims_of_own_token(token)
+        except BadRequest:
+            return None
 
     def _check_verify_request(self, token: str, audience: str, scopes: list[str]) -> None:
         self.check_token_field(token)
