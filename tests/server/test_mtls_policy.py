@@ -207,6 +207,20 @@ def test_rejection_burst_raises_a_security_event(server: RunningTokend, pki: Pki
     assert any(e["scope"] == "caller" and e["who"] == "reader.test" for e in bursts)
 
 
+def test_refresh_reuse_is_a_critical_audit_event(server: RunningTokend, pki: Pki) -> None:
+    stub = stub_for(server, pki.ca.cert_file, pki.payments2)
+    issued = stub.Issue(issue_request(include_refresh_token=True), timeout=5)
+    stub.Refresh(pb.RefreshRequest(refresh_token=issued.refresh_token), timeout=5)
+    code, _ = code_of(lambda: stub.Refresh(
+        pb.RefreshRequest(refresh_token=issued.refresh_token), timeout=5))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    (event,) = [e for e in audit_events(server) if e["event"] == "security.refresh_token_reuse"
+                and e["family"] == issued.jti]
+    assert event["severity"] == "critical" and event["revoked"] >= 2
+    assert issued.refresh_token not in json.dumps(event)
+
+
+# Last in the module: it replaces the server certificate for the rest of the run.
 def test_certificate_rotation_without_restart(server: RunningTokend, pki: Pki,
                                               tmp_path: Path) -> None:
     new_ca = TestCA(tmp_path / "rotated", name="rotated CA")

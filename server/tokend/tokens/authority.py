@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from tokend import metrics
+from tokend.audit import AuditLog
 from tokend.config import TokenConfig
 from tokend.store import NewRevocation, RefreshFamily, RefreshToken, Revocation, RotateStatus, Store
 from tokend.tokens.denylist import Denylist
@@ -59,7 +60,9 @@ class TokenAuthority:
         denylist: Denylist,
         verifier: LocalVerifier,
         config: TokenConfig,
+        audit: AuditLog,
     ) -> None:
+        self._audit = audit
         self._minter = minter
         self._store = store
         self._denylist = denylist
@@ -164,9 +167,12 @@ class TokenAuthority:
         # the whole family and its access tokens are revoked.
         self._apply(revocations)
         metrics.REUSE_DETECTED.inc()
-        log.critical("security.refresh_token_reuse", family=family.family_id,
-                     sub=family.subject, client_id=family.client_id,
-                     refresh=token_fingerprint(token_hash), revoked=len(revocations))
+        metrics.SECURITY_EVENTS.labels("refresh_token_reuse").inc()
+        fields = {"family": family.family_id, "subject": family.subject,
+                  "client_id": family.client_id, "refresh": token_fingerprint(token_hash),
+                  "revoked": len(revocations)}
+        log.critical("security.refresh_token_reuse", **fields)
+        self._audit.emit("security.refresh_token_reuse", severity="critical", **fields)
 
     # -- Verify ------------------------------------------------------------------------
 
