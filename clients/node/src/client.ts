@@ -1,0 +1,142 @@
+/**
+ * The typed TokenService client over gRPC (HTTP/2) with mutual TLS.
+ *
+ * tokend authenticates callers by their client certificate (its SPIFFE SAN becomes the
+ * token's `client_id`), so there is deliberately no server-only-TLS mode, and plaintext
+ * only to a development server on loopback.
+ */
+import { readFileSync } from "node:fs";
+import type { SecureClientSessionOptions } from "node:http2";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { TokenService } from "./gen/tokend/v1/tokend_pb.js";
+import { isLoopbackHostname } from "./loopback.js";
+
+/** Paths of the PEM files for mutual TLS. */
+export interface TlsFiles {
+  /** CA certificate(s) that signed tokend's server certificate. */
+  caFile: string;
+  /** This caller's certificate chain (its identity towards tokend). */
+  certFile: string;
+  /** This caller's private key. */
+  keyFile: string;
+}
+
+/** PEM contents for mutual TLS, as read by {@link createChannelCredentials}. */
+export interface ChannelCredentials {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** Options for {@link connect}. */
+export interface ConnectOptions {
+  /** Deadline applied to every call that sets none itself (default 10 000 ms). */
+  defaultTimeoutMs?: number;
+  /**
+   * Name to check the server certificate against, when it differs from the host in
+   * the address (for example a DNS SAN while dialling an IP address).
+   */
+  serverName?: string;
+}
+
+/** The generated TokenService client: `issue`, `verify`, `refresh`, `revoke`, `getJwks`. */
+export type TokenServiceClient = Client<typeof TokenService>;
+
+/** A connected client plus `close()`, which ends its HTTP/2 connection. */
+export type TokendClient = TokenServiceClient & {
+  /** Closes the connection; calls still in flight fail with `Code.Canceled`. */
+  close(): void;
+};
+
+const PEM_BLOCK = /-----BEGIN [A-Z0-9 ]+-----/;
+// "host:port" or "[v6]:port", as gRPC targets are written.
+const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/;
+
+/**
+ * Reads the CA, certificate and key PEM files for {@link connect}.
+ *
+ * Reads synchronously because it runs once at start-up, where failing fast with the
+ * offending path is what an operator wants.
+ */
+export function createChannelCredentials(files: TlsFiles): ChannelCredentials {
+  return {
+    ca: readPem(files.caFile, "caFile"),
+    cert: readPem(files.certFile, "certFile"),
+    key: readPem(files.keyFile, "keyFile"),
+  };
+}
+
+/**
+ * Connects to tokend at `address` ("host:port", "[::1]:port" or "https://host:port")
+ * with mutual TLS and returns the typed client. The connection opens lazily on the
+ * first call and is re-established as needed.
+ */
+export function connect(
+  address: string,
+  credentials: ChannelCredentials | TlsFiles,
+  options: ConnectOptions = {},
+): TokendClient {
+  const tls = "caFile" in credentials ? createChannelCredentials(credentials) : credentials;
+  return openClient(baseUrlOf(address), options, {
+    ca: tls.ca,
+    cert: tls.cert,
+    key: tls.key,
+    // Node checks the server certificate against the host (IP SANs included) unless
+    // told otherwise; we only ever narrow it to another expected name, never disable it.
+    rejectUnauthorized: true,
+    ...(options.serverName === undefined ? {} : { servername: options.serverName }),
+    minVersion: "TLSv1.2",
+  });
+}
+
+/**
+ * Connects without TLS, for the development server of `scripts/dev` only: the address
+ * must be a loopback one ("127.0.0.1:port", "[::1]:port" or "localhost:port"), because
+ * in plaintext the tokens, and the caller's identity, are open to anyone on the path.
+ */
+export function connectInsecureLoopback(
+  address: string,
+  options: Omit<ConnectOptions, "serverName"> = {},
+): TokendClient {
+  const url = HOST_PORT.test(address) ? new URL(`http://${address}`) : undefined;
+  if (url === undefined || !isLoopbackHostname(url.hostname)) {
+    throw new TypeError('plaintext needs a loopback "host:port"; use connect() with mutual TLS');
+  }
+  return openClient(url.origin, options, {});
+}
+
+function openClient(baseUrl: string, options: ConnectOptions, nodeOptions: SecureClientSessionOptions): TokendClient {
+  const sessionManager = new Http2SessionManager(baseUrl, undefined, nodeOptions);
+  const transport = createGrpcTransport({
+    baseUrl,
+    sessionManager,
+    defaultTimeoutMs: options.defaultTimeoutMs ?? 10_000,
+  });
+  const client = createClient(TokenService, transport);
+  return Object.assign(client, { close: () => sessionManager.abort() });
+}
+
+/** Turns a gRPC target into the https:// base URL the transport needs. */
+export function baseUrlOf(address: string): string {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(address)) {
+    const url = new URL(address);
+    if (url.protocol !== "https:") {
+      throw new TypeError("tokend address must use https (mutual TLS is required)");
+    }
+    return url.origin;
+  }
+  if (!HOST_PORT.test(address)) {
+    throw new TypeError('tokend address must be "host:port"');
+  }
+  return new URL(`https://${address}`).origin;
+}
+
+function readPem(path: string, what: string): Buffer {
+  const pem = readFileSync(path);
+  // Catch a swapped or empty path here, not as an opaque TLS handshake failure later.
+  if (!PEM_BLOCK.test(pem.toString("latin1"))) {
+    throw new TypeError(`${what} (${path}) holds no PEM block`);
+  }
+  return pem;
+}
