@@ -1,17 +1,47 @@
-"""tokend client: strict local verification of tokend access tokens.
+"""tokend client: call tokend over gRPC and verify its access tokens in-process.
 
-Depends only on ``cryptography`` and the standard library for verification.
+* :class:`TokenClient` / :class:`AsyncTokenClient`: Issue, Verify, Refresh, Revoke and
+  GetJwks with deadlines, retries on UNAVAILABLE and typed results.
+* :class:`LocalVerifier`: strict verification with no call per token; give it a
+  :class:`ServerKeySource` or :class:`JwksUrlSource` to follow key rotations.
+* :mod:`tokend_client.cookies`: ``Set-Cookie``/``Cookie`` helpers for web backends.
+
+Depends only on grpcio, protobuf, cryptography and the standard library.
 """
 
+from .aio import AsyncTokenClient
+from .client import TokenClient
 from .errors import InvalidToken, Reason
 from .jose import JwkSet, PublicKey, verify_compact
+from .keysource import JwksUrlSource, KeySource, KeySourceError, ServerKeySource
+from .models import IssuedToken, VerifyResult
+from .rpc_errors import (
+    InvalidArgumentError,
+    PermissionDeniedError,
+    TokendError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from .verifier import LocalVerifier
 
 __all__ = [
+    "AsyncTokenClient",
+    "InvalidArgumentError",
     "InvalidToken",
+    "IssuedToken",
     "JwkSet",
+    "JwksUrlSource",
+    "KeySource",
+    "KeySourceError",
     "LocalVerifier",
+    "PermissionDeniedError",
     "PublicKey",
     "Reason",
+    "ServerKeySource",
+    "TokenClient",
+    "TokendError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "VerifyResult",
     "verify_compact",
 ]

@@ -8,6 +8,10 @@ rejection raises :class:`~tokend_client.errors.InvalidToken` with a
 
 Revocation is not checked here: the server (and backends following the revocation
 feed) add that on top, reporting ``Reason.REVOKED``.
+
+To follow tokend's key rotations, pass a :class:`~tokend_client.keysource.KeySource`
+instead of a fixed key set: a token naming an unknown ``kid`` then makes the source
+refetch (rate-limited by the source) and the token is checked once more.
 """
 
 from __future__ import annotations
@@ -18,21 +22,31 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidToken, Reason
-from .jose import MAX_COMPACT_BYTES, SUPPORTED_ALGORITHMS, JwkSet, strict_json_loads, verify_jws
+from .jose import (
+    MAX_COMPACT_BYTES,
+    SUPPORTED_ALGORITHMS,
+    JwkSet,
+    VerifiedJws,
+    strict_json_loads,
+    verify_jws,
+)
+from .keysource import KeySource
 
 __all__ = ["LocalVerifier"]
 
 MAX_LEEWAY_SECONDS = 300
 _NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 
-JwksSource = JwkSet | Mapping[str, Any] | str | bytes
+JwksSource = JwkSet | Mapping[str, Any] | str | bytes | KeySource
 Audience = str | Collection[str]
 
 
 class LocalVerifier:
     """Verify access tokens against a key set, an issuer and an audience.
 
-    ``jwks`` is a :class:`JwkSet`, a JWK Set dict or its JSON text. ``audience`` (here
+    ``jwks`` is a :class:`JwkSet`, a JWK Set dict or its JSON text, or a
+    :class:`~tokend_client.keysource.KeySource` to follow (its first fetch happens
+    here and raises KeySourceError on failure). ``audience`` (here
     or per call) is one audience or a collection of acceptable ones; when none is
     expected, a token that carries ``aud`` is refused (RFC 7519 §4.1.3). ``leeway``
     (0-300 s) absorbs clock skew for ``exp``/``nbf``/``iat``. ``max_lifetime`` bounds
@@ -52,7 +66,6 @@ class LocalVerifier:
         max_token_bytes: int = 8192,
         required_claims: Collection[str] = ("exp", "iat", "iss", "sub", "aud", "jti"),
     ) -> None:
-        self._jwks = _to_key_set(jwks)
         self._issuer = _non_empty_str(issuer, "issuer")
         self._audience = _audience_set(audience)
         self._algorithms = _algorithm_set(algorithms)
@@ -61,16 +74,23 @@ class LocalVerifier:
         self._typ = _normalize_typ(_non_empty_str(required_typ, "required_typ"))
         self._max_token_bytes = _max_token_bytes(max_token_bytes)
         self._required_claims = _names(required_claims, "required_claims")
+        # Last, because following a source fetches: bad arguments fail before any I/O.
+        # When following, _jwks is only the first set; verify() asks the source.
+        self._source = jwks if isinstance(jwks, KeySource) else None
+        self._jwks = _to_key_set(jwks) if self._source is None else self._source.keys()
 
     @property
     def jwks(self) -> JwkSet:
         """The key set in use."""
-        return self._jwks
+        return self._jwks if self._source is None else self._source.keys()
 
     def update_jwks(self, jwks: JwksSource) -> None:
         """Replace the key set (key rotation). A set that fails to parse raises
         ValueError and leaves the current one in place; the swap itself is a single
-        attribute assignment, so concurrent verify() calls see the old or new set."""
+        attribute assignment, so concurrent verify() calls see the old or new set.
+        A verifier that follows a key source refuses (TypeError): refresh the source."""
+        if self._source is not None:
+            raise TypeError("this verifier follows a key source; call its refresh() instead")
         self._jwks = _to_key_set(jwks)
 
     def verify(
@@ -92,11 +112,27 @@ class LocalVerifier:
         # Size first, before any decoding: bounds the work a hostile token can cause.
         if isinstance(token, (str, bytes, bytearray)) and len(token) > self._max_token_bytes:
             raise InvalidToken(Reason.TOO_LARGE)
-        verified = verify_jws(token, self._jwks, self._algorithms)
+        verified = self._verify_signature(token)
         self._check_typ(verified.header)
         claims = _claims_object(verified.payload)
         self._check_claims(claims, moment, expected_audience, scopes)
         return claims
+
+    def _verify_signature(self, token: str | bytes) -> VerifiedJws:
+        if self._source is None:
+            return verify_jws(token, self._jwks, self._algorithms)
+        keys = self._source.keys()
+        try:
+            return verify_jws(token, keys, self._algorithms)
+        except InvalidToken as exc:
+            # Only an unknown kid can be cured by newer keys; the source rate-limits
+            # the refetch, so made-up kids cannot make us hammer the publisher.
+            if exc.reason is not Reason.UNKNOWN_KEY:
+                raise
+            newer = self._source.refetch_for_unknown_key(keys)
+            if newer is None:
+                raise
+        return verify_jws(token, newer, self._algorithms)
 
     def _check_typ(self, header: Mapping[str, Any]) -> None:
         typ = header.get("typ")

@@ -1,0 +1,78 @@
+"""Construction and call budgets shared by TokenClient and AsyncTokenClient."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any, Self
+
+import grpc
+
+from ._calls import Attempts, RetryPolicy, check_timeout
+from ._channel import (
+    StrPath,
+    channel_options,
+    default_credentials,
+    loopback_credentials,
+    mtls_credentials,
+)
+
+__all__ = ["ClientBase"]
+
+Options = Sequence[tuple[str, Any]]
+
+
+class ClientBase:
+    """Settings, alternative constructors and the per-call retry budget.
+
+    Subclasses open their kind of channel (sync or asyncio) in :meth:`_open`.
+    """
+
+    def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None,
+                 timeout: float = 5.0, retries: int = 3, options: Options = ()) -> None:
+        """Connect to ``target`` (``host:port``) over TLS.
+
+        ``credentials`` default to TLS with the system's trusted roots; see also
+        :meth:`mtls` and :meth:`insecure_loopback`. ``timeout`` is the deadline of
+        each call in seconds, retries included. ``retries`` is how many times a call
+        is repeated after UNAVAILABLE (Refresh never is). ``options`` are extra gRPC
+        channel options.
+        """
+        self._timeout = check_timeout(timeout)
+        self._policy = RetryPolicy(retries)
+        self._rng = random.Random()  # jitter only; nothing secret comes from it
+        self.target = target
+        self._open(target, credentials or default_credentials(), channel_options(options))
+
+    def _open(self, target: str, credentials: grpc.ChannelCredentials,
+              options: list[tuple[str, Any]]) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def mtls(cls, target: str, ca_file: StrPath, cert_file: StrPath, key_file: StrPath, *,
+             timeout: float = 5.0, retries: int = 3, options: Options = ()) -> Self:
+        """A client that authenticates with a client certificate (mutual TLS).
+
+        ``ca_file`` is the CA that signed tokend's certificate; ``cert_file`` and
+        ``key_file`` (PEM) are this service's identity, which tokend records as the
+        tokens' ``client_id``.
+        """
+        credentials = mtls_credentials(ca_file, cert_file, key_file)
+        return cls(target, credentials=credentials, timeout=timeout, retries=retries,
+                   options=options)
+
+    @classmethod
+    def insecure_loopback(cls, target: str, *, timeout: float = 5.0, retries: int = 3,
+                          options: Options = ()) -> Self:
+        """A plaintext client for a tokend on this machine (development, tests).
+
+        Raises ValueError unless ``target`` is 127.0.0.0/8, ``::1`` or ``localhost``.
+        """
+        return cls(target, credentials=loopback_credentials(target), timeout=timeout,
+                   retries=retries, options=options)
+
+    def _attempts(self, *, retryable: bool) -> Attempts:
+        return Attempts(self._policy, self._timeout, retryable=retryable, rng=self._rng)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target!r})"

@@ -1,0 +1,100 @@
+"""AsyncTokenClient: the tokend API over a ``grpc.aio`` channel.
+
+The same calls, results, errors, deadlines and retry rules as
+:class:`tokend_client.TokenClient` (read its module documentation for why Refresh is
+never retried). Create the client inside the event loop that uses it: a ``grpc.aio``
+channel belongs to one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from . import _calls
+from ._base import ClientBase
+from ._calls import Ttl
+from .jose import JwkSet
+from .models import IssuedToken, VerifyResult
+from .rpc_errors import error_from_rpc, status_code
+from .v1 import tokend_pb2 as pb
+from .v1.tokend_pb2_grpc import TokenServiceStub
+
+__all__ = ["AsyncTokenClient"]
+
+Resp = TypeVar("Resp")
+
+
+class AsyncTokenClient(ClientBase):
+    """An asyncio tokend client; ``async with`` closes it.
+
+    ``AsyncTokenClient(target, credentials=..., timeout=5.0, retries=3)``, or
+    :meth:`mtls` / :meth:`insecure_loopback`.
+    """
+
+    def _open(self, target: str, credentials: grpc.ChannelCredentials,
+              options: list[tuple[str, Any]]) -> None:
+        self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self._stub = TokenServiceStub(self._channel)
+
+    async def issue(self, subject: str, audience: str | Iterable[str], *,
+                    scopes: str | Iterable[str] = (), claims: Mapping[str, Any] | None = None,
+                    ttl: Ttl | None = None, refresh: bool = False) -> IssuedToken:
+        """Issue an access token; see :meth:`tokend_client.TokenClient.issue`."""
+        request = _calls.issue_request(subject, audience, scopes=scopes, claims=claims,
+                                       ttl=ttl, refresh=refresh)
+        return _calls.issued_token(await self._call(self._stub.Issue, request, retryable=True))
+
+    async def verify(self, token: str, audience: str, *,
+                     required_scopes: str | Iterable[str] = ()) -> VerifyResult:
+        """Verify a token on the server; see :meth:`tokend_client.TokenClient.verify`."""
+        request = _calls.verify_request(token, audience, required_scopes)
+        response = await self._call(self._stub.Verify, request, retryable=True)
+        return _calls.verify_result(response)
+
+    async def refresh(self, refresh_token: str, *,
+                      scopes: str | Iterable[str] = ()) -> IssuedToken:
+        """Spend a refresh token, never retried; see :meth:`tokend_client.TokenClient.refresh`."""
+        request = _calls.refresh_request(refresh_token, scopes)
+        response = await self._call(self._stub.Refresh, request, retryable=False)
+        return _calls.issued_token(response)
+
+    async def revoke(self, *, token: str | None = None, jti: str | None = None,
+                     refresh_token: str | None = None, subject: str | None = None,
+                     reason: str = "") -> int:
+        """Revoke one target; see :meth:`tokend_client.TokenClient.revoke`."""
+        request = _calls.revoke_request(token=token, jti=jti, refresh_token=refresh_token,
+                                        subject=subject, reason=reason)
+        return (await self._call(self._stub.Revoke, request, retryable=True)).revoked
+
+    async def get_jwks(self) -> JwkSet:
+        """The server's current public keys, parsed strictly."""
+        response = await self._call(self._stub.GetJwks, pb.GetJwksRequest(), retryable=True)
+        return JwkSet.from_json(response.jwks_json)
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncTokenClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.close()
+
+    async def _call(self, method: Callable[..., Awaitable[Resp]], request: Any, *,
+                    retryable: bool) -> Resp:
+        attempts = self._attempts(retryable=retryable)
+        while True:
+            try:
+                return await method(request, timeout=attempts.remaining())
+            except grpc.RpcError as exc:
+                delay = attempts.delay_before_retry(status_code(exc))
+                if delay is None:
+                    raise error_from_rpc(exc) from exc
+            await asyncio.sleep(delay)

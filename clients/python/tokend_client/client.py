@@ -1,0 +1,120 @@
+"""TokenClient: the tokend API over a synchronous gRPC channel.
+
+Every call has a deadline (``timeout``, retries included) and returns typed results or
+raises :class:`~tokend_client.rpc_errors.TokendError`. Calls are retried with
+exponential backoff and jitter after UNAVAILABLE only:
+
+* Verify, GetJwks and Revoke are safe to repeat (Revoke of a revoked target records
+  nothing new).
+* Issue is retried too. If a first attempt was signed but its answer was lost, the
+  caller gets a second token and the first one simply goes unused until it expires
+  (with ``refresh=True``, an unused refresh family as well).
+* Refresh is never retried: if the lost attempt spent the refresh token, presenting it
+  again looks exactly like token theft, and tokend revokes the whole family.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from . import _calls
+from ._base import ClientBase
+from ._calls import Ttl
+from .jose import JwkSet
+from .models import IssuedToken, VerifyResult
+from .rpc_errors import error_from_rpc, status_code
+from .v1 import tokend_pb2 as pb
+from .v1.tokend_pb2_grpc import TokenServiceStub
+
+__all__ = ["TokenClient"]
+
+Resp = TypeVar("Resp")
+
+
+class TokenClient(ClientBase):
+    """A synchronous tokend client; thread-safe, and a context manager that closes it.
+
+    ``TokenClient(target, credentials=..., timeout=5.0, retries=3)``, or
+    :meth:`mtls` / :meth:`insecure_loopback`.
+    """
+
+    def _open(self, target: str, credentials: grpc.ChannelCredentials,
+              options: list[tuple[str, Any]]) -> None:
+        self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._stub = TokenServiceStub(self._channel)
+
+    def issue(self, subject: str, audience: str | Iterable[str], *,
+              scopes: str | Iterable[str] = (), claims: Mapping[str, Any] | None = None,
+              ttl: Ttl | None = None, refresh: bool = False) -> IssuedToken:
+        """Issue an access token for ``subject``, meant for ``audience`` (one or several).
+
+        ``claims`` are extra JSON claims (registered ones are refused), ``ttl`` a
+        timedelta or seconds (default: the server's), ``refresh`` also asks for a
+        refresh token. Raises InvalidArgumentError with the server's explanation.
+        """
+        request = _calls.issue_request(subject, audience, scopes=scopes, claims=claims,
+                                       ttl=ttl, refresh=refresh)
+        return _calls.issued_token(self._call(self._stub.Issue, request, retryable=True))
+
+    def verify(self, token: str, audience: str, *,
+               required_scopes: str | Iterable[str] = ()) -> VerifyResult:
+        """Ask tokend whether ``token`` is valid for ``audience`` and not revoked.
+
+        An invalid token is a result with ``valid=False`` and a ``reason``, not an error.
+        """
+        request = _calls.verify_request(token, audience, required_scopes)
+        return _calls.verify_result(self._call(self._stub.Verify, request, retryable=True))
+
+    def refresh(self, refresh_token: str, *, scopes: str | Iterable[str] = ()) -> IssuedToken:
+        """Spend ``refresh_token`` for a new access and refresh token (never retried).
+
+        ``scopes`` narrows the new token. A refresh token that is unknown, expired,
+        revoked or already spent raises UnauthenticatedError; presenting a spent one
+        also revokes its whole family.
+        """
+        request = _calls.refresh_request(refresh_token, scopes)
+        return _calls.issued_token(self._call(self._stub.Refresh, request, retryable=False))
+
+    def revoke(self, *, token: str | None = None, jti: str | None = None,
+               refresh_token: str | None = None, subject: str | None = None,
+               reason: str = "") -> int:
+        """Revoke one target and return how many revocation entries were recorded.
+
+        Name exactly one of ``token``, ``jti``, ``refresh_token`` (its whole family) or
+        ``subject`` (every token issued to it up to now). Returns once durable.
+        """
+        request = _calls.revoke_request(token=token, jti=jti, refresh_token=refresh_token,
+                                        subject=subject, reason=reason)
+        return self._call(self._stub.Revoke, request, retryable=True).revoked
+
+    def get_jwks(self) -> JwkSet:
+        """The server's current public keys, parsed strictly."""
+        response = self._call(self._stub.GetJwks, pb.GetJwksRequest(), retryable=True)
+        return JwkSet.from_json(response.jwks_json)
+
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> TokenClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Resp], request: Any, *, retryable: bool) -> Resp:
+        attempts = self._attempts(retryable=retryable)
+        while True:
+            try:
+                return method(request, timeout=attempts.remaining())
+            except grpc.RpcError as exc:
+                delay = attempts.delay_before_retry(status_code(exc))
+                if delay is None:
+                    raise error_from_rpc(exc) from exc
+            time.sleep(delay)

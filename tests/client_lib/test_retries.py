@@ -1,0 +1,197 @@
+"""Deadlines, retries and errors of TokenClient and AsyncTokenClient.
+
+Each scenario runs with both clients against a real gRPC server whose failures are
+scripted (tests/client_lib/scripted_server.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.client_lib.scripted_server import ScriptedServer
+from tokend_client import (
+    AsyncTokenClient,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    TokenClient,
+    TokendError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from tokend_client._calls import Attempts, RetryPolicy
+
+Client = TokenClient | AsyncTokenClient
+
+# Each RPC as (server method name, client call).
+CALLS: dict[str, Callable[[Client], Any]] = {
+    "Issue": lambda c: c.issue("alice", "orders"),
+    "Verify": lambda c: c.verify("some.token.here", "orders"),
+    "Revoke": lambda c: c.revoke(jti="jti-1"),
+    "GetJwks": lambda c: c.get_jwks(),
+    "Refresh": lambda c: c.refresh("tkd_rt_x"),
+}
+RETRIED = ("Issue", "Verify", "Revoke", "GetJwks")
+
+
+async def outcome(value: Any) -> Any:
+    """The result of a sync call, or of an async one once awaited."""
+    return await value if inspect.isawaitable(value) else value
+
+
+@pytest.fixture(params=["sync", "async"])
+async def make_client(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Client]]:
+    """Builds clients of one kind (sync, then async) and closes them afterwards."""
+    kind = TokenClient if request.param == "sync" else AsyncTokenClient
+    made: list[Client] = []
+
+    def make(target: str, **settings: Any) -> Client:
+        client = kind.insecure_loopback(target, **settings)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await outcome(client.close())
+
+
+@pytest.mark.parametrize("method", RETRIED)
+async def test_unavailable_is_retried_until_an_answer(
+        scripted: ScriptedServer, make_client: Callable[..., Client], method: str) -> None:
+    scripted.service.fail(method, grpc.StatusCode.UNAVAILABLE, times=2)
+    client = make_client(scripted.target, retries=3)
+    await outcome(CALLS[method](client))
+    assert scripted.service.calls[method] == 3
+
+
+async def test_retries_are_bounded(scripted: ScriptedServer,
+                                   make_client: Callable[..., Client]) -> None:
+    scripted.service.fail("GetJwks", grpc.StatusCode.UNAVAILABLE, times=10,
+                          message="vault is sealed")
+    client = make_client(scripted.target, retries=2)
+    with pytest.raises(UnavailableError) as info:
+        await outcome(client.get_jwks())
+    assert scripted.service.calls["GetJwks"] == 3
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE
+    assert info.value.message == "vault is sealed"
+    assert str(info.value) == "UNAVAILABLE: vault is sealed"
+
+
+async def test_retries_zero_means_one_attempt(scripted: ScriptedServer,
+                                              make_client: Callable[..., Client]) -> None:
+    scripted.service.fail("Issue", grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(UnavailableError):
+        await outcome(make_client(scripted.target, retries=0).issue("alice", "orders"))
+    assert scripted.service.calls["Issue"] == 1
+
+
+async def test_refresh_is_never_retried(scripted: ScriptedServer,
+                                        make_client: Callable[..., Client]) -> None:
+    # A lost answer may mean the token was spent; presenting it again is reuse.
+    scripted.service.fail("Refresh", grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(UnavailableError):
+        await outcome(make_client(scripted.target, retries=3).refresh("tkd_rt_x"))
+    assert scripted.service.calls["Refresh"] == 1
+
+
+@pytest.mark.parametrize(("code", "error"), [
+    (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
+    (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
+    (grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, TokendError),
+    (grpc.StatusCode.INTERNAL, TokendError),
+])
+@pytest.mark.parametrize("method", CALLS)
+async def test_other_codes_are_not_retried(
+        scripted: ScriptedServer, make_client: Callable[..., Client], method: str,
+        code: grpc.StatusCode, error: type[TokendError]) -> None:
+    scripted.service.fail(method, code, message="audience must be a name or a URI")
+    with pytest.raises(TokendError) as info:
+        await outcome(CALLS[method](make_client(scripted.target, retries=3)))
+    assert type(info.value) is error
+    assert info.value.code is code
+    assert info.value.message == "audience must be a name or a URI"
+    assert scripted.service.calls[method] == 1
+
+
+async def test_deadline_covers_all_attempts(scripted: ScriptedServer,
+                                            make_client: Callable[..., Client]) -> None:
+    scripted.service.fail("Verify", grpc.StatusCode.UNAVAILABLE, times=100)
+    client = make_client(scripted.target, retries=10, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(UnavailableError):
+        await outcome(client.verify("some.token.here", "orders"))
+    assert time.monotonic() - started < 0.5 + 0.3
+    assert 2 <= scripted.service.calls["Verify"] <= 6
+
+
+async def test_slow_server_hits_the_deadline_once(scripted: ScriptedServer,
+                                                  make_client: Callable[..., Client]) -> None:
+    scripted.service.delay = 1.0
+    client = make_client(scripted.target, retries=3, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(TokendError) as info:
+        await outcome(client.get_jwks())
+    assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 0.9
+    assert scripted.service.calls["GetJwks"] == 1
+
+
+async def test_unreachable_server_is_unavailable(make_client: Callable[..., Client]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{sock.getsockname()[1]}"  # bound, not listening: refused
+        client = make_client(target, retries=2, timeout=3)
+        with pytest.raises(UnavailableError):
+            await outcome(client.get_jwks())
+
+
+async def test_context_managers_close_the_channel(scripted: ScriptedServer) -> None:
+    with TokenClient.insecure_loopback(scripted.target) as client:
+        client.get_jwks()
+    with pytest.raises(ValueError, match="closed"):
+        client.get_jwks()
+    async with AsyncTokenClient.insecure_loopback(scripted.target) as aclient:
+        await aclient.get_jwks()
+    with pytest.raises(grpc.aio.UsageError, match="closed"):
+        await aclient.get_jwks()
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
+    policy = RetryPolicy(retries=10, initial_backoff=0.1, max_backoff=1.0)
+    rng = random.Random(7)
+    for retry, step in enumerate([0.1, 0.2, 0.4, 0.8, 1.0, 1.0]):
+        delays = {policy.backoff(retry, rng) for _ in range(50)}
+        assert all(step / 2 <= d <= step for d in delays)
+        assert len(delays) > 1  # jittered
+
+
+def test_attempts_stop_when_no_time_is_left() -> None:
+    now = [0.0]
+    attempts = Attempts(RetryPolicy(retries=10), 1.0, retryable=True,
+                        rng=random.Random(1), clock=lambda: now[0])
+    assert attempts.delay_before_retry(grpc.StatusCode.INVALID_ARGUMENT) is None
+    delay = attempts.delay_before_retry(grpc.StatusCode.UNAVAILABLE)
+    assert delay is not None and 0.05 <= delay <= 0.1
+    now[0] = 0.95
+    assert attempts.remaining() == pytest.approx(0.05)
+    assert attempts.delay_before_retry(grpc.StatusCode.UNAVAILABLE) is None
+
+
+@pytest.mark.parametrize("retries", [-1, 11, 1.5, True])
+def test_bad_retry_settings_are_refused(retries: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        TokenClient.insecure_loopback("127.0.0.1:1", retries=retries)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "5", None])
+def test_bad_timeouts_are_refused(timeout: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        TokenClient.insecure_loopback("127.0.0.1:1", timeout=timeout)
