@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests.interop.conftest import AUDIENCE
+from tests.conftest import AUDIENCE
 from tests.support.tokend import RunningTokend
 from tokend_client.v1 import tokend_pb2 as pb
 

@@ -1,7 +1,7 @@
 //go:build interop
 
 // Interop tests against a live tokend with mutual TLS, named by the TOKEND_*
-// variables of tests/interop/conftest.py. Run through tests/interop/test_go.py,
+// variables of tests/conftest.py. Run through tests/interop/test_go.py,
 // or by hand: go test -tags interop ./... with those variables set.
 
 package tokend_test

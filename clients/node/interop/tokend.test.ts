@@ -1,6 +1,6 @@
 /**
  * Against a live tokend (mutual TLS) named by the TOKEND_* environment variables that
- * tests/interop/conftest.py sets; run with `npm run test:interop`.
+ * tests/conftest.py sets; run with `npm run test:interop`.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";

