@@ -22,8 +22,8 @@ from tokend.api.tls import ReloadingCredentials
 from tokend.audit import AuditLog
 from tokend.config import Settings, split_host_port
 from tokend.keys.publisher import JwksPublisher
+from tokend.keys.session import VaultSession
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import make_vault_client
 from tokend.store import Store, open_store
 from tokend.tokens.authority import TokenAuthority
 from tokend.tokens.denylist import Denylist, DenylistFollower
@@ -51,6 +51,7 @@ class App:
         self._store: Store | None = None
         self._publisher: JwksPublisher | None = None
         self._audit: AuditLog | None = None
+        self._vault: VaultSession | None = None
         self.tls: ReloadingCredentials | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
@@ -70,11 +71,12 @@ class App:
         denylist = Denylist()
         follower = DenylistFollower(store, denylist, interval=settings.revocation_poll_interval)
         await follower.catch_up()
+        self._audit = audit = AuditLog(settings.audit_log)
         authority = TokenAuthority(
             minter=TokenMinter(keyring, settings.tokens.issuer, self._executor),
             store=store, denylist=denylist, verifier=verifier, config=settings.tokens,
+            audit=audit,
         )
-        self._audit = audit = AuditLog(settings.audit_log)
         servicer = TokenServicer(authority, publisher, settings, audit,
                                  RejectionWatch(settings.security, audit))
         await self._start_grpc(servicer, self._interceptor(audit))
@@ -83,23 +85,25 @@ class App:
             asyncio.create_task(follower.run()),
             asyncio.create_task(publisher.follow(settings.vault.key_refresh_interval,
                                                  self._executor)),
+            asyncio.create_task(self._vault.maintain(self._executor)),
         ]
         await self._set_serving(True)
         log.info("tokend.started", grpc_port=self.grpc_port, http_port=self.http_port,
                  issuer=settings.tokens.issuer, kid=keyring.active().kid)
 
     async def _load_keys(self) -> TransitKeyring:
+        """Log in to Vault, then read the transit key and prove it may sign (fail fast)."""
         vault = self.settings.vault
-        client = make_vault_client(
-            vault.addr, vault.token.get_secret_value() if vault.token else None,
-            namespace=vault.namespace, cacert=vault.cacert, timeout=vault.timeout,
-        )
+        # One hvac client for the process: the session logs in and keeps its token alive
+        # (start() runs `maintain`), and the keyring signs with whatever token it holds.
+        self._vault = session = VaultSession(vault)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, session.login)
         keyring = TransitKeyring(
-            client, key_name=vault.key_name, mount=vault.transit_mount,
+            session.client, key_name=vault.key_name, mount=vault.transit_mount,
             algorithm=vault.algorithm, rsa_bits=vault.rsa_bits,
             create_if_missing=vault.create_key,
         )
-        loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, keyring.load)
         await loop.run_in_executor(self._executor, keyring.check_sign_permission)
         return keyring

@@ -52,15 +52,23 @@ def make_vault_client(
     namespace: str | None = None,
     cacert: str | None = None,
     timeout: float = 5.0,
+    client_cert: str | None = None,
+    client_key: str | None = None,
 ) -> hvac.Client:
     """Build an hvac client for `addr`.
 
-    `token=None` lets hvac fall back to VAULT_TOKEN / ~/.vault-token; `cacert=None` lets
-    it honour VAULT_CACERT / VAULT_CAPATH, so Vault's own variables keep working.
+    `token=None` lets hvac fall back to VAULT_TOKEN / ~/.vault-token (`""` means no token
+    at all); `cacert=None` lets it honour VAULT_CACERT / VAULT_CAPATH, and
+    `client_cert=None` VAULT_CLIENT_CERT / VAULT_CLIENT_KEY, so Vault's own variables keep
+    working. `client_cert` without `client_key` is one PEM file holding both.
     """
+    cert: tuple[str, str] | str | None = None
+    if client_cert:
+        cert = (client_cert, client_key) if client_key else client_cert
     return hvac.Client(
         url=addr,
         token=token,
+        cert=cert,
         namespace=namespace or None,
         verify=cacert if cacert else None,
         timeout=timeout,
@@ -78,7 +86,8 @@ def call_vault(client: hvac.Client, verb: str, path: str, fn: Callable[[], T]) -
     except requests.exceptions.SSLError as exc:
         raise VaultError(
             f"cannot reach Vault at {addr}: TLS failed ({_net_reason(exc)}); "
-            f"check VAULT_CACERT (wanted to {verb} {path})",
+            f"check VAULT_CACERT, and VAULT_CLIENT_CERT/VAULT_CLIENT_KEY if Vault wants a "
+            f"client certificate (wanted to {verb} {path})",
             path=path,
             reason="unreachable",
         ) from exc
@@ -90,6 +99,13 @@ def call_vault(client: hvac.Client, verb: str, path: str, fn: Callable[[], T]) -
         ) from exc
     except hvac.exceptions.VaultError as exc:
         raise _from_hvac(exc, verb=verb, path=path, addr=addr) from exc
+    except OSError as exc:  # requests could not load a CA or client certificate file
+        raise VaultError(
+            f"cannot reach Vault at {addr}: {exc}; check vault.cacert (VAULT_CACERT) and "
+            f"vault.client_cert/client_key (wanted to {verb} {path})",
+            path=path,
+            reason="unreachable",
+        ) from exc
 
 
 def _addr(client: hvac.Client) -> str:
@@ -156,5 +172,6 @@ def _net_reason(exc: BaseException) -> str:
         return found.group(0).strip()
     if "SSL" in text or "certificate" in text:
         found = re.search(r"\[SSL[^\]]*\][^'\")]*", text)
-        return found.group(0).strip() if found else "TLS error"
+        # Drop OpenSSL's source location, e.g. " (_ssl.c:1006".
+        return re.sub(r"\s*\(_ssl\.c:\d+$", "", found.group(0).strip()) if found else "TLS error"
     return type(exc).__name__
