@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -24,6 +25,7 @@ from tokend.config import Settings, split_host_port
 from tokend.keys.publisher import JwksPublisher
 from tokend.keys.session import VaultSession
 from tokend.keys.transit import TransitKeyring
+from tokend.keys.vault import VaultError
 from tokend.store import Store, open_store
 from tokend.tokens.authority import TokenAuthority
 from tokend.tokens.denylist import Denylist, DenylistFollower
@@ -33,6 +35,9 @@ from tokend_client import LocalVerifier
 from tokend_client.v1 import tokend_pb2, tokend_pb2_grpc
 
 log = structlog.get_logger("tokend.app")
+
+# Vault errors worth waiting out at start; anything else is a configuration error.
+_TRANSIENT = frozenset({"unreachable", "sealed", "uninitialized"})
 
 SERVICE_NAME = tokend_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
 # Requests are small; anything larger is refused by gRPC before it reaches a handler.
@@ -59,15 +64,17 @@ class App:
 
     async def start(self) -> None:
         settings = self.settings
-        keyring = await self._load_keys()
+        await self._start_http()
+        keyring = await self._load_keys_patiently()
         verifier = LocalVerifier(
             keyring.jwks(), issuer=settings.tokens.issuer, leeway=settings.tokens.leeway,
             max_lifetime=settings.tokens.max_ttl, max_token_bytes=settings.tokens.max_token_bytes,
         )
         self._publisher = publisher = JwksPublisher(keyring, verifier)
         publisher.publish()
-        self._store = store = open_store(settings.store_url)
+        store = open_store(settings.store_url)
         await store.open()
+        self._store = store
         denylist = Denylist()
         follower = DenylistFollower(store, denylist, interval=settings.revocation_poll_interval)
         await follower.catch_up()
@@ -80,7 +87,6 @@ class App:
         servicer = TokenServicer(authority, publisher, settings, audit,
                                  RejectionWatch(settings.security, audit))
         await self._start_grpc(servicer, self._interceptor(audit))
-        await self._start_http(publisher)
         self._tasks = [
             asyncio.create_task(follower.run()),
             asyncio.create_task(publisher.follow(settings.vault.key_refresh_interval,
@@ -90,6 +96,21 @@ class App:
         await self._set_serving(True)
         log.info("tokend.started", grpc_port=self.grpc_port, http_port=self.http_port,
                  issuer=settings.tokens.issuer, kid=keyring.active().kid)
+
+    async def _load_keys_patiently(self) -> TransitKeyring:
+        """Retries an unreachable or sealed Vault for vault.startup_timeout; a denied path
+        or a missing key is a configuration error and fails at once."""
+        deadline = time.monotonic() + self.settings.vault.startup_timeout
+        delay = 0.5
+        while True:
+            try:
+                return await self._load_keys()
+            except VaultError as exc:
+                if exc.reason not in _TRANSIENT or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("vault.waiting", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _load_keys(self) -> TransitKeyring:
         """Log in to Vault, then read the transit key and prove it may sign (fail fast)."""
@@ -139,8 +160,8 @@ class App:
         await server.start()
         self._grpc = server
 
-    async def _start_http(self, publisher: JwksPublisher) -> None:
-        app = build_http_app(issuer=self.settings.tokens.issuer, publisher=publisher,
+    async def _start_http(self) -> None:
+        app = build_http_app(issuer=self.settings.tokens.issuer, publisher=lambda: self._publisher,
                              ready=self._ready, jwks_max_age=self.settings.jwks_max_age)
         self._http = runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -150,9 +171,11 @@ class App:
         self.http_port = runner.addresses[0][1]
 
     async def _ready(self) -> tuple[bool, dict[str, bool]]:
-        store_ok = self._store is not None and await self._store.ping()
+        # Local state only: a database outage must not take every replica out of the
+        # Service, since Verify still answers from memory.
         keys_ok = self._publisher is not None and bool(self._publisher.algorithms)
-        checks = {"keys": keys_ok, "store": store_ok}
+        checks = {"keys": keys_ok, "store": self._store is not None,
+                  "grpc": self._grpc is not None}
         return all(checks.values()), checks
 
     async def _set_serving(self, serving: bool) -> None:

@@ -91,6 +91,9 @@ class VaultConfig(_Section):
     create_key: bool = False
     # How often key versions are re-read from Vault (picks up rotations).
     key_refresh_interval: Seconds = 60.0
+    # At start, keep retrying an unreachable or sealed Vault this long before giving up
+    # (/healthz answers meanwhile, /readyz says not ready). 0: fail at once.
+    startup_timeout: float = Field(0.0, ge=0, le=3600)
 
 
 class TokenConfig(_Section):

@@ -44,8 +44,8 @@ def test_discovery(tokend: RunningTokend) -> None:
 def test_health_and_readiness(tokend: RunningTokend) -> None:
     assert get(tokend, "/healthz")[0] == 200
     status, _, body = get(tokend, "/readyz")
-    assert status == 200 and json.loads(body) == {"ready": True,
-                                                  "checks": {"keys": True, "store": True}}
+    checks = {"keys": True, "store": True, "grpc": True}
+    assert status == 200 and json.loads(body) == {"ready": True, "checks": checks}
     health = health_pb2_grpc.HealthStub(tokend.channel)
     for service in ("", "tokend.v1.TokenService"):
         answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)

@@ -11,27 +11,36 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tokend.keys.publisher import JwksPublisher
 
 ReadyCheck = Callable[[], Awaitable[tuple[bool, dict[str, bool]]]]
+# The publisher exists once keys are loaded; before that JWKS answers 503.
+PublisherRef = Callable[[], JwksPublisher | None]
 
 JWKS_PATH = "/.well-known/jwks.json"
 
 
-def build_http_app(*, issuer: str, publisher: JwksPublisher, ready: ReadyCheck,
+def build_http_app(*, issuer: str, publisher: PublisherRef, ready: ReadyCheck,
                    jwks_max_age: int) -> web.Application:
     # Small requests only: nothing here takes a body.
     app = web.Application(client_max_size=1024)
 
+    def keys() -> JwksPublisher:
+        current = publisher()
+        if current is None:
+            raise web.HTTPServiceUnavailable(text="keys are not loaded yet",
+                                             headers={"Retry-After": "1"})
+        return current
+
     async def jwks(_: web.Request) -> web.Response:
         # RFC 7517 §8.5: application/jwk-set+json; caching bounds how long a
         # verifier may miss a new key, which key rotation has to wait out.
-        return web.Response(text=publisher.json, content_type="application/jwk-set+json",
+        return web.Response(text=keys().json, content_type="application/jwk-set+json",
                             headers={"Cache-Control": f"public, max-age={jwks_max_age}"})
 
     async def discovery(_: web.Request) -> web.Response:
         document = {
             "issuer": issuer,
             "jwks_uri": issuer.rstrip("/") + JWKS_PATH,
-            "id_token_signing_alg_values_supported": list(publisher.algorithms),
-            "access_token_signing_alg_values_supported": list(publisher.algorithms),
+            "id_token_signing_alg_values_supported": list(keys().algorithms),
+            "access_token_signing_alg_values_supported": list(keys().algorithms),
             "subject_types_supported": ["public"],
         }
         return web.json_response(document, headers={"Cache-Control": "public, max-age=300"})
