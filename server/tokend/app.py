@@ -63,8 +63,21 @@ class App:
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> None:
+        """Health endpoints first (not serving), then keys and store, then serving.
+        On failure everything started so far is stopped again before the error rises."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
+        self._audit = audit = AuditLog(settings.audit_log)
+        servicer = TokenServicer(settings, audit, RejectionWatch(settings.security, audit))
+        await self._set_serving(False)
         await self._start_http()
+        await self._start_grpc(servicer, self._interceptor(audit))
         keyring = await self._load_keys_patiently()
         verifier = LocalVerifier(
             keyring.jwks(), issuer=settings.tokens.issuer, leeway=settings.tokens.leeway,
@@ -78,15 +91,12 @@ class App:
         denylist = Denylist()
         follower = DenylistFollower(store, denylist, interval=settings.revocation_poll_interval)
         await follower.catch_up()
-        self._audit = audit = AuditLog(settings.audit_log)
         authority = TokenAuthority(
             minter=TokenMinter(keyring, settings.tokens.issuer, self._executor),
             store=store, denylist=denylist, verifier=verifier, config=settings.tokens,
             audit=audit,
         )
-        servicer = TokenServicer(authority, publisher, settings, audit,
-                                 RejectionWatch(settings.security, audit))
-        await self._start_grpc(servicer, self._interceptor(audit))
+        servicer.attach(authority, publisher)
         self._tasks = [
             asyncio.create_task(follower.run()),
             asyncio.create_task(publisher.follow(settings.vault.key_refresh_interval,
@@ -185,20 +195,26 @@ class App:
             await self._health.set(name, status)
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Idempotent: stops what is running, in the reverse order of start."""
         await self._set_serving(False)
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._grpc is not None:
-            await self._grpc.stop(grace)
-        if self._http is not None:
-            await self._http.cleanup()
-        if self._store is not None:
-            await self._store.close()
-        if self._audit is not None:
-            self._audit.close()
+        grpc_server, self._grpc = self._grpc, None
+        if grpc_server is not None:
+            await grpc_server.stop(grace)
+        http, self._http = self._http, None
+        if http is not None:
+            await http.cleanup()
+        store, self._store = self._store, None
+        if store is not None:
+            await store.close()
+        audit, self._audit = self._audit, None
+        if audit is not None:
+            audit.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("tokend.stopped")
 

@@ -1,4 +1,5 @@
-"""vault.startup_timeout: tokend waits out a Vault that is not up yet, visibly not ready."""
+"""vault.startup_timeout: tokend waits out a Vault that is not up yet, visibly not ready:
+/readyz 503 and gRPC health NOT_SERVING until the keys are loaded."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import make_settings
 from tokend.app import App
+from tokend_client.v1 import tokend_pb2 as pb
+from tokend_client.v1 import tokend_pb2_grpc
 
 
 def status(url: str) -> int:
@@ -33,13 +40,21 @@ def test_waits_for_vault_and_reports_not_ready_meanwhile(tmp_path: Path) -> None
     started = asyncio.run_coroutine_threadsafe(app.start(), loop)
     try:
         deadline = time.monotonic() + 10
-        while app.http_port == 0:
+        while app.grpc_port == 0:
             assert time.monotonic() < deadline and not started.done()
             time.sleep(0.05)
         base = f"http://127.0.0.1:{app.http_port}"
         assert status(base + "/healthz") == 200
         assert status(base + "/readyz") == 503
         assert status(base + "/.well-known/jwks.json") == 503
+        with grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="tokend.v1.TokenService"), timeout=5)
+            assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as info:
+                tokend_pb2_grpc.TokenServiceStub(channel).GetJwks(pb.GetJwksRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "starting" in info.value.details()
         bao.start()
         started.result(timeout=30)
         assert status(base + "/readyz") == 200

@@ -31,7 +31,12 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
+class NotReady(Exception):
+    """Keys or store are not loaded yet (start-up is waiting for Vault)."""
+
+
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (NotReady, grpc.StatusCode.UNAVAILABLE),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (PolicyDenied, grpc.StatusCode.PERMISSION_DENIED),
     (RefreshDenied, grpc.StatusCode.UNAUTHENTICATED),
@@ -76,13 +81,28 @@ def _status_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
 
 
 class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
-    def __init__(self, authority: TokenAuthority, publisher: JwksPublisher,
-                 settings: Settings, audit: AuditLog, rejections: RejectionWatch) -> None:
-        self._authority = authority
-        self._publisher = publisher
+    def __init__(self, settings: Settings, audit: AuditLog, rejections: RejectionWatch
+                 ) -> None:
+        self._wired: tuple[TokenAuthority, JwksPublisher] | None = None
         self._settings = settings
         self._audit = audit
         self._rejections = rejections
+
+    def attach(self, authority: TokenAuthority, publisher: JwksPublisher) -> None:
+        """Called once keys and store are loaded; until then every RPC is UNAVAILABLE."""
+        self._wired = (authority, publisher)
+
+    @property
+    def _authority(self) -> TokenAuthority:
+        if self._wired is None:
+            raise NotReady("tokend is starting: signing keys are not loaded yet; retry")
+        return self._wired[0]
+
+    @property
+    def _publisher(self) -> JwksPublisher:
+        self._authority  # noqa: B018 (raises NotReady until wired)
+        assert self._wired is not None
+        return self._wired[1]
 
     @rpc("Issue")
     async def Issue(self, request: pb.IssueRequest, context: grpc.aio.ServicerContext
