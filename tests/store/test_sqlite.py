@@ -277,15 +277,6 @@ def test_open_store_rejects_bad_sqlite_urls(url: str, message: str) -> None:
         open_store(url)
 
 
-@pytest.mark.parametrize(
-    "url", ["postgresql://tokend:s3cret@db/tokend", "postgres://tokend:s3cret@db/tokend"]
-)
-def test_open_store_postgres_not_built_yet(url: str) -> None:
-    with pytest.raises(ValueError, match="PostgreSQL store is not built yet") as info:
-        open_store(url)
-    assert "s3cret" not in str(info.value)
-
-
 @pytest.mark.parametrize("url", ["mysql://root:s3cret@db/x", "tokend.db", ""])
 def test_open_store_unknown_scheme(url: str) -> None:
     with pytest.raises(ValueError, match="accepted: sqlite:///") as info:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .base import (
     REVOCATION_KINDS,
+    ChangeFeed,
     ConflictError,
     NewRevocation,
     RefreshFamily,
@@ -20,10 +21,12 @@ from .base import (
     RotateStatus,
     Store,
     StoreError,
+    wait_for_change,
 )
 
 __all__ = [
     "REVOCATION_KINDS",
+    "ChangeFeed",
     "ConflictError",
     "NewRevocation",
     "RefreshFamily",
@@ -36,6 +39,7 @@ __all__ = [
     "StoreError",
     "open_store",
     "sqlite_path_from_url",
+    "wait_for_change",
 ]
 
 ACCEPTED_SCHEMES = "sqlite:///relative/path.db, sqlite:////absolute/path.db, postgresql://…"
@@ -43,10 +47,13 @@ _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, migrate: bool = True) -> Store:
     """Build the store named by ``url`` (not yet opened).
 
-    Error messages never repeat the URL: a PostgreSQL URL may carry a password.
+    ``migrate``: whether ``open()`` may apply schema migrations to a PostgreSQL database
+    (with ``False`` it refuses a schema that is not current; see ``tokend migrate``).
+    SQLite always migrates: one node owns its file. Error messages never repeat the URL:
+    a PostgreSQL URL may carry a password.
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
@@ -54,7 +61,10 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(sqlite_path_from_url(url))
     if scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+"):
-        raise ValueError("the PostgreSQL store is not built yet; use a sqlite:/// URL for now")
+        from .postgres import PostgresStore
+
+        # "postgresql+driver://" (SQLAlchemy style) names a driver libpq does not know.
+        return PostgresStore("postgresql" + url[len(scheme) :], migrate=migrate)
     shown = f"scheme {scheme!r}" if scheme else "a URL without a scheme"
     raise ValueError(f"unsupported store URL ({shown}); accepted: {ACCEPTED_SCHEMES}")
 

@@ -17,6 +17,7 @@ Backends (SQLite now, PostgreSQL next) must pass ``tests/store/conformance.py``.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ class Store(Protocol):
     a row with sequence ``n`` is visible, no row with a sequence below ``n`` may become
     visible later (SQLite gets this from its single writer; PostgreSQL must serialise
     revocation inserts or otherwise close the commit-order gap of sequences).
+
+    A store may also implement `ChangeFeed` (``wait_for_change``) to wake followers as
+    soon as another process commits a revocation; see `wait_for_change` below.
     """
 
     async def open(self) -> None:
@@ -161,3 +165,32 @@ class Store(Protocol):
     async def purge(self, now: float) -> int:
         """Delete expired revocations, refresh tokens and families; returns rows removed."""
         ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """Optional for a `Store`: tells followers early that the revocation feed moved.
+
+    A wake-up is only a hint to poll ``revocations_since`` now: it carries no rows, may
+    be spurious, and a store may lose some (followers keep polling as the fallback).
+    """
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return after at most ``timeout`` seconds, earlier when the feed may have moved.
+
+        A change that happened since the previous call returned must wake the next call
+        at once, so a follower that polls between two calls misses nothing. One follower
+        per store: concurrent callers may share a single wake-up.
+        """
+        ...
+
+
+async def wait_for_change(store: Store, timeout: float) -> None:
+    """``store.wait_for_change(timeout)`` when the store has one, else a plain sleep.
+
+    Stores without a change feed of their own (SQLite) are simply polled.
+    """
+    if isinstance(store, ChangeFeed):
+        await store.wait_for_change(timeout)
+    else:
+        await asyncio.sleep(timeout)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from tokend.store.base import Revocation, Store
+from tokend.store.base import Revocation, Store, wait_for_change
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +83,13 @@ class Denylist:
 
 
 class DenylistFollower:
-    """Polls the store's revocation feed into a `Denylist`.
+    """Follows the store's revocation feed into a `Denylist`.
+
+    Between two polls it waits on the store's change feed (`wait_for_change`: LISTEN/
+    NOTIFY on PostgreSQL), which returns as soon as another process commits a revocation;
+    ``interval`` bounds the wait, so polling remains the fallback (and the only mechanism
+    on SQLite). Every wake-up reads from ``denylist.seq`` on, so nothing is missed when
+    a notification is lost or the listening connection reconnects.
 
     Call `catch_up()` once before serving, so Verify starts with every live revocation,
     then run `run()` as a task.
@@ -132,7 +138,23 @@ class DenylistFollower:
             if now >= next_prune:
                 self._denylist.prune(now)
                 next_prune = now + self._prune_interval
-            await asyncio.sleep(self._delay(failures))
+            await self._wait(failures)
+
+    async def _wait(self, failures: int) -> None:
+        """Wait for the next poll: the interval (or the backoff), cut short by the feed.
+
+        After an outage the change feed's reconnect is such a wake-up, so the follower
+        catches up as soon as the store is back rather than after a long backoff.
+        """
+        delay = self._delay(failures)
+        try:
+            await wait_for_change(self._store, delay)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A broken change feed only costs latency: fall back to plain polling.
+            log.debug("denylist.wait_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(delay)
 
     async def _poll_once(self, failures: int) -> int:
         """One catch-up; returns the new count of consecutive failures."""
