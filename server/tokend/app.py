@@ -27,6 +27,7 @@ from tokend.keys.session import VaultSession
 from tokend.keys.transit import TransitKeyring
 from tokend.keys.vault import VaultError
 from tokend.store import Store, open_store
+from tokend.store.maintenance import purge_forever
 from tokend.tokens.authority import TokenAuthority
 from tokend.tokens.denylist import Denylist, DenylistFollower
 from tokend.tokens.minting import TokenMinter
@@ -85,7 +86,7 @@ class App:
         )
         self._publisher = publisher = JwksPublisher(keyring, verifier)
         publisher.publish()
-        store = open_store(settings.store_url)
+        store = open_store(settings.store_url, migrate=settings.store_migrate)
         await store.open()
         self._store = store
         denylist = Denylist()
@@ -99,6 +100,7 @@ class App:
         servicer.attach(authority, publisher)
         self._tasks = [
             asyncio.create_task(follower.run()),
+            asyncio.create_task(purge_forever(store, settings.store_purge_interval)),
             asyncio.create_task(publisher.follow(settings.vault.key_refresh_interval,
                                                  self._executor)),
             asyncio.create_task(self._vault.maintain(self._executor)),

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     # Plaintext gRPC is only ever allowed on a loopback address.
     insecure_plaintext: bool = False
     store_url: str = "sqlite:///.tokend-data/tokend.db"
+    # Run schema migrations at start; off: `tokend migrate` must have run (separate rights).
+    store_migrate: bool = True
+    # How often expired revocations and refresh tokens are deleted from the store.
+    store_purge_interval: Seconds = 3600.0
     # The caller identity recorded as `client_id` when there is no client certificate.
     default_client_id: str = Field("tokend-local", pattern=r"^[\x21-\x7e]{1,256}$")
     jwks_max_age: int = Field(300, ge=0, le=86400)
