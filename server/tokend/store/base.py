@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -107,6 +107,78 @@ class RotateResult:
     status: RotateStatus
     family: RefreshFamily | None  # None only for NOT_FOUND
     revocations: tuple[Revocation, ...] = ()  # what a REUSED detection revoked
+
+
+@dataclass(frozen=True)
+class StoreOps:
+    """One backend's operations, each taking the backend's connection first, and its
+    encoders of records into query parameters. `OpsStore` turns them into Store methods."""
+
+    add_revocations: Callable[..., Any]
+    revocations_since: Callable[..., Any]
+    last_seq: Callable[..., Any]
+    create_family: Callable[..., Any]
+    get_refresh: Callable[..., Any]
+    rotate: Callable[..., Any]
+    revoke_family: Callable[..., Any]
+    revoke_subject: Callable[..., Any]
+    purge: Callable[..., Any]
+    family_params: Callable[[RefreshFamily], Any]
+    token_params: Callable[[RefreshToken], Any]
+
+
+class OpsStore:
+    """The argument checks and the dispatch every store shares. A backend sets `_ops`
+    and `_clock`, and implements `_call(fn, *args)`, which runs `fn` with a connection
+    (in a worker thread for SQLite, on a pooled connection for PostgreSQL)."""
+
+    _ops: StoreOps
+    _clock: Callable[[], float]
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def add_revocations(self, items: Sequence[NewRevocation]) -> list[Revocation]:
+        if not items:
+            return []
+        return await self._call(self._ops.add_revocations, list(items), self._clock())
+
+    async def revocations_since(
+        self, seq: int, now: float, limit: int = 10_000
+    ) -> list[Revocation]:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        return await self._call(self._ops.revocations_since, seq, now, limit)
+
+    async def last_seq(self) -> int:
+        return await self._call(self._ops.last_seq)
+
+    async def create_family(self, family: RefreshFamily, first: RefreshToken) -> None:
+        if first.family_id != family.family_id:
+            raise ValueError("the first refresh token belongs to another family")
+        ops = self._ops
+        await self._call(ops.create_family, ops.family_params(family), ops.token_params(first))
+
+    async def get_refresh(self, token_hash: bytes) -> tuple[RefreshFamily, RefreshToken] | None:
+        return await self._call(self._ops.get_refresh, token_hash)
+
+    async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float) -> RotateResult:
+        params = self._ops.token_params(new)
+        return await self._call(self._ops.rotate, old_hash, new, params, now, self._clock())
+
+    async def revoke_family(self, family_id: str, reason: str, now: float) -> list[Revocation]:
+        return await self._call(self._ops.revoke_family, family_id, reason, now, self._clock())
+
+    async def revoke_subject(
+        self, subject: str, reason: str, now: float, expires_at: float
+    ) -> list[Revocation]:
+        if not subject:
+            raise ValueError("subject must be non-empty")
+        return await self._call(
+            self._ops.revoke_subject, subject, reason, now, expires_at, self._clock())
+
+    async def purge(self, now: float) -> int:
+        return await self._call(self._ops.purge, now)
 
 
 @runtime_checkable

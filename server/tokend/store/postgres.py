@@ -49,12 +49,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .base import (
     ConflictError,
     NewRevocation,
+    OpsStore,
     RefreshFamily,
     RefreshToken,
     Revocation,
     RotateResult,
     RotateStatus,
     StoreError,
+    StoreOps,
 )
 
 # Shared with SQLite so both stores encode refresh tokens and reasons identically.
@@ -187,7 +189,7 @@ _LOCK_LIVE_FAMILIES_OF_SUBJECT = (
 _N_FAMILY_COLS = len(_FAMILY_COLUMNS)
 
 
-class PostgresStore:
+class PostgresStore(OpsStore):
     """`Store` (and `ChangeFeed`) on a PostgreSQL database. `open()` before use.
 
     ``migrate``: `open()` applies missing migrations (serialised across replicas by an
@@ -319,49 +321,6 @@ class PostgresStore:
             text = text.replace(self._secret, "***")
         return f"postgresql: {text[:300]}"
 
-    # -- revocations -----------------------------------------------------------------
-
-    async def add_revocations(self, items: Sequence[NewRevocation]) -> list[Revocation]:
-        if not items:
-            return []
-        return await self._call(_add_revocations, list(items), self._clock())
-
-    async def revocations_since(
-        self, seq: int, now: float, limit: int = 10_000
-    ) -> list[Revocation]:
-        if limit <= 0:
-            raise ValueError("limit must be positive")
-        return await self._call(_revocations_since, seq, now, limit)
-
-    async def last_seq(self) -> int:
-        return await self._call(_last_seq)
-
-    # -- refresh families ------------------------------------------------------------
-
-    async def create_family(self, family: RefreshFamily, first: RefreshToken) -> None:
-        if first.family_id != family.family_id:
-            raise ValueError("the first refresh token belongs to another family")
-        await self._call(_create_family, _family_params(family), _token_params(first))
-
-    async def get_refresh(self, token_hash: bytes) -> tuple[RefreshFamily, RefreshToken] | None:
-        return await self._call(_get_refresh, token_hash)
-
-    async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float) -> RotateResult:
-        params = _token_params(new)
-        return await self._call(_rotate, old_hash, new, params, now, self._clock())
-
-    async def revoke_family(self, family_id: str, reason: str, now: float) -> list[Revocation]:
-        return await self._call(_revoke_family, family_id, reason, now, self._clock())
-
-    async def revoke_subject(
-        self, subject: str, reason: str, now: float, expires_at: float
-    ) -> list[Revocation]:
-        if not subject:
-            raise ValueError("subject must be non-empty")
-        return await self._call(_revoke_subject, subject, reason, now, expires_at, self._clock())
-
-    async def purge(self, now: float) -> int:
-        return await self._call(_purge, now)
 
     # -- change feed -----------------------------------------------------------------
 
@@ -728,3 +687,18 @@ async def _purge(conn: Conn, now: float) -> int:
         (now,),
     )
     return removed + cur.rowcount
+
+
+PostgresStore._ops = StoreOps(
+    add_revocations=_add_revocations,
+    revocations_since=_revocations_since,
+    last_seq=_last_seq,
+    create_family=_create_family,
+    get_refresh=_get_refresh,
+    rotate=_rotate,
+    revoke_family=_revoke_family,
+    revoke_subject=_revoke_subject,
+    purge=_purge,
+    family_params=_family_params,
+    token_params=_token_params,
+)

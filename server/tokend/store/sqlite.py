@@ -25,12 +25,14 @@ from typing import Any, TypeVar
 from .base import (
     ConflictError,
     NewRevocation,
+    OpsStore,
     RefreshFamily,
     RefreshToken,
     Revocation,
     RotateResult,
     RotateStatus,
     StoreError,
+    StoreOps,
 )
 
 T = TypeVar("T")
@@ -105,7 +107,7 @@ _SELECT_LIVE_FAMILIES_OF_SUBJECT = (
 )
 
 
-class SqliteStore:
+class SqliteStore(OpsStore):
     """`Store` on one SQLite file. Call `open()` before use and `close()` at shutdown."""
 
     def __init__(
@@ -198,51 +200,6 @@ class SqliteStore:
             raise StoreError("the SQLite store is not open")
         return self._conn
 
-    # -- revocations -----------------------------------------------------------------
-
-    async def add_revocations(self, items: Sequence[NewRevocation]) -> list[Revocation]:
-        if not items:
-            return []
-        return await self._call(_add_revocations_sync, list(items), self._clock())
-
-    async def revocations_since(
-        self, seq: int, now: float, limit: int = 10_000
-    ) -> list[Revocation]:
-        if limit <= 0:
-            raise ValueError("limit must be positive")
-        return await self._call(_revocations_since_sync, seq, now, limit)
-
-    async def last_seq(self) -> int:
-        return await self._call(_last_seq_sync)
-
-    # -- refresh families ------------------------------------------------------------
-
-    async def create_family(self, family: RefreshFamily, first: RefreshToken) -> None:
-        if first.family_id != family.family_id:
-            raise ValueError("the first refresh token belongs to another family")
-        await self._call(_create_family_sync, _family_params(family), _token_params(first))
-
-    async def get_refresh(self, token_hash: bytes) -> tuple[RefreshFamily, RefreshToken] | None:
-        return await self._call(_get_refresh_sync, token_hash)
-
-    async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float) -> RotateResult:
-        params = _token_params(new)
-        return await self._call(_rotate_sync, old_hash, new, params, now, self._clock())
-
-    async def revoke_family(self, family_id: str, reason: str, now: float) -> list[Revocation]:
-        return await self._call(_revoke_family_sync, family_id, reason, now, self._clock())
-
-    async def revoke_subject(
-        self, subject: str, reason: str, now: float, expires_at: float
-    ) -> list[Revocation]:
-        if not subject:
-            raise ValueError("subject must be non-empty")
-        return await self._call(
-            _revoke_subject_sync, subject, reason, now, expires_at, self._clock()
-        )
-
-    async def purge(self, now: float) -> int:
-        return await self._call(_purge_sync, now)
 
 
 # -- setup (worker thread) -------------------------------------------------------------
@@ -573,3 +530,18 @@ def _purge_sync(conn: sqlite3.Connection, now: float) -> int:
             (now,),
         ).rowcount
         return removed
+
+
+SqliteStore._ops = StoreOps(
+    add_revocations=_add_revocations_sync,
+    revocations_since=_revocations_since_sync,
+    last_seq=_last_seq_sync,
+    create_family=_create_family_sync,
+    get_refresh=_get_refresh_sync,
+    rotate=_rotate_sync,
+    revoke_family=_revoke_family_sync,
+    revoke_subject=_revoke_subject_sync,
+    purge=_purge_sync,
+    family_params=_family_params,
+    token_params=_token_params,
+)
