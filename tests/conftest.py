@@ -1,5 +1,7 @@
 """Shared fixtures: one real OpenBao dev server per test session, and one live tokend with
 mutual TLS on loopback for the interop, client-library and deployment smoke tests.
+The PostgreSQL fixtures (`postgres_cluster`, `postgres_url`, `postgres_database`) come
+from tests/support/postgres.py: one throwaway cluster for the whole session.
 
 `interop_env` names the live server in environment variables, for other languages'
 test runners: TOKEND_ADDR (host:port, TLS), TOKEND_CA_FILE, TOKEND_CLIENT_CERT,
@@ -15,8 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.bao import BaoDevServer
-from tests.support.pki import TestCA
-from tests.support.tokend import ISSUER, RunningTokend, make_settings
+# One throwaway PostgreSQL cluster per session, shared by every test directory.
+from tests.support.postgres import (  # noqa: F401 (pytest fixtures)
+    postgres_cluster,
+    postgres_database,
+    postgres_url,
+)
+from tests.support.tokend import RunningTokend, mtls_tokend
 
 
 @pytest.fixture(scope="session")
@@ -41,28 +48,9 @@ callers:
 def interop_tokend(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[tuple[RunningTokend, dict[str, str]]]:
     directory: Path = tmp_path_factory.mktemp("interop")
-    ca = TestCA(directory / "pki")
-    server = ca.server()
-    client = ca.client("interop-client", spiffe="spiffe://tokend.test/interop")
-    policy = directory / "policy.yaml"
-    policy.write_text(POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, directory, vault={"key_name": "interop"},
-        insecure_plaintext=False, policy_file=policy,
-        tls={"cert_file": server.cert_file, "key_file": server.key_file,
-             "client_ca_file": ca.cert_file},
-    )
-    with RunningTokend(settings, tls_client=(ca.cert_file, client)) as running:
-        env = {
-            "TOKEND_ADDR": running.grpc_addr,
-            "TOKEND_CA_FILE": str(ca.cert_file),
-            "TOKEND_CLIENT_CERT": str(client.cert_file),
-            "TOKEND_CLIENT_KEY": str(client.key_file),
-            "TOKEND_JWKS_URL": running.http_url + "/.well-known/jwks.json",
-            "TOKEND_ISSUER": ISSUER,
-            "TOKEND_AUDIENCE": AUDIENCE,
-        }
-        yield running, env
+    with mtls_tokend(bao.addr, bao.token, directory, identity="spiffe://tokend.test/interop",
+                     policy=POLICY, vault={"key_name": "interop"}) as (running, env):
+        yield running, {**env, "TOKEND_AUDIENCE": AUDIENCE}
 
 
 @pytest.fixture

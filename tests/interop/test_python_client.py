@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.bao import BaoDevServer
-from tests.support.pki import TestCA
-from tests.support.tokend import ISSUER, RunningTokend, make_settings
+from tests.support.tokend import ISSUER, mtls_tokend
 from tokend_client import (
     AsyncTokenClient,
     InvalidArgumentError,
@@ -142,26 +141,10 @@ def own_tokend(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[dict[str, str]]:
     """A tokend for this module alone; yields TOKEND_* variables like the interop fixture."""
     directory: Path = tmp_path_factory.mktemp("pyclient")
-    ca = TestCA(directory / "pki")
-    server = ca.server()
-    client = ca.client("pyclient", spiffe="spiffe://tokend.test/pyclient")
-    policy = directory / "policy.yaml"
-    policy.write_text(OWN_POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, directory, insecure_plaintext=False, policy_file=policy,
-        vault={"key_name": "pyclient", "key_refresh_interval": 0.2},
-        tls={"cert_file": server.cert_file, "key_file": server.key_file,
-             "client_ca_file": ca.cert_file},
-    )
-    with RunningTokend(settings, tls_client=(ca.cert_file, client)) as running:
-        yield {
-            "TOKEND_ADDR": running.grpc_addr,
-            "TOKEND_CA_FILE": str(ca.cert_file),
-            "TOKEND_CLIENT_CERT": str(client.cert_file),
-            "TOKEND_CLIENT_KEY": str(client.key_file),
-            "TOKEND_JWKS_URL": running.http_url + "/.well-known/jwks.json",
-            "TOKEND_ISSUER": ISSUER,
-        }
+    with mtls_tokend(bao.addr, bao.token, directory, identity="spiffe://tokend.test/pyclient",
+                     policy=OWN_POLICY,
+                     vault={"key_name": "pyclient", "key_refresh_interval": 0.2}) as (_, env):
+        yield env
 
 
 def issue_with_new_kid(client: TokenClient, old_kid: str, timeout: float = 15) -> IssuedToken:

@@ -1,5 +1,3 @@
-"""Store fixtures: a throwaway PostgreSQL cluster (see tests/support/postgres.py)."""
-
-from tests.support.postgres import postgres_cluster, postgres_database, postgres_url
-
-__all__ = ["postgres_cluster", "postgres_database", "postgres_url"]
+"""Store fixtures: the PostgreSQL ones (`postgres_cluster`, `postgres_url`,
+`postgres_database`) come from tests/conftest.py, so every test directory shares one
+session cluster (tests/support/postgres.py)."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from tests.support.bao import free_port
-from tests.support.pki import Issued
+from tests.support.pki import Issued, TestCA
 from tokend.app import App
 from tokend.config import Settings, load_settings
 from tokend_client.v1 import tokend_pb2_grpc
@@ -89,3 +90,30 @@ class RunningTokend:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+@contextmanager
+def mtls_tokend(vault_addr: str, vault_token: str, directory: Path, *, identity: str,
+                policy: str, **overrides: Any) -> Iterator[tuple[RunningTokend, dict[str, str]]]:
+    """A tokend with mutual TLS and a policy file, plus a client certificate for
+    `identity`; yields the server and TOKEND_* variables naming it (docs: tests/conftest.py)."""
+    ca = TestCA(directory / "pki")
+    server = ca.server()
+    client = ca.client("client", spiffe=identity)
+    policy_file = directory / "policy.yaml"
+    policy_file.write_text(policy)
+    settings = make_settings(
+        vault_addr, vault_token, directory, insecure_plaintext=False, policy_file=policy_file,
+        tls={"cert_file": server.cert_file, "key_file": server.key_file,
+             "client_ca_file": ca.cert_file},
+        **overrides,
+    )
+    with RunningTokend(settings, tls_client=(ca.cert_file, client)) as running:
+        yield running, {
+            "TOKEND_ADDR": running.grpc_addr,
+            "TOKEND_CA_FILE": str(ca.cert_file),
+            "TOKEND_CLIENT_CERT": str(client.cert_file),
+            "TOKEND_CLIENT_KEY": str(client.key_file),
+            "TOKEND_JWKS_URL": running.http_url + "/.well-known/jwks.json",
+            "TOKEND_ISSUER": ISSUER,
+        }
