@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.bao import BaoDevServer
-# One throwaway PostgreSQL cluster per session, shared by every test directory.
 from tests.support.postgres import (  # noqa: F401 (pytest fixtures)
     postgres_cluster,
     postgres_database,

@@ -19,12 +19,14 @@ from tokend.api.policy import CallerPolicy, load_policy
 from tokend.api.ratelimit import RateLimiter
 from tokend.api.servicer import TokenServicer
 from tokend.api.signals import RejectionWatch
+from tokend.api.streams import JwksFeed, LiveStreams, RevocationFeed
 from tokend.api.tls import ReloadingCredentials
 from tokend.audit import AuditLog
 from tokend.config import Settings, split_host_port
+from tokend.keys.custody import build_keyring
+from tokend.keys.keyring import PhasedKeyring
 from tokend.keys.publisher import JwksPublisher
 from tokend.keys.session import VaultSession
-from tokend.keys.transit import TransitKeyring
 from tokend.keys.vault import VaultError
 from tokend.store import Store, open_store
 from tokend.store.maintenance import purge_forever
@@ -46,16 +48,23 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 
 class App:
-    """One tokend process: `await start()`, then `await stop()`."""
+    """One tokend process: `await start()`, then `await stop()`.
 
-    def __init__(self, settings: Settings) -> None:
+    ``reuse_port``: several processes (`tokend serve --workers N`) listen on the same
+    ports (SO_REUSEPORT) and the kernel spreads connections among them. Without it a
+    port already taken is an error rather than silently shared.
+    """
+
+    def __init__(self, settings: Settings, *, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.reuse_port = reuse_port
         self.grpc_port = 0
         self.http_port = 0
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tokend-io")
         self._tasks: list[asyncio.Task[None]] = []
         self._store: Store | None = None
         self._publisher: JwksPublisher | None = None
+        self._streams: LiveStreams | None = None
         self._audit: AuditLog | None = None
         self._vault: VaultSession | None = None
         self.tls: ReloadingCredentials | None = None
@@ -86,18 +95,24 @@ class App:
         )
         self._publisher = publisher = JwksPublisher(keyring, verifier)
         publisher.publish()
+        jwks_feed = JwksFeed()
+        publisher.on_change(jwks_feed.publish)
         store = open_store(settings.store_url, migrate=settings.store_migrate)
         await store.open()
         self._store = store
         denylist = Denylist()
-        follower = DenylistFollower(store, denylist, interval=settings.revocation_poll_interval)
+        # The feed streams what the follower applies and asks it how far it has read.
+        revocation_feed = RevocationFeed(store, position=lambda: follower.seq)
+        follower = DenylistFollower(store, denylist, interval=settings.revocation_poll_interval,
+                                    on_applied=revocation_feed.publish)
         await follower.catch_up()
+        self._streams = streams = LiveStreams(revocation_feed, jwks_feed)
         authority = TokenAuthority(
             minter=TokenMinter(keyring, settings.tokens.issuer, self._executor),
             store=store, denylist=denylist, verifier=verifier, config=settings.tokens,
             audit=audit,
         )
-        servicer.attach(authority, publisher)
+        servicer.attach(authority, publisher, streams)
         self._tasks = [
             asyncio.create_task(follower.run()),
             asyncio.create_task(purge_forever(store, settings.store_purge_interval)),
@@ -109,7 +124,7 @@ class App:
         log.info("tokend.started", grpc_port=self.grpc_port, http_port=self.http_port,
                  issuer=settings.tokens.issuer, kid=keyring.active().kid)
 
-    async def _load_keys_patiently(self) -> TransitKeyring:
+    async def _load_keys_patiently(self) -> PhasedKeyring:
         """Retries an unreachable or sealed Vault for vault.startup_timeout; a denied path
         or a missing key is a configuration error and fails at once."""
         deadline = time.monotonic() + self.settings.vault.startup_timeout
@@ -124,19 +139,16 @@ class App:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _load_keys(self) -> TransitKeyring:
-        """Log in to Vault, then read the transit key and prove it may sign (fail fast)."""
+    async def _load_keys(self) -> PhasedKeyring:
+        """Log in to Vault, then read the key (vault.custody) and prove it signs (fail fast)."""
         vault = self.settings.vault
         # One hvac client for the process: the session logs in and keeps its token alive
         # (start() runs `maintain`), and the keyring signs with whatever token it holds.
         self._vault = session = VaultSession(vault)
+        # Before any Vault call: inconsistent rotation settings are a configuration error.
+        keyring = build_keyring(self.settings, session.client)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, session.login)
-        keyring = TransitKeyring(
-            session.client, key_name=vault.key_name, mount=vault.transit_mount,
-            algorithm=vault.algorithm, rsa_bits=vault.rsa_bits,
-            create_if_missing=vault.create_key,
-        )
         await loop.run_in_executor(self._executor, keyring.load)
         await loop.run_in_executor(self._executor, keyring.check_sign_permission)
         return keyring
@@ -157,6 +169,8 @@ class App:
         server = grpc.aio.server(interceptors=[interceptor], options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            # gRPC turns SO_REUSEPORT on by default; only workers may share a port.
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
         ])
         tokend_pb2_grpc.add_TokenServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -178,7 +192,8 @@ class App:
         self._http = runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = split_host_port(self.settings.http_listen)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True,
+                           reuse_port=self.reuse_port or None)
         await site.start()
         self.http_port = runner.addresses[0][1]
 
@@ -199,6 +214,9 @@ class App:
     async def stop(self, grace: float = 5.0) -> None:
         """Idempotent: stops what is running, in the reverse order of start."""
         await self._set_serving(False)
+        streams, self._streams = self._streams, None
+        if streams is not None:
+            streams.close()  # ends every Watch stream now instead of after the grace period
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -221,9 +239,9 @@ class App:
         log.info("tokend.stopped")
 
 
-async def serve_forever(settings: Settings) -> None:
+async def serve_forever(settings: Settings, *, reuse_port: bool = False) -> None:
     """Runs until SIGINT/SIGTERM, then shuts down gracefully."""
-    app = App(settings)
+    app = App(settings, reuse_port=reuse_port)
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

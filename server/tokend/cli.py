@@ -1,16 +1,18 @@
-"""`tokend serve | dev | migrate | token …`"""
+"""`tokend serve | dev | migrate | keys … | token …`"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import grpc
+import structlog
 from google.protobuf import duration_pb2, json_format, struct_pb2
 from pydantic import ValidationError
 
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the service (production mode)")
     serve.add_argument("--config", type=Path, help="YAML settings file")
+    _add_workers_option(serve)
     serve.set_defaults(run=_serve)
 
     dev = commands.add_parser("dev", help="run a local OpenBao and tokend with dev defaults")
@@ -55,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--http-listen", default="127.0.0.1:8080")
     dev.add_argument("--vault-port", type=int, default=8200,
                      help="OpenBao API port; the cluster port is the next one")
+    _add_workers_option(dev)
     dev.set_defaults(run=_dev)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the store schema, then exit")
@@ -63,14 +67,27 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--config", type=Path, help="YAML settings file")
     migrate.set_defaults(run=_migrate)
 
+    _add_keys_commands(commands)
     _add_token_commands(commands)
     return parser
 
 
+def _add_workers_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                         help="server processes sharing the ports (SO_REUSEPORT), default 1; "
+                         "the parent supervises them (docs/operations.md)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    _run(settings)
-    return 0
+    return _run(settings, args.workers)
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -91,10 +108,9 @@ def _dev(args: argparse.Namespace) -> int:
                    "cacert": None},
             tokens={"issuer": f"http://{args.http_listen}"},
         )
-        _run(settings)
+        return _run(settings, args.workers)
     finally:
         vault.stop()
-    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -119,9 +135,83 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(settings: Settings) -> None:
+def _run(settings: Settings, workers: int = 1) -> int:
     configure_logging(settings.log_level)
+    if workers > 1:
+        from tokend.workers import supervise
+
+        return supervise(settings, workers)
     asyncio.run(serve_forever(settings))
+    return 0
+
+
+# -- key lifecycle: operators act on the custody in Vault directly ---------------------
+
+
+def _add_keys_commands(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="list, rotate or create the signing key in Vault")
+    actions = keys.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every key version, its phase and its dates")
+    listing.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    listing.set_defaults(run=_keys_list)
+    rotate = actions.add_parser("rotate", help="create a new key version (published now, "
+                                "signing after vault.propagation_delay)")
+    rotate.set_defaults(run=_keys_rotate)
+    init = actions.add_parser("init", help="create the key (its first version signs at once)")
+    init.add_argument("--custody", choices=("transit", "kv"),
+                      help="default: vault.custody from the settings")
+    init.set_defaults(run=_keys_init)
+    for action in (listing, rotate, init):
+        action.add_argument("--config", type=Path, help="YAML settings file (the service's)")
+
+
+def _keys_settings(args: argparse.Namespace) -> Settings:
+    # These commands serve nothing, so the serving checks (TLS or loopback plaintext) are
+    # lifted; every other setting, the key's name and the rotation timing included, is
+    # the service's own.
+    _quiet_logging()
+    return load_settings(args.config, insecure_plaintext=True, grpc_listen="127.0.0.1:0")
+
+
+def _quiet_logging() -> None:
+    """Warnings and errors only, on stderr: stdout carries the answer alone.
+
+    The stream is looked up at every message and loggers are not cached, so the next
+    configuration (a test's, in-process) fully replaces this one.
+    """
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from tokend.keys import admin
+
+    keyring = admin.open_keyring(_keys_settings(args))
+    keyring.load()
+    rows = admin.version_rows(keyring)
+    print(json.dumps(rows, indent=2) if args.json else admin.table(rows))
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from tokend.keys import admin
+
+    keyring = admin.open_keyring(_keys_settings(args))
+    keyring.load()
+    print(admin.describe_rotation(keyring, keyring.rotate()))
+    return 0
+
+
+def _keys_init(args: argparse.Namespace) -> int:
+    from tokend.keys import admin
+
+    settings = _keys_settings(args)
+    keyring = admin.open_keyring(settings, custody=args.custody)
+    print(admin.describe_init(keyring, keyring.init(), settings.vault.custody))
+    return 0
 
 
 # -- client commands, for the tour and for operators -----------------------------------

@@ -94,6 +94,18 @@ class VaultConfig(_Section):
     # At start, keep retrying an unreachable or sealed Vault this long before giving up
     # (/healthz answers meanwhile, /readyz says not ready). 0: fail at once.
     startup_timeout: float = Field(0.0, ge=0, le=3600)
+    # Key custody: "transit" (Vault signs; the private key never leaves it) or "kv" (a
+    # private JWK kept in Vault KV v2 under <kv_mount>/data/tokend/keys/<key_name>,
+    # signing in process). docs/keys.md says when to choose which.
+    custody: Literal["transit", "kv"] = "transit"
+    kv_mount: str = "secret"
+    # A new key version is published this long before it signs. Unset: jwks_max_age +
+    # key_refresh_interval + 60 s; never less than jwks_max_age + key_refresh_interval
+    # (checked at start, see tokend.keys.lifecycle).
+    propagation_delay: Annotated[
+        float | None, BeforeValidator(_parse_duration), Field(ge=0)] = None
+    # Rotate on a schedule: a new version when the newest is this old. 0: never.
+    rotation_period: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = 0.0
 
 
 class TokenConfig(_Section):
@@ -108,6 +120,11 @@ class TokenConfig(_Section):
     max_token_bytes: int = Field(8192, ge=1024, le=65536)
     max_claims_bytes: int = Field(4096, ge=0, le=65536)
     max_claims_depth: int = Field(4, ge=1, le=16)
+    # Fail closed: when the revocation feed has not been read for longer than this (the
+    # store is unreachable), Verify answers UNAVAILABLE instead of possibly accepting a
+    # token revoked elsewhere meanwhile. 0: off, Verify keeps answering from memory.
+    revocation_max_staleness: Annotated[
+        float, BeforeValidator(_parse_duration), Field(ge=0, le=86400)] = 0.0
 
     @model_validator(mode="after")
     def _ttls_consistent(self) -> TokenConfig:
@@ -184,6 +201,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "gRPC needs TLS: set tls.cert_file and tls.key_file, or insecure_plaintext: "
                 "true on a loopback address (development only)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _staleness_above_polling(self) -> Settings:
+        limit = self.tokens.revocation_max_staleness
+        if limit and limit < max(1.0, 2 * self.revocation_poll_interval):
+            raise ValueError(
+                "tokens.revocation_max_staleness must be 0 (off) or at least 1 s and twice "
+                "revocation_poll_interval, or Verify would fail between two ordinary polls"
             )
         return self
 

@@ -247,15 +247,18 @@ ui           = false
             self._sleep_until(deadline, "become unsealed and active")
 
     def _mount_transit(self, token: str) -> None:
+        """Transit (the default custody) and KV v2 at secret/ (the `kv` custody)."""
         client = make_vault_client(self.addr, token)
         mounts = call_vault(client, "list", "sys/mounts", client.sys.list_mounted_secrets_engines)
-        if "transit/" not in mounts.get("data", mounts):
-            call_vault(
-                client,
-                "enable",
-                "sys/mounts/transit",
-                lambda: client.sys.enable_secrets_engine("transit", path="transit"),
-            )
+        present = mounts.get("data", mounts)
+        for path, engine, options in (("transit", "transit", None),
+                                      ("secret", "kv", {"version": "2"})):
+            if f"{path}/" not in present:
+                call_vault(
+                    client, "enable", f"sys/mounts/{path}",
+                    lambda p=path, e=engine, o=options: client.sys.enable_secrets_engine(
+                        e, path=p, options=o),
+                )
 
     # -- helpers --------------------------------------------------------------------
 

@@ -30,3 +30,12 @@ ISSUED_BY_CALLER = Counter(
     "Access tokens issued, by the policy entry that allowed the caller",
     ["caller"],
 )
+# Set by the revocation feed follower (tokend.tokens.denylist); one follower per process.
+DENYLIST_STALENESS = Gauge(
+    "tokend_denylist_staleness_seconds",
+    "Seconds since the revocation feed was last read to its end (revocations made by "
+    "other replicas since then may not be enforced here yet)",
+)
+STORE_UP = Gauge(
+    "tokend_store_up", "1 when the last read of the store's revocation feed succeeded, else 0"
+)

@@ -143,7 +143,9 @@ def own_tokend(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory
     directory: Path = tmp_path_factory.mktemp("pyclient")
     with mtls_tokend(bao.addr, bao.token, directory, identity="spiffe://tokend.test/pyclient",
                      policy=OWN_POLICY,
-                     vault={"key_name": "pyclient", "key_refresh_interval": 0.2}) as (_, env):
+                     jwks_max_age=0,  # no verifier caches: no propagation wait
+                     vault={"key_name": "pyclient", "key_refresh_interval": 0.2,
+                            "propagation_delay": 0.2}) as (_, env):
         yield env
 
 

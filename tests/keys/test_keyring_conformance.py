@@ -1,15 +1,18 @@
-"""Conformance suite for the `Keyring` protocol.
+"""Conformance suite for the `Keyring` protocol and the rotation phases.
 
-Every key custody runs these same tests: add a factory to IMPLEMENTATIONS that returns a
-fresh, not yet loaded keyring and a way to rotate its custody. Signatures are checked
-with `cryptography` against public keys rebuilt here from the published JWKs, so the
-suite trusts nothing of the implementation under test.
+Every key custody runs these same tests: add a factory to IMPLEMENTATIONS that makes
+keyrings on one fresh key (each one like a replica of its own) and a way to rotate that
+key in custody. Signatures are checked with `cryptography` against public keys rebuilt
+here from the published JWKs, so the suite trusts nothing of the implementation under
+test. Phases run on a clock the tests move forward (real time plus an offset, since
+custody stamps versions with real times).
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tests.support.bao import BaoDevServer
-from tokend.keys.keyring import Keyring, SigningKey
+from tokend.keys.keyring import Keyring, PhasedKeyring, SigningKey
+from tokend.keys.kv import KvKeyring
+from tokend.keys.lifecycle import Lifecycle, Phase
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import make_vault_client
+from tokend.keys.vault import VaultError, make_vault_client
 
 MESSAGE = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjb25mb3JtYW5jZSJ9"
 
@@ -34,23 +39,71 @@ COMMON_MEMBERS = {"kty", "kid", "alg", "use"}
 PUBLIC_MEMBERS = {"EC": {"crv", "x", "y"}, "RSA": {"n", "e"}, "OKP": {"crv", "x"}}
 
 
+# Published 10 s before signing; retired versions kept 100 s after their successor signs.
+LIFE = Lifecycle(propagation_delay=10, retire_after=100)
+ALGS = ("ES256", "RS256", "PS256", "EdDSA")
+
+
+class Clock:
+    """Real time plus an offset that tests move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 @dataclass
 class KeyringCase:
     alg: str
-    keyring: Keyring  # fresh, not loaded yet
+    clock: Clock
+    # A new keyring object on this case's key, not loaded (another replica, in effect).
+    make: Callable[[], PhasedKeyring]
     rotate: Callable[[], None]  # make custody hold a new latest version
+    keyring: PhasedKeyring  # fresh, not loaded yet
+    # Whether custody stamps new versions with Vault's clock (real time) rather than the
+    # keyring's (the test clock).
+    vault_clock: bool
 
 
 def _transit_case(bao: BaoDevServer, alg: str) -> KeyringCase:
     name = f"conf-{alg.lower()}-{uuid.uuid4().hex[:8]}"
     client = make_vault_client(bao.addr, bao.token)
-    keyring = TransitKeyring(client, key_name=name, algorithm=alg, create_if_missing=True)
-    return KeyringCase(alg, keyring, lambda: client.secrets.transit.rotate_key(name))
+    clock = Clock()
+
+    def make() -> PhasedKeyring:
+        return TransitKeyring(client, key_name=name, algorithm=alg, create_if_missing=True,
+                              lifecycle=LIFE, clock=clock)
+
+    # As an operator would rotate, outside tokend: phases come from Vault's metadata.
+    rotate = lambda: client.secrets.transit.rotate_key(name)  # noqa: E731
+    return KeyringCase(alg, clock, make, rotate, make(), vault_clock=True)
+
+
+def _kv_case(bao: BaoDevServer, alg: str) -> KeyringCase:
+    name = f"conf-{alg.lower()}-{uuid.uuid4().hex[:8]}"
+    client = make_vault_client(bao.addr, bao.token)  # -dev mounts KV version 2 at secret/
+    clock = Clock()
+
+    def make() -> PhasedKeyring:
+        return KvKeyring(client, key_name=name, algorithm=alg, create_if_missing=True,
+                         lifecycle=LIFE, clock=clock)
+
+    def rotate() -> None:  # `tokend keys rotate`, from another process
+        operator = make()
+        operator.load()
+        operator.rotate()
+
+    return KeyringCase(alg, clock, make, rotate, make(), vault_clock=False)
 
 
 IMPLEMENTATIONS: dict[str, Callable[[BaoDevServer], KeyringCase]] = {
-    f"transit-{alg}": (lambda bao, alg=alg: _transit_case(bao, alg))
-    for alg in ("ES256", "RS256", "PS256", "EdDSA")
+    **{f"transit-{alg}": (lambda bao, alg=alg: _transit_case(bao, alg)) for alg in ALGS},
+    **{f"kv-{alg}": (lambda bao, alg=alg: _kv_case(bao, alg)) for alg in ALGS},
 }
 
 
@@ -203,21 +256,100 @@ def test_pss_salt_is_hash_length(pss_keyring: Keyring) -> None:
         key.verify(signature, MESSAGE, longest, hashes.SHA256())
 
 
+def kids(keyring: Keyring) -> list[str]:
+    return [jwk["kid"] for jwk in keyring.jwks()["keys"]]
+
+
 def test_rotation_publishes_both_and_pins_versions(keyring: Keyring, case: KeyringCase) -> None:
     old = keyring.active()
     case.rotate()
-    assert keyring.active() == old  # nothing changes until load()
+    assert keyring.active() == old and kids(keyring) == [old.kid]  # nothing until load()
     keyring.load()
-    new = keyring.active()
-    assert new.version == old.version + 1 and new.kid != old.kid
+    assert keyring.active() == old  # the new version is published, not signing yet
+    (new_kid,) = set(kids(keyring)) - {old.kid}
+    case.clock.advance(LIFE.propagation_delay)
+    new = keyring.active()  # activated by the clock alone, no load
+    assert new.version == old.version + 1 and new.kid == new_kid != old.kid
     jwks = keyring.jwks()
-    assert {old.kid, new.kid} <= {jwk["kid"] for jwk in jwks["keys"]}
+    assert kids(keyring) == [new.kid, old.kid]  # newest first; the old one is retired
 
     old_signature = keyring.sign(old, MESSAGE)  # the version pin: old key, not latest
     assert valid(jwk_by_kid(jwks, old.kid), old_signature, MESSAGE)
     assert not valid(jwk_by_kid(jwks, new.kid), old_signature, MESSAGE)
     new_signature = keyring.sign(new, MESSAGE)
     assert valid(jwk_by_kid(jwks, new.kid), new_signature, MESSAGE)
+
+
+def test_first_version_signs_at_once(keyring: PhasedKeyring) -> None:
+    active = keyring.active()
+    assert active.version == 1 and keyring.schedule().phase(1, keyring.now()) is Phase.ACTIVE
+    assert kids(keyring) == [active.kid] == [keyring.kid(1)]
+
+
+def test_retired_version_goes_when_its_tokens_have_expired(
+        keyring: PhasedKeyring, case: KeyringCase) -> None:
+    old = keyring.active()
+    case.rotate()
+    keyring.load()
+    new_version = keyring.schedule().newest.version
+    case.clock.advance(LIFE.propagation_delay)
+    assert keyring.schedule().phase(old.version, keyring.now()) is Phase.RETIRED
+    keyring.sign(old, MESSAGE)  # a retired key is still published, so the pin still works
+    case.clock.advance(LIFE.retire_after)
+    assert keyring.schedule().phases(keyring.now()) == {
+        old.version: Phase.GONE, new_version: Phase.ACTIVE}
+    assert kids(keyring) == [keyring.active().kid]
+    with pytest.raises(ValueError, match="gone"):
+        keyring.sign(old, MESSAGE)
+
+
+def test_replicas_agree_without_talking(keyring: PhasedKeyring, case: KeyringCase) -> None:
+    case.rotate()
+    replicas = [case.make() for _ in range(2)]
+    for replica in replicas:
+        replica.load()
+    keyring.load()
+    for step in (0, LIFE.propagation_delay, LIFE.retire_after):
+        case.clock.advance(step)
+        assert {r.active() for r in [keyring, *replicas]} == {keyring.active()}
+        assert all(r.jwks() == keyring.jwks() for r in replicas)
+
+
+def test_init_creates_once(case: KeyringCase) -> None:
+    first = case.keyring.init()
+    assert first.version == 1 and case.keyring.active() == first
+    with pytest.raises(VaultError) as refused:
+        case.make().init()
+    assert refused.value.reason == "exists" and "tokend keys rotate" in str(refused.value)
+    assert case.keyring.active() == first
+
+
+def test_rotate_returns_the_new_version(keyring: PhasedKeyring) -> None:
+    old = keyring.active()
+    new = keyring.rotate()
+    assert new.version == old.version + 1 and new.kid == keyring.kid(new.version)
+    assert keyring.active() == old and new.kid in kids(keyring)
+    times = keyring.schedule().times(new.version)
+    assert times.activates == times.created + LIFE.propagation_delay
+
+
+def test_scheduled_rotation_checks_fresh_metadata(case: KeyringCase) -> None:
+    period = 1.0  # well above the time a rotation takes (RSA keys are slow to make)
+    lifecycle = Lifecycle(LIFE.propagation_delay, LIFE.retire_after, rotation_period=period)
+    replicas = [case.make() for _ in range(2)]
+    for replica in replicas:
+        replica.lifecycle = lifecycle
+        replica.load()
+    assert not replicas[0].rotation_due() and replicas[0].rotate_if_due() is None
+    if case.vault_clock:  # versions carry Vault's time: only real time makes one old
+        time.sleep(period)
+    else:
+        case.clock.advance(period)
+    assert all(r.rotation_due() for r in replicas)  # both saw the same old metadata...
+    rotated = replicas[0].rotate_if_due()
+    assert rotated is not None and rotated.version == 2
+    assert replicas[1].rotate_if_due() is None  # ...but the second re-reads before rotating
+    assert replicas[1].schedule().newest.version == 2
 
 
 def test_unpublished_key_is_refused(keyring: Keyring) -> None:

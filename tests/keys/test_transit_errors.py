@@ -229,6 +229,9 @@ def ec_pem() -> str:
     return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+PEM = ec_pem()
+
+
 @pytest.mark.parametrize(
     ("change", "complaint"),
     [
@@ -238,10 +241,14 @@ def ec_pem() -> str:
         ({"keys": {"1": {"public_key": "not a pem"}}}, "unreadable public key"),
         ({"keys": {"1": {"public_key": ""}}}, "no public key"),
         ({"keys": None}, "without key versions"),
+        ({"keys": {"1": {"public_key": PEM}}}, "no usable creation_time for version 1"),
+        ({"keys": {"1": {"public_key": PEM, "creation_time": "2026-01-01T00:00:00"}}},
+         "no usable creation_time"),  # a time without a zone is no time
     ],
 )
 def test_odd_key_data_is_refused(change: dict[str, Any], complaint: str) -> None:
-    data = {"type": "ecdsa-p256", "latest_version": 1, "keys": {"1": {"public_key": ec_pem()}}}
+    version = {"public_key": PEM, "creation_time": "2026-11-30T03:00:44.675597968Z"}
+    data = {"type": "ecdsa-p256", "latest_version": 1, "keys": {"1": version}}
     keyring = TransitKeyring(fake_client({**data, **change}), key_name="odd")
     err = load_error(keyring)
     assert complaint in str(err) and err.reason == "bad_answer"

@@ -35,7 +35,9 @@ def test_algorithm_end_to_end(bao: BaoDevServer, tmp_path, algorithm: str, kty: 
 
 def test_rotation_in_vault_is_picked_up(bao: BaoDevServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(bao.addr, bao.token, tmp_path,
-                             vault={"key_name": "rotating", "key_refresh_interval": 0.2})
+                             jwks_max_age=0,  # no verifier caches: no propagation wait
+                             vault={"key_name": "rotating", "key_refresh_interval": 0.2,
+                                    "propagation_delay": 0.2})
     with RunningTokend(settings) as server:
         before = issue(server).access_token
         bao.client().secrets.transit.rotate_key("rotating")

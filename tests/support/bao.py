@@ -76,6 +76,7 @@ class BaoDevServer:
                     "server",
                     "-dev",
                     f"-dev-root-token-id={self.token}",
+                    "-dev-no-store-token",  # never write ~/.vault-token (a silent root)
                     f"-dev-listen-address=127.0.0.1:{self.port}",
                 ],
                 stdin=subprocess.DEVNULL,

@@ -778,6 +778,246 @@ func (x *GetJwksResponse) GetJwksJson() string {
 	return ""
 }
 
+// WatchRevocationsRequest says where the client's copy of the revocation feed ends.
+type WatchRevocationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The highest sequence the client has applied (from a revocation or a
+	// checkpoint); 0 for a client that starts empty. Must not be negative.
+	FromSequence  int64 `protobuf:"varint,1,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRevocationsRequest) Reset() {
+	*x = WatchRevocationsRequest{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRevocationsRequest) ProtoMessage() {}
+
+func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WatchRevocationsRequest) GetFromSequence() int64 {
+	if x != nil {
+		return x.FromSequence
+	}
+	return 0
+}
+
+// RevocationEvent is one revocation from the feed, or a checkpoint (no revocation).
+type RevocationEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// For a revocation: its feed sequence, ascending within a stream. For a
+	// checkpoint: everything up to this sequence has been sent; resume from here.
+	Sequence int64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// What is revoked: "jti" (one access token), "subject" (the subject's tokens
+	// with `iat` at or before not_before) or "family" (a refresh-token family,
+	// informational: its access tokens arrive as "jti" events). Empty on a
+	// checkpoint; ignore kinds you do not know.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The jti, the subject (as issued in `sub`) or the refresh family id.
+	Value string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// For "subject": the tokens of the subject with `iat` at or before this
+	// instant are revoked. Unset for the other kinds.
+	NotBefore *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	// When the entry stops mattering: every token it names has expired by then
+	// (verification leeway included), so it may be forgotten afterwards.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// True on a checkpoint, which carries no revocation. The first checkpoint of
+	// a stream ends the history: the client now holds every live revocation.
+	// Later ones are keep-alives, sent while the feed is idle.
+	Checkpoint    bool `protobuf:"varint,6,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevocationEvent) Reset() {
+	*x = RevocationEvent{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevocationEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevocationEvent) ProtoMessage() {}
+
+func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
+func (*RevocationEvent) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RevocationEvent) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *RevocationEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RevocationEvent) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *RevocationEvent) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetCheckpoint() bool {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return false
+}
+
+// WatchJwksRequest asks to follow the published public keys.
+type WatchJwksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchJwksRequest) Reset() {
+	*x = WatchJwksRequest{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchJwksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchJwksRequest) ProtoMessage() {}
+
+func (x *WatchJwksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchJwksRequest.ProtoReflect.Descriptor instead.
+func (*WatchJwksRequest) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{11}
+}
+
+// JwksEvent carries the current JWK Set.
+type JwksEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RFC 7517 JWK Set as JSON, the same document GetJwks returns. Every event
+	// carries the complete set, which replaces the previous one.
+	JwksJson string `protobuf:"bytes,1,opt,name=jwks_json,json=jwksJson,proto3" json:"jwks_json,omitempty"`
+	// True when the set is unchanged since the previous event of this stream (a
+	// keep-alive sent while idle); the client may skip parsing it again.
+	KeepAlive     bool `protobuf:"varint,2,opt,name=keep_alive,json=keepAlive,proto3" json:"keep_alive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JwksEvent) Reset() {
+	*x = JwksEvent{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JwksEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JwksEvent) ProtoMessage() {}
+
+func (x *JwksEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JwksEvent.ProtoReflect.Descriptor instead.
+func (*JwksEvent) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *JwksEvent) GetJwksJson() string {
+	if x != nil {
+		return x.JwksJson
+	}
+	return ""
+}
+
+func (x *JwksEvent) GetKeepAlive() bool {
+	if x != nil {
+		return x.KeepAlive
+	}
+	return false
+}
+
 var File_tokend_v1_tokend_proto protoreflect.FileDescriptor
 
 const file_tokend_v1_tokend_proto_rawDesc = "" +
@@ -824,7 +1064,25 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\arevoked\x18\x01 \x01(\x05R\arevoked\"\x10\n" +
 	"\x0eGetJwksRequest\".\n" +
 	"\x0fGetJwksResponse\x12\x1b\n" +
-	"\tjwks_json\x18\x01 \x01(\tR\bjwksJson*\x9b\x03\n" +
+	"\tjwks_json\x18\x01 \x01(\tR\bjwksJson\">\n" +
+	"\x17WatchRevocationsRequest\x12#\n" +
+	"\rfrom_sequence\x18\x01 \x01(\x03R\ffromSequence\"\xed\x01\n" +
+	"\x0fRevocationEvent\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\x129\n" +
+	"\n" +
+	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x06 \x01(\bR\n" +
+	"checkpoint\"\x12\n" +
+	"\x10WatchJwksRequest\"G\n" +
+	"\tJwksEvent\x12\x1b\n" +
+	"\tjwks_json\x18\x01 \x01(\tR\bjwksJson\x12\x1d\n" +
+	"\n" +
+	"keep_alive\x18\x02 \x01(\bR\tkeepAlive*\x9b\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10REASON_MALFORMED\x10\x01\x12\x18\n" +
@@ -842,13 +1100,15 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\x14REASON_MISSING_CLAIM\x10\f\x12\x1b\n" +
 	"\x17REASON_ISSUED_IN_FUTURE\x10\r\x12\x1c\n" +
 	"\x18REASON_LIFETIME_TOO_LONG\x10\x0e\x12\x14\n" +
-	"\x10REASON_TOO_LARGE\x10\x0f2\xca\x02\n" +
+	"\x10REASON_TOO_LARGE\x10\x0f2\xe2\x03\n" +
 	"\fTokenService\x12:\n" +
 	"\x05Issue\x12\x17.tokend.v1.IssueRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n" +
 	"\x06Verify\x12\x18.tokend.v1.VerifyRequest\x1a\x19.tokend.v1.VerifyResponse\x12>\n" +
 	"\aRefresh\x12\x19.tokend.v1.RefreshRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n" +
 	"\x06Revoke\x12\x18.tokend.v1.RevokeRequest\x1a\x19.tokend.v1.RevokeResponse\x12@\n" +
-	"\aGetJwks\x12\x19.tokend.v1.GetJwksRequest\x1a\x1a.tokend.v1.GetJwksResponseBU\n" +
+	"\aGetJwks\x12\x19.tokend.v1.GetJwksRequest\x1a\x1a.tokend.v1.GetJwksResponse\x12T\n" +
+	"\x10WatchRevocations\x12\".tokend.v1.WatchRevocationsRequest\x1a\x1a.tokend.v1.RevocationEvent0\x01\x12@\n" +
+	"\tWatchJwks\x12\x1b.tokend.v1.WatchJwksRequest\x1a\x14.tokend.v1.JwksEvent0\x01BU\n" +
 	"\rdev.tokend.v1B\vTokendProtoP\x01Z5github.com/tokend/tokend/clients/go/tokendv1;tokendv1b\x06proto3"
 
 var (
@@ -864,45 +1124,55 @@ func file_tokend_v1_tokend_proto_rawDescGZIP() []byte {
 }
 
 var file_tokend_v1_tokend_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tokend_v1_tokend_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_tokend_v1_tokend_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_tokend_v1_tokend_proto_goTypes = []any{
-	(Reason)(0),                   // 0: tokend.v1.Reason
-	(*IssueRequest)(nil),          // 1: tokend.v1.IssueRequest
-	(*IssueResponse)(nil),         // 2: tokend.v1.IssueResponse
-	(*VerifyRequest)(nil),         // 3: tokend.v1.VerifyRequest
-	(*VerifyResponse)(nil),        // 4: tokend.v1.VerifyResponse
-	(*RefreshRequest)(nil),        // 5: tokend.v1.RefreshRequest
-	(*RevokeRequest)(nil),         // 6: tokend.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 7: tokend.v1.RevokeResponse
-	(*GetJwksRequest)(nil),        // 8: tokend.v1.GetJwksRequest
-	(*GetJwksResponse)(nil),       // 9: tokend.v1.GetJwksResponse
-	(*structpb.Struct)(nil),       // 10: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(Reason)(0),                     // 0: tokend.v1.Reason
+	(*IssueRequest)(nil),            // 1: tokend.v1.IssueRequest
+	(*IssueResponse)(nil),           // 2: tokend.v1.IssueResponse
+	(*VerifyRequest)(nil),           // 3: tokend.v1.VerifyRequest
+	(*VerifyResponse)(nil),          // 4: tokend.v1.VerifyResponse
+	(*RefreshRequest)(nil),          // 5: tokend.v1.RefreshRequest
+	(*RevokeRequest)(nil),           // 6: tokend.v1.RevokeRequest
+	(*RevokeResponse)(nil),          // 7: tokend.v1.RevokeResponse
+	(*GetJwksRequest)(nil),          // 8: tokend.v1.GetJwksRequest
+	(*GetJwksResponse)(nil),         // 9: tokend.v1.GetJwksResponse
+	(*WatchRevocationsRequest)(nil), // 10: tokend.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),         // 11: tokend.v1.RevocationEvent
+	(*WatchJwksRequest)(nil),        // 12: tokend.v1.WatchJwksRequest
+	(*JwksEvent)(nil),               // 13: tokend.v1.JwksEvent
+	(*structpb.Struct)(nil),         // 14: google.protobuf.Struct
+	(*durationpb.Duration)(nil),     // 15: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
 }
 var file_tokend_v1_tokend_proto_depIdxs = []int32{
-	10, // 0: tokend.v1.IssueRequest.claims:type_name -> google.protobuf.Struct
-	11, // 1: tokend.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
-	12, // 2: tokend.v1.IssueResponse.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 3: tokend.v1.IssueResponse.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	14, // 0: tokend.v1.IssueRequest.claims:type_name -> google.protobuf.Struct
+	15, // 1: tokend.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
+	16, // 2: tokend.v1.IssueResponse.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 3: tokend.v1.IssueResponse.refresh_expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: tokend.v1.VerifyResponse.reason:type_name -> tokend.v1.Reason
-	10, // 5: tokend.v1.VerifyResponse.claims:type_name -> google.protobuf.Struct
-	12, // 6: tokend.v1.VerifyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 7: tokend.v1.TokenService.Issue:input_type -> tokend.v1.IssueRequest
-	3,  // 8: tokend.v1.TokenService.Verify:input_type -> tokend.v1.VerifyRequest
-	5,  // 9: tokend.v1.TokenService.Refresh:input_type -> tokend.v1.RefreshRequest
-	6,  // 10: tokend.v1.TokenService.Revoke:input_type -> tokend.v1.RevokeRequest
-	8,  // 11: tokend.v1.TokenService.GetJwks:input_type -> tokend.v1.GetJwksRequest
-	2,  // 12: tokend.v1.TokenService.Issue:output_type -> tokend.v1.IssueResponse
-	4,  // 13: tokend.v1.TokenService.Verify:output_type -> tokend.v1.VerifyResponse
-	2,  // 14: tokend.v1.TokenService.Refresh:output_type -> tokend.v1.IssueResponse
-	7,  // 15: tokend.v1.TokenService.Revoke:output_type -> tokend.v1.RevokeResponse
-	9,  // 16: tokend.v1.TokenService.GetJwks:output_type -> tokend.v1.GetJwksResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	14, // 5: tokend.v1.VerifyResponse.claims:type_name -> google.protobuf.Struct
+	16, // 6: tokend.v1.VerifyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 7: tokend.v1.RevocationEvent.not_before:type_name -> google.protobuf.Timestamp
+	16, // 8: tokend.v1.RevocationEvent.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 9: tokend.v1.TokenService.Issue:input_type -> tokend.v1.IssueRequest
+	3,  // 10: tokend.v1.TokenService.Verify:input_type -> tokend.v1.VerifyRequest
+	5,  // 11: tokend.v1.TokenService.Refresh:input_type -> tokend.v1.RefreshRequest
+	6,  // 12: tokend.v1.TokenService.Revoke:input_type -> tokend.v1.RevokeRequest
+	8,  // 13: tokend.v1.TokenService.GetJwks:input_type -> tokend.v1.GetJwksRequest
+	10, // 14: tokend.v1.TokenService.WatchRevocations:input_type -> tokend.v1.WatchRevocationsRequest
+	12, // 15: tokend.v1.TokenService.WatchJwks:input_type -> tokend.v1.WatchJwksRequest
+	2,  // 16: tokend.v1.TokenService.Issue:output_type -> tokend.v1.IssueResponse
+	4,  // 17: tokend.v1.TokenService.Verify:output_type -> tokend.v1.VerifyResponse
+	2,  // 18: tokend.v1.TokenService.Refresh:output_type -> tokend.v1.IssueResponse
+	7,  // 19: tokend.v1.TokenService.Revoke:output_type -> tokend.v1.RevokeResponse
+	9,  // 20: tokend.v1.TokenService.GetJwks:output_type -> tokend.v1.GetJwksResponse
+	11, // 21: tokend.v1.TokenService.WatchRevocations:output_type -> tokend.v1.RevocationEvent
+	13, // 22: tokend.v1.TokenService.WatchJwks:output_type -> tokend.v1.JwksEvent
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_tokend_v1_tokend_proto_init() }
@@ -922,7 +1192,7 @@ func file_tokend_v1_tokend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tokend_v1_tokend_proto_rawDesc), len(file_tokend_v1_tokend_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

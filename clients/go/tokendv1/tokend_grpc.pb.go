@@ -22,11 +22,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TokenService_Issue_FullMethodName   = "/tokend.v1.TokenService/Issue"
-	TokenService_Verify_FullMethodName  = "/tokend.v1.TokenService/Verify"
-	TokenService_Refresh_FullMethodName = "/tokend.v1.TokenService/Refresh"
-	TokenService_Revoke_FullMethodName  = "/tokend.v1.TokenService/Revoke"
-	TokenService_GetJwks_FullMethodName = "/tokend.v1.TokenService/GetJwks"
+	TokenService_Issue_FullMethodName            = "/tokend.v1.TokenService/Issue"
+	TokenService_Verify_FullMethodName           = "/tokend.v1.TokenService/Verify"
+	TokenService_Refresh_FullMethodName          = "/tokend.v1.TokenService/Refresh"
+	TokenService_Revoke_FullMethodName           = "/tokend.v1.TokenService/Revoke"
+	TokenService_GetJwks_FullMethodName          = "/tokend.v1.TokenService/GetJwks"
+	TokenService_WatchRevocations_FullMethodName = "/tokend.v1.TokenService/WatchRevocations"
+	TokenService_WatchJwks_FullMethodName        = "/tokend.v1.TokenService/WatchJwks"
 )
 
 // TokenServiceClient is the client API for TokenService service.
@@ -50,6 +52,21 @@ type TokenServiceClient interface {
 	Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error)
 	// GetJwks returns the public keys that verify tokens (RFC 7517 JWK Set).
 	GetJwks(ctx context.Context, in *GetJwksRequest, opts ...grpc.CallOption) (*GetJwksResponse, error)
+	// WatchRevocations streams the revocation feed, for backends that verify
+	// tokens locally: first every live revocation after from_sequence (the
+	// history), then a checkpoint, then each new revocation as this server
+	// applies it, with a checkpoint as keep-alive while the feed is idle.
+	// Sequences ascend without duplicates, so a client that reconnects with the
+	// last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+	// from_sequence is ahead of the feed (the store was replaced: drop the
+	// sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+	// behind (or too many streams are open) and UNAVAILABLE when the server
+	// shuts down (in both cases reconnect, with backoff, from the last sequence).
+	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error)
+	// WatchJwks streams the JWK Set: the current set at once, then the new set
+	// whenever it changes (key rotation), and the unchanged set as a keep-alive
+	// while idle. UNAVAILABLE when the server shuts down: reconnect.
+	WatchJwks(ctx context.Context, in *WatchJwksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JwksEvent], error)
 }
 
 type tokenServiceClient struct {
@@ -110,6 +127,44 @@ func (c *tokenServiceClient) GetJwks(ctx context.Context, in *GetJwksRequest, op
 	return out, nil
 }
 
+func (c *tokenServiceClient) WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TokenService_ServiceDesc.Streams[0], TokenService_WatchRevocations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRevocationsRequest, RevocationEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenService_WatchRevocationsClient = grpc.ServerStreamingClient[RevocationEvent]
+
+func (c *tokenServiceClient) WatchJwks(ctx context.Context, in *WatchJwksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JwksEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TokenService_ServiceDesc.Streams[1], TokenService_WatchJwks_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchJwksRequest, JwksEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenService_WatchJwksClient = grpc.ServerStreamingClient[JwksEvent]
+
 // TokenServiceServer is the server API for TokenService service.
 // All implementations must embed UnimplementedTokenServiceServer
 // for forward compatibility.
@@ -131,6 +186,21 @@ type TokenServiceServer interface {
 	Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error)
 	// GetJwks returns the public keys that verify tokens (RFC 7517 JWK Set).
 	GetJwks(context.Context, *GetJwksRequest) (*GetJwksResponse, error)
+	// WatchRevocations streams the revocation feed, for backends that verify
+	// tokens locally: first every live revocation after from_sequence (the
+	// history), then a checkpoint, then each new revocation as this server
+	// applies it, with a checkpoint as keep-alive while the feed is idle.
+	// Sequences ascend without duplicates, so a client that reconnects with the
+	// last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+	// from_sequence is ahead of the feed (the store was replaced: drop the
+	// sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+	// behind (or too many streams are open) and UNAVAILABLE when the server
+	// shuts down (in both cases reconnect, with backoff, from the last sequence).
+	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error
+	// WatchJwks streams the JWK Set: the current set at once, then the new set
+	// whenever it changes (key rotation), and the unchanged set as a keep-alive
+	// while idle. UNAVAILABLE when the server shuts down: reconnect.
+	WatchJwks(*WatchJwksRequest, grpc.ServerStreamingServer[JwksEvent]) error
 	mustEmbedUnimplementedTokenServiceServer()
 }
 
@@ -155,6 +225,12 @@ func (UnimplementedTokenServiceServer) Revoke(context.Context, *RevokeRequest) (
 }
 func (UnimplementedTokenServiceServer) GetJwks(context.Context, *GetJwksRequest) (*GetJwksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetJwks not implemented")
+}
+func (UnimplementedTokenServiceServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
+}
+func (UnimplementedTokenServiceServer) WatchJwks(*WatchJwksRequest, grpc.ServerStreamingServer[JwksEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchJwks not implemented")
 }
 func (UnimplementedTokenServiceServer) mustEmbedUnimplementedTokenServiceServer() {}
 func (UnimplementedTokenServiceServer) testEmbeddedByValue()                      {}
@@ -267,6 +343,28 @@ func _TokenService_GetJwks_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TokenService_WatchRevocations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRevocationsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TokenServiceServer).WatchRevocations(m, &grpc.GenericServerStream[WatchRevocationsRequest, RevocationEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenService_WatchRevocationsServer = grpc.ServerStreamingServer[RevocationEvent]
+
+func _TokenService_WatchJwks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchJwksRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TokenServiceServer).WatchJwks(m, &grpc.GenericServerStream[WatchJwksRequest, JwksEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenService_WatchJwksServer = grpc.ServerStreamingServer[JwksEvent]
+
 // TokenService_ServiceDesc is the grpc.ServiceDesc for TokenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -295,6 +393,17 @@ var TokenService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _TokenService_GetJwks_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRevocations",
+			Handler:       _TokenService_WatchRevocations_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchJwks",
+			Handler:       _TokenService_WatchJwks_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "tokend/v1/tokend.proto",
 }

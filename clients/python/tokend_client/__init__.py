@@ -3,7 +3,8 @@
 * :class:`TokenClient` / :class:`AsyncTokenClient`: Issue, Verify, Refresh, Revoke and
   GetJwks with deadlines, retries on UNAVAILABLE and typed results.
 * :class:`LocalVerifier`: strict verification with no call per token; give it a
-  :class:`ServerKeySource` or :class:`JwksUrlSource` to follow key rotations.
+  :class:`ServerKeySource` or :class:`JwksUrlSource` to follow key rotations, or a
+  :class:`LiveSource` to have tokend push keys and revocations as they happen.
 * :mod:`tokend_client.cookies`: ``Set-Cookie``/``Cookie`` helpers for web backends.
 
 Depends only on grpcio, protobuf, cryptography and the standard library.
@@ -14,6 +15,7 @@ from .client import TokenClient
 from .errors import InvalidToken, Reason
 from .jose import JwkSet, PublicKey, verify_compact
 from .keysource import JwksUrlSource, KeySource, KeySourceError, ServerKeySource
+from .live import LiveSource, RevocationSet, Watch
 from .models import IssuedToken, VerifyResult
 from .rpc_errors import (
     InvalidArgumentError,
@@ -33,15 +35,18 @@ __all__ = [
     "JwksUrlSource",
     "KeySource",
     "KeySourceError",
+    "LiveSource",
     "LocalVerifier",
     "PermissionDeniedError",
     "PublicKey",
     "Reason",
+    "RevocationSet",
     "ServerKeySource",
     "TokenClient",
     "TokendError",
     "UnauthenticatedError",
     "UnavailableError",
     "VerifyResult",
+    "Watch",
     "verify_compact",
 ]

@@ -11,6 +11,9 @@ exponential backoff and jitter after UNAVAILABLE only:
   (with ``refresh=True``, an unused refresh family as well).
 * Refresh is never retried: if the lost attempt spent the refresh token, presenting it
   again looks exactly like token theft, and tokend revokes the whole family.
+
+The two streams (``watch_revocations``, ``watch_jwks``) have no deadline and no
+retries: :class:`~tokend_client.LiveSource` follows them, reconnecting as needed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from . import _calls
 from ._base import ClientBase
 from ._calls import Ttl
 from .jose import JwkSet
+from .live import Watch
 from .models import IssuedToken, VerifyResult
 from .rpc_errors import error_from_rpc, status_code
 from .v1 import tokend_pb2 as pb
@@ -96,6 +100,24 @@ class TokenClient(ClientBase):
         """The server's current public keys, parsed strictly."""
         response = self._call(self._stub.GetJwks, pb.GetJwksRequest(), retryable=True)
         return JwkSet.from_json(response.jwks_json)
+
+    def watch_revocations(self, from_sequence: int = 0) -> Watch[pb.RevocationEvent]:
+        """Stream the revocation feed after ``from_sequence`` (0: everything in force).
+
+        Yields ``RevocationEvent`` messages: the revocations in force, a checkpoint, then
+        each new revocation and, while idle, checkpoints as keep-alives. Resume with the
+        last ``sequence`` received. The stream has no deadline; see the proto for how it
+        ends (FAILED_PRECONDITION: resume from 0; otherwise reconnect with backoff).
+        """
+        if isinstance(from_sequence, bool) or not isinstance(from_sequence, int) \
+                or from_sequence < 0:
+            raise ValueError("from_sequence must be a non-negative int")
+        request = pb.WatchRevocationsRequest(from_sequence=from_sequence)
+        return Watch(self._stub.WatchRevocations(request))
+
+    def watch_jwks(self) -> Watch[pb.JwksEvent]:
+        """Stream the JWK Set: the current one at once, then each new one (``JwksEvent``)."""
+        return Watch(self._stub.WatchJwks(pb.WatchJwksRequest()))
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""

@@ -29,12 +29,12 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .errors import InvalidToken, Reason
 
@@ -81,6 +81,26 @@ def b64url_decode(data: str | bytes) -> bytes:
     so each byte string has exactly one accepted encoding.
     """
     text = _ascii_text(data)
+    remainder = len(text) % 4
+    # The hot path: no character base64url lacks, a possible length, zero unused bits;
+    # then binascii's strict mode refuses anything outside the standard alphabet. Any
+    # doubt goes to the checked path below, which also names what is wrong.
+    if (
+        remainder != 1
+        and "=" not in text
+        and "+" not in text
+        and "/" not in text
+        and not (remainder and _B64URL_VALUE.get(text[-1], 0) & _UNUSED_BITS_MASK[remainder])
+    ):
+        try:
+            standard = text.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder]
+            return binascii.a2b_base64(standard, strict_mode=True)
+        except (binascii.Error, UnicodeEncodeError):
+            pass
+    return _b64url_decode_checked(text)
+
+
+def _b64url_decode_checked(text: str) -> bytes:
     # RFC 7515 §2: base64url with trailing '=' omitted and no other characters.
     if _B64URL_TEXT.fullmatch(text) is None:
         raise ValueError("not unpadded base64url")
@@ -163,13 +183,35 @@ def strict_json_loads(data: str | bytes) -> Any:
     text = bytes(data).decode("utf-8") if isinstance(data, bytes | bytearray) else data
     if not isinstance(text, str):
         raise TypeError("expected str or bytes")
-    try:
-        value = _STRICT_DECODER.decode(text)
-    except RecursionError as exc:
-        raise ValueError("JSON nested too deeply") from exc
-    if _LONE_SURROGATE_ESCAPE.search(text):
+    value = _scan_exact(text)
+    if value is _NOT_SCANNED:
+        # Anything unusual (whitespace around the value, an error) takes the full
+        # decoder, which raises the precise error or accepts what the fast path skipped.
+        try:
+            value = _STRICT_DECODER.decode(text)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+    # The escape can only be written as "\u…": a substring test skips the regex.
+    if "\\u" in text and _LONE_SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)
     return value
+
+
+_NOT_SCANNED = object()
+_scan_once = _STRICT_DECODER.scan_once
+
+
+def _scan_exact(text: str) -> Any:
+    """The hot path: one scan of a document that is exactly one JSON value.
+
+    Skips JSONDecoder.decode's two whitespace regex matches; the same scanner with the
+    same hooks runs, so what it accepts is exactly what the full decoder accepts.
+    """
+    try:
+        value, end = _scan_once(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return _NOT_SCANNED
+    return value if end == len(text) else _NOT_SCANNED
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
@@ -299,24 +341,43 @@ _Verify = Callable[[bytes, bytes], bool]
 
 def _ecdsa_verifier(key: ec.EllipticCurvePublicKey, curve: _Curve) -> _Verify:
     algorithm = ec.ECDSA(curve.hash)
-    size, order, key_verify = curve.size, curve.n, key.verify
+    size, key_verify = curve.size, key.verify
+    # Equal-length big-endian octet strings compare like the integers they encode, so
+    # the range check needs no integer conversion.
+    zero, order = bytes(size), curve.n.to_bytes(size, "big")
 
     def verify(signing_input: bytes, signature: bytes) -> bool:
         # RFC 7518 §3.4: the JWS signature is R || S, each exactly the curve size.
         if len(signature) != 2 * size:
             return False
-        r = int.from_bytes(signature[:size], "big")
-        s = int.from_bytes(signature[size:], "big")
+        r, s = signature[:size], signature[size:]
         # FIPS 186-5 §6.4.2: reject r, s outside [1, n-1] before any curve arithmetic.
-        if not (0 < r < order and 0 < s < order):
+        if not (zero < r < order and zero < s < order):
             return False
         try:
-            key_verify(encode_dss_signature(r, s), signing_input, algorithm)
+            key_verify(_der_signature(r, s), signing_input, algorithm)
         except InvalidSignature:
             return False
         return True
 
     return verify
+
+
+def _der_integer(value: bytes) -> bytes:
+    """DER INTEGER of a positive big-endian value (X.690 §8.3: minimal, sign bit clear)."""
+    value = value.lstrip(b"\x00")
+    if value[0] & 0x80:
+        value = b"\x00" + value
+    return b"\x02" + len(value).to_bytes(1, "big") + value
+
+
+def _der_signature(r: bytes, s: bytes) -> bytes:
+    """The DER ECDSA-Sig-Value (RFC 3279 §2.2.3) that `cryptography` verifies: what
+    encode_dss_signature makes, without the detour through Python integers."""
+    body = _der_integer(r) + _der_integer(s)
+    # Short-form length up to 127 octets (P-256, P-384); P-521 needs the 0x81 form.
+    length = bytes((len(body),)) if len(body) < 0x80 else bytes((0x81, len(body)))
+    return b"\x30" + length + body
 
 
 def _rsa_verifier(key: rsa.RSAPublicKey, alg: str) -> _Verify:
@@ -570,12 +631,16 @@ class JwkSet:
     name their key.
     """
 
-    __slots__ = ("_by_kid", "_keys", "_rejected")
+    __slots__ = ("_by_kid", "_headers", "_keys", "_rejected")
 
     def __init__(self, keys: Iterable[PublicKey]) -> None:
         self._keys: tuple[PublicKey, ...] = tuple(keys)
         self._rejected: tuple[tuple[str | None, str], ...] = ()
         self._by_kid: dict[str, PublicKey] = {}
+        # Header segment -> (header, key), for headers of tokens whose signature verified
+        # with this set (see verify_jws): the header is then decoded once per key, not per
+        # token. Bounded, and only ever filled by validly signed tokens.
+        self._headers: dict[str, tuple[Mapping[str, Any], PublicKey]] = {}
         for key in self._keys:
             if not isinstance(key, PublicKey):
                 raise TypeError("JwkSet holds PublicKey objects")
@@ -619,6 +684,11 @@ class JwkSet:
         """The key named ``kid``, or None."""
         return self._by_kid.get(kid) if isinstance(kid, str) else None
 
+    def _remember_header(self, segment: str, header: Mapping[str, Any], key: PublicKey) -> None:
+        # Racing threads may both insert; the bound is then exceeded by at most a few.
+        if len(self._headers) < _MAX_REMEMBERED_HEADERS:
+            self._headers[segment] = (header, key)
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -650,12 +720,14 @@ def _jwks_entries(document: object) -> list[Mapping[str, Any]]:
 
 # RFC 8725 §3.10 / RFC 7515 §4.1.2-4.1.6: keys come from our JWKS, never the token.
 _KEY_SOURCE_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
+# A signer uses one header per key version, so a handful of entries covers every kid.
+_MAX_REMEMBERED_HEADERS = 32
 
 
 class VerifiedJws(NamedTuple):
-    """A JWS whose signature verified: its header, payload and the key used."""
+    """A JWS whose signature verified: its (read-only) header, payload and the key used."""
 
-    header: dict[str, Any]
+    header: Mapping[str, Any]
     payload: bytes
     key: PublicKey
 
@@ -678,21 +750,35 @@ def verify_jws(
     jwks: JwkSet | Mapping[str, Any] | str | bytes,
     algorithms: Collection[str],
 ) -> VerifiedJws:
-    """Like :func:`verify_compact`, but also return the header and the key."""
-    key_set = _as_key_set(jwks)
+    """Like :func:`verify_compact`, but also return the header and the key.
+
+    One pass over the token. A header segment already seen on a validly signed token
+    with this key set is not decoded again: the same text passed every header check
+    then and selects the same key now; only the caller's algorithm allowlist is
+    checked again, since it may differ between calls.
+    """
+    key_set = jwks if type(jwks) is JwkSet else _as_key_set(jwks)
     if isinstance(algorithms, (str, bytes)):
         # "ES256" as a collection would allow every substring of it.
         raise TypeError("algorithms must be a collection of names, not a string")
     text = _token_text(token)
     header_b64, payload_b64, signature_b64 = _split_compact(text)
-    header = _decode_header(header_b64)
-    key = _select_key(header, key_set, algorithms)
+    known = key_set._headers.get(header_b64)
+    if known is None:
+        header: Mapping[str, Any] = MappingProxyType(_decode_header(header_b64))
+        key = _select_key(header, key_set, algorithms)
+    else:
+        header, key = known
+        if key.alg not in algorithms:  # RFC 8725 §3.1, as in _select_key
+            raise InvalidToken(Reason.DISALLOWED_ALGORITHM)
     payload = _decode_segment(payload_b64, "payload")
     signature = _decode_segment(signature_b64, "signature")
     # RFC 7515 §5.2 step 8: the signing input is the ASCII text "header.payload".
     signing_input = text[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
     if not key.verify(signing_input, signature):
         raise InvalidToken(Reason.BAD_SIGNATURE)
+    if known is None:
+        key_set._remember_header(header_b64, header, key)
     return VerifiedJws(header, payload, key)
 
 
@@ -746,7 +832,9 @@ def _decode_header(segment: str) -> dict[str, Any]:
     return header
 
 
-def _select_key(header: dict[str, Any], key_set: JwkSet, algorithms: Collection[str]) -> PublicKey:
+def _select_key(
+    header: Mapping[str, Any], key_set: JwkSet, algorithms: Collection[str]
+) -> PublicKey:
     alg = header.get("alg")
     if not isinstance(alg, str):
         raise InvalidToken(Reason.MALFORMED, "header alg is missing or not a string")
@@ -763,7 +851,7 @@ def _select_key(header: dict[str, Any], key_set: JwkSet, algorithms: Collection[
     return key
 
 
-def _check_header_members(header: dict[str, Any]) -> None:
+def _check_header_members(header: Mapping[str, Any]) -> None:
     if not _KEY_SOURCE_HEADERS.isdisjoint(header):
         names = ", ".join(sorted(_KEY_SOURCE_HEADERS.intersection(header)))
         raise InvalidToken(Reason.MALFORMED, f"header {names} not accepted")

@@ -6,8 +6,10 @@ rejection raises :class:`~tokend_client.errors.InvalidToken` with a
 :class:`~tokend_client.errors.Reason`; invalid arguments (programming errors) raise
 ``TypeError``/``ValueError``.
 
-Revocation is not checked here: the server (and backends following the revocation
-feed) add that on top, reporting ``Reason.REVOKED``.
+Revocation is checked only when the key source is a
+:class:`~tokend_client.live.LiveSource`, which follows tokend's revocation feed: a
+revoked ``jti``, or a token of a revoked subject issued at or before the revocation,
+is then refused with ``Reason.REVOKED``. Otherwise ask tokend (``TokenClient.verify``).
 
 To follow tokend's key rotations, pass a :class:`~tokend_client.keysource.KeySource`
 instead of a fixed key set: a token naming an unknown ``kid`` then makes the source
@@ -31,6 +33,7 @@ from .jose import (
     verify_jws,
 )
 from .keysource import KeySource
+from .live import LiveSource
 
 __all__ = ["LocalVerifier"]
 
@@ -74,9 +77,11 @@ class LocalVerifier:
         self._typ = _normalize_typ(_non_empty_str(required_typ, "required_typ"))
         self._max_token_bytes = _max_token_bytes(max_token_bytes)
         self._required_claims = _names(required_claims, "required_claims")
+        self._required_set = frozenset(self._required_claims)
         # Last, because following a source fetches: bad arguments fail before any I/O.
         # When following, _jwks is only the first set; verify() asks the source.
         self._source = jwks if isinstance(jwks, KeySource) else None
+        self._revocations = jwks if isinstance(jwks, LiveSource) else None
         self._jwks = _to_key_set(jwks) if self._source is None else self._source.keys()
 
     @property
@@ -116,7 +121,29 @@ class LocalVerifier:
         self._check_typ(verified.header)
         claims = _claims_object(verified.payload)
         self._check_claims(claims, moment, expected_audience, scopes)
+        # Last: only a token that is otherwise valid is worth looking up.
+        if self._revocations is not None and self._revocations.is_revoked(claims, moment):
+            raise InvalidToken(Reason.REVOKED)
         return claims
+
+    def check_claims(
+        self,
+        claims: dict[str, Any],
+        *,
+        now: float | None = None,
+        audience: Audience | None = None,
+        required_scopes: str | Iterable[str] = (),
+    ) -> None:
+        """Apply the claim rules again to claims :meth:`verify` returned earlier.
+
+        For caches of verified tokens: signature, header and JSON need no second look,
+        but lifetime, audience and scopes depend on the moment and on the caller.
+        Revocation is not looked up here. Arguments as for :meth:`verify`; raises
+        InvalidToken.
+        """
+        moment = time.time() if now is None else _timestamp(now)
+        expected_audience = self._audience if audience is None else _audience_set(audience)
+        self._check_claims(claims, moment, expected_audience, _required_scopes(required_scopes))
 
     def _verify_signature(self, token: str | bytes) -> VerifiedJws:
         if self._source is None:
@@ -147,6 +174,9 @@ class LocalVerifier:
         audience: frozenset[str] | None,
         scopes: tuple[str, ...],
     ) -> None:
+        if self._claims_plainly_valid(claims, now, audience, scopes):
+            return
+        # Something is unusual or wrong: each rule in turn, the first failure raises.
         _check_present(claims, self._required_claims)
         _check_numeric_dates(claims)
         _check_issuer(claims, self._issuer)
@@ -155,6 +185,42 @@ class LocalVerifier:
         _check_identifiers(claims)
         _check_scopes(claims, scopes)
 
+    def _claims_plainly_valid(
+        self,
+        claims: dict[str, Any],
+        now: float,
+        audience: frozenset[str] | None,
+        scopes: tuple[str, ...],
+    ) -> bool:
+        """True only if every claim rule below passes, judged in one expression for the
+        shape tokens have (integer dates, one audience string). False means "not sure":
+        the rules then run one by one and raise the precise error."""
+        exp, iat = claims.get("exp"), claims.get("iat")
+        nbf, aud = claims.get("nbf", _ABSENT), claims.get("aud")
+        sub, jti = claims.get("sub", _ABSENT), claims.get("jti", _ABSENT)
+        scope, leeway = claims.get("scope", _ABSENT), self._leeway
+        return (
+            claims.keys() >= self._required_set
+            and type(exp) is int
+            and type(iat) is int
+            and (nbf is _ABSENT or type(nbf) is int)
+            and claims.get("iss") == self._issuer
+            and now < exp + leeway
+            and (nbf is _ABSENT or now + leeway >= nbf)
+            and iat <= now + leeway
+            and (self._max_lifetime is None or exp - iat <= self._max_lifetime)
+            and type(aud) is str
+            and audience is not None
+            and aud in audience
+            and (sub is _ABSENT or (type(sub) is str and sub != ""))
+            and (jti is _ABSENT or (type(jti) is str and jti != ""))
+            and (scope is _ABSENT or type(scope) is str)
+            and (not scopes or (type(scope) is str and set(scope.split(" ")).issuperset(scopes)))
+        )
+
+
+# A claim that is not there, as opposed to one whose value is JSON null.
+_ABSENT: Any = object()
 
 # ---------------------------------------------------------------------------
 # Claim rules, in the order LocalVerifier applies them
@@ -186,6 +252,8 @@ def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
 
 
 def _is_numeric_date(value: object) -> bool:
+    if type(value) is int:  # what tokens carry; bool is a subclass, so not this branch
+        return True
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return math.isfinite(value)
@@ -231,6 +299,10 @@ def _check_audience(claims: Mapping[str, Any], expected: frozenset[str] | None) 
     if "aud" not in claims:
         return
     aud = claims["aud"]
+    if type(aud) is str and expected is not None:  # the common case, decided at once
+        if aud not in expected:
+            raise InvalidToken(Reason.WRONG_AUDIENCE)
+        return
     # RFC 7519 §4.1.3: a string or an array of strings (we require a non-empty array).
     values = [aud] if isinstance(aud, str) else aud
     if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):

@@ -1,4 +1,8 @@
-"""Runs before every TokenService handler: identity, policy, rate limit, request id."""
+"""Runs before every TokenService handler: identity, policy, rate limit, request id.
+
+Unary calls and the server-streaming Watch RPCs alike: a stream is admitted (or refused)
+once, when it opens.
+"""
 
 from __future__ import annotations
 
@@ -37,16 +41,23 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(SERVICE_PREFIX) or not handler.unary_unary:
+        if handler is None or not method.startswith(SERVICE_PREFIX):
+            return handler
+        if handler.unary_unary:
+            inner, wrap = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        elif handler.unary_stream:
+            inner, wrap = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
             return handler
         rpc = method.removeprefix(SERVICE_PREFIX)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        guarded = self._guard(rpc, handler.unary_unary, metadata.get("x-request-id"))
-        return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        guarded = self._guard(rpc, inner, metadata.get("x-request-id"))
+        return wrap(guarded, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
 
     def _guard(self, rpc: str, inner: Behaviour, request_id: Any) -> Behaviour:
+        # Streaming handlers are coroutines writing with context.write (not async
+        # generators), so one wrapper serves both kinds.
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = self._call_context(context, request_id)
             current_call.set(call)

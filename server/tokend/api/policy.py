@@ -15,7 +15,7 @@ from tokend.config import RateLimitConfig, Seconds
 
 Rpc = Literal["Issue", "Verify", "Refresh", "Revoke", "GetJwks"]
 # Reading is open to every authenticated caller; changing state needs the policy.
-OPEN_RPCS: frozenset[str] = frozenset({"Verify", "GetJwks"})
+OPEN_RPCS: frozenset[str] = frozenset({"Verify", "GetJwks", "WatchRevocations", "WatchJwks"})
 
 
 class _Strict(BaseModel):

@@ -16,12 +16,20 @@ from tokend import metrics
 from tokend.api.calls import CallContext, current_call
 from tokend.api.policy import PolicyDenied, check_issue
 from tokend.api.signals import RejectionWatch
+from tokend.api.streams import (
+    LiveStreams,
+    ResumeAhead,
+    SlowSubscriber,
+    StreamEnded,
+    TooManySubscribers,
+)
 from tokend.audit import AuditLog
 from tokend.config import Settings
 from tokend.keys.publisher import JwksPublisher
+from tokend.store import StoreError
 from tokend.tokens import policy
 from tokend.tokens.authority import IssueResult, TokenAuthority
-from tokend.tokens.errors import BadRequest, RefreshDenied, SigningUnavailable
+from tokend.tokens.errors import BadRequest, RefreshDenied, Unavailable
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 
@@ -40,14 +48,24 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (PolicyDenied, grpc.StatusCode.PERMISSION_DENIED),
     (RefreshDenied, grpc.StatusCode.UNAUTHENTICATED),
-    (SigningUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (SlowSubscriber, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TooManySubscribers, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ResumeAhead, grpc.StatusCode.FAILED_PRECONDITION),
+    (StreamEnded, grpc.StatusCode.UNAVAILABLE),
 )
-# Verify and GetJwks are read-only: only rejected Verify calls are audited.
-_AUDITED = frozenset({"Issue", "Refresh", "Revoke"})
+# Verify and GetJwks are read-only: only rejected Verify calls are audited. A
+# WatchRevocations stream discloses revoked subjects: who followed it is recorded.
+_AUDITED = frozenset({"Issue", "Refresh", "Revoke", "WatchRevocations"})
 
 
-def rpc(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
-    """Maps errors to status codes, records latency per method and code, writes the audit."""
+def rpc(method: str, *, timed: bool = True
+        ) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
+    """Maps errors to status codes, records latency per method and code, writes the audit.
+
+    Streams pass ``timed=False``: their length is not a latency. A client closing its
+    stream (cancellation) is their normal end, not an error.
+    """
 
     def decorate(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(handler)
@@ -62,8 +80,9 @@ def rpc(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                 await context.abort(code, message)
                 raise  # unreachable: abort raises
             finally:
-                metrics.RPC_SECONDS.labels(method, code.name).observe(
-                    time.perf_counter() - started)
+                if timed:
+                    metrics.RPC_SECONDS.labels(method, code.name).observe(
+                        time.perf_counter() - started)
                 self._audit_call(method, code, message)
 
         return wrapper
@@ -75,7 +94,12 @@ def _status_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     for kind, code in _STATUS:
         if isinstance(exc, kind):
             return code, str(exc)
-    # Unknown failures (store down, bugs): log the detail, tell the caller little.
+    if isinstance(exc, StoreError):
+        # The detail may name database hosts: the log has it, the caller does not.
+        log.warning("rpc.store_unavailable", method=method, error=str(exc))
+        return grpc.StatusCode.UNAVAILABLE, (
+            f"{method} failed: tokend's store (database) is unavailable; retry later")
+    # Unknown failures (bugs): log the detail, tell the caller little.
     log.error("rpc.failed", method=method, error=type(exc).__name__, exc_info=exc)
     return grpc.StatusCode.UNAVAILABLE, f"{method} failed on the server; retry later"
 
@@ -84,12 +108,15 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     def __init__(self, settings: Settings, audit: AuditLog, rejections: RejectionWatch
                  ) -> None:
         self._wired: tuple[TokenAuthority, JwksPublisher] | None = None
+        self._live: LiveStreams | None = None
         self._settings = settings
         self._audit = audit
         self._rejections = rejections
 
-    def attach(self, authority: TokenAuthority, publisher: JwksPublisher) -> None:
+    def attach(self, authority: TokenAuthority, publisher: JwksPublisher,
+               streams: LiveStreams | None = None) -> None:
         """Called once keys and store are loaded; until then every RPC is UNAVAILABLE."""
+        self._live = streams
         self._wired = (authority, publisher)
 
     @property
@@ -103,6 +130,13 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         self._authority  # noqa: B018 (raises NotReady until wired)
         assert self._wired is not None
         return self._wired[1]
+
+    @property
+    def _streams(self) -> LiveStreams:
+        self._authority  # noqa: B018 (raises NotReady until wired)
+        if self._live is None:
+            raise NotReady("live streams are not enabled on this server")
+        return self._live
 
     @rpc("Issue")
     async def Issue(self, request: pb.IssueRequest, context: grpc.aio.ServicerContext
@@ -189,6 +223,17 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     async def GetJwks(self, request: pb.GetJwksRequest, context: grpc.aio.ServicerContext
                       ) -> pb.GetJwksResponse:
         return pb.GetJwksResponse(jwks_json=self._publisher.json)
+
+    @rpc("WatchRevocations", timed=False)
+    async def WatchRevocations(self, request: pb.WatchRevocationsRequest,
+                               context: grpc.aio.ServicerContext) -> None:
+        current_call.get().audit["from_sequence"] = request.from_sequence
+        await self._streams.revocations.serve(request.from_sequence, context)
+
+    @rpc("WatchJwks", timed=False)
+    async def WatchJwks(self, request: pb.WatchJwksRequest,
+                        context: grpc.aio.ServicerContext) -> None:
+        await self._streams.jwks.serve(context)
 
     def _audit_call(self, method: str, code: grpc.StatusCode, message: str | None) -> None:
         call = current_call.get(None)

@@ -1,1 +1,1 @@
-"""Key custody: Vault Transit (and Vault KV next), rotation, JWKS."""
+"""Key custody: Vault Transit or Vault KV, rotation phases, JWKS."""

@@ -14,33 +14,40 @@ RSA and Ed25519 signatures come back as padded standard base64.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import json
+import os
 import re
-import threading
-from collections.abc import Mapping
+import ssl
+import urllib.request
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import aiohttp
 import hvac
-from cryptography.exceptions import InvalidSignature
+import hvac.utils
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tokend.keys.keyring import (
-    ALGORITHMS,
     KeySet,
+    PhasedKeyring,
     PublicKey,
     PublishedKey,
     SigningKey,
+    check_algorithm,
     public_jwk,
-    verify_signature,
 )
+from tokend.keys.lifecycle import Lifecycle, parse_time
 from tokend.keys.vault import VaultError, call_vault
 
 _RSA_TYPES = frozenset({"rsa-2048", "rsa-3072", "rsa-4096"})
-_PROBE = b"tokend start-up probe: may this token sign?"
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,123 @@ def parse_transit_signature(
         ) from exc
 
 
-class TransitKeyring:
-    """`Keyring` whose private keys stay in a Vault Transit key named `key_name`."""
+class _EventLoopVault:
+    """POST to Vault from the event loop with aiohttp, as the hvac client would.
+
+    hvac (requests) costs ~0.7 ms of CPU per call and, run in a worker thread, holds the
+    GIL against the event loop; aiohttp costs a third of that, on the loop itself. Same
+    address, token (read per call: renewal replaces it), namespace, TLS files and
+    timeout as the hvac client; errors become the same VaultError through `call_vault`.
+    Where it cannot copy the client's transport exactly (a proxy, an unusual TLS
+    setting) `usable` is False and callers stay on hvac.
+    """
+
+    def __init__(self, client: hvac.Client) -> None:
+        self._client = client
+        self._session: aiohttp.ClientSession | None = None
+        adapter = client.adapter
+        options = getattr(adapter, "_kwargs", {})
+        self._timeout = aiohttp.ClientTimeout(total=float(options.get("timeout") or 30))
+        self._ssl = self._ssl_of(str(client.url), options.get("verify", True),
+                                 options.get("cert"))
+        proxied = options.get("proxies") or (adapter.session.trust_env and
+                                             urllib.request.getproxies())
+        self.usable = self._ssl is not None and not proxied
+
+    @staticmethod
+    def _ssl_of(url: str, verify: Any, cert: Any) -> ssl.SSLContext | bool | None:
+        """The TLS context requests would use; None when it cannot be told."""
+        if not url.startswith("https://"):
+            return False if cert is None else None
+        if verify is False:
+            return None  # never copy "no verification" onto a second transport
+        if verify is True or verify is None:
+            import certifi  # requests' own default bundle
+
+            context = ssl.create_default_context(cafile=certifi.where())
+        elif isinstance(verify, str):  # a CA bundle file or, as requests allows, a folder
+            if os.path.isdir(verify):
+                context = ssl.create_default_context(capath=verify)
+            else:
+                context = ssl.create_default_context(cafile=verify)
+        else:
+            return None
+        if isinstance(cert, tuple) and len(cert) == 2:
+            context.load_cert_chain(cert[0], cert[1])
+        elif isinstance(cert, str):
+            context.load_cert_chain(cert)
+        elif cert is not None:
+            return None
+        return context
+
+    async def post(self, path: str, body: dict[str, Any], verb: str) -> Any:
+        """POST `body` to /v1/`path`; the JSON answer, or a VaultError naming `path`."""
+        adapter = self._client.adapter
+        headers = {"X-Vault-Request": "true"}
+        if adapter.token:
+            headers["X-Vault-Token"] = adapter.token
+        if adapter.namespace:
+            headers["X-Vault-Namespace"] = adapter.namespace
+        url = f"{str(self._client.url).rstrip('/')}/v1/{path}"
+        try:
+            async with self._open().post(url, json=body, headers=headers, ssl=self._ssl,
+                                         timeout=self._timeout) as response:
+                status, text = response.status, await response.text()
+        except aiohttp.ClientSSLError as exc:
+            failure: Exception = requests.exceptions.SSLError(str(exc))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failure = requests.exceptions.ConnectionError(str(exc) or type(exc).__name__)
+        else:
+            return call_vault(self._client, verb, path, lambda: _answer(url, status, text))
+
+        def fail() -> None:
+            raise failure
+
+        return call_vault(self._client, verb, path, fail)
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = session = aiohttp.ClientSession(trust_env=False)
+            # The keyring has no stop of its own: when it goes, its connections go too,
+            # quietly, even if nobody awaited aclose() while the loop still ran.
+            weakref.finalize(self, _drop_connections, session)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _drop_connections(session: aiohttp.ClientSession) -> None:
+    connector = session.connector
+    if connector is not None and not connector.closed:
+        # Synchronous part of connector.close(): closes the sockets (or, once the loop is
+        # closed, only marks the connector closed), so no "unclosed" warning follows.
+        connector._close()
+
+
+def _answer(url: str, status: int, text: str) -> Any:
+    """The decoded answer; for an error status, the hvac exception hvac would raise."""
+    try:
+        decoded = json.loads(text) if text else None
+    except ValueError:
+        decoded = None
+    if 200 <= status < 300:
+        return decoded
+    errors = decoded.get("errors") if isinstance(decoded, dict) else None
+    hvac.utils.raise_for_error("post", url, status, None if errors else text, errors=errors,
+                               text=text, json=decoded)
+    return None  # unreachable: raise_for_error raises for every error status
+
+
+class TransitKeyring(PhasedKeyring):
+    """`Keyring` whose private keys stay in a Vault Transit key named `key_name`.
+
+    Each version's phase comes from its `creation_time` in transit (Vault's clock).
+    """
+
+    custody = "transit"
 
     def __init__(
         self,
@@ -124,15 +246,12 @@ class TransitKeyring:
         algorithm: str = "ES256",
         rsa_bits: int = 2048,
         create_if_missing: bool = False,
+        lifecycle: Lifecycle | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {sorted(ALGORITHMS)}, not {algorithm!r}")
-        if rsa_bits not in (2048, 3072, 4096):
-            raise ValueError(f"rsa_bits must be 2048, 3072 or 4096, not {rsa_bits}")
-        if not key_name or "/" in key_name:
-            raise ValueError(f"invalid transit key name {key_name!r}")
+        check_algorithm(algorithm, rsa_bits)
+        super().__init__(key_name, lifecycle=lifecycle, clock=clock)
         self._client = client
-        self._name = key_name
         self._mount = mount.strip("/")
         self._alg = algorithm
         self._scheme = _SCHEMES[algorithm]
@@ -143,22 +262,19 @@ class TransitKeyring:
         self._create_if_missing = create_if_missing
         self.keys_path = f"{self._mount}/keys/{key_name}"
         self.sign_path = f"{self._mount}/sign/{key_name}"
-        self._keyset: KeySet | None = None
-        self._load_lock = threading.Lock()  # one load at a time; readers never wait
+        self.rotate_path = f"{self._mount}/keys/{key_name}/rotate"
 
     # -- Keyring -------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return self.keys_path
 
     def load(self) -> None:
         with self._load_lock:
             data = self._read_or_create()
             self._check_type(data)
             self._keyset = self._build(data)  # atomic swap of an immutable snapshot
-
-    def active(self) -> SigningKey:
-        return self._current().active
-
-    def jwks(self) -> dict[str, Any]:
-        return self._current().jwks()
 
     def sign(self, key: SigningKey, signing_input: bytes) -> bytes:
         entry = self._current().lookup(key)
@@ -176,38 +292,129 @@ class TransitKeyring:
         )
         return self._signature(answer, entry)
 
-    # -- start-up probe ------------------------------------------------------------
+    def sign_many(
+        self, key: SigningKey, signing_inputs: Sequence[bytes]
+    ) -> list[bytes | VaultError]:
+        """All inputs in one transit/sign call (`batch_input`), pinned to `key.version`.
 
-    def check_sign_permission(self) -> None:
-        """Sign a fixed probe with the active key and verify it locally.
-
-        Start-up calls this so a token without `update` on transit/sign/<key> fails at
-        once with a VaultError naming that path, and so a Vault that ignores a sign
-        parameter (e.g. an old one without salt_length) cannot issue bad tokens.
+        Transit answers each input on its own: one it refused gets a VaultError in its
+        place, so only that input's caller fails. Every signature is checked like
+        `sign`'s (version pin, encoding, length).
         """
-        key = self.active()
-        signature = self.sign(key, _PROBE)
         entry = self._current().lookup(key)
-        try:
-            verify_signature(self._alg, entry.public_key, signature, _PROBE)
-        except InvalidSignature:
+        batch = [{"input": base64.b64encode(data).decode("ascii")} for data in signing_inputs]
+        params = {
+            "batch_input": batch,
+            "key_version": key.version,  # the pin holds for every input of the batch
+            "mount_point": self._mount,
+            **self._scheme.sign_params,
+        }
+        answer = call_vault(
+            self._client,
+            "sign",
+            self.sign_path,
+            lambda: self._client.secrets.transit.sign_data(self._name, **params),
+        )
+        return self._batch_results(answer, len(batch), entry)
+
+    async def sign_many_async(
+        self, key: SigningKey, signing_inputs: Sequence[bytes]
+    ) -> list[bytes | VaultError]:
+        """`sign_many` from the event loop: one aiohttp call, no worker thread.
+
+        Falls back to `sign_many` in the loop's default executor when the hvac client's
+        transport cannot be copied (see `_EventLoopVault`).
+        """
+        entry = self._current().lookup(key)
+        http = self._loop_vault()
+        if not http.usable:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self.sign_many, key, signing_inputs)
+        body: dict[str, Any] = {
+            "batch_input": [{"input": base64.b64encode(d).decode("ascii")}
+                            for d in signing_inputs],
+            "key_version": key.version,  # the pin holds for every input of the batch
+            **self._scheme.sign_params,
+        }
+        answer = await http.post(self.sign_path, body, "sign")
+        return self._batch_results(answer, len(signing_inputs), entry)
+
+    def _loop_vault(self) -> _EventLoopVault:
+        http = getattr(self, "_http", None)
+        if http is None or http._client is not self._client:
+            http = self._http = _EventLoopVault(self._client)
+        return http
+
+    async def aclose(self) -> None:
+        """Close the event-loop HTTP session, if one was opened (call before the loop ends)."""
+        http = getattr(self, "_http", None)
+        if http is not None:
+            await http.close()
+
+    def _batch_results(self, answer: Any, count: int, entry: PublishedKey
+                       ) -> list[bytes | VaultError]:
+        data = answer.get("data") if isinstance(answer, dict) else None
+        results = data.get("batch_results") if isinstance(data, dict) else None
+        if not isinstance(results, list) or len(results) != count:
             raise VaultError(
-                f"{self.sign_path} made a signature that does not verify as {self._alg} under "
-                f"{key.kid}; this Vault does not honour {dict(self._scheme.sign_params)}",
+                f"{self.sign_path} answered a batch of {count} without one result per input",
                 path=self.sign_path,
                 reason="bad_answer",
-            ) from None
+            )
+        return [self._batch_result(item, entry) for item in results]
+
+    def _batch_result(self, item: Any, entry: PublishedKey) -> bytes | VaultError:
+        if isinstance(item, dict) and item.get("error"):
+            return VaultError(
+                f"{self.sign_path} refused one input of a batch: {item['error']}",
+                path=self.sign_path,
+                reason="rejected",
+            )
+        try:
+            return self._signature({"data": item}, entry)
+        except VaultError as exc:
+            return exc
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def init(self) -> SigningKey:
+        try:
+            self._read()
+        except VaultError as exc:
+            if exc.reason != "not_found":
+                raise self._explain(exc) from exc
+        else:
+            raise VaultError(
+                f"transit key {self._name!r} already exists at {self.keys_path}: rotate it "
+                "(tokend keys rotate) instead",
+                path=self.keys_path,
+                reason="exists",
+            )
+        self._create()
+        self.load()
+        return self.active()
+
+    def rotate(self) -> SigningKey:
+        # Transit cannot rotate conditionally; rotate_if_due re-reads just before this.
+        call_vault(
+            self._client,
+            "rotate",
+            self.rotate_path,
+            lambda: self._client.secrets.transit.rotate_key(self._name, mount_point=self._mount),
+        )
+        self.load()
+        newest = self._current().schedule.newest.version
+        return self._current().versions[newest].key
+
+    def _probe_failed(self, key: SigningKey) -> VaultError:
+        return VaultError(
+            f"{self.sign_path} made a signature that does not verify as {self._alg} under "
+            f"{key.kid}; this Vault does not honour {dict(self._scheme.sign_params)}",
+            path=self.sign_path,
+            reason="bad_answer",
+        )
 
     # -- internals -----------------------------------------------------------------
-
-    def kid(self, version: int) -> str:
-        return f"{self._name}-v{version}"
-
-    def _current(self) -> KeySet:
-        keyset = self._keyset
-        if keyset is None:
-            raise RuntimeError("TransitKeyring.load() has not succeeded yet")
-        return keyset
 
     def _read_or_create(self) -> dict[str, Any]:
         try:
@@ -218,6 +425,10 @@ class TransitKeyring:
                 if better is exc:
                     raise
                 raise better from exc
+        self._create()
+        return self._read()
+
+    def _create(self) -> None:
         # Creating an existing key is a no-op in transit, so racing replicas are fine.
         call_vault(
             self._client,
@@ -227,7 +438,6 @@ class TransitKeyring:
                 self._name, key_type=self._create_type, mount_point=self._mount
             ),
         )
-        return self._read()
 
     def _explain(self, exc: VaultError) -> VaultError:
         """Say what to do where tokend knows more than Vault's bare 404 does."""
@@ -274,11 +484,23 @@ class TransitKeyring:
             raise self._bad_answer("a derived key (tokend needs a non-derived signing key)")
 
     def _build(self, data: Mapping[str, Any]) -> KeySet:
-        published = [self._published(v, info) for v, info in data["keys"].items()]
+        published: list[PublishedKey] = []
+        created: dict[int, float] = {}
+        for version, info in data["keys"].items():
+            entry = self._published(version, info)
+            published.append(entry)
+            created[entry.key.version] = self._created(entry.key.version, info)
+        latest = data.get("latest_version")
+        if latest not in created:
+            raise self._bad_answer(f"key versions without the latest one ({latest!r})")
+        return self._keyset_of(published, created)
+
+    def _created(self, version: int, info: Mapping[str, Any]) -> float:
+        """The version's creation time: the rotation phases start from it."""
         try:
-            return KeySet.build(int(data.get("latest_version", 0)), published)
-        except (TypeError, ValueError) as exc:
-            raise self._bad_answer(f"key versions without the latest one ({exc})") from exc
+            return parse_time(info.get("creation_time"))
+        except ValueError as exc:
+            raise self._bad_answer(f"no usable creation_time for version {version}") from exc
 
     def _published(self, version: str, info: Any) -> PublishedKey:
         # Version 0 would make transit sign with "latest", defeating the pin.
@@ -327,11 +549,6 @@ class TransitKeyring:
                 reason="bad_answer",
             )
         return signature
-
-    def _bad_answer(self, what: str) -> VaultError:
-        return VaultError(
-            f"Vault returned {what} at {self.keys_path}", path=self.keys_path, reason="bad_answer"
-        )
 
 
 def _signature_length(public_key: PublicKey) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -15,7 +16,7 @@ from tokend.audit import AuditLog
 from tokend.config import TokenConfig
 from tokend.store import NewRevocation, RefreshFamily, RefreshToken, Revocation, RotateStatus, Store
 from tokend.tokens.denylist import Denylist
-from tokend.tokens.errors import BadRequest, RefreshDenied
+from tokend.tokens.errors import BadRequest, RefreshDenied, RevocationsStale
 from tokend.tokens.minting import MintedToken, TokenMinter
 from tokend.tokens.policy import AccessTokenSpec, check_narrowing, check_scopes
 from tokend.tokens.refresh import new_refresh_token, parse_refresh_token, token_fingerprint
@@ -51,6 +52,75 @@ class VerifyResult:
     claims: dict[str, Any] | None = None
 
 
+# Verified tokens remembered, and how often expired ones are swept out.
+VERIFIED_CACHE_ENTRIES = 4096
+_SWEEP_SECONDS = 10.0
+
+
+class VerifiedTokens:
+    """Claims of tokens that verified, keyed by the full token text (never logged).
+
+    A hit saves the signature check and the parsing, nothing else: the claims are
+    checked again for the moment and the caller's audience and scopes, and the
+    denylist is consulted on every call, so a revocation applies at once whichever
+    path (this process or the feed) brought it. Entries go when their token expires,
+    when a revocation names them (`forget`), when the key set changes, and oldest
+    first beyond `max_entries`. Owned by the event loop, like the denylist.
+    """
+
+    def __init__(self, max_entries: int = VERIFIED_CACHE_ENTRIES) -> None:
+        self._max = max_entries
+        self._entries: dict[str, tuple[dict[str, Any], float]] = {}  # token -> claims, until
+        self._keys: object = None  # the key set the entries were verified with
+        self._next_sweep = 0.0
+        self.hits = 0
+
+    def get(self, token: str, keys: object, now: float) -> dict[str, Any] | None:
+        if keys is not self._keys:
+            return None
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if now >= entry[1]:
+            del self._entries[token]
+            return None
+        self.hits += 1
+        return entry[0]
+
+    def put(self, token: str, claims: dict[str, Any], keys: object, now: float,
+            until: float) -> None:
+        if keys is not self._keys:  # a rotation or a reload: verify everything again
+            self._entries.clear()
+            self._keys = keys
+        if now >= self._next_sweep:
+            self._sweep(now)
+        if self._max <= 0:
+            return
+        while len(self._entries) >= self._max:
+            del self._entries[next(iter(self._entries))]  # the oldest insertion
+        self._entries[token] = (claims, until)
+
+    def forget(self, revocations: list[Revocation]) -> None:
+        """Drop the entries a revocation names (a jti, or every token of a subject)."""
+        jtis = {row.value for row in revocations if row.kind == "jti"}
+        subjects = {row.value for row in revocations if row.kind == "subject"}
+        if not (jtis or subjects):
+            return
+        doomed = [token for token, (claims, _) in self._entries.items()
+                  if claims.get("jti") in jtis or claims.get("sub") in subjects]
+        for token in doomed:
+            del self._entries[token]
+
+    def _sweep(self, now: float) -> None:
+        expired = [token for token, (_, until) in self._entries.items() if now >= until]
+        for token in expired:
+            del self._entries[token]
+        self._next_sweep = now + _SWEEP_SECONDS
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class TokenAuthority:
     def __init__(
         self,
@@ -61,6 +131,7 @@ class TokenAuthority:
         verifier: LocalVerifier,
         config: TokenConfig,
         audit: AuditLog,
+        verified_cache: int = VERIFIED_CACHE_ENTRIES,
     ) -> None:
         self._audit = audit
         self._minter = minter
@@ -68,6 +139,7 @@ class TokenAuthority:
         self._denylist = denylist
         self._verifier = verifier
         self._config = config
+        self.verified = VerifiedTokens(verified_cache)
 
     # -- Issue -------------------------------------------------------------------------
 
@@ -179,14 +251,46 @@ class TokenAuthority:
     def verify(self, token: str, audience: str, required_scopes: list[str]) -> VerifyResult:
         self._check_verify_request(token, audience, required_scopes)
         try:
-            claims = self._verifier.verify(token, audience=audience,
-                                           required_scopes=tuple(required_scopes))
+            claims = self._verified_claims(token, audience, tuple(required_scopes))
         except InvalidToken as exc:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
             return self._verdict(VerifyResult(False, exc.reason, claims))
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], time.time()):
             return self._verdict(VerifyResult(False, Reason.REVOKED, claims))
+        self._check_fresh_revocations()
         return self._verdict(VerifyResult(True, None, claims))
+
+    def _verified_claims(self, token: str, audience: str, scopes: tuple[str, ...]
+                         ) -> dict[str, Any]:
+        """`LocalVerifier.verify`, remembering tokens that passed: for a token seen
+        before only the claim rules run again (time, audience, scopes)."""
+        now = time.time()
+        keys = self._verifier.jwks
+        claims = self.verified.get(token, keys, now)
+        if claims is not None:
+            self._verifier.check_claims(claims, now=now, audience=audience,
+                                        required_scopes=scopes)
+            return claims
+        claims = self._verifier.verify(token, now=now, audience=audience,
+                                       required_scopes=scopes)
+        # Until the verifier itself would call it expired (exp + leeway).
+        self.verified.put(token, claims, keys, now, claims["exp"] + self._config.leeway)
+        return claims
+
+    def _check_fresh_revocations(self) -> None:
+        """Fail closed (tokens.revocation_max_staleness): only a "valid" answer is at risk
+        from a stale denylist, so every refusal above is still given."""
+        limit = self._config.revocation_max_staleness
+        if not limit:
+            return
+        stale = self._denylist.staleness()
+        if stale > limit:
+            metrics.VERIFIED.labels("unavailable", "revocations_stale").inc()
+            raise RevocationsStale(
+                f"cannot confirm the token is not revoked: the revocation list was last "
+                f"read from the store {stale:.0f} s ago, over tokens.revocation_max_staleness "
+                f"({limit:g} s); retry later"
+            )
 
     def _authentic_claims(self, token: str) -> dict[str, Any] | None:
         """For the audit trail: who a well-signed but refused token was about."""
@@ -214,8 +318,7 @@ class TokenAuthority:
 
     @staticmethod
     def _verdict(result: VerifyResult) -> VerifyResult:
-        reason = result.reason.name if result.reason else "none"
-        metrics.VERIFIED.labels("valid" if result.valid else "invalid", reason).inc()
+        _verified_counter(result.valid, result.reason).inc()
         return result
 
     # -- Revoke ------------------------------------------------------------------------
@@ -277,12 +380,20 @@ class TokenAuthority:
         # The store has committed; apply at once so this process never serves a stale answer.
         rows: list[Revocation] = list(revocations)
         self._denylist.apply(rows)
+        self.verified.forget(rows)
         for row in rows:
             metrics.REVOKED.labels(row.kind).inc()
             log.info("token.revoked", kind=row.kind, value=_loggable(row), seq=row.seq,
                      reason=row.reason)
         metrics.DENYLIST_SIZE.set(len(self._denylist))
         return len(rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _verified_counter(valid: bool, reason: Reason | None) -> Any:
+    """The labelled counter child, looked up once per outcome rather than per Verify."""
+    outcome = "valid" if valid else "invalid"
+    return metrics.VERIFIED.labels(outcome, reason.name if reason else "none")
 
 
 def check_reason(reason: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
+import os
 import secrets
+import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from typing import Any
 
 from tokend.keys.keyring import Keyring, SigningKey
 from tokend.keys.vault import VaultError
+from tokend.tokens.batching import SignBatcher
 from tokend.tokens.errors import SigningUnavailable
 from tokend.tokens.policy import AccessTokenSpec
 from tokend_client.jose import b64url_encode
@@ -26,16 +29,59 @@ class MintedToken:
     expires_at: int
 
 
+_JTI_BYTES = 16
+_JTI_BATCH = 256  # identifiers per read of the OS random source
+
+
+class _RandomIds:
+    """128-bit identifiers from the OS CSPRNG, read 4 KiB at a time.
+
+    One getrandom() per 256 tokens instead of one per token: on the event loop each
+    system call releases the GIL, and with signing threads busy getting it back can
+    cost far more than the call itself. The bytes are the same CSPRNG output, each
+    handed out once. The lock makes it safe from any thread; a forked child starts
+    with an empty pool, so parent and child never hand out the same bytes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._offset = b"", 0
+
+    def next(self) -> bytes:
+        with self._lock:
+            if self._offset >= len(self._pool):
+                self._pool = secrets.token_bytes(_JTI_BYTES * _JTI_BATCH)
+                self._offset = 0
+            start = self._offset
+            self._offset += _JTI_BYTES
+            return self._pool[start:start + _JTI_BYTES]
+
+
+_IDS = _RandomIds()
+
+
 def new_jti() -> str:
     # 128 random bits: unguessable and unique without coordination (RFC 7519 §4.1.7).
-    return b64url_encode(secrets.token_bytes(16))
+    return b64url_encode(_IDS.next())
+
+
+# One encoder for every token: json.dumps with options would build a new one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _compact_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _COMPACT.encode(value).encode()
 
 
+@functools.lru_cache(maxsize=64)
 def encode_header(key: SigningKey) -> str:
+    """The protected header segment; one per key version, so it is built once."""
     # RFC 9068 §2.1: typ "at+jwt"; kid names the exact key version that signs.
     return b64url_encode(_compact_json({"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}))
 
@@ -59,12 +105,17 @@ def build_claims(spec: AccessTokenSpec, issuer: str, jti: str, now: int) -> dict
 
 
 class TokenMinter:
-    """Signs access tokens with the keyring's active key, off the event loop."""
+    """Signs access tokens with the keyring's active key, off the event loop.
 
-    def __init__(self, keyring: Keyring, issuer: str, executor: Executor) -> None:
+    Concurrent mints are signed together (`SignBatcher`: one Transit call per batch),
+    each with the key version its header names.
+    """
+
+    def __init__(self, keyring: Keyring, issuer: str, executor: Executor, *,
+                 batcher: SignBatcher | None = None) -> None:
         self._keyring = keyring
         self._issuer = issuer
-        self._executor = executor
+        self._batcher = batcher or SignBatcher(keyring, executor)
 
     async def mint(self, spec: AccessTokenSpec, now: float | None = None) -> MintedToken:
         issued_at = int(time.time() if now is None else now)
@@ -77,9 +128,7 @@ class TokenMinter:
         return MintedToken(token, jti, key.kid, issued_at, issued_at + spec.ttl)
 
     async def _sign(self, key: SigningKey, signing_input: bytes) -> bytes:
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(
-                self._executor, self._keyring.sign, key, signing_input)
+            return await self._batcher.sign(key, signing_input)
         except VaultError as exc:
             raise SigningUnavailable(f"cannot sign: {exc}") from exc

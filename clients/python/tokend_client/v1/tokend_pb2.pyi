@@ -406,3 +406,133 @@ class GetJwksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetJwksResponse: _TypeAlias = GetJwksResponse  # noqa: Y015
+
+@_typing.final
+class WatchRevocationsRequest(_message.Message):
+    """WatchRevocationsRequest says where the client's copy of the revocation feed ends."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
+    from_sequence: _builtins.int
+    """The highest sequence the client has applied (from a revocation or a
+    checkpoint); 0 for a client that starts empty. Must not be negative.
+    """
+    def __init__(
+        self,
+        *,
+        from_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_sequence", b"from_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRevocationsRequest: _TypeAlias = WatchRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class RevocationEvent(_message.Message):
+    """RevocationEvent is one revocation from the feed, or a checkpoint (no revocation)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """For a revocation: its feed sequence, ascending within a stream. For a
+    checkpoint: everything up to this sequence has been sent; resume from here.
+    """
+    kind: _builtins.str
+    """What is revoked: "jti" (one access token), "subject" (the subject's tokens
+    with `iat` at or before not_before) or "family" (a refresh-token family,
+    informational: its access tokens arrive as "jti" events). Empty on a
+    checkpoint; ignore kinds you do not know.
+    """
+    value: _builtins.str
+    """The jti, the subject (as issued in `sub`) or the refresh family id."""
+    checkpoint: _builtins.bool
+    """True on a checkpoint, which carries no revocation. The first checkpoint of
+    a stream ends the history: the client now holds every live revocation.
+    Later ones are keep-alives, sent while the feed is idle.
+    """
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """For "subject": the tokens of the subject with `iat` at or before this
+        instant are revoked. Unset for the other kinds.
+        """
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the entry stops mattering: every token it names has expired by then
+        (verification leeway included), so it may be forgotten afterwards.
+        """
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        value: _builtins.str = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        checkpoint: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "not_before", b"not_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "expires_at", b"expires_at", "kind", b"kind", "not_before", b"not_before", "sequence", b"sequence", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationEvent: _TypeAlias = RevocationEvent  # noqa: Y015
+
+@_typing.final
+class WatchJwksRequest(_message.Message):
+    """WatchJwksRequest asks to follow the published public keys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJwksRequest: _TypeAlias = WatchJwksRequest  # noqa: Y015
+
+@_typing.final
+class JwksEvent(_message.Message):
+    """JwksEvent carries the current JWK Set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JWKS_JSON_FIELD_NUMBER: _builtins.int
+    KEEP_ALIVE_FIELD_NUMBER: _builtins.int
+    jwks_json: _builtins.str
+    """RFC 7517 JWK Set as JSON, the same document GetJwks returns. Every event
+    carries the complete set, which replaces the previous one.
+    """
+    keep_alive: _builtins.bool
+    """True when the set is unchanged since the previous event of this stream (a
+    keep-alive sent while idle); the client may skip parsing it again.
+    """
+    def __init__(
+        self,
+        *,
+        jwks_json: _builtins.str = ...,
+        keep_alive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jwks_json", b"jwks_json", "keep_alive", b"keep_alive"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JwksEvent: _TypeAlias = JwksEvent  # noqa: Y015

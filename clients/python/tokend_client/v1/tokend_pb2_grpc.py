@@ -62,6 +62,16 @@ class TokenServiceStub:
                 request_serializer=tokend_dot_v1_dot_tokend__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=tokend_dot_v1_dot_tokend__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.WatchRevocations = channel.unary_stream(
+                '/tokend.v1.TokenService/WatchRevocations',
+                request_serializer=tokend_dot_v1_dot_tokend__pb2.WatchRevocationsRequest.SerializeToString,
+                response_deserializer=tokend_dot_v1_dot_tokend__pb2.RevocationEvent.FromString,
+                _registered_method=True)
+        self.WatchJwks = channel.unary_stream(
+                '/tokend.v1.TokenService/WatchJwks',
+                request_serializer=tokend_dot_v1_dot_tokend__pb2.WatchJwksRequest.SerializeToString,
+                response_deserializer=tokend_dot_v1_dot_tokend__pb2.JwksEvent.FromString,
+                _registered_method=True)
 
 
 class TokenServiceServicer:
@@ -108,6 +118,31 @@ class TokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRevocations(self, request, context):
+        """WatchRevocations streams the revocation feed, for backends that verify
+        tokens locally: first every live revocation after from_sequence (the
+        history), then a checkpoint, then each new revocation as this server
+        applies it, with a checkpoint as keep-alive while the feed is idle.
+        Sequences ascend without duplicates, so a client that reconnects with the
+        last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+        from_sequence is ahead of the feed (the store was replaced: drop the
+        sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+        behind (or too many streams are open) and UNAVAILABLE when the server
+        shuts down (in both cases reconnect, with backoff, from the last sequence).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJwks(self, request, context):
+        """WatchJwks streams the JWK Set: the current set at once, then the new set
+        whenever it changes (key rotation), and the unchanged set as a keep-alive
+        while idle. UNAVAILABLE when the server shuts down: reconnect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +170,16 @@ def add_TokenServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=tokend_dot_v1_dot_tokend__pb2.GetJwksRequest.FromString,
                     response_serializer=tokend_dot_v1_dot_tokend__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'WatchRevocations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRevocations,
+                    request_deserializer=tokend_dot_v1_dot_tokend__pb2.WatchRevocationsRequest.FromString,
+                    response_serializer=tokend_dot_v1_dot_tokend__pb2.RevocationEvent.SerializeToString,
+            ),
+            'WatchJwks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJwks,
+                    request_deserializer=tokend_dot_v1_dot_tokend__pb2.WatchJwksRequest.FromString,
+                    response_serializer=tokend_dot_v1_dot_tokend__pb2.JwksEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +320,60 @@ class TokenService:
             '/tokend.v1.TokenService/GetJwks',
             tokend_dot_v1_dot_tokend__pb2.GetJwksRequest.SerializeToString,
             tokend_dot_v1_dot_tokend__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tokend.v1.TokenService/WatchRevocations',
+            tokend_dot_v1_dot_tokend__pb2.WatchRevocationsRequest.SerializeToString,
+            tokend_dot_v1_dot_tokend__pb2.RevocationEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tokend.v1.TokenService/WatchJwks',
+            tokend_dot_v1_dot_tokend__pb2.WatchJwksRequest.SerializeToString,
+            tokend_dot_v1_dot_tokend__pb2.JwksEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,23 @@ class TokenServiceStub:
     """
     GetJwks: _grpc.UnaryUnaryMultiCallable[_tokend_pb2.GetJwksRequest, _tokend_pb2.GetJwksResponse]
     """GetJwks returns the public keys that verify tokens (RFC 7517 JWK Set)."""
+    WatchRevocations: _grpc.UnaryStreamMultiCallable[_tokend_pb2.WatchRevocationsRequest, _tokend_pb2.RevocationEvent]
+    """WatchRevocations streams the revocation feed, for backends that verify
+    tokens locally: first every live revocation after from_sequence (the
+    history), then a checkpoint, then each new revocation as this server
+    applies it, with a checkpoint as keep-alive while the feed is idle.
+    Sequences ascend without duplicates, so a client that reconnects with the
+    last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+    from_sequence is ahead of the feed (the store was replaced: drop the
+    sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+    behind (or too many streams are open) and UNAVAILABLE when the server
+    shuts down (in both cases reconnect, with backoff, from the last sequence).
+    """
+    WatchJwks: _grpc.UnaryStreamMultiCallable[_tokend_pb2.WatchJwksRequest, _tokend_pb2.JwksEvent]
+    """WatchJwks streams the JWK Set: the current set at once, then the new set
+    whenever it changes (key rotation), and the unchanged set as a keep-alive
+    while idle. UNAVAILABLE when the server shuts down: reconnect.
+    """
 
 @_typing.type_check_only
 class TokenServiceAsyncStub(TokenServiceStub):
@@ -79,6 +96,23 @@ class TokenServiceAsyncStub(TokenServiceStub):
     """
     GetJwks: _aio.UnaryUnaryMultiCallable[_tokend_pb2.GetJwksRequest, _tokend_pb2.GetJwksResponse]  # type: ignore[assignment]
     """GetJwks returns the public keys that verify tokens (RFC 7517 JWK Set)."""
+    WatchRevocations: _aio.UnaryStreamMultiCallable[_tokend_pb2.WatchRevocationsRequest, _tokend_pb2.RevocationEvent]  # type: ignore[assignment]
+    """WatchRevocations streams the revocation feed, for backends that verify
+    tokens locally: first every live revocation after from_sequence (the
+    history), then a checkpoint, then each new revocation as this server
+    applies it, with a checkpoint as keep-alive while the feed is idle.
+    Sequences ascend without duplicates, so a client that reconnects with the
+    last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+    from_sequence is ahead of the feed (the store was replaced: drop the
+    sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+    behind (or too many streams are open) and UNAVAILABLE when the server
+    shuts down (in both cases reconnect, with backoff, from the last sequence).
+    """
+    WatchJwks: _aio.UnaryStreamMultiCallable[_tokend_pb2.WatchJwksRequest, _tokend_pb2.JwksEvent]  # type: ignore[assignment]
+    """WatchJwks streams the JWK Set: the current set at once, then the new set
+    whenever it changes (key rotation), and the unchanged set as a keep-alive
+    while idle. UNAVAILABLE when the server shuts down: reconnect.
+    """
 
 class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
     """TokenService is the whole token lifecycle. Issue, Refresh and Revoke change
@@ -131,5 +165,34 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tokend_pb2.GetJwksResponse, _abc.Awaitable[_tokend_pb2.GetJwksResponse]]:
         """GetJwks returns the public keys that verify tokens (RFC 7517 JWK Set)."""
+
+    @_abc_1.abstractmethod
+    def WatchRevocations(
+        self,
+        request: _tokend_pb2.WatchRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tokend_pb2.RevocationEvent], _abc.AsyncIterator[_tokend_pb2.RevocationEvent]]:
+        """WatchRevocations streams the revocation feed, for backends that verify
+        tokens locally: first every live revocation after from_sequence (the
+        history), then a checkpoint, then each new revocation as this server
+        applies it, with a checkpoint as keep-alive while the feed is idle.
+        Sequences ascend without duplicates, so a client that reconnects with the
+        last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+        from_sequence is ahead of the feed (the store was replaced: drop the
+        sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+        behind (or too many streams are open) and UNAVAILABLE when the server
+        shuts down (in both cases reconnect, with backoff, from the last sequence).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJwks(
+        self,
+        request: _tokend_pb2.WatchJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tokend_pb2.JwksEvent], _abc.AsyncIterator[_tokend_pb2.JwksEvent]]:
+        """WatchJwks streams the JWK Set: the current set at once, then the new set
+        whenever it changes (key rotation), and the unchanged set as a keep-alive
+        while idle. UNAVAILABLE when the server shuts down: reconnect.
+        """
 
 def add_TokenServiceServicer_to_server(servicer: TokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

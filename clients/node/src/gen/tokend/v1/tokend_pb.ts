@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tokend/v1/tokend.proto.
  */
 export const file_tokend_v1_tokend: GenFile = /*@__PURE__*/
-  fileDesc("ChZ0b2tlbmQvdjEvdG9rZW5kLnByb3RvEgl0b2tlbmQudjEisQEKDElzc3VlUmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhAKCGF1ZGllbmNlGAIgAygJEg4KBnNjb3BlcxgDIAMoCRInCgZjbGFpbXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIdChVpbmNsdWRlX3JlZnJlc2hfdG9rZW4YBiABKAgixQEKDUlzc3VlUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhIKCnRva2VuX3R5cGUYAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgEIAEoCRI2ChJyZWZyZXNoX2V4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA2p0aRgGIAEoCSJJCg1WZXJpZnlSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGF1ZGllbmNlGAIgASgJEhcKD3JlcXVpcmVkX3Njb3BlcxgDIAMoCSKsAQoOVmVyaWZ5UmVzcG9uc2USDQoFdmFsaWQYASABKAgSIQoGcmVhc29uGAIgASgOMhEudG9rZW5kLnYxLlJlYXNvbhInCgZjbGFpbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3N1YmplY3QYBCABKAkSLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNwoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIOCgZzY29wZXMYAiADKAkidQoNUmV2b2tlUmVxdWVzdBIPCgV0b2tlbhgBIAEoCUgAEg0KA2p0aRgCIAEoCUgAEhcKDXJlZnJlc2hfdG9rZW4YAyABKAlIABIRCgdzdWJqZWN0GAQgASgJSAASDgoGcmVhc29uGAUgASgJQggKBnRhcmdldCIhCg5SZXZva2VSZXNwb25zZRIPCgdyZXZva2VkGAEgASgFIhAKDkdldEp3a3NSZXF1ZXN0IiQKD0dldEp3a3NSZXNwb25zZRIRCglqd2tzX2pzb24YASABKAkqmwMKBlJlYXNvbhIWChJSRUFTT05fVU5TUEVDSUZJRUQQABIUChBSRUFTT05fTUFMRk9STUVEEAESGAoUUkVBU09OX0JBRF9TSUdOQVRVUkUQAhIWChJSRUFTT05fVU5LTk9XTl9LRVkQAxISCg5SRUFTT05fRVhQSVJFRBAEEhgKFFJFQVNPTl9OT1RfWUVUX1ZBTElEEAUSGQoVUkVBU09OX1dST05HX0FVRElFTkNFEAYSFwoTUkVBU09OX1dST05HX0lTU1VFUhAHEhgKFFJFQVNPTl9NSVNTSU5HX1NDT1BFEAgSEgoOUkVBU09OX1JFVk9LRUQQCRIfChtSRUFTT05fRElTQUxMT1dFRF9BTEdPUklUSE0QChIVChFSRUFTT05fV1JPTkdfVFlQRRALEhgKFFJFQVNPTl9NSVNTSU5HX0NMQUlNEAwSGwoXUkVBU09OX0lTU1VFRF9JTl9GVVRVUkUQDRIcChhSRUFTT05fTElGRVRJTUVfVE9PX0xPTkcQDhIUChBSRUFTT05fVE9PX0xBUkdFEA8yygIKDFRva2VuU2VydmljZRI6CgVJc3N1ZRIXLnRva2VuZC52MS5Jc3N1ZVJlcXVlc3QaGC50b2tlbmQudjEuSXNzdWVSZXNwb25zZRI9CgZWZXJpZnkSGC50b2tlbmQudjEuVmVyaWZ5UmVxdWVzdBoZLnRva2VuZC52MS5WZXJpZnlSZXNwb25zZRI+CgdSZWZyZXNoEhkudG9rZW5kLnYxLlJlZnJlc2hSZXF1ZXN0GhgudG9rZW5kLnYxLklzc3VlUmVzcG9uc2USPQoGUmV2b2tlEhgudG9rZW5kLnYxLlJldm9rZVJlcXVlc3QaGS50b2tlbmQudjEuUmV2b2tlUmVzcG9uc2USQAoHR2V0SndrcxIZLnRva2VuZC52MS5HZXRKd2tzUmVxdWVzdBoaLnRva2VuZC52MS5HZXRKd2tzUmVzcG9uc2VCVQoNZGV2LnRva2VuZC52MUILVG9rZW5kUHJvdG9QAVo1Z2l0aHViLmNvbS90b2tlbmQvdG9rZW5kL2NsaWVudHMvZ28vdG9rZW5kdjE7dG9rZW5kdjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZ0b2tlbmQvdjEvdG9rZW5kLnByb3RvEgl0b2tlbmQudjEisQEKDElzc3VlUmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhAKCGF1ZGllbmNlGAIgAygJEg4KBnNjb3BlcxgDIAMoCRInCgZjbGFpbXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIdChVpbmNsdWRlX3JlZnJlc2hfdG9rZW4YBiABKAgixQEKDUlzc3VlUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhIKCnRva2VuX3R5cGUYAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgEIAEoCRI2ChJyZWZyZXNoX2V4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA2p0aRgGIAEoCSJJCg1WZXJpZnlSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGF1ZGllbmNlGAIgASgJEhcKD3JlcXVpcmVkX3Njb3BlcxgDIAMoCSKsAQoOVmVyaWZ5UmVzcG9uc2USDQoFdmFsaWQYASABKAgSIQoGcmVhc29uGAIgASgOMhEudG9rZW5kLnYxLlJlYXNvbhInCgZjbGFpbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3N1YmplY3QYBCABKAkSLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNwoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIOCgZzY29wZXMYAiADKAkidQoNUmV2b2tlUmVxdWVzdBIPCgV0b2tlbhgBIAEoCUgAEg0KA2p0aRgCIAEoCUgAEhcKDXJlZnJlc2hfdG9rZW4YAyABKAlIABIRCgdzdWJqZWN0GAQgASgJSAASDgoGcmVhc29uGAUgASgJQggKBnRhcmdldCIhCg5SZXZva2VSZXNwb25zZRIPCgdyZXZva2VkGAEgASgFIhAKDkdldEp3a3NSZXF1ZXN0IiQKD0dldEp3a3NSZXNwb25zZRIRCglqd2tzX2pzb24YASABKAkiMAoXV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QSFQoNZnJvbV9zZXF1ZW5jZRgBIAEoAyK0AQoPUmV2b2NhdGlvbkV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEgwKBGtpbmQYAiABKAkSDQoFdmFsdWUYAyABKAkSLgoKbm90X2JlZm9yZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY2hlY2twb2ludBgGIAEoCCISChBXYXRjaEp3a3NSZXF1ZXN0IjIKCUp3a3NFdmVudBIRCglqd2tzX2pzb24YASABKAkSEgoKa2VlcF9hbGl2ZRgCIAEoCCqbAwoGUmVhc29uEhYKElJFQVNPTl9VTlNQRUNJRklFRBAAEhQKEFJFQVNPTl9NQUxGT1JNRUQQARIYChRSRUFTT05fQkFEX1NJR05BVFVSRRACEhYKElJFQVNPTl9VTktOT1dOX0tFWRADEhIKDlJFQVNPTl9FWFBJUkVEEAQSGAoUUkVBU09OX05PVF9ZRVRfVkFMSUQQBRIZChVSRUFTT05fV1JPTkdfQVVESUVOQ0UQBhIXChNSRUFTT05fV1JPTkdfSVNTVUVSEAcSGAoUUkVBU09OX01JU1NJTkdfU0NPUEUQCBISCg5SRUFTT05fUkVWT0tFRBAJEh8KG1JFQVNPTl9ESVNBTExPV0VEX0FMR09SSVRITRAKEhUKEVJFQVNPTl9XUk9OR19UWVBFEAsSGAoUUkVBU09OX01JU1NJTkdfQ0xBSU0QDBIbChdSRUFTT05fSVNTVUVEX0lOX0ZVVFVSRRANEhwKGFJFQVNPTl9MSUZFVElNRV9UT09fTE9ORxAOEhQKEFJFQVNPTl9UT09fTEFSR0UQDzLiAwoMVG9rZW5TZXJ2aWNlEjoKBUlzc3VlEhcudG9rZW5kLnYxLklzc3VlUmVxdWVzdBoYLnRva2VuZC52MS5Jc3N1ZVJlc3BvbnNlEj0KBlZlcmlmeRIYLnRva2VuZC52MS5WZXJpZnlSZXF1ZXN0GhkudG9rZW5kLnYxLlZlcmlmeVJlc3BvbnNlEj4KB1JlZnJlc2gSGS50b2tlbmQudjEuUmVmcmVzaFJlcXVlc3QaGC50b2tlbmQudjEuSXNzdWVSZXNwb25zZRI9CgZSZXZva2USGC50b2tlbmQudjEuUmV2b2tlUmVxdWVzdBoZLnRva2VuZC52MS5SZXZva2VSZXNwb25zZRJACgdHZXRKd2tzEhkudG9rZW5kLnYxLkdldEp3a3NSZXF1ZXN0GhoudG9rZW5kLnYxLkdldEp3a3NSZXNwb25zZRJUChBXYXRjaFJldm9jYXRpb25zEiIudG9rZW5kLnYxLldhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0GhoudG9rZW5kLnYxLlJldm9jYXRpb25FdmVudDABEkAKCVdhdGNoSndrcxIbLnRva2VuZC52MS5XYXRjaEp3a3NSZXF1ZXN0GhQudG9rZW5kLnYxLkp3a3NFdmVudDABQlUKDWRldi50b2tlbmQudjFCC1Rva2VuZFByb3RvUAFaNWdpdGh1Yi5jb20vdG9rZW5kL3Rva2VuZC9jbGllbnRzL2dvL3Rva2VuZHYxO3Rva2VuZHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * IssueRequest asks for a new access token.
@@ -363,6 +363,137 @@ export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
   messageDesc(file_tokend_v1_tokend, 8);
 
 /**
+ * WatchRevocationsRequest says where the client's copy of the revocation feed ends.
+ *
+ * @generated from message tokend.v1.WatchRevocationsRequest
+ */
+export type WatchRevocationsRequest = Message<"tokend.v1.WatchRevocationsRequest"> & {
+  /**
+   * The highest sequence the client has applied (from a revocation or a
+   * checkpoint); 0 for a client that starts empty. Must not be negative.
+   *
+   * @generated from field: int64 from_sequence = 1;
+   */
+  fromSequence: bigint;
+};
+
+/**
+ * Describes the message tokend.v1.WatchRevocationsRequest.
+ * Use `create(WatchRevocationsRequestSchema)` to create a new message.
+ */
+export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 9);
+
+/**
+ * RevocationEvent is one revocation from the feed, or a checkpoint (no revocation).
+ *
+ * @generated from message tokend.v1.RevocationEvent
+ */
+export type RevocationEvent = Message<"tokend.v1.RevocationEvent"> & {
+  /**
+   * For a revocation: its feed sequence, ascending within a stream. For a
+   * checkpoint: everything up to this sequence has been sent; resume from here.
+   *
+   * @generated from field: int64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * What is revoked: "jti" (one access token), "subject" (the subject's tokens
+   * with `iat` at or before not_before) or "family" (a refresh-token family,
+   * informational: its access tokens arrive as "jti" events). Empty on a
+   * checkpoint; ignore kinds you do not know.
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * The jti, the subject (as issued in `sub`) or the refresh family id.
+   *
+   * @generated from field: string value = 3;
+   */
+  value: string;
+
+  /**
+   * For "subject": the tokens of the subject with `iat` at or before this
+   * instant are revoked. Unset for the other kinds.
+   *
+   * @generated from field: google.protobuf.Timestamp not_before = 4;
+   */
+  notBefore?: Timestamp | undefined;
+
+  /**
+   * When the entry stops mattering: every token it names has expired by then
+   * (verification leeway included), so it may be forgotten afterwards.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 5;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * True on a checkpoint, which carries no revocation. The first checkpoint of
+   * a stream ends the history: the client now holds every live revocation.
+   * Later ones are keep-alives, sent while the feed is idle.
+   *
+   * @generated from field: bool checkpoint = 6;
+   */
+  checkpoint: boolean;
+};
+
+/**
+ * Describes the message tokend.v1.RevocationEvent.
+ * Use `create(RevocationEventSchema)` to create a new message.
+ */
+export const RevocationEventSchema: GenMessage<RevocationEvent> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 10);
+
+/**
+ * WatchJwksRequest asks to follow the published public keys.
+ *
+ * @generated from message tokend.v1.WatchJwksRequest
+ */
+export type WatchJwksRequest = Message<"tokend.v1.WatchJwksRequest"> & {
+};
+
+/**
+ * Describes the message tokend.v1.WatchJwksRequest.
+ * Use `create(WatchJwksRequestSchema)` to create a new message.
+ */
+export const WatchJwksRequestSchema: GenMessage<WatchJwksRequest> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 11);
+
+/**
+ * JwksEvent carries the current JWK Set.
+ *
+ * @generated from message tokend.v1.JwksEvent
+ */
+export type JwksEvent = Message<"tokend.v1.JwksEvent"> & {
+  /**
+   * RFC 7517 JWK Set as JSON, the same document GetJwks returns. Every event
+   * carries the complete set, which replaces the previous one.
+   *
+   * @generated from field: string jwks_json = 1;
+   */
+  jwksJson: string;
+
+  /**
+   * True when the set is unchanged since the previous event of this stream (a
+   * keep-alive sent while idle); the client may skip parsing it again.
+   *
+   * @generated from field: bool keep_alive = 2;
+   */
+  keepAlive: boolean;
+};
+
+/**
+ * Describes the message tokend.v1.JwksEvent.
+ * Use `create(JwksEventSchema)` to create a new message.
+ */
+export const JwksEventSchema: GenMessage<JwksEvent> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 12);
+
+/**
  * Reason says why a token is not valid.
  *
  * @generated from enum tokend.v1.Reason
@@ -547,6 +678,37 @@ export const TokenService: GenService<{
     methodKind: "unary";
     input: typeof GetJwksRequestSchema;
     output: typeof GetJwksResponseSchema;
+  },
+  /**
+   * WatchRevocations streams the revocation feed, for backends that verify
+   * tokens locally: first every live revocation after from_sequence (the
+   * history), then a checkpoint, then each new revocation as this server
+   * applies it, with a checkpoint as keep-alive while the feed is idle.
+   * Sequences ascend without duplicates, so a client that reconnects with the
+   * last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+   * from_sequence is ahead of the feed (the store was replaced: drop the
+   * sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+   * behind (or too many streams are open) and UNAVAILABLE when the server
+   * shuts down (in both cases reconnect, with backoff, from the last sequence).
+   *
+   * @generated from rpc tokend.v1.TokenService.WatchRevocations
+   */
+  watchRevocations: {
+    methodKind: "server_streaming";
+    input: typeof WatchRevocationsRequestSchema;
+    output: typeof RevocationEventSchema;
+  },
+  /**
+   * WatchJwks streams the JWK Set: the current set at once, then the new set
+   * whenever it changes (key rotation), and the unchanged set as a keep-alive
+   * while idle. UNAVAILABLE when the server shuts down: reconnect.
+   *
+   * @generated from rpc tokend.v1.TokenService.WatchJwks
+   */
+  watchJwks: {
+    methodKind: "server_streaming";
+    input: typeof WatchJwksRequestSchema;
+    output: typeof JwksEventSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tokend_v1_tokend, 0);

@@ -172,6 +172,68 @@ public final class TokenServiceGrpc {
     return getGetJwksMethod;
   }
 
+  private static volatile io.grpc.MethodDescriptor<dev.tokend.v1.WatchRevocationsRequest,
+      dev.tokend.v1.RevocationEvent> getWatchRevocationsMethod;
+
+  @io.grpc.stub.annotations.RpcMethod(
+      fullMethodName = SERVICE_NAME + '/' + "WatchRevocations",
+      requestType = dev.tokend.v1.WatchRevocationsRequest.class,
+      responseType = dev.tokend.v1.RevocationEvent.class,
+      methodType = io.grpc.MethodDescriptor.MethodType.SERVER_STREAMING)
+  public static io.grpc.MethodDescriptor<dev.tokend.v1.WatchRevocationsRequest,
+      dev.tokend.v1.RevocationEvent> getWatchRevocationsMethod() {
+    io.grpc.MethodDescriptor<dev.tokend.v1.WatchRevocationsRequest, dev.tokend.v1.RevocationEvent> getWatchRevocationsMethod;
+    if ((getWatchRevocationsMethod = TokenServiceGrpc.getWatchRevocationsMethod) == null) {
+      synchronized (TokenServiceGrpc.class) {
+        if ((getWatchRevocationsMethod = TokenServiceGrpc.getWatchRevocationsMethod) == null) {
+          TokenServiceGrpc.getWatchRevocationsMethod = getWatchRevocationsMethod =
+              io.grpc.MethodDescriptor.<dev.tokend.v1.WatchRevocationsRequest, dev.tokend.v1.RevocationEvent>newBuilder()
+              .setType(io.grpc.MethodDescriptor.MethodType.SERVER_STREAMING)
+              .setFullMethodName(generateFullMethodName(SERVICE_NAME, "WatchRevocations"))
+              .setSampledToLocalTracing(true)
+              .setRequestMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  dev.tokend.v1.WatchRevocationsRequest.getDefaultInstance()))
+              .setResponseMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  dev.tokend.v1.RevocationEvent.getDefaultInstance()))
+              .setSchemaDescriptor(new TokenServiceMethodDescriptorSupplier("WatchRevocations"))
+              .build();
+        }
+      }
+    }
+    return getWatchRevocationsMethod;
+  }
+
+  private static volatile io.grpc.MethodDescriptor<dev.tokend.v1.WatchJwksRequest,
+      dev.tokend.v1.JwksEvent> getWatchJwksMethod;
+
+  @io.grpc.stub.annotations.RpcMethod(
+      fullMethodName = SERVICE_NAME + '/' + "WatchJwks",
+      requestType = dev.tokend.v1.WatchJwksRequest.class,
+      responseType = dev.tokend.v1.JwksEvent.class,
+      methodType = io.grpc.MethodDescriptor.MethodType.SERVER_STREAMING)
+  public static io.grpc.MethodDescriptor<dev.tokend.v1.WatchJwksRequest,
+      dev.tokend.v1.JwksEvent> getWatchJwksMethod() {
+    io.grpc.MethodDescriptor<dev.tokend.v1.WatchJwksRequest, dev.tokend.v1.JwksEvent> getWatchJwksMethod;
+    if ((getWatchJwksMethod = TokenServiceGrpc.getWatchJwksMethod) == null) {
+      synchronized (TokenServiceGrpc.class) {
+        if ((getWatchJwksMethod = TokenServiceGrpc.getWatchJwksMethod) == null) {
+          TokenServiceGrpc.getWatchJwksMethod = getWatchJwksMethod =
+              io.grpc.MethodDescriptor.<dev.tokend.v1.WatchJwksRequest, dev.tokend.v1.JwksEvent>newBuilder()
+              .setType(io.grpc.MethodDescriptor.MethodType.SERVER_STREAMING)
+              .setFullMethodName(generateFullMethodName(SERVICE_NAME, "WatchJwks"))
+              .setSampledToLocalTracing(true)
+              .setRequestMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  dev.tokend.v1.WatchJwksRequest.getDefaultInstance()))
+              .setResponseMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  dev.tokend.v1.JwksEvent.getDefaultInstance()))
+              .setSchemaDescriptor(new TokenServiceMethodDescriptorSupplier("WatchJwks"))
+              .build();
+        }
+      }
+    }
+    return getWatchJwksMethod;
+  }
+
   /**
    * Creates a new async stub that supports all call types for the service
    */
@@ -292,6 +354,37 @@ public final class TokenServiceGrpc {
         io.grpc.stub.StreamObserver<dev.tokend.v1.GetJwksResponse> responseObserver) {
       io.grpc.stub.ServerCalls.asyncUnimplementedUnaryCall(getGetJwksMethod(), responseObserver);
     }
+
+    /**
+     * <pre>
+     * WatchRevocations streams the revocation feed, for backends that verify
+     * tokens locally: first every live revocation after from_sequence (the
+     * history), then a checkpoint, then each new revocation as this server
+     * applies it, with a checkpoint as keep-alive while the feed is idle.
+     * Sequences ascend without duplicates, so a client that reconnects with the
+     * last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+     * from_sequence is ahead of the feed (the store was replaced: drop the
+     * sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+     * behind (or too many streams are open) and UNAVAILABLE when the server
+     * shuts down (in both cases reconnect, with backoff, from the last sequence).
+     * </pre>
+     */
+    default void watchRevocations(dev.tokend.v1.WatchRevocationsRequest request,
+        io.grpc.stub.StreamObserver<dev.tokend.v1.RevocationEvent> responseObserver) {
+      io.grpc.stub.ServerCalls.asyncUnimplementedUnaryCall(getWatchRevocationsMethod(), responseObserver);
+    }
+
+    /**
+     * <pre>
+     * WatchJwks streams the JWK Set: the current set at once, then the new set
+     * whenever it changes (key rotation), and the unchanged set as a keep-alive
+     * while idle. UNAVAILABLE when the server shuts down: reconnect.
+     * </pre>
+     */
+    default void watchJwks(dev.tokend.v1.WatchJwksRequest request,
+        io.grpc.stub.StreamObserver<dev.tokend.v1.JwksEvent> responseObserver) {
+      io.grpc.stub.ServerCalls.asyncUnimplementedUnaryCall(getWatchJwksMethod(), responseObserver);
+    }
   }
 
   /**
@@ -388,6 +481,39 @@ public final class TokenServiceGrpc {
       io.grpc.stub.ClientCalls.asyncUnaryCall(
           getChannel().newCall(getGetJwksMethod(), getCallOptions()), request, responseObserver);
     }
+
+    /**
+     * <pre>
+     * WatchRevocations streams the revocation feed, for backends that verify
+     * tokens locally: first every live revocation after from_sequence (the
+     * history), then a checkpoint, then each new revocation as this server
+     * applies it, with a checkpoint as keep-alive while the feed is idle.
+     * Sequences ascend without duplicates, so a client that reconnects with the
+     * last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+     * from_sequence is ahead of the feed (the store was replaced: drop the
+     * sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+     * behind (or too many streams are open) and UNAVAILABLE when the server
+     * shuts down (in both cases reconnect, with backoff, from the last sequence).
+     * </pre>
+     */
+    public void watchRevocations(dev.tokend.v1.WatchRevocationsRequest request,
+        io.grpc.stub.StreamObserver<dev.tokend.v1.RevocationEvent> responseObserver) {
+      io.grpc.stub.ClientCalls.asyncServerStreamingCall(
+          getChannel().newCall(getWatchRevocationsMethod(), getCallOptions()), request, responseObserver);
+    }
+
+    /**
+     * <pre>
+     * WatchJwks streams the JWK Set: the current set at once, then the new set
+     * whenever it changes (key rotation), and the unchanged set as a keep-alive
+     * while idle. UNAVAILABLE when the server shuts down: reconnect.
+     * </pre>
+     */
+    public void watchJwks(dev.tokend.v1.WatchJwksRequest request,
+        io.grpc.stub.StreamObserver<dev.tokend.v1.JwksEvent> responseObserver) {
+      io.grpc.stub.ClientCalls.asyncServerStreamingCall(
+          getChannel().newCall(getWatchJwksMethod(), getCallOptions()), request, responseObserver);
+    }
   }
 
   /**
@@ -463,6 +589,41 @@ public final class TokenServiceGrpc {
       return io.grpc.stub.ClientCalls.blockingV2UnaryCall(
           getChannel(), getGetJwksMethod(), getCallOptions(), request);
     }
+
+    /**
+     * <pre>
+     * WatchRevocations streams the revocation feed, for backends that verify
+     * tokens locally: first every live revocation after from_sequence (the
+     * history), then a checkpoint, then each new revocation as this server
+     * applies it, with a checkpoint as keep-alive while the feed is idle.
+     * Sequences ascend without duplicates, so a client that reconnects with the
+     * last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+     * from_sequence is ahead of the feed (the store was replaced: drop the
+     * sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+     * behind (or too many streams are open) and UNAVAILABLE when the server
+     * shuts down (in both cases reconnect, with backoff, from the last sequence).
+     * </pre>
+     */
+    @io.grpc.ExperimentalApi("https://github.com/grpc/grpc-java/issues/10918")
+    public io.grpc.stub.BlockingClientCall<?, dev.tokend.v1.RevocationEvent>
+        watchRevocations(dev.tokend.v1.WatchRevocationsRequest request) {
+      return io.grpc.stub.ClientCalls.blockingV2ServerStreamingCall(
+          getChannel(), getWatchRevocationsMethod(), getCallOptions(), request);
+    }
+
+    /**
+     * <pre>
+     * WatchJwks streams the JWK Set: the current set at once, then the new set
+     * whenever it changes (key rotation), and the unchanged set as a keep-alive
+     * while idle. UNAVAILABLE when the server shuts down: reconnect.
+     * </pre>
+     */
+    @io.grpc.ExperimentalApi("https://github.com/grpc/grpc-java/issues/10918")
+    public io.grpc.stub.BlockingClientCall<?, dev.tokend.v1.JwksEvent>
+        watchJwks(dev.tokend.v1.WatchJwksRequest request) {
+      return io.grpc.stub.ClientCalls.blockingV2ServerStreamingCall(
+          getChannel(), getWatchJwksMethod(), getCallOptions(), request);
+    }
   }
 
   /**
@@ -537,6 +698,39 @@ public final class TokenServiceGrpc {
     public dev.tokend.v1.GetJwksResponse getJwks(dev.tokend.v1.GetJwksRequest request) {
       return io.grpc.stub.ClientCalls.blockingUnaryCall(
           getChannel(), getGetJwksMethod(), getCallOptions(), request);
+    }
+
+    /**
+     * <pre>
+     * WatchRevocations streams the revocation feed, for backends that verify
+     * tokens locally: first every live revocation after from_sequence (the
+     * history), then a checkpoint, then each new revocation as this server
+     * applies it, with a checkpoint as keep-alive while the feed is idle.
+     * Sequences ascend without duplicates, so a client that reconnects with the
+     * last sequence it applied misses nothing. Errors: FAILED_PRECONDITION when
+     * from_sequence is ahead of the feed (the store was replaced: drop the
+     * sequence and resume from 0); RESOURCE_EXHAUSTED when the client fell
+     * behind (or too many streams are open) and UNAVAILABLE when the server
+     * shuts down (in both cases reconnect, with backoff, from the last sequence).
+     * </pre>
+     */
+    public java.util.Iterator<dev.tokend.v1.RevocationEvent> watchRevocations(
+        dev.tokend.v1.WatchRevocationsRequest request) {
+      return io.grpc.stub.ClientCalls.blockingServerStreamingCall(
+          getChannel(), getWatchRevocationsMethod(), getCallOptions(), request);
+    }
+
+    /**
+     * <pre>
+     * WatchJwks streams the JWK Set: the current set at once, then the new set
+     * whenever it changes (key rotation), and the unchanged set as a keep-alive
+     * while idle. UNAVAILABLE when the server shuts down: reconnect.
+     * </pre>
+     */
+    public java.util.Iterator<dev.tokend.v1.JwksEvent> watchJwks(
+        dev.tokend.v1.WatchJwksRequest request) {
+      return io.grpc.stub.ClientCalls.blockingServerStreamingCall(
+          getChannel(), getWatchJwksMethod(), getCallOptions(), request);
     }
   }
 
@@ -625,6 +819,8 @@ public final class TokenServiceGrpc {
   private static final int METHODID_REFRESH = 2;
   private static final int METHODID_REVOKE = 3;
   private static final int METHODID_GET_JWKS = 4;
+  private static final int METHODID_WATCH_REVOCATIONS = 5;
+  private static final int METHODID_WATCH_JWKS = 6;
 
   private static final class MethodHandlers<Req, Resp> implements
       io.grpc.stub.ServerCalls.UnaryMethod<Req, Resp>,
@@ -662,6 +858,14 @@ public final class TokenServiceGrpc {
         case METHODID_GET_JWKS:
           serviceImpl.getJwks((dev.tokend.v1.GetJwksRequest) request,
               (io.grpc.stub.StreamObserver<dev.tokend.v1.GetJwksResponse>) responseObserver);
+          break;
+        case METHODID_WATCH_REVOCATIONS:
+          serviceImpl.watchRevocations((dev.tokend.v1.WatchRevocationsRequest) request,
+              (io.grpc.stub.StreamObserver<dev.tokend.v1.RevocationEvent>) responseObserver);
+          break;
+        case METHODID_WATCH_JWKS:
+          serviceImpl.watchJwks((dev.tokend.v1.WatchJwksRequest) request,
+              (io.grpc.stub.StreamObserver<dev.tokend.v1.JwksEvent>) responseObserver);
           break;
         default:
           throw new AssertionError();
@@ -716,6 +920,20 @@ public final class TokenServiceGrpc {
               dev.tokend.v1.GetJwksRequest,
               dev.tokend.v1.GetJwksResponse>(
                 service, METHODID_GET_JWKS)))
+        .addMethod(
+          getWatchRevocationsMethod(),
+          io.grpc.stub.ServerCalls.asyncServerStreamingCall(
+            new MethodHandlers<
+              dev.tokend.v1.WatchRevocationsRequest,
+              dev.tokend.v1.RevocationEvent>(
+                service, METHODID_WATCH_REVOCATIONS)))
+        .addMethod(
+          getWatchJwksMethod(),
+          io.grpc.stub.ServerCalls.asyncServerStreamingCall(
+            new MethodHandlers<
+              dev.tokend.v1.WatchJwksRequest,
+              dev.tokend.v1.JwksEvent>(
+                service, METHODID_WATCH_JWKS)))
         .build();
   }
 
@@ -769,6 +987,8 @@ public final class TokenServiceGrpc {
               .addMethod(getRefreshMethod())
               .addMethod(getRevokeMethod())
               .addMethod(getGetJwksMethod())
+              .addMethod(getWatchRevocationsMethod())
+              .addMethod(getWatchJwksMethod())
               .build();
         }
       }

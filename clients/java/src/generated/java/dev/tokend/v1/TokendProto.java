@@ -71,6 +71,26 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_tokend_v1_GetJwksResponse_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_WatchRevocationsRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_WatchRevocationsRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_RevocationEvent_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_RevocationEvent_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_WatchJwksRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_WatchJwksRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_JwksEvent_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_JwksEvent_fieldAccessorTable;
 
   public static com.google.protobuf.Descriptors.FileDescriptor
       getDescriptor() {
@@ -105,28 +125,40 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
       "ken\030\003 \001(\tH\000\022\021\n\007subject\030\004 \001(\tH\000\022\016\n\006reason" +
       "\030\005 \001(\tB\010\n\006target\"!\n\016RevokeResponse\022\017\n\007re" +
       "voked\030\001 \001(\005\"\020\n\016GetJwksRequest\"$\n\017GetJwks" +
-      "Response\022\021\n\tjwks_json\030\001 \001(\t*\233\003\n\006Reason\022\026" +
-      "\n\022REASON_UNSPECIFIED\020\000\022\024\n\020REASON_MALFORM" +
-      "ED\020\001\022\030\n\024REASON_BAD_SIGNATURE\020\002\022\026\n\022REASON" +
-      "_UNKNOWN_KEY\020\003\022\022\n\016REASON_EXPIRED\020\004\022\030\n\024RE" +
-      "ASON_NOT_YET_VALID\020\005\022\031\n\025REASON_WRONG_AUD" +
-      "IENCE\020\006\022\027\n\023REASON_WRONG_ISSUER\020\007\022\030\n\024REAS" +
-      "ON_MISSING_SCOPE\020\010\022\022\n\016REASON_REVOKED\020\t\022\037" +
-      "\n\033REASON_DISALLOWED_ALGORITHM\020\n\022\025\n\021REASO" +
-      "N_WRONG_TYPE\020\013\022\030\n\024REASON_MISSING_CLAIM\020\014" +
-      "\022\033\n\027REASON_ISSUED_IN_FUTURE\020\r\022\034\n\030REASON_" +
-      "LIFETIME_TOO_LONG\020\016\022\024\n\020REASON_TOO_LARGE\020" +
-      "\0172\312\002\n\014TokenService\022:\n\005Issue\022\027.tokend.v1." +
-      "IssueRequest\032\030.tokend.v1.IssueResponse\022=" +
-      "\n\006Verify\022\030.tokend.v1.VerifyRequest\032\031.tok" +
-      "end.v1.VerifyResponse\022>\n\007Refresh\022\031.token" +
-      "d.v1.RefreshRequest\032\030.tokend.v1.IssueRes" +
-      "ponse\022=\n\006Revoke\022\030.tokend.v1.RevokeReques" +
-      "t\032\031.tokend.v1.RevokeResponse\022@\n\007GetJwks\022" +
-      "\031.tokend.v1.GetJwksRequest\032\032.tokend.v1.G" +
-      "etJwksResponseBU\n\rdev.tokend.v1B\013TokendP" +
-      "rotoP\001Z5github.com/tokend/tokend/clients" +
-      "/go/tokendv1;tokendv1b\006proto3"
+      "Response\022\021\n\tjwks_json\030\001 \001(\t\"0\n\027WatchRevo" +
+      "cationsRequest\022\025\n\rfrom_sequence\030\001 \001(\003\"\264\001" +
+      "\n\017RevocationEvent\022\020\n\010sequence\030\001 \001(\003\022\014\n\004k" +
+      "ind\030\002 \001(\t\022\r\n\005value\030\003 \001(\t\022.\n\nnot_before\030\004" +
+      " \001(\0132\032.google.protobuf.Timestamp\022.\n\nexpi" +
+      "res_at\030\005 \001(\0132\032.google.protobuf.Timestamp" +
+      "\022\022\n\ncheckpoint\030\006 \001(\010\"\022\n\020WatchJwksRequest" +
+      "\"2\n\tJwksEvent\022\021\n\tjwks_json\030\001 \001(\t\022\022\n\nkeep" +
+      "_alive\030\002 \001(\010*\233\003\n\006Reason\022\026\n\022REASON_UNSPEC" +
+      "IFIED\020\000\022\024\n\020REASON_MALFORMED\020\001\022\030\n\024REASON_" +
+      "BAD_SIGNATURE\020\002\022\026\n\022REASON_UNKNOWN_KEY\020\003\022" +
+      "\022\n\016REASON_EXPIRED\020\004\022\030\n\024REASON_NOT_YET_VA" +
+      "LID\020\005\022\031\n\025REASON_WRONG_AUDIENCE\020\006\022\027\n\023REAS" +
+      "ON_WRONG_ISSUER\020\007\022\030\n\024REASON_MISSING_SCOP" +
+      "E\020\010\022\022\n\016REASON_REVOKED\020\t\022\037\n\033REASON_DISALL" +
+      "OWED_ALGORITHM\020\n\022\025\n\021REASON_WRONG_TYPE\020\013\022" +
+      "\030\n\024REASON_MISSING_CLAIM\020\014\022\033\n\027REASON_ISSU" +
+      "ED_IN_FUTURE\020\r\022\034\n\030REASON_LIFETIME_TOO_LO" +
+      "NG\020\016\022\024\n\020REASON_TOO_LARGE\020\0172\342\003\n\014TokenServ" +
+      "ice\022:\n\005Issue\022\027.tokend.v1.IssueRequest\032\030." +
+      "tokend.v1.IssueResponse\022=\n\006Verify\022\030.toke" +
+      "nd.v1.VerifyRequest\032\031.tokend.v1.VerifyRe" +
+      "sponse\022>\n\007Refresh\022\031.tokend.v1.RefreshReq" +
+      "uest\032\030.tokend.v1.IssueResponse\022=\n\006Revoke" +
+      "\022\030.tokend.v1.RevokeRequest\032\031.tokend.v1.R" +
+      "evokeResponse\022@\n\007GetJwks\022\031.tokend.v1.Get" +
+      "JwksRequest\032\032.tokend.v1.GetJwksResponse\022" +
+      "T\n\020WatchRevocations\022\".tokend.v1.WatchRev" +
+      "ocationsRequest\032\032.tokend.v1.RevocationEv" +
+      "ent0\001\022@\n\tWatchJwks\022\033.tokend.v1.WatchJwks" +
+      "Request\032\024.tokend.v1.JwksEvent0\001BU\n\rdev.t" +
+      "okend.v1B\013TokendProtoP\001Z5github.com/toke" +
+      "nd/tokend/clients/go/tokendv1;tokendv1b\006" +
+      "proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -189,6 +221,30 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_GetJwksResponse_descriptor,
         new java.lang.String[] { "JwksJson", });
+    internal_static_tokend_v1_WatchRevocationsRequest_descriptor =
+      getDescriptor().getMessageType(9);
+    internal_static_tokend_v1_WatchRevocationsRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_WatchRevocationsRequest_descriptor,
+        new java.lang.String[] { "FromSequence", });
+    internal_static_tokend_v1_RevocationEvent_descriptor =
+      getDescriptor().getMessageType(10);
+    internal_static_tokend_v1_RevocationEvent_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_RevocationEvent_descriptor,
+        new java.lang.String[] { "Sequence", "Kind", "Value", "NotBefore", "ExpiresAt", "Checkpoint", });
+    internal_static_tokend_v1_WatchJwksRequest_descriptor =
+      getDescriptor().getMessageType(11);
+    internal_static_tokend_v1_WatchJwksRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_WatchJwksRequest_descriptor,
+        new java.lang.String[] { });
+    internal_static_tokend_v1_JwksEvent_descriptor =
+      getDescriptor().getMessageType(12);
+    internal_static_tokend_v1_JwksEvent_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_JwksEvent_descriptor,
+        new java.lang.String[] { "JwksJson", "KeepAlive", });
     descriptor.resolveAllFeaturesImmutable();
     com.google.protobuf.DurationProto.getDescriptor();
     com.google.protobuf.StructProto.getDescriptor();

@@ -1,0 +1,1 @@
+"""tokend's benchmark: `scripts/bench` (see bench/run.py)."""

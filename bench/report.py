@@ -1,0 +1,312 @@
+"""Turns one run's figures into ratios against targets: latest.json, latest.md, latest.png."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One figure of the issue, its target and what bounds it on this stack."""
+
+    name: str
+    value: float | None
+    target: float
+    higher_is_better: bool = True
+    unit: str = "x"
+    limit: str = ""
+    # The same comparison made with server CPU per call (health CPU ÷ this CPU): what
+    # one core could do, less sensitive to a busy neighbour than calls per second.
+    by_cpu: float | None = None
+
+    @property
+    def met(self) -> bool | None:
+        """Met only if both views agree: calls per second, and (where measured) server
+        CPU per call, which a load generator short of CPU cannot flatter."""
+        if self.value is None:
+            return None
+        if not self.higher_is_better:
+            return self.value <= self.target
+        return self.value >= self.target and (self.by_cpu is None or self.by_cpu >= self.target)
+
+
+PEERS = ("jwcrypto", "PyJWT", "joserfc")
+CRYPTO_TARGETS = {"ES256": 0.80, "RS256": 0.60, "EdDSA": 0.80}
+
+
+def _rps(phase: dict[str, Any] | None) -> float | None:
+    return phase["rps"] if phase and phase.get("count") else None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def health_rps(service: dict[str, Any]) -> float | None:
+    """The better of the health samples: the higher floor, so ratios err low."""
+    values = [_rps(service.get(k)) for k in ("health", "health_1", "health_2")]
+    present = [v for v in values if v]
+    return max(present) if present else None
+
+
+def ratios(results: dict[str, Any]) -> list[Ratio]:
+    out: list[Ratio] = []
+    crypto = {row["alg"]: row for row in results.get("crypto", [])}
+    for alg, target in CRYPTO_TARGETS.items():
+        row = crypto.get(alg)
+        value = row["ratio_to_raw"]["LocalVerifier"] if row else None
+        best_peer = max((row["ratio_to_raw"][p] for p in PEERS), default=None) if row else None
+        out.append(Ratio(f"LocalVerifier {alg} ÷ raw verify", value, target,
+                         limit=f"best peer {best_peer}; the rest is base64url, strict JSON "
+                               "and claim checks in Python"))
+    transit = results.get("transit") or {}
+    health = health_rps(transit)
+    # The raw rate measured right after the Verify phase, else the in-process one.
+    raw = transit.get("raw_es256_now") or crypto.get("ES256", {}).get("ops_per_s", {}).get("raw")
+    floor = 1 / (1 / health + 1 / raw) if health and raw else None
+    verify, repeat = _rps(transit.get("verify")), _rps(transit.get("verify_repeat"))
+    issue = _rps(transit.get("issue"))
+    cpu = {k: (transit.get(k) or {}).get("server_cpu_us_per_call")
+           for k in ("verify", "verify_repeat", "issue", "health_1", "health_2")}
+    health_cpu = min((c for c in (cpu["health_1"], cpu["health_2"]) if c), default=None)
+    floor_cpu = health_cpu + 1e6 / raw if health_cpu and raw else None
+    out += [
+        Ratio("Verify RPC (unique ES256) ÷ floor 1/(1/health+1/raw)", _div(verify, floor),
+              0.85, by_cpu=_div(floor_cpu, cpu["verify"]),
+              limit=f"{cpu['verify']} µs CPU/call; floor {_fmt(floor_cpu)} µs "
+                    f"(health {health_cpu} + raw verify {_fmt(1e6 / raw if raw else None)}); "
+                    "profile-verify.txt"),
+        Ratio("Verify RPC (repeated token) ÷ health", _div(repeat, health), 0.90,
+              by_cpu=_div(health_cpu, cpu["verify_repeat"]),
+              limit=f"{cpu['verify_repeat']} µs CPU/call vs health {health_cpu}; "
+                    "profile-verify-repeat.txt"),
+        Ratio("Issue RPC (Transit) ÷ health", _div(issue, health), 0.60,
+              by_cpu=_div(health_cpu, cpu["issue"]),
+              limit=f"{cpu['issue']} µs CPU/call vs health {health_cpu}; "
+                    "profile-issue.txt"),
+    ]
+    kv = results.get("kv") or {}
+    kv_cpu = (kv.get("issue") or {}).get("server_cpu_us_per_call")
+    kv_health_cpu = (kv.get("health") or {}).get("server_cpu_us_per_call")
+    out.append(Ratio("Issue RPC (kv custody) ÷ health", _div(_rps(kv.get("issue")),
+                                                             health_rps(kv)), 0.75,
+                     by_cpu=_div(kv_health_cpu, kv_cpu),
+                     limit=kv.get("skipped", f"{kv_cpu} µs CPU/call vs health {kv_health_cpu}; "
+                                  "signs in a worker thread")))
+    bao = results.get("openbao") or {}
+    out += [
+        Ratio("tokend Issue ÷ OpenBao identity-token issue",
+              _div(issue, _rps(bao.get("issue"))), 4.0,
+              limit="OpenBao (Go) on both cores; tokend one Python worker"),
+        Ratio("tokend Verify ÷ OpenBao introspect",
+              _div(verify, _rps(bao.get("introspect"))), 3.0,
+              limit="OpenBao (Go) on both cores; tokend one Python worker"),
+    ]
+    latency = transit.get("latency") or {}
+    for name, bound in (("verify", 5.0), ("issue", 10.0)):
+        phase = latency.get(name) or {}
+        p99 = phase.get("p99_us")
+        out.append(Ratio(f"p99 {name} at {phase.get('rate', '?')}/s (50% of max), ms",
+                         round(p99 / 1000, 2) if p99 else None, bound,
+                         higher_is_better=False, unit="ms",
+                         limit=f"open loop; p50 {_fmt(phase.get('p50_us'))} µs, p90 "
+                               f"{_fmt(phase.get('p90_us'))} µs"))
+    soak = results.get("soak")
+    if soak and soak.get("rss"):
+        out.append(Ratio("RSS growth over the soak, %", rss_growth(soak["rss"]), 5.0,
+                         higher_is_better=False, unit="%", limit="after a 30 s warm-up"))
+    return out
+
+
+def rss_growth(samples: list[list[float]] | list[tuple[float, int]]) -> float | None:
+    """Growth from the first sample after 30 s (caches warm) to the last, in percent."""
+    settled = [rss for t, rss in samples if t >= 30] or [rss for _, rss in samples]
+    if len(settled) < 2:
+        return None
+    return round((settled[-1] - settled[0]) / settled[0] * 100, 2)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 10 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _phase_rows(name: str, phases: dict[str, Any], health: float | None) -> list[str]:
+    rows = []
+    for label, phase in phases.items():
+        if not isinstance(phase, dict) or "rps" not in phase:
+            continue
+        rows.append(f"| {name} | {label} | {_fmt(phase['rps'])}"
+                    f" | {_fmt(_div(phase['rps'], health))}"
+                    f" | {_fmt(phase.get('p50_us'))} | {_fmt(phase.get('p99_us'))}"
+                    f" | {_fmt(phase.get('server_cpu_us_per_call'))}"
+                    f" | {_fmt(phase.get('server_cores_busy'))} | {phase.get('errors', 0)} |")
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    run = results.get("run", {})
+    machine = run.get("machine", {})
+    lines = [
+        "# tokend benchmark: last run",
+        "",
+        f"{run.get('date')} · {run.get('mode')} run · commit {run.get('commit')} · "
+        f"{run.get('seconds')} s",
+        "",
+        f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, "
+        f"{machine.get('memory_gib')} GiB; Python {machine.get('python')}, grpcio "
+        f"{machine.get('grpcio')}, cryptography {machine.get('cryptography')}, "
+        f"{machine.get('openbao')}. Load generator: {run.get('loadgen')}. Shared and "
+        "noisy: read the ratios, not the rates.",
+        "",
+        "## Targets",
+        "",
+        "| figure | measured | by server CPU | target | met | what bounds it |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in ratios(results):
+        sign = "≥" if r.higher_is_better else "≤"
+        met = {True: "yes", False: "**no**", None: "-"}[r.met]
+        lines.append(f"| {r.name} | {_fmt(r.value)} | {_fmt(r.by_cpu)} | {sign} {r.target:g} "
+                     f"| {met} | {r.limit} |")
+    lines += ["", "\"measured\" divides calls per second; \"by server CPU\" divides the server's "
+              "CPU time per call the other way round (what one dedicated core would do). A "
+              "target counts as met only when both views meet it: a load generator that "
+              "cannot saturate the server on Health/Check makes the first view flatter "
+              "tokend (see \"server cores busy\" below)."]
+    lines += ["", "## In-process verification (ops per CPU-second, one thread)", "",
+              "| alg | raw cryptography | LocalVerifier | jwcrypto | PyJWT | joserfc |",
+              "|---|---|---|---|---|---|"]
+    for row in results.get("crypto", []):
+        cells = [f"{_fmt(row['ops_per_s'][k])} ({row['ratio_to_raw'][k]:.2f})"
+                 for k in ("raw", "LocalVerifier", *PEERS)]
+        lines.append(f"| {row['alg']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Services (closed loop, 64 calls in flight unless open loop; latency in µs)",
+              "",
+              "| server | phase | calls/s | ÷ health | p50 | p99 | server CPU µs/call "
+              "| server cores busy | errors |", "|---|---|---|---|---|---|---|---|---|"]
+    transit = results.get("transit") or {}
+    lines += _phase_rows("tokend transit", {k: v for k, v in transit.items() if k != "latency"},
+                         health_rps(transit))
+    lines += _phase_rows("tokend transit, open loop", transit.get("latency") or {},
+                         health_rps(transit))
+    kv = results.get("kv") or {}
+    lines += _phase_rows("tokend kv", kv, health_rps(kv))
+    lines += _phase_rows("OpenBao", results.get("openbao") or {}, None)
+    pool = transit.get("pool")
+    if pool:
+        cycled = " (cycled: more than twice the 4096-entry cache)" if pool["cycled"] else ""
+        lines += ["", f"Verify used {pool['tokens']} distinct tokens issued in the run{cycled}."]
+    lines += _scaling_lines(results.get("scaling") or [])
+    soak = results.get("soak")
+    if soak:
+        rss = soak.get("rss") or []
+        lines += ["", f"## Soak ({soak['seconds']:.0f} s: Verify {soak['verify_rate']}/s + "
+                  f"Issue {soak['issue_rate']}/s, open loop)", "",
+                  f"RSS {rss[0][1] / 2**20:.1f} MiB at start, "
+                  f"{rss[-1][1] / 2**20:.1f} MiB at the end; growth after warm-up "
+                  f"{_fmt(rss_growth(rss))} %." if rss else "no RSS samples"]
+        lines += _phase_rows("soak", {k: soak.get(k) for k in ("verify", "issue")}, None)
+    lines += ["", "Chart: [latest.png](latest.png) · figures: [latest.json](latest.json)", ""]
+    return "\n".join(lines)
+
+
+def _scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## Scaling with --workers (tokend processes on one port, SO_REUSEPORT)", "",
+             "| workers | health/s | Issue/s | Verify/s | Verify repeated/s | server cores busy "
+             "(verify) |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['workers']} | {_fmt(_rps(row['health']))} | "
+                     f"{_fmt(_rps(row['issue']))} | {_fmt(_rps(row['verify']))} | "
+                     f"{_fmt(_rps(row['verify_repeat']))} | "
+                     f"{_fmt(row['verify'].get('server_cores_busy'))} |")
+    lines.append("")
+    lines.append("Two cores hold the load generator, OpenBao and every tokend worker.")
+    return lines
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 6.5),
+                                         gridspec_kw={"width_ratios": [3, 2]})
+    shown = [r for r in ratios(results) if r.unit == "x" and r.target and r.value is not None]
+    names = [r.name for r in shown][::-1]
+    values = [r.value / r.target for r in shown][::-1]
+    colors = ["#2e7d32" if r.met else "#c62828" for r in shown][::-1]
+    left.barh(names, values, color=colors)
+    left.axvline(1.0, color="black", linewidth=1)
+    left.set_xlabel("measured ÷ target (≥ 1 meets the target)")
+    left.set_title("Ratios against their targets")
+    for index, ratio in enumerate(shown[::-1]):
+        left.text(values[index], index, f" {ratio.value:.2f} / {ratio.target:g}",
+                  va="center", fontsize=8)
+    left.tick_params(axis="y", labelsize=8)
+    crypto = results.get("crypto", [])
+    impls = ("LocalVerifier", *PEERS)
+    width = 0.2
+    for offset, impl in enumerate(impls):
+        xs = [i + (offset - 1.5) * width for i in range(len(crypto))]
+        right.bar(xs, [row["ratio_to_raw"][impl] for row in crypto], width, label=impl)
+    right.set_xticks(range(len(crypto)), [row["alg"] for row in crypto])
+    right.set_ylim(0, 1.05)
+    right.axhline(1.0, color="black", linewidth=1)
+    right.set_ylabel("verify rate ÷ raw cryptography verify")
+    right.set_title("Full JWT verification, in-process")
+    right.legend(fontsize=8)
+    run = results.get("run", {})
+    machine = run.get("machine", {})
+    figure.suptitle(f"tokend bench {run.get('date')} · {machine.get('cpu')} · "
+                    f"{machine.get('cores')} cores · {run.get('mode')} run", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    results = {**results, "ratios": [{**asdict(r), "met": r.met} for r in ratios(results)]}
+    paths = {"json": out / "latest.json", "md": out / "latest.md", "png": out / "latest.png"}
+    paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    paths["md"].write_text(markdown(results))
+    chart(results, paths["png"])
+    return paths
+
+
+# What the request path runs (start-up imports left out of the profile listing).
+_PROFILED = ("servicer|interceptor|authority|verifier|jose|minting|batching|denylist|transit"
+             "|keyring|identity|audit|calls|policy|structlog|prometheus|well_known|uuid|random"
+             "|Context|epoll|print|write|tasks.py|base_events|sessions.py|adapters|_base|_native")
+
+
+def write_profile(stats: Path, out: Path, rpc: str, figures: dict[str, Any]) -> None:
+    """The top of a cProfile run as text: by cumulative time, then by own time."""
+    import io
+    import pstats
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    text.write(f"tokend under {rpc}: {figures['count']} calls, {figures['rps']}/s, "
+               f"{figures['server_cpu_us_per_call']} us server CPU per call (profiling "
+               "inflates Python time 2-3x; gRPC's C core shows as Context.run).\n\n")
+    if not stats.exists():
+        text.write("no profile was written (tokend did not exit cleanly)\n")
+    else:
+        for order, count in (("cumulative", 45), ("tottime", 30)):
+            pstats.Stats(str(stats), stream=text).strip_dirs().sort_stats(order
+                                                                           ).print_stats(
+                _PROFILED, count)
+    out.write_text(text.getvalue())

@@ -1,0 +1,292 @@
+"""The Issue coalescer: concurrent signing requests share Transit calls (batch_input).
+
+Against a real OpenBao: fewer Transit calls than tokens, every token valid under the
+key version its kid names, a version Transit refuses failing only its own callers. The
+timing and error-mapping rules use a gated keyring, so they do not depend on how fast
+this machine happens to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+
+from tests.support.bao import BaoDevServer, free_port
+from tokend.keys.keyring import PublicKey, SigningKey, verify_signature
+from tokend.keys.transit import TransitKeyring
+from tokend.keys.vault import VaultError, make_vault_client
+from tokend.tokens.batching import SignBatcher
+from tokend.tokens.minting import TokenMinter
+from tokend.tokens.policy import AccessTokenSpec
+from tokend_client import LocalVerifier
+from tokend_client.jose import b64url_decode
+
+ISSUER = "https://tokend.test"
+SPEC = AccessTokenSpec(subject="alice", audience=("orders",), scopes=("orders:read",),
+                       claims={}, ttl=300, client_id="batching-test")
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-sign")
+    yield pool
+    pool.shutdown(wait=True)
+
+
+class CountingTransit(TransitKeyring):
+    """The real TransitKeyring, recording each batch it sends (key version, size)."""
+
+    batches: list[tuple[int, int]]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.batches: list[tuple[int, int]] = []
+
+    def sign_many(self, key: SigningKey, signing_inputs: Sequence[bytes]
+                  ) -> list[bytes | VaultError]:
+        self.batches.append((key.version, len(signing_inputs)))
+        return super().sign_many(key, signing_inputs)
+
+    async def sign_many_async(self, key: SigningKey, signing_inputs: Sequence[bytes]
+                              ) -> list[bytes | VaultError]:
+        self.batches.append((key.version, len(signing_inputs)))
+        return await super().sign_many_async(key, signing_inputs)
+
+
+@pytest.fixture
+async def transit(bao: BaoDevServer) -> AsyncIterator[CountingTransit]:
+    name = f"batching-{uuid.uuid4().hex[:8]}"
+    keyring = CountingTransit(make_vault_client(bao.addr, bao.token), key_name=name,
+                              create_if_missing=True)
+    keyring.load()
+    yield keyring
+    await keyring.aclose()
+
+
+def rotate(bao: BaoDevServer, keyring: TransitKeyring) -> tuple[SigningKey, SigningKey]:
+    """A second version in Transit; both are published (the new one in phase next)."""
+    bao.client().secrets.transit.rotate_key(keyring.key_name)
+    keyring.load()
+    held = keyring._current().versions
+    return held[1].key, held[2].key
+
+
+def public_keys(keyring: TransitKeyring) -> dict[int, PublicKey]:
+    return {v: p.public_key for v, p in keyring._current().versions.items()}
+
+
+async def test_concurrent_mints_share_transit_calls(
+        transit: CountingTransit, executor: ThreadPoolExecutor) -> None:
+    minter = TokenMinter(transit, ISSUER, executor,
+                         batcher=SignBatcher(transit, executor, max_batch=16))
+    minted = await asyncio.gather(*(minter.mint(SPEC) for _ in range(40)))
+
+    assert sum(size for _, size in transit.batches) == 40
+    assert len(transit.batches) <= 8, transit.batches  # 40 tokens, a handful of calls
+    assert max(size for _, size in transit.batches) <= 16
+    verifier = LocalVerifier(transit.jwks(), issuer=ISSUER, audience="orders")
+    active = transit.active()
+    for token in minted:
+        claims = verifier.verify(token.token)
+        header = json.loads(b64url_decode(token.token.split(".")[0]))
+        assert header["kid"] == token.kid == active.kid
+        assert claims["jti"] == token.jti
+    assert len({token.jti for token in minted}) == 40
+
+
+async def test_versions_go_in_separate_batches_each_pinned(
+        bao: BaoDevServer, transit: CountingTransit, executor: ThreadPoolExecutor) -> None:
+    old, new = rotate(bao, transit)
+    batcher = SignBatcher(transit, executor)
+    keys = [old, new] * 10
+    inputs = [f"input-{i}".encode() for i in range(len(keys))]
+    signatures = await asyncio.gather(*(batcher.sign(k, d) for k, d in zip(keys, inputs,
+                                                                          strict=True)))
+
+    assert sum(size for _, size in transit.batches) == 20
+    assert {version for version, _ in transit.batches} == {1, 2}
+    public = public_keys(transit)
+    for key, data, signature in zip(keys, inputs, signatures, strict=True):
+        verify_signature(key.alg, public[key.version], signature, data)
+        other = 2 if key.version == 1 else 1
+        with pytest.raises(InvalidSignature):  # the pin held: not the other version's
+            verify_signature(key.alg, public[other], signature, data)
+
+
+async def test_a_version_transit_refuses_fails_only_its_callers(
+        bao: BaoDevServer, transit: CountingTransit, executor: ThreadPoolExecutor) -> None:
+    old, new = rotate(bao, transit)
+    # Transit now refuses to sign with version 1, item by item inside a batch answer.
+    bao.client().secrets.transit.update_key_configuration(
+        transit.key_name, min_encryption_version=2)
+    batcher = SignBatcher(transit, executor)
+    keys = [old, new] * 5
+    outcomes = await asyncio.gather(*(batcher.sign(k, b"data") for k in keys),
+                                    return_exceptions=True)
+
+    for key, outcome in zip(keys, outcomes, strict=True):
+        if key == old:
+            assert isinstance(outcome, VaultError), outcome
+            assert outcome.reason == "rejected"
+            assert "minimum encryption key version" in str(outcome)
+        else:
+            assert isinstance(outcome, bytes), outcome
+            verify_signature(new.alg, public_keys(transit)[2], outcome, b"data")
+
+
+class GatedKeyring:
+    """Signs instantly, but holds every batch until `gate` opens; records each batch."""
+
+    def __init__(self, fail_on: bytes | None = None, fail_all: bool = False) -> None:
+        self.gate = threading.Event()
+        self.batches: list[tuple[float, list[bytes]]] = []
+        self.second_batch = threading.Event()
+        self._fail_on = fail_on
+        self._fail_all = fail_all
+
+    def sign_many(self, key: SigningKey, signing_inputs: Sequence[bytes]
+                  ) -> list[bytes | VaultError]:
+        self.batches.append((time.monotonic(), list(signing_inputs)))
+        if len(self.batches) == 2:
+            self.second_batch.set()
+        self.gate.wait(10)
+        if self._fail_all:
+            raise VaultError("transit/sign/k: Vault is sealed", reason="sealed")
+        return [VaultError("refused", reason="rejected") if data == self._fail_on
+                else b"sig:" + data for data in signing_inputs]
+
+
+KEY = SigningKey(kid="k-v1", alg="ES256", version=1)
+
+
+async def test_wait_is_bounded_even_while_a_batch_is_out(
+        executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring()
+    batcher = SignBatcher(keyring, executor, max_wait=0.05)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(batcher.sign(KEY, b"a"))
+    await asyncio.sleep(0.01)  # idle: "a" leaves at once and is held at the gate
+    assert len(keyring.batches) == 1
+    queued_at = time.monotonic()
+    rest = [asyncio.ensure_future(batcher.sign(KEY, data)) for data in (b"b", b"c")]
+    loop = asyncio.get_running_loop()
+    # The first batch is still out, yet b and c leave together after max_wait.
+    assert await loop.run_in_executor(None, keyring.second_batch.wait, 5)
+    sent_at, inputs = keyring.batches[1]
+    assert inputs == [b"b", b"c"]
+    assert 0.04 <= sent_at - queued_at < 2.0
+    keyring.gate.set()
+    assert await first == b"sig:a"
+    assert await asyncio.gather(*rest) == [b"sig:b", b"sig:c"]
+
+
+async def test_per_item_error_reaches_only_its_caller(executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring(fail_on=b"bad")
+    keyring.gate.set()
+    batcher = SignBatcher(keyring, executor, max_wait=0.01)  # type: ignore[arg-type]
+    inputs = [b"one", b"two", b"bad", b"four", b"five"]
+    outcomes = await asyncio.gather(*(batcher.sign(KEY, d) for d in inputs),
+                                    return_exceptions=True)
+    assert len(keyring.batches) < len(inputs)  # coalesced, so the error shared a batch
+    for data, outcome in zip(inputs, outcomes, strict=True):
+        if data == b"bad":
+            assert isinstance(outcome, VaultError) and outcome.reason == "rejected"
+        else:
+            assert outcome == b"sig:" + data
+
+
+async def test_failed_call_fails_every_caller_of_that_batch(
+        executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring(fail_all=True)
+    keyring.gate.set()
+    batcher = SignBatcher(keyring, executor, max_wait=0.01)  # type: ignore[arg-type]
+    outcomes = await asyncio.gather(*(batcher.sign(KEY, b"x") for _ in range(6)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, VaultError) and o.reason == "sealed" for o in outcomes)
+
+
+async def test_batches_never_exceed_max_batch(executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring()
+    keyring.gate.set()
+    batcher = SignBatcher(keyring, executor, max_batch=4,  # type: ignore[arg-type]
+                          max_wait=0.01)
+    inputs = [str(i).encode() for i in range(30)]
+    signatures = await asyncio.gather(*(batcher.sign(KEY, d) for d in inputs))
+    assert signatures == [b"sig:" + d for d in inputs]
+    assert max(len(batch) for _, batch in keyring.batches) <= 4
+    assert batcher.calls == len(keyring.batches) and batcher.signed == 30
+
+
+async def test_cancelled_caller_does_not_disturb_the_others(
+        executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring()
+    batcher = SignBatcher(keyring, executor, max_wait=0.01)  # type: ignore[arg-type]
+    calls = [asyncio.ensure_future(batcher.sign(KEY, d)) for d in (b"a", b"b", b"c")]
+    await asyncio.sleep(0.05)
+    calls[1].cancel()
+    keyring.gate.set()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert outcomes[0] == b"sig:a" and outcomes[2] == b"sig:c"
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+
+
+def test_limits_are_checked(executor: ThreadPoolExecutor) -> None:
+    for bad in ({"max_batch": 0}, {"max_in_flight": 0}, {"max_wait": -1}):
+        with pytest.raises(ValueError):
+            SignBatcher(GatedKeyring(), executor, **bad)  # type: ignore[arg-type]
+
+
+# -- Transit from the event loop (aiohttp): same answers and errors as through hvac ------
+
+
+async def test_event_loop_transit_signs_like_hvac(transit: CountingTransit) -> None:
+    key = transit.active()
+    inputs = [b"first", b"second"]
+    from_loop = await transit.sign_many_async(key, inputs)
+    assert transit._loop_vault().usable
+    public = public_keys(transit)[key.version]
+    for data, signature in zip(inputs, from_loop, strict=True):
+        assert isinstance(signature, bytes)
+        verify_signature(key.alg, public, signature, data)
+    await transit.aclose()
+
+
+async def test_event_loop_transit_errors_name_the_path(bao: BaoDevServer,
+                                                       transit: CountingTransit) -> None:
+    key = transit.active()
+    transit._client.token = "not-a-token"  # what an expired or revoked token looks like
+    with pytest.raises(VaultError) as denied:
+        await transit.sign_many_async(key, [b"x"])
+    assert denied.value.reason == "denied" and transit.sign_path in str(denied.value)
+    await transit.aclose()
+
+    gone = TransitKeyring(make_vault_client(f"http://127.0.0.1:{free_port()}", bao.token),
+                          key_name=transit.key_name)
+    gone._keyset = transit._keyset  # loaded keys, but nothing listens at this address
+    with pytest.raises(VaultError) as unreachable:
+        await gone.sign_many_async(key, [b"x"])
+    assert unreachable.value.reason == "unreachable"
+    await gone.aclose()
+
+
+async def test_a_proxy_keeps_signing_on_hvac(monkeypatch: pytest.MonkeyPatch,
+                                             bao: BaoDevServer) -> None:
+    """Where aiohttp could not take the route requests would (a proxy), hvac signs."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    keyring = CountingTransit(make_vault_client(bao.addr, bao.token),
+                              key_name=f"proxied-{uuid.uuid4().hex[:8]}", create_if_missing=True)
+    monkeypatch.delenv("HTTPS_PROXY")
+    keyring.load()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert not keyring._loop_vault().usable
+    monkeypatch.delenv("HTTPS_PROXY")
+    signatures = await keyring.sign_many_async(keyring.active(), [b"data"])
+    assert isinstance(signatures[0], bytes)
+    await keyring.aclose()

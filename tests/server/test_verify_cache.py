@@ -1,0 +1,155 @@
+"""The cache of verified tokens behind Verify: fast for repeats, never stale.
+
+A real TokenAuthority (Transit keys on OpenBao, SQLite store, the denylist) with leeway 0,
+so expiry is observable within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.support.bao import BaoDevServer
+from tokend.audit import AuditLog
+from tokend.config import TokenConfig
+from tokend.keys.transit import TransitKeyring
+from tokend.keys.vault import make_vault_client
+from tokend.store import Revocation, open_store
+from tokend.tokens.authority import TokenAuthority, VerifiedTokens
+from tokend.tokens.denylist import Denylist
+from tokend.tokens.minting import TokenMinter
+from tokend.tokens.policy import AccessTokenSpec
+from tokend_client import LocalVerifier, Reason
+
+ISSUER = "https://tokend.test"
+AUDIENCE = "orders"
+
+
+def spec(subject: str = "alice", ttl: int = 300) -> AccessTokenSpec:
+    return AccessTokenSpec(subject=subject, audience=(AUDIENCE,), scopes=("orders:read",),
+                           claims={}, ttl=ttl, client_id="cache-test")
+
+
+@pytest.fixture
+async def authority(bao: BaoDevServer, tmp_path: Path) -> AsyncIterator[TokenAuthority]:
+    keyring = TransitKeyring(make_vault_client(bao.addr, bao.token),
+                             key_name=f"cache-{uuid.uuid4().hex[:8]}", create_if_missing=True)
+    keyring.load()
+    config = TokenConfig(issuer=ISSUER, leeway=0)
+    verifier = LocalVerifier(keyring.jwks(), issuer=ISSUER, leeway=0,
+                             max_lifetime=config.max_ttl)
+    store = open_store(f"sqlite:///{tmp_path / 'tokend.db'}")
+    await store.open()
+    executor = ThreadPoolExecutor(max_workers=2)
+    audit = AuditLog(str(tmp_path / "audit.log"))
+    yield TokenAuthority(minter=TokenMinter(keyring, ISSUER, executor), store=store,
+                         denylist=Denylist(), verifier=verifier, config=config, audit=audit,
+                         verified_cache=8)
+    await store.close()
+    await keyring.aclose()
+    audit.close()
+    executor.shutdown(wait=True)
+
+
+async def issue(authority: TokenAuthority, **kwargs: object) -> str:
+    result = await authority.issue(spec(**kwargs), with_refresh=False)  # type: ignore[arg-type]
+    return result.access.token
+
+
+async def test_a_repeated_token_is_served_from_the_cache(authority: TokenAuthority) -> None:
+    token = await issue(authority)
+    first = authority.verify(token, AUDIENCE, [])
+    second = authority.verify(token, AUDIENCE, ["orders:read"])
+    assert first.valid and second.valid
+    assert second.claims == first.claims
+    assert authority.verified.hits == 1
+
+
+async def test_revoked_after_cached_is_refused_at_once(authority: TokenAuthority) -> None:
+    token = await issue(authority)
+    assert authority.verify(token, AUDIENCE, []).valid
+    assert len(authority.verified) == 1
+    await authority.revoke_token(token, "leaked")
+    assert len(authority.verified) == 0  # dropped by the revocation itself
+    result = authority.verify(token, AUDIENCE, [])
+    assert not result.valid and result.reason is Reason.REVOKED
+
+
+async def test_subject_revocation_reaches_cached_tokens(authority: TokenAuthority) -> None:
+    tokens = [await issue(authority, subject="bob") for _ in range(2)]
+    other = await issue(authority, subject="carol")
+    for token in (*tokens, other):
+        assert authority.verify(token, AUDIENCE, []).valid
+    await authority.revoke_subject("bob", "password changed")
+    for token in tokens:
+        assert authority.verify(token, AUDIENCE, []).reason is Reason.REVOKED
+    assert authority.verify(other, AUDIENCE, []).valid
+
+
+async def test_revocation_from_the_feed_applies_to_cached_tokens(
+        authority: TokenAuthority) -> None:
+    """Another replica's revocation arrives through the follower, not through Revoke."""
+    token = await issue(authority)
+    claims = authority.verify(token, AUDIENCE, []).claims
+    assert claims is not None
+    row = Revocation(seq=10_000, kind="jti", value=claims["jti"], not_before=0.0,
+                     expires_at=time.time() + 600, reason="elsewhere", created_at=time.time())
+    authority._denylist.apply([row])  # what DenylistFollower does
+    assert authority.verify(token, AUDIENCE, []).reason is Reason.REVOKED
+
+
+async def test_expired_after_cached_is_refused_and_dropped(authority: TokenAuthority) -> None:
+    token = await issue(authority, ttl=1)
+    result = authority.verify(token, AUDIENCE, [])
+    assert result.valid and result.claims is not None
+    await asyncio.sleep(max(0.0, result.claims["exp"] - time.time()) + 0.05)
+    expired = authority.verify(token, AUDIENCE, [])
+    assert not expired.valid and expired.reason is Reason.EXPIRED
+    assert len(authority.verified) == 0
+
+
+async def test_cached_claims_are_checked_for_each_caller(authority: TokenAuthority) -> None:
+    token = await issue(authority)
+    assert authority.verify(token, AUDIENCE, []).valid
+    assert authority.verify(token, "billing", []).reason is Reason.WRONG_AUDIENCE
+    assert authority.verify(token, AUDIENCE, ["orders:write"]).reason is Reason.MISSING_SCOPE
+    assert authority.verified.hits == 2  # both refusals came from the cached claims
+
+
+async def test_the_cache_is_bounded(authority: TokenAuthority) -> None:
+    tokens = [await issue(authority, subject=f"user-{i}") for i in range(12)]
+    for token in tokens:
+        assert authority.verify(token, AUDIENCE, []).valid
+    assert len(authority.verified) == 8
+    # The oldest went first: the earliest token is verified afresh, the last is a hit.
+    authority.verify(tokens[0], AUDIENCE, [])
+    authority.verify(tokens[-1], AUDIENCE, [])
+    assert authority.verified.hits == 1
+
+
+async def test_a_new_key_set_empties_the_cache(authority: TokenAuthority) -> None:
+    token = await issue(authority)
+    assert authority.verify(token, AUDIENCE, []).valid
+    verifier = authority._verifier
+    verifier.update_jwks({"keys": [key.to_jwk() for key in verifier.jwks.keys]})
+    assert authority.verify(token, AUDIENCE, []).valid
+    assert authority.verified.hits == 0
+
+
+def test_sweep_drops_expired_entries_and_size_zero_disables() -> None:
+    cache = VerifiedTokens(max_entries=4)
+    keys = object()
+    cache.put("a", {"jti": "a"}, keys, now=100.0, until=101.0)
+    cache.put("b", {"jti": "b"}, keys, now=100.0, until=200.0)
+    assert cache.get("a", keys, now=100.5) is not None
+    cache.put("c", {"jti": "c"}, keys, now=111.0, until=200.0)  # sweeps: "a" has expired
+    assert len(cache) == 2 and cache.get("a", keys, now=100.5) is None
+    disabled = VerifiedTokens(max_entries=0)
+    disabled.put("a", {"jti": "a"}, keys, now=100.0, until=200.0)
+    assert len(disabled) == 0
