@@ -52,8 +52,7 @@ def test_issue_keeps_working_while_vault_is_stopped(tmp_path: Path) -> None:
     vault = DevVault(tmp_path / "vault", port=free_port(), cluster_port=free_port())
     addr, root_token = vault.start()
     try:
-        root = make_vault_client(addr, root_token)
-        root.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        root = make_vault_client(addr, root_token)  # DevVault mounts KV v2 at secret/
         KvKeyring(root, key_name=KEY).init()  # what `tokend keys init --custody kv` does
         root.sys.create_or_update_policy("tokend-kv", service_policy())
         token = root.auth.token.create(policies=["tokend-kv"], no_default_policy=True,

@@ -186,12 +186,26 @@ class _EventLoopVault:
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = requests.exceptions.ConnectionError(str(exc) or type(exc).__name__)
         else:
+            self._run_response_hooks(url, status)
             return call_vault(self._client, verb, path, lambda: _answer(url, status, text))
 
         def fail() -> None:
             raise failure
 
         return call_vault(self._client, verb, path, fail)
+
+    def _run_response_hooks(self, url: str, status: int) -> None:
+        """What requests does for the hvac client: the session's response hooks see the
+        answer, so a 403 here wakes the Vault session's token check like any other."""
+        hooks = self._client.session.hooks.get("response", [])
+        if not hooks:
+            return
+        response = requests.Response()
+        response.status_code = status
+        response.url = url
+        response.request = requests.Request("POST", url).prepare()
+        for hook in hooks:
+            hook(response)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
