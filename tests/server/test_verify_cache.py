@@ -105,7 +105,7 @@ async def test_revocation_from_the_feed_applies_to_cached_tokens(
 
 
 async def test_expired_after_cached_is_refused_and_dropped(authority: TokenAuthority) -> None:
-    token = await issue(authority, ttl=1)
+    token = await issue(authority, ttl=2)  # iat is whole seconds: ttl 1 may leave ~0 s of validity
     result = authority.verify(token, AUDIENCE, [])
     assert result.valid and result.claims is not None
     await asyncio.sleep(max(0.0, result.claims["exp"] - time.time()) + 0.05)
