@@ -364,7 +364,9 @@ class VaultSession:
             seconds -= cooldown
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            # asyncio.timeout: 3.11's wait_for can swallow a cancellation (App.stop).
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
         except TimeoutError:
             return False
         return True

@@ -334,8 +334,11 @@ class PostgresStore(OpsStore):
             raise StoreError("the PostgreSQL store is not open")
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="tokend-store-listen")
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+        # arrives as the event is set, and the follower would then never stop.
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
         except TimeoutError:
             return
         self._changed.clear()  # before the caller polls: a later NOTIFY wakes it again
