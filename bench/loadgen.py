@@ -1,4 +1,7 @@
-"""The load generator: a separate process that drives one phase and prints one JSON line.
+"""The Python load generator: a separate process that drives one phase, prints one JSON line.
+
+bench/run.py uses it for the OpenBao (HTTP) phases, and for gRPC when the Go load
+generator (bench/loadgen-go, same flags and output, far less CPU per call) is not built.
 
     python -m bench.loadgen --addr 127.0.0.1:50051 --rpc verify --tokens FILE \
         --concurrency 64 --max-count 20000 --max-seconds 8 --server-pid 1234

@@ -210,11 +210,17 @@ def markdown(results: dict[str, Any]) -> str:
     if soak:
         rss = soak.get("rss") or []
         lines += ["", f"## Soak ({soak['seconds']:.0f} s: Verify {soak['verify_rate']}/s + "
-                  f"Issue {soak['issue_rate']}/s, open loop)", "",
+                  f"Issue {soak['issue_rate']}/s, open loop, together)", "",
                   f"RSS {rss[0][1] / 2**20:.1f} MiB at start, "
                   f"{rss[-1][1] / 2**20:.1f} MiB at the end; growth after warm-up "
-                  f"{_fmt(rss_growth(rss))} %." if rss else "no RSS samples"]
-        lines += _phase_rows("soak", {k: soak.get(k) for k in ("verify", "issue")}, None)
+                  f"{_fmt(rss_growth(rss))} %." if rss else "no RSS samples", "",
+                  "| phase | calls/s | p50 µs | p90 µs | p99 µs | errors |",
+                  "|---|---|---|---|---|---|"]
+        for name in ("verify", "issue"):
+            phase = soak.get(name) or {}
+            lines.append(f"| {name} | {_fmt(phase.get('rps'))} | {_fmt(phase.get('p50_us'))} | "
+                         f"{_fmt(phase.get('p90_us'))} | {_fmt(phase.get('p99_us'))} | "
+                         f"{phase.get('errors', '-')} |")
     lines += ["", "Chart: [latest.png](latest.png) · figures: [latest.json](latest.json)", ""]
     return "\n".join(lines)
 
@@ -222,7 +228,8 @@ def markdown(results: dict[str, Any]) -> str:
 def _scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
-    lines = ["", "## Scaling with --workers (tokend processes on one port, SO_REUSEPORT)", "",
+    lines = ["", "## Scaling: tokend serve --workers N (processes sharing the port, SO_REUSEPORT)",
+             "",
              "| workers | health/s | Issue/s | Verify/s | Verify repeated/s | server cores busy "
              "(verify) |", "|---|---|---|---|---|---|"]
     for row in rows:

@@ -321,6 +321,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="run one part: the in-process figures, or the services")
     parser.add_argument("--python-loadgen", action="store_true",
                         help="drive gRPC with bench/loadgen.py even when the Go one is built")
+    parser.add_argument("--render", action="store_true",
+                        help="only redo latest.md and latest.png from latest.json")
     parser.add_argument("--profile", action="store_true",
                         help="also profile tokend per phase (bench/results/profile-*.txt)")
     return parser
@@ -328,6 +330,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.render:  # the table and chart again, from the figures of the last run
+        paths = report.write(json.loads((args.out / "latest.json").read_text()), args.out)
+        print(paths["md"].read_text())
+        return 0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tokend-bench-") as tmp:
         bench = Bench(args, Path(tmp))

@@ -77,7 +77,7 @@ def bao_identity_tokens(bao: BaoDevServer, identity: BaoIdentity, count: int) ->
 
 @dataclass
 class Tokend:
-    """tokend worker processes sharing one gRPC port."""
+    """One `tokend serve` (with `--workers N`, a supervisor and N worker processes)."""
 
     grpc_addr: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -85,7 +85,8 @@ class Tokend:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        """The process and every descendant (the workers), whose CPU time counts."""
+        return [pid for proc in self.procs for pid in (proc.pid, *descendants(proc.pid))]
 
     def rss_bytes(self) -> int:
         total = 0
@@ -111,7 +112,7 @@ class Tokend:
 
 
 def tokend_config(bao: BaoDevServer, work: Path, key_name: str, algorithm: str,
-                  port: int, extra: dict[str, Any] | None = None) -> Path:
+                  port: int, extra: dict[str, Any] | None = None, workers: int = 1) -> Path:
     """A `tokend serve` settings file: plaintext on loopback, no per-caller rate limit."""
     settings: dict[str, Any] = {
         "grpc_listen": f"127.0.0.1:{port}",
@@ -126,6 +127,8 @@ def tokend_config(bao: BaoDevServer, work: Path, key_name: str, algorithm: str,
                   "algorithm": algorithm},
         "tokens": {"issuer": ISSUER},
     }
+    if workers > 1:  # workers share fixed ports (tokend refuses port 0 with --workers)
+        settings["http_listen"] = f"127.0.0.1:{free_port()}"
     for section, values in (extra or {}).items():
         if isinstance(values, dict):
             settings[section] = {**settings.get(section, {}), **values}
@@ -138,7 +141,7 @@ def tokend_config(bao: BaoDevServer, work: Path, key_name: str, algorithm: str,
 
 def start_tokend(config: Path, port: int, workers: int, log_dir: Path,
                  timeout: float = 60.0, profile_to: Path | None = None) -> Tokend:
-    """Start `workers` processes and wait until the port answers SERVING.
+    """`tokend serve --workers N`; returns once every worker has started and serves.
 
     With `profile_to` the (single) process runs under cProfile, which covers the event
     loop thread: every RPC handler, not gRPC's C core nor the worker threads.
@@ -147,26 +150,50 @@ def start_tokend(config: Path, port: int, workers: int, log_dir: Path,
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VAULT_", "TOKEND_")) and k.lower() not in
            ("http_proxy", "https_proxy", "all_proxy")}
-    command = [str(Path(sys.executable).parent / "tokend"), "serve", "--config", str(config)]
+    command = [str(Path(sys.executable).parent / "tokend"), "serve", "--config", str(config),
+               "--workers", str(workers)]
     if profile_to is not None:
         command = [sys.executable, "-m", "cProfile", "-o", str(profile_to), "-m",
                    "tokend.cli", *command[1:]]
+    log_path = log_dir / f"{config.stem}.log"
+    started = log_path.read_text().count('"tokend.started"') if log_path.exists() else 0
     try:
-        for index in range(workers):
-            log = (log_dir / f"{config.stem}-{index}.log").open("ab")
+        with log_path.open("ab") as log:
             running.procs.append(subprocess.Popen(
                 command, cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
-            # One at a time: each must bind (and migrate the shared store) before the next.
-            _wait_serving(running, timeout)
+        _wait_serving(running, timeout, log_path, started + workers)
     except BaseException:
         running.stop()
         raise
     return running
 
 
-def _wait_serving(running: Tokend, timeout: float) -> None:
+def descendants(pid: int) -> list[int]:
+    """Processes whose parent chain leads to `pid` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _wait_serving(running: Tokend, timeout: float, log_path: Path, starts: int) -> None:
+    """Until `starts` "tokend.started" lines are logged and the port answers SERVING."""
     deadline = time.monotonic() + timeout
+    while log_path.read_text().count('"tokend.started"') < starts:
+        if any(proc.poll() is not None for proc in running.procs):
+            raise RuntimeError(f"tokend exited; see {log_path}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tokend workers not started after {timeout}s; see {log_path}")
+        time.sleep(0.1)
     with grpc.insecure_channel(running.grpc_addr, options=[("bench.probe", time.time())]
                                ) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -189,7 +216,7 @@ def tokend_running(bao: BaoDevServer, work: Path, key_name: str, algorithm: str,
                    workers: int, extra: dict[str, Any] | None = None,
                    profile_to: Path | None = None) -> Iterator[Tokend]:
     port = free_port()
-    config = tokend_config(bao, work, key_name, algorithm, port, extra)
+    config = tokend_config(bao, work, key_name, algorithm, port, extra, workers)
     running = start_tokend(config, port, workers, work, profile_to=profile_to)
     try:
         yield running

@@ -24,7 +24,7 @@ from tokend.api.tls import ReloadingCredentials
 from tokend.audit import AuditLog
 from tokend.config import Settings, split_host_port
 from tokend.keys.custody import build_keyring
-from tokend.keys.keyring import PhasedKeyring
+from tokend.keys.keyring import Keyring, PhasedKeyring
 from tokend.keys.publisher import JwksPublisher
 from tokend.keys.session import VaultSession
 from tokend.keys.vault import VaultError
@@ -67,6 +67,7 @@ class App:
         self._streams: LiveStreams | None = None
         self._audit: AuditLog | None = None
         self._vault: VaultSession | None = None
+        self._keyring: Keyring | None = None
         self.tls: ReloadingCredentials | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
@@ -88,7 +89,7 @@ class App:
         await self._set_serving(False)
         await self._start_http()
         await self._start_grpc(servicer, self._interceptor(audit))
-        keyring = await self._load_keys_patiently()
+        self._keyring = keyring = await self._load_keys_patiently()
         verifier = LocalVerifier(
             keyring.jwks(), issuer=settings.tokens.issuer, leeway=settings.tokens.leeway,
             max_lifetime=settings.tokens.max_ttl, max_token_bytes=settings.tokens.max_token_bytes,
@@ -229,6 +230,10 @@ class App:
         http, self._http = self._http, None
         if http is not None:
             await http.cleanup()
+        keyring, self._keyring = self._keyring, None
+        aclose = getattr(keyring, "aclose", None)
+        if aclose is not None:  # the event-loop HTTP session of Transit signing
+            await aclose()
         store, self._store = self._store, None
         if store is not None:
             await store.close()
