@@ -111,13 +111,8 @@ class DevVault:
     def stop(self) -> None:
         """SIGTERM the server by PID, SIGKILL it if it has not exited in time."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(self._stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(self._stop_timeout)
+        if proc is not None:
+            end_process(proc, timeout=self._stop_timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -308,3 +303,16 @@ def _write_secret(path: Path, data: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, *,
+                timeout: float = 10.0) -> None:
+    """Send `sig` by PID; SIGKILL if the process has not exited within `timeout`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)

