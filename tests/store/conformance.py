@@ -10,6 +10,7 @@ concurrency tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,23 @@ from tokend.store import (
 )
 
 StoreFactory = Callable[[], Awaitable[Store]]
+
+
+@contextlib.asynccontextmanager
+async def opening(make: Callable[[], Store]) -> AsyncIterator[StoreFactory]:
+    """A `store_factory` for a backend: each call opens a new store from `make()`;
+    every store it opened is closed at the end."""
+    opened: list[Store] = []
+
+    async def factory() -> Store:
+        store = make()
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
 
 NOW = 1_700_000_000.0  # the stores take `now` from the caller; a fixed clock keeps it exact
 HOUR = 3600.0

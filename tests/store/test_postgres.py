@@ -30,7 +30,7 @@ from tokend.store.postgres import MIGRATIONS, PostgresStore, _insert_revocations
 from tokend.tokens.denylist import Denylist, DenylistFollower
 from tokend_client.v1 import tokend_pb2 as pb
 
-from .conformance import NOW, StoreConformance, StoreFactory, family, h, token
+from .conformance import NOW, StoreConformance, StoreFactory, family, h, opening, token
 
 # The followers below poll this rarely, so only NOTIFY (or a reconnect) can explain a
 # revocation that arrives within a second.
@@ -39,17 +39,8 @@ SLOW_POLL = 30.0
 
 @pytest.fixture
 async def store_factory(postgres_database: str) -> AsyncIterator[StoreFactory]:
-    opened: list[PostgresStore] = []
-
-    async def factory() -> PostgresStore:
-        store = PostgresStore(postgres_database, max_size=4)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield factory
-    for store in opened:
-        await store.close()
+    async with opening(lambda: PostgresStore(postgres_database, max_size=4)) as factory:
+        yield factory
 
 
 class TestPostgresConformance(StoreConformance):

@@ -20,7 +20,7 @@ import tokend
 from tokend.store import RotateStatus, StoreError, open_store, sqlite_path_from_url
 from tokend.store.sqlite import MIGRATIONS, SqliteStore
 
-from .conformance import NOW, StoreConformance, StoreFactory, family, h, jti, token
+from .conformance import NOW, StoreConformance, StoreFactory, family, h, jti, opening, token
 
 SERVER_DIR = str(Path(tokend.__file__).resolve().parents[1])
 
@@ -32,17 +32,8 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store_factory(db_path: Path) -> AsyncIterator[StoreFactory]:
-    opened: list[SqliteStore] = []
-
-    async def factory() -> SqliteStore:
-        store = SqliteStore(db_path)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield factory
-    for store in opened:
-        await store.close()
+    async with opening(lambda: SqliteStore(db_path)) as factory:
+        yield factory
 
 
 class TestSqliteConformance(StoreConformance):
