@@ -108,8 +108,10 @@ class Bench:
         result = servers.loads_json_line(done.stdout)
         if pids and result["seconds"]:
             result["server_cores_busy"] = round(result["server_cpu_s"] / result["seconds"], 2)
+        per_call = result.get("server_cpu_us_per_call")
+        cpu = f"  server cpu {per_call} us/call" if pids and per_call else ""
         self.log(f"{rpc:15s} {result['rps']:9.1f}/s  p50 {result['p50_us']} us  "
-                 f"p99 {result['p99_us']} us  errors {result['errors']}"
+                 f"p99 {result['p99_us']} us  errors {result['errors']}{cpu}"
                  + (f"  ({result['first_error']})" if result["errors"] else ""))
         return result
 
@@ -317,8 +319,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="tokend process counts for the scaling phase (default 1,2)")
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help="where latest.{json,md,png} go (default bench/results)")
-    parser.add_argument("--only", choices=["crypto", "service"],
-                        help="run one part: the in-process figures, or the services")
+    parser.add_argument("--only", choices=["crypto", "service", "transit", "kv"],
+                        help="run one part: the in-process figures, or the services; "
+                             "transit/kv: only that tokend's phases, figures printed as "
+                             "JSON, no table (for quick comparisons while working)")
     parser.add_argument("--python-loadgen", action="store_true",
                         help="drive gRPC with bench/loadgen.py even when the Go one is built")
     parser.add_argument("--render", action="store_true",
@@ -345,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                         if LOADGEN_GO.exists() and not args.python_loadgen
                         else "bench/loadgen.py (Python, separate process)"),
         }
+        if args.only in ("transit", "kv"):
+            return _one_tokend(bench, args.only)
         if args.only != "service":
             bench.crypto()
         if args.only != "crypto":
@@ -363,6 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     print(paths["md"].read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}", file=sys.stderr)
+    return 0
+
+
+def _one_tokend(bench: Bench, which: str) -> int:
+    with BaoDevServer() as bao:
+        servers.create_transit_key(bao, "bench-es256", "ecdsa-p256")
+        (bench.tokend_transit if which == "transit" else bench.tokend_kv)(bao)
+    print(json.dumps(bench.results[which], indent=1))
     return 0
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tokend.api.interceptor import CallerInterceptor
+from tokend.api.admission import Admission
 from tokend.api.policy import CallerPolicy, load_policy
 from tokend.api.ratelimit import RateLimiter
 from tokend.api.servicer import TokenServicer
@@ -85,10 +85,11 @@ class App:
     async def _start(self) -> None:
         settings = self.settings
         self._audit = audit = AuditLog(settings.audit_log)
-        servicer = TokenServicer(settings, audit, RejectionWatch(settings.security, audit))
+        servicer = TokenServicer(settings, self._admission(audit), audit,
+                                 RejectionWatch(settings.security, audit))
         await self._set_serving(False)
         await self._start_http()
-        await self._start_grpc(servicer, self._interceptor(audit))
+        await self._start_grpc(servicer)
         self._keyring = keyring = await self._load_keys_patiently()
         verifier = LocalVerifier(
             keyring.jwks(), issuer=settings.tokens.issuer, leeway=settings.tokens.leeway,
@@ -154,7 +155,7 @@ class App:
         await loop.run_in_executor(self._executor, keyring.check_sign_permission)
         return keyring
 
-    def _interceptor(self, audit: AuditLog) -> CallerInterceptor:
+    def _admission(self, audit: AuditLog) -> Admission:
         settings = self.settings
         if settings.policy_file is not None:
             caller_policy = load_policy(settings.policy_file)
@@ -162,12 +163,11 @@ class App:
             # Without a policy file only plaintext loopback (development) may change state.
             caller_policy = CallerPolicy(allow_all=settings.insecure_plaintext)
             log.warning("policy.none", allow_all=caller_policy.allow_all)
-        return CallerInterceptor(caller_policy, RateLimiter(settings.rate_limit), audit,
-                                 settings.default_client_id)
+        return Admission(caller_policy, RateLimiter(settings.rate_limit), audit,
+                         settings.default_client_id)
 
-    async def _start_grpc(self, servicer: TokenServicer, interceptor: CallerInterceptor
-                          ) -> None:
-        server = grpc.aio.server(interceptors=[interceptor], options=[
+    async def _start_grpc(self, servicer: TokenServicer) -> None:
+        server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             # gRPC turns SO_REUSEPORT on by default; only workers may share a port.

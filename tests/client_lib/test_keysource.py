@@ -216,6 +216,8 @@ def test_first_fetch_failure_is_raised(make_source: Callable[..., KeySource]) ->
 def test_periodic_refresh_runs_in_a_daemon_thread_until_closed(
         key_a: SigningKey, key_b: SigningKey) -> None:
     publisher = Publisher(key_a)
+    # Only this source's thread: an earlier test in the session may have left its own.
+    before = set(threading.enumerate())
     with ServerKeySource(publisher, refresh_interval=0.05) as source:
         verifier = follow(source)
         publisher.keys = [key_b]
@@ -223,7 +225,8 @@ def test_periodic_refresh_runs_in_a_daemon_thread_until_closed(
         while source.keys().get("key-b") is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert verifier.verify(token_for(key_b))["sub"] == "alice"
-        threads = [t for t in threading.enumerate() if t.name == "tokend-key-refresh"]
+        threads = [t for t in threading.enumerate()
+                   if t.name == "tokend-key-refresh" and t not in before]
         assert threads and all(t.daemon for t in threads)
     calls = publisher.calls
     time.sleep(0.2)

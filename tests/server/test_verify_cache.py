@@ -153,3 +153,45 @@ def test_sweep_drops_expired_entries_and_size_zero_disables() -> None:
     disabled = VerifiedTokens(max_entries=0)
     disabled.put("a", {"jti": "a"}, keys, now=100.0, until=200.0)
     assert len(disabled) == 0
+
+
+async def test_an_accepted_caller_skips_the_claim_rules_until_the_clock_goes_back(
+        authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = await issue(authority)
+    checks: list[str] = []
+    original = authority._verifier.check_claims
+
+    def counting(claims: dict[str, object], **kwargs: object) -> None:
+        checks.append(str(kwargs["audience"]))
+        original(claims, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(authority._verifier, "check_claims", counting)
+    assert authority.verify(token, AUDIENCE, []).valid  # verified in full, pair accepted
+    assert authority.verify(token, AUDIENCE, []).valid
+    assert checks == []
+    # Another scope list is another caller: its rules run once, then it is known too.
+    assert authority.verify(token, AUDIENCE, ["orders:read"]).valid
+    assert authority.verify(token, AUDIENCE, ["orders:read"]).valid
+    assert checks == [AUDIENCE]
+    # A refused caller is never remembered: refused every time, by the rules.
+    for _ in range(2):
+        assert authority.verify(token, "billing", []).reason is Reason.WRONG_AUDIENCE
+    assert checks == [AUDIENCE, "billing", "billing"]
+    # The wall clock stepped back (before nbf, say): the rules run again.
+    claims = authority.verify(token, AUDIENCE, []).claims
+    assert claims is not None
+    monkeypatch.setattr(time, "time", lambda: claims["iat"] - 3600.0)
+    assert authority.verify(token, AUDIENCE, []).reason is Reason.NOT_YET_VALID
+    assert checks[-1] == AUDIENCE
+
+
+async def test_the_rendered_answer_lives_and_dies_with_the_cache_entry(
+        authority: TokenAuthority) -> None:
+    token = await issue(authority)
+    first = authority.verify(token, AUDIENCE, [])
+    assert first.views is not None and first.views == {}
+    first.views["grpc"] = rendered = object()
+    assert authority.verify(token, AUDIENCE, ["orders:read"]).views == {"grpc": rendered}
+    await authority.revoke_token(token, "leaked")
+    refused = authority.verify(token, AUDIENCE, [])
+    assert refused.reason is Reason.REVOKED and refused.views is None

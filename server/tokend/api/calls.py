@@ -3,20 +3,57 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tokend.api.policy import CallerRule
+import grpc
+
+from tokend.api.identity import caller_identity
+from tokend.api.policy import CallerPolicy, CallerRule
+
+if TYPE_CHECKING:
+    from tokend.api.admission import RequestIds
 
 
-@dataclass
 class CallContext:
-    identity: str
-    rule: CallerRule | None
-    peer: str
-    request_id: str
-    # Handlers add what the audit event should say (subject, jti, audience...).
-    audit: dict[str, Any] = field(default_factory=dict)
+    """Each fact is worked out on first use: a Verify (open to every authenticated caller,
+    audited only when refused) usually needs none of them."""
+
+    __slots__ = ("_context", "_default", "_identity", "_ids", "_policy", "_request_id",
+                 "_rule", "audit")
+
+    def __init__(self, context: grpc.aio.ServicerContext, default_identity: str,
+                 policy: CallerPolicy, ids: RequestIds) -> None:
+        self._context = context
+        self._default = default_identity
+        self._policy = policy
+        self._ids = ids
+        self._identity: str | None = None
+        self._rule: tuple[CallerRule | None] | None = None
+        self._request_id: str | None = None
+        # Handlers add what the audit event should say (subject, jti, audience...).
+        self.audit: dict[str, Any] = {}
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            self._identity = caller_identity(self._context, self._default)
+        return self._identity
+
+    @property
+    def rule(self) -> CallerRule | None:
+        if self._rule is None:
+            self._rule = (self._policy.rule_for(self.identity),)
+        return self._rule[0]
+
+    @property
+    def peer(self) -> str:
+        return str(self._context.peer())
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            self._request_id = self._ids.for_call(self._context)
+        return self._request_id
 
     @property
     def caller_label(self) -> str:

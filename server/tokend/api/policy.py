@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +16,7 @@ from tokend.config import RateLimitConfig, Seconds
 Rpc = Literal["Issue", "Verify", "Refresh", "Revoke", "GetJwks"]
 # Reading is open to every authenticated caller; changing state needs the policy.
 OPEN_RPCS: frozenset[str] = frozenset({"Verify", "GetJwks", "WatchRevocations", "WatchJwks"})
+MAX_REMEMBERED_IDENTITIES = 4096
 
 
 class _Strict(BaseModel):
@@ -62,9 +63,20 @@ class CallerPolicy:
 
     rules: tuple[CallerRule, ...] = ()
     allow_all: bool = False
+    # Identities are few and calls many: each is matched against the rules once.
+    _rules_by_identity: dict[str, CallerRule | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def rule_for(self, identity: str) -> CallerRule | None:
         """An exact identity wins over globs; among globs, the first in the file."""
+        known = self._rules_by_identity
+        if identity not in known:
+            if len(known) >= MAX_REMEMBERED_IDENTITIES:
+                known.clear()
+            known[identity] = self._match(identity)
+        return known[identity]
+
+    def _match(self, identity: str) -> CallerRule | None:
         exact = [r for r in self.rules if not r.is_glob and r.identity == identity]
         if exact:
             return exact[0]

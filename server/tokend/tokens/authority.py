@@ -6,8 +6,9 @@ import functools
 import hashlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -44,17 +45,48 @@ class IssueResult:
     refresh_expires_at: float | None = None
 
 
-@dataclass(frozen=True)
-class VerifyResult:
+class VerifyResult(NamedTuple):  # a tuple: built on every Verify, cheaply
     valid: bool
     reason: Reason | None = None
     # Set when valid, and for refusals after a good signature (the claims are real).
     claims: dict[str, Any] | None = None
+    # For a valid token: renderings of its claims kept as long as it stays in the
+    # verified-token cache (the gRPC answer), so a repeated token is not rendered again.
+    views: dict[str, Any] | None = None
 
 
 # Verified tokens remembered, and how often expired ones are swept out.
 VERIFIED_CACHE_ENTRIES = 4096
 _SWEEP_SECONDS = 10.0
+# (audience, scopes) pairs remembered per cached token: a token is shown to few services.
+_ACCEPTED_PER_TOKEN = 8
+
+
+class _Verified:
+    """A token that verified: its claims, and for which callers its claims held.
+
+    Every claim rule but exp either never changes its answer (iss, aud, scope,
+    lifetime) or, once met, stays met as time goes on (nbf, iat not in the future);
+    exp is `until`, checked on every hit. So a hit for an (audience, scopes) already
+    accepted skips the rules — unless the clock went back since they last ran.
+    """
+
+    __slots__ = ("accepted", "checked_at", "claims", "until", "views")
+
+    def __init__(self, claims: dict[str, Any], until: float) -> None:
+        self.claims = claims
+        self.until = until
+        self.views: dict[str, Any] = {}
+        self.accepted: set[tuple[str, tuple[str, ...]]] = set()
+        self.checked_at = 0.0
+
+    def admits(self, audience: str, scopes: tuple[str, ...], now: float) -> bool:
+        return now >= self.checked_at and (audience, scopes) in self.accepted
+
+    def accept(self, audience: str, scopes: tuple[str, ...], now: float) -> None:
+        if len(self.accepted) < _ACCEPTED_PER_TOKEN:
+            self.accepted.add((audience, scopes))
+        self.checked_at = now
 
 
 class VerifiedTokens:
@@ -70,35 +102,37 @@ class VerifiedTokens:
 
     def __init__(self, max_entries: int = VERIFIED_CACHE_ENTRIES) -> None:
         self._max = max_entries
-        self._entries: dict[str, tuple[dict[str, Any], float]] = {}  # token -> claims, until
+        self._entries: dict[str, _Verified] = {}
         self._keys: object = None  # the key set the entries were verified with
         self._next_sweep = 0.0
         self.hits = 0
 
-    def get(self, token: str, keys: object, now: float) -> dict[str, Any] | None:
+    def get(self, token: str, keys: object, now: float) -> _Verified | None:
         if keys is not self._keys:
             return None
         entry = self._entries.get(token)
         if entry is None:
             return None
-        if now >= entry[1]:
+        if now >= entry.until:
             del self._entries[token]
             return None
         self.hits += 1
-        return entry[0]
+        return entry
 
     def put(self, token: str, claims: dict[str, Any], keys: object, now: float,
-            until: float) -> None:
+            until: float) -> _Verified:
+        entry = _Verified(claims, until)
         if keys is not self._keys:  # a rotation or a reload: verify everything again
             self._entries.clear()
             self._keys = keys
         if now >= self._next_sweep:
             self._sweep(now)
         if self._max <= 0:
-            return
+            return entry
         while len(self._entries) >= self._max:
             del self._entries[next(iter(self._entries))]  # the oldest insertion
-        self._entries[token] = (claims, until)
+        self._entries[token] = entry
+        return entry
 
     def forget(self, revocations: list[Revocation]) -> None:
         """Drop the entries a revocation names (a jti, or every token of a subject)."""
@@ -106,13 +140,13 @@ class VerifiedTokens:
         subjects = {row.value for row in revocations if row.kind == "subject"}
         if not (jtis or subjects):
             return
-        doomed = [token for token, (claims, _) in self._entries.items()
-                  if claims.get("jti") in jtis or claims.get("sub") in subjects]
+        doomed = [token for token, entry in self._entries.items()
+                  if entry.claims.get("jti") in jtis or entry.claims.get("sub") in subjects]
         for token in doomed:
             del self._entries[token]
 
     def _sweep(self, now: float) -> None:
-        expired = [token for token, (_, until) in self._entries.items() if now >= until]
+        expired = [token for token, entry in self._entries.items() if now >= entry.until]
         for token in expired:
             del self._entries[token]
         self._next_sweep = now + _SWEEP_SECONDS
@@ -248,34 +282,40 @@ class TokenAuthority:
 
     # -- Verify ------------------------------------------------------------------------
 
-    def verify(self, token: str, audience: str, required_scopes: list[str]) -> VerifyResult:
-        self._check_verify_request(token, audience, required_scopes)
+    def verify(self, token: str, audience: str, required_scopes: Sequence[str]
+               ) -> VerifyResult:
+        scopes = tuple(required_scopes)
+        self._check_verify_request(token, audience, scopes)
+        now = time.time()
         try:
-            claims = self._verified_claims(token, audience, tuple(required_scopes))
+            verified = self._verified(token, audience, scopes, now)
         except InvalidToken as exc:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
             return self._verdict(VerifyResult(False, exc.reason, claims))
-        if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], time.time()):
+        claims = verified.claims
+        if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
             return self._verdict(VerifyResult(False, Reason.REVOKED, claims))
         self._check_fresh_revocations()
-        return self._verdict(VerifyResult(True, None, claims))
+        return self._verdict(VerifyResult(True, None, claims, verified.views))
 
-    def _verified_claims(self, token: str, audience: str, scopes: tuple[str, ...]
-                         ) -> dict[str, Any]:
+    def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float
+                  ) -> _Verified:
         """`LocalVerifier.verify`, remembering tokens that passed: for a token seen
-        before only the claim rules run again (time, audience, scopes)."""
-        now = time.time()
+        before only the claim rules run again (time, audience, scopes), and not even
+        those for a caller they already held for (`_Verified`)."""
         keys = self._verifier.jwks
-        claims = self.verified.get(token, keys, now)
-        if claims is not None:
-            self._verifier.check_claims(claims, now=now, audience=audience,
+        known = self.verified.get(token, keys, now)
+        if known is None:
+            claims = self._verifier.verify(token, now=now, audience=audience,
+                                           required_scopes=scopes)
+            # Until the verifier itself would call it expired (exp + leeway).
+            known = self.verified.put(token, claims, keys, now,
+                                      claims["exp"] + self._config.leeway)
+        elif not known.admits(audience, scopes, now):
+            self._verifier.check_claims(known.claims, now=now, audience=audience,
                                         required_scopes=scopes)
-            return claims
-        claims = self._verifier.verify(token, now=now, audience=audience,
-                                       required_scopes=scopes)
-        # Until the verifier itself would call it expired (exp + leeway).
-        self.verified.put(token, claims, keys, now, claims["exp"] + self._config.leeway)
-        return claims
+        known.accept(audience, scopes, now)
+        return known
 
     def _check_fresh_revocations(self) -> None:
         """Fail closed (tokens.revocation_max_staleness): only a "valid" answer is at risk
@@ -299,7 +339,8 @@ class TokenAuthority:
         except BadRequest:
             return None
 
-    def _check_verify_request(self, token: str, audience: str, scopes: list[str]) -> None:
+    def _check_verify_request(self, token: str, audience: str, scopes: tuple[str, ...]
+                              ) -> None:
         self.check_token_field(token)
         if not audience:
             # RFC 7519 §4.1.3: a recipient must identify itself with a value in aud.
@@ -313,7 +354,8 @@ class TokenAuthority:
         if not token:
             raise BadRequest("token is required")
         limit = self._config.max_token_bytes
-        if len(token.encode()) > limit:
+        # An ASCII string is as long as its encoding (every real token): no copy made.
+        if (len(token) if token.isascii() else len(token.encode())) > limit:
             raise BadRequest(f"token is larger than {limit} bytes (tokens.max_token_bytes)")
 
     @staticmethod
