@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+from tokend.logs import UtcIsoClock
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+_CLOCK = UtcIsoClock("+00:00")
 
 
 class AuditLog:
@@ -28,11 +32,14 @@ class AuditLog:
             self._stream = self._owned = path.open("a", encoding="utf-8", buffering=1)
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"ts": datetime.fromtimestamp(time.time(), UTC).isoformat(), "event": event,
-                  **{k: v for k, v in fields.items() if v is not None}}
-        line = json.dumps(record, separators=(",", ":"), default=str)
+        record = {"ts": _CLOCK(), "event": event}
+        for name, value in fields.items():
+            if value is not None:
+                record[name] = value
+        line = _ENCODER.encode(record) + "\n"
+        # One write and one flush per line: a crash loses no audited call.
         with self._lock:
-            self._stream.write(line + "\n")
+            self._stream.write(line)
             self._stream.flush()
 
     def close(self) -> None:

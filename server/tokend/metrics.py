@@ -17,7 +17,7 @@ RPC_SECONDS = Histogram(
 )
 SIGN_SECONDS = Histogram(
     "tokend_sign_duration_seconds",
-    "Time to sign one token through the key custody",
+    "Time one signing call (a batch of tokens) took through the key custody",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
 DENYLIST_SIZE = Gauge("tokend_denylist_entries", "Live revocation entries held in memory")

@@ -3,8 +3,10 @@ the documented policies, and signing while Vault is away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +19,21 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.keys.vault_docs import doc_block, doc_blocks, token_with
 from tests.support.bao import BaoDevServer
 from tokend.keys import localkeys
+from tokend.keys.keyring import SigningKey
 from tokend.keys.kv import KvKeyring
 from tokend.keys.lifecycle import Lifecycle, Phase
 from tokend.keys.transit import TransitKeyring
 from tokend.keys.vault import VaultError, make_vault_client
+from tokend.tokens.batching import SignBatcher
+from tokend.tokens.errors import SigningUnavailable
+from tokend.tokens.minting import TokenMinter
+from tokend.tokens.policy import AccessTokenSpec
+from tokend_client import LocalVerifier
 
 ALGS = ("ES256", "RS256", "PS256", "EdDSA")
 LIFE = Lifecycle(propagation_delay=10, retire_after=100)
+MINT_SPEC = AccessTokenSpec(subject="alice", audience=("orders",), scopes=(), claims={},
+                            ttl=300, client_id="kv-test")
 
 
 def unique(prefix: str = "kv") -> str:
@@ -261,3 +271,54 @@ def test_signs_while_vault_is_down() -> None:
         err = load_error(keyring)
         assert err.reason == "unreachable" and keyring.active() == key  # last good keys
         keyring.check_sign_permission()
+
+
+# -- minting: signatures on the event loop where they are cheap -------------------------
+
+
+class ThreadRecordingKv(KvKeyring):
+    """KvKeyring noting which thread each signature was made on."""
+
+    def __init__(self, *args: Any, fail: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.threads: list[str] = []
+        self._fail = fail
+
+    def sign(self, key: SigningKey, signing_input: bytes) -> bytes:
+        self.threads.append(threading.current_thread().name)
+        if self._fail:
+            raise VaultError("kv/sign: refused", reason="rejected")
+        return super().sign(key, signing_input)
+
+
+@pytest.mark.parametrize(("alg", "inline"), [("ES256", True), ("EdDSA", True),
+                                             ("RS256", False), ("PS256", False)])
+async def test_cheap_algorithms_sign_on_the_event_loop(bao: BaoDevServer, alg: str,
+                                                       inline: bool) -> None:
+    keyring = ThreadRecordingKv(bao.client(), key_name=unique(), algorithm=alg,
+                                create_if_missing=True)
+    keyring.load()
+    assert keyring.signs_inline is inline
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kv-sign") as executor:
+        batcher = SignBatcher(keyring, executor)
+        minter = TokenMinter(keyring, "https://tokend.test", executor, batcher=batcher)
+        minted = await asyncio.gather(*(minter.mint(MINT_SPEC) for _ in range(3)))
+    verifier = LocalVerifier(keyring.jwks(), issuer="https://tokend.test", audience="orders")
+    for token in minted:
+        assert verifier.verify(token.token)["jti"] == token.jti
+    assert batcher.signed == 3 and len(keyring.threads) == 3
+    loop_thread = threading.current_thread().name
+    if inline:  # batched all the same, but no worker thread
+        assert keyring.threads == [loop_thread] * 3
+    else:
+        assert loop_thread not in keyring.threads
+
+
+async def test_an_inline_signing_failure_is_signing_unavailable(bao: BaoDevServer) -> None:
+    keyring = ThreadRecordingKv(bao.client(), key_name=unique(), create_if_missing=True,
+                                fail=True)
+    keyring.load()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        minter = TokenMinter(keyring, "https://tokend.test", executor)
+        with pytest.raises(SigningUnavailable, match="kv/sign: refused"):
+            await minter.mint(MINT_SPEC)

@@ -9,6 +9,7 @@ this machine happens to be.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cryptography.exceptions import InvalidSignature
+from prometheus_client import REGISTRY
 
 from tests.support.bao import BaoDevServer, free_port
 from tokend.keys.keyring import PublicKey, SigningKey, verify_signature
@@ -87,9 +89,12 @@ async def test_concurrent_mints_share_transit_calls(
         transit: CountingTransit, executor: ThreadPoolExecutor) -> None:
     minter = TokenMinter(transit, ISSUER, executor,
                          batcher=SignBatcher(transit, executor, max_batch=16))
+    observed_before = _sign_calls_observed()
     minted = await asyncio.gather(*(minter.mint(SPEC) for _ in range(40)))
 
     assert sum(size for _, size in transit.batches) == 40
+    # tokend_sign_duration_seconds: one observation per signing call, not per token.
+    assert _sign_calls_observed() - observed_before == len(transit.batches)
     assert len(transit.batches) <= 8, transit.batches  # 40 tokens, a handful of calls
     assert max(size for _, size in transit.batches) <= 16
     verifier = LocalVerifier(transit.jwks(), issuer=ISSUER, audience="orders")
@@ -100,6 +105,12 @@ async def test_concurrent_mints_share_transit_calls(
         assert header["kid"] == token.kid == active.kid
         assert claims["jti"] == token.jti
     assert len({token.jti for token in minted}) == 40
+
+
+def _sign_calls_observed() -> float:
+    value = REGISTRY.get_sample_value("tokend_sign_duration_seconds_count")
+    assert value is not None
+    return value
 
 
 async def test_versions_go_in_separate_batches_each_pinned(
@@ -164,6 +175,18 @@ class GatedKeyring:
                 else b"sig:" + data for data in signing_inputs]
 
 
+class InstantAsyncKeyring:
+    """Signs at once from the event loop (as Transit over HTTP does); records each batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[bytes]]] = []
+
+    async def sign_many_async(self, key: SigningKey, signing_inputs: Sequence[bytes]
+                              ) -> list[bytes | VaultError]:
+        self.batches.append((time.monotonic(), list(signing_inputs)))
+        return [b"sig:" + data for data in signing_inputs]
+
+
 KEY = SigningKey(kid="k-v1", alg="ES256", version=1)
 
 
@@ -174,17 +197,87 @@ async def test_wait_is_bounded_even_while_a_batch_is_out(
     first = asyncio.ensure_future(batcher.sign(KEY, b"a"))
     await asyncio.sleep(0.01)  # idle: "a" leaves at once and is held at the gate
     assert len(keyring.batches) == 1
-    queued_at = time.monotonic()
+    first_sent = keyring.batches[0][0]
     rest = [asyncio.ensure_future(batcher.sign(KEY, data)) for data in (b"b", b"c")]
     loop = asyncio.get_running_loop()
-    # The first batch is still out, yet b and c leave together after max_wait.
+    # The first batch is still out, yet b and c leave together max_wait after it did.
     assert await loop.run_in_executor(None, keyring.second_batch.wait, 5)
     sent_at, inputs = keyring.batches[1]
     assert inputs == [b"b", b"c"]
-    assert 0.04 <= sent_at - queued_at < 2.0
+    assert 0.045 <= sent_at - first_sent < 2.0
     keyring.gate.set()
     assert await first == b"sig:a"
     assert await asyncio.gather(*rest) == [b"sig:b", b"sig:c"]
+
+
+async def test_a_steady_stream_leaves_in_paced_batches(executor: ThreadPoolExecutor) -> None:
+    """Under load batches leave once per max_wait, not whenever Vault happens to answer:
+    Vault answering at once must not shrink them to one input each."""
+    keyring = InstantAsyncKeyring()  # Vault answers at once: nothing stays in flight
+    batcher = SignBatcher(keyring, executor, max_wait=0.04)  # type: ignore[arg-type]
+    calls, queued = [], []
+    for i in range(40):  # one input every ~5 ms for ~0.2 s
+        queued.append(time.monotonic())
+        calls.append(asyncio.ensure_future(batcher.sign(KEY, str(i).encode())))
+        await asyncio.sleep(0.005)
+    assert await asyncio.gather(*calls) == [b"sig:" + str(i).encode() for i in range(40)]
+
+    sent = [at for at, _ in keyring.batches]
+    assert sum(len(batch) for _, batch in keyring.batches) == 40
+    assert len(sent) <= 12, [len(batch) for _, batch in keyring.batches]  # ~8 per 0.04 s
+    assert all(later - earlier >= 0.03 for earlier, later in itertools.pairwise(sent))
+    # No input waited much more than max_wait (scheduling slack on a loaded machine).
+    position = 0
+    for at, batch in keyring.batches:
+        waited = at - queued[position]
+        assert waited < 0.04 + 0.5, (position, waited)
+        position += len(batch)
+
+
+async def test_after_a_quiet_spell_an_input_leaves_at_once(executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring()
+    keyring.gate.set()
+    batcher = SignBatcher(keyring, executor, max_wait=1.0)  # type: ignore[arg-type]
+    assert await batcher.sign(KEY, b"a") == b"sig:a"  # the first: nothing before it
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    assert await batcher.sign(KEY, b"b") == b"sig:b"  # within max_wait: paced
+    assert time.monotonic() - started >= 0.8
+    await asyncio.sleep(1.05)  # quiet for longer than max_wait
+    started = time.monotonic()
+    assert await batcher.sign(KEY, b"c") == b"sig:c"
+    assert time.monotonic() - started < 0.5
+
+
+async def test_a_full_batch_leaves_without_waiting(executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring()
+    keyring.gate.set()
+    batcher = SignBatcher(keyring, executor, max_batch=4,  # type: ignore[arg-type]
+                          max_wait=1.0)
+    assert await batcher.sign(KEY, b"first") == b"sig:first"
+    started = time.monotonic()
+    inputs = [str(i).encode() for i in range(4)]
+    assert await asyncio.gather(*(batcher.sign(KEY, d) for d in inputs)) == [
+        b"sig:" + d for d in inputs]
+    assert time.monotonic() - started < 0.5  # full: it did not wait out the 1 s pacing
+    assert [len(batch) for _, batch in keyring.batches] == [1, 4]
+
+
+async def test_with_one_slot_inputs_wait_for_the_batch_out(executor: ThreadPoolExecutor) -> None:
+    """max_in_flight=1: nothing leaves while a batch is out, however long; everything
+    that gathered meanwhile leaves together when it returns."""
+    keyring = GatedKeyring()
+    batcher = SignBatcher(keyring, executor, max_wait=0.01,  # type: ignore[arg-type]
+                          max_in_flight=1)
+    first = asyncio.ensure_future(batcher.sign(KEY, b"a"))
+    await asyncio.sleep(0.01)
+    rest = [asyncio.ensure_future(batcher.sign(KEY, str(i).encode())) for i in range(5)]
+    await asyncio.sleep(0.1)  # ten times max_wait
+    assert len(keyring.batches) == 1
+    keyring.gate.set()
+    assert await first == b"sig:a"
+    assert await asyncio.gather(*rest) == [b"sig:" + str(i).encode() for i in range(5)]
+    assert [len(batch) for _, batch in keyring.batches] == [1, 5]
 
 
 async def test_per_item_error_reaches_only_its_caller(executor: ThreadPoolExecutor) -> None:
@@ -235,6 +328,47 @@ async def test_cancelled_caller_does_not_disturb_the_others(
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert outcomes[0] == b"sig:a" and outcomes[2] == b"sig:c"
     assert isinstance(outcomes[1], asyncio.CancelledError)
+
+
+class InlineKeyring:
+    """A custody whose signatures are cheap (kv, ES256): the batcher signs on the loop."""
+
+    signs_inline = True
+
+    def __init__(self, fail_all: bool = False) -> None:
+        self.batches: list[tuple[str, list[bytes]]] = []
+        self._fail_all = fail_all
+
+    def sign_many(self, key: SigningKey, signing_inputs: Sequence[bytes]
+                  ) -> list[bytes | VaultError]:
+        self.batches.append((threading.current_thread().name, list(signing_inputs)))
+        if self._fail_all:
+            raise ValueError("key k-v1 (version 1) is gone")
+        return [VaultError("refused", reason="rejected") if data == b"bad"
+                else b"sig:" + data for data in signing_inputs]
+
+
+async def test_inline_custodies_are_batched_on_the_event_loop(
+        executor: ThreadPoolExecutor) -> None:
+    keyring = InlineKeyring()
+    batcher = SignBatcher(keyring, executor, max_wait=0.01)  # type: ignore[arg-type]
+    inputs = [b"a", b"b", b"bad", b"d"]
+    outcomes = await asyncio.gather(*(batcher.sign(KEY, d) for d in inputs),
+                                    return_exceptions=True)
+    assert outcomes[:2] == [b"sig:a", b"sig:b"] and outcomes[3] == b"sig:d"
+    assert isinstance(outcomes[2], VaultError) and outcomes[2].reason == "rejected"
+    # The first left at once (nothing before it), the rest together: no worker thread.
+    assert [batch for _, batch in keyring.batches] == [[b"a"], [b"b", b"bad", b"d"]]
+    assert {thread for thread, _ in keyring.batches} == {threading.current_thread().name}
+
+
+async def test_an_inline_batch_that_fails_fails_all_its_callers(
+        executor: ThreadPoolExecutor) -> None:
+    batcher = SignBatcher(InlineKeyring(fail_all=True), executor,  # type: ignore[arg-type]
+                          max_wait=0.01)
+    outcomes = await asyncio.gather(*(batcher.sign(KEY, b"x") for _ in range(3)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, ValueError) and "gone" in str(o) for o in outcomes)
 
 
 def test_limits_are_checked(executor: ThreadPoolExecutor) -> None:

@@ -61,6 +61,9 @@ class Keyring(Protocol):
       one entry per input, in order: the signature, or the VaultError for an input that
       custody refused alone. A failure of the whole call raises (VaultError; ValueError
       for a key not published), as `sign` does.
+    - optionally `signs_inline`: True when `sign` is a few tens of microseconds of CPU
+      and no I/O, so the event loop may call `sign_many` itself instead of handing it to
+      a worker thread (absent means False).
     """
 
     def load(self) -> None: ...
@@ -149,6 +152,8 @@ class PhasedKeyring(abc.ABC):
 
     #: The `vault.custody` setting this class implements.
     custody: str = ""
+    #: Whether `sign` is cheap CPU work without I/O (see `Keyring`).
+    signs_inline: bool = False
 
     def __init__(
         self,

@@ -24,6 +24,8 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519Pri
 _RSA_MEMBERS = ("n", "e", "d", "p", "q", "dp", "dq", "qi")
 # RFC 7518 §3.5: PSS with MGF1-SHA256 and a salt as long as the hash (32 octets).
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+# Built once: kv custody signs every Issue with it, on the event loop.
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 class KeyDataError(ValueError):
@@ -80,7 +82,7 @@ def load_private_jwk(jwk: object, algorithm: str) -> PrivateKey:
 def sign(algorithm: str, key: PrivateKey, signing_input: bytes) -> bytes:
     """The raw JWS signature (RFC 7515 §5.1) of `signing_input`."""
     if algorithm == "ES256" and isinstance(key, ec.EllipticCurvePrivateKey):
-        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        r, s = decode_dss_signature(key.sign(signing_input, _ECDSA_SHA256))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 §3.4: r||s
     if algorithm == "RS256" and isinstance(key, rsa.RSAPrivateKey):
         return key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())

@@ -17,21 +17,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
-import os
 import re
-import ssl
-import urllib.request
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
 import hvac
-import hvac.utils
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -45,6 +37,7 @@ from tokend.keys.keyring import (
     public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, parse_time
+from tokend.keys.loopvault import EventLoopVault
 from tokend.keys.vault import VaultError, call_vault
 
 _RSA_TYPES = frozenset({"rsa-2048", "rsa-3072", "rsa-4096"})
@@ -117,130 +110,6 @@ def parse_transit_signature(
         raise VaultError(
             f"{path} returned a signature that is not valid base64", path=path, reason="bad_answer"
         ) from exc
-
-
-class _EventLoopVault:
-    """POST to Vault from the event loop with aiohttp, as the hvac client would.
-
-    hvac (requests) costs ~0.7 ms of CPU per call and, run in a worker thread, holds the
-    GIL against the event loop; aiohttp costs a third of that, on the loop itself. Same
-    address, token (read per call: renewal replaces it), namespace, TLS files and
-    timeout as the hvac client; errors become the same VaultError through `call_vault`.
-    Where it cannot copy the client's transport exactly (a proxy, an unusual TLS
-    setting) `usable` is False and callers stay on hvac.
-    """
-
-    def __init__(self, client: hvac.Client) -> None:
-        self._client = client
-        self._session: aiohttp.ClientSession | None = None
-        adapter = client.adapter
-        options = getattr(adapter, "_kwargs", {})
-        self._timeout = aiohttp.ClientTimeout(total=float(options.get("timeout") or 30))
-        self._ssl = self._ssl_of(str(client.url), options.get("verify", True),
-                                 options.get("cert"))
-        proxied = options.get("proxies") or (adapter.session.trust_env and
-                                             urllib.request.getproxies())
-        self.usable = self._ssl is not None and not proxied
-
-    @staticmethod
-    def _ssl_of(url: str, verify: Any, cert: Any) -> ssl.SSLContext | bool | None:
-        """The TLS context requests would use; None when it cannot be told."""
-        if not url.startswith("https://"):
-            return False if cert is None else None
-        if verify is False:
-            return None  # never copy "no verification" onto a second transport
-        if verify is True or verify is None:
-            import certifi  # requests' own default bundle
-
-            context = ssl.create_default_context(cafile=certifi.where())
-        elif isinstance(verify, str):  # a CA bundle file or, as requests allows, a folder
-            if os.path.isdir(verify):
-                context = ssl.create_default_context(capath=verify)
-            else:
-                context = ssl.create_default_context(cafile=verify)
-        else:
-            return None
-        if isinstance(cert, tuple) and len(cert) == 2:
-            context.load_cert_chain(cert[0], cert[1])
-        elif isinstance(cert, str):
-            context.load_cert_chain(cert)
-        elif cert is not None:
-            return None
-        return context
-
-    async def post(self, path: str, body: dict[str, Any], verb: str) -> Any:
-        """POST `body` to /v1/`path`; the JSON answer, or a VaultError naming `path`."""
-        adapter = self._client.adapter
-        headers = {"X-Vault-Request": "true"}
-        if adapter.token:
-            headers["X-Vault-Token"] = adapter.token
-        if adapter.namespace:
-            headers["X-Vault-Namespace"] = adapter.namespace
-        url = f"{str(self._client.url).rstrip('/')}/v1/{path}"
-        try:
-            async with self._open().post(url, json=body, headers=headers, ssl=self._ssl,
-                                         timeout=self._timeout) as response:
-                status, text = response.status, await response.text()
-        except aiohttp.ClientSSLError as exc:
-            failure: Exception = requests.exceptions.SSLError(str(exc))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            failure = requests.exceptions.ConnectionError(str(exc) or type(exc).__name__)
-        else:
-            self._run_response_hooks(url, status)
-            return call_vault(self._client, verb, path, lambda: _answer(url, status, text))
-
-        def fail() -> None:
-            raise failure
-
-        return call_vault(self._client, verb, path, fail)
-
-    def _run_response_hooks(self, url: str, status: int) -> None:
-        """What requests does for the hvac client: the session's response hooks see the
-        answer, so a 403 here wakes the Vault session's token check like any other."""
-        hooks = self._client.session.hooks.get("response", [])
-        if not hooks:
-            return
-        response = requests.Response()
-        response.status_code = status
-        response.url = url
-        response.request = requests.Request("POST", url).prepare()
-        for hook in hooks:
-            hook(response)
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = session = aiohttp.ClientSession(trust_env=False)
-            # The keyring has no stop of its own: when it goes, its connections go too,
-            # quietly, even if nobody awaited aclose() while the loop still ran.
-            weakref.finalize(self, _drop_connections, session)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _drop_connections(session: aiohttp.ClientSession) -> None:
-    connector = session.connector
-    if connector is not None and not connector.closed:
-        # Synchronous part of connector.close(): closes the sockets (or, once the loop is
-        # closed, only marks the connector closed), so no "unclosed" warning follows.
-        connector._close()
-
-
-def _answer(url: str, status: int, text: str) -> Any:
-    """The decoded answer; for an error status, the hvac exception hvac would raise."""
-    try:
-        decoded = json.loads(text) if text else None
-    except ValueError:
-        decoded = None
-    if 200 <= status < 300:
-        return decoded
-    errors = decoded.get("errors") if isinstance(decoded, dict) else None
-    hvac.utils.raise_for_error("post", url, status, None if errors else text, errors=errors,
-                               text=text, json=decoded)
-    return None  # unreachable: raise_for_error raises for every error status
 
 
 class TransitKeyring(PhasedKeyring):
@@ -316,47 +185,43 @@ class TransitKeyring(PhasedKeyring):
         `sign`'s (version pin, encoding, length).
         """
         entry = self._current().lookup(key)
-        batch = [{"input": base64.b64encode(data).decode("ascii")} for data in signing_inputs]
-        params = {
-            "batch_input": batch,
-            "key_version": key.version,  # the pin holds for every input of the batch
-            "mount_point": self._mount,
-            **self._scheme.sign_params,
-        }
+        params = {**self._batch_body(key, signing_inputs), "mount_point": self._mount}
         answer = call_vault(
             self._client,
             "sign",
             self.sign_path,
             lambda: self._client.secrets.transit.sign_data(self._name, **params),
         )
-        return self._batch_results(answer, len(batch), entry)
+        return self._batch_results(answer, len(signing_inputs), entry)
 
     async def sign_many_async(
         self, key: SigningKey, signing_inputs: Sequence[bytes]
     ) -> list[bytes | VaultError]:
-        """`sign_many` from the event loop: one aiohttp call, no worker thread.
+        """`sign_many` from the event loop: one aiohttp request, no worker thread.
 
         Falls back to `sign_many` in the loop's default executor when the hvac client's
-        transport cannot be copied (see `_EventLoopVault`).
+        transport cannot be copied (see `EventLoopVault`).
         """
         entry = self._current().lookup(key)
         http = self._loop_vault()
         if not http.usable:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(None, self.sign_many, key, signing_inputs)
-        body: dict[str, Any] = {
-            "batch_input": [{"input": base64.b64encode(d).decode("ascii")}
-                            for d in signing_inputs],
+        answer = await http.post(self.sign_path, self._batch_body(key, signing_inputs), "sign")
+        return self._batch_results(answer, len(signing_inputs), entry)
+
+    def _batch_body(self, key: SigningKey, signing_inputs: Sequence[bytes]) -> dict[str, Any]:
+        return {
+            "batch_input": [{"input": base64.b64encode(data).decode("ascii")}
+                            for data in signing_inputs],
             "key_version": key.version,  # the pin holds for every input of the batch
             **self._scheme.sign_params,
         }
-        answer = await http.post(self.sign_path, body, "sign")
-        return self._batch_results(answer, len(signing_inputs), entry)
 
-    def _loop_vault(self) -> _EventLoopVault:
+    def _loop_vault(self) -> EventLoopVault:
         http = getattr(self, "_http", None)
-        if http is None or http._client is not self._client:
-            http = self._http = _EventLoopVault(self._client)
+        if http is None or http.client is not self._client:
+            http = self._http = EventLoopVault(self._client)
         return http
 
     async def aclose(self) -> None:

@@ -105,7 +105,7 @@ def build_claims(spec: AccessTokenSpec, issuer: str, jti: str, now: int) -> dict
 
 
 class TokenMinter:
-    """Signs access tokens with the keyring's active key, off the event loop.
+    """Signs access tokens with the keyring's active key.
 
     Concurrent mints are signed together (`SignBatcher`: one Transit call per batch),
     each with the key version its header names.
