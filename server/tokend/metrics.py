@@ -1,6 +1,18 @@
 """Prometheus metrics (names follow the Prometheus conventions: *_total, *_seconds)."""
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+
+@functools.lru_cache(maxsize=4096)
+def child(metric: MetricWrapperBase, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once: labels() validates and locks per call.
+    Label values must come from a bounded set (methods, outcomes, policy entries)."""
+    return metric.labels(*labels)
+
 
 ISSUED = Counter("tokend_tokens_issued_total", "Access tokens issued", ["kind"])
 VERIFIED = Counter("tokend_verifications_total", "Verify answers", ["outcome", "reason"])

@@ -70,6 +70,7 @@ def start_workers(bao: BaoDevServer, directory: Path, count: int = 2) -> Workers
         "store_url": f"sqlite:///{directory / 'tokend.db'}",
         "vault": {"addr": bao.addr, "create_key": True, "key_name": "workers"},
         "tokens": {"issuer": "https://tokend.test"},
+        "log_level": "debug",  # for the token.issued lines that tell the workers apart
     }))
     log = directory / "tokend.log"
     env = {**os.environ, "VAULT_TOKEN": bao.token}

@@ -101,6 +101,8 @@ def check_ttl(ttl_seconds: float | None, config: TokenConfig) -> int:
 
 
 def check_claims(claims: Mapping[str, Any], config: TokenConfig) -> dict[str, Any]:
+    if not claims:  # most Issue calls: nothing to check or measure
+        return {}
     for name in claims:
         if name in RESERVED_CLAIMS:
             raise BadRequest(
@@ -120,7 +122,7 @@ def check_claims(claims: Mapping[str, Any], config: TokenConfig) -> dict[str, An
         )
     normalised = _integral_floats_to_int(dict(claims))
     size = len(json.dumps(normalised, separators=(",", ":"), ensure_ascii=False).encode())
-    if claims and size > config.max_claims_bytes:
+    if size > config.max_claims_bytes:
         raise BadRequest(
             f"custom claims take {size} bytes as JSON; the limit is {config.max_claims_bytes} "
             "(tokens.max_claims_bytes). Keep tokens lean: put large data behind an API"
