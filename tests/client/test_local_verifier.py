@@ -45,9 +45,14 @@ def claims(**changes: Any) -> dict[str, Any]:
 _DROP = object()
 
 
-@pytest.fixture
-def verifier(signing_key: SigningKey) -> LocalVerifier:
-    return LocalVerifier(signing_key.jwks(), issuer=ISSUER, audience=AUDIENCE, leeway=LEEWAY)
+@pytest.fixture(params=["fresh", "warm"])
+def verifier(request: pytest.FixtureRequest, signing_key: SigningKey) -> LocalVerifier:
+    """Fresh, or warm: it has accepted the tests' usual header before, so their tokens
+    take the remembered-header path (the header is not decoded again)."""
+    verifier = LocalVerifier(signing_key.jwks(), issuer=ISSUER, audience=AUDIENCE, leeway=LEEWAY)
+    if request.param == "warm":
+        verifier.verify(make_token(signing_key, claims()), now=NOW)
+    return verifier
 
 
 def rejected(verifier: LocalVerifier, token: str | bytes, **kwargs: Any) -> Reason:

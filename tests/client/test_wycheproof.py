@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tokend_client import InvalidToken, JwkSet, verify_compact
-from tokend_client.jose import SUPPORTED_ALGORITHMS
+from tokend_client.jose import SUPPORTED_ALGORITHMS, PublicKey, _verify_remembered, verify_jws
 
 VECTOR_DIR = Path(
     os.environ.get("TOKEND_WYCHEPROOF_DIR")
@@ -189,6 +189,55 @@ def test_vector(vector: Vector) -> None:
     for flag in vector.flags:
         expected = REASONS_BY_FLAG.get(flag)
         assert expected is None or result.split(":")[0] in expected, f"{flag}: {result}"
+
+
+def _groups() -> list[Any]:
+    """The vectors of each key set that parses, grouped by that set."""
+    groups: dict[int, list[Vector]] = {}
+    for vector in VECTORS:
+        groups.setdefault(id(vector.public_jwks), []).append(vector)
+    params = []
+    for members in groups.values():
+        try:
+            JwkSet.from_json(members[0].public_jwks)
+        except ValueError:
+            continue
+        params.append(pytest.param(members, id=f"{members[0].file}-{members[0].tc_id}"))
+    return params
+
+
+def _shortcut(jws: Any, remembered: dict[str, PublicKey]) -> str | None:
+    """What _verify_remembered decides, as outcome() says it; None: not its to decide."""
+    try:
+        payload = _verify_remembered(jws, remembered)
+    except InvalidToken as exc:
+        return f"{exc.reason.value}: {exc}"
+    return None if payload is None else "accepted"
+
+
+@pytest.mark.parametrize("members", _groups())
+def test_shortcuts_decide_every_vector_alike(members: list[Vector]) -> None:
+    """After a group's genuine tokens verified, its key set knows their headers and
+    their header segments can be remembered: every vector of the group must still get
+    the outcome a fresh key set gives it, through either shortcut."""
+    warm = JwkSet.from_json(members[0].public_jwks)
+    remembered: dict[str, PublicKey] = {}
+    for vector in members:
+        if outcome(vector) == "accepted":
+            remembered[vector.jws.split(".")[0]] = verify_jws(vector.jws, warm, ALL_ALGORITHMS).key
+    decided = 0
+    for vector in members:
+        expected = outcome(vector)
+        try:
+            verify_compact(vector.jws, warm, ALL_ALGORITHMS)
+        except InvalidToken as exc:
+            assert f"{exc.reason.value}: {exc}" == expected
+        else:
+            assert expected == "accepted"
+        fast = _shortcut(vector.jws, remembered)
+        assert fast in (None, expected)
+        decided += fast is not None
+    assert decided >= len(remembered)
 
 
 def _private_groups() -> list[Any]:

@@ -69,8 +69,22 @@ _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _B64URL_VALUE = {char: index for index, char in enumerate(_B64URL_ALPHABET)}
 # Bits of the last character that carry no data, by (length % 4).
 _UNUSED_BITS_MASK = {2: 0x0F, 3: 0x03}
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDING = {0: b"", 2: b"==", 3: b"="}
+# By length % 4, the characters that may end a canonical encoding (RFC 4648 §3.5: the
+# unused bits are zero). None may end a length of 1 % 4, which no encoder produces;
+# index 0 is never consulted (no unused bits).
+_CANONICAL_LAST = (
+    b"",
+    b"",
+    *(
+        bytes(ord(char) for char, value in _B64URL_VALUE.items() if not value & mask)
+        for mask in (_UNUSED_BITS_MASK[2], _UNUSED_BITS_MASK[3])
+    ),
+)
+# base64url's two letters become standard base64's; "+", "/" and "=" become "!", which
+# binascii's strict mode refuses like every other character outside the alphabet.
+_TO_STRICT_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_PADDING = (b"", b"", b"==", b"=")
+_a2b_base64 = binascii.a2b_base64
 
 
 def b64url_decode(data: str | bytes) -> bytes:
@@ -81,37 +95,33 @@ def b64url_decode(data: str | bytes) -> bytes:
     so each byte string has exactly one accepted encoding.
     """
     text = _ascii_text(data)
-    remainder = len(text) % 4
-    # The hot path: no character base64url lacks, a possible length, zero unused bits;
-    # then binascii's strict mode refuses anything outside the standard alphabet. Any
-    # doubt goes to the checked path below, which also names what is wrong.
-    if (
-        remainder != 1
-        and "=" not in text
-        and "+" not in text
-        and "/" not in text
-        and not (remainder and _B64URL_VALUE.get(text[-1], 0) & _UNUSED_BITS_MASK[remainder])
-    ):
-        try:
-            standard = text.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder]
-            return binascii.a2b_base64(standard, strict_mode=True)
-        except (binascii.Error, UnicodeEncodeError):
-            pass
-    return _b64url_decode_checked(text)
+    try:
+        return _b64url_decode_ascii(text.encode("ascii"))
+    except ValueError:  # UnicodeEncodeError too
+        raise ValueError(_b64url_problem(text)) from None
 
 
-def _b64url_decode_checked(text: str) -> bytes:
+def _b64url_decode_ascii(data: bytes) -> bytes:
+    """b64url_decode of ASCII bytes, the one decoder every caller goes through.
+
+    Raises ValueError (binascii.Error) without saying why.
+    """
+    remainder = len(data) & 3
+    if remainder and data[-1] not in _CANONICAL_LAST[remainder]:
+        raise ValueError("not canonical base64url")
+    standard = data.translate(_TO_STRICT_STANDARD) + _PADDING[remainder]
+    return _a2b_base64(standard, strict_mode=True)
+
+
+def _b64url_problem(text: str) -> str:
+    """What is wrong with text that _b64url_decode_ascii refused, for the error message."""
     # RFC 7515 §2: base64url with trailing '=' omitted and no other characters.
     if _B64URL_TEXT.fullmatch(text) is None:
-        raise ValueError("not unpadded base64url")
-    remainder = len(text) % 4
-    if remainder == 1:
-        raise ValueError("impossible base64url length")
+        return "not unpadded base64url"
+    if len(text) % 4 == 1:
+        return "impossible base64url length"
     # RFC 4648 §3.5: canonical encoding sets the pad bits to zero.
-    if remainder and _B64URL_VALUE[text[-1]] & _UNUSED_BITS_MASK[remainder]:
-        raise ValueError("non-canonical base64url (unused bits set)")
-    # The alphabet was checked above, so the translated text is plain valid base64.
-    return binascii.a2b_base64(text.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder])
+    return "non-canonical base64url (unused bits set)"
 
 
 def b64url_encode(data: bytes) -> str:
@@ -164,12 +174,15 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-_STRICT_DECODER = json.JSONDecoder(
-    object_pairs_hook=_unique_members,
-    parse_float=_finite_float,
-    parse_int=_bounded_int,
-    parse_constant=_reject_constant,
-)
+_NUMBER_RULES: dict[str, Callable[[str], Any]] = {
+    "parse_float": _finite_float,
+    "parse_int": _bounded_int,
+    "parse_constant": _reject_constant,
+}
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, **_NUMBER_RULES)
+# The same rules, but the C scanner builds each object itself, keeping the last of
+# duplicate members without a word: strict_json_loads checks that there were none.
+_scan_objects_unchecked = json.JSONDecoder(**_NUMBER_RULES).scan_once
 
 
 def strict_json_loads(data: str | bytes) -> Any:
@@ -180,38 +193,30 @@ def strict_json_loads(data: str | bytes) -> Any:
     lone UTF-16 surrogates (RFC 7493 §2.1) and nesting deep enough to exhaust the
     recursion limit.
     """
-    text = bytes(data).decode("utf-8") if isinstance(data, bytes | bytearray) else data
+    text = bytes(data).decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
     if not isinstance(text, str):
         raise TypeError("expected str or bytes")
-    value = _scan_exact(text)
-    if value is _NOT_SCANNED:
-        # Anything unusual (whitespace around the value, an error) takes the full
-        # decoder, which raises the precise error or accepts what the fast path skipped.
+    # The hot path: one scan of a document that is exactly one JSON object, without
+    # JSONDecoder.decode's two whitespace regex matches or _unique_members.
+    try:
+        value, end = _scan_objects_unchecked(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        end = -1
+    # Every object of m members has m - 1 commas between them; arrays and strings only
+    # add commas. So commas + 1 >= the outer object's members >= len(value): equality
+    # means no duplicate name was dropped, at any depth (an inner object with two
+    # members would add a comma).
+    if end != len(text) or type(value) is not dict or text.count(",") + 1 != len(value):
+        # Anything unusual (not an object, whitespace around it, an error, a comma too
+        # many) takes the full decoder, which raises the precise error or accepts.
         try:
             value = _STRICT_DECODER.decode(text)
         except RecursionError as exc:
             raise ValueError("JSON nested too deeply") from exc
-    # The escape can only be written as "\u…": a substring test skips the regex.
-    if "\\u" in text and _LONE_SURROGATE_ESCAPE.search(text):
+    # The escape can only be written as "\u…": a backslash test (memchr) skips the regex.
+    if "\\" in text and _LONE_SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)
     return value
-
-
-_NOT_SCANNED = object()
-_scan_once = _STRICT_DECODER.scan_once
-
-
-def _scan_exact(text: str) -> Any:
-    """The hot path: one scan of a document that is exactly one JSON value.
-
-    Skips JSONDecoder.decode's two whitespace regex matches; the same scanner with the
-    same hooks runs, so what it accepts is exactly what the full decoder accepts.
-    """
-    try:
-        value, end = _scan_once(text, 0)
-    except (StopIteration, ValueError, RecursionError):
-        return _NOT_SCANNED
-    return value if end == len(text) else _NOT_SCANNED
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
@@ -345,17 +350,24 @@ def _ecdsa_verifier(key: ec.EllipticCurvePublicKey, curve: _Curve) -> _Verify:
     # Equal-length big-endian octet strings compare like the integers they encode, so
     # the range check needs no integer conversion.
     zero, order = bytes(size), curve.n.to_bytes(size, "big")
+    length, frames = 2 * size, _der_frames(size)
 
     def verify(signing_input: bytes, signature: bytes) -> bool:
         # RFC 7518 §3.4: the JWS signature is R || S, each exactly the curve size.
-        if len(signature) != 2 * size:
+        if len(signature) != length:
             return False
         r, s = signature[:size], signature[size:]
         # FIPS 186-5 §6.4.2: reject r, s outside [1, n-1] before any curve arithmetic.
         if not (zero < r < order and zero < s < order):
             return False
+        r_first, s_first = r[0], s[0]
+        if r_first and s_first:  # no zero octet to strip: only the sign octets vary
+            head, middle = frames[r_first >> 7][s_first >> 7]
+            der = head + r + middle + s
+        else:
+            der = _der_signature(r, s)
         try:
-            key_verify(_der_signature(r, s), signing_input, algorithm)
+            key_verify(der, signing_input, algorithm)
         except InvalidSignature:
             return False
         return True
@@ -371,13 +383,31 @@ def _der_integer(value: bytes) -> bytes:
     return b"\x02" + len(value).to_bytes(1, "big") + value
 
 
+def _der_sequence_header(length: int) -> bytes:
+    # X.690 §8.1.3: short form up to 127 octets (P-256, P-384); P-521 needs the 0x81 form.
+    return b"\x30" + (bytes((length,)) if length < 0x80 else bytes((0x81, length)))
+
+
 def _der_signature(r: bytes, s: bytes) -> bytes:
     """The DER ECDSA-Sig-Value (RFC 3279 §2.2.3) that `cryptography` verifies: what
     encode_dss_signature makes, without the detour through Python integers."""
     body = _der_integer(r) + _der_integer(s)
-    # Short-form length up to 127 octets (P-256, P-384); P-521 needs the 0x81 form.
-    length = bytes((len(body),)) if len(body) < 0x80 else bytes((0x81, len(body)))
-    return b"\x30" + length + body
+    return _der_sequence_header(len(body)) + body
+
+
+def _der_frames(size: int) -> list[list[tuple[bytes, bytes]]]:
+    """The octets around r and s in _der_signature(r, s) when neither starts with a
+    zero octet, indexed by the top bit of r's and of s's first octet (a set top bit
+    takes a 0x00 sign octet): (everything before r, everything between r and s)."""
+    frames = []
+    for r_sign in (0, 1):
+        row = []
+        for s_sign in (0, 1):
+            r_length, s_length = size + r_sign, size + s_sign
+            head = _der_sequence_header(4 + r_length + s_length) + bytes((2, r_length))
+            row.append((head + bytes(r_sign), bytes((2, s_length)) + bytes(s_sign)))
+        frames.append(row)
+    return frames
 
 
 def _rsa_verifier(key: rsa.RSAPublicKey, alg: str) -> _Verify:
@@ -762,7 +792,10 @@ def verify_jws(
         # "ES256" as a collection would allow every substring of it.
         raise TypeError("algorithms must be a collection of names, not a string")
     text = _token_text(token)
-    header_b64, payload_b64, signature_b64 = _split_compact(text)
+    dots = _dots(text)
+    if dots is None:
+        raise InvalidToken(Reason.MALFORMED, "token is not a three-segment compact JWS")
+    header_b64 = text[: dots[0]]
     known = key_set._headers.get(header_b64)
     if known is None:
         header: Mapping[str, Any] = MappingProxyType(_decode_header(header_b64))
@@ -771,15 +804,32 @@ def verify_jws(
         header, key = known
         if key.alg not in algorithms:  # RFC 8725 §3.1, as in _select_key
             raise InvalidToken(Reason.DISALLOWED_ALGORITHM)
-    payload = _decode_segment(payload_b64, "payload")
-    signature = _decode_segment(signature_b64, "signature")
-    # RFC 7515 §5.2 step 8: the signing input is the ASCII text "header.payload".
-    signing_input = text[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-    if not key.verify(signing_input, signature):
-        raise InvalidToken(Reason.BAD_SIGNATURE)
+    payload = _verified_payload(text, dots, key)
     if known is None:
         key_set._remember_header(header_b64, header, key)
     return VerifiedJws(header, payload, key)
+
+
+def _verify_remembered(token: object, remembered: Mapping[str, PublicKey]) -> bytes | None:
+    """The payload of a compact JWS whose header segment the caller accepted before.
+
+    For callers that check more of the header than :func:`verify_jws` (LocalVerifier:
+    ``typ``): ``remembered`` maps header segments of tokens that verify_jws verified
+    with one key set, and that passed the caller's own header rules, to the key
+    verify_jws chose. The same text decodes to the same header, so only what follows
+    it is checked, exactly as verify_jws checks it (raising InvalidToken alike). None
+    when ``token`` is not ASCII text of three segments with a remembered header: then
+    ask verify_jws. The caller keeps one mapping per key set and bounds its size.
+    """
+    if type(token) is not str or len(token) > MAX_COMPACT_BYTES:
+        return None
+    dots = _dots(token)
+    if dots is None:
+        return None
+    key = remembered.get(token[: dots[0]])
+    if key is None or not token.isascii():
+        return None
+    return _verified_payload(token, dots, key)
 
 
 def _as_key_set(jwks: JwkSet | Mapping[str, Any] | str | bytes) -> JwkSet:
@@ -805,24 +855,41 @@ def _token_text(token: object) -> str:
         raise InvalidToken(Reason.MALFORMED, "token contains non-ASCII bytes") from None
 
 
-def _split_compact(text: str) -> list[str]:
-    parts = text.split(".")
-    # RFC 7515 §7.1: compact form is exactly header.payload.signature. The JSON
-    # serialization (§7.2) and JWE (five segments) are not accepted.
-    if len(parts) != 3:
-        raise InvalidToken(Reason.MALFORMED, "token is not a three-segment compact JWS")
-    return parts
+def _dots(text: str) -> tuple[int, int] | None:
+    """Where the two dots of "header.payload.signature" are, or None if not exactly two.
+
+    RFC 7515 §7.1: compact form is exactly three segments. The JSON serialization
+    (§7.2) and JWE (five segments) are not accepted. (find and rfind scan at memchr
+    speed, where split would walk the token character by character.)
+    """
+    first, last = text.find("."), text.rfind(".")
+    if first == last or text.find(".", first + 1, last) != -1:
+        return None
+    return first, last
 
 
-def _decode_segment(segment: str, name: str) -> bytes:
+def _verified_payload(text: str, dots: tuple[int, int], key: PublicKey) -> bytes:
+    """The decoded payload of ASCII ``text`` (header.payload.signature, split at
+    ``dots``) if ``key`` verifies its signature: RFC 7515 §5.2 steps 6-8."""
+    first, last = dots
+    ascii_token = text.encode()
+    payload = _decode_segment(ascii_token[first + 1 : last], "payload")
+    signature = _decode_segment(ascii_token[last + 1 :], "signature")
+    # RFC 7515 §5.2 step 8: the signing input is the ASCII text "header.payload".
+    if not key._verify(ascii_token[:last], signature):
+        raise InvalidToken(Reason.BAD_SIGNATURE)
+    return payload
+
+
+def _decode_segment(segment: bytes, name: str) -> bytes:
     try:
-        return b64url_decode(segment)
+        return _b64url_decode_ascii(segment)
     except ValueError:
         raise InvalidToken(Reason.MALFORMED, f"{name} is not canonical base64url") from None
 
 
 def _decode_header(segment: str) -> dict[str, Any]:
-    raw = _decode_segment(segment, "header")
+    raw = _decode_segment(segment.encode(), "header")
     try:
         header = strict_json_loads(raw)
     except ValueError:

@@ -19,6 +19,7 @@ refetch (rate-limited by the source) and the token is checked once more.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -28,7 +29,9 @@ from .jose import (
     MAX_COMPACT_BYTES,
     SUPPORTED_ALGORITHMS,
     JwkSet,
+    PublicKey,
     VerifiedJws,
+    _verify_remembered,
     strict_json_loads,
     verify_jws,
 )
@@ -38,10 +41,13 @@ from .live import LiveSource
 __all__ = ["LocalVerifier"]
 
 MAX_LEEWAY_SECONDS = 300
+# Header segments remembered per key set (LocalVerifier._remember).
+_MAX_REMEMBERED_HEADERS = 32
 _NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 
 JwksSource = JwkSet | Mapping[str, Any] | str | bytes | KeySource
 Audience = str | Collection[str]
+_TEXT_TYPES = (str, bytes, bytearray)
 
 
 class LocalVerifier:
@@ -77,12 +83,14 @@ class LocalVerifier:
         self._typ = _normalize_typ(_non_empty_str(required_typ, "required_typ"))
         self._max_token_bytes = _max_token_bytes(max_token_bytes)
         self._required_claims = _names(required_claims, "required_claims")
-        self._required_set = frozenset(self._required_claims)
+        self._required_beyond_plain = frozenset(self._required_claims).difference(_PLAIN_NAMES)
         # Last, because following a source fetches: bad arguments fail before any I/O.
         # When following, _jwks is only the first set; verify() asks the source.
         self._source = jwks if isinstance(jwks, KeySource) else None
         self._revocations = jwks if isinstance(jwks, LiveSource) else None
         self._jwks = _to_key_set(jwks) if self._source is None else self._source.keys()
+        # Header segments this verifier accepted (header rules and typ) with one key set.
+        self._remembered: tuple[JwkSet | None, dict[str, PublicKey]] = (None, {})
 
     @property
     def jwks(self) -> JwkSet:
@@ -115,11 +123,16 @@ class LocalVerifier:
         expected_audience = self._audience if audience is None else _audience_set(audience)
         scopes = _required_scopes(required_scopes)
         # Size first, before any decoding: bounds the work a hostile token can cause.
-        if isinstance(token, (str, bytes, bytearray)) and len(token) > self._max_token_bytes:
+        if isinstance(token, _TEXT_TYPES) and len(token) > self._max_token_bytes:
             raise InvalidToken(Reason.TOO_LARGE)
-        verified = self._verify_signature(token)
-        self._check_typ(verified.header)
-        claims = _claims_object(verified.payload)
+        keys = self._jwks if self._source is None else self._source.keys()
+        # A header accepted before with these keys (the usual case: one per key version)
+        # is not decoded again; payload and signature are checked as always.
+        remembered_keys, remembered = self._remembered
+        payload = _verify_remembered(token, remembered) if remembered_keys is keys else None
+        if payload is None:
+            payload = self._verified_payload(token, keys)
+        claims = _claims_object(payload)
         self._check_claims(claims, moment, expected_audience, scopes)
         # Last: only a token that is otherwise valid is worth looking up.
         if self._revocations is not None and self._revocations.is_revoked(claims, moment):
@@ -145,12 +158,33 @@ class LocalVerifier:
         expected_audience = self._audience if audience is None else _audience_set(audience)
         self._check_claims(claims, moment, expected_audience, _required_scopes(required_scopes))
 
-    def _verify_signature(self, token: str | bytes) -> VerifiedJws:
+    def _verified_payload(self, token: str | bytes, keys: JwkSet) -> bytes:
+        """The payload, once signature, header and ``typ`` are checked."""
+        keys, verified = self._verify_signature(token, keys)
+        self._check_typ(verified.header)
+        self._remember(token, keys, verified.key)
+        return verified.payload
+
+    def _remember(self, token: str | bytes, keys: JwkSet, key: PublicKey) -> None:
+        """Let tokens with this token's header skip the header checks (_verify_remembered)."""
+        if type(token) is not str:
+            return
+        remembered_keys, remembered = self._remembered
+        if remembered_keys is not keys:
+            # Entries are only good for the key set they were checked with. Threads
+            # racing here at a key change may swap in a few sets; each stays consistent.
+            remembered = {}
+            self._remembered = (keys, remembered)
+        # A signer uses one header per key version: a few entries cover every kid.
+        if len(remembered) < _MAX_REMEMBERED_HEADERS:
+            remembered[token.partition(".")[0]] = key
+
+    def _verify_signature(self, token: str | bytes, keys: JwkSet) -> tuple[JwkSet, VerifiedJws]:
+        """verify_jws, and the key set it succeeded with."""
         if self._source is None:
-            return verify_jws(token, self._jwks, self._algorithms)
-        keys = self._source.keys()
+            return keys, verify_jws(token, keys, self._algorithms)
         try:
-            return verify_jws(token, keys, self._algorithms)
+            return keys, verify_jws(token, keys, self._algorithms)
         except InvalidToken as exc:
             # Only an unknown kid can be cured by newer keys; the source rate-limits
             # the refetch, so made-up kids cannot make us hammer the publisher.
@@ -159,7 +193,7 @@ class LocalVerifier:
             newer = self._source.refetch_for_unknown_key(keys)
             if newer is None:
                 raise
-        return verify_jws(token, newer, self._algorithms)
+        return newer, verify_jws(token, newer, self._algorithms)
 
     def _check_typ(self, header: Mapping[str, Any]) -> None:
         typ = header.get("typ")
@@ -192,28 +226,30 @@ class LocalVerifier:
         audience: frozenset[str] | None,
         scopes: tuple[str, ...],
     ) -> bool:
-        """True only if every claim rule below passes, judged in one expression for the
-        shape tokens have (integer dates, one audience string). False means "not sure":
-        the rules then run one by one and raise the precise error."""
-        exp, iat = claims.get("exp"), claims.get("iat")
-        nbf, aud = claims.get("nbf", _ABSENT), claims.get("aud")
-        sub, jti = claims.get("sub", _ABSENT), claims.get("jti", _ABSENT)
-        scope, leeway = claims.get("scope", _ABSENT), self._leeway
+        """True only if every claim rule below passes, judged in one expression
+        for the shape tokend's tokens have (all of _PLAIN_NAMES, integer dates, one aud).
+        False means "not sure": the rules then run one by one and raise the precise
+        error."""
+        try:
+            iss, sub, aud, exp, iat, nbf, jti = _PLAIN_CLAIMS(claims)
+        except KeyError:
+            return False
+        scope, leeway, max_lifetime = claims.get("scope", _ABSENT), self._leeway, self._max_lifetime
+        beyond = self._required_beyond_plain
         return (
-            claims.keys() >= self._required_set
-            and type(exp) is int
-            and type(iat) is int
-            and (nbf is _ABSENT or type(nbf) is int)
-            and claims.get("iss") == self._issuer
+            # Exact types: a bool is no NumericDate; iss == issuer makes iss a str.
+            type(sub) is type(aud) is type(jti) is str
+            and type(exp) is type(iat) is type(nbf) is int
+            and (not beyond or claims.keys() >= beyond)
+            and iss == self._issuer
             and now < exp + leeway
-            and (nbf is _ABSENT or now + leeway >= nbf)
+            and now + leeway >= nbf
             and iat <= now + leeway
-            and (self._max_lifetime is None or exp - iat <= self._max_lifetime)
-            and type(aud) is str
+            and (max_lifetime is None or exp - iat <= max_lifetime)
             and audience is not None
             and aud in audience
-            and (sub is _ABSENT or (type(sub) is str and sub != ""))
-            and (jti is _ABSENT or (type(jti) is str and jti != ""))
+            and sub != ""
+            and jti != ""
             and (scope is _ABSENT or type(scope) is str)
             and (not scopes or (type(scope) is str and set(scope.split(" ")).issuperset(scopes)))
         )
@@ -221,6 +257,9 @@ class LocalVerifier:
 
 # A claim that is not there, as opposed to one whose value is JSON null.
 _ABSENT: Any = object()
+# The claims every tokend token carries (RFC 9068 §2.2, and nbf).
+_PLAIN_NAMES = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti")
+_PLAIN_CLAIMS = operator.itemgetter(*_PLAIN_NAMES)
 
 # ---------------------------------------------------------------------------
 # Claim rules, in the order LocalVerifier applies them
@@ -353,11 +392,12 @@ def _non_empty_str(value: object, name: str) -> str:
 
 def _names(values: object, name: str) -> tuple[str, ...]:
     # A bare string is a collection of characters: refuse it instead of misreading it.
-    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"{name} must be a collection of strings")
     items = tuple(values)
-    if not all(isinstance(item, str) and item for item in items):
-        raise ValueError(f"{name} must contain only non-empty strings")
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"{name} must contain only non-empty strings")
     return items
 
 
@@ -414,6 +454,8 @@ def _max_token_bytes(limit: object) -> int:
 
 
 def _timestamp(now: object) -> float:
+    if type(now) is float and math.isfinite(now):  # time.time(), without _number's checks
+        return now
     return _number(now, "now")
 
 
