@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 
 from tests.client.client_test_support import generate_key, make_token
 from tests.support.tokend import ISSUER
+from tokend import metrics
 from tokend.config import TokenConfig, load_settings
 from tokend.store import NewRevocation, Revocation, StoreError
 from tokend.store.sqlite import SqliteStore
@@ -96,7 +99,27 @@ async def follow_briefly(follower: DenylistFollower) -> None:
         await task
 
 
-async def test_follower_marks_synced_and_reports_the_store(tmp_path: Path) -> None:
+class GaugeOfThisThread:
+    """Records what this thread sets the gauge to: other tests' in-process servers (their
+    own threads) set the same process-wide gauge at any moment."""
+
+    def __init__(self, gauge: Any) -> None:
+        self._gauge = gauge
+        self.values: list[float] = []
+
+    def set(self, value: float) -> None:
+        if threading.get_ident() == THREAD:
+            self.values.append(value)
+        self._gauge.set(value)
+
+
+THREAD = threading.get_ident()
+
+
+async def test_follower_marks_synced_and_reports_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store_up = GaugeOfThisThread(metrics.STORE_UP)
+    monkeypatch.setattr(metrics, "STORE_UP", store_up)
     store = SqliteStore(tmp_path / "t.db")
     await store.open()
     d = Denylist()
@@ -105,13 +128,14 @@ async def test_follower_marks_synced_and_reports_the_store(tmp_path: Path) -> No
         before = time.monotonic()
         await follow_briefly(DenylistFollower(store, d, interval=0.01))
         assert d.synced_at is not None and d.synced_at >= before
-        assert REGISTRY.get_sample_value("tokend_store_up") == 1
+        assert store_up.values and set(store_up.values) == {1}
         assert REGISTRY.get_sample_value("tokend_denylist_entries") == 1
     finally:
         await store.close()
     synced = d.synced_at
+    store_up.values.clear()
     await follow_briefly(DenylistFollower(BrokenStore(), d, interval=0.01))  # type: ignore[arg-type]
-    assert REGISTRY.get_sample_value("tokend_store_up") == 0
+    assert store_up.values and set(store_up.values) == {0}
     assert d.synced_at == synced  # a failed read is no sync
     assert REGISTRY.get_sample_value("tokend_denylist_staleness_seconds") >= 0.1
 
