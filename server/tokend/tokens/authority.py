@@ -81,6 +81,7 @@ class _Verified:
         self.checked_at = 0.0
 
     def admits(self, audience: str, scopes: tuple[str, ...], now: float) -> bool:
+        # Rules that held at `checked_at` hold at any later moment before `until`.
         return now >= self.checked_at and (audience, scopes) in self.accepted
 
     def accept(self, audience: str, scopes: tuple[str, ...], now: float) -> None:
@@ -312,7 +313,9 @@ class TokenAuthority:
             # Until the verifier itself would call it expired (exp + leeway).
             known = self.verified.put(token, claims, keys, now,
                                       claims["exp"] + self._config.leeway)
-        elif not known.admits(audience, scopes, now):
+        elif known.admits(audience, scopes, now):
+            return known
+        else:
             self._verifier.check_claims(known.claims, now=now, audience=audience,
                                         required_scopes=scopes)
         known.accept(audience, scopes, now)
