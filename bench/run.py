@@ -250,6 +250,9 @@ class Bench:
         """Where a phase's server time goes: cProfile of the event loop, one tokend per
         phase, written next to the results (profile-<phase>.txt)."""
         pool = self.work / "tokens.txt"
+        if not pool.exists():  # --only profiles: tokens to verify, issued first
+            with self.tokend(bao, "bench-es256", workers=1) as running:
+                self.load(running, "issue", self.plan.issue, save_tokens=pool)
         for rpc in ("health", "verify-repeat", "verify", "issue"):
             self.log(f"profiling tokend under {rpc}")
             stats = self.work / f"profile-{rpc}.prof"
@@ -319,10 +322,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="tokend process counts for the scaling phase (default 1,2)")
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help="where latest.{json,md,png} go (default bench/results)")
-    parser.add_argument("--only", choices=["crypto", "service", "transit", "kv"],
+    parser.add_argument("--only", choices=["crypto", "service", "transit", "kv", "profiles"],
                         help="run one part: the in-process figures, or the services; "
                              "transit/kv: only that tokend's phases, figures printed as "
-                             "JSON, no table (for quick comparisons while working)")
+                             "JSON, no table (for quick comparisons while working); "
+                             "profiles: only results/profile-*.txt")
     parser.add_argument("--python-loadgen", action="store_true",
                         help="drive gRPC with bench/loadgen.py even when the Go one is built")
     parser.add_argument("--render", action="store_true",
@@ -351,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.only in ("transit", "kv"):
             return _one_tokend(bench, args.only)
+        if args.only == "profiles":
+            with BaoDevServer() as bao:
+                servers.create_transit_key(bao, "bench-es256", "ecdsa-p256")
+                bench.profiles(bao)
+            return 0
         if args.only != "service":
             bench.crypto()
         if args.only != "crypto":
