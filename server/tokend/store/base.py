@@ -109,6 +109,49 @@ class RotateResult:
     revocations: tuple[Revocation, ...] = ()  # what a REUSED detection revoked
 
 
+# The reason recorded on the revocations a reused refresh token causes.
+REUSE_REASON = "refresh token reuse detected"
+
+
+def rotation_status(family: RefreshFamily, old: RefreshToken, new: RefreshToken,
+                    now: float) -> RotateStatus:
+    """What spending `old` for `new` comes to, decided inside the backend's transaction
+    with both rows locked; on REUSED the backend revokes the family."""
+    if family.revoked_at is not None:
+        return RotateStatus.REVOKED
+    if now >= family.expires_at or now >= old.expires_at:
+        return RotateStatus.EXPIRED
+    if old.spent_at is not None:
+        # A spent token came back: either it was stolen or its holder was; we cannot
+        # tell which, so the whole family dies (RFC 9700, section 4.14.2).
+        return RotateStatus.REUSED
+    if new.family_id != family.family_id:
+        raise ValueError("the new refresh token must belong to the old token's family")
+    return RotateStatus.OK
+
+
+def token_from_row(row: Sequence[Any]) -> RefreshToken:
+    token_hash, *rest = row
+    return RefreshToken(bytes(token_hash), *rest)
+
+
+def token_params(t: RefreshToken) -> tuple[Any, ...]:
+    """A refresh token as query parameters, in the refresh_tokens column order."""
+    if not isinstance(t.token_hash, bytes):
+        raise TypeError("token_hash must be bytes (the SHA-256 digest, never the token)")
+    return (t.token_hash, t.family_id, t.issued_at, t.expires_at, t.access_jti,
+            t.access_expires_at, t.spent_at)
+
+
+def refuse_newer_schema(current: int, known: int) -> None:
+    """Never run on a schema a newer tokend migrated to: its meaning is unknown here."""
+    if current > known:
+        raise StoreError(
+            f"the database has schema version {current}, newer than this tokend "
+            f"supports ({known}); upgrade tokend"
+        )
+
+
 @dataclass(frozen=True)
 class StoreOps:
     """One backend's operations, each taking the backend's connection first, and its

@@ -47,6 +47,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .base import (
+    REUSE_REASON,
     ConflictError,
     NewRevocation,
     OpsStore,
@@ -57,10 +58,13 @@ from .base import (
     RotateStatus,
     StoreError,
     StoreOps,
+    refuse_newer_schema,
+    rotation_status,
+    token_from_row,
+    token_params,
 )
 
 # Shared with SQLite so both stores encode refresh tokens and reasons identically.
-from .sqlite import REUSE_REASON, _token, _token_params
 
 log = structlog.get_logger(__name__)
 
@@ -415,7 +419,7 @@ async def _migrate(conn: Conn, now: float) -> None:
                 " version integer PRIMARY KEY, applied_at double precision NOT NULL)"
             )
             current = 0
-        _refuse_newer(current)
+        refuse_newer_schema(current, len(MIGRATIONS))
         for version in range(current + 1, len(MIGRATIONS) + 1):
             for statement in MIGRATIONS[version - 1]:
                 await conn.execute(statement)
@@ -427,7 +431,7 @@ async def _migrate(conn: Conn, now: float) -> None:
 async def _check(conn: Conn) -> None:
     """Refuse to run on a schema other than this tokend's (``migrate=False``)."""
     current = await _current_version(conn) or 0
-    _refuse_newer(current)
+    refuse_newer_schema(current, len(MIGRATIONS))
     if current < len(MIGRATIONS):
         raise StoreError(
             f"the database has schema version {current}, this tokend needs "
@@ -442,14 +446,6 @@ async def _current_version(conn: Conn) -> int | None:
         return None
     row = await _fetch_one(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version", ())
     return int(row[0]) if row else 0
-
-
-def _refuse_newer(current: int) -> None:
-    if current > len(MIGRATIONS):
-        raise StoreError(
-            f"the database has schema version {current}, newer than this tokend "
-            f"supports ({len(MIGRATIONS)}); upgrade tokend"
-        )
 
 
 # -- row mapping -----------------------------------------------------------------------
@@ -558,7 +554,7 @@ async def _get_refresh(conn: Conn, token_hash: bytes) -> tuple[RefreshFamily, Re
     row = await (await conn.execute(_SELECT_REFRESH, (token_hash,))).fetchone()
     if row is None:
         return None
-    return _family(row[:_N_FAMILY_COLS]), _token(row[_N_FAMILY_COLS:])
+    return _family(row[:_N_FAMILY_COLS]), token_from_row(row[_N_FAMILY_COLS:])
 
 
 async def _fetch_one(conn: Conn, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -582,20 +578,13 @@ async def _rotate(
         token_row = await _fetch_one(conn, _LOCK_TOKEN, (old_hash,))
         if token_row is None:  # purged between the two statements
             return RotateResult(RotateStatus.NOT_FOUND, None)
-        family, old = _family(family_row), _token(token_row)
-        if family.revoked_at is not None:
-            return RotateResult(RotateStatus.REVOKED, family)
-        if now >= family.expires_at or now >= old.expires_at:
-            return RotateResult(RotateStatus.EXPIRED, family)
-        if old.spent_at is not None:
-            # A spent token came back: either it was stolen or its holder was; we cannot
-            # tell which, so the whole family dies (RFC 9700, section 4.14.2).
+        family, old = _family(family_row), token_from_row(token_row)
+        status = rotation_status(family, old, new, now)
+        if status is RotateStatus.REUSED:
             revoked = await _revoke_family_tx(conn, family, REUSE_REASON, now, created_at, now)
-            return RotateResult(
-                RotateStatus.REUSED, replace(family, revoked_at=now), tuple(revoked)
-            )
-        if new.family_id != family.family_id:
-            raise ValueError("the new refresh token must belong to the old token's family")
+            return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
+        if status is not RotateStatus.OK:
+            return RotateResult(status, family)
         await conn.execute(
             "UPDATE refresh_tokens SET spent_at = %s WHERE token_hash = %s", (now, old_hash)
         )
@@ -703,5 +692,5 @@ PostgresStore._ops = StoreOps(
     revoke_subject=_revoke_subject,
     purge=_purge,
     family_params=_family_params,
-    token_params=_token_params,
+    token_params=token_params,
 )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .base import (
+    REUSE_REASON,
     ConflictError,
     NewRevocation,
     OpsStore,
@@ -33,6 +34,10 @@ from .base import (
     RotateStatus,
     StoreError,
     StoreOps,
+    refuse_newer_schema,
+    rotation_status,
+    token_from_row,
+    token_params,
 )
 
 T = TypeVar("T")
@@ -80,7 +85,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-REUSE_REASON = "refresh token reuse detected"
 
 # Queries are assembled from these constant column lists only; values are always bound.
 _FAMILY_COLS = (
@@ -247,11 +251,7 @@ def _migrate(conn: sqlite3.Connection, now: float) -> None:
             " version INTEGER PRIMARY KEY NOT NULL, applied_at REAL NOT NULL)"
         )
         current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-        if current > len(MIGRATIONS):
-            raise StoreError(
-                f"the database has schema version {current}, newer than this tokend "
-                f"supports ({len(MIGRATIONS)}); upgrade tokend"
-            )
+        refuse_newer_schema(current, len(MIGRATIONS))
         for version in range(current + 1, len(MIGRATIONS) + 1):
             for statement in MIGRATIONS[version - 1]:
                 conn.execute(statement)
@@ -294,11 +294,6 @@ def _family(row: Sequence[Any]) -> RefreshFamily:
     )
 
 
-def _token(row: Sequence[Any]) -> RefreshToken:
-    token_hash, *rest = row
-    return RefreshToken(bytes(token_hash), *rest)
-
-
 def _family_params(f: RefreshFamily) -> tuple[Any, ...]:
     # Encoded on the event loop side so a non-JSON claim fails before any I/O.
     return (
@@ -312,20 +307,6 @@ def _family_params(f: RefreshFamily) -> tuple[Any, ...]:
         f.created_at,
         f.expires_at,
         f.revoked_at,
-    )
-
-
-def _token_params(t: RefreshToken) -> tuple[Any, ...]:
-    if not isinstance(t.token_hash, bytes):
-        raise TypeError("token_hash must be bytes (the SHA-256 digest, never the token)")
-    return (
-        t.token_hash,
-        t.family_id,
-        t.issued_at,
-        t.expires_at,
-        t.access_jti,
-        t.access_expires_at,
-        t.spent_at,
     )
 
 
@@ -411,7 +392,7 @@ def _select_refresh(
     row = conn.execute(_SELECT_REFRESH, (token_hash,)).fetchone()
     if row is None:
         return None
-    return _family(row[:_N_FAMILY_COLS]), _token(row[_N_FAMILY_COLS:])
+    return _family(row[:_N_FAMILY_COLS]), token_from_row(row[_N_FAMILY_COLS:])
 
 
 def _get_refresh_sync(
@@ -433,19 +414,12 @@ def _rotate_sync(
         if found is None:
             return RotateResult(RotateStatus.NOT_FOUND, None)
         family, old = found
-        if family.revoked_at is not None:
-            return RotateResult(RotateStatus.REVOKED, family)
-        if now >= family.expires_at or now >= old.expires_at:
-            return RotateResult(RotateStatus.EXPIRED, family)
-        if old.spent_at is not None:
-            # A spent token came back: either it was stolen or its holder was; we cannot
-            # tell which, so the whole family dies (RFC 9700, section 4.14.2).
+        status = rotation_status(family, old, new, now)
+        if status is RotateStatus.REUSED:
             revoked = _revoke_family_tx(conn, family, REUSE_REASON, now, created_at, now)
-            return RotateResult(
-                RotateStatus.REUSED, replace(family, revoked_at=now), tuple(revoked)
-            )
-        if new.family_id != family.family_id:
-            raise ValueError("the new refresh token must belong to the old token's family")
+            return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
+        if status is not RotateStatus.OK:
+            return RotateResult(status, family)
         conn.execute("UPDATE refresh_tokens SET spent_at = ? WHERE token_hash = ?", (now, old_hash))
         _insert_token(conn, new_params)
         return RotateResult(RotateStatus.OK, family)
@@ -543,5 +517,5 @@ SqliteStore._ops = StoreOps(
     revoke_subject=_revoke_subject_sync,
     purge=_purge_sync,
     family_params=_family_params,
-    token_params=_token_params,
+    token_params=token_params,
 )
