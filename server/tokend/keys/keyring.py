@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -27,6 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokend.keys.lifecycle import Lifecycle, Phase, Schedule
 from tokend.keys.vault import VaultError
+
+if TYPE_CHECKING:
+    import hvac
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
@@ -157,13 +160,24 @@ class PhasedKeyring(abc.ABC):
 
     def __init__(
         self,
+        client: hvac.Client,
         key_name: str,
         *,
+        mount: str,
+        algorithm: str = "ES256",
+        rsa_bits: int = 2048,
+        create_if_missing: bool = False,
         lifecycle: Lifecycle | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if not key_name or "/" in key_name:
             raise ValueError(f"invalid key name {key_name!r}")
+        check_algorithm(algorithm, rsa_bits)
+        self._client = client
+        self._mount = mount.strip("/")
+        self._alg = algorithm
+        self._rsa_bits = rsa_bits
+        self._create_if_missing = create_if_missing
         self._name = key_name
         self.lifecycle = lifecycle or Lifecycle()
         self._clock = clock or time.time
@@ -171,6 +185,31 @@ class PhasedKeyring(abc.ABC):
         self._load_lock = threading.Lock()  # one load at a time; readers never wait
 
     # -- what each custody implements ------------------------------------------------
+
+    @abc.abstractmethod
+    def _read(self) -> Any:
+        """The key as Vault holds it; raises VaultError (reason "not_found" if missing)."""
+
+    @abc.abstractmethod
+    def _create(self) -> None:
+        """Create the key (version 1); a replica that created it first is no error."""
+
+    @abc.abstractmethod
+    def _explain(self, exc: VaultError) -> VaultError:
+        """`exc`, or a clearer error where tokend knows more than Vault's bare answer."""
+
+    def _read_or_create(self) -> Any:
+        """`_read`, creating the key first when it is missing and creating is allowed."""
+        try:
+            return self._read()
+        except VaultError as exc:
+            if exc.reason != "not_found" or not self._create_if_missing:
+                better = self._explain(exc)
+                if better is exc:
+                    raise
+                raise better from exc
+        self._create()
+        return self._read()
 
     @property
     @abc.abstractmethod

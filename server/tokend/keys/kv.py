@@ -34,7 +34,6 @@ from tokend.keys.keyring import (
     PhasedKeyring,
     PublishedKey,
     SigningKey,
-    check_algorithm,
     public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, Phase, format_time, parse_time
@@ -79,14 +78,10 @@ class KvKeyring(PhasedKeyring):
         lifecycle: Lifecycle | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        check_algorithm(algorithm, rsa_bits)
-        super().__init__(key_name, lifecycle=lifecycle, clock=clock)
-        self._client = client
-        self._mount = mount.strip("/")
-        self._alg = algorithm
+        super().__init__(client, key_name, mount=mount, algorithm=algorithm,
+                         rsa_bits=rsa_bits, create_if_missing=create_if_missing,
+                         lifecycle=lifecycle, clock=clock)
         self.signs_inline = algorithm in _INLINE_ALGORITHMS
-        self._rsa_bits = rsa_bits
-        self._create_if_missing = create_if_missing
         self._secret = f"{KV_PREFIX}/{key_name}"  # relative to the mount, as hvac wants it
         self.data_path = f"{self._mount}/data/{self._secret}"
         self._stored: _Stored | None = None
@@ -138,21 +133,12 @@ class KvKeyring(PhasedKeyring):
 
     # -- reading -------------------------------------------------------------------
 
-    def _read_or_create(self) -> _Stored:
-        try:
-            return self._read()
-        except VaultError as exc:
-            if exc.reason != "not_found" or not self._create_if_missing:
-                better = self._explain(exc)
-                if better is exc:
-                    raise
-                raise better from exc
+    def _create(self) -> None:
         try:
             self._write({"1": self._new_version()}, cas=0)
         except VaultError as exc:
             if exc.reason != "exists":  # another replica created it first: use theirs
                 raise
-        return self._read()
 
     def _read(self) -> _Stored:
         answer = call_vault(

@@ -33,7 +33,6 @@ from tokend.keys.keyring import (
     PublicKey,
     PublishedKey,
     SigningKey,
-    check_algorithm,
     public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, parse_time
@@ -132,17 +131,14 @@ class TransitKeyring(PhasedKeyring):
         lifecycle: Lifecycle | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        check_algorithm(algorithm, rsa_bits)
-        super().__init__(key_name, lifecycle=lifecycle, clock=clock)
-        self._client = client
-        self._mount = mount.strip("/")
-        self._alg = algorithm
+        super().__init__(client, key_name, mount=mount, algorithm=algorithm,
+                         rsa_bits=rsa_bits, create_if_missing=create_if_missing,
+                         lifecycle=lifecycle, clock=clock)
         self._scheme = _SCHEMES[algorithm]
         # RSA algorithms take their key size from rsa_bits; the others have one type.
         rsa_type = f"rsa-{rsa_bits}"
         in_scheme = rsa_type in self._scheme.key_types
         self._create_type = rsa_type if in_scheme else min(self._scheme.key_types)
-        self._create_if_missing = create_if_missing
         self.keys_path = f"{self._mount}/keys/{key_name}"
         self.sign_path = f"{self._mount}/sign/{key_name}"
         self.rotate_path = f"{self._mount}/keys/{key_name}/rotate"
@@ -294,18 +290,6 @@ class TransitKeyring(PhasedKeyring):
         )
 
     # -- internals -----------------------------------------------------------------
-
-    def _read_or_create(self) -> dict[str, Any]:
-        try:
-            return self._read()
-        except VaultError as exc:
-            if exc.reason != "not_found" or not self._create_if_missing:
-                better = self._explain(exc)
-                if better is exc:
-                    raise
-                raise better from exc
-        self._create()
-        return self._read()
 
     def _create(self) -> None:
         # Creating an existing key is a no-op in transit, so racing replicas are fine.
