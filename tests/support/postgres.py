@@ -32,6 +32,7 @@ import psycopg
 import pytest
 
 from tests.support.bao import free_port
+from tests.support.logs import log_tail
 
 __all__ = [
     "PostgresCluster",
@@ -155,7 +156,7 @@ class PostgresCluster:
                 return
             if self.port or attempt == 2:  # a fixed port is not retried elsewhere
                 break
-        raise RuntimeError(f"pg_ctl start failed:\n{result.stdout}\n{self._log_tail()}")
+        raise RuntimeError(f"pg_ctl start failed:\n{result.stdout}\n{log_tail(self.log_path, 20)}")
 
     def stop(self) -> None:
         """Stop at once, like a crash: committed work must survive (fsync is on)."""
@@ -192,14 +193,9 @@ class PostgresCluster:
             check=False,
         )  # fmt: skip
         if check and result.returncode != 0:
-            raise RuntimeError(f"{tool} failed:\n{result.stdout}\n{self._log_tail()}")
+            raise RuntimeError(f"{tool} failed:\n{result.stdout}\n{log_tail(self.log_path, 20)}")
         return result
 
-    def _log_tail(self) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-        except OSError:
-            return "(no server log)"
 
 
 def _temp_root(run_as: str | None) -> str:

@@ -19,7 +19,7 @@ class CallContext:
     audited only when refused) usually needs none of them."""
 
     __slots__ = ("_context", "_default", "_identity", "_ids", "_policy", "_request_id",
-                 "_rule", "audit")
+                 "audit")
 
     def __init__(self, context: grpc.aio.ServicerContext, default_identity: str,
                  policy: CallerPolicy, ids: RequestIds) -> None:
@@ -28,7 +28,6 @@ class CallContext:
         self._policy = policy
         self._ids = ids
         self._identity: str | None = None
-        self._rule: tuple[CallerRule | None] | None = None
         self._request_id: str | None = None
         # Handlers add what the audit event should say (subject, jti, audience...).
         self.audit: dict[str, Any] = {}
@@ -41,9 +40,7 @@ class CallContext:
 
     @property
     def rule(self) -> CallerRule | None:
-        if self._rule is None:
-            self._rule = (self._policy.rule_for(self.identity),)
-        return self._rule[0]
+        return self._policy.rule_for(self.identity)  # remembered per identity there
 
     @property
     def peer(self) -> str:
