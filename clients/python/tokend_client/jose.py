@@ -787,7 +787,7 @@ def verify_jws(
     then and selects the same key now; only the caller's algorithm allowlist is
     checked again, since it may differ between calls.
     """
-    key_set = jwks if type(jwks) is JwkSet else _as_key_set(jwks)
+    key_set = jwks if type(jwks) is JwkSet else as_key_set(jwks)
     if isinstance(algorithms, (str, bytes)):
         # "ES256" as a collection would allow every substring of it.
         raise TypeError("algorithms must be a collection of names, not a string")
@@ -832,7 +832,8 @@ def _verify_remembered(token: object, remembered: Mapping[str, PublicKey]) -> by
     return _verified_payload(token, dots, key)
 
 
-def _as_key_set(jwks: JwkSet | Mapping[str, Any] | str | bytes) -> JwkSet:
+def as_key_set(jwks: JwkSet | Mapping[str, Any] | str | bytes) -> JwkSet:
+    """`jwks` as a JwkSet: one already built, or a JWK Set as a dict or JSON text."""
     if isinstance(jwks, JwkSet):
         return jwks
     if isinstance(jwks, Mapping | str | bytes | bytearray):

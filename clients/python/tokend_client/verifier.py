@@ -32,6 +32,7 @@ from .jose import (
     PublicKey,
     VerifiedJws,
     _verify_remembered,
+    as_key_set,
     strict_json_loads,
     verify_jws,
 )
@@ -88,7 +89,7 @@ class LocalVerifier:
         # When following, _jwks is only the first set; verify() asks the source.
         self._source = jwks if isinstance(jwks, KeySource) else None
         self._revocations = jwks if isinstance(jwks, LiveSource) else None
-        self._jwks = _to_key_set(jwks) if self._source is None else self._source.keys()
+        self._jwks = as_key_set(jwks) if self._source is None else self._source.keys()
         # Header segments this verifier accepted (header rules and typ) with one key set.
         self._remembered: tuple[JwkSet | None, dict[str, PublicKey]] = (None, {})
 
@@ -104,7 +105,7 @@ class LocalVerifier:
         A verifier that follows a key source refuses (TypeError): refresh the source."""
         if self._source is not None:
             raise TypeError("this verifier follows a key source; call its refresh() instead")
-        self._jwks = _to_key_set(jwks)
+        self._jwks = as_key_set(jwks)
 
     def verify(
         self,
@@ -374,14 +375,6 @@ def _check_scopes(claims: Mapping[str, Any], required: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------------------
 # Argument checks (configuration errors are ValueError/TypeError, not InvalidToken)
 # ---------------------------------------------------------------------------
-
-
-def _to_key_set(jwks: JwksSource) -> JwkSet:
-    if isinstance(jwks, JwkSet):
-        return jwks
-    if isinstance(jwks, Mapping | str | bytes | bytearray):
-        return JwkSet.from_json(jwks)
-    raise TypeError("jwks must be a JwkSet, a JWK Set dict or JSON text")
 
 
 def _non_empty_str(value: object, name: str) -> str:
