@@ -205,6 +205,28 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _policy_needs_client_certificates(self) -> Settings:
+        # Without client certificates every caller is default_client_id: a policy would
+        # guard nothing and the Watch streams would be open to whoever reaches the port.
+        if self.policy_file is not None and self.tls.client_ca_file is None \
+                and not self.insecure_plaintext:
+            raise ValueError(
+                "policy_file is set but tls.client_ca_file is not: without mutual TLS no "
+                "caller can be told apart, so the policy would guard nothing. Set "
+                "tls.client_ca_file to the CA that signs your callers' certificates "
+                "(or, for development only, insecure_plaintext: true on a loopback address)")
+        return self
+
+    @model_validator(mode="after")
+    def _local_identity_is_no_certificate_name(self) -> Settings:
+        # The kind prefixes of tokend.api.identity: a local caller must never read as a
+        # certificate identity in client_id or the audit.
+        if self.default_client_id.lower().startswith(("spiffe:", "dns:", "cn:", "local:")):
+            raise ValueError("default_client_id must not start with spiffe:, dns:, cn: or "
+                             "local: (those name certificate identities)")
+        return self
+
+    @model_validator(mode="after")
     def _staleness_above_polling(self) -> Settings:
         limit = self.tokens.revocation_max_staleness
         if limit and limit < max(1.0, 2 * self.revocation_poll_interval):
