@@ -51,3 +51,11 @@ DENYLIST_STALENESS = Gauge(
 STORE_UP = Gauge(
     "tokend_store_up", "1 when the last read of the store's revocation feed succeeded, else 0"
 )
+TLS_RELOAD_REJECTED = Gauge(
+    "tokend_tls_reload_rejected",
+    "1 while the TLS files on disk (certificate, key, client CA) were changed but refused "
+    "(unparsable, empty CA, key not matching, expired): the previous material still serves",
+)
+TLS_RELOAD_FAILURES = Counter(
+    "tokend_tls_reload_failures_total", "Changed TLS files refused instead of hot-loaded"
+)
