@@ -29,7 +29,7 @@ from tokend_client.v1 import tokend_pb2_grpc
 
 POLICY = """\
 callers:
-  - spiffe: "spiffe://test/ns/app/sa/api"
+  - identity: "spiffe://test/ns/app/sa/api"
     rpcs: [Issue]
     issue: {audiences: ["api"]}
 """
