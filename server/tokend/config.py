@@ -158,6 +158,20 @@ class SecurityConfig(_Section):
     rejected_window: Seconds = 60.0
 
 
+class StreamsConfig(_Section):
+    """Caps on WatchRevocations / WatchJwks streams, per stream kind and process."""
+
+    max_total: int = Field(1000, ge=1, le=100_000)
+    # Per caller identity, so that one caller cannot take every slot from the others.
+    max_per_caller: int = Field(100, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _per_caller_within_total(self) -> StreamsConfig:
+        if self.max_per_caller > self.max_total:
+            raise ValueError("streams.max_per_caller must not exceed streams.max_total")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOKEND_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -185,6 +199,7 @@ class Settings(BaseSettings):
     policy_file: Path | None = None
     rate_limit: RateLimitConfig = RateLimitConfig()
     security: SecurityConfig = SecurityConfig()
+    streams: StreamsConfig = StreamsConfig()
     tls: TlsConfig = TlsConfig()
     vault: VaultConfig = VaultConfig()
     tokens: TokenConfig = TokenConfig()

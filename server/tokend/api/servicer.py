@@ -236,13 +236,15 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     @rpc("WatchRevocations", timed=False)
     async def WatchRevocations(self, request: pb.WatchRevocationsRequest,
                                context: grpc.aio.ServicerContext) -> None:
-        current_call.get().audit["from_sequence"] = request.from_sequence
-        await self._streams.revocations.serve(request.from_sequence, context)
+        call = current_call.get()
+        call.audit["from_sequence"] = request.from_sequence
+        await self._streams.revocations.serve(request.from_sequence, context,
+                                              caller=call.client_id)
 
     @rpc("WatchJwks", timed=False)
     async def WatchJwks(self, request: pb.WatchJwksRequest,
                         context: grpc.aio.ServicerContext) -> None:
-        await self._streams.jwks.serve(context)
+        await self._streams.jwks.serve(context, caller=current_call.get().client_id)
 
     def _audit_call(self, call: CallContext, method: str, code: grpc.StatusCode,
                     message: str | None) -> None:
