@@ -91,8 +91,8 @@ callers:
 
 
 @pytest.mark.parametrize(("entry", "needle"), [
-    ("identity: reader.test", "write `dns: reader.test`"),
-    ("identity: '*'", "`cn: *`"),
+    ("identity: reader.test", 'write `dns: "reader.test"`'),
+    ("identity: '*'", '`cn: "*"`'),
     ("spiffe: reader.test", "must start with spiffe://"),
     ("cn: 'spiffe://c/x'", "starts with a kind prefix"),
     ("dns: 'cn:x'", "starts with a kind prefix"),

@@ -59,8 +59,9 @@ class CallerRule(_Strict):
         if self.identity is not None and not self.identity.startswith("spiffe://"):
             raise ValueError(
                 f"identity {self.identity!r} does not say which kind of certificate name it "
-                f"matches: write `dns: {self.identity}` for a DNS SAN or `cn: {self.identity}` "
-                "for the subject common name (identity: is kept for SPIFFE IDs, spiffe://…)")
+                f'matches: write `dns: "{self.identity}"` for a DNS SAN or '
+                f'`cn: "{self.identity}"` for the subject common name (identity: is kept '
+                "for SPIFFE IDs, spiffe://…)")
         pattern = self.pattern
         if any(ord(c) < 0x21 or ord(c) == 0x7f for c in pattern):
             raise ValueError("an identity pattern has no spaces or control characters")
