@@ -76,7 +76,11 @@ callers:
     rpcs: []
   - local: tokend-local
     rpcs: [Refresh]
+  - cn: "Billing Service"
+    rpcs: [Issue]
+    issue: {audiences: [a]}
 """))
+    assert policy.allows(Identity(CN, "Billing Service"), "Issue")
     assert policy.allows(Identity(SPIFFE, spelled), "Revoke")
     for kind in (DNS, CN, LOCAL):
         assert not policy.allows(Identity(kind, spelled), "Revoke"), kind
@@ -98,7 +102,8 @@ callers:
     ("dns: 'cn:x'", "starts with a kind prefix"),
     ("rpcs: [Revoke]", "exactly one of"),
     ("{dns: a, cn: a}", "exactly one of"),
-    ("cn: 'a b'", "no spaces or control characters"),
+    ("dns: 'a b'", "no spaces except in a cn:"),
+    ('cn: "a\\tb"', "no control characters"),
 ])
 def test_an_entry_must_say_which_kind_it_matches(tmp_path: Path, entry: str,
                                                  needle: str) -> None:

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from tokend.api.admission import RequestIds
 
 
+UNUSABLE = "(unusable client certificate)"  # the audit's name for a caller without identity
+
+
 class CallContext:
     """Each fact is worked out on first use: a Verify (open to every authenticated caller,
     audited only when refused) usually needs none of them."""
@@ -71,7 +74,5 @@ class CallContext:
         """A bounded-cardinality name for metrics: the policy entry, not the identity."""
         return self.rule.label if self.rule is not None else self.client_id
 
-
-UNUSABLE = "(unusable client certificate)"
 
 current_call: ContextVar[CallContext] = ContextVar("tokend_current_call")

@@ -63,8 +63,9 @@ class CallerRule(_Strict):
                 f'`cn: "{self.identity}"` for the subject common name (identity: is kept '
                 "for SPIFFE IDs, spiffe://…)")
         pattern = self.pattern
-        if any(ord(c) < 0x21 or ord(c) == 0x7f for c in pattern):
-            raise ValueError("an identity pattern has no spaces or control characters")
+        if not pattern.isprintable() or (self.kind is not Kind.CN and " " in pattern):
+            raise ValueError("an identity pattern has no control characters, and no spaces "
+                             "except in a cn:")
         if self.kind is Kind.SPIFFE and not pattern.startswith("spiffe://"):
             raise ValueError(f"spiffe: {pattern!r} must start with spiffe://")
         if self.kind is not Kind.SPIFFE and pattern.startswith(RESERVED_PREFIXES):
