@@ -78,7 +78,7 @@ callers:
     rpcs: [Refresh]
   - cn: "Billing Service"
     rpcs: [Issue]
-    issue: {audiences: [a]}
+    issue: {{audiences: [a]}}
 """))
     assert policy.allows(Identity(CN, "Billing Service"), "Issue")
     assert policy.allows(Identity(SPIFFE, spelled), "Revoke")
