@@ -18,6 +18,7 @@ from tests.server.test_mtls_policy import audit_events, code_of, issue_request, 
 from tests.support.bao import BaoDevServer
 from tests.support.pki import TestCA
 from tests.support.tokend import RunningTokend, make_settings
+from tokend.api.identity import Identity, identity_from_pem
 from tokend_client.v1 import tokend_pb2 as pb
 
 CHECKOUT = "spiffe://cluster.local/ns/checkout/sa/checkout"
@@ -110,3 +111,29 @@ def test_a_certificate_with_two_uri_sans_is_refused(server: RunningTokend, pki: 
     assert code == grpc.StatusCode.UNAUTHENTICATED
     refused = [e for e in audit_events(server) if e["event"] == "authn.refused"]
     assert refused and "2 URI SANs" in refused[-1]["error"]
+
+
+@pytest.mark.parametrize(("sans", "label"), [
+    ({"spiffe": CHECKOUT, "dns": ("checkout.svc",)}, CHECKOUT),
+    ({"dns": ("Reader.Example",)}, "dns:reader.example"),  # RFC 4343: caseless
+    ({"cn": CHECKOUT}, f"cn:{CHECKOUT}"),
+    ({"uris": ("https://example.test/x",), "cn": "svc"}, "cn:svc"),  # not a spiffe URI
+])
+def test_identity_of_a_certificate(tmp_path: Path, sans: dict, label: str) -> None:
+    issued = TestCA(tmp_path).client("c", **sans)
+    found = identity_from_pem(issued.cert_file.read_bytes())
+    assert isinstance(found, Identity) and found.label == label
+
+
+@pytest.mark.parametrize(("sans", "reason"), [
+    ({"spiffe": "SPIFFE://cluster.local/ns/a"}, "not a valid SPIFFE ID"),
+    ({"spiffe": "spiffe://cluster.local"}, "not a valid SPIFFE ID"),  # no path: not a leaf
+    ({"spiffe": "spiffe://cluster.local/ns/../sa"}, "not a valid SPIFFE ID"),
+    ({"spiffe": "spiffe://cluster.local/ns?x=1"}, "not a valid SPIFFE ID"),
+    ({"uris": ("https://a.test/", "https://b.test/")}, "2 URI SANs"),
+])
+def test_certificates_without_a_trustworthy_identity(tmp_path: Path, sans: dict,
+                                                     reason: str) -> None:
+    issued = TestCA(tmp_path).client("c", **sans)
+    found = identity_from_pem(issued.cert_file.read_bytes())
+    assert isinstance(found, str) and reason in found

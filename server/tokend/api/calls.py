@@ -45,13 +45,13 @@ class CallContext:
     @property
     def client_id(self) -> str:
         """The kind-tagged label recorded in tokens (`client_id`) and refresh families."""
-        return str(self.identity)
+        return self.identity.label
 
     @property
     def caller(self) -> str:
         """The label for audit lines and signals; never raises."""
         try:
-            return str(self.identity)
+            return self.identity.label
         except UnusableCertificate:
             return UNUSABLE
 

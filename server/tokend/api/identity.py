@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from cryptography import x509
@@ -42,10 +42,15 @@ MAX_NAME_CHARS = 512
 class Identity:
     kind: Kind
     name: str
+    # `spiffe://…`, `dns:<name>`, `cn:<name>`, or the local default: made once, since
+    # identities are cached and their labels read several times per call.
+    label: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", LABEL_PREFIXES[self.kind] + self.name)
 
     def __str__(self) -> str:
-        """The label: `spiffe://…`, `dns:<name>`, `cn:<name>`, or the local default."""
-        return LABEL_PREFIXES[self.kind] + self.name
+        return self.label
 
 
 class UnusableCertificate(Exception):
@@ -60,11 +65,16 @@ def caller_identity(context: grpc.aio.ServicerContext, default: str) -> Identity
     """
     pem = context.auth_context().get("x509_pem_cert")
     if not pem:
-        return Identity(Kind.LOCAL, default)
+        return _local(default)
     found = identity_from_pem(pem[0])
     if isinstance(found, str):
         raise UnusableCertificate(found)
     return found
+
+
+@functools.lru_cache(maxsize=4)
+def _local(default: str) -> Identity:
+    return Identity(Kind.LOCAL, default)
 
 
 @functools.lru_cache(maxsize=1024)
