@@ -1217,6 +1217,13 @@ def claims_cases(k: dict[str, Key]) -> Suite:
         ]
         s.add(f"claims-{name}", rule, raw_token(es, head, body), reason)
     # Issuer.
+    s.add(
+        "claims-issuer-absent-not-required",
+        R_ISS,
+        token(es, claims(iss=None)),
+        "WRONG_ISSUER",
+        required_claims=["exp", "iat", "sub", "aud", "jti"],
+    )
     for name, iss in (
         ("other", "https://evil.test"),
         ("trailing-slash", ISSUER + "/"),
