@@ -1882,6 +1882,23 @@ def keys_cases(k: dict[str, Key]) -> Suite:
         {**k["attacker-eddsa"].jwk(), "kid": "bad-1", "alg": "ES256"},
         token(k["attacker-eddsa"].with_kid("bad-1")),
     )
+    # Ed25519 public keys of small order (and non-canonical encodings of them): with one,
+    # R = identity, S = 0 verifies for every message whose k is a multiple of the order.
+    for name, y in ED25519_SMALL_ORDER_Y.items():
+        x = y.to_bytes(32, "little")
+        pair(f"ed25519-small-order-{name}", _okp("bad-1", x), _small_order_forgery("bad-1", x))
+    identity_noncanonical = (ED25519_P + 1).to_bytes(32, "little")
+    pair(
+        "ed25519-non-canonical-identity",
+        _okp("bad-1", identity_noncanonical),
+        _small_order_forgery("bad-1", identity_noncanonical),
+    )
+    signed_identity = (1 | 1 << 255).to_bytes(32, "little")
+    pair(
+        "ed25519-identity-sign-bit",
+        _okp("bad-1", signed_identity),
+        _small_order_forgery("bad-1", signed_identity),
+    )
     # A key without kid is never selected, even when it is the only key.
     s.add(
         "keys-lone-key-without-kid-token-without-kid",
@@ -1970,6 +1987,48 @@ def keys_cases(k: dict[str, Key]) -> Suite:
     s.add("too-large-garbage-over-limit", R_SIZE, "a" * 8193, "TOO_LARGE")
     s.add("too-large-before-json", R_SIZE, "!" * 300, "TOO_LARGE", max_token_bytes=256)
     return s
+
+
+ED25519_P = 2**255 - 19
+ED25519_ORDER_8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+ED25519_SMALL_ORDER_Y = {
+    "identity": 1,
+    "order-2": ED25519_P - 1,
+    "order-4": 0,
+    "order-8": ED25519_ORDER_8_Y,
+    "order-8-negated": ED25519_P - ED25519_ORDER_8_Y,
+}
+
+
+def _okp(kid: str, x: bytes) -> dict[str, Any]:
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64(x), "kid": kid, "alg": "EdDSA", "use": "sig"}
+
+
+def _small_order_forgery(kid: str, x: bytes) -> str:
+    """An EdDSA token that verifies under the small-order key ``x`` without any private
+    key: R = identity, S = 0, and a jti chosen so that k = H(R || A || M) mod L is a
+    multiple of 8 (then [k]A is the identity and [S]B = R + [k]A holds)."""
+    identity = (1).to_bytes(32, "little")
+    head = b64(jbytes({"alg": "EdDSA", "kid": kid, "typ": "at+jwt"}))
+    for attempt in range(1000):
+        body = b64(jbytes(claims(jti=f"forged-{attempt}")))
+        digest = hashlib.sha512(identity + x + f"{head}.{body}".encode()).digest()
+        if int.from_bytes(digest, "little") % ED25519_ORDER % 8 == 0:
+            forged = f"{head}.{body}.{b64(identity + bytes(32))}"
+            _assert_plain_ed25519_accepts(x, forged)
+            return forged
+    raise AssertionError("no forgeable jti found")
+
+
+def _assert_plain_ed25519_accepts(x: bytes, forged: str) -> None:
+    """Prove the forgery is real: plain Ed25519 verification (no key policy) accepts it,
+    where the library can load the point at all."""
+    try:
+        public = ed25519.Ed25519PublicKey.from_public_bytes(x)
+    except ValueError:
+        return
+    signing_input, _, signature = forged.rpartition(".")
+    public.verify(b64_decode(signature), signing_input.encode())
 
 
 def _sized_token(es: Key, limit: int, over: int) -> str:
