@@ -514,6 +514,30 @@ def valid_cases(k: dict[str, Key]) -> Suite:
         "valid",
     )
     s.add("valid-header-b64-true", R_B64HDR, token(es, b64=True), "valid")
+    s.add("valid-header-cty-jwt-ignored", R_IGNORED_HDR, token(es, cty="JWT"), "valid")
+    s.add("valid-header-zip-ignored", R_IGNORED_HDR, token(es, zip="DEF"), "valid")
+    s.add("valid-header-enc-ignored", R_IGNORED_HDR, token(es, enc="A256GCM"), "valid")
+    s.add(
+        "valid-required-claims-empty",
+        R_REQUIRED,
+        token(es, {"iss": ISSUER, "sub": "alice"}),
+        "valid",
+        required_claims=[],
+    )
+    s.add(
+        "valid-custom-required-claim-null-is-present",
+        R_REQUIRED,
+        token(es, claims(client_id=None) | {"client_id": None}),
+        "valid",
+        required_claims=[*REQUIRED_CLAIMS, "client_id"],
+    )
+    s.add(
+        "valid-required-scopes-repeated",
+        R_SCOPE,
+        token(es),
+        "valid",
+        scopes=["orders:read", "orders:read"],
+    )
     s.add(
         "valid-extra-claims",
         R_VALID,
@@ -1729,6 +1753,7 @@ def signature_cases(k: dict[str, Key]) -> Suite:
             f"sig-{name}-trailing-byte", R_SIG_RSA, with_sig(g, raw_rsa + b"\x00"), "BAD_SIGNATURE"
         )
         s.add(f"sig-{name}-all-zero", R_SIG_RSA, with_sig(g, bytes(256)), "BAD_SIGNATURE")
+        s.add(f"sig-{name}-above-modulus", R_SIG_RSA, with_sig(g, b"\xff" * 256), "BAD_SIGNATURE")
         s.add(f"sig-{name}-one", R_SIG_RSA, with_sig(g, (1).to_bytes(256, "big")), "BAD_SIGNATURE")
         s.add(
             f"sig-{name}-modulus",
