@@ -342,6 +342,10 @@ R_JSON_NUMBER = (
     "C3 JSON numbers: RFC 8259 §6 grammar only (no NaN, Infinity, leading zero, +, hex), "
     "integers of at most 64 digits, finite as a double"
 )
+R_JSON_DEPTH = (
+    "C3 JSON nesting: at most 64 arrays and objects open at once, the outer object included "
+    "(tokend policy; RFC 8259 §9 lets parsers limit depth)"
+)
 R_DUP = (
     "C3 duplicate member names are refused, never first- or last-wins (RFC 7515 §4, RFC 7519 "
     "§4: reject is the allowed strict choice)"
@@ -979,6 +983,32 @@ def json_cases(k: dict[str, Key]) -> Suite:
         "empty": b"",
     }.items():
         s.add(f"json-header-{name}", R_JSON, raw_token(es, text, body), "MALFORMED")
+    # Nesting: at most 64 arrays/objects open at once, the outer object included.
+    for depth, expect in ((64, "valid"), (65, "MALFORMED"), (1000, "MALFORMED")):
+        for kind, opener, bottom, closer in (
+            ("array", b"[", b"", b"]"),
+            ("object", b'{"a":', b"1", b"}"),
+        ):
+            nested = opener * (depth - 1) + bottom + closer * (depth - 1)
+            s.add(
+                f"json-payload-depth-{depth}-{kind}",
+                R_JSON_DEPTH,
+                raw_token(es, head, body[:-1] + b',"x":' + nested + b"}"),
+                expect,
+                max_token_bytes=16384,
+            )
+    s.add(
+        "json-header-depth-65",
+        R_JSON_DEPTH,
+        raw_token(es, head[:-1] + b',"x":' + b"[" * 64 + b"]" * 64 + b"}", body),
+        "MALFORMED",
+    )
+    s.add(
+        "json-payload-brackets-in-string-ok",
+        R_JSON_DEPTH,
+        raw_token(es, head, body[:-1] + b',"x":"' + b"[{" * 100 + b'\\"]"}'),
+        "valid",
+    )
     s.add(
         "json-payload-integer-64-digits-ok",
         R_JSON_NUMBER,
