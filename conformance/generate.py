@@ -1374,6 +1374,13 @@ def claims_cases(k: dict[str, Key]) -> Suite:
             scopes=required,
         )
     s.add(
+        "claims-scope-required-name-with-space",
+        R_SCOPE,
+        token(es),
+        "MISSING_SCOPE",
+        scopes=["orders:read orders:write"],
+    )
+    s.add(
         "claims-scope-absent-required",
         R_SCOPE,
         token(es, claims(scope=None)),
@@ -2015,6 +2022,19 @@ def keys_cases(k: dict[str, Key]) -> Suite:
         _okp("bad-1", signed_identity),
         _small_order_forgery("bad-1", signed_identity),
     )
+    pair("kid-empty-string", {**other.jwk(), "kid": ""}, token(other.with_kid("")))
+    pair(
+        "rsa-exponent-leading-zero",
+        {**no_alg, "alg": "RS256", "e": "AAEAAQ"},
+        token(Key("bad-1", "RS256", rsa_other.private)),
+    )
+    pair("ec-x-number", {**other.jwk(), "kid": "bad-1", "x": 12345}, token(other.with_kid("bad-1")))
+    pair("ec-y-missing", {**other.jwk(y=None), "kid": "bad-1"}, token(other.with_kid("bad-1")))
+    pair(
+        "rsa-2047-bits-claimed-2048",
+        _rsa_2047(rsa_other),
+        token(Key("bad-1", "RS256", rsa_other.private)),
+    )
     # A key without kid is never selected, even when it is the only key.
     s.add(
         "keys-lone-key-without-kid-token-without-kid",
@@ -2161,6 +2181,12 @@ def _sized_token(es: Key, limit: int, over: int) -> str:
             if len(tok) == limit + over:
                 return tok
     raise AssertionError("no token of the wanted size")
+
+
+def _rsa_2047(key: Key) -> dict[str, Any]:
+    """A JWK whose modulus is the key's shifted right by one bit: 2047 bits, too small."""
+    n = int.from_bytes(b64_decode(key.jwk()["n"]), "big") >> 1
+    return {**key.jwk(), "kid": "bad-1", "alg": "RS256", "n": b64_uint(n | 1)}
 
 
 def _rsa_e1_forgery(key: Key, kid: str) -> str:
