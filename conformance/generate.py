@@ -605,6 +605,16 @@ def valid_cases(k: dict[str, Key]) -> Suite:
         "valid",
     )
     s.add("valid-es256-high-s", R_SIG_EC, high_s(token(es)), "valid")
+    nul = jbytes(claims(sub=None))[:-1] + b',"sub":"ali\\u0000ce"}'
+    s.add(
+        "valid-sub-escaped-nul",
+        R_JSON,
+        raw_token(es, jbytes(header(es)), nul),
+        "valid",
+        sub="ali\x00ce",
+    )
+    slash = jbytes(claims(iss=None))[:-1] + b',"iss":"https:\\/\\/tokend.test"}'
+    s.add("valid-iss-escaped-slashes", R_ISS, raw_token(es, jbytes(header(es)), slash), "valid")
     s.add("valid-nbf-negative", R_NUMERIC, token(es, claims(nbf=-1)), "valid")
     s.add("valid-exp-huge-float", R_NUMERIC, token(es, claims(exp=1e300)), "valid")
     s.add(
@@ -986,6 +996,13 @@ def json_cases(k: dict[str, Key]) -> Suite:
         "true-uppercase": body[:-1] + b',"x":True}',
         "integer-65-digits": body[:-1] + b',"x":' + b"9" * 65 + b"}",
         "number-overflow": body[:-1] + b',"x":1e400}',
+        "form-feed-whitespace": b"\x0c" + body,
+        "vertical-tab-whitespace": body[:-1] + b"\x0b}",
+        "nbsp-whitespace": b"\xc2\xa0" + body,
+        "ideographic-space-whitespace": body + "\u3000".encode(),
+        "uppercase-u-escape": jbytes(claims(sub=None))[:-1] + b',"sub":"\\U00e9"}',
+        "short-u-escape": jbytes(claims(sub=None))[:-1] + b',"sub":"\\u00e"}',
+        "unescaped-tab-in-string": jbytes(claims(sub=None))[:-1] + b',"sub":"a\tb"}',
     }
     numbers = {"nan", "infinity", "leading-zero", "plus-number", "hex-number", "dot-number"}
     numbers |= {"integer-65-digits", "number-overflow"}
