@@ -358,7 +358,7 @@ R_JSON = (
 )
 R_JSON_NUMBER = (
     "C3 JSON numbers: RFC 8259 §6 grammar only (no NaN, Infinity, leading zero, +, hex), "
-    "integers of at most 64 digits, finite as a double"
+    "integer literals of at most 64 characters (sign included), finite as a double"
 )
 R_JSON_DEPTH = (
     "C3 JSON nesting: at most 64 arrays and objects open at once, the outer object included "
@@ -1044,6 +1044,20 @@ def json_cases(k: dict[str, Key]) -> Suite:
         raw_token(es, head, body[:-1] + b',"x":"' + b"[{" * 100 + b'\\"]"}'),
         "valid",
     )
+    # The integer limit counts the literal's characters, minus sign included; a literal with
+    # a fraction or an exponent is a float, whatever its length.
+    for name, literal, expect in (
+        ("negative-integer-64-digits", b"-" + b"9" * 64, "MALFORMED"),
+        ("negative-integer-63-digits-ok", b"-" + b"9" * 63, "valid"),
+        ("float-65-digits-fraction-ok", b"9" * 65 + b".5", "valid"),
+        ("float-65-digits-exponent-ok", b"9" * 65 + b"e0", "valid"),
+    ):
+        s.add(
+            f"json-payload-{name}",
+            R_JSON_NUMBER,
+            raw_token(es, head, body[:-1] + b',"x":' + literal + b"}"),
+            expect,
+        )
     s.add(
         "json-payload-integer-64-digits-ok",
         R_JSON_NUMBER,
