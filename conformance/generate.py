@@ -1237,6 +1237,14 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
         )
     s.add("time-exp-clock-moved", R_EXP, token(es), "EXPIRED", now=NOW + 330)
     s.add("time-exp-clock-moved-just-inside", R_EXP, token(es), "valid", now=NOW + 329)
+    # No rule orders exp and iat: each is judged against the clock alone.
+    s.add(
+        "time-exp-before-iat-within-leeway",
+        R_IAT,
+        token(es, claims(iat=NOW + 20, exp=NOW + 10, nbf=None)),
+        "valid",
+        max_lifetime=300,
+    )
     # Order of time rules: expired wins over not-yet-valid (both wrong).
     s.add(
         "time-expired-and-not-yet-valid",
