@@ -36,6 +36,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 HERE = Path(__file__).resolve().parent
+# The reference is this checkout's Python client, whatever else is installed.
+CLIENT_DIR = HERE.parent / "clients" / "python"
+if str(CLIENT_DIR) not in sys.path:
+    sys.path.insert(0, str(CLIENT_DIR))
 KEY_DIR = HERE / "keys"
 VECTOR_DIR = HERE / "vectors"
 
