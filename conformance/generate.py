@@ -1240,6 +1240,12 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
             leeway=leeway,
         )
     s.add("time-exp-clock-moved", R_EXP, token(es), "EXPIRED", now=NOW + 330)
+    # The clock has sub-second resolution: now = exp = x.5 is expired, x.4 is not.
+    half = claims(exp=NOW + 0.5)
+    s.add("time-fractional-now-at-exp", R_EXP, token(es, half), "EXPIRED", now=NOW + 0.5, leeway=0)
+    s.add(
+        "time-fractional-now-before-exp", R_EXP, token(es, half), "valid", now=NOW + 0.4, leeway=0
+    )
     s.add("time-exp-clock-moved-just-inside", R_EXP, token(es), "valid", now=NOW + 329)
     # No rule orders exp and iat: each is judged against the clock alone.
     s.add(
