@@ -13,6 +13,7 @@ import pytest
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import RunningTokend, make_settings
 from tokend.config import load_settings
+from tokend.workers import check_ports
 
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -55,3 +56,12 @@ def test_metrics_listen_is_checked() -> None:
         with pytest.raises(ValueError, match=why):
             load_settings(None, insecure_plaintext=True, http_listen="127.0.0.1:8080",
                           http={"metrics_listen": bad})
+
+
+def test_workers_need_a_fixed_metrics_port() -> None:
+    """`--workers N` share each port (SO_REUSEPORT): port 0 would give each its own."""
+    fixed = {"insecure_plaintext": True, "grpc_listen": "127.0.0.1:50051",
+             "http_listen": "127.0.0.1:8080"}
+    with pytest.raises(ValueError, match="http.metrics_listen"):
+        check_ports(load_settings(None, **fixed, http={"metrics_listen": "127.0.0.1:0"}))
+    check_ports(load_settings(None, **fixed, http={"metrics_listen": "127.0.0.1:9090"}))
