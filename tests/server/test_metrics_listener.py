@@ -62,6 +62,6 @@ def test_workers_need_a_fixed_metrics_port() -> None:
     """`--workers N` share each port (SO_REUSEPORT): port 0 would give each its own."""
     fixed = {"insecure_plaintext": True, "grpc_listen": "127.0.0.1:50051",
              "http_listen": "127.0.0.1:8080"}
-    with pytest.raises(ValueError, match="http.metrics_listen"):
+    with pytest.raises(ValueError, match=r"http\.metrics_listen"):
         check_ports(load_settings(None, **fixed, http={"metrics_listen": "127.0.0.1:0"}))
     check_ports(load_settings(None, **fixed, http={"metrics_listen": "127.0.0.1:9090"}))
