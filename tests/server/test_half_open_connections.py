@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.faults.procs import TokendProcess, replica_config
 from tests.support.bao import BaoDevServer
 from tests.support.pki import Issued, TestCA
+from tests.support.tokend import RunningTokend, make_settings
 from tokend_client.v1 import tokend_pb2 as pb
 
 # The process may hold this many descriptors: fewer than the silent connections below.
@@ -155,3 +157,65 @@ def test_silent_connections_neither_starve_nor_linger(tokend: MtlsTokend) -> Non
     assert http_status(tokend, "/readyz") == 200
     assert tokend.metric('tokend_http_connections_shed_total{listener="public"}') >= (
         SILENT_PER_PORT - CAP)
+
+
+@pytest.fixture
+def tls_tokend(bao: BaoDevServer, tmp_path: Path) -> Iterator[tuple[RunningTokend, TestCA]]:
+    """In process, mutual TLS, short timeouts."""
+    ca = TestCA(tmp_path / "pki")
+    server = ca.server()
+    settings = make_settings(
+        bao.addr, bao.token, tmp_path, insecure_plaintext=False,
+        vault={"key_name": "slow-clients"},
+        tls={"cert_file": server.cert_file, "key_file": server.key_file,
+             "client_ca_file": ca.cert_file},
+        http={"request_timeout": TIMEOUT}, grpc={"handshake_timeout": TIMEOUT})
+    with RunningTokend(settings, tls_client=(ca.cert_file, ca.client("client"))) as running:
+        yield running, ca
+
+
+def closed_within(sock: socket.socket | ssl.SSLSocket, seconds: float,
+                  trickle: bytes = b"") -> float | None:
+    """Seconds until the server closed `sock`, sending `trickle` a byte at a time every
+    0.25 s meanwhile (a slow client); None if it was still open after `seconds`."""
+    started = time.monotonic()
+    sock.settimeout(0.25)
+    position = 0
+    while time.monotonic() - started < seconds:
+        try:
+            if position < len(trickle):
+                sock.sendall(trickle[position:position + 1])
+                position += 1
+            if sock.recv(65536) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:  # reset, or a TLS alert on close
+            return time.monotonic() - started
+    return None
+
+
+def test_a_slow_request_is_cut_off_at_the_header_timeout(
+        tls_tokend: tuple[RunningTokend, TestCA]) -> None:
+    """Slowloris: header bytes trickling in do not keep a connection open."""
+    running, _ = tls_tokend
+    port = port_of(running.http_url)
+    headers = b"GET /healthz HTTP/1.1\r\nHost: tokend\r\n" + b"X-Slow: " + b"a" * 64
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        took = closed_within(sock, TIMEOUT + 3, trickle=headers)
+    assert took is not None and took < TIMEOUT + 1.5, took
+
+
+def test_a_tls_client_that_never_speaks_http2_is_cut_off(
+        tls_tokend: tuple[RunningTokend, TestCA]) -> None:
+    """The handshake timeout covers the HTTP/2 preface after the TLS handshake too."""
+    running, ca = tls_tokend
+    client = ca.client("silent")
+    context = ssl.create_default_context(cafile=str(ca.cert_file))
+    context.load_cert_chain(str(client.cert_file), str(client.key_file))
+    context.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port_of(running.grpc_addr)), timeout=5)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        assert sock.version() is not None  # the TLS handshake is done
+        took = closed_within(sock, TIMEOUT + 3)
+    assert took is not None and took < TIMEOUT + 1.5, took
