@@ -112,14 +112,16 @@ class App:
         )
         self._publisher = publisher = JwksPublisher(keyring, verifier)
         publisher.publish()
-        jwks_feed = JwksFeed()
+        caps = {"max_subscribers": settings.streams.max_total,
+                "max_per_caller": settings.streams.max_per_caller}
+        jwks_feed = JwksFeed(**caps)
         publisher.on_change(jwks_feed.publish)
         store = open_store(settings.store_url, migrate=settings.store_migrate)
         await store.open()
         self._store = store
         denylist = Denylist()
         # The feed streams what the follower applies and asks it how far it has read.
-        revocation_feed = RevocationFeed(store, position=lambda: follower.seq)
+        revocation_feed = RevocationFeed(store, position=lambda: follower.seq, **caps)
         follower = DenylistFollower(store, denylist, interval=settings.revocation_poll_interval,
                                     on_applied=revocation_feed.publish)
         await follower.catch_up()

@@ -75,3 +75,11 @@ CONNECTIONS_SHED = Counter(
     "HTTP connections closed to stay within http.max_connections (the oldest goes)",
     ["listener"],
 )
+TLS_RELOAD_REJECTED = Gauge(
+    "tokend_tls_reload_rejected",
+    "1 while the TLS files on disk (certificate, key, client CA) were changed but refused "
+    "(unparsable, empty CA, key not matching, expired): the previous material still serves",
+)
+TLS_RELOAD_FAILURES = Counter(
+    "tokend_tls_reload_failures_total", "Changed TLS files refused instead of hot-loaded"
+)

@@ -168,10 +168,10 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
             scopes=policy.check_scopes(request.scopes),
             claims=policy.check_claims(_claims_of(request), tokens),
             ttl=_caller_default_ttl(policy.check_ttl(ttl, tokens), ttl, call),
-            client_id=call.identity,
+            client_id=call.client_id,
         )
-        check_issue(call.rule, call.identity, audience=spec.audience, scopes=spec.scopes,
-                    ttl=spec.ttl, claims=spec.claims.keys())
+        check_issue(call.rule, call.client_id, subject=spec.subject, audience=spec.audience,
+                    scopes=spec.scopes, ttl=spec.ttl, claims=spec.claims.keys())
         return spec
 
     @rpc("Verify")
@@ -196,14 +196,14 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         subject = claims.get("sub") if claims else None
         call.audit.update(outcome="rejected", reason=reason, subject=subject,
                           jti=claims.get("jti") if claims else None)
-        self._rejections.rejected(call.identity, subject, reason)
+        self._rejections.rejected(call.caller, subject, reason)
 
     @rpc("Refresh")
     async def Refresh(self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
                       ) -> pb.IssueResponse:
         call = current_call.get()
         result = await self._authority.refresh(request.refresh_token, list(request.scopes),
-                                               client_id=call.identity)
+                                               client_id=call.client_id)
         call.audit.update(subject=result.subject, jti=result.access.jti)
         return _issue_response(result)
 
@@ -236,13 +236,15 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     @rpc("WatchRevocations", timed=False)
     async def WatchRevocations(self, request: pb.WatchRevocationsRequest,
                                context: grpc.aio.ServicerContext) -> None:
-        current_call.get().audit["from_sequence"] = request.from_sequence
-        await self._streams.revocations.serve(request.from_sequence, context)
+        call = current_call.get()
+        call.audit["from_sequence"] = request.from_sequence
+        await self._streams.revocations.serve(request.from_sequence, context,
+                                              caller=call.client_id)
 
     @rpc("WatchJwks", timed=False)
     async def WatchJwks(self, request: pb.WatchJwksRequest,
                         context: grpc.aio.ServicerContext) -> None:
-        await self._streams.jwks.serve(context)
+        await self._streams.jwks.serve(context, caller=current_call.get().client_id)
 
     def _audit_call(self, call: CallContext, method: str, code: grpc.StatusCode,
                     message: str | None) -> None:
@@ -251,7 +253,7 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
             return
         outcome = call.audit.pop("outcome", "ok" if code is grpc.StatusCode.OK else "error")
         self._audit.emit(f"rpc.{method}", outcome=outcome, code=code.name, error=message,
-                         caller=call.identity, peer=call.peer, request_id=call.request_id,
+                         caller=call.caller, peer=call.peer, request_id=call.request_id,
                          **call.audit)
 
 
