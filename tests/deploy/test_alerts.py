@@ -42,3 +42,7 @@ def test_rules_are_well_formed(rules: list[dict[str, Any]]) -> None:
 
 def test_tls_refusal_has_an_alert(rules: list[dict[str, Any]]) -> None:
     assert any("tokend_tls_reload_rejected" in rule["expr"] for rule in rules)
+
+
+def test_signing_outage_has_an_alert(rules: list[dict[str, Any]]) -> None:
+    assert any("tokend_signing_available" in rule["expr"] for rule in rules)
