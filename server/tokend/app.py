@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from tokend.api.admission import Admission
 from tokend.api.policy import CallerPolicy, load_policy
 from tokend.api.ratelimit import RateLimiter
-from tokend.api.servicer import TokenServicer
+from tokend.api.servicer import TokenServicer, add_to_server
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import JwksFeed, LiveStreams, RevocationFeed
 from tokend.api.tls import ReloadingCredentials
@@ -35,7 +35,7 @@ from tokend.tokens.denylist import Denylist, DenylistFollower
 from tokend.tokens.minting import TokenMinter
 from tokend.web.http import build_http_app
 from tokend_client import LocalVerifier
-from tokend_client.v1 import tokend_pb2, tokend_pb2_grpc
+from tokend_client.v1 import tokend_pb2
 
 log = structlog.get_logger("tokend.app")
 
@@ -173,7 +173,7 @@ class App:
             # gRPC turns SO_REUSEPORT on by default; only workers may share a port.
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
         ])
-        tokend_pb2_grpc.add_TokenServiceServicer_to_server(servicer, server)
+        add_to_server(servicer, server)  # decodes requests itself: see servicer.Malformed
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

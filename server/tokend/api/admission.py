@@ -20,7 +20,7 @@ from tokend.api.ratelimit import RateLimiter
 from tokend.audit import AuditLog
 
 RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: `$` passes a newline
 
 
 class Refused(Exception):
@@ -44,7 +44,7 @@ class RequestIds:
 
     def for_call(self, context: grpc.aio.ServicerContext) -> str:
         for key, value in context.invocation_metadata() or ():
-            if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
+            if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
                 return value
         return f"{self._prefix}{next(self._counter):010x}"
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format, message, timestamp_pb2
 
 from tokend import metrics
 from tokend.api.admission import Admission, Refused
@@ -27,7 +27,7 @@ from tokend.api.streams import (
 from tokend.audit import AuditLog
 from tokend.config import Settings
 from tokend.keys.publisher import JwksPublisher
-from tokend.store import StoreError
+from tokend.store import InvalidValue, StoreError
 from tokend.tokens import policy
 from tokend.tokens.authority import IssueResult, TokenAuthority
 from tokend.tokens.errors import BadRequest, RefreshDenied, Unavailable
@@ -47,6 +47,7 @@ class NotReady(Exception):
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidValue, grpc.StatusCode.INVALID_ARGUMENT),
     (PolicyDenied, grpc.StatusCode.PERMISSION_DENIED),
     (RefreshDenied, grpc.StatusCode.UNAUTHENTICATED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
@@ -82,6 +83,10 @@ def rpc(method: str, *, timed: bool = True
             current_call.set(call)
             code, message = grpc.StatusCode.OK, None
             try:
+                if isinstance(request, Malformed):
+                    metrics.MALFORMED_REQUESTS.labels(method).inc()
+                    raise BadRequest(f"{method} request is not a valid protobuf message: "
+                                     f"{request.problem}")
                 return await handler(self, request, context)
             except Exception as exc:
                 code, message = _status_for(exc, method)
@@ -107,9 +112,58 @@ def _status_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
         log.warning("rpc.store_unavailable", method=method, error=str(exc))
         return grpc.StatusCode.UNAVAILABLE, (
             f"{method} failed: tokend's store (database) is unavailable; retry later")
-    # Unknown failures (bugs): log the detail, tell the caller little.
+    # Unknown failures are bugs, not outages: a retry would meet the same bug, so not
+    # UNAVAILABLE. The log has the detail; the caller learns nothing of the internals.
     log.error("rpc.failed", method=method, error=type(exc).__name__, exc_info=exc)
-    return grpc.StatusCode.UNAVAILABLE, f"{method} failed on the server; retry later"
+    return grpc.StatusCode.INTERNAL, f"{method} failed on the server (an internal error)"
+
+
+class Malformed:
+    """What the request decoder hands the handler for bytes that are no valid message.
+
+    grpc.aio answers a deserializer's exception with UNKNOWN, the exception text and a
+    logged traceback, before any handler runs (no admission, audit or metric). A value
+    instead lets the handler admit the caller first, then refuse with INVALID_ARGUMENT.
+    """
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _decoder(message_type: type[message.Message]) -> Callable[[bytes], Any]:
+    parse = message_type.FromString
+
+    def decode(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except message.DecodeError:
+            # upb's text names the cause (bad UTF-8, nesting too deep, truncated field).
+            return Malformed("a string that is not UTF-8, nesting deeper than protobuf "
+                             "allows, or a truncated or wrongly typed field")
+        except RecursionError:
+            return Malformed("nesting deeper than protobuf allows")
+
+    return decode
+
+
+def add_to_server(servicer: TokenServicer, server: grpc.aio.Server) -> None:
+    """`add_TokenServiceServicer_to_server`, with request decoding that reports a
+    malformed message as INVALID_ARGUMENT (see Malformed)."""
+    service = pb.DESCRIPTOR.services_by_name["TokenService"]
+    handlers = {}
+    for method in service.methods:
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_decoder(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
@@ -161,7 +215,7 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     def _issue_spec(self, request: pb.IssueRequest, call: CallContext) -> policy.AccessTokenSpec:
         tokens = self._settings.tokens
         call.audit.update(subject=request.subject[:256], audience=list(request.audience)[:16])
-        ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else None
+        ttl = _ttl_of(request)
         spec = policy.AccessTokenSpec(
             subject=policy.check_subject(request.subject),
             audience=policy.check_audience(request.audience, tokens.allowed_audiences),
@@ -177,6 +231,7 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     @rpc("Verify")
     async def Verify(self, request: pb.VerifyRequest, context: grpc.aio.ServicerContext
                      ) -> pb.VerifyResponse:
+        _check_verify_names(request)
         result = self._authority.verify(request.token, request.audience,
                                         request.required_scopes)
         if not result.valid:
@@ -221,9 +276,17 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         if target is None:
             raise BadRequest("name what to revoke: one of token, jti, refresh_token, subject")
         call = current_call.get()
-        call.audit.update(target=target, reason=request.reason[:256] or None)
+        call.audit["target"] = target
+        # Checked before anything is audited, logged or stored: a refused value may be a
+        # secret pasted into the wrong field (a refresh token as a jti).
+        policy.check_reason(request.reason)
+        if target == "jti":
+            policy.check_jti(request.jti)
+        elif target == "subject":
+            policy.check_subject(request.subject)
+        call.audit["reason"] = request.reason or None
         if target in ("jti", "subject"):
-            call.audit[target] = getattr(request, target)[:256]
+            call.audit[target] = getattr(request, target)
         count = await actions[target](getattr(request, target), request.reason or "unspecified")
         call.audit["revoked"] = count
         return pb.RevokeResponse(revoked=count)
@@ -276,7 +339,34 @@ def _issue_response(result: IssueResult) -> pb.IssueResponse:
 
 
 def _claims_of(request: pb.IssueRequest) -> dict[str, Any]:
-    return json_format.MessageToDict(request.claims) if request.HasField("claims") else {}
+    if not request.HasField("claims"):
+        return {}
+    try:
+        return json_format.MessageToDict(request.claims)
+    except ValueError:  # "Fail to serialize NaN/Infinity for Value.number_value"
+        raise BadRequest("custom claims cannot hold NaN or infinity") from None
+
+
+# google/protobuf/duration.proto: seconds within ±10,000 years, nanos with the same sign.
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def _ttl_of(request: pb.IssueRequest) -> float | None:
+    """The requested ttl in seconds; Duration.ToTimedelta overflows on large values."""
+    if not request.HasField("ttl"):
+        return None
+    seconds, nanos = request.ttl.seconds, request.ttl.nanos
+    if (abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999
+            or (seconds and nanos and (seconds < 0) != (nanos < 0))):
+        raise BadRequest("ttl is not a valid google.protobuf.Duration")
+    return seconds + nanos / 1e9
+
+
+def _check_verify_names(request: pb.VerifyRequest) -> None:
+    # The token itself is judged by Verify (a malformed one is an answer, not an error).
+    if policy.has_control(request.audience) or any(
+            policy.has_control(scope) for scope in request.required_scopes):
+        raise BadRequest("audience and required_scopes cannot hold control characters")
 
 
 def _verify_response(claims: dict[str, Any]) -> pb.VerifyResponse:
