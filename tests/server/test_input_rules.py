@@ -132,6 +132,15 @@ def test_issue_refuses_secrets_as_names(server: TokendProcess) -> None:
     secret = issue(server, include_refresh_token=True).refresh_token
     for fields in ({"subject": secret}, {"audience": [secret]}, {"scopes": [secret]}):
         assert secret not in refused(lambda fields=fields: issue(server, **fields))
+    # The refusals are audited, without the value (it was audited before being checked).
+    assert secret not in (server.directory / "audit.jsonl").read_text()
+
+
+def test_verify_refuses_an_empty_required_scope(server: TokendProcess) -> None:
+    # Reached the verifier's ValueError before: a bug code for bad input.
+    token = issue(server).access_token
+    refused(lambda: server.stub.Verify(
+        pb.VerifyRequest(token=token, audience=AUDIENCE, required_scopes=[""]), timeout=10))
 
 
 def test_revoke_fields_follow_issue_rules(server: TokendProcess) -> None:

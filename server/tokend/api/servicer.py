@@ -214,11 +214,14 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
 
     def _issue_spec(self, request: pb.IssueRequest, call: CallContext) -> policy.AccessTokenSpec:
         tokens = self._settings.tokens
-        call.audit.update(subject=request.subject[:256], audience=list(request.audience)[:16])
+        # Audited once checked, never before: a refused value may be a secret.
+        call.audit["subject"] = subject = policy.check_subject(request.subject)
+        audience = policy.check_audience(request.audience, tokens.allowed_audiences)
+        call.audit["audience"] = list(audience)
         ttl = _ttl_of(request)
         spec = policy.AccessTokenSpec(
-            subject=policy.check_subject(request.subject),
-            audience=policy.check_audience(request.audience, tokens.allowed_audiences),
+            subject=subject,
+            audience=audience,
             scopes=policy.check_scopes(request.scopes),
             claims=policy.check_claims(_claims_of(request), tokens),
             ttl=_caller_default_ttl(policy.check_ttl(ttl, tokens), ttl, call),
@@ -364,9 +367,10 @@ def _ttl_of(request: pb.IssueRequest) -> float | None:
 
 def _check_verify_names(request: pb.VerifyRequest) -> None:
     # The token itself is judged by Verify (a malformed one is an answer, not an error).
-    if policy.has_control(request.audience) or any(
-            policy.has_control(scope) for scope in request.required_scopes):
-        raise BadRequest("audience and required_scopes cannot hold control characters")
+    if policy.has_control(request.audience):
+        raise BadRequest("audience cannot hold control characters")
+    if request.required_scopes:
+        policy.check_scopes(request.required_scopes)  # the rules of the scopes it names
 
 
 def _verify_response(claims: dict[str, Any]) -> pb.VerifyResponse:
