@@ -19,6 +19,7 @@ from tests.support.bao import BaoDevServer
 from tokend.api.admission import RequestIds
 from tokend.api.servicer import _status_for
 from tokend.store import InvalidValue, StoreError
+from tokend.tokens.policy import looks_like_secret
 from tokend_client.v1 import tokend_pb2 as pb
 
 SERVICE = "/tokend.v1.TokenService/"
@@ -302,3 +303,16 @@ def test_an_unexpected_exception_is_internal_not_retryable() -> None:
     assert code == grpc.StatusCode.UNAVAILABLE  # a real outage stays retryable
     code, _ = _status_for(InvalidValue("NUL"), "Revoke")
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(("value", "secret"), [
+    ("alice", False), ("alice.smith.jr", False), ("v1.2.3", False), ("ex01.foo.bar", False),
+    ("https://api.example.com/a.b.c", False), ("password changed. ticket 1.2", False),
+    ("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln", True),  # JWS
+    ("eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d", True),  # JWE: five segments
+    ("ICB7ICJhbGciOiJub25lIn0.e30.", True),  # header with leading spaces, no "eyJ"
+    ("Bearer eyJhbGciOiJFUzI1NiJ9", True),  # a token's head alone
+    ("tkd_rt_" + "A" * 43, True), ("see tkd_rt_abc", True),
+])
+def test_what_counts_as_a_secret(value: str, secret: bool) -> None:
+    assert looks_like_secret(value) is secret

@@ -43,7 +43,7 @@ _CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
 _JTI = re.compile(r"[\x21-\x7e]+")
 # Secrets a caller might paste into a name field by mistake: a refresh token (its
 # prefix, see tokens/refresh.py) or a JWS/JWE compact serialisation (RFC 7515 §7.1,
-# RFC 7516 §7.1), whose first segment is base64url JSON: it starts with `{`, so "ey".
+# RFC 7516 §7.1), whose first segment is a base64url JSON object: `{"` encodes as "eyJ".
 _REFRESH_PREFIX = "tkd_rt_"
 _JOSE_COMPACT = re.compile(r"([A-Za-z0-9_-]{4,})(?:\.[A-Za-z0-9_-]*){2,4}")
 _JSON_HEAD = re.compile(r"eyJ[A-Za-z0-9_-]{8,}")
@@ -69,17 +69,19 @@ def looks_like_secret(value: str) -> bool:
     """Whether `value` holds something shaped like a refresh token or a JWT."""
     if _REFRESH_PREFIX in value or _JSON_HEAD.search(value):
         return True
-    return any(_json_segment(found.group(1)) for found in _JOSE_COMPACT.finditer(value))
+    return "." in value and any(
+        _json_segment(found.group(1)) for found in _JOSE_COMPACT.finditer(value))
 
 
 def _json_segment(segment: str) -> bool:
-    """Whether a base64url segment decodes to text starting with `{` (a JOSE header)."""
+    """Whether a base64url segment decodes to text starting with `{"` (a JOSE header)."""
     try:
         head = binascii.a2b_base64(segment[:16].replace("-", "+").replace("_", "/") + "==",
                                    strict_mode=False)
     except binascii.Error:
         return False
-    return head.lstrip(b" \t\r\n").startswith(b"{")
+    head = head.lstrip(b" \t\r\n")
+    return head.startswith(b"{") and head[1:].lstrip(b" \t\r\n").startswith(b'"')
 
 
 def check_text(field: str, value: str, max_length: int, *, required: bool = True) -> str:
