@@ -12,9 +12,10 @@ import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from tokend.api.admission import Admission
+from tokend.api.decoding import add_guarded
 from tokend.api.policy import CallerPolicy, load_policy
 from tokend.api.ratelimit import RateLimiter
 from tokend.api.servicer import TokenServicer, add_to_server
@@ -173,11 +174,14 @@ class App:
             # gRPC turns SO_REUSEPORT on by default; only workers may share a port.
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
         ])
-        add_to_server(servicer, server)  # decodes requests itself: see servicer.Malformed
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), server)
+        # Every service decodes its requests through api/decoding.py: malformed bytes are
+        # INVALID_ARGUMENT, not UNKNOWN with a traceback.
+        add_to_server(servicer, server)
+        add_guarded(health_pb2_grpc.add_HealthServicer_to_server, self._health, server)
+        add_guarded(reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                    reflection.aio.ReflectionServicer(
+                        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                         reflection.SERVICE_NAME)), server)
         listen = self.settings.grpc_listen
         if self.settings.insecure_plaintext:
             self.grpc_port = server.add_insecure_port(listen)

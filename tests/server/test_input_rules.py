@@ -6,6 +6,7 @@ INVALID_ARGUMENT, never UNKNOWN, INTERNAL or a retryable code."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -256,9 +257,49 @@ def test_malformed_protobuf_is_invalid_argument_and_audited(
     assert "not a valid protobuf message" in details
     assert "Error parsing" not in details and "Exception" not in details
     assert _metric(server, malformed) == before_metric + 1
-    if method != "GetJwks":  # read-only RPCs are audited only when refused...
-        (event,) = audit_lines(server)[before_audit:]
-        assert event["event"] == f"rpc.{method}" and event["code"] == "INVALID_ARGUMENT"
+    (event,) = _settled(lambda: audit_lines(server)[before_audit:])  # refusals: audited
+    assert event["event"] == f"rpc.{method}" and event["code"] == "INVALID_ARGUMENT"
+    assert "Traceback" not in server.log_path.read_text()
+
+
+def _settled(read: Callable[[], list[Any]]) -> list[Any]:
+    """gRPC sends the status before the handler's audit line is written: wait for it."""
+    deadline = time.monotonic() + 5
+    while not (found := read()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return found
+
+
+BAD_UTF8_SERVICE = b"\x0a\x02\xff\xfe"  # HealthCheckRequest.service / a reflection host
+
+
+@pytest.mark.parametrize(("path", "label"), [
+    ("/grpc.health.v1.Health/Check", "Health/Check"),
+    ("/grpc.health.v1.Health/Watch", "Health/Watch"),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+     "ServerReflection/ServerReflectionInfo"),
+])
+def test_malformed_protobuf_to_health_and_reflection_is_invalid_argument(
+        server: TokendProcess, path: str, label: str) -> None:
+    # Open to every caller: before, UNKNOWN with the parser's text and a logged traceback.
+    series = f'tokend_malformed_requests_total{{rpc="{label}"}}'
+    before = _metric(server, series)
+    channel = grpc.insecure_channel(server.grpc_addr)
+    try:
+        if path.endswith("Check"):
+            code, details = code_of(lambda: channel.unary_unary(path)(BAD_UTF8_SERVICE,
+                                                                      timeout=10))
+        elif path.endswith("Watch"):
+            code, details = code_of(lambda: next(channel.unary_stream(path)(
+                BAD_UTF8_SERVICE, timeout=10)))
+        else:
+            code, details = code_of(lambda: next(channel.stream_stream(path)(
+                iter([BAD_UTF8_SERVICE]), timeout=10)))
+    finally:
+        channel.close()
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+    assert "not a valid protobuf message" in details and "DecodeError" not in details
+    assert _metric(server, series) == before + 1
     assert "Traceback" not in server.log_path.read_text()
 
 

@@ -10,11 +10,13 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-from google.protobuf import json_format, message, timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 
 from tokend import metrics
 from tokend.api.admission import Admission, Refused
 from tokend.api.calls import CallContext, current_call
+from tokend.api.decoding import MESSAGE as MALFORMED_MESSAGE
+from tokend.api.decoding import Malformed, decoder
 from tokend.api.policy import PolicyDenied, check_issue
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import (
@@ -85,8 +87,7 @@ def rpc(method: str, *, timed: bool = True
             try:
                 if isinstance(request, Malformed):
                     metrics.MALFORMED_REQUESTS.labels(method).inc()
-                    raise BadRequest(f"{method} request is not a valid protobuf message: "
-                                     f"{request.problem}")
+                    raise BadRequest(f"{method}: {MALFORMED_MESSAGE}")
                 return await handler(self, request, context)
             except Exception as exc:
                 code, message = _status_for(exc, method)
@@ -118,39 +119,9 @@ def _status_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"{method} failed on the server (an internal error)"
 
 
-class Malformed:
-    """What the request decoder hands the handler for bytes that are no valid message.
-
-    grpc.aio answers a deserializer's exception with UNKNOWN, the exception text and a
-    logged traceback, before any handler runs (no admission, audit or metric). A value
-    instead lets the handler admit the caller first, then refuse with INVALID_ARGUMENT.
-    """
-
-    __slots__ = ("problem",)
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-
-def _decoder(message_type: type[message.Message]) -> Callable[[bytes], Any]:
-    parse = message_type.FromString
-
-    def decode(data: bytes) -> Any:
-        try:
-            return parse(data)
-        except message.DecodeError:
-            # upb's text names the cause (bad UTF-8, nesting too deep, truncated field).
-            return Malformed("a string that is not UTF-8, nesting deeper than protobuf "
-                             "allows, or a truncated or wrongly typed field")
-        except RecursionError:
-            return Malformed("nesting deeper than protobuf allows")
-
-    return decode
-
-
 def add_to_server(servicer: TokenServicer, server: grpc.aio.Server) -> None:
     """`add_TokenServiceServicer_to_server`, with request decoding that reports a
-    malformed message as INVALID_ARGUMENT (see Malformed)."""
+    malformed message as INVALID_ARGUMENT after admission (api/decoding.py)."""
     service = pb.DESCRIPTOR.services_by_name["TokenService"]
     handlers = {}
     for method in service.methods:
@@ -158,7 +129,7 @@ def add_to_server(servicer: TokenServicer, server: grpc.aio.Server) -> None:
                 else grpc.unary_unary_rpc_method_handler)
         handlers[method.name] = make(
             getattr(servicer, method.name),
-            request_deserializer=_decoder(getattr(pb, method.input_type.name)),
+            request_deserializer=decoder(getattr(pb, method.input_type.name).FromString),
             response_serializer=getattr(pb, method.output_type.name).SerializeToString,
         )
     server.add_generic_rpc_handlers(
