@@ -13,12 +13,13 @@ import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from tokend.api.admission import Admission
+from tokend.api.decoding import add_guarded
 from tokend.api.policy import CallerPolicy, load_policy
 from tokend.api.ratelimit import RateLimiter
-from tokend.api.servicer import TokenServicer
+from tokend.api.servicer import TokenServicer, add_to_server
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import JwksFeed, LiveStreams, RevocationFeed
 from tokend.api.tls import ReloadingCredentials
@@ -39,7 +40,7 @@ from tokend.tokens.minting import TokenMinter
 from tokend.web.http import build_http_app, build_metrics_app
 from tokend.web.listener import CappedSite
 from tokend_client import LocalVerifier
-from tokend_client.v1 import tokend_pb2, tokend_pb2_grpc
+from tokend_client.v1 import tokend_pb2
 
 log = structlog.get_logger("tokend.app")
 
@@ -215,11 +216,14 @@ class App:
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             *grpc_connection_options(self.settings),
         ])
-        tokend_pb2_grpc.add_TokenServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), server)
+        # Every service decodes its requests through api/decoding.py: malformed bytes are
+        # INVALID_ARGUMENT, not UNKNOWN with a traceback.
+        add_to_server(servicer, server)
+        add_guarded(health_pb2_grpc.add_HealthServicer_to_server, self._health, server)
+        add_guarded(reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                    reflection.aio.ReflectionServicer(
+                        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                         reflection.SERVICE_NAME)), server)
         listen = self.settings.grpc_listen
         if self.settings.insecure_plaintext:
             self.grpc_port = server.add_insecure_port(listen)

@@ -37,6 +37,9 @@ KEYS_PUBLISHED = Gauge("tokend_jwks_keys", "Public keys published in the JWKS")
 SECURITY_EVENTS = Counter("tokend_security_events_total", "Security signals raised", ["kind"])
 RATE_LIMITED = Counter("tokend_rate_limited_total", "Calls refused by a rate limit", ["rpc"])
 AUTHZ_DENIED = Counter("tokend_authz_denied_total", "Calls refused by the caller policy", ["rpc"])
+MALFORMED_REQUESTS = Counter(
+    "tokend_malformed_requests_total",
+    "Calls refused because the request bytes were not a valid protobuf message", ["rpc"])
 ISSUED_BY_CALLER = Counter(
     "tokend_issued_by_caller_total",
     "Access tokens issued, by the policy entry that allowed the caller",

@@ -24,7 +24,7 @@ RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh"})
 # Read-only and answered from memory: no identity is worked out for them unless the audit
 # needs one (a rejected Verify), so they cost no certificate lookup.
 IDENTITY_FREE_RPCS = frozenset({"Verify", "GetJwks"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: `$` passes a newline
 
 
 class Refused(Exception):
@@ -48,7 +48,7 @@ class RequestIds:
 
     def for_call(self, context: grpc.aio.ServicerContext) -> str:
         for key, value in context.invocation_metadata() or ():
-            if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
+            if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
                 return value
         return f"{self._prefix}{next(self._counter):010x}"
 
