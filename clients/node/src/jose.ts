@@ -255,13 +255,46 @@ function okpKey(jwk: Jwk) {
   const crv = jwk["crv"];
   const spec = typeof crv === "string" && Object.hasOwn(OKP_CURVES, crv) ? OKP_CURVES[crv] : undefined;
   if (spec === undefined) throw new TypeError("unsupported OKP crv"); // RFC 8037 §2: X25519/X448 cannot sign
-  if (memberBytes(jwk, "x").length !== spec.keyBytes) throw new TypeError("OKP x has the wrong length");
+  const x = memberBytes(jwk, "x");
+  if (x.length !== spec.keyBytes) throw new TypeError("OKP x has the wrong length");
+  checkEdwardsPoint(crv as string, x);
   const key = importKey({ kty: "OKP", crv, x: jwk["x"] });
   const check = (alg: string): SignatureCheck => {
     if (alg !== "EdDSA") throw new TypeError(`${alg} cannot use an OKP key`); // RFC 8037 §3.1
     return eddsaCheck(key, spec.signatureBytes);
   };
   return { key, check, impliedAlg: "EdDSA" };
+}
+
+const ED25519_P = (1n << 255n) - 19n;
+const ED448_P = (1n << 448n) - (1n << 224n) - 1n;
+// y of the two order-8 points of edwards25519 (-y gives the other two); the other points
+// of small order have y in {0, 1, p - 1}.
+const ED25519_ORDER_8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022n;
+const SMALL_ORDER_Y: Readonly<Record<string, ReadonlySet<bigint>>> = {
+  Ed25519: new Set([0n, 1n, ED25519_P - 1n, ED25519_ORDER_8_Y, ED25519_P - ED25519_ORDER_8_Y]),
+  Ed448: new Set([0n, 1n, ED448_P - 1n]), // cofactor 4: orders 1, 2 and 4
+};
+
+/**
+ * Refuses non-canonical encodings and points of small order: with such a public key (the
+ * identity, say) forged signatures verify for chosen messages, which OpenSSL accepts.
+ */
+function checkEdwardsPoint(crv: string, x: Buffer): void {
+  let p: bigint;
+  let y: bigint;
+  if (crv === "Ed25519") {
+    p = ED25519_P;
+    y = toBigInt(Buffer.from(x).reverse()) & ((1n << 255n) - 1n); // little-endian, sign bit cleared
+  } else {
+    // RFC 8032 §5.2.3: the last octet holds only the sign of x, in its top bit.
+    if ((x[x.length - 1]! & 0x7f) !== 0) throw new TypeError("OKP x is not a canonical Ed448 point encoding");
+    p = ED448_P;
+    y = toBigInt(Buffer.from(x.subarray(0, -1)).reverse());
+  }
+  // RFC 8032 §5.1.3 / §5.2.3 step 1: y must be below p.
+  if (y >= p) throw new TypeError("OKP x is not a canonical point encoding");
+  if (SMALL_ORDER_Y[crv]!.has(y)) throw new TypeError("OKP x is a point of small order");
 }
 
 function importKey(jwk: Jwk): KeyObject {
