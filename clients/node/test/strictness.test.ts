@@ -151,3 +151,55 @@ describe("strict verification (issue 12 attack corpus)", () => {
     await refused(`${token()}\u200b`, Reason.MALFORMED);
   });
 });
+
+describe("nothing but InvalidTokenError escapes", () => {
+  // A bounded, seeded mutation run over valid tokens of every key type (xorshift32: the
+  // same inputs every run, so a failure reproduces).
+  let state = 0x9e3779b9;
+  const random = (n: number) => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) % n;
+  };
+  const CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ \n\u00e9\u200b{}\":,[]\\";
+
+  function mutate(text: string): string {
+    const at = random(text.length + 1);
+    switch (random(4)) {
+      case 0: return text.slice(0, at) + CHARS[random(CHARS.length)] + text.slice(at);
+      case 1: return text.slice(0, at) + text.slice(at + 1 + random(4));
+      case 2: return text.slice(0, at) + CHARS[random(CHARS.length)] + text.slice(at + 1);
+      default: return text.slice(0, at) + text.slice(random(text.length + 1));
+    }
+  }
+
+  it("on 4000 mutated tokens and 1000 mutated JSON documents", async () => {
+    const server = await JwksServer.start(JWKS as never);
+    try {
+      const verifier = new AccessTokenVerifier({ keys: remoteKeySet(server.url), issuer: ISSUER, audience: AUDIENCE });
+      const seeds = [
+        token(),
+        token(`{"alg":"EdDSA","kid":"ed","typ":"at+jwt"}`, PAYLOAD, ed.privateKey, "EdDSA"),
+        token(`{"alg":"RS256","kid":"weak","typ":"at+jwt"}`, PAYLOAD, weak.privateKey, "RS256"),
+      ];
+      const outcomes = new Map<string, number>();
+      for (let i = 0; i < 5000; i += 1) {
+        const seed = seeds[random(seeds.length)]!;
+        const candidate = i < 4000
+          ? mutate(mutate(seed))
+          : token(random(2) === 0 ? mutate(HEADER) : HEADER, mutate(mutate(PAYLOAD)));
+        try {
+          await verifier.verify(candidate);
+          outcomes.set("valid", (outcomes.get("valid") ?? 0) + 1);
+        } catch (error) {
+          assert.ok(error instanceof InvalidTokenError, `${JSON.stringify(candidate)}: ${String(error)}`);
+          outcomes.set(error.reasonName, (outcomes.get(error.reasonName) ?? 0) + 1);
+        }
+      }
+      assert.ok((outcomes.get("MALFORMED") ?? 0) > 1000, JSON.stringify(Object.fromEntries(outcomes)));
+    } finally {
+      await server.close();
+    }
+  });
+});
