@@ -467,7 +467,7 @@ export interface ParsedJws {
 }
 
 /** RFC 7515 §5.2 steps 1-3: the three segments and the header; throws InvalidTokenError. */
-export function parseCompact(token: string | Uint8Array): ParsedJws {
+export function parseCompact(token: string | Uint8Array, knownHeaders?: HeaderCache): ParsedJws {
   const text = tokenText(token);
   const first = text.indexOf(".");
   const last = text.lastIndexOf(".");
@@ -475,7 +475,29 @@ export function parseCompact(token: string | Uint8Array): ParsedJws {
   if (first === -1 || first === last || text.indexOf(".", first + 1) !== last) {
     throw new InvalidTokenError(Reason.MALFORMED, "token is not a three-segment compact JWS");
   }
-  return { text, first, last, header: decodeHeader(text.slice(0, first)) };
+  const segment = text.slice(0, first);
+  // The same header text always decodes to the same header: decode it once.
+  const header = knownHeaders?.get(segment) ?? decodeHeader(segment);
+  return { text, first, last, header };
+}
+
+/**
+ * Decoded headers by their segment text, for headers of tokens that verified: a signer
+ * uses one header per key version, so a few entries spare nearly every token the header
+ * decoding. Bounded, and filled only by validly signed tokens.
+ */
+export class HeaderCache {
+  static readonly MAX_ENTRIES = 32;
+  readonly #headers = new Map<string, Readonly<Record<string, unknown>>>();
+
+  get(segment: string): Readonly<Record<string, unknown>> | undefined {
+    return this.#headers.get(segment);
+  }
+
+  /** Remembers the header of `parsed`, a token that passed every check. */
+  remember(parsed: ParsedJws): void {
+    if (this.#headers.size < HeaderCache.MAX_ENTRIES) this.#headers.set(parsed.text.slice(0, parsed.first), parsed.header);
+  }
 }
 
 /** The rest of RFC 7515 §5.2: key, algorithm, payload and signature; throws InvalidTokenError. */

@@ -9,7 +9,7 @@
  * throws TypeError or RangeError at construction.
  */
 import { InvalidTokenError, Reason } from "./errors.js";
-import { JWS_ALGORITHMS, JwkSet, MAX_COMPACT_BYTES, parseCompact, strictJsonFromBytes, verifyParsed, type JwksInput, type VerifiedJws } from "./jose.js";
+import { HeaderCache, JWS_ALGORITHMS, JwkSet, MAX_COMPACT_BYTES, parseCompact, strictJsonFromBytes, verifyParsed, type JwksInput, type ParsedJws, type VerifiedJws } from "./jose.js";
 import { KeySource } from "./keys.js";
 
 /** The signature algorithms tokend signs with (the default allowlist). */
@@ -103,6 +103,7 @@ export class Verifier {
   readonly #requiredClaims: readonly string[];
   readonly #typ: string;
   readonly #clock: () => number;
+  readonly #headers = new HeaderCache();
 
   /** Checks the options once; a bad configuration throws TypeError or RangeError. */
   constructor(options: VerifierOptions) {
@@ -145,12 +146,14 @@ export class Verifier {
     const scopes = requiredScopes(options.requiredScopes);
     // Size first, before any decoding: bounds the work a hostile token can cause.
     if (tokenLength(token) > this.#maxTokenBytes) throw new InvalidTokenError(Reason.TOO_LARGE);
-    const verified = await this.#verifySignature(token);
+    const parsed = parseCompact(token, this.#headers);
+    const verified = await this.#verifySignature(parsed);
     // RFC 9068 §4 / RFC 8725 §3.11: explicit typing keeps other JWTs out.
     const typ = verified.header["typ"];
     if (typeof typ !== "string" || normalizeTyp(typ) !== this.#typ) throw new InvalidTokenError(Reason.WRONG_TYPE);
     const claims = claimsObject(verified.payload);
     this.#checkClaims(claims, now, audience, scopes);
+    this.#headers.remember(parsed);
     // Last: only a token that is otherwise valid is worth looking up.
     if (this.#revocations !== undefined) {
       this.#revocations.checkFresh();
@@ -166,9 +169,8 @@ export class Verifier {
     this.#checkClaims(claims, now, audience, requiredScopes(options.requiredScopes));
   }
 
-  async #verifySignature(token: string | Uint8Array): Promise<VerifiedJws> {
-    // The header is decoded before any key is fetched: malformed tokens cost no request.
-    const parsed = parseCompact(token);
+  /** The header was decoded before any key is fetched: malformed tokens cost no request. */
+  async #verifySignature(parsed: ParsedJws): Promise<VerifiedJws> {
     if (this.#source === undefined) return verifyParsed(parsed, this.#keys!, this.#algorithms);
     const keys = await this.#source.keys();
     try {
