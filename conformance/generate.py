@@ -165,23 +165,41 @@ def _mgf1(seed: bytes, length: int) -> bytes:
     return out[:length]
 
 
-def pss_sign(private: rsa.RSAPrivateKey, message: bytes) -> bytes:
-    """RSASSA-PSS-SIGN with SHA-256, MGF1-SHA-256 and a 32-byte salt (RFC 7518 §3.5),
-    the salt derived from the message so the signature is reproducible."""
-    numbers = private.private_numbers()
-    n, d = numbers.public_numbers.n, numbers.d
-    mod_bits = n.bit_length()
-    em_bits = mod_bits - 1
+def pss_sign(private: rsa.RSAPrivateKey, message: bytes, salt_length: int = 32) -> bytes:
+    """RSASSA-PSS-SIGN with SHA-256, MGF1-SHA-256 and a 32-byte salt (RFC 7518 §3.5; other
+    lengths for the forgeries), the salt derived from the message so the signature is
+    reproducible (RFC 8017 §9.1.1)."""
+    em_bits = private.key_size - 1
     em_len = (em_bits + 7) // 8
     m_hash = hashlib.sha256(message).digest()
-    salt = hashlib.sha256(b"tokend-conformance-pss-salt" + message).digest()
+    salt = (hashlib.sha512(b"tokend-conformance-pss-salt" + message).digest() * 4)[:salt_length]
     h = hashlib.sha256(b"\x00" * 8 + m_hash + salt).digest()
     db = b"\x00" * (em_len - len(salt) - len(h) - 2) + b"\x01" + salt
     masked = bytes(a ^ b for a, b in zip(db, _mgf1(h, em_len - len(h) - 1), strict=True))
     masked = bytes([masked[0] & (0xFF >> (8 * em_len - em_bits))]) + masked[1:]
-    em = masked + h + b"\xbc"
-    k = (mod_bits + 7) // 8
-    return pow(int.from_bytes(em, "big"), d, n).to_bytes(k, "big")
+    return rsa_raw_sign(private, masked + h + b"\xbc")
+
+
+def rsa_raw_sign(private: rsa.RSAPrivateKey, encoded: bytes) -> bytes:
+    """The RSA signature primitive (RFC 8017 §5.2.1) on an already encoded message: lets
+    the generator sign malformed encodings with a genuine key."""
+    numbers = private.private_numbers()
+    n, d = numbers.public_numbers.n, numbers.d
+    k = (private.key_size + 7) // 8
+    return pow(int.from_bytes(encoded, "big"), d, n).to_bytes(k, "big")
+
+
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def pkcs1_encoding(message: bytes, k: int, **variant: Any) -> bytes:
+    """EMSA-PKCS1-v1_5 (RFC 8017 §9.2) for SHA-256, or a deliberately broken variant."""
+    digest_info = variant.get("digest_info", SHA256_DIGEST_INFO) + hashlib.sha256(message).digest()
+    digest_info += variant.get("trailer", b"")
+    block_type = variant.get("block_type", b"\x01")
+    fill = k - len(digest_info) - 3 - variant.get("short_by", 0)
+    em = b"\x00" + block_type + variant.get("fill_byte", b"\xff") * fill + b"\x00" + digest_info
+    return em + variant.get("garbage", b"")
 
 
 # ---------------------------------------------------------------------------
@@ -335,8 +353,16 @@ R_SIZE = (
     " policy: bounds the work per token)"
 )
 R_JSON = (
-    "C3 strict JSON: UTF-8 without BOM, one object, RFC 8259 grammar (RFC 7515 §5.2 steps 3, "
-    "8; RFC 7519 §7.2 step 10)"
+    "C3 strict JSON: UTF-8 without BOM, exactly one object, RFC 8259 grammar (RFC 7515 §5.2 "
+    "step 3; RFC 7519 §7.2 step 10)"
+)
+R_JSON_NUMBER = (
+    "C3 JSON numbers: RFC 8259 §6 grammar only (no NaN, Infinity, leading zero, +, hex), "
+    "integers of at most 64 digits, finite as a double"
+)
+R_JSON_DEPTH = (
+    "C3 JSON nesting: at most 64 arrays and objects open at once, the outer object included "
+    "(tokend policy; RFC 8259 §9 lets parsers limit depth)"
 )
 R_DUP = (
     "C3 duplicate member names are refused, never first- or last-wins (RFC 7515 §4, RFC 7519 "
@@ -514,6 +540,30 @@ def valid_cases(k: dict[str, Key]) -> Suite:
         "valid",
     )
     s.add("valid-header-b64-true", R_B64HDR, token(es, b64=True), "valid")
+    s.add("valid-header-cty-jwt-ignored", R_IGNORED_HDR, token(es, cty="JWT"), "valid")
+    s.add("valid-header-zip-ignored", R_IGNORED_HDR, token(es, zip="DEF"), "valid")
+    s.add("valid-header-enc-ignored", R_IGNORED_HDR, token(es, enc="A256GCM"), "valid")
+    s.add(
+        "valid-required-claims-empty",
+        R_REQUIRED,
+        token(es, {"iss": ISSUER, "sub": "alice"}),
+        "valid",
+        required_claims=[],
+    )
+    s.add(
+        "valid-custom-required-claim-null-is-present",
+        R_REQUIRED,
+        token(es, claims(client_id=None) | {"client_id": None}),
+        "valid",
+        required_claims=[*REQUIRED_CLAIMS, "client_id"],
+    )
+    s.add(
+        "valid-required-scopes-repeated",
+        R_SCOPE,
+        token(es),
+        "valid",
+        scopes=["orders:read", "orders:read"],
+    )
     s.add(
         "valid-extra-claims",
         R_VALID,
@@ -937,8 +987,11 @@ def json_cases(k: dict[str, Key]) -> Suite:
         "integer-65-digits": body[:-1] + b',"x":' + b"9" * 65 + b"}",
         "number-overflow": body[:-1] + b',"x":1e400}',
     }
+    numbers = {"nan", "infinity", "leading-zero", "plus-number", "hex-number", "dot-number"}
+    numbers |= {"integer-65-digits", "number-overflow"}
     for name, text in grammar.items():
-        s.add(f"json-payload-{name}", R_JSON, raw_token(es, head, text), "MALFORMED")
+        rule = R_JSON_NUMBER if name in numbers else R_JSON
+        s.add(f"json-payload-{name}", rule, raw_token(es, head, text), "MALFORMED")
     for name, text in {
         "array": jbytes([header(es)]),
         "trailing-comma": head[:-1] + b",}",
@@ -948,9 +1001,35 @@ def json_cases(k: dict[str, Key]) -> Suite:
         "empty": b"",
     }.items():
         s.add(f"json-header-{name}", R_JSON, raw_token(es, text, body), "MALFORMED")
+    # Nesting: at most 64 arrays/objects open at once, the outer object included.
+    for depth, expect in ((64, "valid"), (65, "MALFORMED"), (1000, "MALFORMED")):
+        for kind, opener, bottom, closer in (
+            ("array", b"[", b"", b"]"),
+            ("object", b'{"a":', b"1", b"}"),
+        ):
+            nested = opener * (depth - 1) + bottom + closer * (depth - 1)
+            s.add(
+                f"json-payload-depth-{depth}-{kind}",
+                R_JSON_DEPTH,
+                raw_token(es, head, body[:-1] + b',"x":' + nested + b"}"),
+                expect,
+                max_token_bytes=16384,
+            )
+    s.add(
+        "json-header-depth-65",
+        R_JSON_DEPTH,
+        raw_token(es, head[:-1] + b',"x":' + b"[" * 64 + b"]" * 64 + b"}", body),
+        "MALFORMED",
+    )
+    s.add(
+        "json-payload-brackets-in-string-ok",
+        R_JSON_DEPTH,
+        raw_token(es, head, body[:-1] + b',"x":"' + b"[{" * 100 + b'\\"]"}'),
+        "valid",
+    )
     s.add(
         "json-payload-integer-64-digits-ok",
-        R_JSON,
+        R_JSON_NUMBER,
         raw_token(es, head, body[:-1] + b',"x":' + b"9" * 64 + b"}"),
         "valid",
     )
@@ -1005,9 +1084,8 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
             body = jbytes(claims(**{claim: "__X__"})).replace(b'"__X__"', literal)
             s.add(
                 f"numericdate-{claim}-{name}",
-                R_NUMERIC
-                if name not in ("leading-zero", "plus-sign", "hex", "trailing-dot")
-                else R_JSON,
+                # Not JSON numbers (RFC 8259 §6), or beyond the number limits.
+                R_JSON_NUMBER,
                 raw_token(es, head, body),
                 "MALFORMED",
             )
@@ -1043,6 +1121,17 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
         raw_token(es, head, jbytes(claims(exp="__X__")).replace(b'"__X__"', b"1" + b"0" * 19)),
         "valid",
     )
+    # NumericDates are compared as IEEE 754 doubles (the JSON number rounded to nearest):
+    # these fractions are lost in a double, so the boundaries hold exactly.
+    for claim, base, expect in (("nbf", NOW + 30, "valid"), ("exp", NOW - 30, "EXPIRED")):
+        literal = f"{base}.00000000001".encode()
+        body = jbytes(claims(**{claim: "__X__"})).replace(b'"__X__"', literal)
+        s.add(
+            f"numericdate-{claim}-beyond-double-precision",
+            R_NUMERIC,
+            raw_token(es, head, body),
+            expect,
+        )
     # Boundaries (RFC 7519 §4.1.4: exp is the first instant the token is NOT accepted).
     for leeway in (0, 30):
         s.add(
@@ -1729,6 +1818,7 @@ def signature_cases(k: dict[str, Key]) -> Suite:
             f"sig-{name}-trailing-byte", R_SIG_RSA, with_sig(g, raw_rsa + b"\x00"), "BAD_SIGNATURE"
         )
         s.add(f"sig-{name}-all-zero", R_SIG_RSA, with_sig(g, bytes(256)), "BAD_SIGNATURE")
+        s.add(f"sig-{name}-above-modulus", R_SIG_RSA, with_sig(g, b"\xff" * 256), "BAD_SIGNATURE")
         s.add(f"sig-{name}-one", R_SIG_RSA, with_sig(g, (1).to_bytes(256, "big")), "BAD_SIGNATURE")
         s.add(
             f"sig-{name}-modulus",
@@ -1751,10 +1841,6 @@ def signature_cases(k: dict[str, Key]) -> Suite:
         ),
         "BAD_SIGNATURE",
     )
-    salt0 = ps.private.sign(
-        g.rsplit(".", 1)[0].encode(), padding.PSS(padding.MGF1(hashes.SHA256()), 0), hashes.SHA256()
-    )
-    s.add("sig-ps256-salt-length-0", R_SIG, with_sig(g, salt0), "BAD_SIGNATURE")
     g = token(rs)
     s.add(
         "sig-rs256-key-pss-signature",
@@ -1762,6 +1848,36 @@ def signature_cases(k: dict[str, Key]) -> Suite:
         with_sig(g, pss_sign(rs.private, g.rsplit(".", 1)[0].encode())),
         "BAD_SIGNATURE",
     )
+    # PKCS#1 v1.5 encodings a parsing (instead of comparing) verifier might accept, each
+    # signed with the genuine private key.
+    signing_input = g.rsplit(".", 1)[0].encode()
+    genuine = b64_decode(g.split(".")[2])
+    assert rsa_raw_sign(rs.private, pkcs1_encoding(signing_input, 256)) == genuine
+    no_null = bytes.fromhex("302f300b0609608648016503040201") + b"\x04\x20"
+    for name, variant in {
+        "digest-info-without-null": {"digest_info": no_null},
+        "digest-info-sha512-oid": {
+            "digest_info": bytes.fromhex("3031300d060960864801650304020305000420")
+        },
+        "trailing-garbage": {"garbage": b"\x00" * 4, "short_by": 4},
+        "garbage-in-digest-info": {"trailer": b"\x00", "short_by": 1},
+        "block-type-2": {"block_type": b"\x02"},
+        "padding-not-ff": {"fill_byte": b"\xfe"},
+    }.items():
+        forged = with_sig(
+            g, rsa_raw_sign(rs.private, pkcs1_encoding(signing_input, 256, **variant))
+        )
+        s.add(f"sig-rs256-pkcs1-{name}", R_SIG, forged, "BAD_SIGNATURE")
+    # PSS with another salt length than the hash length (RFC 7518 §3.5): "auto" salt
+    # detection would accept these.
+    gp = token(ps)
+    auto = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+    for salt_length in (0, 20, 64, 222):
+        pss_input = gp.rsplit(".", 1)[0].encode()
+        signature = pss_sign(ps.private, pss_input, salt_length)
+        ps.private.public_key().verify(signature, pss_input, auto, hashes.SHA256())  # genuine
+        forged = with_sig(gp, signature)
+        s.add(f"sig-ps256-salt-length-{salt_length}", R_SIG_RSA, forged, "BAD_SIGNATURE")
     s.add(
         "sig-rs256-sha512-digest",
         R_SIG,
