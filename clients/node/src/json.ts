@@ -8,11 +8,11 @@
  * - duplicate member names are refused at any depth (RFC 7515 §4, RFC 7519 §4);
  * - numbers must be finite; integer literals longer than 64 characters are refused;
  * - lone surrogates, escaped or raw, are refused (RFC 7493 §2.1);
- * - nesting deeper than {@link MAX_DEPTH} is refused.
+ * - more than {@link MAX_DEPTH} arrays and objects open at once are refused.
  */
 
-/** Nesting the reference parser (a recursive descent with a ~1000 frame limit) survives. */
-export const MAX_DEPTH = 512;
+/** Arrays and objects open at once, the outer one included (contract C3; RFC 8259 §9 allows a limit). */
+export const MAX_DEPTH = 64;
 const MAX_INT_CHARS = 64;
 
 /** A document the strict rules refuse; the message names the rule, never the content. */
