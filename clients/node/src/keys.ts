@@ -40,6 +40,7 @@ export class KeySourceError extends Error {
 /** Fetches a JWK Set (JSON text or object); the signal aborts it at the timeout. */
 export type FetchJwks = (signal: AbortSignal) => Promise<JwksInput>;
 
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const DEFAULT_COOLDOWN_MS = 5_000;
 const DEFAULT_MAX_AGE_MS = 300_000;
 const DEFAULT_TIMEOUT_MS = 5_000;
@@ -181,10 +182,27 @@ export function remoteKeySet(url: string | URL, options: KeySetOptions = {}): Ke
       signal, redirect: "error", headers: { accept: "application/jwk-set+json, application/json" },
     });
     if (response.status !== 200) throw new Error(`${parsed.href} answered HTTP ${response.status}`);
-    const body = await response.text();
-    if (body.length > MAX_JWKS_BYTES) throw new Error("JWK Set is larger than 1 MiB");
-    return body;
+    return readLimited(response, MAX_JWKS_BYTES);
   }, options);
+}
+
+/** The body as text, refusing (and no longer reading) one over `limit` bytes. */
+async function readLimited(response: Response, limit: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = response.body?.getReader();
+  if (reader === undefined) return "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw new Error("JWK Set is larger than 1 MiB");
+    }
+    chunks.push(value);
+  }
+  return UTF8.decode(Buffer.concat(chunks)); // invalid UTF-8 is refused, never replaced
 }
 
 /**

@@ -156,8 +156,9 @@ export class Verifier {
     this.#headers.remember(parsed);
     // Last: only a token that is otherwise valid is worth looking up.
     if (this.#revocations !== undefined) {
-      this.#revocations.checkFresh();
       if (this.#revocations.isRevoked(claims, now)) throw new InvalidTokenError(Reason.REVOKED);
+      // Not known to be revoked; under fail-closed a stale feed allows no verdict.
+      this.#revocations.checkFresh();
     }
     return claims as AccessTokenClaims;
   }

@@ -231,6 +231,9 @@ describe("LiveSource", () => {
     const { live, verifier } = await follow({ maxStalenessMs: 300, onStale: (stale) => events.push(stale) });
     const valid = token(key);
     assert.equal(await outcome(verifier, valid), "valid alice");
+    tokend.revoke("jti", "revoked-before-closing");
+    const revoked = token(key, { jti: "revoked-before-closing" });
+    await waitFor("revocation", async () => (await outcome(verifier, revoked)) === "REVOKED");
     tokend.down = true;
     tokend.drop();
     try {
@@ -240,6 +243,8 @@ describe("LiveSource", () => {
       assert.ok(live.stale);
       await assert.rejects(verifier.verify(valid), (error: unknown) => error instanceof KeySourceError
         && !(error instanceof InvalidTokenError) && /fail-closed/.test(error.message));
+      // A token known to be revoked still gets its verdict.
+      assert.equal(await outcome(verifier, revoked), "REVOKED");
     } finally {
       tokend.down = false;
     }
