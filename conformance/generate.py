@@ -36,6 +36,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 HERE = Path(__file__).resolve().parent
+# The reference is this checkout's Python client, whatever else is installed.
+CLIENT_DIR = HERE.parent / "clients" / "python"
+if str(CLIENT_DIR) not in sys.path:
+    sys.path.insert(0, str(CLIENT_DIR))
 KEY_DIR = HERE / "keys"
 VECTOR_DIR = HERE / "vectors"
 
@@ -358,7 +362,7 @@ R_JSON = (
 )
 R_JSON_NUMBER = (
     "C3 JSON numbers: RFC 8259 §6 grammar only (no NaN, Infinity, leading zero, +, hex), "
-    "integers of at most 64 digits, finite as a double"
+    "integer literals of at most 64 characters (sign included), finite as a double"
 )
 R_JSON_DEPTH = (
     "C3 JSON nesting: at most 64 arrays and objects open at once, the outer object included "
@@ -605,6 +609,16 @@ def valid_cases(k: dict[str, Key]) -> Suite:
         "valid",
     )
     s.add("valid-es256-high-s", R_SIG_EC, high_s(token(es)), "valid")
+    nul = jbytes(claims(sub=None))[:-1] + b',"sub":"ali\\u0000ce"}'
+    s.add(
+        "valid-sub-escaped-nul",
+        R_JSON,
+        raw_token(es, jbytes(header(es)), nul),
+        "valid",
+        sub="ali\x00ce",
+    )
+    slash = jbytes(claims(iss=None))[:-1] + b',"iss":"https:\\/\\/tokend.test"}'
+    s.add("valid-iss-escaped-slashes", R_ISS, raw_token(es, jbytes(header(es)), slash), "valid")
     s.add("valid-nbf-negative", R_NUMERIC, token(es, claims(nbf=-1)), "valid")
     s.add("valid-exp-huge-float", R_NUMERIC, token(es, claims(exp=1e300)), "valid")
     s.add(
@@ -986,6 +1000,13 @@ def json_cases(k: dict[str, Key]) -> Suite:
         "true-uppercase": body[:-1] + b',"x":True}',
         "integer-65-digits": body[:-1] + b',"x":' + b"9" * 65 + b"}",
         "number-overflow": body[:-1] + b',"x":1e400}',
+        "form-feed-whitespace": b"\x0c" + body,
+        "vertical-tab-whitespace": body[:-1] + b"\x0b}",
+        "nbsp-whitespace": b"\xc2\xa0" + body,
+        "ideographic-space-whitespace": body + "\u3000".encode(),
+        "uppercase-u-escape": jbytes(claims(sub=None))[:-1] + b',"sub":"\\U00e9"}',
+        "short-u-escape": jbytes(claims(sub=None))[:-1] + b',"sub":"\\u00e"}',
+        "unescaped-tab-in-string": jbytes(claims(sub=None))[:-1] + b',"sub":"a\tb"}',
     }
     numbers = {"nan", "infinity", "leading-zero", "plus-number", "hex-number", "dot-number"}
     numbers |= {"integer-65-digits", "number-overflow"}
@@ -1027,6 +1048,20 @@ def json_cases(k: dict[str, Key]) -> Suite:
         raw_token(es, head, body[:-1] + b',"x":"' + b"[{" * 100 + b'\\"]"}'),
         "valid",
     )
+    # The integer limit counts the literal's characters, minus sign included; a literal with
+    # a fraction or an exponent is a float, whatever its length.
+    for name, literal, expect in (
+        ("negative-integer-64-digits", b"-" + b"9" * 64, "MALFORMED"),
+        ("negative-integer-63-digits-ok", b"-" + b"9" * 63, "valid"),
+        ("float-65-digits-fraction-ok", b"9" * 65 + b".5", "valid"),
+        ("float-65-digits-exponent-ok", b"9" * 65 + b"e0", "valid"),
+    ):
+        s.add(
+            f"json-payload-{name}",
+            R_JSON_NUMBER,
+            raw_token(es, head, body[:-1] + b',"x":' + literal + b"}"),
+            expect,
+        )
     s.add(
         "json-payload-integer-64-digits-ok",
         R_JSON_NUMBER,
@@ -1205,7 +1240,21 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
             leeway=leeway,
         )
     s.add("time-exp-clock-moved", R_EXP, token(es), "EXPIRED", now=NOW + 330)
+    # The clock has sub-second resolution: now = exp = x.5 is expired, x.4 is not.
+    half = claims(exp=NOW + 0.5)
+    s.add("time-fractional-now-at-exp", R_EXP, token(es, half), "EXPIRED", now=NOW + 0.5, leeway=0)
+    s.add(
+        "time-fractional-now-before-exp", R_EXP, token(es, half), "valid", now=NOW + 0.4, leeway=0
+    )
     s.add("time-exp-clock-moved-just-inside", R_EXP, token(es), "valid", now=NOW + 329)
+    # No rule orders exp and iat: each is judged against the clock alone.
+    s.add(
+        "time-exp-before-iat-within-leeway",
+        R_IAT,
+        token(es, claims(iat=NOW + 20, exp=NOW + 10, nbf=None)),
+        "valid",
+        max_lifetime=300,
+    )
     # Order of time rules: expired wins over not-yet-valid (both wrong).
     s.add(
         "time-expired-and-not-yet-valid",
@@ -1373,6 +1422,13 @@ def claims_cases(k: dict[str, Key]) -> Suite:
             "MISSING_SCOPE",
             scopes=required,
         )
+    s.add(
+        "claims-scope-required-name-with-space",
+        R_SCOPE,
+        token(es),
+        "MISSING_SCOPE",
+        scopes=["orders:read orders:write"],
+    )
     s.add(
         "claims-scope-absent-required",
         R_SCOPE,
@@ -2015,6 +2071,19 @@ def keys_cases(k: dict[str, Key]) -> Suite:
         _okp("bad-1", signed_identity),
         _small_order_forgery("bad-1", signed_identity),
     )
+    pair("kid-empty-string", {**other.jwk(), "kid": ""}, token(other.with_kid("")))
+    pair(
+        "rsa-exponent-leading-zero",
+        {**no_alg, "alg": "RS256", "e": "AAEAAQ"},
+        token(Key("bad-1", "RS256", rsa_other.private)),
+    )
+    pair("ec-x-number", {**other.jwk(), "kid": "bad-1", "x": 12345}, token(other.with_kid("bad-1")))
+    pair("ec-y-missing", {**other.jwk(y=None), "kid": "bad-1"}, token(other.with_kid("bad-1")))
+    pair(
+        "rsa-2047-bits-claimed-2048",
+        _rsa_2047(rsa_other),
+        token(Key("bad-1", "RS256", rsa_other.private)),
+    )
     # A key without kid is never selected, even when it is the only key.
     s.add(
         "keys-lone-key-without-kid-token-without-kid",
@@ -2161,6 +2230,12 @@ def _sized_token(es: Key, limit: int, over: int) -> str:
             if len(tok) == limit + over:
                 return tok
     raise AssertionError("no token of the wanted size")
+
+
+def _rsa_2047(key: Key) -> dict[str, Any]:
+    """A JWK whose modulus is the key's shifted right by one bit: 2047 bits, too small."""
+    n = int.from_bytes(b64_decode(key.jwk()["n"]), "big") >> 1
+    return {**key.jwk(), "kid": "bad-1", "alg": "RS256", "n": b64_uint(n | 1)}
 
 
 def _rsa_e1_forgery(key: Key, kid: str) -> str:
