@@ -14,7 +14,7 @@
  * (tokend sends a keep-alive every 15 s) is reopened too. Keys are also fetched with
  * GetJwks when a token names an unknown `kid` (rate-limited) and when no key event came
  * for `maxAgeMs`. While tokend is unreachable the last known state stays in force, until
- * the revocation stream has been down `maxStalenessMs`: then `staleness` decides,
+ * the revocation stream has delivered nothing for `maxStalenessMs`: then `stalePolicy` decides,
  * "fail-closed" (default: verify throws KeySourceError) or "fail-open" (verify goes on
  * with the last known revocations); `onStale` hears of every change either way.
  */
@@ -50,10 +50,10 @@ export interface LiveSourceOptions {
   cooldownMs?: number;
   /** Keys are fetched with GetJwks when no key event came for this long (default 300 000 ms). */
   maxAgeMs?: number;
-  /** The revocation stream may be down this long before `staleness` applies (default 120 000 ms). */
+  /** The revocation stream may be down this long before `stalePolicy` applies (default 120 000 ms). */
   maxStalenessMs?: number;
   /** Default "fail-closed": refuse to reach a verdict rather than miss a revocation. */
-  staleness?: StalenessPolicy;
+  stalePolicy?: StalenessPolicy;
   /** Called when the revocation state becomes stale (true) or fresh again (false). */
   onStale?: (stale: boolean, downForMs: number) => void;
 }
@@ -221,6 +221,7 @@ export class LiveSource extends KeySource implements RevocationChecker {
   #started: Promise<void> | undefined;
   #watchdog: NodeJS.Timeout | undefined;
   #revocationsFreshAt = Date.now();
+  #caughtUp = false; // the current revocation stream has sent its first checkpoint
   #stale = false;
   #nextPrune = 0;
 
@@ -234,8 +235,8 @@ export class LiveSource extends KeySource implements RevocationChecker {
     this.#client = client;
     this.#readyTimeoutMs = positive(options.readyTimeoutMs ?? 10_000, "readyTimeoutMs");
     this.#maxStalenessMs = positive(options.maxStalenessMs ?? 120_000, "maxStalenessMs");
-    const policy = options.staleness ?? "fail-closed";
-    if (policy !== "fail-closed" && policy !== "fail-open") throw new TypeError('staleness must be "fail-closed" or "fail-open"');
+    const policy = options.stalePolicy ?? "fail-closed";
+    if (policy !== "fail-closed" && policy !== "fail-open") throw new TypeError('stalePolicy must be "fail-closed" or "fail-open"');
     this.#policy = policy;
     this.#onStale = options.onStale ?? (() => undefined);
     const idle = positive(options.idleTimeoutMs ?? 60_000, "idleTimeoutMs");
@@ -245,7 +246,10 @@ export class LiveSource extends KeySource implements RevocationChecker {
       new Follower("jwks", (signal) => client.watchJwks({}, { signal, timeoutMs: 0 }),
         (event) => this.#onJwks(event), stopped, idle, backoff),
       new Follower("revocations",
-        (signal) => client.watchRevocations({ fromSequence: this.revocations.sequence }, { signal, timeoutMs: 0 }),
+        (signal) => {
+          this.#caughtUp = false;
+          return client.watchRevocations({ fromSequence: this.revocations.sequence }, { signal, timeoutMs: 0 });
+        },
         (event) => this.#onRevocation(event), stopped, idle, backoff, (error) => this.#onRevocationError(error)),
     ];
   }
@@ -338,7 +342,10 @@ export class LiveSource extends KeySource implements RevocationChecker {
 
   #onRevocation(event: RevocationEvent): void {
     this.revocations.apply(event);
-    this.#revocationsFreshAt = Date.now();
+    // Fresh on every event of a stream that caught up; after a reconnect, only from the
+    // first checkpoint on (the history before it may still hold revocations).
+    if (event.checkpoint) this.#caughtUp = true;
+    if (this.#caughtUp) this.#revocationsFreshAt = Date.now();
     this.#updateStale();
     if (!event.checkpoint) return;
     if (!this.#synced) {

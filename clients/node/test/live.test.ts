@@ -254,7 +254,7 @@ describe("LiveSource", () => {
 
   it("fails open when told to, and says so through the callback", async () => {
     const events: boolean[] = [];
-    const { live, verifier } = await follow({ maxStalenessMs: 300, staleness: "fail-open", onStale: (stale) => events.push(stale) });
+    const { live, verifier } = await follow({ maxStalenessMs: 300, stalePolicy: "fail-open", onStale: (stale) => events.push(stale) });
     tokend.revoke("jti", "revoked-before-outage");
     const revoked = token(key, { jti: "revoked-before-outage" });
     await waitFor("revocation", async () => (await outcome(verifier, revoked)) === "REVOKED");
