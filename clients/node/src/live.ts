@@ -210,7 +210,6 @@ class Follower<Event> {
 export class LiveSource extends KeySource implements RevocationChecker {
   /** The revocations received so far. */
   readonly revocations = new RevocationSet();
-  readonly #client: WatchingClient;
   readonly #readyTimeoutMs: number;
   readonly #maxStalenessMs: number;
   readonly #policy: StalenessPolicy;
@@ -232,7 +231,6 @@ export class LiveSource extends KeySource implements RevocationChecker {
     super(async (signal) => (await client.getJwks({}, { signal })).jwksJson, {
       cooldownMs: options.cooldownMs ?? 5_000, maxAgeMs: options.maxAgeMs ?? 300_000,
     });
-    this.#client = client;
     this.#readyTimeoutMs = positive(options.readyTimeoutMs ?? 10_000, "readyTimeoutMs");
     this.#maxStalenessMs = positive(options.maxStalenessMs ?? 120_000, "maxStalenessMs");
     const policy = options.stalePolicy ?? "fail-closed";
