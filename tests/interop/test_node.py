@@ -1,15 +1,29 @@
-"""The Node.js client (clients/node): its unit tests, then its interop suite against the live
-tokend with mutual TLS. Both run through npm with the committed package-lock.json."""
+"""The Node.js client (clients/node): its unit tests (conformance and Wycheproof vectors
+included), then its interop suites against a live tokend with mutual TLS. All run through
+npm with the committed package-lock.json."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.bao import BaoDevServer
+from tests.support.tokend import mtls_tokend
+
 NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
+LIVE_AUDIENCE = "interop-live"
+LIVE_POLICY = """
+callers:
+  - identity: "spiffe://tokend.test/node-live"
+    rpcs: [Issue, Revoke]
+    issue:
+      audiences: ["interop-*"]
+"""
 
 
 def _run(*command: str, env: dict[str, str] | None = None) -> None:
@@ -46,3 +60,21 @@ def test_node_unit(node_build: None) -> None:
 def test_node_interop(node_build: None, interop_env: dict[str, str]) -> None:
     """`npm run test:interop`: the whole token lifecycle against the live tokend."""
     _npm("run", "test:interop", env=interop_env)
+
+
+@pytest.fixture
+def live_env(bao: BaoDevServer, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A tokend of its own for the LiveSource test, which rotates its key: new versions are
+    re-read every 0.2 s and sign 0.5 s after publication (jwks_max_age 0 allows that)."""
+    vault = {"key_name": "node-live", "key_refresh_interval": 0.2, "propagation_delay": 0.5}
+    with mtls_tokend(bao.addr, bao.token, tmp_path, identity="spiffe://tokend.test/node-live",
+                     policy=LIVE_POLICY, vault=vault, jwks_max_age=0) as (_, env):
+        yield {**os.environ, **env, "TOKEND_AUDIENCE": LIVE_AUDIENCE, "TOKEND_BAO_ADDR": bao.addr,
+               "TOKEND_BAO_TOKEN": bao.token, "TOKEND_KEY_NAME": vault["key_name"]}
+
+
+@pytest.mark.timeout(300)
+def test_node_live(node_build: None, live_env: dict[str, str]) -> None:
+    """`npm run test:live`: revocations reach the Node LiveSource within a second, and a
+    key rotated in on the server verifies without a restart."""
+    _npm("run", "test:live", env=live_env)

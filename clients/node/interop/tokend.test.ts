@@ -86,6 +86,27 @@ describe("tokend over mutual TLS", () => {
     await refusedLocally(verifier, accessToken, Reason.WRONG_AUDIENCE, "some-other-api");
   });
 
+  it("refuses lenient re-encodings of a genuine token (signature still valid to a lenient decoder)", async () => {
+    const { accessToken } = await tokend.issue({ subject: "node-interop", audience: [audience] });
+    await verifier.verify(accessToken);
+    const [header, payload, signature] = accessToken.split(".") as [string, string, string];
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const pad = (segment: string) => segment + "=".repeat((4 - (segment.length % 4)) % 4 || 1);
+    const variants = [
+      `${header}.${payload}.${pad(signature)}`,
+      `${header}.${payload}.${signature.slice(0, 40)} ${signature.slice(40)}`,
+      `${header}.${payload}.${signature.slice(0, 40)}\n${signature.slice(40)}`,
+      `${accessToken}\n`,
+      ` ${accessToken}`,
+    ];
+    if (signature.length % 4 !== 0) {
+      // The last character then carries unused bits: set one, the bytes stay the same.
+      variants.push(`${header}.${payload}.${signature.slice(0, -1)}${alphabet[alphabet.indexOf(signature.at(-1)!) | 1]}`);
+    }
+    assert.ok(variants.length >= 5);
+    for (const variant of variants) await refusedLocally(verifier, variant, Reason.MALFORMED);
+  });
+
   it("verifies with keys from GetJwks", async () => {
     const viaRpc = new AccessTokenVerifier({
       keys: tokendKeySet(tokend), issuer: env("TOKEND_ISSUER"), audience,

@@ -22,12 +22,40 @@ export {
   type TokenPair,
 } from "./cookies.js";
 export { InvalidTokenError, Reason } from "./errors.js";
-export { remoteKeySet, tokendKeySet, type JwksClient, type KeySet, type KeySetOptions } from "./keys.js";
+export {
+  b64urlDecode,
+  b64urlEncode,
+  JwkSet,
+  MAX_COMPACT_BYTES,
+  verifyCompact,
+  type JwksInput,
+  type PublicKey,
+} from "./jose.js";
+export { StrictJsonError, strictJsonParse } from "./json.js";
+export {
+  KeySource,
+  KeySourceError,
+  remoteKeySet,
+  tokendKeySet,
+  type FetchJwks,
+  type JwksClient,
+  type KeySet,
+  type KeySetOptions,
+} from "./keys.js";
+export {
+  LiveSource,
+  RevocationSet,
+  type LiveSourceOptions,
+  type StalenessPolicy,
+  type WatchingClient,
+} from "./live.js";
 export {
   AccessTokenVerifier,
   SUPPORTED_ALGORITHMS,
+  Verifier,
   type AccessTokenClaims,
   type Algorithm,
+  type RevocationChecker,
   type VerifierOptions,
   type VerifyOptions,
 } from "./verifier.js";

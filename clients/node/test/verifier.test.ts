@@ -3,7 +3,9 @@ import { createHmac, generateKeyPairSync } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { exportJWK, SignJWT } from "jose";
-import { AccessTokenVerifier, InvalidTokenError, Reason, remoteKeySet, tokendKeySet, type VerifierOptions } from "../src/index.js";
+import {
+  AccessTokenVerifier, InvalidTokenError, JwkSet, KeySourceError, Reason, remoteKeySet, tokendKeySet, Verifier, type VerifierOptions,
+} from "../src/index.js";
 import { AUDIENCE, b64json, claims, ISSUER, JwksServer, makeKey, sign, type TestKey } from "./support.js";
 
 const ALGORITHMS = ["ES256", "RS256", "PS256", "EdDSA"] as const;
@@ -98,8 +100,8 @@ describe("AccessTokenVerifier", () => {
         new SignJWT(claims()).setProtectedHeader({ alg, kid, typ: "at+jwt" }).sign(privateKey);
       await strict.verify(await signWith("RS256", "rs"));
       await refused(strict, await signWith("PS256", "rs"), Reason.DISALLOWED_ALGORITHM);
-      // A key published without alg binds to nothing, so it verifies nothing.
-      await refused(strict, await signWith("RS256", "bare"), Reason.DISALLOWED_ALGORITHM);
+      // An RSA key published without alg binds to nothing: it is dropped from the set.
+      await refused(strict, await signWith("RS256", "bare"), Reason.UNKNOWN_KEY);
     } finally {
       await local.close();
     }
@@ -200,6 +202,69 @@ describe("AccessTokenVerifier", () => {
     const blind = new AccessTokenVerifier({ ...options(), keys: remoteKeySet(url, { timeoutMs: 2_000 }) });
     await assert.rejects(blind.verify(await sign(key("ES256"))),
       (error: unknown) => error instanceof Error && !(error instanceof InvalidTokenError));
+  });
+
+  it("refetches keys older than maxAgeMs, and keeps the last good set when a fetch fails", async () => {
+    const jwks = await JwksServer.start([key("ES256").jwk]);
+    try {
+      const aging = remoteKeySet(jwks.url, { maxAgeMs: 200, cooldownMs: 60_000 });
+      const fresh = new AccessTokenVerifier({ ...options(), keys: aging });
+      await fresh.verify(await sign(key("ES256")));
+      assert.equal(jwks.fetches, 1);
+      jwks.keys = [key("EdDSA").jwk]; // the ES256 key is withdrawn
+      await sleep(400);
+      assert.ok(jwks.fetches >= 2, "refetched by age");
+      await refused(fresh, await sign(key("ES256")), Reason.UNKNOWN_KEY);
+      await fresh.verify(await sign(key("EdDSA")));
+      jwks.keys = []; // a set with no usable key: the last good one stays
+      await sleep(400);
+      await fresh.verify(await sign(key("EdDSA")));
+      aging.close();
+    } finally {
+      await jwks.close();
+    }
+  });
+
+  it("refuses a JWK Set over 1 MiB without reading it all", async () => {
+    const huge = await JwksServer.start([{ ...key("ES256").jwk, padding: "x".repeat(1 << 20) } as never]);
+    try {
+      const blind = new AccessTokenVerifier({ ...options(), keys: remoteKeySet(huge.url) });
+      await assert.rejects(blind.verify(await sign(key("ES256"))), (error: unknown) =>
+        error instanceof KeySourceError && /larger than 1 MiB/.test(error.message));
+    } finally {
+      await huge.close();
+    }
+  });
+
+  it("verifies against a fixed JWK Set, drops unusable keys one by one, refuses private material whole", async () => {
+    // An oct key carries "k", a private member: the whole set is refused, at construction.
+    assert.throws(() => new Verifier({
+      keys: { keys: [key("ES256").jwk, { kty: "oct", k: "c2VjcmV0" }] }, issuer: ISSUER, audience: AUDIENCE,
+    }), /private or symmetric/);
+    const dropped = new Verifier({
+      keys: JSON.stringify({ keys: [key("ES256").jwk, { kty: "RSA", n: "AQAB", e: "AQAB", kid: "tiny", alg: "RS256" }] }),
+      issuer: ISSUER, audience: AUDIENCE, clock: () => Date.now() / 1000,
+    });
+    await dropped.verify(await sign(key("ES256")));
+    const set = JwkSet.from({ keys: [{ kty: "RSA", n: "AQAB", e: "AQAB", kid: "tiny", alg: "RS256" }] });
+    assert.deepEqual(set.kids, []);
+    assert.equal(set.rejected[0]?.[0], "tiny");
+  });
+
+  it("takes audience none as: the token must carry no aud", async () => {
+    const noAudience = new Verifier({
+      keys: remoteKeySet(server.url), issuer: ISSUER, requiredClaims: ["exp", "iat", "iss", "sub", "jti"],
+    });
+    await refused(noAudience, await sign(key("ES256")), Reason.WRONG_AUDIENCE);
+    assert.equal((await noAudience.verify(await sign(key("ES256"), claims({ aud: undefined })))).sub, "alice");
+  });
+
+  it("uses the injected clock, and leeway 0 exactly", async () => {
+    const token = await sign(key("ES256"), claims({ iat: 1_000, exp: 2_000, nbf: 1_000 }));
+    const at = (now: number) => new Verifier({ ...options(), leeway: 0, clock: () => now });
+    assert.equal((await at(1_999.5).verify(token)).sub, "alice");
+    await refused(at(2_000), token, Reason.EXPIRED);
+    await refused(at(999.9), token, Reason.NOT_YET_VALID);
   });
 
   it("rejects unsafe configuration", () => {
