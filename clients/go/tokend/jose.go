@@ -353,7 +353,42 @@ func okpFromJWK(jwk map[string]any) (ed25519.PublicKey, error) {
 	if len(x) != ed25519.PublicKeySize {
 		return nil, errors.New("OKP x has the wrong length")
 	}
+	if err := checkEdwardsPoint(x); err != nil {
+		return nil, err
+	}
 	return ed25519.PublicKey(x), nil
+}
+
+var (
+	ed25519P = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
+	// y of the two order-8 points of edwards25519 (p - y gives the other two);
+	// the other points of small order have y in {0, 1, p - 1}.
+	ed25519Order8Y, _ = new(big.Int).SetString(
+		"2707385501144840649318225287225658788936804267575313519463743609750303402022", 10)
+	ed25519SmallOrderY = []*big.Int{big.NewInt(0), big.NewInt(1), new(big.Int).Sub(ed25519P, big.NewInt(1)),
+		ed25519Order8Y, new(big.Int).Sub(ed25519P, ed25519Order8Y)}
+)
+
+// checkEdwardsPoint refuses non-canonical encodings and points of small
+// order: with such a public key (the identity, say) forged signatures verify
+// for every message, as with RSA e = 1.
+func checkEdwardsPoint(x []byte) error {
+	littleEndian := make([]byte, len(x))
+	for i, b := range x {
+		littleEndian[len(x)-1-i] = b
+	}
+	littleEndian[0] &= 0x7F // the top bit is the sign of x
+	y := new(big.Int).SetBytes(littleEndian)
+	// RFC 8032 §5.1.3 step 1: y must be below p.
+	if y.Cmp(ed25519P) >= 0 {
+		return errors.New("OKP x is not a canonical point encoding")
+	}
+	for _, small := range ed25519SmallOrderY {
+		if y.Cmp(small) == 0 {
+			return errors.New("OKP x is a point of small order")
+		}
+	}
+	return nil
 }
 
 // rocaPrimes: moduli from the flawed Infineon generator (CVE-2017-15361) are,

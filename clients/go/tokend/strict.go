@@ -58,6 +58,11 @@ func decodeB64URL(text string) ([]byte, error) {
 	return out, nil
 }
 
+// maxJSONDepth bounds the arrays and objects open at once, the outer one
+// included: the same fixed limit in every language's verifier (RFC 8259 §9
+// lets parsers limit depth).
+const maxJSONDepth = 64
+
 // maxIntDigits bounds integer literals, as the Python verifier does:
 // NumericDates need 10-11 digits.
 const maxIntDigits = 64
@@ -79,7 +84,7 @@ func parseStrictJSON(data []byte) (any, error) {
 	}
 	decoder := json.NewDecoder(bytes.NewReader(data))
 	decoder.UseNumber()
-	value, err := readValue(decoder)
+	value, err := readValue(decoder, 0)
 	if err != nil {
 		return nil, errJSON
 	}
@@ -89,18 +94,21 @@ func parseStrictJSON(data []byte) (any, error) {
 	return value, nil
 }
 
-func readValue(decoder *json.Decoder) (any, error) {
+func readValue(decoder *json.Decoder, depth int) (any, error) {
 	token, err := decoder.Token()
 	if err != nil {
 		return nil, err
 	}
 	switch t := token.(type) {
 	case json.Delim:
+		if depth >= maxJSONDepth {
+			return nil, errJSON
+		}
 		if t == '{' {
-			return readObject(decoder)
+			return readObject(decoder, depth+1)
 		}
 		if t == '[' {
-			return readArray(decoder)
+			return readArray(decoder, depth+1)
 		}
 		return nil, errJSON
 	case json.Number:
@@ -113,7 +121,7 @@ func readValue(decoder *json.Decoder) (any, error) {
 	}
 }
 
-func readObject(decoder *json.Decoder) (map[string]any, error) {
+func readObject(decoder *json.Decoder, depth int) (map[string]any, error) {
 	object := map[string]any{}
 	for decoder.More() {
 		token, err := decoder.Token()
@@ -127,7 +135,7 @@ func readObject(decoder *json.Decoder) (map[string]any, error) {
 		if _, seen := object[name]; seen {
 			return nil, errJSON // RFC 7515 §4 / RFC 7519 §4: names MUST be unique
 		}
-		if object[name], err = readValue(decoder); err != nil {
+		if object[name], err = readValue(decoder, depth); err != nil {
 			return nil, err
 		}
 	}
@@ -137,10 +145,10 @@ func readObject(decoder *json.Decoder) (map[string]any, error) {
 	return object, nil
 }
 
-func readArray(decoder *json.Decoder) ([]any, error) {
+func readArray(decoder *json.Decoder, depth int) ([]any, error) {
 	array := []any{}
 	for decoder.More() {
-		value, err := readValue(decoder)
+		value, err := readValue(decoder, depth)
 		if err != nil {
 			return nil, err
 		}
