@@ -80,7 +80,8 @@ func TestStrictnessAttacks(t *testing.T) {
 		{"EdDSA signature one byte longer", extendSignature(t, good, 1), tokendv1.Reason_REASON_BAD_SIGNATURE},
 		{"EdDSA signature one byte shorter", extendSignature(t, good, -1), tokendv1.Reason_REASON_BAD_SIGNATURE},
 		{"padding on the signature", good + "=", tokendv1.Reason_REASON_MALFORMED},
-		{"standard alphabet", strings.NewReplacer("-", "+", "_", "/").Replace(good), tokendv1.Reason_REASON_MALFORMED},
+		{"standard alphabet +", good[:dot+3] + "+" + good[dot+4:], tokendv1.Reason_REASON_MALFORMED},
+		{"standard alphabet /", good[:dot+3] + "/" + good[dot+4:], tokendv1.Reason_REASON_MALFORMED},
 		{"space after the token", good + " ", tokendv1.Reason_REASON_MALFORMED},
 		{"zero-width space in the signature", good[:dot+5] + "\u200b" + good[dot+5:], tokendv1.Reason_REASON_MALFORMED},
 	}
