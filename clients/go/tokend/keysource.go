@@ -272,6 +272,15 @@ func (s *KeySource) install(keys *KeySet) {
 	s.keys, s.loadedAt, s.staleSent = keys, s.now(), false
 }
 
+// touch marks the current keys as just confirmed (a LiveSource keep-alive).
+func (s *KeySource) touch() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys != nil {
+		s.loadedAt = s.now()
+	}
+}
+
 // set replaces the keys from a push (LiveSource), outside the rate limit.
 func (s *KeySource) set(keys *KeySet) {
 	s.mu.Lock()

@@ -24,8 +24,9 @@ const (
 	// one silent this long is reopened.
 	DefaultIdleTimeout = 60 * time.Second
 	DefaultMaxBackoff  = 30 * time.Second
-	// DefaultMaxStale: a stream not heard from this long makes the source stale.
-	DefaultMaxStale = 5 * time.Minute
+	// DefaultMaxStale: a revocation stream silent this long (eight missed
+	// keep-alives) makes the source stale.
+	DefaultMaxStale = 2 * time.Minute
 
 	firstBackoff  = 200 * time.Millisecond
 	pruneInterval = time.Minute
@@ -41,19 +42,23 @@ type LiveSourceConfig struct {
 	MaxBackoff time.Duration
 	// MinRefetchInterval rate-limits GetJwks calls for unknown kids.
 	MinRefetchInterval time.Duration
-	// MaxStale: once either stream has not delivered anything (event or
-	// keep-alive) for this long, StalePolicy applies. Zero: DefaultMaxStale;
-	// negative: never stale.
+	// KeyMaxAge: when WatchJwks delivered nothing (not even a keep-alive) for
+	// this long, the keys are fetched again with GetJwks. Zero:
+	// DefaultRefreshInterval (5 min).
+	KeyMaxAge time.Duration
+	// MaxStale: once the revocation stream has delivered nothing (no event,
+	// no checkpoint keep-alive) for this long, StalePolicy applies. Zero:
+	// DefaultMaxStale; negative: never stale.
 	MaxStale time.Duration
 	// StalePolicy: FailClosed (the default) makes Verify return an error
 	// wrapping ErrStale and ErrKeysUnavailable while stale; FailOpen keeps
 	// verifying with the last keys and revocations.
 	StalePolicy StalePolicy
-	// OnStale, when set, is called (in its own goroutine) when a stream becomes
-	// stale, with the stream's name ("jwks" or "revocations") and how long it
-	// has been silent; OnRecover when it delivers again. For alerts and metrics.
-	OnStale   func(stream string, silentFor time.Duration)
-	OnRecover func(stream string)
+	// OnStale, when set, is called (in its own goroutine) on every change
+	// between fresh and stale: stale true and how long the revocation stream
+	// has been silent, or stale false once it delivers again. For alerts and
+	// metrics.
+	OnStale func(stale bool, silentFor time.Duration)
 	// Logger receives warnings about broken streams; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for revocation expiry and staleness; nil means time.Now.
@@ -96,7 +101,7 @@ func NewLiveSource(ctx context.Context, client tokendv1.TokenServiceClient, conf
 	s := &LiveSource{client: client, revocations: NewRevocationSet(), config: config,
 		log: config.Logger, synced: make(chan struct{})}
 	s.keys = NewKeySource(GRPCJWKS(client), KeySourceConfig{
-		RefreshInterval: -1, MinRefetchInterval: config.MinRefetchInterval, Now: config.Now})
+		RefreshInterval: config.KeyMaxAge, MinRefetchInterval: config.MinRefetchInterval, Now: config.Now})
 	if err := s.keys.Refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -128,7 +133,7 @@ func liveDefaults(c LiveSourceConfig) LiveSourceConfig {
 		fallback time.Duration
 	}{{&c.ReadyTimeout, DefaultReadyTimeout}, {&c.IdleTimeout, DefaultIdleTimeout},
 		{&c.MaxBackoff, DefaultMaxBackoff}, {&c.MinRefetchInterval, DefaultMinRefetchInterval},
-		{&c.MaxStale, DefaultMaxStale}}
+		{&c.MaxStale, DefaultMaxStale}, {&c.KeyMaxAge, DefaultRefreshInterval}}
 	for _, d := range defaults {
 		if *d.value == 0 {
 			*d.value = d.fallback
@@ -163,7 +168,7 @@ type LiveStatus struct {
 	Synced     bool      // the revocations in force at the first connection arrived
 	Sequence   int64     // the last revocation feed sequence received
 	Reconnects int       // streams reopened so far
-	Stale      bool      // a stream has been silent longer than MaxStale
+	Stale      bool      // the revocation stream has been silent longer than MaxStale
 	LastJwks   time.Time // when each stream last delivered anything
 	LastRevoke time.Time
 }
@@ -176,14 +181,13 @@ func (s *LiveSource) Status() LiveStatus {
 		status.Synced = true
 	default:
 	}
-	now := s.config.Now()
 	for _, f := range s.followers {
-		last, reconnects := f.snapshot()
+		_, reconnects := f.snapshot()
 		status.Reconnects += reconnects
-		status.Stale = status.Stale || s.isStale(now, last)
 	}
 	status.LastJwks, _ = s.followers[0].snapshot()
 	status.LastRevoke, _ = s.followers[1].snapshot()
+	status.Stale = s.isStale(s.config.Now(), status.LastRevoke)
 	return status
 }
 
@@ -191,11 +195,9 @@ func (s *LiveSource) Status() LiveStatus {
 func (s *LiveSource) CurrentKeys(ctx context.Context) (*KeySet, error) {
 	if s.config.StalePolicy == FailClosed {
 		now := s.config.Now()
-		for _, f := range s.followers {
-			if last, _ := f.snapshot(); s.isStale(now, last) {
-				return nil, fmt.Errorf("%w: %w: tokend's %s stream silent for %s", ErrKeysUnavailable, ErrStale,
-					f.name, now.Sub(last).Round(time.Second))
-			}
+		if last, _ := s.followers[1].snapshot(); s.isStale(now, last) {
+			return nil, fmt.Errorf("%w: %w: tokend's revocation stream silent for %s", ErrKeysUnavailable, ErrStale,
+				now.Sub(last).Round(time.Second))
 		}
 	}
 	return s.keys.CurrentKeys(ctx)
@@ -226,9 +228,10 @@ func (s *LiveSource) watchdog() {
 		now := s.config.Now()
 		for _, f := range s.followers {
 			f.cancelIfIdle(now)
-			last, _ := f.snapshot()
-			f.reportStale(now, s.isStale(now, last), now.Sub(last))
 		}
+		revocations := s.followers[1]
+		last, _ := revocations.snapshot()
+		revocations.reportStale(s.isStale(now, last), now.Sub(last))
 	}
 }
 
@@ -245,7 +248,8 @@ func (s *LiveSource) followJwks(ctx context.Context, delivered func()) error {
 		}
 		delivered()
 		if event.GetKeepAlive() {
-			continue // unchanged: no need to parse it again
+			s.keys.touch() // unchanged, so as fresh as if fetched: no need to parse it again
+			continue
 		}
 		keys, err := usableKeySet([]byte(event.GetJwksJson()))
 		if err != nil {
@@ -365,8 +369,8 @@ func (f *follower) cancelIfIdle(now time.Time) {
 	}
 }
 
-// reportStale calls OnStale or OnRecover when the stream's state changes.
-func (f *follower) reportStale(now time.Time, stale bool, silentFor time.Duration) {
+// reportStale calls OnStale when the stream's state changes.
+func (f *follower) reportStale(stale bool, silentFor time.Duration) {
 	f.mu.Lock()
 	changed := stale != f.stale
 	f.stale = stale
@@ -378,11 +382,9 @@ func (f *follower) reportStale(now time.Time, stale bool, silentFor time.Duratio
 	if stale {
 		f.source.log.Warn("tokend stream stale", "stream", f.name, "silent_for", silentFor.Round(time.Second),
 			"fail_closed", config.StalePolicy == FailClosed)
-		if config.OnStale != nil {
-			go config.OnStale(f.name, silentFor)
-		}
-	} else if config.OnRecover != nil {
-		go config.OnRecover(f.name)
+	}
+	if config.OnStale != nil {
+		go config.OnStale(stale, silentFor)
 	}
 }
 

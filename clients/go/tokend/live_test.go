@@ -332,10 +332,11 @@ func TestLiveSourceStalePolicy(t *testing.T) {
 	for _, policy := range []tokend.StalePolicy{tokend.FailClosed, tokend.FailOpen} {
 		server := newScriptedTokend(jwks(t, key))
 		clock := &fakeClock{now: time.Now()}
-		staleCalls := make(chan string, 4)
+		staleCalls := make(chan bool, 4)
 		live := newLive(t, serve(t, server), func(c *tokend.LiveSourceConfig) {
 			c.MaxStale, c.IdleTimeout, c.StalePolicy, c.Now = time.Minute, time.Hour, policy, clock.Now
-			c.OnStale = func(stream string, _ time.Duration) { staleCalls <- stream }
+			c.KeyMaxAge = time.Hour
+			c.OnStale = func(stale bool, _ time.Duration) { staleCalls <- stale }
 		})
 		verifier := liveVerifier(t, live)
 		if _, err := verifier.Verify(context.Background(), token); err != nil {
@@ -354,11 +355,7 @@ func TestLiveSourceStalePolicy(t *testing.T) {
 		} else if err != nil {
 			t.Fatalf("fail-open while stale: %v", err)
 		}
-		select {
-		case <-staleCalls:
-		case <-time.After(3 * time.Second):
-			t.Fatal("OnStale was not called")
-		}
+		wantStaleCall(t, staleCalls, true)
 		if !live.Status().Stale {
 			t.Fatal("status does not say stale")
 		}
@@ -372,6 +369,19 @@ func TestLiveSourceStalePolicy(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		wantStaleCall(t, staleCalls, false)
+	}
+}
+
+func wantStaleCall(t *testing.T, calls chan bool, want bool) {
+	t.Helper()
+	select {
+	case stale := <-calls:
+		if stale != want {
+			t.Fatalf("OnStale(%v), want OnStale(%v)", stale, want)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("OnStale(%v) was not called", want)
 	}
 }
 
@@ -415,5 +425,35 @@ func TestRevocationSetEntriesExpireWithTheirTokens(t *testing.T) {
 	}
 	if set.Prune(epoch.Add(-time.Second)) != 0 || set.Prune(epoch) != 1 || set.Len() != 0 {
 		t.Fatal("the jti entry must live exactly until its expiry")
+	}
+}
+
+func TestLiveSourceRefetchesKeysWhenWatchJwksIsSilentPastKeyMaxAge(t *testing.T) {
+	key := newKey(t, jose.ES256, "k1")
+	server := newScriptedTokend(jwks(t, key))
+	clock := &fakeClock{now: time.Now()}
+	live := newLive(t, serve(t, server), func(c *tokend.LiveSourceConfig) {
+		c.Now, c.IdleTimeout, c.MaxStale = clock.Now, time.Hour, -1
+	})
+	verifier := liveVerifier(t, live)
+	token := key.sign(t, validClaims(epoch), nil)
+	clock.Advance(4 * time.Minute) // keep-alives keep the keys fresh
+	if _, err := verifier.Verify(context.Background(), token); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	calls := server.getJwks.Load()
+	server.silent.Store(true)
+	time.Sleep(100 * time.Millisecond)
+	clock.Advance(tokend.DefaultRefreshInterval + time.Second)
+	if _, err := verifier.Verify(context.Background(), token); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for server.getJwks.Load() == calls {
+		if time.Now().After(deadline) {
+			t.Fatal("no GetJwks after the key stream was silent past the key max age")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
