@@ -544,6 +544,15 @@ def valid_cases(k: dict[str, Key]) -> Suite:
         "valid",
     )
     s.add("valid-header-b64-true", R_B64HDR, token(es, b64=True), "valid")
+    # Member names are case-sensitive (RFC 7515 §4): "ALG" is another, ignored parameter.
+    s.add(
+        "valid-header-uppercase-alg-member-ignored",
+        R_IGNORED_HDR,
+        token(es, ALG="none", KID="x"),
+        "valid",
+    )
+    escaped_kid = jbytes(header(es)).replace(b'"es256-1"', b'"es256\\u002d1"')
+    s.add("valid-kid-escaped", R_KID, raw_token(es, escaped_kid, jbytes(claims())), "valid")
     s.add("valid-header-cty-jwt-ignored", R_IGNORED_HDR, token(es, cty="JWT"), "valid")
     s.add("valid-header-zip-ignored", R_IGNORED_HDR, token(es, zip="DEF"), "valid")
     s.add("valid-header-enc-ignored", R_IGNORED_HDR, token(es, enc="A256GCM"), "valid")
@@ -1240,6 +1249,12 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
             leeway=leeway,
         )
     s.add("time-exp-clock-moved", R_EXP, token(es), "EXPIRED", now=NOW + 330)
+    # The clock has sub-second resolution: now = exp = x.5 is expired, x.4 is not.
+    half = claims(exp=NOW + 0.5)
+    s.add("time-fractional-now-at-exp", R_EXP, token(es, half), "EXPIRED", now=NOW + 0.5, leeway=0)
+    s.add(
+        "time-fractional-now-before-exp", R_EXP, token(es, half), "valid", now=NOW + 0.4, leeway=0
+    )
     s.add("time-exp-clock-moved-just-inside", R_EXP, token(es), "valid", now=NOW + 329)
     # No rule orders exp and iat: each is judged against the clock alone.
     s.add(
