@@ -122,3 +122,31 @@ func FuzzBase64URL(f *testing.F) {
 		}
 	})
 }
+
+func FuzzClaims(f *testing.F) {
+	for _, seed := range []string{
+		`{"iss":"i","sub":"s","aud":"a","exp":2e9,"iat":1.5,"nbf":-1,"jti":"j","scope":"x y"}`,
+		`{"iss":"i","sub":"s","aud":["a","b"],"exp":1` + strings.Repeat("0", 60) + `,"iat":1e308,"jti":"j"}`,
+		`{"exp":null}`, `{"aud":[]}`, `{"exp":"1"}`, `[]`, `{"iat":-1e308,"exp":1e308}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	verifier := &Verifier{issuer: "i", audience: map[string]bool{"a": true}, leeway: instantOfDuration(30e9),
+		requiredClaims: []string{"sub"}}
+	limit := instantOfDuration(3600e9)
+	verifier.maxLifetime = &limit
+	now := instantOfNumber("1767225600")
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		claims, raw, err := parseClaims(payload)
+		if err == nil {
+			err = verifier.checkClaims(claims, raw, now, []string{"x"})
+		}
+		var invalidErr *InvalidTokenError
+		if err != nil && !errors.As(err, &invalidErr) {
+			t.Fatalf("not a verdict: %v", err)
+		}
+		if err == nil && (claims.Subject == "" || claims.Raw == nil) {
+			t.Fatal("accepted claims without their subject")
+		}
+	})
+}
