@@ -1,5 +1,8 @@
 """The Go client (clients/go): its unit tests, then its interop tests against the live tokend.
 
+The LiveSource tests (TestInteropLive*) run on this module's own tokend with its own Transit
+key ("goclient") re-read every 0.2 s, which they rotate; the shared server's key stays put.
+
 `go test` downloads the modules pinned in clients/go/go.sum through the Go module proxy on a
 fresh machine; -mod=readonly makes a go.mod/go.sum that is out of date fail instead of being
 rewritten.
@@ -10,11 +13,26 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.bao import BaoDevServer
+from tests.support.tokend import mtls_tokend
+
 GO_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "go"
+LIVE_TESTS = "TestInteropLive"
+LIVE_AUDIENCE = "go-live"
+LIVE_POLICY = """
+callers:
+  - identity: "spiffe://tokend.test/goclient"
+    rpcs: [Issue, Refresh, Revoke]
+    issue:
+      audiences: ["go-live"]
+      scopes: ["*"]
+      claims: ["*"]
+"""
 # A cold module download and build of grpc-go took about 80 s on 2 cores; a warm run, seconds.
 GO_TIMEOUT = 600
 
@@ -38,4 +56,22 @@ def test_go_unit() -> None:
 
 @pytest.mark.timeout(GO_TIMEOUT + 60)
 def test_go_interop(interop_env: dict[str, str]) -> None:
-    run_go_test(interop_env, "-tags", "interop")
+    run_go_test(interop_env, "-tags", "interop", "-skip", LIVE_TESTS)
+
+
+@pytest.fixture(scope="module")
+def live_env(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[dict[str, str]]:
+    """A tokend for the Go LiveSource tests, and the OpenBao Transit key they rotate."""
+    directory: Path = tmp_path_factory.mktemp("golive")
+    with mtls_tokend(bao.addr, bao.token, directory, identity="spiffe://tokend.test/goclient",
+                     policy=LIVE_POLICY, jwks_max_age=0,
+                     vault={"key_name": "goclient", "key_refresh_interval": 0.2,
+                            "propagation_delay": 0.2}) as (_, env):
+        yield {**os.environ, **env, "TOKEND_AUDIENCE": LIVE_AUDIENCE, "TOKEND_BAO_ADDR": bao.addr,
+               "TOKEND_BAO_TOKEN": bao.token, "TOKEND_TRANSIT_KEY": "goclient"}
+
+
+@pytest.mark.timeout(GO_TIMEOUT + 60)
+def test_go_live_source(live_env: dict[str, str]) -> None:
+    run_go_test(live_env, "-tags", "interop", "-run", LIVE_TESTS, "-v")

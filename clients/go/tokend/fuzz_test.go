@@ -1,0 +1,152 @@
+package tokend
+
+// Fuzz targets. `go test` runs each over its seed corpus (a normal test);
+// `go test -fuzz=FuzzVerifyJWS ./tokend` explores further. They call the
+// layers below the recover() at the API boundary, so a panic is a failure.
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var fuzzSeed = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+
+func fuzzKeySet(t testing.TB) *KeySet {
+	public := fuzzSeed.Public().(ed25519.PublicKey)
+	document := `{"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"k","x":"` +
+		base64.RawURLEncoding.EncodeToString(public) + `"},` +
+		`{"kty":"EC","crv":"P-256","alg":"ES256","kid":"e","x":"NS4Nl1-2J3kv0gbLrCVA_66oVQm9lpwQAJsBueSrQDQ",` +
+		`"y":"D7L3tJ_oCrCMy-EmqPzx4KjzDe-lV9j9XzcoU47vmWQ"}]}`
+	keys, err := ParseKeySet([]byte(document))
+	if err != nil || keys.Len() != 2 {
+		t.Fatalf("fuzz key set: %v (%d keys)", err, keys.Len())
+	}
+	return keys
+}
+
+func fuzzToken(header, payload string) string {
+	input := base64.RawURLEncoding.EncodeToString([]byte(header)) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(payload))
+	return input + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(fuzzSeed, []byte(input)))
+}
+
+func FuzzVerifyJWS(f *testing.F) {
+	keys := fuzzKeySet(f)
+	good := fuzzToken(`{"alg":"EdDSA","kid":"k","typ":"at+jwt"}`, `{"sub":"a","exp":1e3}`)
+	for _, seed := range []string{
+		good, good + "\n", strings.Replace(good, ".", ".\r", 1), good + "=", "a.b.c", "..", "",
+		fuzzToken(`{"alg":"ES256","kid":"e"}`, `{}`), fuzzToken(`{"alg":"none"}`, `x`),
+		fuzzToken(`{"alg":"EdDSA","kid":"k","crit":["b64"],"b64":false}`, `{}`),
+	} {
+		f.Add(seed)
+	}
+	allowed := map[string]bool{"EdDSA": true, "ES256": true}
+	f.Fuzz(func(t *testing.T, token string) {
+		verified, err := verifyJWS(token, keys, allowed)
+		if err != nil {
+			var invalidErr *InvalidTokenError
+			if !errors.As(err, &invalidErr) || verified != nil {
+				t.Fatalf("not a verdict: %v", err)
+			}
+			return
+		}
+		// Only an exact, canonical token signed by the key can verify.
+		header, _, _ := strings.Cut(token, ".")
+		if !strings.HasPrefix(token, header+".") || verified.Key == nil {
+			t.Fatal("verified without a key")
+		}
+	})
+}
+
+func FuzzStrictJSON(f *testing.F) {
+	for _, seed := range []string{
+		`{"a":1}`, `{"a":1,"a":2}`, `{"a":{"b":[1,{"c":"\ud83d\ude00"}]}}`, `"\ud800"`, "\xef\xbb\xbf{}",
+		`[1e999]`, `{"x":-0.0e-5}`, " {} ", `{"a":"\\ud800"}`, "{\"a\":\"\xff\"}", `1` + strings.Repeat("0", 70),
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		value, err := parseStrictJSON(data)
+		if err != nil {
+			return
+		}
+		// What the strict parser accepts, encoding/json reads the same way.
+		var reference any
+		decoder := json.NewDecoder(bytes.NewReader(data))
+		decoder.UseNumber()
+		if decoder.Decode(&reference) != nil {
+			t.Fatalf("strict accepted what encoding/json refuses: %q", data)
+		}
+		if !reflect.DeepEqual(normalize(value), normalize(reference)) {
+			t.Fatalf("strict and encoding/json differ on %q", data)
+		}
+	})
+}
+
+func normalize(value any) any {
+	switch v := value.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for name, item := range v {
+			out[name] = normalize(item)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, item := range v {
+			out[i] = normalize(item)
+		}
+		return out
+	}
+	return value
+}
+
+func FuzzBase64URL(f *testing.F) {
+	for _, seed := range []string{"", "A", "AA", "AB", "AAA", "AAB", "AAAA", "a-_b", "ab==", "a\nb", "a+/b"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		decoded, err := decodeB64URL(text)
+		if err != nil {
+			return
+		}
+		// Exactly one accepted encoding per byte string: the canonical one.
+		if again := base64.RawURLEncoding.EncodeToString(decoded); again != text {
+			t.Fatalf("accepted %q, canonical form is %q", text, again)
+		}
+	})
+}
+
+func FuzzClaims(f *testing.F) {
+	for _, seed := range []string{
+		`{"iss":"i","sub":"s","aud":"a","exp":2e9,"iat":1.5,"nbf":-1,"jti":"j","scope":"x y"}`,
+		`{"iss":"i","sub":"s","aud":["a","b"],"exp":1` + strings.Repeat("0", 60) + `,"iat":1e308,"jti":"j"}`,
+		`{"exp":null}`, `{"aud":[]}`, `{"exp":"1"}`, `[]`, `{"iat":-1e308,"exp":1e308}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	verifier := &Verifier{issuer: "i", audience: map[string]bool{"a": true}, leeway: instantOfDuration(30e9),
+		requiredClaims: []string{"sub"}}
+	limit := instantOfDuration(3600e9)
+	verifier.maxLifetime = &limit
+	now := instantOfNumber("1767225600")
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		claims, raw, err := parseClaims(payload)
+		if err == nil {
+			err = verifier.checkClaims(claims, raw, now, []string{"x"})
+		}
+		var invalidErr *InvalidTokenError
+		if err != nil && !errors.As(err, &invalidErr) {
+			t.Fatalf("not a verdict: %v", err)
+		}
+		if err == nil && (claims.Subject == "" || claims.Raw == nil) {
+			t.Fatal("accepted claims without their subject")
+		}
+	})
+}
