@@ -81,6 +81,19 @@ public class FetchingKeySource implements KeySource, AutoCloseable {
    * @return a source with the default intervals
    */
   public static FetchingKeySource fromUrl(URL jwksUrl) {
+    return fromUrl(jwksUrl, DEFAULT_REFRESH_INTERVAL, DEFAULT_MIN_REFETCH_INTERVAL);
+  }
+
+  /**
+   * The key set served over HTTP(S), with chosen intervals.
+   *
+   * @param jwksUrl the JWKS endpoint
+   * @param refreshInterval the period of the background refresh, or {@code null} for none
+   * @param minRefetchInterval the least time between fetches caused by unknown kids
+   * @return the source
+   */
+  public static FetchingKeySource fromUrl(
+      URL jwksUrl, Duration refreshInterval, Duration minRefetchInterval) {
     URI uri;
     try {
       uri = jwksUrl.toURI();
@@ -88,8 +101,7 @@ public class FetchingKeySource implements KeySource, AutoCloseable {
       throw new IllegalArgumentException("invalid JWKS URL", e);
     }
     HttpClient http = HttpClient.newBuilder().connectTimeout(FETCH_TIMEOUT).build();
-    return new FetchingKeySource(() -> getUrl(http, uri), DEFAULT_REFRESH_INTERVAL,
-        DEFAULT_MIN_REFETCH_INTERVAL);
+    return new FetchingKeySource(() -> getUrl(http, uri), refreshInterval, minRefetchInterval);
   }
 
   private static String getUrl(HttpClient http, URI uri) throws IOException, InterruptedException {
