@@ -157,10 +157,14 @@ public final class LiveSource implements KeySource, AutoCloseable {
     return jwksFollower.reconnects + revocationFollower.reconnects;
   }
 
-  /** How long the revocation feed has been lost: zero while it is healthy. */
+  /**
+   * How long since the revocation feed last confirmed that this source is current (a
+   * checkpoint; tokend sends one at least every 15 s while connected), for a metric.
+   *
+   * @return the age of the revocation state
+   */
   public Duration staleness() {
-    long silent = System.nanoTime() - revocationsHealthyAt;
-    return silent > idleTimeoutNanos ? Duration.ofNanos(silent) : Duration.ZERO;
+    return Duration.ofNanos(System.nanoTime() - revocationsHealthyAt);
   }
 
   /**
@@ -218,8 +222,8 @@ public final class LiveSource implements KeySource, AutoCloseable {
     }
     if (!staleReported) {
       staleReported = true;
-      LOG.log(Level.WARNING, "tokend revocation feed lost for {0} s; policy {1}",
-          TimeUnit.NANOSECONDS.toSeconds(silent), stalePolicy);
+      LOG.log(Level.WARNING, "tokend revocation feed lost for {0} ms; policy {1}",
+          TimeUnit.NANOSECONDS.toMillis(silent), stalePolicy);
       try {
         onStale.accept(Duration.ofNanos(silent));
       } catch (RuntimeException e) {
@@ -228,7 +232,7 @@ public final class LiveSource implements KeySource, AutoCloseable {
     }
     if (stalePolicy == StalePolicy.FAIL_CLOSED) {
       throw new KeySetUnavailableException("tokend's revocation feed has been lost for "
-          + TimeUnit.NANOSECONDS.toSeconds(silent) + " s (fail-closed)", null);
+          + TimeUnit.NANOSECONDS.toMillis(silent) + " ms (fail-closed)", null);
     }
   }
 

@@ -164,6 +164,11 @@ final class TestTokens {
         + "\",\"scope\":\"orders:read\"" + extra + "}";
   }
 
+  /** The jti of a token this class minted. */
+  static String jtiOf(String token) throws java.text.ParseException {
+    return SignedJWT.parse(token).getJWTClaimsSet().getJWTID();
+  }
+
   static String sign(JWSSigner signer, JWSHeader header, JWTClaimsSet claims) throws JOSEException {
     SignedJWT jwt = new SignedJWT(header, claims);
     jwt.sign(signer);
