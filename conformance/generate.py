@@ -335,8 +335,12 @@ R_SIZE = (
     " policy: bounds the work per token)"
 )
 R_JSON = (
-    "C3 strict JSON: UTF-8 without BOM, one object, RFC 8259 grammar (RFC 7515 §5.2 steps 3, "
-    "8; RFC 7519 §7.2 step 10)"
+    "C3 strict JSON: UTF-8 without BOM, exactly one object, RFC 8259 grammar (RFC 7515 §5.2 "
+    "step 3; RFC 7519 §7.2 step 10)"
+)
+R_JSON_NUMBER = (
+    "C3 JSON numbers: RFC 8259 §6 grammar only (no NaN, Infinity, leading zero, +, hex), "
+    "integers of at most 64 digits, finite as a double"
 )
 R_DUP = (
     "C3 duplicate member names are refused, never first- or last-wins (RFC 7515 §4, RFC 7519 "
@@ -514,6 +518,30 @@ def valid_cases(k: dict[str, Key]) -> Suite:
         "valid",
     )
     s.add("valid-header-b64-true", R_B64HDR, token(es, b64=True), "valid")
+    s.add("valid-header-cty-jwt-ignored", R_IGNORED_HDR, token(es, cty="JWT"), "valid")
+    s.add("valid-header-zip-ignored", R_IGNORED_HDR, token(es, zip="DEF"), "valid")
+    s.add("valid-header-enc-ignored", R_IGNORED_HDR, token(es, enc="A256GCM"), "valid")
+    s.add(
+        "valid-required-claims-empty",
+        R_REQUIRED,
+        token(es, {"iss": ISSUER, "sub": "alice"}),
+        "valid",
+        required_claims=[],
+    )
+    s.add(
+        "valid-custom-required-claim-null-is-present",
+        R_REQUIRED,
+        token(es, claims(client_id=None) | {"client_id": None}),
+        "valid",
+        required_claims=[*REQUIRED_CLAIMS, "client_id"],
+    )
+    s.add(
+        "valid-required-scopes-repeated",
+        R_SCOPE,
+        token(es),
+        "valid",
+        scopes=["orders:read", "orders:read"],
+    )
     s.add(
         "valid-extra-claims",
         R_VALID,
@@ -937,8 +965,11 @@ def json_cases(k: dict[str, Key]) -> Suite:
         "integer-65-digits": body[:-1] + b',"x":' + b"9" * 65 + b"}",
         "number-overflow": body[:-1] + b',"x":1e400}',
     }
+    numbers = {"nan", "infinity", "leading-zero", "plus-number", "hex-number", "dot-number"}
+    numbers |= {"integer-65-digits", "number-overflow"}
     for name, text in grammar.items():
-        s.add(f"json-payload-{name}", R_JSON, raw_token(es, head, text), "MALFORMED")
+        rule = R_JSON_NUMBER if name in numbers else R_JSON
+        s.add(f"json-payload-{name}", rule, raw_token(es, head, text), "MALFORMED")
     for name, text in {
         "array": jbytes([header(es)]),
         "trailing-comma": head[:-1] + b",}",
@@ -950,7 +981,7 @@ def json_cases(k: dict[str, Key]) -> Suite:
         s.add(f"json-header-{name}", R_JSON, raw_token(es, text, body), "MALFORMED")
     s.add(
         "json-payload-integer-64-digits-ok",
-        R_JSON,
+        R_JSON_NUMBER,
         raw_token(es, head, body[:-1] + b',"x":' + b"9" * 64 + b"}"),
         "valid",
     )
@@ -1005,9 +1036,8 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
             body = jbytes(claims(**{claim: "__X__"})).replace(b'"__X__"', literal)
             s.add(
                 f"numericdate-{claim}-{name}",
-                R_NUMERIC
-                if name not in ("leading-zero", "plus-sign", "hex", "trailing-dot")
-                else R_JSON,
+                # Not JSON numbers (RFC 8259 §6), or beyond the number limits.
+                R_JSON_NUMBER,
                 raw_token(es, head, body),
                 "MALFORMED",
             )
@@ -1217,6 +1247,13 @@ def claims_cases(k: dict[str, Key]) -> Suite:
         ]
         s.add(f"claims-{name}", rule, raw_token(es, head, body), reason)
     # Issuer.
+    s.add(
+        "claims-issuer-absent-not-required",
+        R_ISS,
+        token(es, claims(iss=None)),
+        "WRONG_ISSUER",
+        required_claims=["exp", "iat", "sub", "aud", "jti"],
+    )
     for name, iss in (
         ("other", "https://evil.test"),
         ("trailing-slash", ISSUER + "/"),
@@ -1722,6 +1759,7 @@ def signature_cases(k: dict[str, Key]) -> Suite:
             f"sig-{name}-trailing-byte", R_SIG_RSA, with_sig(g, raw_rsa + b"\x00"), "BAD_SIGNATURE"
         )
         s.add(f"sig-{name}-all-zero", R_SIG_RSA, with_sig(g, bytes(256)), "BAD_SIGNATURE")
+        s.add(f"sig-{name}-above-modulus", R_SIG_RSA, with_sig(g, b"\xff" * 256), "BAD_SIGNATURE")
         s.add(f"sig-{name}-one", R_SIG_RSA, with_sig(g, (1).to_bytes(256, "big")), "BAD_SIGNATURE")
         s.add(
             f"sig-{name}-modulus",
@@ -1875,6 +1913,23 @@ def keys_cases(k: dict[str, Key]) -> Suite:
         {**k["attacker-eddsa"].jwk(), "kid": "bad-1", "alg": "ES256"},
         token(k["attacker-eddsa"].with_kid("bad-1")),
     )
+    # Ed25519 public keys of small order (and non-canonical encodings of them): with one,
+    # R = identity, S = 0 verifies for every message whose k is a multiple of the order.
+    for name, y in ED25519_SMALL_ORDER_Y.items():
+        x = y.to_bytes(32, "little")
+        pair(f"ed25519-small-order-{name}", _okp("bad-1", x), _small_order_forgery("bad-1", x))
+    identity_noncanonical = (ED25519_P + 1).to_bytes(32, "little")
+    pair(
+        "ed25519-non-canonical-identity",
+        _okp("bad-1", identity_noncanonical),
+        _small_order_forgery("bad-1", identity_noncanonical),
+    )
+    signed_identity = (1 | 1 << 255).to_bytes(32, "little")
+    pair(
+        "ed25519-identity-sign-bit",
+        _okp("bad-1", signed_identity),
+        _small_order_forgery("bad-1", signed_identity),
+    )
     # A key without kid is never selected, even when it is the only key.
     s.add(
         "keys-lone-key-without-kid-token-without-kid",
@@ -1963,6 +2018,48 @@ def keys_cases(k: dict[str, Key]) -> Suite:
     s.add("too-large-garbage-over-limit", R_SIZE, "a" * 8193, "TOO_LARGE")
     s.add("too-large-before-json", R_SIZE, "!" * 300, "TOO_LARGE", max_token_bytes=256)
     return s
+
+
+ED25519_P = 2**255 - 19
+ED25519_ORDER_8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+ED25519_SMALL_ORDER_Y = {
+    "identity": 1,
+    "order-2": ED25519_P - 1,
+    "order-4": 0,
+    "order-8": ED25519_ORDER_8_Y,
+    "order-8-negated": ED25519_P - ED25519_ORDER_8_Y,
+}
+
+
+def _okp(kid: str, x: bytes) -> dict[str, Any]:
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64(x), "kid": kid, "alg": "EdDSA", "use": "sig"}
+
+
+def _small_order_forgery(kid: str, x: bytes) -> str:
+    """An EdDSA token that verifies under the small-order key ``x`` without any private
+    key: R = identity, S = 0, and a jti chosen so that k = H(R || A || M) mod L is a
+    multiple of 8 (then [k]A is the identity and [S]B = R + [k]A holds)."""
+    identity = (1).to_bytes(32, "little")
+    head = b64(jbytes({"alg": "EdDSA", "kid": kid, "typ": "at+jwt"}))
+    for attempt in range(1000):
+        body = b64(jbytes(claims(jti=f"forged-{attempt}")))
+        digest = hashlib.sha512(identity + x + f"{head}.{body}".encode()).digest()
+        if int.from_bytes(digest, "little") % ED25519_ORDER % 8 == 0:
+            forged = f"{head}.{body}.{b64(identity + bytes(32))}"
+            _assert_plain_ed25519_accepts(x, forged)
+            return forged
+    raise AssertionError("no forgeable jti found")
+
+
+def _assert_plain_ed25519_accepts(x: bytes, forged: str) -> None:
+    """Prove the forgery is real: plain Ed25519 verification (no key policy) accepts it,
+    where the library can load the point at all."""
+    try:
+        public = ed25519.Ed25519PublicKey.from_public_bytes(x)
+    except ValueError:
+        return
+    signing_input, _, signature = forged.rpartition(".")
+    public.verify(b64_decode(signature), signing_input.encode())
 
 
 def _sized_token(es: Key, limit: int, over: int) -> str:

@@ -616,7 +616,38 @@ def _okp_from_jwk(jwk: Mapping[str, Any]) -> VerifyingKey:
     x = _member_bytes(jwk, "x")
     if len(x) != key_bytes:
         raise ValueError("OKP x has the wrong length")
+    _check_edwards_point(crv, x)
     return load(x)
+
+
+_ED25519_P = 2**255 - 19
+_ED448_P = 2**448 - 2**224 - 1
+# y of the two order-8 points of edwards25519 (-y gives the other two); the other points
+# of small order have y in {0, 1, p - 1}.
+_ED25519_ORDER_8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_SMALL_ORDER_Y = {
+    "Ed25519": frozenset(
+        {0, 1, _ED25519_P - 1, _ED25519_ORDER_8_Y, _ED25519_P - _ED25519_ORDER_8_Y}
+    ),
+    "Ed448": frozenset({0, 1, _ED448_P - 1}),  # cofactor 4: orders 1, 2 and 4
+}
+
+
+def _check_edwards_point(crv: str, x: bytes) -> None:
+    """Refuse non-canonical encodings and points of small order: with such a public key
+    (the identity, say) forged signatures verify for every message, as with RSA e = 1."""
+    if crv == "Ed25519":
+        p, y = _ED25519_P, int.from_bytes(x, "little") & ((1 << 255) - 1)
+    else:
+        # RFC 8032 §5.2.3: the last octet holds only the sign of x, in its top bit.
+        if x[-1] & 0x7F:
+            raise ValueError("OKP x is not a canonical Ed448 point encoding")
+        p, y = _ED448_P, int.from_bytes(x[:-1], "little")
+    # RFC 8032 §5.1.3 / §5.2.3 step 1: y must be below p.
+    if y >= p:
+        raise ValueError("OKP x is not a canonical point encoding")
+    if y in _SMALL_ORDER_Y[crv]:
+        raise ValueError("OKP x is a point of small order")
 
 
 def _jwk_members(key: VerifyingKey) -> dict[str, str]:
