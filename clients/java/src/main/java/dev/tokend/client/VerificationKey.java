@@ -209,10 +209,60 @@ public final class VerificationKey {
     if (x.length != OKP_LENGTH.get(crv)) {
       throw new IllegalArgumentException("OKP x has the wrong length");
     }
+    checkEdwardsEncoding((String) crv, x);
     byte[] encoded = new byte[prefix.length + x.length];
     System.arraycopy(prefix, 0, encoded, 0, prefix.length);
     System.arraycopy(x, 0, encoded, prefix.length, x.length);
     return KeyFactory.getInstance((String) crv).generatePublic(new X509EncodedKeySpec(encoded));
+  }
+
+  private static final BigInteger ED25519_P = BigInteger.TWO.pow(255).subtract(BigInteger.valueOf(19));
+  private static final BigInteger ED448_P =
+      BigInteger.TWO.pow(448).subtract(BigInteger.TWO.pow(224)).subtract(BigInteger.ONE);
+  /** y of the two order-8 points of edwards25519 (p - y gives the other two). */
+  private static final BigInteger ED25519_ORDER_8_Y = new BigInteger(
+      "2707385501144840649318225287225658788936804267575313519463743609750303402022");
+
+  /** RFC 8032 sections 5.1.3 / 5.2.3 step 1: the encoded y is below p. */
+  private static void checkEdwardsEncoding(String crv, byte[] x) {
+    byte[] bigEndian = new byte[x.length];
+    for (int i = 0; i < x.length; i++) {
+      bigEndian[i] = x[x.length - 1 - i];
+    }
+    BigInteger y;
+    BigInteger p;
+    if (crv.equals("Ed25519")) {
+      p = ED25519_P;
+      y = new BigInteger(1, bigEndian).clearBit(255); // the top bit is the sign of x
+    } else {
+      // RFC 8032 section 5.2.3: the last octet holds only the sign of x, in its top bit.
+      if ((x[x.length - 1] & 0x7F) != 0) {
+        throw new IllegalArgumentException("OKP x is not a canonical Ed448 point encoding");
+      }
+      p = ED448_P;
+      y = new BigInteger(1, java.util.Arrays.copyOfRange(bigEndian, 1, bigEndian.length));
+    }
+    if (y.compareTo(p) >= 0) {
+      throw new IllegalArgumentException("OKP x is not a canonical point encoding");
+    }
+    checkNotSmallOrder(crv, y);
+  }
+
+  /**
+   * With a public key of small order (the identity, say) forged signatures verify for every
+   * message, as with RSA e = 1; the JDK does not refuse such keys. Points of small order have
+   * y in {0, 1, p - 1} and, on edwards25519, the two order-8 values.
+   */
+  private static void checkNotSmallOrder(String crv, BigInteger y) {
+    BigInteger p = crv.equalsIgnoreCase("Ed25519") ? ED25519_P : ED448_P;
+    boolean small = y.signum() == 0 || y.equals(BigInteger.ONE)
+        || y.equals(p.subtract(BigInteger.ONE));
+    if (p == ED25519_P) {
+      small |= y.equals(ED25519_ORDER_8_Y) || y.equals(p.subtract(ED25519_ORDER_8_Y));
+    }
+    if (small) {
+      throw new IllegalArgumentException("OKP x is a point of small order");
+    }
   }
 
   // ---------------------------------------------------------------------------------------
@@ -339,8 +389,15 @@ public final class VerificationKey {
           throw new IllegalArgumentException(name() + " needs an RSA key");
         }
         checkRsaPolicy(rsa);
-      } else if (!(key instanceof EdECPublicKey)) {
+      } else if (!(key instanceof EdECPublicKey ed)) {
         throw new IllegalArgumentException("EdDSA needs an Ed25519 or Ed448 key"); // RFC 8037
+      } else {
+        BigInteger y = ed.getPoint().getY();
+        String crv = ed.getParams().getName();
+        if (y.compareTo(crv.equalsIgnoreCase("Ed25519") ? ED25519_P : ED448_P) >= 0) {
+          throw new IllegalArgumentException("OKP x is not a canonical point encoding");
+        }
+        checkNotSmallOrder(crv, y);
       }
     }
 
