@@ -23,6 +23,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
+import java.util.function.BiConsumer;
 import java.util.function.Consumer;
 import java.util.function.Function;
 
@@ -46,7 +47,7 @@ import java.util.function.Function;
  * until the revocation feed has been lost for {@code maxStaleness}; then the {@link
  * StalePolicy} decides: {@code FAIL_CLOSED} (default) makes every verification throw {@link
  * KeySetUnavailableException}, {@code FAIL_OPEN} keeps verifying with what is known. The
- * {@code onStale} callback hears of each such outage once.
+ * {@code onStale} callback hears of each change between fresh and stale.
  *
  * <p>The first use (a verifier's first {@code verify}, or {@link #keys}) fetches the keys,
  * opens both streams and waits up to {@code readyTimeout} for the revocations in force, so a
@@ -74,7 +75,7 @@ public final class LiveSource implements KeySource, AutoCloseable {
   private final long keyMaxAgeNanos;
   private final long maxStalenessNanos;
   private final StalePolicy stalePolicy;
-  private final Consumer<Duration> onStale;
+  private final BiConsumer<Boolean, Duration> onStale;
   private final FetchingKeySource keys;
   private final RevocationSet revocations = new RevocationSet();
   private final CountDownLatch synced = new CountDownLatch(1);
@@ -216,23 +217,31 @@ public final class LiveSource implements KeySource, AutoCloseable {
       throw new KeySetUnavailableException("tokend's revocations have not arrived yet", null);
     }
     long silent = System.nanoTime() - revocationsHealthyAt;
-    if (silent <= maxStalenessNanos) {
-      staleReported = false;
-      return;
-    }
-    if (!staleReported) {
-      staleReported = true;
-      LOG.log(Level.WARNING, "tokend revocation feed lost for {0} ms; policy {1}",
-          TimeUnit.NANOSECONDS.toMillis(silent), stalePolicy);
-      try {
-        onStale.accept(Duration.ofNanos(silent));
-      } catch (RuntimeException e) {
-        LOG.log(Level.WARNING, "onStale callback failed", e);
+    if (silent > maxStalenessNanos) {
+      reportStale(true, silent);
+      if (stalePolicy == StalePolicy.FAIL_CLOSED) {
+        throw new KeySetUnavailableException("tokend's revocation feed has been lost for "
+            + TimeUnit.NANOSECONDS.toMillis(silent) + " ms (fail-closed)", null);
       }
     }
-    if (stalePolicy == StalePolicy.FAIL_CLOSED) {
-      throw new KeySetUnavailableException("tokend's revocation feed has been lost for "
-          + TimeUnit.NANOSECONDS.toMillis(silent) + " ms (fail-closed)", null);
+  }
+
+  /** Tells the callback of each change between fresh and stale, once. */
+  private void reportStale(boolean stale, long downNanos) {
+    synchronized (onStale) {
+      if (staleReported == stale) {
+        return;
+      }
+      staleReported = stale;
+    }
+    LOG.log(stale ? Level.WARNING : Level.INFO,
+        stale ? "tokend revocation feed lost for {0} ms; policy {1}"
+            : "tokend revocation feed back after {0} ms", TimeUnit.NANOSECONDS.toMillis(downNanos),
+        stalePolicy);
+    try {
+      onStale.accept(stale, Duration.ofNanos(downNanos));
+    } catch (RuntimeException e) {
+      LOG.log(Level.WARNING, "onStale callback failed", e);
     }
   }
 
@@ -245,6 +254,10 @@ public final class LiveSource implements KeySource, AutoCloseable {
       }
       jwksFollower.cancelIfIdle();
       revocationFollower.cancelIfIdle();
+      long silent = System.nanoTime() - revocationsHealthyAt;
+      if (synced.getCount() == 0 && silent > maxStalenessNanos) {
+        reportStale(true, silent); // also without verify traffic, for the alert
+      }
       if (System.nanoTime() - keysReceivedAt > keyMaxAgeNanos) {
         // The stream should have kept the keys fresh; poll so a withdrawn key goes anyway.
         keysReceivedAt = System.nanoTime();
@@ -274,7 +287,11 @@ public final class LiveSource implements KeySource, AutoCloseable {
   private void onRevocation(RevocationEvent event) {
     revocations.apply(event);
     if (event.getCheckpoint()) {
+      long before = revocationsHealthyAt;
       revocationsHealthyAt = System.nanoTime();
+      if (staleReported) {
+        reportStale(false, revocationsHealthyAt - before);
+      }
       synced.countDown();
       long now = System.nanoTime();
       if (now - nextPrune >= 0) {
@@ -463,9 +480,9 @@ public final class LiveSource implements KeySource, AutoCloseable {
     private Duration maxBackoff = Duration.ofSeconds(30);
     private Duration minRefetchInterval = Duration.ofSeconds(5);
     private Duration keyMaxAge = Duration.ofMinutes(5);
-    private Duration maxStaleness = Duration.ofMinutes(5);
+    private Duration maxStaleness = Duration.ofSeconds(120);
     private StalePolicy stalePolicy = StalePolicy.FAIL_CLOSED;
-    private Consumer<Duration> onStale = lost -> {};
+    private BiConsumer<Boolean, Duration> onStale = (stale, downFor) -> {};
 
     private Builder(Channel channel) {
       this.channel = channel;
@@ -531,8 +548,8 @@ public final class LiveSource implements KeySource, AutoCloseable {
     }
 
     /**
-     * How long the revocation feed may be lost before the stale policy applies (default 5
-     * min).
+     * How long the revocation feed may be lost before the stale policy applies (default 120
+     * s, as in the Node client).
      *
      * @param maxStaleness a positive duration
      * @return this builder
@@ -555,13 +572,14 @@ public final class LiveSource implements KeySource, AutoCloseable {
     }
 
     /**
-     * Called once per outage when the feed has been lost for {@code maxStaleness} (for a
-     * metric or an alert), with how long it has been lost.
+     * Called on every change between fresh and stale, for a metric or an alert: {@code
+     * (true, downFor)} once the feed has been lost for {@code maxStaleness}, {@code (false,
+     * downFor)} when it is back. Runs on a verify or stream thread: must not block.
      *
-     * @param callback the callback; must not block
+     * @param callback the callback
      * @return this builder
      */
-    public Builder onStale(Consumer<Duration> callback) {
+    public Builder onStale(BiConsumer<Boolean, Duration> callback) {
       this.onStale = Objects.requireNonNull(callback, "callback");
       return this;
     }

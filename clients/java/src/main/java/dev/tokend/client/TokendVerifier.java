@@ -637,16 +637,29 @@ public final class TokendVerifier implements AutoCloseable {
     }
 
     /**
-     * Builds the verifier.
+     * Builds the verifier and obtains the first keys, so that a verifier never starts without
+     * them (a {@link LiveSource} also waits for the revocations in force).
      *
      * @return the verifier
      * @throws IllegalStateException when the issuer or the key source is missing
+     * @throws KeySetUnavailableException when the first keys cannot be obtained
      */
     public TokendVerifier build() {
       if (issuer == null || keys == null) {
         throw new IllegalStateException("issuer and a key source are required");
       }
-      return new TokendVerifier(this);
+      TokendVerifier verifier = new TokendVerifier(this);
+      try {
+        keys.keys();
+      } catch (RuntimeException e) {
+        try {
+          verifier.close();
+        } catch (IOException closing) {
+          e.addSuppressed(closing);
+        }
+        throw e;
+      }
+      return verifier;
     }
 
     private static String requireText(String value, String name) {

@@ -175,8 +175,10 @@ class LiveSourceTest {
   @Test
   void failsClosedWhenTheFeedIsLostTooLong() throws Exception {
     AtomicInteger alerts = new AtomicInteger();
+    AtomicInteger recoveries = new AtomicInteger();
     try (LiveSource live = LiveSource.builder(channel).maxStaleness(Duration.ofMillis(400))
-        .maxBackoff(Duration.ofMillis(100)).onStale(lost -> alerts.incrementAndGet()).build()) {
+        .maxBackoff(Duration.ofMillis(100))
+        .onStale((stale, downFor) -> (stale ? alerts : recoveries).incrementAndGet()).build()) {
       TokendVerifier verifier = verifierOn(live);
       String token = tokens.mint("ES256");
       verifier.verify(token);
@@ -203,6 +205,7 @@ class LiveSourceTest {
           return false;
         }
       }, "did not recover");
+      assertEquals(1, recoveries.get(), "the recovery is reported too");
     }
   }
 
@@ -210,7 +213,8 @@ class LiveSourceTest {
   void failsOpenWhenSoConfigured() throws Exception {
     AtomicInteger alerts = new AtomicInteger();
     try (LiveSource live = LiveSource.builder(channel).maxStaleness(Duration.ofMillis(300))
-        .stalePolicy(LiveSource.StalePolicy.FAIL_OPEN).onStale(lost -> alerts.incrementAndGet())
+        .stalePolicy(LiveSource.StalePolicy.FAIL_OPEN)
+        .onStale((stale, downFor) -> alerts.addAndGet(stale ? 1 : 100))
         .build()) {
       TokendVerifier verifier = verifierOn(live);
       String token = tokens.mint("ES256");
