@@ -100,8 +100,33 @@ public class FetchingKeySource implements KeySource, AutoCloseable {
     } catch (java.net.URISyntaxException e) {
       throw new IllegalArgumentException("invalid JWKS URL", e);
     }
+    // Keys fetched in the clear could be replaced on the way: https, or http to loopback only.
+    boolean https = "https".equals(uri.getScheme()) && uri.getHost() != null;
+    if (!https && !("http".equals(uri.getScheme()) && isLoopbackHost(uri.getHost()))) {
+      throw new IllegalArgumentException("the JWKS URL must be https (or http to loopback)");
+    }
     HttpClient http = HttpClient.newBuilder().connectTimeout(FETCH_TIMEOUT).build();
     return new FetchingKeySource(() -> getUrl(http, uri), refreshInterval, minRefetchInterval);
+  }
+
+  /** localhost and loopback IP literals (127.0.0.0/8, ::1), without a DNS lookup. */
+  static boolean isLoopbackHost(String host) {
+    if (host == null || host.isEmpty()) {
+      return false;
+    }
+    String bare = host.startsWith("[") && host.endsWith("]")
+        ? host.substring(1, host.length() - 1) : host;
+    if (bare.equalsIgnoreCase("localhost")) {
+      return true;
+    }
+    if (!bare.matches("[0-9.]+") && !bare.contains(":")) {
+      return false; // a name: DNS could point it anywhere
+    }
+    try {
+      return java.net.InetAddress.getByName(bare).isLoopbackAddress(); // a literal: no lookup
+    } catch (java.net.UnknownHostException e) {
+      return false;
+    }
   }
 
   private static String getUrl(HttpClient http, URI uri) throws IOException, InterruptedException {

@@ -137,6 +137,17 @@ class TokendJwksTest {
   }
 
   @Test
+  void aJwksUrlMustBeHttpsOrLoopback() throws Exception {
+    assertThrows(IllegalArgumentException.class,
+        () -> FetchingKeySource.fromUrl(new URL("http://tokend.example/.well-known/jwks.json")));
+    assertThrows(IllegalArgumentException.class,
+        () -> FetchingKeySource.fromUrl(new URL("file:///etc/jwks.json")));
+    FetchingKeySource.fromUrl(new URL("https://tokend.example/.well-known/jwks.json")).close();
+    FetchingKeySource.fromUrl(new URL("http://[::1]:8080/.well-known/jwks.json")).close();
+    FetchingKeySource.fromUrl(new URL("http://localhost:8080/.well-known/jwks.json")).close();
+  }
+
+  @Test
   void aNimbusKeySourceStillWorks() throws Exception {
     served.set(new JWKSet(tokens.publicKeys().getKeyByKeyId("ES256")));
     try (TokendVerifier verifier = TokendVerifier.builder().issuer(ISSUER).audience(AUDIENCE)
