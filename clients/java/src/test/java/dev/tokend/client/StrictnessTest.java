@@ -191,4 +191,32 @@ class StrictnessTest {
         token.substring(0, dot + 1) + Base64.getUrlEncoder().withoutPadding()
             .encodeToString(shorter));
   }
+
+  @Test
+  void mutatedTokensOnlyEverGiveAnInvalidTokenError() throws Exception {
+    // Nothing but InvalidTokenException may escape, whatever the bytes (a fixed seed:
+    // reproducible). Mutations: replace, insert or delete a character, or swap a segment.
+    java.util.Random random = new java.util.Random(12);
+    String[] seeds = {tokens.mint("ES256"), tokens.mint("RS256"), tokens.mint("EdDSA"),
+        tokens.mint("PS256")};
+    String chars = "AZaz09-_.=+/ \u00ff\u200b\ufeff{}\"\\";
+    int refused = 0;
+    for (int i = 0; i < 4000; i++) {
+      StringBuilder token = new StringBuilder(seeds[i % seeds.length]);
+      for (int m = 0, count = 1 + random.nextInt(3); m < count; m++) {
+        int at = random.nextInt(token.length());
+        switch (random.nextInt(3)) {
+          case 0 -> token.setCharAt(at, chars.charAt(random.nextInt(chars.length())));
+          case 1 -> token.insert(at, chars.charAt(random.nextInt(chars.length())));
+          default -> token.deleteCharAt(at);
+        }
+      }
+      try {
+        verifier.verify(token.toString());
+      } catch (InvalidTokenException e) {
+        refused++;
+      }
+    }
+    assertEquals(true, refused > 3900, "almost every mutation must be refused: " + refused);
+  }
 }
