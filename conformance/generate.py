@@ -36,6 +36,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 HERE = Path(__file__).resolve().parent
+# The reference is this checkout's Python client, whatever else is installed.
+CLIENT_DIR = HERE.parent / "clients" / "python"
+if str(CLIENT_DIR) not in sys.path:
+    sys.path.insert(0, str(CLIENT_DIR))
 KEY_DIR = HERE / "keys"
 VECTOR_DIR = HERE / "vectors"
 
@@ -165,23 +169,41 @@ def _mgf1(seed: bytes, length: int) -> bytes:
     return out[:length]
 
 
-def pss_sign(private: rsa.RSAPrivateKey, message: bytes) -> bytes:
-    """RSASSA-PSS-SIGN with SHA-256, MGF1-SHA-256 and a 32-byte salt (RFC 7518 §3.5),
-    the salt derived from the message so the signature is reproducible."""
-    numbers = private.private_numbers()
-    n, d = numbers.public_numbers.n, numbers.d
-    mod_bits = n.bit_length()
-    em_bits = mod_bits - 1
+def pss_sign(private: rsa.RSAPrivateKey, message: bytes, salt_length: int = 32) -> bytes:
+    """RSASSA-PSS-SIGN with SHA-256, MGF1-SHA-256 and a 32-byte salt (RFC 7518 §3.5; other
+    lengths for the forgeries), the salt derived from the message so the signature is
+    reproducible (RFC 8017 §9.1.1)."""
+    em_bits = private.key_size - 1
     em_len = (em_bits + 7) // 8
     m_hash = hashlib.sha256(message).digest()
-    salt = hashlib.sha256(b"tokend-conformance-pss-salt" + message).digest()
+    salt = (hashlib.sha512(b"tokend-conformance-pss-salt" + message).digest() * 4)[:salt_length]
     h = hashlib.sha256(b"\x00" * 8 + m_hash + salt).digest()
     db = b"\x00" * (em_len - len(salt) - len(h) - 2) + b"\x01" + salt
     masked = bytes(a ^ b for a, b in zip(db, _mgf1(h, em_len - len(h) - 1), strict=True))
     masked = bytes([masked[0] & (0xFF >> (8 * em_len - em_bits))]) + masked[1:]
-    em = masked + h + b"\xbc"
-    k = (mod_bits + 7) // 8
-    return pow(int.from_bytes(em, "big"), d, n).to_bytes(k, "big")
+    return rsa_raw_sign(private, masked + h + b"\xbc")
+
+
+def rsa_raw_sign(private: rsa.RSAPrivateKey, encoded: bytes) -> bytes:
+    """The RSA signature primitive (RFC 8017 §5.2.1) on an already encoded message: lets
+    the generator sign malformed encodings with a genuine key."""
+    numbers = private.private_numbers()
+    n, d = numbers.public_numbers.n, numbers.d
+    k = (private.key_size + 7) // 8
+    return pow(int.from_bytes(encoded, "big"), d, n).to_bytes(k, "big")
+
+
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def pkcs1_encoding(message: bytes, k: int, **variant: Any) -> bytes:
+    """EMSA-PKCS1-v1_5 (RFC 8017 §9.2) for SHA-256, or a deliberately broken variant."""
+    digest_info = variant.get("digest_info", SHA256_DIGEST_INFO) + hashlib.sha256(message).digest()
+    digest_info += variant.get("trailer", b"")
+    block_type = variant.get("block_type", b"\x01")
+    fill = k - len(digest_info) - 3 - variant.get("short_by", 0)
+    em = b"\x00" + block_type + variant.get("fill_byte", b"\xff") * fill + b"\x00" + digest_info
+    return em + variant.get("garbage", b"")
 
 
 # ---------------------------------------------------------------------------
@@ -340,7 +362,11 @@ R_JSON = (
 )
 R_JSON_NUMBER = (
     "C3 JSON numbers: RFC 8259 §6 grammar only (no NaN, Infinity, leading zero, +, hex), "
-    "integers of at most 64 digits, finite as a double"
+    "integer literals of at most 64 characters (sign included), finite as a double"
+)
+R_JSON_DEPTH = (
+    "C3 JSON nesting: at most 64 arrays and objects open at once, the outer object included "
+    "(tokend policy; RFC 8259 §9 lets parsers limit depth)"
 )
 R_DUP = (
     "C3 duplicate member names are refused, never first- or last-wins (RFC 7515 §4, RFC 7519 "
@@ -518,6 +544,15 @@ def valid_cases(k: dict[str, Key]) -> Suite:
         "valid",
     )
     s.add("valid-header-b64-true", R_B64HDR, token(es, b64=True), "valid")
+    # Member names are case-sensitive (RFC 7515 §4): "ALG" is another, ignored parameter.
+    s.add(
+        "valid-header-uppercase-alg-member-ignored",
+        R_IGNORED_HDR,
+        token(es, ALG="none", KID="x"),
+        "valid",
+    )
+    escaped_kid = jbytes(header(es)).replace(b'"es256-1"', b'"es256\\u002d1"')
+    s.add("valid-kid-escaped", R_KID, raw_token(es, escaped_kid, jbytes(claims())), "valid")
     s.add("valid-header-cty-jwt-ignored", R_IGNORED_HDR, token(es, cty="JWT"), "valid")
     s.add("valid-header-zip-ignored", R_IGNORED_HDR, token(es, zip="DEF"), "valid")
     s.add("valid-header-enc-ignored", R_IGNORED_HDR, token(es, enc="A256GCM"), "valid")
@@ -583,6 +618,16 @@ def valid_cases(k: dict[str, Key]) -> Suite:
         "valid",
     )
     s.add("valid-es256-high-s", R_SIG_EC, high_s(token(es)), "valid")
+    nul = jbytes(claims(sub=None))[:-1] + b',"sub":"ali\\u0000ce"}'
+    s.add(
+        "valid-sub-escaped-nul",
+        R_JSON,
+        raw_token(es, jbytes(header(es)), nul),
+        "valid",
+        sub="ali\x00ce",
+    )
+    slash = jbytes(claims(iss=None))[:-1] + b',"iss":"https:\\/\\/tokend.test"}'
+    s.add("valid-iss-escaped-slashes", R_ISS, raw_token(es, jbytes(header(es)), slash), "valid")
     s.add("valid-nbf-negative", R_NUMERIC, token(es, claims(nbf=-1)), "valid")
     s.add("valid-exp-huge-float", R_NUMERIC, token(es, claims(exp=1e300)), "valid")
     s.add(
@@ -964,6 +1009,13 @@ def json_cases(k: dict[str, Key]) -> Suite:
         "true-uppercase": body[:-1] + b',"x":True}',
         "integer-65-digits": body[:-1] + b',"x":' + b"9" * 65 + b"}",
         "number-overflow": body[:-1] + b',"x":1e400}',
+        "form-feed-whitespace": b"\x0c" + body,
+        "vertical-tab-whitespace": body[:-1] + b"\x0b}",
+        "nbsp-whitespace": b"\xc2\xa0" + body,
+        "ideographic-space-whitespace": body + "\u3000".encode(),
+        "uppercase-u-escape": jbytes(claims(sub=None))[:-1] + b',"sub":"\\U00e9"}',
+        "short-u-escape": jbytes(claims(sub=None))[:-1] + b',"sub":"\\u00e"}',
+        "unescaped-tab-in-string": jbytes(claims(sub=None))[:-1] + b',"sub":"a\tb"}',
     }
     numbers = {"nan", "infinity", "leading-zero", "plus-number", "hex-number", "dot-number"}
     numbers |= {"integer-65-digits", "number-overflow"}
@@ -979,6 +1031,46 @@ def json_cases(k: dict[str, Key]) -> Suite:
         "empty": b"",
     }.items():
         s.add(f"json-header-{name}", R_JSON, raw_token(es, text, body), "MALFORMED")
+    # Nesting: at most 64 arrays/objects open at once, the outer object included.
+    for depth, expect in ((64, "valid"), (65, "MALFORMED"), (1000, "MALFORMED")):
+        for kind, opener, bottom, closer in (
+            ("array", b"[", b"", b"]"),
+            ("object", b'{"a":', b"1", b"}"),
+        ):
+            nested = opener * (depth - 1) + bottom + closer * (depth - 1)
+            s.add(
+                f"json-payload-depth-{depth}-{kind}",
+                R_JSON_DEPTH,
+                raw_token(es, head, body[:-1] + b',"x":' + nested + b"}"),
+                expect,
+                max_token_bytes=16384,
+            )
+    s.add(
+        "json-header-depth-65",
+        R_JSON_DEPTH,
+        raw_token(es, head[:-1] + b',"x":' + b"[" * 64 + b"]" * 64 + b"}", body),
+        "MALFORMED",
+    )
+    s.add(
+        "json-payload-brackets-in-string-ok",
+        R_JSON_DEPTH,
+        raw_token(es, head, body[:-1] + b',"x":"' + b"[{" * 100 + b'\\"]"}'),
+        "valid",
+    )
+    # The integer limit counts the literal's characters, minus sign included; a literal with
+    # a fraction or an exponent is a float, whatever its length.
+    for name, literal, expect in (
+        ("negative-integer-64-digits", b"-" + b"9" * 64, "MALFORMED"),
+        ("negative-integer-63-digits-ok", b"-" + b"9" * 63, "valid"),
+        ("float-65-digits-fraction-ok", b"9" * 65 + b".5", "valid"),
+        ("float-65-digits-exponent-ok", b"9" * 65 + b"e0", "valid"),
+    ):
+        s.add(
+            f"json-payload-{name}",
+            R_JSON_NUMBER,
+            raw_token(es, head, body[:-1] + b',"x":' + literal + b"}"),
+            expect,
+        )
     s.add(
         "json-payload-integer-64-digits-ok",
         R_JSON_NUMBER,
@@ -1073,6 +1165,17 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
         raw_token(es, head, jbytes(claims(exp="__X__")).replace(b'"__X__"', b"1" + b"0" * 19)),
         "valid",
     )
+    # NumericDates are compared as IEEE 754 doubles (the JSON number rounded to nearest):
+    # these fractions are lost in a double, so the boundaries hold exactly.
+    for claim, base, expect in (("nbf", NOW + 30, "valid"), ("exp", NOW - 30, "EXPIRED")):
+        literal = f"{base}.00000000001".encode()
+        body = jbytes(claims(**{claim: "__X__"})).replace(b'"__X__"', literal)
+        s.add(
+            f"numericdate-{claim}-beyond-double-precision",
+            R_NUMERIC,
+            raw_token(es, head, body),
+            expect,
+        )
     # Boundaries (RFC 7519 §4.1.4: exp is the first instant the token is NOT accepted).
     for leeway in (0, 30):
         s.add(
@@ -1146,7 +1249,21 @@ def numericdate_cases(k: dict[str, Key]) -> Suite:
             leeway=leeway,
         )
     s.add("time-exp-clock-moved", R_EXP, token(es), "EXPIRED", now=NOW + 330)
+    # The clock has sub-second resolution: now = exp = x.5 is expired, x.4 is not.
+    half = claims(exp=NOW + 0.5)
+    s.add("time-fractional-now-at-exp", R_EXP, token(es, half), "EXPIRED", now=NOW + 0.5, leeway=0)
+    s.add(
+        "time-fractional-now-before-exp", R_EXP, token(es, half), "valid", now=NOW + 0.4, leeway=0
+    )
     s.add("time-exp-clock-moved-just-inside", R_EXP, token(es), "valid", now=NOW + 329)
+    # No rule orders exp and iat: each is judged against the clock alone.
+    s.add(
+        "time-exp-before-iat-within-leeway",
+        R_IAT,
+        token(es, claims(iat=NOW + 20, exp=NOW + 10, nbf=None)),
+        "valid",
+        max_lifetime=300,
+    )
     # Order of time rules: expired wins over not-yet-valid (both wrong).
     s.add(
         "time-expired-and-not-yet-valid",
@@ -1314,6 +1431,13 @@ def claims_cases(k: dict[str, Key]) -> Suite:
             "MISSING_SCOPE",
             scopes=required,
         )
+    s.add(
+        "claims-scope-required-name-with-space",
+        R_SCOPE,
+        token(es),
+        "MISSING_SCOPE",
+        scopes=["orders:read orders:write"],
+    )
     s.add(
         "claims-scope-absent-required",
         R_SCOPE,
@@ -1782,10 +1906,6 @@ def signature_cases(k: dict[str, Key]) -> Suite:
         ),
         "BAD_SIGNATURE",
     )
-    salt0 = ps.private.sign(
-        g.rsplit(".", 1)[0].encode(), padding.PSS(padding.MGF1(hashes.SHA256()), 0), hashes.SHA256()
-    )
-    s.add("sig-ps256-salt-length-0", R_SIG, with_sig(g, salt0), "BAD_SIGNATURE")
     g = token(rs)
     s.add(
         "sig-rs256-key-pss-signature",
@@ -1793,6 +1913,36 @@ def signature_cases(k: dict[str, Key]) -> Suite:
         with_sig(g, pss_sign(rs.private, g.rsplit(".", 1)[0].encode())),
         "BAD_SIGNATURE",
     )
+    # PKCS#1 v1.5 encodings a parsing (instead of comparing) verifier might accept, each
+    # signed with the genuine private key.
+    signing_input = g.rsplit(".", 1)[0].encode()
+    genuine = b64_decode(g.split(".")[2])
+    assert rsa_raw_sign(rs.private, pkcs1_encoding(signing_input, 256)) == genuine
+    no_null = bytes.fromhex("302f300b0609608648016503040201") + b"\x04\x20"
+    for name, variant in {
+        "digest-info-without-null": {"digest_info": no_null},
+        "digest-info-sha512-oid": {
+            "digest_info": bytes.fromhex("3031300d060960864801650304020305000420")
+        },
+        "trailing-garbage": {"garbage": b"\x00" * 4, "short_by": 4},
+        "garbage-in-digest-info": {"trailer": b"\x00", "short_by": 1},
+        "block-type-2": {"block_type": b"\x02"},
+        "padding-not-ff": {"fill_byte": b"\xfe"},
+    }.items():
+        forged = with_sig(
+            g, rsa_raw_sign(rs.private, pkcs1_encoding(signing_input, 256, **variant))
+        )
+        s.add(f"sig-rs256-pkcs1-{name}", R_SIG, forged, "BAD_SIGNATURE")
+    # PSS with another salt length than the hash length (RFC 7518 §3.5): "auto" salt
+    # detection would accept these.
+    gp = token(ps)
+    auto = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+    for salt_length in (0, 20, 64, 222):
+        pss_input = gp.rsplit(".", 1)[0].encode()
+        signature = pss_sign(ps.private, pss_input, salt_length)
+        ps.private.public_key().verify(signature, pss_input, auto, hashes.SHA256())  # genuine
+        forged = with_sig(gp, signature)
+        s.add(f"sig-ps256-salt-length-{salt_length}", R_SIG_RSA, forged, "BAD_SIGNATURE")
     s.add(
         "sig-rs256-sha512-digest",
         R_SIG,
@@ -1929,6 +2079,19 @@ def keys_cases(k: dict[str, Key]) -> Suite:
         "ed25519-identity-sign-bit",
         _okp("bad-1", signed_identity),
         _small_order_forgery("bad-1", signed_identity),
+    )
+    pair("kid-empty-string", {**other.jwk(), "kid": ""}, token(other.with_kid("")))
+    pair(
+        "rsa-exponent-leading-zero",
+        {**no_alg, "alg": "RS256", "e": "AAEAAQ"},
+        token(Key("bad-1", "RS256", rsa_other.private)),
+    )
+    pair("ec-x-number", {**other.jwk(), "kid": "bad-1", "x": 12345}, token(other.with_kid("bad-1")))
+    pair("ec-y-missing", {**other.jwk(y=None), "kid": "bad-1"}, token(other.with_kid("bad-1")))
+    pair(
+        "rsa-2047-bits-claimed-2048",
+        _rsa_2047(rsa_other),
+        token(Key("bad-1", "RS256", rsa_other.private)),
     )
     # A key without kid is never selected, even when it is the only key.
     s.add(
@@ -2076,6 +2239,12 @@ def _sized_token(es: Key, limit: int, over: int) -> str:
             if len(tok) == limit + over:
                 return tok
     raise AssertionError("no token of the wanted size")
+
+
+def _rsa_2047(key: Key) -> dict[str, Any]:
+    """A JWK whose modulus is the key's shifted right by one bit: 2047 bits, too small."""
+    n = int.from_bytes(b64_decode(key.jwk()["n"]), "big") >> 1
+    return {**key.jwk(), "kid": "bad-1", "alg": "RS256", "n": b64_uint(n | 1)}
 
 
 def _rsa_e1_forgery(key: Key, kid: str) -> str:

@@ -31,7 +31,12 @@ from tests.client.client_test_support import (
     sign_as,
 )
 from tokend_client import InvalidToken, JwkSet, LocalVerifier, PublicKey, Reason, verify_compact
-from tokend_client.jose import SUPPORTED_ALGORITHMS, b64url_decode, strict_json_loads
+from tokend_client.jose import (
+    MAX_JSON_DEPTH,
+    SUPPORTED_ALGORITHMS,
+    b64url_decode,
+    strict_json_loads,
+)
 
 ALL_ALGS = tuple(sorted(SUPPORTED_ALGORITHMS))
 CLAIMS = {"sub": "alice", "scope": "read"}
@@ -781,3 +786,38 @@ def test_ed448_small_order_and_non_canonical_keys_dropped(keys: dict[str, Signin
     raw = b64url_decode(genuine["x"])
     assert len(_only_key(genuine)) == 1
     _assert_dropped({**genuine, "x": b64(raw[:56] + bytes((raw[56] | 0x01,)))})  # RFC 8032 §5.2.3
+
+
+# -- JSON nesting: one fixed limit in every language (docs/verifier-contract.md C3) --------
+
+
+def _nested(depth: int, kind: str = "array") -> str:
+    """A JSON object holding arrays (or objects) so that ``depth`` are open at once."""
+    if kind == "array":
+        return '{"x":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    return '{"x":' + '{"a":' * (depth - 1) + "1" + "}" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+def test_json_nesting_limit(kind: str) -> None:
+    assert strict_json_loads(_nested(MAX_JSON_DEPTH, kind))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        strict_json_loads(_nested(MAX_JSON_DEPTH + 1, kind))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        strict_json_loads(_nested(100_000, kind))  # never a RecursionError
+
+
+def test_json_brackets_inside_strings_do_not_count() -> None:
+    text = '{"a":"' + "[{" * 500 + '\\"]", "b":[[{}]]}'
+    assert strict_json_loads(text)["b"] == [[{}]]
+
+
+def test_too_deep_claims_refused(es256: SigningKey, jwks: JwkSet) -> None:
+    verifier = LocalVerifier(jwks, issuer="https://tokend.test", required_claims=())
+    claims = {"iss": "https://tokend.test", "sub": "alice"}
+    ok = {**claims, "x": json.loads(_nested(MAX_JSON_DEPTH - 1))}  # + the claims object
+    assert verifier.verify(make_token(es256, ok))["sub"] == "alice"
+    deep = {**claims, "x": json.loads(_nested(MAX_JSON_DEPTH))}
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(make_token(es256, deep))
+    assert caught.value.reason is Reason.MALFORMED

@@ -109,6 +109,14 @@ def test_case_format() -> None:
             assert set(expect) == {"valid", "reason"} and expect["reason"] in REASONS, where
 
 
+def test_key_sets_are_public() -> None:
+    """Vectors carry public JWKs only (the private test keys stay in conformance/keys)."""
+    private = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
+    for _, case in CASES:
+        for jwk in case["jwks"]["keys"]:
+            assert private.isdisjoint(jwk), case["id"]
+
+
 def test_token_b64_only_where_the_text_is_not_utf8() -> None:
     raw = [case for _, case in CASES if "token_b64" in case]
     assert raw, "the suite must hold raw-byte tokens"
