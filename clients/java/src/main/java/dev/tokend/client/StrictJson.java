@@ -17,7 +17,7 @@ import java.util.Map;
  * Hand-written because no JSON library on hand refuses everything RFC 7515 section 4 and RFC
  * 7519 section 4 need refused (duplicate member names at any depth, lone surrogates) while
  * reading exactly RFC 8259: UTF-8 only (no BOM), no NaN/Infinity, numbers that overflow to
- * infinity and integers over 64 digits refused, nesting bounded. The same rules as the
+ * infinity and integers over 64 digits refused, nesting at most 64 deep. The same rules as the
  * Python client's strict_json_loads.
  *
  * <p>Values: {@link Map} (insertion-ordered), {@link List}, {@link String}, {@link Long} or
@@ -27,7 +27,8 @@ import java.util.Map;
 final class StrictJson {
 
   private static final int MAX_INT_DIGITS = 64;
-  private static final int MAX_DEPTH = 500;
+  /** Arrays and objects open at once, the outer one included (RFC 8259 section 9). */
+  private static final int MAX_DEPTH = 64;
 
   private final String text;
   private int pos;

@@ -338,9 +338,9 @@ public final class VerificationKey {
     ES256(Curve.P256, "SHA256withECDSAinP1363Format"),
     ES384(Curve.P384, "SHA384withECDSAinP1363Format"),
     ES512(Curve.P521, "SHA512withECDSAinP1363Format"),
-    RS256("SHA256withRSA", null),
-    RS384("SHA384withRSA", null),
-    RS512("SHA512withRSA", null),
+    RS256("SHA-256", null),
+    RS384("SHA-384", null),
+    RS512("SHA-512", null),
     PS256("RSASSA-PSS", "SHA-256"),
     PS384("RSASSA-PSS", "SHA-384"),
     PS512("RSASSA-PSS", "SHA-512"),
@@ -406,6 +406,9 @@ public final class VerificationKey {
       if (!lengthFits(key, signature)) {
         return false;
       }
+      if (isRsa() && pss == null) {
+        return Pkcs1.verify((RSAPublicKey) key, jdkName, input, signature);
+      }
       Signature verifier = Signature.getInstance(edName(key));
       if (pss != null) {
         verifier.setParameter(pss);
@@ -444,6 +447,51 @@ public final class VerificationKey {
       // RFC 8032 sections 5.1.7 / 5.2.7: a fixed length per curve.
       String name = ((EdECPublicKey) key).getParams().getName();
       return signature.length == ("Ed25519".equalsIgnoreCase(name) ? 64 : 114);
+    }
+  }
+
+  /**
+   * RSASSA-PKCS1-v1_5 verification by encoding and comparing (RFC 8017 section 8.2.2 steps
+   * 3-4), because the JDK's SHA*withRSA also accepts a DigestInfo without the NULL parameters,
+   * an encoding RFC 8017 does not produce and the other tokend verifiers refuse.
+   */
+  private static final class Pkcs1 {
+    /** The DER DigestInfo prefixes of RFC 8017 section 9.2 note 1 (with NULL parameters). */
+    private static final Map<String, byte[]> DIGEST_INFO = Map.of(
+        "SHA-256", HexFormat.of().parseHex("3031300d060960864801650304020105000420"),
+        "SHA-384", HexFormat.of().parseHex("3041300d060960864801650304020205000430"),
+        "SHA-512", HexFormat.of().parseHex("3051300d060960864801650304020305000440"));
+
+    static boolean verify(RSAPublicKey key, String hash, byte[] input, byte[] signature)
+        throws GeneralSecurityException {
+      BigInteger n = key.getModulus();
+      BigInteger s = new BigInteger(1, signature);
+      // RFC 8017 section 5.2.2 step 1: the signature representative is below n.
+      if (s.compareTo(n) >= 0) {
+        return false;
+      }
+      int k = (n.bitLength() + 7) / 8;
+      byte[] em = toFixed(s.modPow(key.getPublicExponent(), n), k);
+      byte[] digest = java.security.MessageDigest.getInstance(hash).digest(input);
+      byte[] prefix = DIGEST_INFO.get(hash);
+      int tLen = prefix.length + digest.length;
+      if (k < tLen + 11) {
+        return false;
+      }
+      byte[] expected = new byte[k];
+      expected[1] = 0x01;
+      java.util.Arrays.fill(expected, 2, k - tLen - 1, (byte) 0xFF);
+      System.arraycopy(prefix, 0, expected, k - tLen, prefix.length);
+      System.arraycopy(digest, 0, expected, k - digest.length, digest.length);
+      return java.security.MessageDigest.isEqual(em, expected);
+    }
+
+    private static byte[] toFixed(BigInteger value, int length) {
+      byte[] raw = value.toByteArray();
+      byte[] out = new byte[length];
+      int copy = Math.min(raw.length, length);
+      System.arraycopy(raw, raw.length - copy, out, length - copy, copy);
+      return out;
     }
   }
 

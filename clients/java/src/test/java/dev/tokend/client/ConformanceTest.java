@@ -91,10 +91,20 @@ class ConformanceTest {
     }
   }
 
+  /** Unix seconds, possibly fractional, as an Instant (to the nanosecond below). */
+  static Instant instant(Number seconds) {
+    java.math.BigDecimal exact = seconds instanceof Double d ? new java.math.BigDecimal(d)
+        : new java.math.BigDecimal(seconds.toString());
+    java.math.BigDecimal whole = exact.setScale(0, java.math.RoundingMode.FLOOR);
+    long nanos = exact.subtract(whole).movePointRight(9)
+        .setScale(0, java.math.RoundingMode.FLOOR).longValueExact();
+    return Instant.ofEpochSecond(whole.longValueExact(), nanos);
+  }
+
   @SuppressWarnings("unchecked")
   static TokendVerifier verifierFor(Map<String, Object> c) {
     Map<String, Object> options = (Map<String, Object>) c.get("options");
-    long now = ((Number) c.get("now")).longValue();
+    Instant now = instant((Number) c.get("now"));
     Object maxLifetime = options.get("max_lifetime");
     return TokendVerifier.builder()
         .issuer((String) options.get("issuer"))
@@ -106,7 +116,7 @@ class ConformanceTest {
         .maxTokenBytes(((Number) options.get("max_token_bytes")).intValue())
         .requiredClaims((List<String>) options.get("required_claims"))
         .requiredTyp((String) options.get("required_typ"))
-        .clock(Clock.fixed(Instant.ofEpochSecond(now), ZoneOffset.UTC))
+        .clock(Clock.fixed(now, ZoneOffset.UTC))
         .jwks(JwkSet.parse(JSONObjectUtils.toJSONString((Map<String, Object>) c.get("jwks"))))
         .build();
   }
