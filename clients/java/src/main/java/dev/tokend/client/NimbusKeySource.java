@@ -58,7 +58,13 @@ final class NimbusKeySource implements KeySource, Closeable {
     if (jwks.equals(snapshot.jwks())) {
       return snapshot.keys();
     }
-    JwkSet keys = JwkSet.parse(new JWKSet(jwks).toString(true));
+    JwkSet keys;
+    try {
+      keys = JwkSet.parse(new JWKSet(jwks).toString(true));
+    } catch (IllegalArgumentException e) {
+      // A set refused whole (duplicate kids...): no verdict on any token.
+      throw new KeySetUnavailableException("tokend's key set is unusable: " + e.getMessage(), e);
+    }
     last = new Snapshot(List.copyOf(jwks), keys);
     return keys;
   }
