@@ -2,7 +2,8 @@ package dev.tokend.client;
 
 /**
  * The verification keys could not be obtained (JWKS endpoint or GetJwks unreachable, or an
- * invalid key set), so no verdict on the token is possible. Unlike {@link
+ * invalid key set), or a {@link LiveSource} has lost tokend's revocation feed for longer than
+ * it may under the fail-closed policy, so no verdict on the token is possible. Unlike {@link
  * InvalidTokenException} this says nothing about the token: answer "try again later"
  * (e.g. HTTP 503), not "unauthorized".
  */

@@ -11,7 +11,9 @@ import java.text.ParseException;
 import java.time.Duration;
 
 /**
- * Where a {@link TokendVerifier} gets tokend's public keys.
+ * Nimbus key sources for tokend's public keys, kept from earlier versions; {@link
+ * TokendVerifier.Builder#keySource(JWKSource)} reads their keys under the strict {@link
+ * JwkSet} policy. New code: {@link FetchingKeySource} or {@link LiveSource}.
  *
  * <p>The remote sources cache the key set for 5 minutes and refresh it ahead of expiry; a
  * token whose {@code kid} is not in the cache triggers a refresh (how a key rotation is

@@ -139,6 +139,36 @@ final class TestTokens {
     return sign(signers.get(kid), header, claims);
   }
 
+  /**
+   * A compact JWS of exactly these header and payload bytes, validly signed with the key
+   * {@code kid} (whatever the bytes hold: duplicate names, invalid UTF-8, a BOM...).
+   */
+  String signRaw(String kid, String headerJson, byte[] payload) throws JOSEException {
+    String input = Base64URL.encode(headerJson.getBytes(java.nio.charset.StandardCharsets.UTF_8))
+        + "." + Base64URL.encode(payload);
+    Base64URL signature = signers.get(kid).sign(new JWSHeader(JWSAlgorithm.parse(kid)),
+        input.getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+    return input + "." + signature;
+  }
+
+  /** The standard header of a token signed with the key {@code kid}. */
+  static String headerJson(String kid) {
+    return "{\"alg\":\"" + kid + "\",\"kid\":\"" + kid + "\",\"typ\":\"at+jwt\"}";
+  }
+
+  /** The claims of a valid token issued now, as JSON, with {@code extra} members appended. */
+  static String claimsJson(String extra) {
+    long now = Instant.now().getEpochSecond();
+    return "{\"iss\":\"" + ISSUER + "\",\"sub\":\"alice\",\"aud\":\"" + AUDIENCE
+        + "\",\"iat\":" + now + ",\"exp\":" + (now + 300) + ",\"jti\":\"" + UUID.randomUUID()
+        + "\",\"scope\":\"orders:read\"" + extra + "}";
+  }
+
+  /** The jti of a token this class minted. */
+  static String jtiOf(String token) throws java.text.ParseException {
+    return SignedJWT.parse(token).getJWTClaimsSet().getJWTID();
+  }
+
   static String sign(JWSSigner signer, JWSHeader header, JWTClaimsSet claims) throws JOSEException {
     SignedJWT jwt = new SignedJWT(header, claims);
     jwt.sign(signer);

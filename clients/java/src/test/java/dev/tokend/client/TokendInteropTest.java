@@ -138,6 +138,41 @@ class TokendInteropTest {
     assertEquals(Reason.REASON_BAD_SIGNATURE, verifyRemotely(forged, audience).getReason());
   }
 
+  /**
+   * An attacker's look at real tokens from the live tokend: encodings of the same signed
+   * bytes that lenient decoders accept (issue 12 found the Java verifier accepting each) are
+   * refused by the local verifier, as by tokend's own Verify.
+   */
+  @Test
+  void reencodedRealTokensAreRefusedLocallyAndRemotely() throws Exception {
+    String token = issue("java-interop-encoding", false).getAccessToken();
+    assertEquals("java-interop-encoding", verifier.verify(token).getSubject());
+    int dot = token.lastIndexOf('.');
+    String signature = token.substring(dot + 1);
+    String alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char last = signature.charAt(signature.length() - 1);
+    int unusedMask = signature.length() % 4 == 2 ? 0x0F : 0x03;
+    String nonCanonical = token.substring(0, token.length() - 1)
+        + alphabet.charAt(alphabet.indexOf(last) | (unusedMask & 1));
+    List<String> variants = new java.util.ArrayList<>(List.of(
+        " " + token, token + "\n", token + "=".repeat((4 - signature.length() % 4) % 4),
+        token.substring(0, dot + 5) + "\u200b" + token.substring(dot + 5),
+        token.substring(0, dot + 5) + " " + token.substring(dot + 5),
+        token.substring(0, dot + 1) + signature.replace('-', '+').replace('_', '/')));
+    if (signature.length() % 4 != 0) {
+      variants.add(nonCanonical);
+    }
+    for (String variant : variants) {
+      if (variant.equals(token)) {
+        continue; // e.g. no '-' or '_' in this signature: nothing to re-encode
+      }
+      InvalidTokenException e =
+          assertThrows(InvalidTokenException.class, () -> verifier.verify(variant));
+      assertEquals(Reason.REASON_MALFORMED, e.reason(), e::getMessage);
+      assertFalse(verifyRemotely(variant, audience).getValid());
+    }
+  }
+
   @Test
   void anotherAudienceIsRefusedLocallyAndRemotely() throws Exception {
     String token = issue("java-interop-aud", false).getAccessToken();

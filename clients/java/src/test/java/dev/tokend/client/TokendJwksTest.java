@@ -4,6 +4,7 @@ import static dev.tokend.client.TestTokens.AUDIENCE;
 import static dev.tokend.client.TestTokens.ISSUER;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.nimbusds.jose.JWSAlgorithm;
 import com.nimbusds.jose.JWSHeader;
@@ -16,6 +17,7 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.URL;
 import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.AfterEach;
@@ -88,9 +90,13 @@ class TokendJwksTest {
   @Test
   void refreshesOnAnUnknownKeyId() throws Exception {
     served.set(new JWKSet(tokens.publicKeys().getKeyByKeyId("ES256")));
-    try (TokendVerifier verifier = verifier()) {
+    try (FetchingKeySource keys =
+            FetchingKeySource.fromUrl(jwksUrl(), null, Duration.ofMillis(100));
+        TokendVerifier verifier = TokendVerifier.builder().issuer(ISSUER).audience(AUDIENCE)
+            .keySource(keys).build()) {
       verifier.verify(tokens.mint("ES256"));
       served.set(tokens.publicKeys()); // a new key (kid EdDSA) is published
+      Thread.sleep(150); // past the rate limit, which counts from the first fetch too
       verifier.verify(tokens.mint("EdDSA"));
       assertEquals(2, fetches.get());
     }
@@ -99,21 +105,68 @@ class TokendJwksTest {
   @Test
   void rateLimitsRefreshesForUnknownKeyIds() throws Exception {
     served.set(new JWKSet(tokens.publicKeys().getKeyByKeyId("ES256")));
-    try (TokendVerifier verifier = verifier()) {
+    try (FetchingKeySource keys = FetchingKeySource.fromUrl(jwksUrl(), null, Duration.ofHours(1));
+        TokendVerifier verifier = TokendVerifier.builder().issuer(ISSUER).audience(AUDIENCE)
+            .keySource(keys).build()) {
+      verifier.verify(tokens.mint("ES256"));
       for (int i = 0; i < 5; i++) {
         JWSHeader header = TestTokens.header(JWSAlgorithm.ES256, "made-up-" + i, "at+jwt");
         String forged = tokens.mint("ES256", header, TestTokens.validClaims().build());
         TokendVerifierTest.assertRefused(Reason.REASON_UNKNOWN_KEY, verifier, forged);
       }
-      assertEquals(2, fetches.get(), "at most two fetches per 30 s");
+      assertEquals(1, fetches.get(), "no fetch within the minimum refetch interval");
+    }
+  }
+
+  @Test
+  void refreshesPeriodicallySoAWithdrawnKeyGoes() throws Exception {
+    served.set(tokens.publicKeys());
+    try (FetchingKeySource keys =
+            FetchingKeySource.fromUrl(jwksUrl(), Duration.ofMillis(200), Duration.ofHours(1));
+        TokendVerifier verifier = TokendVerifier.builder().issuer(ISSUER).audience(AUDIENCE)
+            .keySource(keys).build()) {
+      verifier.verify(tokens.mint("RS256"));
+      served.set(new JWKSet(tokens.publicKeys().getKeyByKeyId("ES256"))); // RS256 withdrawn
+      long deadline = System.nanoTime() + 5_000_000_000L;
+      while (keys.keys().get("RS256") != null) {
+        assertTrue(System.nanoTime() < deadline, "the periodic refresh did not drop the key");
+        Thread.sleep(20);
+      }
+      TokendVerifierTest.assertRefused(Reason.REASON_UNKNOWN_KEY, verifier, tokens.mint("RS256"));
+    }
+  }
+
+  @Test
+  void aJwksUrlMustBeHttpsOrLoopback() throws Exception {
+    assertThrows(IllegalArgumentException.class,
+        () -> FetchingKeySource.fromUrl(new URL("http://tokend.example/.well-known/jwks.json")));
+    assertThrows(IllegalArgumentException.class,
+        () -> FetchingKeySource.fromUrl(new URL("file:///etc/jwks.json")));
+    FetchingKeySource.fromUrl(new URL("https://tokend.example/.well-known/jwks.json")).close();
+    FetchingKeySource.fromUrl(new URL("http://[::1]:8080/.well-known/jwks.json")).close();
+    FetchingKeySource.fromUrl(new URL("http://localhost:8080/.well-known/jwks.json")).close();
+  }
+
+  @Test
+  void aNimbusKeySourceStillWorks() throws Exception {
+    served.set(new JWKSet(tokens.publicKeys().getKeyByKeyId("ES256")));
+    try (TokendVerifier verifier = TokendVerifier.builder().issuer(ISSUER).audience(AUDIENCE)
+        .keySource(TokendJwks.fromUrl(jwksUrl())).build()) {
+      verifier.verify(tokens.mint("ES256"));
+      served.set(tokens.publicKeys());
+      verifier.verify(tokens.mint("EdDSA")); // Nimbus refreshes on the unknown kid
+      assertEquals(2, fetches.get());
     }
   }
 
   @Test
   void saysKeysAreUnavailableWhenTheEndpointIsDown() throws Exception {
-    TokendVerifier verifier = verifier();
     server.stop(0);
-    assertThrows(KeySetUnavailableException.class, () -> verifier.verify(tokens.mint("ES256")));
-    verifier.close();
+    // The first keys are fetched by build(): a verifier never starts without them.
+    assertThrows(KeySetUnavailableException.class, this::verifier);
+    served.set(tokens.publicKeys());
+    try (FetchingKeySource keys = FetchingKeySource.fromUrl(jwksUrl(), null, Duration.ZERO)) {
+      assertThrows(KeySetUnavailableException.class, keys::keys);
+    }
   }
 }

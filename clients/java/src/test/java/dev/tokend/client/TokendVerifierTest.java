@@ -175,15 +175,20 @@ class TokendVerifierTest {
   }
 
   @Test
-  void ignoresRsaKeysUnder2048Bits() throws Exception {
+  void refusesTokensOfRsaKeysUnder2048BitsAlone() throws Exception {
     RSAKey weak = new RSAKeyGenerator(1024, true).keyID("weak").algorithm(JWSAlgorithm.RS256)
         .generate();
     RSASSASigner signer =
         new RSASSASigner(weak.toPrivateKey(), Set.of(AllowWeakRSAKey.getInstance()));
     String token = TestTokens.sign(signer,
         header(JWSAlgorithm.RS256, "weak", "at+jwt"), validClaims().build());
-    assertRefused(Reason.REASON_DISALLOWED_ALGORITHM,
-        verifierFor(new JWKSet(weak.toPublicJWK())), token);
+    // The weak key is dropped from the set (RFC 7518 section 3.3): its tokens name an unknown
+    // key, and the other keys of the set still verify.
+    List<com.nimbusds.jose.jwk.JWK> keys = new java.util.ArrayList<>(tokens.publicKeys().getKeys());
+    keys.add(weak.toPublicJWK());
+    TokendVerifier mixed = verifierFor(new JWKSet(keys));
+    assertRefused(Reason.REASON_UNKNOWN_KEY, mixed, token);
+    mixed.verify(tokens.mint("ES256"));
   }
 
   @Test
@@ -262,11 +267,11 @@ class TokendVerifierTest {
 
   @Test
   void refusesRegisteredClaimsOfTheWrongType() throws Exception {
-    String[] parts = tokens.mint("ES256").split("\\.");
     Map<String, Object> claims = new HashMap<>(validClaims().build().toJSONObject());
     claims.put("exp", "tomorrow");
-    parts[1] = Base64URL.encode(JSONObjectUtils.toJSONString(claims)).toString();
-    assertRefused(Reason.REASON_MALFORMED, String.join(".", parts));
+    String token = tokens.signRaw("ES256", TestTokens.headerJson("ES256"),
+        JSONObjectUtils.toJSONString(claims).getBytes(java.nio.charset.StandardCharsets.UTF_8));
+    assertRefused(Reason.REASON_MALFORMED, token);
   }
 
   @Test
@@ -287,13 +292,17 @@ class TokendVerifierTest {
   void builderRefusesUnsafeSettings() {
     TokendVerifier.Builder builder = TokendVerifier.builder();
     assertIllegal(() -> builder.algorithms(JWSAlgorithm.HS256));
-    assertIllegal(() -> builder.algorithms(JWSAlgorithm.ES256, JWSAlgorithm.ES384));
+    assertIllegal(() -> builder.algorithms(JWSAlgorithm.ES256, JWSAlgorithm.HS256));
+    assertIllegal(() -> builder.allowedAlgorithms(List.of("none")));
+    assertIllegal(() -> builder.maxLifetime(Duration.ZERO));
+    assertIllegal(() -> builder.maxTokenBytes(0));
+    assertIllegal(() -> builder.requiredTyp(""));
     assertIllegal(() -> builder.algorithms());
     assertIllegal(() -> builder.leeway(Duration.ofMinutes(10)));
     assertIllegal(() -> builder.leeway(Duration.ofSeconds(-1)));
     assertIllegal(() -> builder.audience());
     assertIllegal(() -> builder.issuer(""));
-    assertThrows(IllegalStateException.class, () -> builder.issuer(ISSUER).build());
+    assertThrows(IllegalStateException.class, () -> builder.issuer(ISSUER).build()); // no keys
   }
 
   private static void assertIllegal(Executable call) {
