@@ -308,7 +308,7 @@ def _token_verify(args: argparse.Namespace) -> int:
     if isinstance(response, int):
         return response
     assert isinstance(response, pb.VerifyResponse)
-    fields = _as_dict(response)
+    fields = {"valid": response.valid, **_as_dict(response)}  # the verdict first
     if response.valid:
         fields.pop("reason", None)
     if _output(args) == "json":
