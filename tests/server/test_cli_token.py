@@ -175,7 +175,7 @@ def test_addr_anywhere_and_from_the_environment(server: RunningTokend, tmp_path:
 
 def test_mutual_tls_flags_and_variables(bao: BaoDevServer, tmp_path: Path) -> None:
     with mtls_tokend(bao.addr, bao.token, tmp_path, identity="spiffe://tokend.test/cli",
-                     policy=POLICY, vault={"key_name": "cli-mtls"}) as (running, env):
+                     policy=POLICY, vault={"key_name": "cli-mtls"}) as (_running, env):
         flags = ("--addr", env["TOKEND_ADDR"], "--ca", env["TOKEND_CA_FILE"], "--cert",
                  env["TOKEND_CLIENT_CERT"], "--key", env["TOKEND_CLIENT_KEY"])
         request = ("--sub", "frank", "--aud", "orders", "--output", "token")
