@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib.metadata
 import json
 import logging
@@ -73,12 +74,7 @@ def _explain(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
         return "invalid configuration:\n  " + "\n  ".join(lines)
-    text = str(exc)
-    if text.startswith("Failed to bind to address"):  # grpc's message, no flag named
-        address = text.removeprefix("Failed to bind to address ").split(";")[0]
-        return (f"cannot listen for gRPC on {address}: the port is taken or the address is "
-                f"not this machine's; change grpc_listen (tokend dev: --grpc-listen)")
-    return text
+    return str(exc)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -221,8 +217,28 @@ def _run(settings: Settings, workers: int = 1) -> int:
         from tokend.workers import supervise
 
         return supervise(settings, workers)
-    asyncio.run(serve_forever(settings))
+    try:
+        asyncio.run(serve_forever(settings))
+    except (OSError, RuntimeError) as exc:
+        raise _bind_failure(settings, exc) or exc from None
     return 0
+
+
+def _bind_failure(settings: Settings, exc: Exception) -> RuntimeError | None:
+    """Name the setting whose address could not be bound; gRPC and aiohttp name neither."""
+    text = str(exc)
+    if not (text.startswith("Failed to bind") or getattr(exc, "errno", None) == errno.EADDRINUSE):
+        return None
+    listens = {"grpc_listen": settings.grpc_listen, "http_listen": settings.http_listen,
+               "http.metrics_listen": settings.http.metrics_listen}
+    for name, listen in listens.items():
+        port = listen.rpartition(":")[2] if listen else None
+        if port and (f"{listen}" in text or f", {port})" in text):
+            flag = {"grpc_listen": " (tokend dev: --grpc-listen)",
+                    "http_listen": " (tokend dev: --http-listen)"}.get(name, "")
+            return RuntimeError(f"cannot listen on {listen} ({name}): the port is taken or "
+                                f"the address is not this machine's; change {name}{flag}")
+    return None
 
 
 # -- key lifecycle: operators act on the custody in Vault directly ---------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.server.test_cli_token import clean_env, cli
+from tests.support.bao import BaoDevServer
 from tests.support.tokend import free_port
 
 
@@ -161,3 +162,22 @@ def test_ready_block_and_kill_9_restart(tmp_path: Path) -> None:
         second.send_signal(signal.SIGINT)
         assert second.wait(30) == 0
     assert not (data_dir / "dev.json").exists()
+
+
+@pytest.mark.parametrize("which", ["grpc", "http"])
+def test_serve_with_a_taken_port_says_which_setting(bao: BaoDevServer, tmp_path: Path,
+                                                    which: str) -> None:
+    p = ports()
+    env = clean_env(
+        VAULT_ADDR=bao.addr, VAULT_TOKEN=bao.token, TOKEND_INSECURE_PLAINTEXT="true",
+        TOKEND_GRPC_LISTEN=f"127.0.0.1:{p['grpc']}", TOKEND_HTTP_LISTEN=f"127.0.0.1:{p['http']}",
+        TOKEND_STORE_URL=f"sqlite:///{tmp_path / 'tokend.db'}", TOKEND_VAULT__CREATE_KEY="true",
+        TOKEND_VAULT__KEY_NAME="busy-port")
+    with listening(p[which]):
+        result = subprocess.run([sys.executable, "-m", "tokend.cli", "serve"],
+                                capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"127.0.0.1:{p[which]}" in last or f"'127.0.0.1', {p[which]}" in last, last
+    assert f"{which}_listen" in last, last
