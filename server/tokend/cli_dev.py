@@ -6,6 +6,7 @@ moves it, instead of OpenBao failing to bind while tokend talks to whatever list
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shlex
@@ -55,6 +56,11 @@ def check_ports(needs: list[Need]) -> None:
     """Raise PortTaken naming every taken port, who holds it (when we can see) and the fix."""
     problems = []
     for need in needs:
+        if not _loopback(need.host):
+            problems.append(f"tokend dev: {need.host} ({need.what}) is not a loopback "
+                            f"address; dev serves plaintext on 127.0.0.1 or ::1 only "
+                            f"({need.flag} 127.0.0.1:{need.port})")
+            continue
         if _free(need.host, need.port):
             continue
         holder = _holder(need.port)
@@ -64,7 +70,14 @@ def check_ports(needs: list[Need]) -> None:
     if len(set(needs_ports := [(n.host, n.port) for n in needs])) != len(needs_ports):
         problems.append("tokend dev: two of the ports given are the same; give each its own")
     if problems:
-        raise PortTaken("\n".join(problems) + "\nnothing was started")
+        raise PortTaken("\n".join(problems))  # one line per port, nothing started
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _free(host: str, port: int) -> bool:

@@ -185,6 +185,8 @@ def _option(args: argparse.Namespace, name: str, variable: str) -> Any:
 
 
 def resolve_addr(args: argparse.Namespace) -> str:
+    if getattr(args, "addr", None) == "":
+        raise UsageError("--addr is empty; give HOST:PORT, e.g. 127.0.0.1:50051")
     addr = _option(args, "addr", "TOKEND_ADDR")
     if addr:
         return str(addr)

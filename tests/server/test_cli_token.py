@@ -144,7 +144,10 @@ def test_refresh_and_revoke_exit_codes(server: RunningTokend, tmp_path: Path) ->
     ["token", "verify", "x", "--aud", "b", "--output", "token"],
     ["token", "revoke", "--jti", "a", "--subject", "b"],
     ["token", "frobnicate"],
+    ["token", "issue", "--sub", "a", "--aud", "b", "--addr", ""],
     ["dev", "--vault-port", "99999"],
+    ["dev", "--grpc-listen", "8080"],
+    ["dev", "--grpc-listen", "10.1.2.3:5000"],  # not loopback: not "port in use"
     ["dev", "--workers", "0"],
     ["serve", "--workers", "many"],
 ])
