@@ -19,7 +19,8 @@ from tokend.api.policy import OPEN_RPCS, CallerPolicy
 from tokend.api.ratelimit import RateLimiter
 from tokend.audit import AuditLog
 
-RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh"})
+# Every RPC that writes: one bucket per caller identity, shared by the three.
+RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh", "Revoke"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

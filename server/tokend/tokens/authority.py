@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
+import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import structlog
 
 from tokend import metrics
 from tokend.audit import AuditLog
 from tokend.config import TokenConfig
-from tokend.store import NewRevocation, RefreshFamily, RefreshToken, Revocation, RotateStatus, Store
+from tokend.store import (
+    NewRevocation,
+    RefreshFamily,
+    RefreshRetry,
+    RefreshToken,
+    Revocation,
+    RotateStatus,
+    Store,
+)
+from tokend.store.base import family_cut_off, is_retry
+from tokend.tokens import retry
 from tokend.tokens.denylist import Denylist
 from tokend.tokens.errors import BadRequest, RefreshDenied, RevocationsStale
 from tokend.tokens.minting import MintedToken, TokenMinter
@@ -25,6 +37,10 @@ from tokend_client import InvalidToken, LocalVerifier, Reason, verify_compact
 from tokend_client.jose import strict_json_loads
 
 log = structlog.get_logger("tokend.tokens")
+
+# The caller's current policy applied to a Refresh: returns the spec it allows (narrowed)
+# or raises (PolicyDenied, PERMISSION_DENIED).
+Permit = Callable[[AccessTokenSpec], AccessTokenSpec]
 
 _JTI = re.compile(r"^[\x21-\x7e]{1,128}$")
 _REASON = re.compile(r"^[^\x00-\x1f\x7f]{0,256}$")
@@ -193,7 +209,10 @@ class TokenAuthority:
         family = RefreshFamily(
             family_id=access.jti, subject=spec.subject, client_id=spec.client_id,
             audience=spec.audience, scopes=spec.scopes, claims=dict(spec.claims),
-            access_ttl=float(spec.ttl), created_at=now,
+            access_ttl=float(spec.ttl),
+            # As old as its first access token (its iat, taken before Vault signed it):
+            # a Revoke(subject) answered while this Issue waited covers both alike.
+            created_at=float(access.issued_at),
             expires_at=now + self._config.refresh_family_lifetime,
         )
         token, first = self._new_refresh(family, access, now)
@@ -217,54 +236,104 @@ class TokenAuthority:
 
     # -- Refresh -----------------------------------------------------------------------
 
-    async def refresh(self, refresh_token: str, scopes: list[str], *, client_id: str
+    async def refresh(self, refresh_token: str, scopes: list[str], *, client_id: str,
+                      permit: Permit | None = None, idempotency_key: str = "",
                       ) -> IssueResult:
+        """``permit``: the caller's current policy, which may narrow the spec or refuse
+        (PolicyDenied); ``idempotency_key``: makes this Refresh retryable (tokens.retry)."""
         token_hash = parse_refresh_token(refresh_token)
         requested = check_scopes(scopes)
-        family = await self._usable_family(token_hash, time.time())
+        key = retry.check_idempotency_key(idempotency_key)
+        retry_key = retry.retry_key(client_id, key, token_hash, requested) if key else None
+        now = time.time()
+        found = await self._store.get_refresh(token_hash)
+        if found is None:
+            return self._deny("not_found")
+        family, record = found
+        if (record.spent_at is not None and family.revoked_at is None
+                and is_retry(record, retry_key, now) and record.retry is not None):
+            return await self._answer_again(refresh_token, family, record.retry.sealed, retry_key)
+        await self._check_usable(family, record, token_hash, now)
         if family.client_id != client_id:
             # RFC 6749 §6: a refresh token is bound to the client it was issued to.
             log.warning("refresh.wrong_client", family=family.family_id,
                         client_id=client_id, owner=family.client_id)
             self._deny("wrong_client")
+        if family_cut_off(family, self._denylist.subject_cutoff(family.subject, now)):
+            self._deny("revoked")  # the store would say so too: spare Vault the signature
         spec = AccessTokenSpec(
             subject=family.subject, audience=family.audience,
             scopes=check_narrowing(requested, family.scopes), claims=family.claims,
             ttl=int(min(family.access_ttl, self._config.max_ttl)), client_id=family.client_id,
         )
+        if permit is not None:
+            spec = permit(spec)
         access = await self._minter.mint(spec)
         now = time.time()
-        token, record = self._new_refresh(family, access, now)
-        result = await self._store.rotate_refresh(token_hash, record, now)
-        if result.status is RotateStatus.REUSED:
-            self._reuse_detected(family, token_hash, result.revocations)
-        if result.status is not RotateStatus.OK:
-            metrics.REFRESHED.labels(result.status.name.lower()).inc()
+        token, new = self._new_refresh(family, access, now)
+        result = IssueResult(access, family.subject, token, new.expires_at)
+        sealed = None
+        if retry_key is not None:
+            until = now + self._config.refresh_retry_window
+            sealed = RefreshRetry(retry_key, retry.seal(refresh_token, retry_key,
+                                                        _answer(result)), until)
+        rotated = await self._store.rotate_refresh(token_hash, new, now, retry_key=retry_key,
+                                                   retry=sealed)
+        if rotated.status is RotateStatus.RETRY and rotated.retry is not None:
+            # A first attempt with this key committed while this one was minting.
+            return await self._answer_again(refresh_token, family, rotated.retry.sealed,
+                                            retry_key)
+        if rotated.status is RotateStatus.REUSED:
+            self._reuse_detected(family, token_hash, rotated.revocations)
+        if rotated.status is not RotateStatus.OK:
+            metrics.REFRESHED.labels(rotated.status.name.lower()).inc()
             raise RefreshDenied("refresh token is invalid, expired or revoked")
         metrics.REFRESHED.labels("ok").inc()
         metrics.ISSUED.labels("refresh").inc()
         log.info("token.refreshed", jti=access.jti, family=family.family_id,
-                 sub=family.subject, refresh=token_fingerprint(record.token_hash))
-        return IssueResult(access, family.subject, token, record.expires_at)
+                 sub=family.subject, refresh=token_fingerprint(new.token_hash))
+        return result
 
-    async def _usable_family(self, token_hash: bytes, now: float) -> RefreshFamily:
-        found = await self._store.get_refresh(token_hash)
-        if found is None:
-            return self._deny("not_found")
-        family, record = found
+    async def _answer_again(self, refresh_token: str, family: RefreshFamily, sealed: bytes,
+                            retry_key: bytes | None) -> IssueResult:
+        """The answer a first Refresh with this idempotency key gave, if its new refresh
+        token is still unspent (else the first answer arrived: this is a second use)."""
+        assert retry_key is not None
+        try:
+            answer = retry.unseal(refresh_token, retry_key, sealed)
+        except retry.SealBroken:
+            log.error("refresh.retry_seal_broken", family=family.family_id)
+            return self._deny("revoked")
+        result = _from_answer(answer, family.subject)
+        assert result.refresh_token is not None
+        successor_hash = parse_refresh_token(result.refresh_token)
+        found = await self._store.get_refresh(successor_hash)
+        if found is None or found[0].revoked_at is not None:
+            return self._deny("revoked")
+        if found[1].spent_at is not None:
+            revocations = await self._store.revoke_family(
+                family.family_id, "refresh token reuse", time.time())
+            self._reuse_detected(family, successor_hash, revocations)
+            return self._deny("reused")
+        metrics.REFRESHED.labels("retry").inc()
+        log.info("token.refresh_retried", jti=result.access.jti, family=family.family_id,
+                 sub=family.subject, refresh=token_fingerprint(successor_hash))
+        return result
+
+    async def _check_usable(self, family: RefreshFamily, record: RefreshToken,
+                            token_hash: bytes, now: float) -> None:
         if record.spent_at is not None and family.revoked_at is None:
             revocations = await self._store.revoke_family(
                 family.family_id, "refresh token reuse", now)
             self._reuse_detected(family, token_hash, revocations)
-            return self._deny("reused")
+            self._deny("reused")
         if family.revoked_at is not None or record.spent_at is not None:
-            return self._deny("revoked")
+            self._deny("revoked")
         if now >= record.expires_at or now >= family.expires_at:
-            return self._deny("expired")
-        return family
+            self._deny("expired")
 
     @staticmethod
-    def _deny(outcome: str) -> RefreshFamily:
+    def _deny(outcome: str) -> NoReturn:
         metrics.REFRESHED.labels(outcome).inc()
         raise RefreshDenied("refresh token is invalid, expired or revoked")
 
@@ -410,9 +479,12 @@ class TokenAuthority:
         check_reason(reason)
         if not subject or len(subject) > 256:
             raise BadRequest("subject must be 1-256 characters")
-        revocations = await self._store.revoke_subject(subject, reason, time.time(),
+        cutoff = time.time()
+        revocations = await self._store.revoke_subject(subject, reason, cutoff,
                                                        self._horizon())
-        return self._apply(revocations)
+        count = self._apply(revocations)
+        await _after_second_of(cutoff)
+        return count
 
     def _horizon(self) -> float:
         """When every token issued up to now has expired."""
@@ -435,6 +507,34 @@ class TokenAuthority:
                      reason=row.reason)
         metrics.DENYLIST_SIZE.set(len(self._denylist))
         return len(rows)
+
+
+async def _after_second_of(cutoff: float) -> None:
+    """Return once the whole second holding `cutoff` is over.
+
+    iat is a NumericDate in whole seconds (RFC 7519 §4.1.6), and every verifier denies a
+    subject's token when iat <= cutoff. A token minted later in the cutoff's second gets
+    iat = floor(cutoff) and would be denied although issued after the revocation; a
+    Revoke(subject) that answers only after that second makes the comparison exact for
+    every token issued after the answer, in every verifier, with nothing to change there.
+    """
+    end = math.floor(cutoff) + 1
+    while (left := end - time.time()) > 0:
+        await asyncio.sleep(left + 0.001)
+
+
+def _answer(result: IssueResult) -> dict[str, Any]:
+    """What a retried Refresh must answer again (sealed before it is stored)."""
+    access = result.access
+    return {"access_token": access.token, "jti": access.jti, "kid": access.kid,
+            "iat": access.issued_at, "exp": access.expires_at,
+            "refresh_token": result.refresh_token, "refresh_exp": result.refresh_expires_at}
+
+
+def _from_answer(answer: dict[str, Any], subject: str) -> IssueResult:
+    access = MintedToken(answer["access_token"], answer["jti"], answer["kid"], answer["iat"],
+                         answer["exp"])
+    return IssueResult(access, subject, answer["refresh_token"], answer["refresh_exp"])
 
 
 @functools.lru_cache(maxsize=64)
