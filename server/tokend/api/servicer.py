@@ -208,6 +208,8 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
             permit=functools.partial(_refresh_permit, call),
             idempotency_key=request.idempotency_key)
         call.audit.update(subject=result.subject, jti=result.access.jti)
+        if result.retried:
+            call.audit["retried"] = True  # the same pair handed out a second time
         return _issue_response(result)
 
     @rpc("Revoke")

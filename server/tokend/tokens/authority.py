@@ -59,6 +59,7 @@ class IssueResult:
     subject: str
     refresh_token: str | None = None
     refresh_expires_at: float | None = None
+    retried: bool = False  # a Refresh answered again from its sealed first answer
 
 
 class VerifyResult(NamedTuple):  # a tuple: built on every Verify, cheaply
@@ -534,7 +535,8 @@ def _answer(result: IssueResult) -> dict[str, Any]:
 def _from_answer(answer: dict[str, Any], subject: str) -> IssueResult:
     access = MintedToken(answer["access_token"], answer["jti"], answer["kid"], answer["iat"],
                          answer["exp"])
-    return IssueResult(access, subject, answer["refresh_token"], answer["refresh_exp"])
+    return IssueResult(access, subject, answer["refresh_token"], answer["refresh_exp"],
+                       retried=True)
 
 
 @functools.lru_cache(maxsize=64)
