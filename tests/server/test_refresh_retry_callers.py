@@ -19,11 +19,11 @@ from tokend_client.v1 import tokend_pb2_grpc
 
 OWNER = "spiffe://test/ns/web/sa/login"
 OTHER = "spiffe://test/ns/web/sa/other"
-POLICY = f"""\
+POLICY = """\
 callers:
   - identity: "spiffe://test/ns/web/sa/*"
     rpcs: [Issue, Refresh]
-    issue: {{audiences: ["orders"], scopes: ["orders:*"]}}
+    issue: {audiences: ["orders"], scopes: ["orders:*"]}
 """
 KEY = "same-key-for-everyone-0123"
 
