@@ -246,22 +246,16 @@ class TokenAuthority:
         requested = check_scopes(scopes)
         key = retry.check_idempotency_key(idempotency_key)
         retry_key = retry.retry_key(client_id, key, token_hash, requested) if key else None
-        now = time.time()
         found = await self._store.get_refresh(token_hash)
         if found is None:
-            return self._deny("not_found")
+            self._deny("not_found")
         family, record = found
+        now = time.time()
         if (record.spent_at is not None and family.revoked_at is None
-                and is_retry(record, retry_key, now) and record.retry is not None):
+                and record.retry is not None and is_retry(record, retry_key, now)):
             return await self._answer_again(refresh_token, family, record.retry.sealed, retry_key)
         await self._check_usable(family, record, token_hash, now)
-        if family.client_id != client_id:
-            # RFC 6749 §6: a refresh token is bound to the client it was issued to.
-            log.warning("refresh.wrong_client", family=family.family_id,
-                        client_id=client_id, owner=family.client_id)
-            self._deny("wrong_client")
-        if family_cut_off(family, self._denylist.subject_cutoff(family.subject, now)):
-            self._deny("revoked")  # the store would say so too: spare Vault the signature
+        self._check_owner(family, client_id, now)
         spec = AccessTokenSpec(
             subject=family.subject, audience=family.audience,
             scopes=check_narrowing(requested, family.scopes), claims=family.claims,
@@ -269,15 +263,27 @@ class TokenAuthority:
         )
         if permit is not None:
             spec = permit(spec)
+        return await self._rotate(refresh_token, token_hash, family, spec, retry_key)
+
+    def _check_owner(self, family: RefreshFamily, client_id: str, now: float) -> None:
+        if family.client_id != client_id:
+            # RFC 6749 §6: a refresh token is bound to the client it was issued to.
+            log.warning("refresh.wrong_client", family=family.family_id,
+                        client_id=client_id, owner=family.client_id)
+            self._deny("wrong_client")
+        if family_cut_off(family, self._denylist.subject_cutoff(family.subject, now)):
+            self._deny("revoked")  # the store would say so too: spare Vault the signature
+
+    async def _rotate(self, refresh_token: str, token_hash: bytes, family: RefreshFamily,
+                      spec: AccessTokenSpec, retry_key: bytes | None) -> IssueResult:
         access = await self._minter.mint(spec)
         now = time.time()
         token, new = self._new_refresh(family, access, now)
         result = IssueResult(access, family.subject, token, new.expires_at)
         sealed = None
         if retry_key is not None:
-            until = now + self._config.refresh_retry_window
-            sealed = RefreshRetry(retry_key, retry.seal(refresh_token, retry_key,
-                                                        _answer(result)), until)
+            sealed = RefreshRetry(retry_key, retry.seal(refresh_token, retry_key, _answer(result)),
+                                  now + self._config.refresh_retry_window)
         rotated = await self._store.rotate_refresh(token_hash, new, now, retry_key=retry_key,
                                                    retry=sealed)
         if rotated.status is RotateStatus.RETRY and rotated.retry is not None:
@@ -287,8 +293,7 @@ class TokenAuthority:
         if rotated.status is RotateStatus.REUSED:
             self._reuse_detected(family, token_hash, rotated.revocations)
         if rotated.status is not RotateStatus.OK:
-            metrics.REFRESHED.labels(rotated.status.name.lower()).inc()
-            raise RefreshDenied("refresh token is invalid, expired or revoked")
+            self._deny(rotated.status.name.lower())
         metrics.REFRESHED.labels("ok").inc()
         metrics.ISSUED.labels("refresh").inc()
         log.info("token.refreshed", jti=access.jti, family=family.family_id,
@@ -304,18 +309,18 @@ class TokenAuthority:
             answer = retry.unseal(refresh_token, retry_key, sealed)
         except retry.SealBroken:
             log.error("refresh.retry_seal_broken", family=family.family_id)
-            return self._deny("revoked")
+            self._deny("revoked")
         result = _from_answer(answer, family.subject)
         assert result.refresh_token is not None
         successor_hash = parse_refresh_token(result.refresh_token)
         found = await self._store.get_refresh(successor_hash)
         if found is None or found[0].revoked_at is not None:
-            return self._deny("revoked")
+            self._deny("revoked")
         if found[1].spent_at is not None:
             revocations = await self._store.revoke_family(
                 family.family_id, "refresh token reuse", time.time())
             self._reuse_detected(family, successor_hash, revocations)
-            return self._deny("reused")
+            self._deny("reused")
         metrics.REFRESHED.labels("retry").inc()
         log.info("token.refresh_retried", jti=result.access.jti, family=family.family_id,
                  sub=family.subject, refresh=token_fingerprint(successor_hash))
