@@ -455,6 +455,24 @@ class StoreConformance:
         other = await store.get_refresh(h("tl2")) or pytest.fail("rotation lost")
         assert other[0].revoked_at is None
 
+    async def test_rotation_refuses_a_family_its_subject_revocation_missed(
+        self, store: Store
+    ) -> None:
+        # Belt and braces: a subject entry that did not revoke a live family of the
+        # subject (written by add_revocations here) still stops it at its next rotation,
+        # for good: the family is revoked with its live access tokens.
+        await store.create_family(family(created_at=NOW + 5), token("t1", issued_at=NOW + 5))
+        cutoff = NOW + 10
+        await store.add_revocations(
+            [NewRevocation("subject", "alice", cutoff + HOUR, "test", not_before=cutoff)])
+        rotated = await store.rotate_refresh(
+            h("t1"), token("t2", issued_at=cutoff + 1), cutoff + 1)
+        assert rotated.status is RotateStatus.REVOKED
+        assert by_kind(list(rotated.revocations)) == {"jti": ["jti-t1"], "family": ["fam-1"]}
+        found = await store.get_refresh(h("t1")) or pytest.fail("family vanished")
+        assert found[0].revoked_at == cutoff + 1
+        assert await store.get_refresh(h("t2")) is None
+
     async def test_subject_revocation_racing_family_creation_never_misses_one(
         self, store_factory: StoreFactory
     ) -> None:

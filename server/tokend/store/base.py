@@ -124,12 +124,15 @@ class RotateStatus(enum.Enum):
 class RotateResult:
     status: RotateStatus
     family: RefreshFamily | None  # None only for NOT_FOUND
-    revocations: tuple[Revocation, ...] = ()  # what a REUSED detection revoked
+    # What a REUSED detection revoked, or a REVOKED family found cut off by its subject.
+    revocations: tuple[Revocation, ...] = ()
     retry: RefreshRetry | None = None  # for RETRY: what the first spend recorded
 
 
 # The reason recorded on the revocations a reused refresh token causes.
 REUSE_REASON = "refresh token reuse detected"
+# ...and on those of a family found at or before its subject's Revoke(subject) cutoff.
+SUBJECT_CUTOFF_REASON = "subject revoked"
 
 
 def rotation_status(family: RefreshFamily, old: RefreshToken, new: RefreshToken,

@@ -51,6 +51,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .base import (
     REUSE_REASON,
+    SUBJECT_CUTOFF_REASON,
     ConflictError,
     NewRevocation,
     OpsStore,
@@ -623,12 +624,11 @@ async def _rotate(
             revoked = await _revoke_family_tx(conn, family, REUSE_REASON, now, created_at, now)
             return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
         if status is RotateStatus.REVOKED and family.revoked_at is None:
-            # Cut off by Revoke(subject): recorded, so it stays dead after the entry expires.
-            await conn.execute(
-                "UPDATE refresh_families SET revoked_at = %s WHERE family_id = %s",
-                (now, family.family_id),
-            )
-            return RotateResult(status, replace(family, revoked_at=now))
+            # Cut off by Revoke(subject) (a family its transaction could not see): revoked
+            # with what it issued, so it stays dead after the subject entry expires.
+            revoked = await _revoke_family_tx(
+                conn, family, SUBJECT_CUTOFF_REASON, now, created_at, now)
+            return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
         if status is RotateStatus.RETRY:
             return RotateResult(status, family, retry=old.retry)
         if status is not RotateStatus.OK:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from .base import (
     REUSE_REASON,
+    SUBJECT_CUTOFF_REASON,
     ConflictError,
     NewRevocation,
     OpsStore,
@@ -447,10 +448,11 @@ def _rotate_sync(
             revoked = _revoke_family_tx(conn, family, REUSE_REASON, now, created_at, now)
             return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
         if status is RotateStatus.REVOKED and family.revoked_at is None:
-            # Cut off by Revoke(subject): recorded, so it stays dead after the entry expires.
-            conn.execute("UPDATE refresh_families SET revoked_at = ? WHERE family_id = ?",
-                         (now, family.family_id))
-            return RotateResult(status, replace(family, revoked_at=now))
+            # Cut off by Revoke(subject) (a family its transaction could not see): revoked
+            # with what it issued, so it stays dead after the subject entry expires.
+            revoked = _revoke_family_tx(conn, family, SUBJECT_CUTOFF_REASON, now, created_at,
+                                        now)
+            return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
         if status is RotateStatus.RETRY:
             return RotateResult(status, family, retry=old.retry)
         if status is not RotateStatus.OK:

@@ -292,6 +292,8 @@ class TokenAuthority:
                                             retry_key)
         if rotated.status is RotateStatus.REUSED:
             self._reuse_detected(family, token_hash, rotated.revocations)
+        elif rotated.revocations:  # a family the store found cut off by Revoke(subject)
+            self._apply(rotated.revocations)
         if rotated.status is not RotateStatus.OK:
             self._deny(rotated.status.name.lower())
         metrics.REFRESHED.labels("ok").inc()
