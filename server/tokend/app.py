@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,12 +13,13 @@ import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from tokend.api.admission import Admission
+from tokend.api.decoding import add_guarded
 from tokend.api.policy import CallerPolicy, load_policy
 from tokend.api.ratelimit import RateLimiter
-from tokend.api.servicer import TokenServicer
+from tokend.api.servicer import TokenServicer, add_to_server
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import JwksFeed, LiveStreams, RevocationFeed
 from tokend.api.tls import ReloadingCredentials
@@ -31,11 +33,14 @@ from tokend.keys.vault import VaultError
 from tokend.store import Store, open_store
 from tokend.store.maintenance import purge_forever
 from tokend.tokens.authority import TokenAuthority
+from tokend.tokens.batching import SignBatcher
+from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.denylist import Denylist, DenylistFollower
 from tokend.tokens.minting import TokenMinter
-from tokend.web.http import build_http_app
+from tokend.web.http import build_http_app, build_metrics_app
+from tokend.web.listener import CappedSite
 from tokend_client import LocalVerifier
-from tokend_client.v1 import tokend_pb2, tokend_pb2_grpc
+from tokend_client.v1 import tokend_pb2
 
 log = structlog.get_logger("tokend.app")
 
@@ -43,6 +48,11 @@ log = structlog.get_logger("tokend.app")
 _TRANSIENT = frozenset({"unreachable", "sealed", "uninitialized"})
 
 SERVICE_NAME = tokend_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
+# Health of signing alone (Issue, Refresh): NOT_SERVING while the signing circuit is open,
+# while "" and SERVICE_NAME stay SERVING, since Verify, JWKS and the streams still work.
+SIGNING_HEALTH_NAME = SERVICE_NAME + "/Issue"
+# File descriptors kept free of the listeners' caps for Vault, the store, logs, workers.
+FD_RESERVE = 256
 # Requests are small; anything larger is refused by gRPC before it reaches a handler.
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -71,6 +81,11 @@ class App:
         self.tls: ReloadingCredentials | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
+        self._metrics_http: web.AppRunner | None = None
+        self.metrics_port = 0
+        self._batcher: SignBatcher | None = None
+        self._serving = False
+        self._health_updates: set[asyncio.Future[None]] = set()
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> None:
@@ -88,6 +103,7 @@ class App:
         servicer = TokenServicer(settings, self._admission(audit), audit,
                                  RejectionWatch(settings.security, audit))
         await self._set_serving(False)
+        _check_fd_budget(settings)
         await self._start_http()
         await self._start_grpc(servicer)
         self._keyring = keyring = await self._load_keys_patiently()
@@ -97,20 +113,23 @@ class App:
         )
         self._publisher = publisher = JwksPublisher(keyring, verifier)
         publisher.publish()
-        jwks_feed = JwksFeed()
+        caps = {"max_subscribers": settings.streams.max_total,
+                "max_per_caller": settings.streams.max_per_caller}
+        jwks_feed = JwksFeed(**caps)
         publisher.on_change(jwks_feed.publish)
         store = open_store(settings.store_url, migrate=settings.store_migrate)
         await store.open()
         self._store = store
         denylist = Denylist()
         # The feed streams what the follower applies and asks it how far it has read.
-        revocation_feed = RevocationFeed(store, position=lambda: follower.seq)
+        revocation_feed = RevocationFeed(store, position=lambda: follower.seq, **caps)
         follower = DenylistFollower(store, denylist, interval=settings.revocation_poll_interval,
                                     on_applied=revocation_feed.publish)
         await follower.catch_up()
         self._streams = streams = LiveStreams(revocation_feed, jwks_feed)
         authority = TokenAuthority(
-            minter=TokenMinter(keyring, settings.tokens.issuer, self._executor),
+            minter=TokenMinter(keyring, settings.tokens.issuer, self._executor,
+                               batcher=self._signing_batcher(keyring)),
             store=store, denylist=denylist, verifier=verifier, config=settings.tokens,
             audit=audit,
         )
@@ -125,6 +144,29 @@ class App:
         await self._set_serving(True)
         log.info("tokend.started", grpc_port=self.grpc_port, http_port=self.http_port,
                  issuer=settings.tokens.issuer, kid=keyring.active().kid)
+
+    def _signing_batcher(self, keyring: Keyring) -> SignBatcher:
+        """Signing fails fast after a failed call (tokend.tokens.circuit); each caller
+        waits at most signing.max_wait (default vault.timeout)."""
+        signing = self.settings.signing
+        circuit = SigningCircuit(signing.probe_interval, on_change=self._signing_changed)
+        self._batcher = SignBatcher(
+            keyring, self._executor, circuit=circuit,
+            give_up_after=signing.max_wait or self.settings.vault.timeout)
+        return self._batcher
+
+    def _signing_changed(self, can_sign: bool) -> None:
+        log.warning("signing.available" if can_sign else "signing.unavailable")
+        task = asyncio.ensure_future(self._set_signing_health())
+        self._health_updates.add(task)  # held until done: the loop keeps only weak refs
+        task.add_done_callback(self._health_updates.discard)
+
+    async def _set_signing_health(self) -> None:
+        # Reads the state when it runs, so changes applied out of order still end right.
+        circuit_ok = self._batcher is None or self._batcher.can_sign
+        status = (health_pb2.HealthCheckResponse.SERVING if self._serving and circuit_ok
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._health.set(SIGNING_HEALTH_NAME, status)
 
     async def _load_keys_patiently(self) -> PhasedKeyring:
         """Retries an unreachable or sealed Vault for vault.startup_timeout; a denied path
@@ -172,12 +214,16 @@ class App:
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             # gRPC turns SO_REUSEPORT on by default; only workers may share a port.
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            *grpc_connection_options(self.settings),
         ])
-        tokend_pb2_grpc.add_TokenServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), server)
+        # Every service decodes its requests through api/decoding.py: malformed bytes are
+        # INVALID_ARGUMENT, not UNKNOWN with a traceback.
+        add_to_server(servicer, server)
+        add_guarded(health_pb2_grpc.add_HealthServicer_to_server, self._health, server)
+        add_guarded(reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                    reflection.aio.ReflectionServicer(
+                        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                         reflection.SERVICE_NAME)), server)
         listen = self.settings.grpc_listen
         if self.settings.insecure_plaintext:
             self.grpc_port = server.add_insecure_port(listen)
@@ -188,15 +234,32 @@ class App:
         self._grpc = server
 
     async def _start_http(self) -> None:
-        app = build_http_app(issuer=self.settings.tokens.issuer, publisher=lambda: self._publisher,
-                             ready=self._ready, jwks_max_age=self.settings.jwks_max_age)
-        self._http = runner = web.AppRunner(app, access_log=None)
+        settings = self.settings
+        separate_metrics = settings.http.metrics_listen is not None
+        app = build_http_app(issuer=settings.tokens.issuer, publisher=lambda: self._publisher,
+                             ready=self._ready, jwks_max_age=settings.jwks_max_age,
+                             with_metrics=not separate_metrics)
+        self._http, self.http_port = await self._listen(app, settings.http_listen, "public")
+        if settings.http.metrics_listen is not None:
+            self._metrics_http, self.metrics_port = await self._listen(
+                build_metrics_app(), settings.http.metrics_listen, "metrics")
+
+    async def _listen(self, app: web.Application, listen: str, label: str
+                      ) -> tuple[web.AppRunner, int]:
+        limits = self.settings.http
+        # aiohttp's keep-alive timer starts when a connection opens and closes it unless
+        # a complete request arrived: a header timeout and an idle timeout in one.
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.request_timeout)
         await runner.setup()
-        host, port = split_host_port(self.settings.http_listen)
-        site = web.TCPSite(runner, host, port, reuse_address=True,
-                           reuse_port=self.reuse_port or None)
-        await site.start()
-        self.http_port = runner.addresses[0][1]
+        host, port = split_host_port(listen)
+        site = CappedSite(runner, host, port, max_connections=limits.max_connections,
+                          label=label, reuse_port=self.reuse_port or None)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return runner, site.port
 
     async def _ready(self) -> tuple[bool, dict[str, bool]]:
         # Local state only: a database outage must not take every replica out of the
@@ -207,10 +270,12 @@ class App:
         return all(checks.values()), checks
 
     async def _set_serving(self, serving: bool) -> None:
+        self._serving = serving
         status = (health_pb2.HealthCheckResponse.SERVING if serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", SERVICE_NAME):
             await self._health.set(name, status)
+        await self._set_signing_health()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Idempotent: stops what is running, in the reverse order of start."""
@@ -227,9 +292,13 @@ class App:
         grpc_server, self._grpc = self._grpc, None
         if grpc_server is not None:
             await grpc_server.stop(grace)
-        http, self._http = self._http, None
-        if http is not None:
-            await http.cleanup()
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
+        for runner in (self._http, self._metrics_http):
+            if runner is not None:
+                await runner.cleanup()
+        self._http = self._metrics_http = None
         keyring, self._keyring = self._keyring, None
         aclose = getattr(keyring, "aclose", None)
         if aclose is not None:  # the event-loop HTTP session of Transit signing
@@ -242,6 +311,44 @@ class App:
             audit.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("tokend.stopped")
+
+
+def grpc_connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """Half-open and idle connections must not pile up until file descriptors run out
+    (grpc core's defaults: a 120 s handshake, no cap, no idle limit)."""
+    limits = settings.grpc
+    return [
+        # Beyond the cap grpc core closes a new connection as soon as it accepts it.
+        ("grpc.max_allowed_incoming_connections", limits.max_connections),
+        # Covers the TLS handshake and, after it, the client's HTTP/2 preface/SETTINGS.
+        ("grpc.server_handshake_timeout_ms", _ms(limits.handshake_timeout)),
+        # No RPC in flight (Watch streams count as in flight) for this long: GOAWAY.
+        ("grpc.max_connection_idle_ms", _ms(limits.idle_timeout)),
+        # Server pings find peers that vanished behind a long Watch stream.
+        ("grpc.keepalive_time_ms", _ms(limits.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", _ms(limits.keepalive_timeout)),
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _check_fd_budget(settings: Settings) -> None:
+    """Raise the soft descriptor limit to the hard one, and warn when the listeners' caps
+    could still use up what is left for Vault, the store and the logs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    listeners = 2 if settings.http.metrics_listen else 1
+    needed = (settings.http.max_connections * listeners + settings.grpc.max_connections
+              + FD_RESERVE)
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        log.warning("limits.fd_budget", nofile=soft, needed=needed,
+                    hint="raise the open-files limit or lower http.max_connections / "
+                         "grpc.max_connections")
 
 
 async def serve_forever(settings: Settings, *, reuse_port: bool = False) -> None:

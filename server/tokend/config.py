@@ -162,6 +162,59 @@ class SecurityConfig(_Section):
     rejected_window: Seconds = 60.0
 
 
+class SigningConfig(_Section):
+    """Issue and Refresh against a failing or hung key custody (docs/operations.md)."""
+
+    # Longest one Issue or Refresh waits for its signature, queueing included; then
+    # UNAVAILABLE. Unset: vault.timeout.
+    max_wait: Annotated[Seconds | None, Field(le=60)] = None
+    # After a signing call fails, Issue and Refresh answer UNAVAILABLE at once, and one
+    # probe call tests the custody this often until it signs again.
+    probe_interval: Annotated[Seconds, Field(le=300)] = 2.0
+
+
+class HttpConfig(_Section):
+    """The HTTP listener(s): JWKS, discovery, health, metrics (docs/configuration.md)."""
+
+    # A second listener for /metrics only; when set, the http_listen port no longer
+    # serves /metrics (so that port can be public while metrics stay internal).
+    metrics_listen: str | None = None
+    # Open connections per HTTP listener; at the cap the oldest one is closed to make
+    # room for the new one (tokend.web.listener).
+    max_connections: int = Field(1000, ge=8, le=100_000)
+    # A connection must send a complete request (headers) within this long of opening,
+    # and is closed after this long idle between requests.
+    request_timeout: Annotated[Seconds, Field(le=300)] = 10.0
+
+
+class GrpcConfig(_Section):
+    """Connection limits of the gRPC listener (docs/configuration.md)."""
+
+    # Open connections (handshaking included); beyond it gRPC closes new ones at once.
+    max_connections: int = Field(1000, ge=8, le=100_000)
+    # TLS handshake plus the client's HTTP/2 preface must finish within this long.
+    handshake_timeout: Annotated[Seconds, Field(le=120)] = 10.0
+    # A connection without any call (no RPC, no Watch stream) for this long is closed
+    # (GOAWAY; clients reconnect when they next call).
+    idle_timeout: Seconds = 300.0
+    # Ping a connection after this long without traffic; one that does not answer
+    # within keepalive_timeout is closed (a peer that vanished behind a Watch stream).
+    keepalive_time: Annotated[Seconds, Field(ge=10)] = 60.0
+    keepalive_timeout: Annotated[Seconds, Field(le=300)] = 20.0
+class StreamsConfig(_Section):
+    """Caps on WatchRevocations / WatchJwks streams, per stream kind and process."""
+
+    max_total: int = Field(1000, ge=1, le=100_000)
+    # Per caller identity, so that one caller cannot take every slot from the others.
+    max_per_caller: int = Field(100, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _per_caller_within_total(self) -> StreamsConfig:
+        if self.max_per_caller > self.max_total:
+            raise ValueError("streams.max_per_caller must not exceed streams.max_total")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOKEND_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -189,9 +242,13 @@ class Settings(BaseSettings):
     policy_file: Path | None = None
     rate_limit: RateLimitConfig = RateLimitConfig()
     security: SecurityConfig = SecurityConfig()
+    streams: StreamsConfig = StreamsConfig()
     tls: TlsConfig = TlsConfig()
     vault: VaultConfig = VaultConfig()
     tokens: TokenConfig = TokenConfig()
+    signing: SigningConfig = SigningConfig()
+    http: HttpConfig = HttpConfig()
+    grpc: GrpcConfig = GrpcConfig()
 
     @model_validator(mode="after")
     def _tls_or_loopback_plaintext(self) -> Settings:
@@ -206,6 +263,37 @@ class Settings(BaseSettings):
                 "gRPC needs TLS: set tls.cert_file and tls.key_file, or insecure_plaintext: "
                 "true on a loopback address (development only)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_listener_apart(self) -> Settings:
+        listen = self.http.metrics_listen
+        if listen is not None:
+            split_host_port(listen)  # raises for anything but host:port
+            if listen == self.http_listen and not listen.endswith(":0"):
+                raise ValueError("http.metrics_listen must differ from http_listen")
+        return self
+
+    @model_validator(mode="after")
+    def _policy_needs_client_certificates(self) -> Settings:
+        # Without client certificates every caller is default_client_id: a policy would
+        # guard nothing and the Watch streams would be open to whoever reaches the port.
+        if self.policy_file is not None and self.tls.client_ca_file is None \
+                and not self.insecure_plaintext:
+            raise ValueError(
+                "policy_file is set but tls.client_ca_file is not: without mutual TLS no "
+                "caller can be told apart, so the policy would guard nothing. Set "
+                "tls.client_ca_file to the CA that signs your callers' certificates "
+                "(or, for development only, insecure_plaintext: true on a loopback address)")
+        return self
+
+    @model_validator(mode="after")
+    def _local_identity_is_no_certificate_name(self) -> Settings:
+        # The kind prefixes of tokend.api.identity: a local caller must never read as a
+        # certificate identity in client_id or the audit.
+        if self.default_client_id.lower().startswith(("spiffe:", "dns:", "cn:", "local:")):
+            raise ValueError("default_client_id must not start with spiffe:, dns:, cn: or "
+                             "local: (those name certificate identities)")
         return self
 
     @model_validator(mode="after")

@@ -37,6 +37,9 @@ KEYS_PUBLISHED = Gauge("tokend_jwks_keys", "Public keys published in the JWKS")
 SECURITY_EVENTS = Counter("tokend_security_events_total", "Security signals raised", ["kind"])
 RATE_LIMITED = Counter("tokend_rate_limited_total", "Calls refused by a rate limit", ["rpc"])
 AUTHZ_DENIED = Counter("tokend_authz_denied_total", "Calls refused by the caller policy", ["rpc"])
+MALFORMED_REQUESTS = Counter(
+    "tokend_malformed_requests_total",
+    "Calls refused because the request bytes were not a valid protobuf message", ["rpc"])
 ISSUED_BY_CALLER = Counter(
     "tokend_issued_by_caller_total",
     "Access tokens issued, by the policy entry that allowed the caller",
@@ -50,4 +53,36 @@ DENYLIST_STALENESS = Gauge(
 )
 STORE_UP = Gauge(
     "tokend_store_up", "1 when the last read of the store's revocation feed succeeded, else 0"
+)
+# Signing health (tokend.tokens.circuit, tokend.tokens.batching).
+SIGNING_AVAILABLE = Gauge(
+    "tokend_signing_available",
+    "1 while Issue and Refresh can sign; 0 while the signing circuit is open after a "
+    "failed signing call (they answer UNAVAILABLE at once until a probe succeeds)",
+)
+SIGNING_CIRCUIT_OPENED = Counter(
+    "tokend_signing_circuit_opened_total", "Times a failed signing call opened the circuit"
+)
+SIGN_SHED = Counter(
+    "tokend_sign_shed_total",
+    "Signing requests answered without a signature: circuit_open (refused at once), "
+    "gave_up (no signature within signing.max_wait), cancelled (the caller left before "
+    "its batch did; never sent)",
+    ["reason"],
+)
+SIGN_INPUTS = Counter(
+    "tokend_sign_inputs_total", "Signing inputs sent to the key custody (probes included)"
+)
+CONNECTIONS_SHED = Counter(
+    "tokend_http_connections_shed_total",
+    "HTTP connections closed to stay within http.max_connections (the oldest goes)",
+    ["listener"],
+)
+TLS_RELOAD_REJECTED = Gauge(
+    "tokend_tls_reload_rejected",
+    "1 while the TLS files on disk (certificate, key, client CA) were changed but refused "
+    "(unparsable, empty CA, key not matching, expired): the previous material still serves",
+)
+TLS_RELOAD_FAILURES = Counter(
+    "tokend_tls_reload_failures_total", "Changed TLS files refused instead of hot-loaded"
 )

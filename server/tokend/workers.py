@@ -41,8 +41,10 @@ _PR_SET_PDEATHSIG = 1
 
 def check_ports(settings: Settings) -> None:
     """Workers share fixed ports: port 0 would give each its own random one."""
-    for name in ("grpc_listen", "http_listen"):
-        if split_host_port(getattr(settings, name))[1] == 0:
+    listeners = {"grpc_listen": settings.grpc_listen, "http_listen": settings.http_listen,
+                 "http.metrics_listen": settings.http.metrics_listen}
+    for name, listen in listeners.items():
+        if listen is not None and split_host_port(listen)[1] == 0:
             raise ValueError(f"--workers needs a fixed port in {name}, not port 0")
 
 

@@ -31,7 +31,12 @@ from tests.client.client_test_support import (
     sign_as,
 )
 from tokend_client import InvalidToken, JwkSet, LocalVerifier, PublicKey, Reason, verify_compact
-from tokend_client.jose import SUPPORTED_ALGORITHMS, b64url_decode, strict_json_loads
+from tokend_client.jose import (
+    MAX_JSON_DEPTH,
+    SUPPORTED_ALGORITHMS,
+    b64url_decode,
+    strict_json_loads,
+)
 
 ALL_ALGS = tuple(sorted(SUPPORTED_ALGORITHMS))
 CLAIMS = {"sub": "alice", "scope": "read"}
@@ -719,3 +724,100 @@ def test_sign_helper_is_independent_of_the_library(es256: SigningKey) -> None:
     r, s = _split_rs(signature)
     es256.private.public_key().verify(encode_dss_signature(r, s), b"m", ec.ECDSA(hashes.SHA256()))
     assert decode_dss_signature(encode_dss_signature(r, s)) == (r, s)
+
+
+# -- EdDSA public keys of small order (RFC 8032 §5.1.3, §5.2.3) ------------------
+
+ED25519_P = 2**255 - 19
+ED448_P = 2**448 - 2**224 - 1
+
+
+def _sqrt_mod_ed25519(a: int) -> set[int]:
+    """Both square roots of a modulo 2^255 - 19 (p = 5 mod 8), or none."""
+    p = ED25519_P
+    candidate = pow(a, (p + 3) // 8, p)
+    if candidate * candidate % p != a % p:
+        candidate = candidate * pow(2, (p - 1) // 4, p) % p
+    return {candidate, p - candidate} if candidate * candidate % p == a % p else set()
+
+
+def _ed25519_small_order_ys() -> set[int]:
+    """The y of every point of order 1, 2, 4 or 8, derived from the curve equation
+    -x² + y² = 1 + d·x²·y² (independently of the constants in tokend_client.jose)."""
+    p = ED25519_P
+    d = -121665 * pow(121666, -1, p) % p
+    ys = {1, p - 1, 0}  # orders 1 and 2 (x = 0), order 4 (y = 0)
+    # Order 8: doubling lands on y = 0, i.e. x² = -y², so d·y⁴ + 2·y² - 1 = 0.
+    for root in _sqrt_mod_ed25519((1 + d) % p):
+        ys |= _sqrt_mod_ed25519((root - 1) * pow(d, -1, p) % p)
+    return ys
+
+
+def _okp_jwk(crv: str, x: bytes) -> dict[str, Any]:
+    return {"kty": "OKP", "crv": crv, "x": b64(x), "kid": "weak", "alg": "EdDSA"}
+
+
+def test_ed25519_small_order_keys_dropped() -> None:
+    """A small-order public key verifies forged signatures for every message (the
+    identity key with R = identity, S = 0 verifies anything): it is dropped like RSA e = 1."""
+    ys = _ed25519_small_order_ys()
+    assert len(ys) == 5
+    for y in ys:
+        for sign in (0, 1 << 255):
+            _assert_dropped(_okp_jwk("Ed25519", (y | sign).to_bytes(32, "little")))
+    identity = (1).to_bytes(32, "little")
+    header = b64(json_bytes({"alg": "EdDSA", "kid": "weak"}))
+    forged = f"{header}.{b64(json_bytes(CLAIMS))}.{b64(identity + bytes(32))}"
+    _assert_dropped(_okp_jwk("Ed25519", identity), forged)
+
+
+def test_ed25519_non_canonical_keys_dropped(keys: dict[str, SigningKey]) -> None:
+    for y in range(ED25519_P, 2**255):  # y >= p (RFC 8032 §5.1.3 step 1)
+        _assert_dropped(_okp_jwk("Ed25519", y.to_bytes(32, "little")))
+    genuine = keys["EdDSA"]
+    assert len(_only_key(genuine.public_jwk())) == 1
+
+
+def test_ed448_small_order_and_non_canonical_keys_dropped(keys: dict[str, SigningKey]) -> None:
+    for y in (0, 1, ED448_P - 1, ED448_P, ED448_P + 1):
+        for last in (0x00, 0x80):
+            _assert_dropped(_okp_jwk("Ed448", y.to_bytes(56, "little") + bytes((last,))))
+    genuine = keys["Ed448"].public_jwk()
+    raw = b64url_decode(genuine["x"])
+    assert len(_only_key(genuine)) == 1
+    _assert_dropped({**genuine, "x": b64(raw[:56] + bytes((raw[56] | 0x01,)))})  # RFC 8032 §5.2.3
+
+
+# -- JSON nesting: one fixed limit in every language (docs/verifier-contract.md C3) --------
+
+
+def _nested(depth: int, kind: str = "array") -> str:
+    """A JSON object holding arrays (or objects) so that ``depth`` are open at once."""
+    if kind == "array":
+        return '{"x":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    return '{"x":' + '{"a":' * (depth - 1) + "1" + "}" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+def test_json_nesting_limit(kind: str) -> None:
+    assert strict_json_loads(_nested(MAX_JSON_DEPTH, kind))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        strict_json_loads(_nested(MAX_JSON_DEPTH + 1, kind))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        strict_json_loads(_nested(100_000, kind))  # never a RecursionError
+
+
+def test_json_brackets_inside_strings_do_not_count() -> None:
+    text = '{"a":"' + "[{" * 500 + '\\"]", "b":[[{}]]}'
+    assert strict_json_loads(text)["b"] == [[{}]]
+
+
+def test_too_deep_claims_refused(es256: SigningKey, jwks: JwkSet) -> None:
+    verifier = LocalVerifier(jwks, issuer="https://tokend.test", required_claims=())
+    claims = {"iss": "https://tokend.test", "sub": "alice"}
+    ok = {**claims, "x": json.loads(_nested(MAX_JSON_DEPTH - 1))}  # + the claims object
+    assert verifier.verify(make_token(es256, ok))["sub"] == "alice"
+    deep = {**claims, "x": json.loads(_nested(MAX_JSON_DEPTH))}
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(make_token(es256, deep))
+    assert caught.value.reason is Reason.MALFORMED

@@ -202,6 +202,46 @@ def test_new_keys_arrive_without_polling(
         assert service.calls["GetJwks"] == 1
 
 
+def test_a_silent_feed_goes_stale_and_fails_closed_until_it_is_back(
+    client: TokenClient, service: StreamingService, key: SigningKey,
+) -> None:
+    # docs/verifier-contract.md §7: past max_staleness the revocation state is unknown.
+    service.scripts.put([checkpoint(0), HOLD])  # then silent: no keep-alive
+    service.scripts.put([checkpoint(0), HOLD])
+    changes: list[tuple[bool, float]] = []
+    with LiveSource(client, max_staleness=0.6, idle_timeout=2,
+                    on_stale=lambda stale, silent: changes.append((stale, silent))) as live:
+        verifier = LocalVerifier(live, issuer=ISSUER)
+        fresh = token(key)
+        assert verifier.verify(fresh, audience="orders")["sub"] == "alice"
+        wait_until(lambda: live.stale, timeout=2)
+        with pytest.raises(KeySourceError, match=r"silent for .* fail-closed"):
+            verifier.verify(fresh, audience="orders")
+        wait_until(lambda: len(changes) >= 2, timeout=5)  # reopened at idle_timeout
+        assert [stale for stale, _ in changes[:2]] == [True, False]
+        assert changes[0][1] >= 0.6
+        assert verifier.verify(fresh, audience="orders")["sub"] == "alice"
+
+
+def test_fail_open_keeps_verifying_with_the_last_state(
+    client: TokenClient, service: StreamingService, key: SigningKey,
+) -> None:
+    service.scripts.put([event(1, "jti", "gone"), checkpoint(1), HOLD])
+    with LiveSource(client, max_staleness=0.3, idle_timeout=60,
+                    stale_policy="fail-open") as live:
+        verifier = LocalVerifier(live, issuer=ISSUER)
+        wait_until(lambda: live.stale, timeout=2)
+        assert verifier.verify(token(key), audience="orders")["sub"] == "alice"
+        refused_within(verifier, token(key, jti="gone"), 0.1)  # what it knew still holds
+
+
+def test_stale_policy_is_checked(client: TokenClient) -> None:
+    with pytest.raises(ValueError, match="stale_policy"):
+        LiveSource(client, stale_policy="open")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_staleness"):
+        LiveSource(client, max_staleness=0)
+
+
 def test_construction_fails_when_revocations_do_not_arrive(client: TokenClient) -> None:
     # The scripted service has no script: every WatchRevocations fails.
     with LiveSource(client, ready_timeout=0.5) as live, \

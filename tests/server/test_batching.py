@@ -22,10 +22,12 @@ from cryptography.exceptions import InvalidSignature
 from prometheus_client import REGISTRY
 
 from tests.support.bao import BaoDevServer, free_port
-from tokend.keys.keyring import PublicKey, SigningKey, verify_signature
+from tokend.keys.keyring import PROBE, PublicKey, SigningKey, verify_signature
 from tokend.keys.transit import TransitKeyring
 from tokend.keys.vault import VaultError, make_vault_client
 from tokend.tokens.batching import SignBatcher
+from tokend.tokens.circuit import SigningCircuit
+from tokend.tokens.errors import SigningUnavailable
 from tokend.tokens.minting import TokenMinter
 from tokend.tokens.policy import AccessTokenSpec
 from tokend_client import LocalVerifier
@@ -424,3 +426,98 @@ async def test_a_proxy_keeps_signing_on_hvac(monkeypatch: pytest.MonkeyPatch,
     signatures = await keyring.sign_many_async(keyring.active(), [b"data"])
     assert isinstance(signatures[0], bytes)
     await keyring.aclose()
+
+
+# -- failing fast: the signing circuit (tokend.tokens.circuit) ---------------------------
+
+
+class SwitchKeyring:
+    """Signs from the event loop; while `hung`, every call waits `hang` seconds and fails
+    as a timed-out Vault would. Records each batch."""
+
+    def __init__(self, hang: float = 0.3) -> None:
+        self.hung = False
+        self.hang = hang
+        self.batches: list[list[bytes]] = []
+
+    async def sign_many_async(self, key: SigningKey, signing_inputs: Sequence[bytes]
+                              ) -> list[bytes | VaultError]:
+        self.batches.append(list(signing_inputs))
+        if self.hung:
+            await asyncio.sleep(self.hang)
+            raise VaultError("cannot reach Vault: timed out", reason="unreachable")
+        return [b"sig:" + data for data in signing_inputs]
+
+    def active(self) -> SigningKey:
+        return KEY
+
+
+async def test_a_failed_call_opens_the_circuit_and_fails_the_queue_at_once(
+        executor: ThreadPoolExecutor) -> None:
+    keyring = SwitchKeyring(hang=0.3)
+    keyring.hung = True
+    changes: list[bool] = []
+    circuit = SigningCircuit(60.0, on_change=changes.append)
+    batcher = SignBatcher(keyring, executor, max_wait=0.01, max_in_flight=1,  # type: ignore[arg-type]
+                          circuit=circuit)
+    started = time.monotonic()
+    calls = [asyncio.ensure_future(batcher.sign(KEY, str(i).encode())) for i in range(20)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    # One call went to Vault; the other 19 queued behind it and failed with it, not after.
+    assert len(keyring.batches) == 1 and time.monotonic() - started < 0.3 + 0.25
+    assert isinstance(outcomes[0], VaultError)
+    assert all(isinstance(o, SigningUnavailable) for o in outcomes[1:]), outcomes
+    assert changes == [False] and not batcher.can_sign
+    with pytest.raises(SigningUnavailable, match="cannot sign"):  # refused without a call
+        await batcher.sign(KEY, b"late")
+    assert len(keyring.batches) == 1
+    batcher.close()
+
+
+async def test_a_probe_closes_the_circuit_when_the_custody_answers_again(
+        executor: ThreadPoolExecutor) -> None:
+    keyring = SwitchKeyring(hang=0.05)
+    keyring.hung = True
+    changes: list[bool] = []
+    batcher = SignBatcher(keyring, executor, max_wait=0.01,  # type: ignore[arg-type]
+                          circuit=SigningCircuit(0.1, on_change=changes.append))
+    with pytest.raises(VaultError):
+        await batcher.sign(KEY, b"a")
+    await asyncio.sleep(0.3)  # probes keep failing meanwhile; the circuit stays open
+    assert changes == [False] and PROBE in keyring.batches[-1]
+    probes = len(keyring.batches)
+    keyring.hung = False
+    for _ in range(50):
+        if batcher.can_sign:
+            break
+        await asyncio.sleep(0.02)
+    assert changes == [False, True] and len(keyring.batches) > probes
+    assert await batcher.sign(KEY, b"b") == b"sig:b"  # no Issue was needed to close it
+
+
+async def test_no_caller_waits_longer_than_give_up_after(executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring()  # never answers until the gate opens
+    batcher = SignBatcher(keyring, executor, max_wait=0.01,  # type: ignore[arg-type]
+                          give_up_after=0.2)
+    started = time.monotonic()
+    outcomes = await asyncio.gather(*(batcher.sign(KEY, b"x") for _ in range(5)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, SigningUnavailable) for o in outcomes)
+    assert time.monotonic() - started < 0.2 + 0.3
+    keyring.gate.set()
+
+
+async def test_inputs_of_callers_that_left_are_never_sent(executor: ThreadPoolExecutor) -> None:
+    keyring = GatedKeyring()
+    batcher = SignBatcher(keyring, executor, max_wait=0.01,  # type: ignore[arg-type]
+                          max_in_flight=1)
+    first = asyncio.ensure_future(batcher.sign(KEY, b"first"))
+    await asyncio.sleep(0.02)  # "first" holds the only slot
+    queued = {data: asyncio.ensure_future(batcher.sign(KEY, data))
+              for data in (b"stay", b"leave1", b"leave2")}
+    await asyncio.sleep(0.02)
+    queued[b"leave1"].cancel()
+    queued[b"leave2"].cancel()
+    keyring.gate.set()
+    assert await first == b"sig:first" and await queued[b"stay"] == b"sig:stay"
+    assert [inputs for _, inputs in keyring.batches] == [[b"first"], [b"stay"]]

@@ -31,8 +31,11 @@ callers:
     rpcs: [Issue]
     issue: {audiences: ["payments-api"]}
     rate_limit: {per_second: 1, burst: 3}
-  - identity: "reader.test"
+  - dns: "reader.test"
     rpcs: []
+  - spiffe: "spiffe://test/ns/batch/sa/nightly"
+    rpcs: [Issue]
+    issue: {audiences: ["payments-api"], subjects: ["batch-nightly", "job-*"]}
 """
 
 
@@ -48,6 +51,7 @@ class Pki:
         self.foreign = self.other_ca.client("foreign", spiffe="spiffe://test/ns/payments/sa/api")
         self.expired = self.ca.client("expired", spiffe="spiffe://test/ns/payments/sa/api",
                                       expired=True)
+        self.batch = self.ca.client("batch", spiffe="spiffe://test/ns/batch/sa/nightly")
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +122,26 @@ def test_reader_may_verify_but_not_issue(server: RunningTokend, pki: Pki) -> Non
     assert reader.GetJwks(pb.GetJwksRequest(), timeout=5).jwks_json
     code, message = code_of(lambda: reader.Issue(issue_request(), timeout=5))
     assert code == grpc.StatusCode.PERMISSION_DENIED
-    assert "'reader.test'" in message and "Issue" in message
+    assert "'dns:reader.test'" in message and "Issue" in message
 
 
 def test_unlisted_caller_is_denied_by_cn(server: RunningTokend, pki: Pki) -> None:
     stranger = stub_for(server, pki.ca.cert_file, pki.stranger)
     code, message = code_of(lambda: stranger.Revoke(pb.RevokeRequest(jti="x"), timeout=5))
-    assert code == grpc.StatusCode.PERMISSION_DENIED and "'stranger'" in message
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "'cn:stranger'" in message
+
+
+def test_subject_patterns_limit_what_a_caller_may_mint(server: RunningTokend,
+                                                       pki: Pki) -> None:
+    """Issue 13 item 5: an entry with `subjects:` may mint only those `sub` values."""
+    batch = stub_for(server, pki.ca.cert_file, pki.batch)
+    assert batch.Issue(issue_request(subject="batch-nightly"), timeout=5).jti
+    assert batch.Issue(issue_request(subject="job-42"), timeout=5).jti
+    code, message = code_of(lambda: batch.Issue(issue_request(subject="alice"), timeout=5))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "subject 'alice'" in message
+    # An entry that names no subjects keeps minting any (payments: no `subjects:`).
+    payments = stub_for(server, pki.ca.cert_file, pki.payments2)
+    assert payments.Issue(issue_request(subject="alice"), timeout=5).jti
 
 
 @pytest.mark.parametrize(("fields", "needle"), [
@@ -204,7 +221,7 @@ def test_rejection_burst_raises_a_security_event(server: RunningTokend, pki: Pki
     for _ in range(3):
         stub.Verify(pb.VerifyRequest(token="x.y.z", audience="payments-api"), timeout=5)
     bursts = [e for e in audit_events(server) if e["event"] == "security.rejected_burst"]
-    assert any(e["scope"] == "caller" and e["who"] == "reader.test" for e in bursts)
+    assert any(e["scope"] == "caller" and e["who"] == "dns:reader.test" for e in bursts)
 
 
 def test_refresh_reuse_is_a_critical_audit_event(server: RunningTokend, pki: Pki) -> None:

@@ -39,8 +39,8 @@ class FeedServer:
         self.store = SqliteStore(path)  # this "replica's" own connection
         self.writer = SqliteStore(path)  # another replica writing to the same store
         self.denylist = Denylist()
-        jwks_limits = {k: v for k, v in limits.items() if k in ("keepalive", "write_timeout",
-                                                                   "max_subscribers")}
+        jwks_limits = {k: v for k, v in limits.items() if k in (
+            "keepalive", "write_timeout", "max_subscribers", "max_per_caller")}
         self.feed = RevocationFeed(self.store, lambda: self.follower.seq, **limits)
         self.jwks = JwksFeed(**jwks_limits)
         self.follower = DenylistFollower(self.store, self.denylist, interval=poll,
@@ -59,11 +59,12 @@ class FeedServer:
 
     async def _watch_revocations(self, request: pb.WatchRevocationsRequest,
                                  context: grpc.aio.ServicerContext) -> None:
-        await _mapped(lambda: self.feed.serve(request.from_sequence, context), context)
+        await _mapped(lambda: self.feed.serve(request.from_sequence, context,
+                                              caller=_caller(context)), context)
 
     async def _watch_jwks(self, request: pb.WatchJwksRequest,
                           context: grpc.aio.ServicerContext) -> None:
-        await _mapped(lambda: self.jwks.serve(context), context)
+        await _mapped(lambda: self.jwks.serve(context, caller=_caller(context)), context)
 
     async def __aenter__(self) -> FeedServer:
         await self.store.open()
@@ -87,6 +88,11 @@ class FeedServer:
                 await task
         await self.writer.close()
         await self.store.close()
+
+
+def _caller(context: grpc.aio.ServicerContext) -> str:
+    """Plaintext here: the caller says who it is in `x-caller` (default "test")."""
+    return dict(context.invocation_metadata() or ()).get("x-caller", "test")
 
 
 async def _mapped(serve: Callable[[], Any], context: grpc.aio.ServicerContext) -> None:

@@ -51,10 +51,12 @@ class TestCA:
 
     def client(self, name: str = "client", *, spiffe: str | None = None,
                dns: tuple[str, ...] = (), cn: str | None = None,
-               expired: bool = False) -> Issued:
+               uris: tuple[str, ...] = (), expired: bool = False) -> Issued:
+        """`uris`: URI SANs after the `spiffe` one (an X.509-SVID has exactly one)."""
         sans: list[x509.GeneralName] = []
         if spiffe:
             sans.append(x509.UniformResourceIdentifier(spiffe))
+        sans += [x509.UniformResourceIdentifier(u) for u in uris]
         sans += [x509.DNSName(d) for d in dns]
         return self._issue(name, sans, ExtendedKeyUsageOID.CLIENT_AUTH, cn=cn or name,
                            expired=expired)

@@ -147,6 +147,12 @@ def _ascii_text(data: str | bytes) -> str:
 # NumericDates need 10-11 digits, and int() of long digit strings is quadratic.
 _MAX_INT_DIGITS = 64
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Arrays and objects open at once, the outer one included: a fixed limit, the same in
+# every language's verifier, instead of whatever the recursion limit allows (tokend
+# issues claims at most 17 deep: tokens.max_claims_depth <= 16, inside the claims).
+MAX_JSON_DEPTH = 64
+# A whole string (skipped) or one bracket.
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -190,12 +196,16 @@ def strict_json_loads(data: str | bytes) -> Any:
 
     Bytes must be UTF-8 (no BOM, no UTF-16 guessing). Refused: duplicate member
     names, NaN/Infinity, numbers that overflow to infinity, integers over 64 digits,
-    lone UTF-16 surrogates (RFC 7493 §2.1) and nesting deep enough to exhaust the
-    recursion limit.
+    lone UTF-16 surrogates (RFC 7493 §2.1) and more than MAX_JSON_DEPTH arrays and
+    objects open at once.
     """
     text = bytes(data).decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
     if not isinstance(text, str):
         raise TypeError("expected str or bytes")
+    # Brackets inside strings only add to the count, so the exact (slower) measure runs
+    # only for documents that might be too deep.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(text) > MAX_JSON_DEPTH:
+        raise ValueError("JSON nested too deeply")
     # The hot path: one scan of a document that is exactly one JSON object, without
     # JSONDecoder.decode's two whitespace regex matches or _unique_members.
     try:
@@ -217,6 +227,20 @@ def strict_json_loads(data: str | bytes) -> Any:
     if "\\" in text and _LONE_SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)
     return value
+
+
+def _depth(text: str) -> int:
+    """How many arrays and objects of ``text`` are open at once, at most. Exact for valid
+    JSON; for invalid JSON (an unterminated string) it may say more, never less."""
+    depth = deepest = 0
+    for match in _JSON_STRUCTURE.finditer(text):
+        char = match.group()
+        if char == "[" or char == "{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == "]" or char == "}":
+            depth -= 1
+    return deepest
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
@@ -616,7 +640,38 @@ def _okp_from_jwk(jwk: Mapping[str, Any]) -> VerifyingKey:
     x = _member_bytes(jwk, "x")
     if len(x) != key_bytes:
         raise ValueError("OKP x has the wrong length")
+    _check_edwards_point(crv, x)
     return load(x)
+
+
+_ED25519_P = 2**255 - 19
+_ED448_P = 2**448 - 2**224 - 1
+# y of the two order-8 points of edwards25519 (-y gives the other two); the other points
+# of small order have y in {0, 1, p - 1}.
+_ED25519_ORDER_8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_SMALL_ORDER_Y = {
+    "Ed25519": frozenset(
+        {0, 1, _ED25519_P - 1, _ED25519_ORDER_8_Y, _ED25519_P - _ED25519_ORDER_8_Y}
+    ),
+    "Ed448": frozenset({0, 1, _ED448_P - 1}),  # cofactor 4: orders 1, 2 and 4
+}
+
+
+def _check_edwards_point(crv: str, x: bytes) -> None:
+    """Refuse non-canonical encodings and points of small order: with such a public key
+    (the identity, say) forged signatures verify for every message, as with RSA e = 1."""
+    if crv == "Ed25519":
+        p, y = _ED25519_P, int.from_bytes(x, "little") & ((1 << 255) - 1)
+    else:
+        # RFC 8032 §5.2.3: the last octet holds only the sign of x, in its top bit.
+        if x[-1] & 0x7F:
+            raise ValueError("OKP x is not a canonical Ed448 point encoding")
+        p, y = _ED448_P, int.from_bytes(x[:-1], "little")
+    # RFC 8032 §5.1.3 / §5.2.3 step 1: y must be below p.
+    if y >= p:
+        raise ValueError("OKP x is not a canonical point encoding")
+    if y in _SMALL_ORDER_Y[crv]:
+        raise ValueError("OKP x is a point of small order")
 
 
 def _jwk_members(key: VerifyingKey) -> dict[str, str]:

@@ -13,7 +13,10 @@ So a backend that verifies locally learns of a revocation or a rotation within a
 second, with no call per token. A broken stream is reopened with exponential backoff
 and jitter, resuming from the last sequence received, so no revocation is missed; one
 that stays silent longer than ``idle_timeout`` (tokend sends keep-alives) is reopened
-too. While tokend is unreachable the last known state stays in force.
+too. While tokend is unreachable the last known state stays in force for
+``max_staleness``; after that the revocation state is stale and, with the default
+``stale_policy="fail-closed"``, verify raises :class:`~tokend_client.KeySourceError`
+(unavailable, not invalid) until the feed is back (docs/verifier-contract.md §7).
 
 Usage::
 
@@ -35,7 +38,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from time import monotonic, time
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -54,6 +57,9 @@ Event = TypeVar("Event")
 _FIRST_BACKOFF = 0.2
 _PRUNE_INTERVAL = 60.0
 _JOIN_TIMEOUT = 10.0
+
+StalePolicy = Literal["fail-closed", "fail-open"]
+OnStale = Callable[[bool, float], None]
 
 
 class Watch(Generic[Event]):
@@ -231,12 +237,18 @@ class LiveSource(KeySource):
     ``idle_timeout``: a stream silent this long is reopened (tokend sends a keep-alive
     every 15 s). ``max_backoff``: the longest wait between reconnection attempts.
     ``min_refetch_interval``: as for every key source, the rate limit of GetJwks calls
-    caused by tokens naming an unknown ``kid``.
+    caused by tokens naming an unknown ``kid``. ``max_staleness``: how long the
+    revocation feed may deliver nothing (no event, no keep-alive) before its state is
+    stale; then ``stale_policy`` "fail-closed" makes verify raise KeySourceError and
+    "fail-open" keeps the last state. ``on_stale(stale, silent_for)`` is called from a
+    background thread on every change between fresh and stale (an alert, a metric).
     """
 
     def __init__(self, client: _WatchingClient, *, ready_timeout: float = 10.0,
                  idle_timeout: float = 60.0, max_backoff: float = 30.0,
-                 min_refetch_interval: float = 5) -> None:
+                 min_refetch_interval: float = 5, max_staleness: float = 120.0,
+                 stale_policy: StalePolicy = "fail-closed",
+                 on_stale: OnStale | None = None) -> None:
         for name in ("get_jwks", "watch_jwks", "watch_revocations"):
             if not callable(getattr(client, name, None)):
                 raise TypeError("LiveSource needs a TokenClient (an AsyncTokenClient cannot "
@@ -247,6 +259,13 @@ class LiveSource(KeySource):
         self._ready_timeout = _seconds(ready_timeout, "ready_timeout", positive=True)
         self._synced = threading.Event()
         self._next_prune = 0.0
+        self._max_staleness = _seconds(max_staleness, "max_staleness", positive=True)
+        if stale_policy not in ("fail-closed", "fail-open"):
+            raise ValueError("stale_policy must be 'fail-closed' or 'fail-open'")
+        self._fail_closed = stale_policy == "fail-closed"
+        self._on_stale = on_stale
+        self._last_revocation_event = monotonic()
+        self._reported_stale = False
         self.revocations = RevocationSet()
         options = {"stop": self._stop, "max_backoff": _seconds(max_backoff, "max_backoff",
                                                                 positive=True),
@@ -277,9 +296,26 @@ class LiveSource(KeySource):
                                  f"{self._ready_timeout:g} s; is tokend reachable?")
         return keys
 
+    @property
+    def stale(self) -> bool:
+        """True while the revocation feed has been silent longer than ``max_staleness``."""
+        return self._silent_for() > self._max_staleness
+
     def is_revoked(self, claims: Mapping[str, Any], now: float | None = None) -> bool:
-        """Whether verified ``claims`` name a revoked token (LocalVerifier asks this)."""
+        """Whether verified ``claims`` name a revoked token (LocalVerifier asks this).
+
+        Raises KeySourceError while the state is stale under the fail-closed policy: the
+        token was not found invalid, its revocation state is unknown.
+        """
+        if self._fail_closed and self.stale:
+            raise KeySourceError(
+                f"tokend's revocation feed has been silent for {self._silent_for():.0f} s "
+                f"(max_staleness {self._max_staleness:g} s, stale_policy fail-closed); "
+                "is tokend reachable?")
         return self.revocations.is_revoked(claims, time() if now is None else now)
+
+    def _silent_for(self) -> float:
+        return monotonic() - self._last_revocation_event
 
     def close(self) -> None:
         """Close both streams and stop the threads (the last state stays usable)."""
@@ -299,9 +335,24 @@ class LiveSource(KeySource):
         self._watchdog.start()
 
     def _watch_idle(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(min(1.0, self._max_staleness / 4)):
             for follower in self._followers:
                 follower.cancel_if_idle()
+            self._report_staleness()
+
+    def _report_staleness(self) -> None:
+        stale = self.stale
+        if stale == self._reported_stale:
+            return
+        self._reported_stale = stale
+        log.log(logging.WARNING if stale else logging.INFO,
+                "tokend revocation feed %s after %.1f s", "stale" if stale else "fresh again",
+                self._silent_for())
+        if self._on_stale is not None:
+            try:
+                self._on_stale(stale, self._silent_for())
+            except Exception:
+                log.exception("on_stale callback failed")
 
     def _on_jwks(self, event: pb.JwksEvent) -> None:
         if event.keep_alive and self._keys is not None:
@@ -319,6 +370,7 @@ class LiveSource(KeySource):
 
     def _on_revocation(self, event: pb.RevocationEvent) -> None:
         self.revocations.apply(event)
+        self._last_revocation_event = monotonic()
         if event.checkpoint:
             self._synced.set()
             now = time()

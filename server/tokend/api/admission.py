@@ -15,13 +15,17 @@ import grpc
 
 from tokend import metrics
 from tokend.api.calls import CallContext
+from tokend.api.identity import UnusableCertificate
 from tokend.api.policy import OPEN_RPCS, CallerPolicy
 from tokend.api.ratelimit import RateLimiter
 from tokend.audit import AuditLog
 
 # Every RPC that writes: one bucket per caller identity, shared by the three.
 RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh", "Revoke"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Read-only and answered from memory: no identity is worked out for them unless the audit
+# needs one (a rejected Verify), so they cost no certificate lookup.
+IDENTITY_FREE_RPCS = frozenset({"Verify", "GetJwks"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: `$` passes a newline
 
 
 class Refused(Exception):
@@ -45,7 +49,7 @@ class RequestIds:
 
     def for_call(self, context: grpc.aio.ServicerContext) -> str:
         for key, value in context.invocation_metadata() or ():
-            if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
+            if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
                 return value
         return f"{self._prefix}{next(self._counter):010x}"
 
@@ -62,22 +66,35 @@ class Admission:
     def admit(self, rpc: str, context: grpc.aio.ServicerContext) -> CallContext:
         """The call's context; raises Refused when the policy or the rate limit says no."""
         call = CallContext(context, self._default_identity, self._policy, self._ids)
+        if rpc in IDENTITY_FREE_RPCS:
+            return call
+        self._identify(rpc, call)
         if rpc in OPEN_RPCS:
             return call
         if not self._policy.allows(call.identity, rpc):
             metrics.AUTHZ_DENIED.labels(rpc).inc()
-            self._audit.emit("authz.denied", rpc=rpc, caller=call.identity,
+            self._audit.emit("authz.denied", rpc=rpc, caller=call.caller,
                              peer=call.peer, request_id=call.request_id)
             raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                          f"caller {call.identity!r} may not call {rpc} "
+                          f"caller {call.caller!r} may not call {rpc} "
                           "(not allowed by the policy file)")
         if rpc in RATE_LIMITED_RPCS and not self._within_limit(call):
             metrics.RATE_LIMITED.labels(rpc).inc()
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"caller {call.identity!r} exceeded its rate limit for {rpc}; "
+                          f"caller {call.caller!r} exceeded its rate limit for {rpc}; "
                           "retry with backoff")
         return call
 
+    def _identify(self, rpc: str, call: CallContext) -> None:
+        """A verified certificate that names no trustworthy identity is refused."""
+        try:
+            call.identity  # noqa: B018 (worked out once, kept by the call)
+        except UnusableCertificate as exc:
+            metrics.AUTHZ_DENIED.labels(rpc).inc()
+            self._audit.emit("authn.refused", rpc=rpc, error=str(exc), peer=call.peer,
+                             request_id=call.request_id)
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+
     def _within_limit(self, call: CallContext) -> bool:
         limit = call.rule.rate_limit if call.rule is not None else None
-        return self._limiter.allow(call.identity, limit)
+        return self._limiter.allow(call.client_id, limit)

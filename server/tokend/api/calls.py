@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from tokend.api.identity import caller_identity
+from tokend.api.identity import Identity, UnusableCertificate, caller_identity
 from tokend.api.policy import CallerPolicy, CallerRule
 
 if TYPE_CHECKING:
     from tokend.api.admission import RequestIds
+
+
+UNUSABLE = "(unusable client certificate)"  # the audit's name for a caller without identity
 
 
 class CallContext:
@@ -27,16 +30,30 @@ class CallContext:
         self._default = default_identity
         self._policy = policy
         self._ids = ids
-        self._identity: str | None = None
+        self._identity: Identity | None = None
         self._request_id: str | None = None
         # Handlers add what the audit event should say (subject, jti, audience...).
         self.audit: dict[str, Any] = {}
 
     @property
-    def identity(self) -> str:
+    def identity(self) -> Identity:
+        """Raises UnusableCertificate (admission refuses such callers where it matters)."""
         if self._identity is None:
             self._identity = caller_identity(self._context, self._default)
         return self._identity
+
+    @property
+    def client_id(self) -> str:
+        """The kind-tagged label recorded in tokens (`client_id`) and refresh families."""
+        return self.identity.label
+
+    @property
+    def caller(self) -> str:
+        """The label for audit lines and signals; never raises."""
+        try:
+            return self.identity.label
+        except UnusableCertificate:
+            return UNUSABLE
 
     @property
     def rule(self) -> CallerRule | None:
@@ -55,7 +72,7 @@ class CallContext:
     @property
     def caller_label(self) -> str:
         """A bounded-cardinality name for metrics: the policy entry, not the identity."""
-        return self.rule.identity if self.rule is not None else self.identity
+        return self.rule.label if self.rule is not None else self.client_id
 
 
 current_call: ContextVar[CallContext] = ContextVar("tokend_current_call")

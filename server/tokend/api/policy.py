@@ -11,12 +11,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tokend.api.identity import RESERVED_PREFIXES, Identity, Kind
 from tokend.config import RateLimitConfig, Seconds
 
 Rpc = Literal["Issue", "Verify", "Refresh", "Revoke", "GetJwks"]
 # Reading is open to every authenticated caller; changing state needs the policy.
 OPEN_RPCS: frozenset[str] = frozenset({"Verify", "GetJwks", "WatchRevocations", "WatchJwks"})
 MAX_REMEMBERED_IDENTITIES = 4096
+MAX_PATTERN_CHARS = 2048  # a SPIFFE ID's own limit
 
 
 class _Strict(BaseModel):
@@ -30,13 +32,46 @@ class IssueRules(_Strict):
     scopes: tuple[str, ...] = ()
     max_ttl: Seconds | None = None
     claims: tuple[str, ...] = ()
+    # The `sub` values it may mint (a batch job: only its own; a login service: any).
+    # Absent: any subject.
+    subjects: tuple[str, ...] | None = Field(None, min_length=1)
 
 
 class CallerRule(_Strict):
-    identity: str = Field(min_length=1, max_length=512)
+    """One caller: it names exactly one kind of certificate name (docs/policy.md), so a
+    string of one kind never matches an entry of another."""
+
+    identity: str | None = Field(None, min_length=1, max_length=MAX_PATTERN_CHARS)
+    spiffe: str | None = Field(None, min_length=1, max_length=MAX_PATTERN_CHARS)
+    dns: str | None = Field(None, min_length=1, max_length=MAX_PATTERN_CHARS)
+    cn: str | None = Field(None, min_length=1, max_length=MAX_PATTERN_CHARS)
+    local: str | None = Field(None, min_length=1, max_length=MAX_PATTERN_CHARS)
     rpcs: tuple[Rpc, ...] = ()
     issue: IssueRules | None = None
     rate_limit: RateLimitConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_name(self) -> CallerRule:
+        named = [k for k in ("identity", "spiffe", "dns", "cn", "local") if getattr(self, k)]
+        if len(named) != 1:
+            raise ValueError("an entry names its caller with exactly one of spiffe:, dns:, cn:, "
+                             f"local: (or identity: spiffe://…); this one has {named or 'none'}")
+        if self.identity is not None and not self.identity.startswith("spiffe://"):
+            raise ValueError(
+                f"identity {self.identity!r} does not say which kind of certificate name it "
+                f'matches: write `dns: "{self.identity}"` for a DNS SAN or '
+                f'`cn: "{self.identity}"` for the subject common name (identity: is kept '
+                "for SPIFFE IDs, spiffe://…)")
+        pattern = self.pattern
+        if not pattern.isprintable() or (self.kind is not Kind.CN and " " in pattern):
+            raise ValueError("an identity pattern has no control characters, and no spaces "
+                             "except in a cn:")
+        if self.kind is Kind.SPIFFE and not pattern.startswith("spiffe://"):
+            raise ValueError(f"spiffe: {pattern!r} must start with spiffe://")
+        if self.kind is not Kind.SPIFFE and pattern.startswith(RESERVED_PREFIXES):
+            raise ValueError(f"{self.kind.value}: {pattern!r} starts with a kind prefix: "
+                             "name the kind with the key alone (e.g. `spiffe: spiffe://…`)")
+        return self
 
     @model_validator(mode="after")
     def _issue_needs_rules(self) -> CallerRule:
@@ -45,12 +80,30 @@ class CallerRule(_Strict):
                              "(audiences it may use, at least)")
         return self
 
-    def matches(self, identity: str) -> bool:
-        return fnmatch.fnmatchcase(identity, self.identity)
+    @property
+    def kind(self) -> Kind:
+        if self.identity is not None or self.spiffe is not None:
+            return Kind.SPIFFE
+        return Kind.DNS if self.dns is not None else Kind.CN if self.cn is not None \
+            else Kind.LOCAL
+
+    @property
+    def pattern(self) -> str:
+        value = self.identity or self.spiffe or self.dns or self.cn or self.local
+        assert value is not None  # one is set (validated)
+        return value.lower() if self.kind is Kind.DNS else value  # RFC 4343: caseless
+
+    @property
+    def label(self) -> str:
+        """How logs, metrics and messages name the entry: the label form of its kind."""
+        return str(Identity(self.kind, self.pattern))
+
+    def matches(self, identity: Identity) -> bool:
+        return identity.kind is self.kind and fnmatch.fnmatchcase(identity.name, self.pattern)
 
     @property
     def is_glob(self) -> bool:
-        return any(c in self.identity for c in "*?[")
+        return any(c in self.pattern for c in "*?[")
 
 
 class PolicyFile(_Strict):
@@ -64,10 +117,10 @@ class CallerPolicy:
     rules: tuple[CallerRule, ...] = ()
     allow_all: bool = False
     # Identities are few and calls many: each is matched against the rules once.
-    _rules_by_identity: dict[str, CallerRule | None] = field(
+    _rules_by_identity: dict[Identity, CallerRule | None] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
-    def rule_for(self, identity: str) -> CallerRule | None:
+    def rule_for(self, identity: Identity) -> CallerRule | None:
         """An exact identity wins over globs; among globs, the first in the file."""
         known = self._rules_by_identity
         if identity not in known:
@@ -76,13 +129,13 @@ class CallerPolicy:
             known[identity] = self._match(identity)
         return known[identity]
 
-    def _match(self, identity: str) -> CallerRule | None:
-        exact = [r for r in self.rules if not r.is_glob and r.identity == identity]
+    def _match(self, identity: Identity) -> CallerRule | None:
+        exact = [r for r in self.rules if not r.is_glob and r.matches(identity)]
         if exact:
             return exact[0]
         return next((r for r in self.rules if r.is_glob and r.matches(identity)), None)
 
-    def allows(self, identity: str, rpc: str) -> bool:
+    def allows(self, identity: Identity, rpc: str) -> bool:
         if self.allow_all or rpc in OPEN_RPCS:
             return True
         rule = self.rule_for(identity)
@@ -141,13 +194,16 @@ class PolicyDenied(Exception):
     """The caller is known but asked for more than its policy entry grants."""
 
 
-def check_issue(rule: CallerRule | None, identity: str, *, audience: tuple[str, ...],
-                scopes: tuple[str, ...], ttl: int, claims: Iterable[str]) -> None:
+def check_issue(rule: CallerRule | None, identity: str, *, subject: str,
+                audience: tuple[str, ...], scopes: tuple[str, ...], ttl: int,
+                claims: Iterable[str]) -> None:
     """No rule means the development allow-all policy."""
     if rule is None:
         return
     rules = rule.issue
     assert rules is not None  # a rule allowing Issue always has one (validated)
+    if rules.subjects is not None:
+        _within(identity, "subject", (subject,), rules.subjects)
     _within(identity, "audience", audience, rules.audiences)
     _within(identity, "scope", scopes, rules.scopes)
     _within(identity, "custom claim", tuple(claims), rules.claims)

@@ -16,6 +16,8 @@ from google.protobuf import json_format, timestamp_pb2
 from tokend import metrics
 from tokend.api.admission import Admission, Refused
 from tokend.api.calls import CallContext, current_call
+from tokend.api.decoding import MESSAGE as MALFORMED_MESSAGE
+from tokend.api.decoding import Malformed, decoder
 from tokend.api.policy import PolicyDenied, check_issue
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import (
@@ -28,7 +30,7 @@ from tokend.api.streams import (
 from tokend.audit import AuditLog
 from tokend.config import Settings
 from tokend.keys.publisher import JwksPublisher
-from tokend.store import StoreError
+from tokend.store import InvalidValue, StoreError
 from tokend.tokens import policy
 from tokend.tokens.authority import IssueResult, TokenAuthority
 from tokend.tokens.errors import BadRequest, RefreshDenied, Unavailable
@@ -48,6 +50,7 @@ class NotReady(Exception):
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidValue, grpc.StatusCode.INVALID_ARGUMENT),
     (PolicyDenied, grpc.StatusCode.PERMISSION_DENIED),
     (RefreshDenied, grpc.StatusCode.UNAUTHENTICATED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
@@ -83,6 +86,9 @@ def rpc(method: str, *, timed: bool = True
             current_call.set(call)
             code, message = grpc.StatusCode.OK, None
             try:
+                if isinstance(request, Malformed):
+                    metrics.MALFORMED_REQUESTS.labels(method).inc()
+                    raise BadRequest(f"{method}: {MALFORMED_MESSAGE}")
                 return await handler(self, request, context)
             except Exception as exc:
                 code, message = _status_for(exc, method)
@@ -108,9 +114,28 @@ def _status_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
         log.warning("rpc.store_unavailable", method=method, error=str(exc))
         return grpc.StatusCode.UNAVAILABLE, (
             f"{method} failed: tokend's store (database) is unavailable; retry later")
-    # Unknown failures (bugs): log the detail, tell the caller little.
+    # Unknown failures are bugs, not outages: a retry would meet the same bug, so not
+    # UNAVAILABLE. The log has the detail; the caller learns nothing of the internals.
     log.error("rpc.failed", method=method, error=type(exc).__name__, exc_info=exc)
-    return grpc.StatusCode.UNAVAILABLE, f"{method} failed on the server; retry later"
+    return grpc.StatusCode.INTERNAL, f"{method} failed on the server (an internal error)"
+
+
+def add_to_server(servicer: TokenServicer, server: grpc.aio.Server) -> None:
+    """`add_TokenServiceServicer_to_server`, with request decoding that reports a
+    malformed message as INVALID_ARGUMENT after admission (api/decoding.py)."""
+    service = pb.DESCRIPTOR.services_by_name["TokenService"]
+    handlers = {}
+    for method in service.methods:
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=decoder(getattr(pb, method.input_type.name).FromString),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
@@ -161,23 +186,27 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
 
     def _issue_spec(self, request: pb.IssueRequest, call: CallContext) -> policy.AccessTokenSpec:
         tokens = self._settings.tokens
-        call.audit.update(subject=request.subject[:256], audience=list(request.audience)[:16])
-        ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else None
+        # Audited once checked, never before: a refused value may be a secret.
+        call.audit["subject"] = subject = policy.check_subject(request.subject)
+        audience = policy.check_audience(request.audience, tokens.allowed_audiences)
+        call.audit["audience"] = list(audience)
+        ttl = _ttl_of(request)
         spec = policy.AccessTokenSpec(
-            subject=policy.check_subject(request.subject),
-            audience=policy.check_audience(request.audience, tokens.allowed_audiences),
+            subject=subject,
+            audience=audience,
             scopes=policy.check_scopes(request.scopes),
             claims=policy.check_claims(_claims_of(request), tokens),
             ttl=_caller_default_ttl(policy.check_ttl(ttl, tokens), ttl, call),
-            client_id=call.identity,
+            client_id=call.client_id,
         )
-        check_issue(call.rule, call.identity, audience=spec.audience, scopes=spec.scopes,
-                    ttl=spec.ttl, claims=spec.claims.keys())
+        check_issue(call.rule, call.client_id, subject=spec.subject, audience=spec.audience,
+                    scopes=spec.scopes, ttl=spec.ttl, claims=spec.claims.keys())
         return spec
 
     @rpc("Verify")
     async def Verify(self, request: pb.VerifyRequest, context: grpc.aio.ServicerContext
                      ) -> pb.VerifyResponse:
+        _check_verify_names(request)
         result = self._authority.verify(request.token, request.audience,
                                         request.required_scopes)
         if not result.valid:
@@ -197,14 +226,14 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         subject = claims.get("sub") if claims else None
         call.audit.update(outcome="rejected", reason=reason, subject=subject,
                           jti=claims.get("jti") if claims else None)
-        self._rejections.rejected(call.identity, subject, reason)
+        self._rejections.rejected(call.caller, subject, reason)
 
     @rpc("Refresh")
     async def Refresh(self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
                       ) -> pb.IssueResponse:
         call = current_call.get()
         result = await self._authority.refresh(
-            request.refresh_token, list(request.scopes), client_id=call.identity,
+            request.refresh_token, list(request.scopes), client_id=call.client_id,
             permit=functools.partial(_refresh_permit, call),
             idempotency_key=request.idempotency_key)
         call.audit.update(subject=result.subject, jti=result.access.jti)
@@ -226,9 +255,17 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         if target is None:
             raise BadRequest("name what to revoke: one of token, jti, refresh_token, subject")
         call = current_call.get()
-        call.audit.update(target=target, reason=request.reason[:256] or None)
+        call.audit["target"] = target
+        # Checked before anything is audited, logged or stored: a refused value may be a
+        # secret pasted into the wrong field (a refresh token as a jti).
+        policy.check_reason(request.reason)
+        if target == "jti":
+            policy.check_jti(request.jti)
+        elif target == "subject":
+            policy.check_subject(request.subject)
+        call.audit["reason"] = request.reason or None
         if target in ("jti", "subject"):
-            call.audit[target] = getattr(request, target)[:256]
+            call.audit[target] = getattr(request, target)
         count = await actions[target](getattr(request, target), request.reason or "unspecified")
         call.audit["revoked"] = count
         return pb.RevokeResponse(revoked=count)
@@ -241,13 +278,15 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     @rpc("WatchRevocations", timed=False)
     async def WatchRevocations(self, request: pb.WatchRevocationsRequest,
                                context: grpc.aio.ServicerContext) -> None:
-        current_call.get().audit["from_sequence"] = request.from_sequence
-        await self._streams.revocations.serve(request.from_sequence, context)
+        call = current_call.get()
+        call.audit["from_sequence"] = request.from_sequence
+        await self._streams.revocations.serve(request.from_sequence, context,
+                                              caller=call.client_id)
 
     @rpc("WatchJwks", timed=False)
     async def WatchJwks(self, request: pb.WatchJwksRequest,
                         context: grpc.aio.ServicerContext) -> None:
-        await self._streams.jwks.serve(context)
+        await self._streams.jwks.serve(context, caller=current_call.get().client_id)
 
     def _audit_call(self, call: CallContext, method: str, code: grpc.StatusCode,
                     message: str | None) -> None:
@@ -256,7 +295,7 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
             return
         outcome = call.audit.pop("outcome", "ok" if code is grpc.StatusCode.OK else "error")
         self._audit.emit(f"rpc.{method}", outcome=outcome, code=code.name, error=message,
-                         caller=call.identity, peer=call.peer, request_id=call.request_id,
+                         caller=call.caller, peer=call.peer, request_id=call.request_id,
                          **call.audit)
 
 
@@ -271,18 +310,19 @@ def _caller_default_ttl(ttl: int, requested: float | None, call: CallContext) ->
 def _refresh_permit(call: CallContext, spec: policy.AccessTokenSpec
                     ) -> policy.AccessTokenSpec:
     """A Refresh obeys the caller's policy entry as it is now, not as it was at Issue
-    (docs/policy.md): the ttl is narrowed to the entry's max_ttl; an audience, scope or
-    custom claim the entry no longer grants is refused (the caller may narrow scopes)."""
+    (docs/policy.md): the ttl is narrowed to the entry's max_ttl; a subject, audience,
+    scope or custom claim the entry no longer grants is refused (the caller may narrow
+    scopes)."""
     rule = call.rule
     if rule is None:  # the development allow-all policy
         return spec
     if rule.issue is None:
-        raise PolicyDenied(f"caller {call.identity!r} may not mint tokens any more "
+        raise PolicyDenied(f"caller {call.client_id!r} may not mint tokens any more "
                            "(its policy entry has no issue: section)")
     if rule.issue.max_ttl is not None and spec.ttl > rule.issue.max_ttl:
         spec = dataclasses.replace(spec, ttl=int(rule.issue.max_ttl))
-    check_issue(rule, call.identity, audience=spec.audience, scopes=spec.scopes,
-                ttl=spec.ttl, claims=spec.claims.keys())
+    check_issue(rule, call.client_id, subject=spec.subject, audience=spec.audience,
+                scopes=spec.scopes, ttl=spec.ttl, claims=spec.claims.keys())
     return spec
 
 
@@ -299,7 +339,35 @@ def _issue_response(result: IssueResult) -> pb.IssueResponse:
 
 
 def _claims_of(request: pb.IssueRequest) -> dict[str, Any]:
-    return json_format.MessageToDict(request.claims) if request.HasField("claims") else {}
+    if not request.HasField("claims"):
+        return {}
+    try:
+        return json_format.MessageToDict(request.claims)
+    except ValueError:  # "Fail to serialize NaN/Infinity for Value.number_value"
+        raise BadRequest("custom claims cannot hold NaN or infinity") from None
+
+
+# google/protobuf/duration.proto: seconds within ±10,000 years, nanos with the same sign.
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def _ttl_of(request: pb.IssueRequest) -> float | None:
+    """The requested ttl in seconds; Duration.ToTimedelta overflows on large values."""
+    if not request.HasField("ttl"):
+        return None
+    seconds, nanos = request.ttl.seconds, request.ttl.nanos
+    if (abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999
+            or (seconds and nanos and (seconds < 0) != (nanos < 0))):
+        raise BadRequest("ttl is not a valid google.protobuf.Duration")
+    return seconds + nanos / 1e9
+
+
+def _check_verify_names(request: pb.VerifyRequest) -> None:
+    # The token itself is judged by Verify (a malformed one is an answer, not an error).
+    if policy.has_control(request.audience):
+        raise BadRequest("audience cannot hold control characters")
+    if request.required_scopes:
+        policy.check_scopes(request.required_scopes)  # the rules of the scopes it names
 
 
 def _verify_response(claims: dict[str, Any]) -> pb.VerifyResponse:

@@ -40,6 +40,8 @@ WRITE_TIMEOUT_SECONDS = 30.0
 QUEUE_SIZE = 10_000
 # Per stream kind and process: each stream holds a coroutine and a queue.
 MAX_SUBSCRIBERS = 1000
+# Per caller identity, stream kind and process: one caller cannot take every slot.
+MAX_PER_CALLER = 100
 # Rows read from the store at a time while replaying history.
 HISTORY_PAGE = 1000
 
@@ -54,7 +56,7 @@ class SlowSubscriber(StreamEnded):
 
 
 class TooManySubscribers(StreamEnded):
-    """The per-process cap on streams is reached: RESOURCE_EXHAUSTED, retry later."""
+    """The per-process or per-caller cap on streams is reached: RESOURCE_EXHAUSTED."""
 
 
 class ShuttingDown(StreamEnded):
@@ -79,23 +81,35 @@ class LiveStreams:
 
 
 class _Subscribers:
-    """Admission for one kind of stream: a cap, and refusal once closing."""
+    """Admission for one kind of stream: a cap in total and per caller identity (so one
+    caller cannot starve the others), and refusal once closing."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_caller: int) -> None:
         self.limit = limit
+        self.per_caller = per_caller
         self.count = 0
         self.closed = False
+        self._held: dict[str, int] = {}  # open streams per caller; callers with none absent
 
-    def admit(self) -> None:
+    def admit(self, caller: str) -> None:
         if self.closed:
             raise ShuttingDown("tokend is shutting down; reconnect")
+        held = self._held.get(caller, 0)
+        if held >= self.per_caller:
+            raise TooManySubscribers(
+                f"caller {caller!r} already has {held} open streams of this kind on this "
+                f"server, its limit (streams.max_per_caller); close one or retry with backoff")
         if self.count >= self.limit:
             raise TooManySubscribers(f"this server already serves {self.limit} streams of "
                                      "this kind; retry with backoff")
+        self._held[caller] = held + 1
         self.count += 1
 
-    def leave(self) -> None:
+    def leave(self, caller: str) -> None:
         self.count -= 1
+        held = self._held.pop(caller) - 1
+        if held:
+            self._held[caller] = held
 
 
 class _ClientGone(Exception):
@@ -169,7 +183,7 @@ class RevocationFeed:
 
     def __init__(self, store: Store, position: Callable[[], int], *,
                  queue_size: int = QUEUE_SIZE, max_subscribers: int = MAX_SUBSCRIBERS,
-                 keepalive: float = KEEPALIVE_SECONDS,
+                 max_per_caller: int = MAX_PER_CALLER, keepalive: float = KEEPALIVE_SECONDS,
                  write_timeout: float = WRITE_TIMEOUT_SECONDS,
                  page_size: int = HISTORY_PAGE) -> None:
         self._store = store
@@ -179,7 +193,7 @@ class RevocationFeed:
         self._write_timeout = write_timeout
         self._page_size = page_size
         self._queues: set[_Queue] = set()
-        self._subscribers = _Subscribers(max_subscribers)
+        self._subscribers = _Subscribers(max_subscribers, max_per_caller)
         self.dropped = 0  # subscribers disconnected for falling behind
 
     @property
@@ -202,11 +216,13 @@ class RevocationFeed:
             queue.close(ShuttingDown("tokend is shutting down"))
         self._queues.clear()
 
-    async def serve(self, from_sequence: int, context: grpc.aio.ServicerContext) -> None:
-        """Stream until the client leaves or the stream ends with a `StreamEnded`."""
+    async def serve(self, from_sequence: int, context: grpc.aio.ServicerContext, *,
+                    caller: str) -> None:
+        """Stream until the client leaves or the stream ends with a `StreamEnded`.
+        ``caller`` is the caller's identity label, counted against its cap."""
         if from_sequence < 0:
             raise BadRequest("from_sequence must not be negative (0 starts from the beginning)")
-        self._subscribers.admit()
+        self._subscribers.admit(caller)
         # Subscribe before reading history: every row the follower publishes from now
         # on is queued, every earlier one is in the store. Duplicates are dropped below.
         queue = _Queue(self._queue_size)
@@ -224,7 +240,7 @@ class RevocationFeed:
                             "you applied") from None
         finally:
             self._queues.discard(queue)
-            self._subscribers.leave()
+            self._subscribers.leave(caller)
 
     async def _replay(self, after: int, context: grpc.aio.ServicerContext) -> int:
         """Send the live rows after ``after`` and a first checkpoint; returns the seam."""
@@ -273,13 +289,13 @@ class JwksFeed:
     """
 
     def __init__(self, *, max_subscribers: int = MAX_SUBSCRIBERS,
-                 keepalive: float = KEEPALIVE_SECONDS,
+                 max_per_caller: int = MAX_PER_CALLER, keepalive: float = KEEPALIVE_SECONDS,
                  write_timeout: float = WRITE_TIMEOUT_SECONDS) -> None:
         self._json = ""
         self._changed = asyncio.Event()
         self._keepalive = keepalive
         self._write_timeout = write_timeout
-        self._subscribers = _Subscribers(max_subscribers)
+        self._subscribers = _Subscribers(max_subscribers, max_per_caller)
 
     @property
     def subscribers(self) -> int:
@@ -300,9 +316,9 @@ class JwksFeed:
         woken, self._changed = self._changed, asyncio.Event()
         woken.set()
 
-    async def serve(self, context: grpc.aio.ServicerContext) -> None:
+    async def serve(self, context: grpc.aio.ServicerContext, *, caller: str) -> None:
         """Stream until the client leaves or the server shuts down."""
-        self._subscribers.admit()
+        self._subscribers.admit(caller)
         try:
             current = self._json
             await _write(context, pb.JwksEvent(jwks_json=current), self._write_timeout)
@@ -322,7 +338,7 @@ class JwksFeed:
         except _ClientGone:
             return
         finally:
-            self._subscribers.leave()
+            self._subscribers.leave(caller)
 
 
 def revocation_event(row: Revocation) -> pb.RevocationEvent:

@@ -36,6 +36,11 @@ class ConflictError(StoreError):
     """A row with the same key already exists (family id or refresh-token hash)."""
 
 
+class InvalidValue(ValueError):
+    """The value can never be stored (a NUL, text the database refuses): the request is
+    wrong, the store is fine. Not a StoreError, which reads as an outage."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewRevocation:
     """A revocation to record; the store assigns ``seq`` and ``created_at``."""
@@ -49,9 +54,12 @@ class NewRevocation:
     def __post_init__(self) -> None:
         # Reject here rather than in each backend, so every store refuses the same input.
         if self.kind not in REVOCATION_KINDS:
-            raise ValueError(f"unknown revocation kind {self.kind!r}")
+            raise InvalidValue(f"unknown revocation kind {self.kind!r}")
         if not self.value:
-            raise ValueError("a revocation needs a non-empty value")
+            raise InvalidValue("a revocation needs a non-empty value")
+        # PostgreSQL text cannot hold NUL; SQLite could, so both refuse it here.
+        if "\x00" in self.value or "\x00" in self.reason:
+            raise InvalidValue("a revocation value or reason cannot hold a NUL character")
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ from .base import (
     REUSE_REASON,
     SUBJECT_CUTOFF_REASON,
     ConflictError,
+    InvalidValue,
     NewRevocation,
     OpsStore,
     RefreshFamily,
@@ -327,6 +328,12 @@ class PostgresStore(OpsStore):
                 return await fn(conn, *args)
         except psycopg.errors.IntegrityError as exc:
             raise ConflictError(self._describe(exc)) from exc
+        except psycopg.DataError as exc:
+            # SQLSTATE class 22 (and psycopg's own "text cannot contain NUL"): the value
+            # is wrong, the database is up. An outage alert here would be false.
+            log.info("store.value_refused", error=type(exc).__name__)  # not the value
+            raise InvalidValue("the store cannot hold a value of this request (a NUL "
+                               "character or text PostgreSQL refuses)") from exc
         except (psycopg.Error, TimeoutError) as exc:
             raise self._error(exc) from exc
 

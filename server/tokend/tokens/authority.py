@@ -6,7 +6,6 @@ import asyncio
 import functools
 import hashlib
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,14 @@ from tokend.tokens import retry
 from tokend.tokens.denylist import Denylist
 from tokend.tokens.errors import BadRequest, RefreshDenied, RevocationsStale
 from tokend.tokens.minting import MintedToken, TokenMinter
-from tokend.tokens.policy import AccessTokenSpec, check_narrowing, check_scopes
+from tokend.tokens.policy import (
+    AccessTokenSpec,
+    check_jti,
+    check_narrowing,
+    check_scopes,
+    check_subject,
+)
+from tokend.tokens.policy import check_reason as _check_reason
 from tokend.tokens.refresh import new_refresh_token, parse_refresh_token, token_fingerprint
 from tokend_client import InvalidToken, LocalVerifier, Reason, verify_compact
 from tokend_client.jose import strict_json_loads
@@ -42,8 +48,6 @@ log = structlog.get_logger("tokend.tokens")
 # or raises (PolicyDenied, PERMISSION_DENIED).
 Permit = Callable[[AccessTokenSpec], AccessTokenSpec]
 
-_JTI = re.compile(r"^[\x21-\x7e]{1,128}$")
-_REASON = re.compile(r"^[^\x00-\x1f\x7f]{0,256}$")
 MAX_REQUIRED_SCOPES = 64
 # Rejections decided after the signature verified: the claims are authentic.
 _AFTER_SIGNATURE = frozenset({
@@ -471,8 +475,7 @@ class TokenAuthority:
         return claims
 
     async def revoke_jti(self, jti: str, reason: str) -> int:
-        if not _JTI.match(jti):
-            raise BadRequest("jti must be 1-128 printable ASCII characters")
+        check_jti(jti)
         return await self._add("jti", jti, self._horizon(), reason)
 
     async def revoke_refresh(self, refresh_token: str, reason: str) -> int:
@@ -485,8 +488,7 @@ class TokenAuthority:
 
     async def revoke_subject(self, subject: str, reason: str) -> int:
         check_reason(reason)
-        if not subject or len(subject) > 256:
-            raise BadRequest("subject must be 1-256 characters")
+        check_subject(subject)  # the rules Issue applied to it
         cutoff = time.time()
         revocations = await self._store.revoke_subject(subject, reason, cutoff,
                                                        self._horizon())
@@ -548,8 +550,7 @@ def _from_answer(answer: dict[str, Any], subject: str) -> IssueResult:
 
 @functools.lru_cache(maxsize=64)
 def check_reason(reason: str) -> None:
-    if not _REASON.match(reason):
-        raise BadRequest("reason must be at most 256 printable characters")
+    _check_reason(reason)
 
 
 def _loggable(row: Revocation) -> str:

@@ -16,6 +16,14 @@ leaves as soon as one of them returns. Pacing departures, rather than sending wh
 waits the moment Vault answers, is what makes batches larger than one or two under
 load. An input arriving when no batch left in the last `max_wait` leaves at once: at
 low load there is nobody to wait for.
+
+Failing fast (with a `SigningCircuit`): a batch that fails as a whole (Vault timed out,
+unreachable, sealed) opens the circuit; every input still queued fails at once, and new
+ones are refused until a probe batch, sent by the batcher every `circuit.cooldown`,
+succeeds. So a hung Vault costs each caller at most about one Vault timeout, however
+many wait, instead of one timeout per batch ahead of it. `give_up_after` bounds each
+caller's wait (queue plus Vault) on its own, and inputs whose callers have gone
+(cancelled: the client left or its deadline passed) are dropped before their batch leaves.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from tokend import metrics
-from tokend.keys.keyring import Keyring, SigningKey
+from tokend.keys.keyring import PROBE, Keyring, SigningKey
+from tokend.tokens.circuit import SigningCircuit
+from tokend.tokens.errors import SigningUnavailable
 
 # Transit signs 100 inputs per call ~20x faster than 100 calls; beyond a few dozen the
 # per-item work dominates and a larger batch only makes its members wait longer. Few
@@ -60,9 +70,17 @@ class SignBatcher:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait: float = DEFAULT_MAX_WAIT,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        circuit: SigningCircuit | None = None,
+        give_up_after: float | None = None,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1 or not 0 <= max_wait <= 1:
             raise ValueError("max_batch and max_in_flight must be >= 1, max_wait 0-1 s")
+        if give_up_after is not None and give_up_after <= 0:
+            raise ValueError("give_up_after must be > 0")
+        self._circuit = circuit
+        self._give_up_after = give_up_after
+        self._probe_timer: asyncio.TimerHandle | None = None
+        self._probing = False
         self._keyring = keyring
         self._executor = executor
         # A custody that can sign from the event loop (Transit over HTTP) does; one whose
@@ -83,7 +101,10 @@ class SignBatcher:
 
     async def sign(self, key: SigningKey, signing_input: bytes) -> bytes:
         """The signature of `signing_input` by exactly `key`; raises what the keyring
-        raised for this input (or for its whole batch)."""
+        raised for this input (or for its whole batch); SigningUnavailable at once while
+        the circuit is open, or when no signature came within `give_up_after`."""
+        if self._circuit is not None:
+            self._circuit.check()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         pending = self._pending.setdefault(key, _Pending())
@@ -93,7 +114,24 @@ class SignBatcher:
             self._send(key, loop)
         else:
             self._dispatch(loop)
-        return await future
+        if self._give_up_after is None:
+            return await future
+        timer = loop.call_later(self._give_up_after, _give_up, future, self._give_up_after)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    @property
+    def can_sign(self) -> bool:
+        """False while the circuit is open (Issue answers UNAVAILABLE at once)."""
+        return self._circuit is None or self._circuit.can_sign
+
+    def close(self) -> None:
+        """Stop probing (the process is stopping)."""
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send what waits once the last batch left `max_wait` ago, else set a timer.
@@ -115,11 +153,13 @@ class SignBatcher:
         self._dispatch(loop)
 
     def _send(self, key: SigningKey, loop: asyncio.AbstractEventLoop) -> None:
-        pending = self._pending.pop(key)
+        inputs, futures = _waiting(self._pending.pop(key))
         size = self._max_batch
-        if len(pending.inputs) > size:  # the rest waits for the next batch
-            self._pending[key] = _Pending(pending.inputs[size:], pending.futures[size:])
-        inputs, futures = pending.inputs[:size], pending.futures[:size]
+        if len(inputs) > size:  # the rest waits for the next batch
+            self._pending[key] = _Pending(inputs[size:], futures[size:])
+            inputs, futures = inputs[:size], futures[:size]
+        if not inputs:  # every caller of this batch has gone: nothing to send
+            return
         self._in_flight += 1
         self.calls += 1
         self.signed += len(inputs)
@@ -127,15 +167,18 @@ class SignBatcher:
         if self._timer is not None:  # set for an earlier departure; _dispatch sets anew
             self._timer.cancel()
             self._timer = None
-        job: asyncio.Future[list[bytes | Exception]]
-        if self._sign_async is not None:
-            job = asyncio.ensure_future(self._sign_async(key, inputs))
-        elif self._inline:
-            job = _signed_now(loop, self._keyring, key, inputs)
-        else:
-            job = loop.run_in_executor(self._executor, self._keyring.sign_many, key, inputs)
+        job = self._start(key, inputs, loop)
         started = self._last_sent
         job.add_done_callback(lambda done: self._done(done, futures, loop, started))
+
+    def _start(self, key: SigningKey, inputs: list[bytes], loop: asyncio.AbstractEventLoop
+               ) -> asyncio.Future[list[bytes | Exception]]:
+        metrics.SIGN_INPUTS.inc(len(inputs))
+        if self._sign_async is not None:
+            return asyncio.ensure_future(self._sign_async(key, inputs))
+        if self._inline:
+            return _signed_now(loop, self._keyring, key, inputs)
+        return loop.run_in_executor(self._executor, self._keyring.sign_many, key, inputs)
 
     def _done(self, job: asyncio.Future[list[bytes | Exception]],
               futures: list[asyncio.Future[bytes]], loop: asyncio.AbstractEventLoop,
@@ -143,8 +186,93 @@ class SignBatcher:
         self._in_flight -= 1
         metrics.SIGN_SECONDS.observe(loop.time() - started)
         _settle(job, futures)
+        if self._circuit is not None and not job.cancelled():
+            self._judge(job.exception(), loop)
         # A slot is free: what gathered meanwhile leaves when it is due, one batch per key.
         self._dispatch(loop)
+
+    # -- the circuit ---------------------------------------------------------------------
+
+    def _judge(self, error: BaseException | None, loop: asyncio.AbstractEventLoop) -> None:
+        """A whole call failed: open, fail what queues behind it, probe later. A call that
+        worked closes the circuit (per-input refusals say nothing about Vault's health)."""
+        assert self._circuit is not None
+        if error is None:
+            self._circuit.succeeded()
+            return
+        self._circuit.failed(error)
+        self._fail_queued(error)
+        self._schedule_probe(loop)
+
+    def _fail_queued(self, error: BaseException) -> None:
+        pending, self._pending = self._pending, {}
+        refusal = f"cannot sign: a signing call just failed ({error})"
+        for batch in pending.values():
+            for future in batch.futures:
+                if not future.done():
+                    metrics.child(metrics.SIGN_SHED, "circuit_open").inc()
+                    future.set_exception(SigningUnavailable(refusal))
+
+    def _schedule_probe(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._circuit is not None
+        if self._probing or self._probe_timer is not None:
+            return
+        self._probe_timer = loop.call_later(self._circuit.cooldown, self._probe, loop)
+
+    def _probe(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One call with a fixed input that is not a token (keys.keyring.PROBE); Issue
+        keeps answering UNAVAILABLE meanwhile."""
+        self._probe_timer = None
+        circuit = self._circuit
+        if circuit is None or circuit.can_sign:
+            return
+        circuit.probing()
+        self._probing = True
+        try:
+            job = self._start(self._keyring.active(), [PROBE], loop)
+        except Exception as exc:  # the keyring could not even start a call
+            self._probed(exc, loop)
+            return
+        job.add_done_callback(lambda done: self._probe_done(done, loop))
+
+    def _probe_done(self, job: asyncio.Future[list[bytes | Exception]],
+                    loop: asyncio.AbstractEventLoop) -> None:
+        if job.cancelled():  # shutting down
+            self._probing = False
+            return
+        error = job.exception()
+        if error is None:
+            error = next((r for r in job.result() if isinstance(r, BaseException)), None)
+        self._probed(error, loop)
+
+    def _probed(self, error: BaseException | None, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._circuit is not None
+        self._probing = False
+        if error is None:
+            self._circuit.succeeded()
+        else:
+            self._circuit.failed(error)
+            self._schedule_probe(loop)
+
+
+def _waiting(pending: _Pending) -> tuple[list[bytes], list[asyncio.Future[bytes]]]:
+    """The inputs whose callers still wait: one that was cancelled (the client went away
+    or its deadline passed) or gave up is never sent to the key custody."""
+    inputs: list[bytes] = []
+    futures: list[asyncio.Future[bytes]] = []
+    for data, future in zip(pending.inputs, pending.futures, strict=True):
+        if not future.done():
+            inputs.append(data)
+            futures.append(future)
+        elif future.cancelled():
+            metrics.child(metrics.SIGN_SHED, "cancelled").inc()
+    return inputs, futures
+
+
+def _give_up(future: asyncio.Future[bytes], after: float) -> None:
+    if not future.done():
+        metrics.child(metrics.SIGN_SHED, "gave_up").inc()
+        future.set_exception(SigningUnavailable(f"cannot sign: no signature within {after:g}s"))
 
 
 def _signed_now(loop: asyncio.AbstractEventLoop, keyring: Keyring, key: SigningKey,

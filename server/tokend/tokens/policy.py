@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 import re
@@ -27,13 +28,25 @@ MAX_AUDIENCE = 256
 MAX_SCOPES = 64
 MAX_SCOPE = 128
 MAX_CLAIM_NAME = 128
+MAX_JTI = 128
+MAX_REASON = 256
 
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[\x21-\x7e]+$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+# Every pattern is matched with fullmatch: `$` would also accept a trailing newline.
+# Control characters: C0, DEL, C1 (U+0085 is a line break to some readers) and the
+# Unicode line and paragraph separators. None may appear in any input string.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[\x21-\x7e]+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-_CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
+_JTI = re.compile(r"[\x21-\x7e]+")
+# Secrets a caller might paste into a name field by mistake: a refresh token (its
+# prefix, see tokens/refresh.py) or a JWS/JWE compact serialisation (RFC 7515 §7.1,
+# RFC 7516 §7.1), whose first segment is a base64url JSON object: `{"` encodes as "eyJ".
+_REFRESH_PREFIX = "tkd_rt_"
+_JOSE_COMPACT = re.compile(r"([A-Za-z0-9_-]{4,})(?:\.[A-Za-z0-9_-]*){2,4}")
+_JSON_HEAD = re.compile(r"eyJ[A-Za-z0-9_-]{8,}")
 
 
 @dataclass(frozen=True)
@@ -48,12 +61,67 @@ class AccessTokenSpec:
     client_id: str
 
 
+def has_control(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
+def looks_like_secret(value: str) -> bool:
+    """Whether `value` holds something shaped like a refresh token or a JWT."""
+    if _REFRESH_PREFIX in value or _JSON_HEAD.search(value):
+        return True
+    return "." in value and any(
+        _json_segment(found.group(1)) for found in _JOSE_COMPACT.finditer(value))
+
+
+def _json_segment(segment: str) -> bool:
+    """Whether a base64url segment decodes to text starting with `{"` (a JOSE header)."""
+    try:
+        head = binascii.a2b_base64(segment[:16].replace("-", "+").replace("_", "/") + "==",
+                                   strict_mode=False)
+    except binascii.Error:
+        return False
+    head = head.lstrip(b" \t\r\n")
+    return head.startswith(b"{") and head[1:].lstrip(b" \t\r\n").startswith(b'"')
+
+
+def check_text(field: str, value: str, max_length: int, *, required: bool = True) -> str:
+    """The rule for free-text fields: a length limit, no control characters, no secrets.
+    Messages never repeat the value: it may be the very secret being refused."""
+    if not value:
+        if required:
+            raise BadRequest(f"{field} is required")
+        return value
+    if len(value) > max_length or has_control(value):
+        raise BadRequest(f"{field} must be 1-{max_length} printable characters "
+                         "(no control characters or line breaks)")
+    refuse_secret(field, value)
+    return value
+
+
+def refuse_secret(field: str, value: str) -> None:
+    if looks_like_secret(value):
+        raise BadRequest(
+            f"{field} looks like a refresh token or a JWT: a secret must never be sent "
+            "as a name. Revoke a token with the token or refresh_token field")
+
+
 def check_subject(subject: str) -> str:
     if not subject:
         raise BadRequest("subject is required: the user or service the token is about")
-    if len(subject) > MAX_SUBJECT or not _PRINTABLE.match(subject):
-        raise BadRequest(f"subject must be 1-{MAX_SUBJECT} printable characters")
-    return subject
+    return check_text("subject", subject, MAX_SUBJECT)
+
+
+def check_jti(jti: str) -> str:
+    if not jti:
+        raise BadRequest("jti is required")
+    if len(jti) > MAX_JTI or not _JTI.fullmatch(jti):
+        raise BadRequest(f"jti must be 1-{MAX_JTI} printable ASCII characters")
+    refuse_secret("jti", jti)
+    return jti
+
+
+def check_reason(reason: str) -> str:
+    return check_text("reason", reason, MAX_REASON, required=False)
 
 
 def check_audience(audience: Iterable[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -63,12 +131,13 @@ def check_audience(audience: Iterable[str], allowed: tuple[str, ...]) -> tuple[s
     if len(values) > MAX_AUDIENCES:
         raise BadRequest(f"at most {MAX_AUDIENCES} audiences per token")
     for value in values:
-        if len(value) > MAX_AUDIENCE or not (_URI.match(value) or _NAME.match(value)):
+        if len(value) > MAX_AUDIENCE or not (_URI.fullmatch(value) or _NAME.fullmatch(value)):
             raise BadRequest(
-                f"audience {value[:64]!r} has an unknown format: use an absolute URI "
+                f"audience {_shown(value)} has an unknown format: use an absolute URI "
                 f"(https://api.example.com) or a name of letters, digits and .-_:/ "
                 f"(at most {MAX_AUDIENCE} characters)"
             )
+        refuse_secret("audience", value)
         if allowed and value not in allowed:
             raise BadRequest(f"audience {value!r} is not in tokens.allowed_audiences")
     return values
@@ -79,12 +148,18 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     if len(values) > MAX_SCOPES:
         raise BadRequest(f"at most {MAX_SCOPES} scopes per token")
     for value in values:
-        if len(value) > MAX_SCOPE or not _SCOPE.match(value):
+        if len(value) > MAX_SCOPE or not _SCOPE.fullmatch(value):
             raise BadRequest(
-                f"scope {value[:64]!r} is invalid: 1-{MAX_SCOPE} characters, "
+                f"scope {_shown(value)} is invalid: 1-{MAX_SCOPE} characters, "
                 "no spaces, quotes or backslashes (RFC 6749 section 3.3)"
             )
+        refuse_secret("scope", value)
     return values
+
+
+def _shown(value: str) -> str:
+    """A refused value for an error message: short, and never a secret."""
+    return "(redacted: looks like a secret)" if looks_like_secret(value) else repr(value[:64])
 
 
 def check_ttl(ttl_seconds: float | None, config: TokenConfig) -> int:
@@ -109,9 +184,9 @@ def check_claims(claims: Mapping[str, Any], config: TokenConfig) -> dict[str, An
                 f"custom claim {name!r} is a registered claim that tokend sets itself; "
                 "rename it"
             )
-        if len(name) > MAX_CLAIM_NAME or not _CLAIM_NAME.match(name):
+        if len(name) > MAX_CLAIM_NAME or not _CLAIM_NAME.fullmatch(name):
             raise BadRequest(
-                f"custom claim name {name[:64]!r} is invalid: letters, digits and _.:/- "
+                f"custom claim name {_shown(name)} is invalid: letters, digits and _.:/- "
                 f"starting with a letter or _, at most {MAX_CLAIM_NAME} characters"
             )
     depth = _depth(claims)
@@ -150,12 +225,19 @@ def _depth(value: Any) -> int:
 
 
 def _integral_floats_to_int(value: Any) -> Any:
-    """protobuf Struct carries every number as a double; 3.0 was meant as 3."""
+    """protobuf Struct carries every number as a double; 3.0 was meant as 3.
+    Also refuses what no token may hold: NaN, infinity and control characters."""
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadRequest("custom claims cannot hold NaN or infinity")
         return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if isinstance(value, str):
+        if has_control(value):
+            raise BadRequest("custom claim values cannot hold control characters")
+        return value
     if isinstance(value, dict):
+        if any(has_control(k) for k in value):
+            raise BadRequest("custom claim names cannot hold control characters")
         return {k: _integral_floats_to_int(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_integral_floats_to_int(v) for v in value]

@@ -11,7 +11,7 @@ from tokend_client.jose import b64url_encode
 
 # The prefix lets secret scanners (and people) recognise a leaked refresh token.
 PREFIX = "tkd_rt_"
-_FORMAT = re.compile(r"^tkd_rt_[A-Za-z0-9_-]{43}$")
+_FORMAT = re.compile(r"tkd_rt_[A-Za-z0-9_-]{43}")  # fullmatch: `$` passes a newline
 MAX_LENGTH = 256
 
 
@@ -31,7 +31,7 @@ def parse_refresh_token(token: str) -> bytes:
         raise BadRequest("refresh_token is required")
     if len(token) > MAX_LENGTH:
         raise BadRequest(f"refresh_token is longer than {MAX_LENGTH} characters")
-    if not _FORMAT.match(token):
+    if not _FORMAT.fullmatch(token):
         raise BadRequest("refresh_token is not a tokend refresh token (expected tkd_rt_...)")
     return hash_refresh_token(token)
 

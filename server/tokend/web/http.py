@@ -18,7 +18,9 @@ JWKS_PATH = "/.well-known/jwks.json"
 
 
 def build_http_app(*, issuer: str, publisher: PublisherRef, ready: ReadyCheck,
-                   jwks_max_age: int) -> web.Application:
+                   jwks_max_age: int, with_metrics: bool = True) -> web.Application:
+    """JWKS, discovery and health; /metrics too unless it has a listener of its own
+    (`http.metrics_listen`), so that this one can face the public."""
     # Small requests only: nothing here takes a body.
     app = web.Application(client_max_size=1024)
 
@@ -54,13 +56,21 @@ def build_http_app(*, issuer: str, publisher: PublisherRef, ready: ReadyCheck,
         return web.Response(text=json.dumps({"ready": ok, "checks": checks}),
                             status=200 if ok else 503, content_type="application/json")
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     app.router.add_get(JWKS_PATH, jwks)
     app.router.add_get("/.well-known/openid-configuration", discovery)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if with_metrics:
+        app.router.add_get("/metrics", _metrics)
     return app
+
+
+def build_metrics_app() -> web.Application:
+    """/metrics alone, for the internal listener `http.metrics_listen`."""
+    app = web.Application(client_max_size=1024)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
