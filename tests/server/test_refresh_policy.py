@@ -27,6 +27,7 @@ callers:
       audiences: ["orders", "billing"]
       scopes: ["orders:read", "orders:write"]
       claims: ["tenant"]
+      subjects: ["alice", "bob"]
       max_ttl: 1h
 """
 
@@ -89,8 +90,9 @@ def test_narrowed_ttl_is_applied_and_narrowed_scopes_refused_until_the_caller_na
 @pytest.mark.parametrize("change", [
     {"audiences": '["billing"]'},
     {"claims": "[]"},
+    {"subjects": '["bob"]'},
 ])
-def test_an_audience_or_claim_no_longer_granted_is_refused(
+def test_an_audience_claim_or_subject_no_longer_granted_is_refused(
         bao: BaoDevServer, tmp_path: Path, change: dict[str, str]) -> None:
     with restart_with(bao, tmp_path, WIDE) as (server, _):
         issued = issue_with_refresh(server)
