@@ -115,6 +115,10 @@ class TokenConfig(_Section):
     leeway: int = Field(30, ge=0, le=300)
     refresh_ttl: Seconds = 86400.0
     refresh_family_lifetime: Seconds = 30 * 86400.0
+    # A Refresh sent with an idempotency key may be retried by the same caller this long
+    # after it was answered, and gets the same answer (docs/configuration.md). 0: never.
+    refresh_retry_window: Annotated[
+        float, BeforeValidator(_parse_duration), Field(ge=0, le=600)] = 60.0
     # Empty: any well-formed audience may be issued.
     allowed_audiences: tuple[str, ...] = ()
     max_token_bytes: int = Field(8192, ge=1024, le=65536)
@@ -143,7 +147,7 @@ class TlsConfig(_Section):
 
 
 class RateLimitConfig(_Section):
-    """Token bucket per caller on Issue and Refresh; a policy entry may override it."""
+    """Token bucket per caller on Issue, Refresh and Revoke; a policy entry may override it."""
 
     per_second: float = Field(100.0, gt=0)
     burst: int = Field(200, ge=1)
