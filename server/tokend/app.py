@@ -28,8 +28,6 @@ from tokend.config import Settings, split_host_port
 from tokend.keys.custody import build_keyring
 from tokend.keys.keyring import Keyring, PhasedKeyring
 from tokend.keys.publisher import JwksPublisher
-from tokend.keys.session import VaultSession
-from tokend.keys.vault import VaultError
 from tokend.store import Store, open_store
 from tokend.store.maintenance import purge_forever
 from tokend.tokens.authority import TokenAuthority
@@ -37,6 +35,8 @@ from tokend.tokens.batching import SignBatcher
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.denylist import Denylist, DenylistFollower
 from tokend.tokens.minting import TokenMinter
+from tokend.vault.client import VaultError
+from tokend.vault.session import VaultSession
 from tokend.web.http import build_http_app, build_metrics_app
 from tokend.web.listener import CappedSite
 from tokend_client import LocalVerifier

@@ -30,7 +30,7 @@ from tokend.keys.keyring import Keyring, PhasedKeyring, SigningKey
 from tokend.keys.kv import KvKeyring
 from tokend.keys.lifecycle import Lifecycle, Phase
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import VaultError, make_vault_client
+from tokend.vault.client import VaultError, make_vault_client
 
 MESSAGE = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjb25mb3JtYW5jZSJ9"
 

@@ -24,12 +24,12 @@ from prometheus_client import REGISTRY
 from tests.support.bao import BaoDevServer, free_port
 from tokend.keys.keyring import PROBE, PublicKey, SigningKey, verify_signature
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import VaultError, make_vault_client
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.errors import SigningUnavailable
 from tokend.tokens.minting import TokenMinter
 from tokend.tokens.policy import AccessTokenSpec
+from tokend.vault.client import VaultError, make_vault_client
 from tokend_client import LocalVerifier
 from tokend_client.jose import b64url_decode
 

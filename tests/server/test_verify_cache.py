@@ -19,12 +19,12 @@ from tests.support.bao import BaoDevServer
 from tokend.audit import AuditLog
 from tokend.config import TokenConfig
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import make_vault_client
 from tokend.store import Revocation, open_store
 from tokend.tokens.authority import TokenAuthority, VerifiedTokens
 from tokend.tokens.denylist import Denylist
 from tokend.tokens.minting import TokenMinter
 from tokend.tokens.policy import AccessTokenSpec
+from tokend.vault.client import make_vault_client
 from tokend_client import LocalVerifier, Reason
 
 ISSUER = "https://tokend.test"

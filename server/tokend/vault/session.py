@@ -32,7 +32,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from tokend.config import VaultConfig
-from tokend.keys.vault import VaultError, call_vault, make_vault_client, vault_detail
+from tokend.vault.client import VaultError, call_vault, make_vault_client, vault_detail
 
 log = structlog.get_logger("tokend.vault")
 

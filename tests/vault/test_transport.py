@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support.bao import BaoDevServer
 from tokend.keys.keyring import verify_signature
-from tokend.keys.loopvault import EventLoopVault
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import VaultError, make_vault_client
+from tokend.vault.client import VaultError, make_vault_client
+from tokend.vault.transport import EventLoopVault
 
 SILENT = b"silent"  # never answer
 OK_BODY = b'{"data":{"ok":true}}'

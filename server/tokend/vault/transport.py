@@ -21,7 +21,7 @@ import hvac
 import hvac.utils
 import requests
 
-from tokend.keys.vault import call_vault
+from tokend.vault.client import call_vault
 
 
 class EventLoopVault:
