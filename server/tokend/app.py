@@ -187,10 +187,11 @@ class App:
         """Log in to Vault, then read the key (vault.custody) and prove it signs (fail fast)."""
         vault = self.settings.vault
         # One hvac client for the process: the session logs in and keeps its token alive
-        # (start() runs `maintain`), and the keyring signs with whatever token it holds.
+        # (start() runs `maintain`), and the keyring signs with whatever token it holds,
+        # Issue's batches through the session's event-loop transport.
         self._vault = session = VaultSession(vault)
         # Before any Vault call: inconsistent rotation settings are a configuration error.
-        keyring = build_keyring(self.settings, session.client)
+        keyring = build_keyring(self.settings, session.client, transport=session.transport)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, session.login)
         await loop.run_in_executor(self._executor, keyring.load)
@@ -299,10 +300,9 @@ class App:
             if runner is not None:
                 await runner.cleanup()
         self._http = self._metrics_http = None
-        keyring, self._keyring = self._keyring, None
-        aclose = getattr(keyring, "aclose", None)
-        if aclose is not None:  # the event-loop HTTP session of Transit signing
-            await aclose()
+        self._keyring = None
+        if self._vault is not None:  # the HTTP connections of Transit signing
+            await self._vault.transport.close()
         store, self._store = self._store, None
         if store is not None:
             await store.close()

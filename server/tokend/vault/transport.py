@@ -1,4 +1,4 @@
-"""Vault from the event loop: the POST behind every Transit sign batch, as hvac would send it.
+"""Vault from the event loop: the POST behind every Transit sign batch.
 
 hvac (requests) costs ~0.7 ms of CPU per call and, run in a worker thread, holds the GIL
 against the event loop; aiohttp costs about half of that, on the loop itself. A
@@ -14,97 +14,108 @@ import os
 import ssl
 import urllib.request
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import hvac
-import hvac.utils
-import requests
 
-from tokend.vault.client import call_vault
+from tokend.config import VaultConfig
+from tokend.vault.client import (
+    TlsFiles,
+    answer_detail,
+    net_reason,
+    refused,
+    tls_files,
+    unreachable,
+    unusable_files,
+)
+
+#: Told (HTTP status, Vault path) of every error answer: the session listens for 403s.
+OnRefused = Callable[[int, str], None]
 
 
-class EventLoopVault:
-    """POST to Vault from the event loop with aiohttp, as the hvac client would.
+class VaultTransport:
+    """POST to Vault from the event loop with aiohttp, with tokend's own Vault settings.
 
-    Same address, token (read per call: renewal replaces it), namespace, TLS files and
-    timeout as the hvac client; errors become the same VaultError through `call_vault`.
-    Where it cannot copy the client's transport exactly (a proxy, an unusual TLS
-    setting) `usable` is False and callers stay on hvac. Redirects (a standby pointing
-    at the active node) are followed, as requests follows them for hvac.
+    Address, namespace, TLS files (`tls_files`: the settings, else Vault's variables, as
+    for the hvac client) and timeout come from `config`; the token is read per call from
+    `token` (the session's current one: renewal and re-login replace it). Failures are
+    the VaultErrors `call_vault` makes of the same failures through hvac. Where requests
+    would route elsewhere (a proxy named in the environment) `usable` is False and
+    callers stay on hvac. Redirects (a standby pointing at the active node) are
+    followed, as requests follows them for hvac.
     """
 
-    def __init__(self, client: hvac.Client) -> None:
-        self.client = client
+    def __init__(self, config: VaultConfig, token: Callable[[], str | None], *,
+                 on_refused: OnRefused | None = None) -> None:
+        self._addr = config.addr
+        self._url = config.addr.rstrip("/")
+        self._namespace = config.namespace or None
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=float(config.timeout))
+        self._tls = tls_files(config.cacert, config.client_cert, config.client_key)
+        self._ssl: ssl.SSLContext | bool | None = None  # built on first use
         self._session: aiohttp.ClientSession | None = None
-        adapter = client.adapter
-        options = getattr(adapter, "_kwargs", {})
-        self._timeout = aiohttp.ClientTimeout(total=float(options.get("timeout") or 30))
-        self._url = str(client.url).rstrip("/")
-        self._ssl = _ssl_of(self._url, options.get("verify", True), options.get("cert"))
-        proxied = options.get("proxies") or (adapter.session.trust_env and
-                                             urllib.request.getproxies())
-        self.usable = self._ssl is not None and not proxied
+        self.on_refused = on_refused
+        # requests (hvac) follows HTTP(S)_PROXY; this transport does not (trust_env off).
+        self.usable = not urllib.request.getproxies()
 
     async def post(self, path: str, body: dict[str, Any], verb: str) -> Any:
         """POST `body` to /v1/`path`; the JSON answer, or a VaultError naming `path`."""
-        url = f"{self._url}/v1/{path}"
+        context = self._context(verb, path)
         try:
-            async with self._open().post(url, data=json.dumps(body), headers=self._headers(),
-                                         ssl=self._ssl, timeout=self._timeout) as response:
+            async with self._open().post(f"{self._url}/v1/{path}", data=json.dumps(body),
+                                         headers=self._headers(), ssl=context,
+                                         timeout=self._timeout) as response:
                 status, text = response.status, await response.text()
         except aiohttp.ClientSSLError as exc:
-            failure: Exception = requests.exceptions.SSLError(str(exc))
+            raise unreachable(self._addr, verb, path, net_reason(str(exc), "TLS error"),
+                              tls=True) from exc
         except TimeoutError as exc:
-            failure = requests.exceptions.Timeout(str(exc) or "timed out")
+            raise unreachable(self._addr, verb, path, "timed out") from exc
         except aiohttp.ClientError as exc:
-            failure = requests.exceptions.ConnectionError(str(exc) or type(exc).__name__)
-        else:
-            if status >= 400:  # the hooks look for refusals; a success costs them nothing
-                self._run_response_hooks(url, status)
-            return call_vault(self.client, verb, path, lambda: _answer(url, status, text))
-
-        def fail() -> None:
-            raise failure
-
-        return call_vault(self.client, verb, path, fail)
-
-    def _headers(self) -> dict[str, str]:
-        adapter = self.client.adapter
-        headers = {"X-Vault-Request": "true", "Content-Type": "application/json"}
-        if adapter.token:
-            headers["X-Vault-Token"] = adapter.token
-        if adapter.namespace:
-            headers["X-Vault-Namespace"] = adapter.namespace
-        return headers
-
-    def _run_response_hooks(self, url: str, status: int) -> None:
-        """What requests does for the hvac client: the session's response hooks see an
-        error answer, so a 403 here wakes the Vault session's token check like any other.
-        Only error answers: building the request object costs ~50 us, and the one hook
-        (`VaultSession._on_response`) acts on 403 alone."""
-        hooks = self.client.session.hooks.get("response", [])
-        if not hooks:
-            return
-        response = requests.Response()
-        response.status_code = status
-        response.url = url
-        response.request = requests.Request("POST", url).prepare()
-        for hook in hooks:
-            hook(response)
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = session = aiohttp.ClientSession(trust_env=False)
-            # The keyring has no stop of its own: when it goes, its connections go too,
-            # quietly, even if nobody awaited close() while the loop still ran.
-            weakref.finalize(self, _drop_connections, session)
-        return self._session
+            reason = net_reason(str(exc), type(exc).__name__)
+            raise unreachable(self._addr, verb, path, reason) from exc
+        decoded = _decoded(text)
+        if 200 <= status < 300:
+            return decoded
+        if status >= 400 and self.on_refused is not None:
+            self.on_refused(status, path)
+        errors = decoded.get("errors") if isinstance(decoded, dict) else None
+        raise refused(status, answer_detail(errors, text), verb=verb, path=path,
+                      addr=self._addr)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"X-Vault-Request": "true", "Content-Type": "application/json"}
+        token = self._token()
+        if token:
+            headers["X-Vault-Token"] = token
+        if self._namespace:
+            headers["X-Vault-Namespace"] = self._namespace
+        return headers
+
+    def _context(self, verb: str, path: str) -> ssl.SSLContext | bool:
+        """The TLS context (False for plain HTTP); a file it cannot load is a VaultError."""
+        if self._ssl is None:
+            try:
+                self._ssl = _ssl_context(self._url, self._tls)
+            except OSError as exc:  # ssl.SSLError too: a file that is not a certificate
+                problem = f"cannot load {_files(self._tls)}: {exc.strerror or exc}"
+                raise unusable_files(self._addr, verb, path, problem) from exc
+        return self._ssl
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = session = aiohttp.ClientSession(trust_env=False)
+            # An owner that never awaited close() while the loop still ran: the
+            # connections go with the transport, quietly.
+            weakref.finalize(self, _drop_connections, session)
+        return self._session
 
 
 def _drop_connections(session: aiohttp.ClientSession) -> None:
@@ -115,41 +126,37 @@ def _drop_connections(session: aiohttp.ClientSession) -> None:
         connector._close()
 
 
-def _ssl_of(url: str, verify: Any, cert: Any) -> ssl.SSLContext | bool | None:
-    """The TLS context requests would use; False for plain HTTP; None when it cannot be told."""
+def _ssl_context(url: str, tls: TlsFiles) -> ssl.SSLContext | bool:
+    """The TLS context requests would use for `tls`; False for plain HTTP (requests
+    ignores TLS files there too)."""
     if not url.startswith("https://"):
-        return False if cert is None else None
-    if verify is False:
-        return None  # never copy "no verification" onto a second transport
-    if verify is True or verify is None:
+        return False
+    if tls.verify is True:
         import certifi  # requests' own default bundle
 
         context = ssl.create_default_context(cafile=certifi.where())
-    elif isinstance(verify, str):  # a CA bundle file or, as requests allows, a folder
-        if os.path.isdir(verify):
-            context = ssl.create_default_context(capath=verify)
-        else:
-            context = ssl.create_default_context(cafile=verify)
+    elif isinstance(tls.verify, str) and os.path.isdir(tls.verify):  # as requests allows
+        context = ssl.create_default_context(capath=tls.verify)
     else:
-        return None
-    if isinstance(cert, tuple) and len(cert) == 2:
-        context.load_cert_chain(cert[0], cert[1])
-    elif isinstance(cert, str):
-        context.load_cert_chain(cert)
-    elif cert is not None:
-        return None
+        context = ssl.create_default_context(cafile=str(tls.verify))
+    if isinstance(tls.cert, tuple):
+        context.load_cert_chain(tls.cert[0], tls.cert[1])
+    elif tls.cert is not None:
+        context.load_cert_chain(tls.cert)
     return context
 
 
-def _answer(url: str, status: int, text: str) -> Any:
-    """The decoded answer; for an error status, the hvac exception hvac would raise."""
+def _files(tls: TlsFiles) -> str:
+    """The TLS files in use, for a message."""
+    names = [] if tls.verify is True else [str(tls.verify)]
+    cert = tls.cert
+    names += list(cert) if isinstance(cert, tuple) else [] if cert is None else [cert]
+    return ", ".join(names) or "the default CA bundle"
+
+
+def _decoded(text: str) -> Any:
     try:
-        decoded = json.loads(text) if text else None
+        return json.loads(text) if text else None
     except ValueError:
-        decoded = None
-    if 200 <= status < 300:
-        return decoded
-    errors = decoded.get("errors") if isinstance(decoded, dict) else None
-    hvac.utils.raise_for_error("post", url, status, None if errors else text, errors=errors,
-                               text=text, json=decoded)
-    return None  # unreachable: raise_for_error raises for every error status
+        return None
+
