@@ -425,14 +425,19 @@ async def test_a_batch_signs_every_input_in_order(batch_case: KeyringCase,
     assert not valid(jwk, signatures[0], inputs[1])  # each answer is its own input's
 
 
+def rotated(case: KeyringCase) -> tuple[SigningKey, SigningKey]:
+    """The active key, then the one that signs after a rotation has activated."""
+    old = case.keyring.active()
+    case.rotate()
+    case.keyring.load()
+    case.clock.advance(LIFE.propagation_delay)
+    return old, case.keyring.active()
+
+
 async def test_a_batch_keeps_the_version_pin(batch_case: KeyringCase,
                                              pool: ThreadPoolExecutor) -> None:
-    keyring, case = batch_case.keyring, batch_case
-    old = keyring.active()
-    case.rotate()
-    keyring.load()
-    case.clock.advance(LIFE.propagation_delay)
-    new = keyring.active()
+    keyring = batch_case.keyring
+    old, new = rotated(batch_case)
     jwks = keyring.jwks()
     (old_signature,) = await keyring.sign_batch(old, [MESSAGE], executor=pool)
     (new_signature,) = await keyring.sign_batch(new, [MESSAGE], executor=pool)
@@ -454,10 +459,7 @@ async def test_an_input_custody_refuses_fails_alone(batch_case: KeyringCase,
                                                     pool: ThreadPoolExecutor) -> None:
     """One entry per input, the refusal in its place: the call itself does not raise."""
     keyring, case = batch_case.keyring, batch_case
-    old = keyring.active()
-    case.rotate()
-    keyring.load()
-    case.clock.advance(LIFE.propagation_delay)
+    old, _ = rotated(case)
     if case.refuse_old is not None:
         case.refuse_old()
     outcomes = await keyring.sign_batch(old, [MESSAGE, MESSAGE + b"2"], executor=pool)
