@@ -312,7 +312,7 @@ def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
 # What the request path runs (start-up imports left out of the profile listing).
 # tokend's modules, the event loop, and the signature operations themselves (openssl).
 _PROFILED = ("servicer|admission|authority|verifier|jose|minting|batching|denylist|transit"
-             "|loopvault|keyring|localkeys|identity|audit|calls|policy|structlog|prometheus"
+             "|transport|keyring|localkeys|identity|audit|calls|policy|structlog|prometheus"
              "|well_known|random|Context|epoll|write|tasks.py|base_events|openssl")
 
 

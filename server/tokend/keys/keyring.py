@@ -12,10 +12,12 @@ between loads.
 from __future__ import annotations
 
 import abc
+import asyncio
 import base64
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -26,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokend.keys.lifecycle import Lifecycle, Phase, Schedule
-from tokend.keys.vault import VaultError
+from tokend.vault.client import VaultError
 
 if TYPE_CHECKING:
     import hvac
@@ -52,7 +54,7 @@ class Keyring(Protocol):
 
     Contract (checked by tests/keys/test_keyring_conformance.py):
     - `load()` (re)reads the key versions from custody and rebuilds the JWKS; it raises
-      `tokend.keys.vault.VaultError` naming the path it could not use.
+      `tokend.vault.client.VaultError` naming the path it could not use.
     - `active()` and `jwks()` answer from memory; before the first successful `load()`
       they raise RuntimeError.
     - `sign(key, data)` returns raw JWS signature bytes (RFC 7515 §5.1 step 5) made by
@@ -64,9 +66,11 @@ class Keyring(Protocol):
       one entry per input, in order: the signature, or the VaultError for an input that
       custody refused alone. A failure of the whole call raises (VaultError; ValueError
       for a key not published), as `sign` does.
-    - optionally `signs_inline`: True when `sign` is a few tens of microseconds of CPU
-      and no I/O, so the event loop may call `sign_many` itself instead of handing it to
-      a worker thread (absent means False).
+    - `await sign_batch(key, inputs, executor=...)` is `sign_many` for the event loop
+      (tokend.tokens.batching signs every Issue through it), with the same answers and
+      errors. `ThreadedBatches` gives the default: `sign_many` in a worker thread of
+      `executor`, off the loop. A custody overrides it where another way is cheaper:
+      Transit POSTs the batch from the loop itself, kv signs ES256/EdDSA right on it.
     """
 
     def load(self) -> None: ...
@@ -79,7 +83,34 @@ class Keyring(Protocol):
         self, key: SigningKey, signing_inputs: Sequence[bytes]
     ) -> list[bytes | VaultError]: ...
 
+    async def sign_batch(
+        self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+        executor: Executor | None = None,
+    ) -> list[bytes | VaultError]: ...
+
     def jwks(self) -> dict[str, Any]: ...
+
+
+class ThreadedBatches(abc.ABC):
+    """The default `Keyring.sign_batch`: the synchronous `sign_many` in a worker thread.
+
+    Right for a custody whose signing blocks (a Vault call through hvac) or takes long
+    (RSA): the event loop keeps serving meanwhile.
+    """
+
+    @abc.abstractmethod
+    def sign_many(
+        self, key: SigningKey, signing_inputs: Sequence[bytes]
+    ) -> list[bytes | VaultError]:
+        """See `Keyring`."""
+
+    async def sign_batch(
+        self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+        executor: Executor | None = None,
+    ) -> list[bytes | VaultError]:
+        """`sign_many` in `executor` (None: the loop's default executor)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.sign_many, key, signing_inputs)
 
 
 @dataclass(frozen=True)
@@ -145,18 +176,18 @@ class KeySet:
 PROBE = b"tokend start-up probe: may this token sign?"
 
 
-class PhasedKeyring(abc.ABC):
+class PhasedKeyring(ThreadedBatches):
     """What every key custody shares: the KeySet snapshot, phases, scheduled rotation.
 
     A custody implements `load` (read every version and its creation time, then swap in
     a new KeySet from `_keyset_of`), `sign`, `init` (create the key: version 1) and
-    `rotate` (add a version). `kid(version)` names key and version: `<key_name>-v<version>`.
+    `rotate` (add a version); it overrides `sign_many` and `sign_batch` where it signs a
+    batch better than one `sign` per input in a worker thread. `kid(version)` names key
+    and version: `<key_name>-v<version>`.
     """
 
     #: The `vault.custody` setting this class implements.
     custody: str = ""
-    #: Whether `sign` is cheap CPU work without I/O (see `Keyring`).
-    signs_inline: bool = False
 
     def __init__(
         self,

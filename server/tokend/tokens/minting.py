@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokend.keys.keyring import Keyring, SigningKey
-from tokend.keys.vault import VaultError
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.errors import SigningUnavailable
 from tokend.tokens.policy import AccessTokenSpec
+from tokend.vault.client import VaultError
 from tokend_client.jose import b64url_encode
 
 
