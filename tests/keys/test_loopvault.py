@@ -14,10 +14,10 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support.bao import BaoDevServer
-from tokend.keys.keyring import verify_signature
 from tokend.keys.loopvault import EventLoopVault
 from tokend.keys.transit import TransitKeyring
 from tokend.keys.vault import VaultError, make_vault_client
+from tokend_client.jose import verify_signature
 
 SILENT = b"silent"  # never answer
 OK_BODY = b'{"data":{"ok":true}}'
