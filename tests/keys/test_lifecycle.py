@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tokend.config import load_settings
-from tokend.keys.keyring import KeySet, PublishedKey, SigningKey, public_jwk
+from tokend.keys.keyring import KeySet, PublishedKey, SigningKey
 from tokend.keys.lifecycle import (
     PROPAGATION_MARGIN,
     Lifecycle,
@@ -22,6 +22,7 @@ from tokend.keys.lifecycle import (
     format_time,
     parse_time,
 )
+from tokend_client.jose import public_jwk
 
 NEXT, ACTIVE, RETIRED, GONE = Phase.NEXT, Phase.ACTIVE, Phase.RETIRED, Phase.GONE
 LIFE = Lifecycle(propagation_delay=10, retire_after=100)

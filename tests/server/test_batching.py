@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from prometheus_client import REGISTRY
 
 from tests.support.bao import BaoDevServer, free_port, vault_session
-from tokend.keys.keyring import PROBE, PublicKey, SigningKey, ThreadedBatches, verify_signature
+from tokend.keys.keyring import PROBE, SigningKey, ThreadedBatches
 from tokend.keys.transit import TransitKeyring
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.circuit import SigningCircuit
@@ -31,7 +31,7 @@ from tokend.tokens.minting import TokenMinter
 from tokend.tokens.policy import AccessTokenSpec
 from tokend.vault.client import VaultError
 from tokend_client import LocalVerifier
-from tokend_client.jose import b64url_decode
+from tokend_client.jose import VerifyingKey, b64url_decode, verify_signature
 
 ISSUER = "https://tokend.test"
 SPEC = AccessTokenSpec(subject="alice", audience=("orders",), scopes=("orders:read",),
@@ -80,7 +80,7 @@ def rotate(bao: BaoDevServer, keyring: TransitKeyring) -> tuple[SigningKey, Sign
     return held[1].key, held[2].key
 
 
-def public_keys(keyring: TransitKeyring) -> dict[int, PublicKey]:
+def public_keys(keyring: TransitKeyring) -> dict[int, VerifyingKey]:
     return {v: p.public_key for v, p in keyring._current().versions.items()}
 
 

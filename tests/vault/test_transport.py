@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support.bao import BaoDevServer, vault_session
 from tokend.config import VaultConfig
-from tokend.keys.keyring import verify_signature
 from tokend.keys.transit import TransitKeyring
 from tokend.vault.client import VaultError, tls_files
 from tokend.vault.transport import VaultTransport
+from tokend_client.jose import verify_signature
 
 SILENT = b"silent"  # never answer
 OK_BODY = b'{"data":{"ok":true}}'

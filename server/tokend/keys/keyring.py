@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import base64
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,17 +22,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokend.keys.lifecycle import Lifecycle, Phase, Schedule
 from tokend.vault.client import VaultError
+from tokend_client.jose import VerifyingKey, verify_signature
 
 if TYPE_CHECKING:
     import hvac
-
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 #: JWS algorithms a keyring may sign with (RFC 7518 §3.1 names, RFC 8037 §3.1 for EdDSA).
 ALGORITHMS = frozenset({"ES256", "RS256", "PS256", "EdDSA"})
@@ -118,7 +113,7 @@ class PublishedKey:
     """A key version with its public key and JWK, as held in a KeySet."""
 
     key: SigningKey
-    public_key: PublicKey
+    public_key: VerifyingKey
     jwk: Mapping[str, str]
 
 
@@ -372,68 +367,3 @@ def check_algorithm(algorithm: str, rsa_bits: int) -> None:
         raise ValueError(f"algorithm must be one of {sorted(ALGORITHMS)}, not {algorithm!r}")
     if rsa_bits not in (2048, 3072, 4096):
         raise ValueError(f"rsa_bits must be 2048, 3072 or 4096, not {rsa_bits}")
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url, as JOSE uses everywhere (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-_EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
-
-
-def public_jwk(public_key: PublicKey, *, kid: str, alg: str) -> dict[str, str]:
-    """The public JWK (RFC 7517 §4) for a key, with kid, alg and use="sig"."""
-    members: dict[str, str]
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        crv = _EC_CURVES.get(public_key.curve.name)
-        if crv is None:
-            raise ValueError(f"unsupported EC curve {public_key.curve.name}")
-        nums = public_key.public_numbers()
-        # RFC 7518 §6.2.1.2: x and y are full-length, including leading zero octets.
-        size = (public_key.curve.key_size + 7) // 8
-        members = {
-            "kty": "EC",
-            "crv": crv,
-            "x": b64url(nums.x.to_bytes(size, "big")),
-            "y": b64url(nums.y.to_bytes(size, "big")),
-        }
-    elif isinstance(public_key, rsa.RSAPublicKey):
-        nums = public_key.public_numbers()
-        # RFC 7518 §6.3.1.1: n and e are minimal big-endian octet strings.
-        members = {"kty": "RSA", "n": b64url(uint_octets(nums.n)), "e": b64url(uint_octets(nums.e))}
-    elif isinstance(public_key, ed25519.Ed25519PublicKey):
-        raw = public_key.public_bytes_raw()
-        members = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}  # RFC 8037 §2
-    else:
-        raise TypeError(f"unsupported public key type {type(public_key).__name__}")
-    return {**members, "kid": kid, "alg": alg, "use": "sig"}
-
-
-def uint_octets(value: int) -> bytes:
-    """A non-negative integer as minimal big-endian octets (RFC 7518 §6.3.1.1)."""
-    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
-
-
-def verify_signature(alg: str, public_key: PublicKey, signature: bytes, data: bytes) -> None:
-    """Check a raw JWS signature; raises cryptography's InvalidSignature when it is wrong.
-
-    Used for self-checks (a custody whose signatures do not verify must not issue).
-    """
-    if alg == "ES256" and isinstance(public_key, ec.EllipticCurvePublicKey):
-        if len(signature) != 64:  # RFC 7518 §3.4: r||s, 32 octets each for P-256
-            raise InvalidSignature()
-        der = encode_dss_signature(
-            int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        )
-        public_key.verify(der, data, ec.ECDSA(hashes.SHA256()))
-    elif alg == "RS256" and isinstance(public_key, rsa.RSAPublicKey):
-        public_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())  # RFC 7518 §3.3
-    elif alg == "PS256" and isinstance(public_key, rsa.RSAPublicKey):
-        # RFC 7518 §3.5: MGF1 with SHA-256 and a salt as long as the hash (32 octets).
-        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-        public_key.verify(signature, data, pss, hashes.SHA256())
-    elif alg == "EdDSA" and isinstance(public_key, ed25519.Ed25519PublicKey):
-        public_key.verify(signature, data)  # RFC 8037 §3.1: pure Ed25519 over the input
-    else:
-        raise ValueError(f"algorithm {alg} does not fit a {type(public_key).__name__}")

@@ -35,10 +35,10 @@ from tokend.keys.keyring import (
     PhasedKeyring,
     PublishedKey,
     SigningKey,
-    public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, Phase, format_time, parse_time
 from tokend.vault.client import VaultError, call_vault, vault_detail
+from tokend_client.jose import public_jwk
 
 #: Where under the KV mount tokend keeps its keys (one secret per key name).
 KV_PREFIX = "tokend/keys"

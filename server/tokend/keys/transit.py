@@ -30,14 +30,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tokend.keys.keyring import (
     KeySet,
     PhasedKeyring,
-    PublicKey,
     PublishedKey,
     SigningKey,
-    public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, parse_time
 from tokend.vault.client import VaultError, call_vault
 from tokend.vault.transport import VaultTransport
+from tokend_client.jose import VerifyingKey, public_jwk, signature_length
 
 _RSA_TYPES = frozenset({"rsa-2048", "rsa-3072", "rsa-4096"})
 
@@ -368,7 +367,7 @@ class TransitKeyring(PhasedKeyring):
         jwk = MappingProxyType(public_jwk(public_key, kid=key.kid, alg=self._alg))
         return PublishedKey(key=key, public_key=public_key, jwk=jwk)
 
-    def _public_key(self, version: str, text: Any) -> PublicKey:
+    def _public_key(self, version: str, text: Any) -> VerifyingKey:
         if not isinstance(text, str) or not text:
             raise self._bad_answer(f"no public key for version {version}")
         try:
@@ -398,17 +397,12 @@ class TransitKeyring(PhasedKeyring):
             urlsafe=self._scheme.urlsafe,
             path=self.sign_path,
         )
-        if len(signature) != _signature_length(entry.public_key):
+        if len(signature) != signature_length(entry.public_key):
             raise VaultError(
                 f"{self.sign_path} returned a {len(signature)}-byte signature, not the "
-                f"{_signature_length(entry.public_key)} bytes {self._alg} makes",
+                f"{signature_length(entry.public_key)} bytes {self._alg} makes",
                 path=self.sign_path,
                 reason="bad_answer",
             )
         return signature
 
-
-def _signature_length(public_key: PublicKey) -> int:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return (public_key.key_size + 7) // 8
-    return 64  # RFC 7518 §3.4 P-256 r||s, and RFC 8032 §5.1.6 Ed25519, are both 64 octets

@@ -66,7 +66,10 @@ class IssueResult:
     retried: bool = False  # a Refresh answered again from its sealed first answer
 
 
-class VerifyResult(NamedTuple):  # a tuple: built on every Verify, cheaply
+class Verdict(NamedTuple):  # a tuple: built on every Verify, cheaply
+    """The server's answer to one Verify, before the API layer renders it (the client's
+    tokend_client.VerifyResult is that answer as a caller receives it)."""
+
     valid: bool
     reason: Reason | None = None
     # Set when valid, and for refusals after a good signature (the claims are real).
@@ -366,7 +369,7 @@ class TokenAuthority:
     # -- Verify ------------------------------------------------------------------------
 
     def verify(self, token: str, audience: str, required_scopes: Sequence[str]
-               ) -> VerifyResult:
+               ) -> Verdict:
         scopes = tuple(required_scopes)
         self._check_verify_request(token, audience, scopes)
         now = time.time()
@@ -374,12 +377,12 @@ class TokenAuthority:
             verified = self._verified(token, audience, scopes, now)
         except InvalidToken as exc:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
-            return self._verdict(VerifyResult(False, exc.reason, claims))
+            return self._counted(Verdict(False, exc.reason, claims))
         claims = verified.claims
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
-            return self._verdict(VerifyResult(False, Reason.REVOKED, claims))
+            return self._counted(Verdict(False, Reason.REVOKED, claims))
         self._check_fresh_revocations()
-        return self._verdict(VerifyResult(True, None, claims, verified.views))
+        return self._counted(Verdict(True, None, claims, verified.views))
 
     def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float
                   ) -> _Verified:
@@ -444,11 +447,11 @@ class TokenAuthority:
             raise BadRequest(f"token is larger than {limit} bytes (tokens.max_token_bytes)")
 
     @staticmethod
-    def _verdict(result: VerifyResult) -> VerifyResult:
-        outcome = "valid" if result.valid else "invalid"
-        metrics.child(metrics.VERIFIED, outcome, result.reason.name if result.reason else "none"
+    def _counted(verdict: Verdict) -> Verdict:
+        outcome = "valid" if verdict.valid else "invalid"
+        metrics.child(metrics.VERIFIED, outcome, verdict.reason.name if verdict.reason else "none"
                       ).inc()
-        return result
+        return verdict
 
     # -- Revoke ------------------------------------------------------------------------
 
