@@ -14,8 +14,10 @@ by a harness in each language, each its own process, one language at a time:
 | Python | tokend_client.LocalVerifier | cryptography | bench/verify_ratio.py |
 | Go | tokend.Verifier | crypto/ecdsa | clients/go/bench/verifyratio |
 | Node.js | Verifier | node:crypto | clients/node/bench/verify-ratio.ts |
-| Java | TokendVerifier | java.security.Signature SHA256withECDSA | clients/java/src/test/java/dev/tokend/client/bench/VerifyRatio.java |
+| Java | TokendVerifier | JDK Signature SHA256withECDSA | VerifyRatio (Java, below) |
 
+The Java harness is a test-scope main class,
+clients/java/src/test/java/dev/tokend/client/bench/VerifyRatio.java.
 Every harness follows bench/verify_ratio.py's loop (alternating rounds, medians, bounded
 in time and count) and prints the same JSON line. A language whose toolchain is missing
 or whose harness fails gives a row with "error" instead of figures.

@@ -5,9 +5,11 @@
 Reads the fixture bench.verifiers wrote (one P-256 key, a pool of distinct tokens) and
 prints one JSON line. The measuring loop is the one every language's harness follows
 (bench/README.md, "Local verifiers per language"): each token is first checked to pass
-both, and a tampered one to fail both; then raw and verifier take turns in rounds
-(alternating who goes first), each round bounded by time and by count, and each side
-reports its median round. Rates are per CPU-second of this process.
+both, and a tampered one to fail both; each side warms up (a fifth of the time, untimed,
+so JIT compilers settle); then raw and verifier take turns in rounds (alternating who
+goes first), each round bounded by time and by count, and each side reports its median
+round. Rates are per CPU-second of this process (the process's clock, so a garbage
+collector or JIT on another thread is counted, and a busy neighbour is not).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def measure(passes: dict[str, Callable[[], int]], seconds: float,
     """Median rate per side (per CPU-second and per wall-second) over alternating rounds."""
     per_round = seconds / rounds / len(passes)
     names = list(passes)
-    for name in names:  # warm-up, not counted
-        _round(passes[name], per_round)
+    for name in names:  # warm-up, not counted: a fifth of the time, so JITs settle
+        _round(passes[name], max(per_round, seconds / 5))
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for index in range(rounds):
         for name in names if index % 2 == 0 else names[::-1]:

@@ -95,7 +95,8 @@ function median(values: number[]): number {
 
 async function measure(passes: (() => Promise<number> | number)[], seconds: number, rounds: number): Promise<Rates[]> {
   const perRound = seconds / rounds / passes.length;
-  for (const pass of passes) await oneRound(pass, perRound); // warm-up, not counted
+  // Warm-up, not counted: a fifth of the time, so the JIT settles.
+  for (const pass of passes) await oneRound(pass, Math.max(perRound, seconds / 5));
   const samples: Rates[][] = passes.map(() => []);
   for (let r = 0; r < rounds; r += 1) {
     const order = passes.map((_, i) => (r % 2 === 0 ? i : passes.length - 1 - i));

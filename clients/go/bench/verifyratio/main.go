@@ -129,8 +129,9 @@ func run(path string, seconds float64, rounds int) error {
 // measure runs the passes in alternating rounds and returns each one's median.
 func measure(passes []func() int, seconds float64, rounds int) []rates {
 	perRound := time.Duration(seconds / float64(rounds) / float64(len(passes)) * float64(time.Second))
-	for _, pass := range passes { // warm-up, not counted
-		oneRound(pass, perRound)
+	warmUp := max(perRound, time.Duration(seconds/5*float64(time.Second)))
+	for _, pass := range passes { // warm-up, not counted: a fifth of the time
+		oneRound(pass, warmUp)
 	}
 	samples := make([][]rates, len(passes))
 	for r := 0; r < rounds; r++ {
