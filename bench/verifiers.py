@@ -46,10 +46,11 @@ JAVA_CLASSPATH = JAVA_DIR / "target" / "bench-classpath.txt"
 BUILD_TIMEOUT = 900  # a cold Maven or Go module download on 2 shared cores
 
 
-def fixture(count: int) -> dict[str, Any]:
-    """One ES256 key and `count` distinct tokens shaped like tokend's, valid for 15 min."""
+def fixture(count: int, now: int | None = None) -> dict[str, Any]:
+    """One ES256 key and `count` distinct tokens shaped like tokend's, valid for 15 min
+    from `now` (default: the current time)."""
     signer = Signer("ES256")
-    now = int(time.time())
+    now = int(time.time()) if now is None else now
     tokens = [signer.token(index, now - index).token for index in range(count)]
     return {"issuer": ISSUER, "audience": AUDIENCE, "jwks": {"keys": [signer.jwk]},
             "tokens": tokens}

@@ -92,13 +92,19 @@ def run(fixture: dict[str, Any], seconds: float, rounds: int) -> dict[str, Any]:
     algorithm = ec.ECDSA(hashes.SHA256())
 
     def raw_pass() -> int:
-        for data, der in prepared:
-            key.verify(der, data, algorithm)
+        try:
+            for data, der in prepared:
+                key.verify(der, data, algorithm)
+        except InvalidSignature:
+            raise SystemExit("raw verify refused a fixture token") from None
         return len(prepared)
 
     def verifier_pass() -> int:
-        for token in tokens:
-            verifier.verify(token)
+        try:
+            for token in tokens:
+                verifier.verify(token)
+        except InvalidToken as exc:
+            raise SystemExit(f"verifier refused a fixture token: {exc}") from None
         return len(tokens)
 
     _check(verifier, key, algorithm, tokens[0])

@@ -122,12 +122,16 @@ async function main(): Promise<void> {
   const raws = tokens.map(split);
   const rawPass = (): number => {
     for (const [input, signature] of raws) {
-      if (!rawVerify(key, input, signature)) throw new Error("raw verify refused a fixture token");
+      if (!rawVerify(key, input, signature)) throw new HarnessError("raw verify refused a fixture token");
     }
     return raws.length;
   };
   const verifierPass = async (): Promise<number> => {
-    for (const token of tokens) await verifier.verify(token);
+    try {
+      for (const token of tokens) await verifier.verify(token);
+    } catch (error) {
+      throw new HarnessError(`verifier refused a fixture token: ${(error as Error).message}`);
+    }
     return tokens.length;
   };
   await checkTampered(verifier, key, tokens[0]!);
@@ -142,4 +146,12 @@ async function main(): Promise<void> {
   }));
 }
 
-await main();
+/** A failure of the run itself, reported as one line with no figures. */
+class HarnessError extends Error {}
+
+try {
+  await main();
+} catch (error) {
+  console.error(`verify-ratio: ${error instanceof HarnessError ? error.message : (error as Error).stack}`);
+  process.exit(1);
+}

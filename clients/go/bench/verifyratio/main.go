@@ -56,9 +56,14 @@ func main() {
 	rounds := flag.Int("rounds", 7, "rounds per side")
 	flag.Parse()
 	if err := run(*path, *seconds, *rounds); err != nil {
-		fmt.Fprintln(os.Stderr, "verifyratio:", err)
-		os.Exit(1)
+		fail(err)
 	}
+}
+
+// fail ends the harness with one line on stderr and no figures on stdout.
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "verifyratio:", err)
+	os.Exit(1)
 }
 
 func run(path string, seconds float64, rounds int) error {
@@ -98,7 +103,7 @@ func run(path string, seconds float64, rounds int) error {
 		for _, t := range raws {
 			digest := sha256.Sum256(t.signingInput)
 			if !ecdsa.VerifyASN1(key, digest[:], t.der) {
-				panic("raw verify refused a fixture token")
+				fail(errors.New("raw verify refused a fixture token"))
 			}
 		}
 		return len(raws)
@@ -106,7 +111,7 @@ func run(path string, seconds float64, rounds int) error {
 	verifierPass := func() int {
 		for _, token := range fx.Tokens {
 			if _, err := verifier.Verify(ctx, token); err != nil {
-				panic(fmt.Sprintf("tokend.Verifier refused a fixture token: %v", err))
+				fail(fmt.Errorf("verifier refused a fixture token: %w", err))
 			}
 		}
 		return len(fx.Tokens)

@@ -74,7 +74,21 @@ public final class VerifyRatio {
       throw new IllegalArgumentException(
           "usage: --fixture PATH [--seconds (0, 600]] [--rounds [1, 1000]]");
     }
-    System.out.println(run(fixturePath, seconds, rounds));
+    try {
+      System.out.println(run(fixturePath, seconds, rounds));
+    } catch (HarnessException e) {
+      System.err.println("VerifyRatio: " + e.getMessage());
+      System.exit(1);
+    }
+  }
+
+  /** A failure of the run itself, reported as one line with no figures. */
+  private static final class HarnessException extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
+    HarnessException(String message) {
+      super(message);
+    }
   }
 
   private static String run(Path fixturePath, double seconds, int rounds) throws Exception {
@@ -108,15 +122,19 @@ public final class VerifyRatio {
           for (byte[][] t : raws) {
             raw.update(t[0]);
             if (!raw.verify(t[1])) {
-              throw new IllegalStateException("raw verify refused a fixture token");
+              throw new HarnessException("raw verify refused a fixture token");
             }
           }
           return raws.size();
         };
     Pass verifierPass =
         () -> {
-          for (String token : tokens) {
-            verifier.verify(token);
+          try {
+            for (String token : tokens) {
+              verifier.verify(token);
+            }
+          } catch (InvalidTokenException e) {
+            throw new HarnessException("verifier refused a fixture token: " + e.getMessage());
           }
           return tokens.size();
         };
