@@ -2,7 +2,7 @@
 
     python -m bench.verifiers                  # all four, JSON on stdout
     python -m bench.verifiers --quick          # tiny counts: proves the harnesses run
-    python -m bench.verifiers --langs go,java --seconds 6
+    python -m bench.verifiers --langs go,java --seconds 20
 
 Issue 12's row: strictness must not be paid for with speed (target ≥ 0.8 per language).
 One fixture (a P-256 key and a pool of distinct tokend-shaped tokens, distinct `iat`, `jti`
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", type=_languages, default=LANGUAGES,
                         help="comma-separated, of " + ", ".join(LANGUAGES))
-    parser.add_argument("--seconds", type=float, default=6.0,
+    parser.add_argument("--seconds", type=float, default=10.0,
                         help="measured seconds per language, both sides together")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=64, help="distinct tokens in the pool")
     parser.add_argument("--quick", action="store_true",
                         help="tiny counts (0.2 s, 2 rounds, 4 tokens): proves the harnesses "
