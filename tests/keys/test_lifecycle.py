@@ -166,6 +166,23 @@ def test_without_mesh_consumers_the_delay_follows_jwks_max_age() -> None:
     assert envoy.propagation_delay == 600 + 60 + PROPAGATION_MARGIN
 
 
+def test_a_sidecar_refreshing_every_20_minutes_knows_each_kid_before_it_signs() -> None:
+    """istiod refetches the JWKS every 20 min whatever Cache-Control says, at a phase of
+    its own. With the default settings, whatever that phase, its copy holds a new
+    version before the version signs its first token."""
+    settings_ = settings()
+    life = Lifecycle.from_settings(settings_)
+    created = 10_000.0
+    schedule = Schedule.plan({1: 0.0, 2: created}, life)
+    activates = schedule.times(2).activates
+    # Worst case: the replicas read the new version a full key_refresh_interval late.
+    published_at = created + settings_.vault.key_refresh_interval
+    for phase in range(0, 1200, 7):
+        fetches = [phase + 1200 * n for n in range(30)]
+        seen = min(t for t in fetches if t >= published_at)
+        assert seen < activates, (phase, seen, activates)
+
+
 def test_propagation_delay_shorter_than_a_mesh_refresh_is_refused() -> None:
     # Shorter than istiod's refresh: a sidecar would reject the new kid for minutes.
     bad = settings(vault={"propagation_delay": "7m"})
