@@ -317,7 +317,7 @@ def test_envoy_rbac_requires_typ_at_jwt() -> None:
 
 
 def test_the_guide_names_every_checked_file_and_its_inline_yaml_is_checked(
-        crd_schemas: dict[str, Obj]) -> None:
+        crd_schemas: dict[str, Obj], checker: Path, crd_file: Path, tmp_path: Path) -> None:
     text = DOC.read_text(encoding="utf-8")
     for path in [*ISTIO_FILES, ENVOY_FILE]:
         assert str(path.relative_to(ROOT)) in text, path
@@ -329,6 +329,9 @@ def test_the_guide_names_every_checked_file_and_its_inline_yaml_is_checked(
     assert inline, "the guide shows Istio objects inline"
     for obj in inline:
         assert schema_errors(obj, crd_schemas) == [], obj.get("metadata")
+    path = write_yaml(tmp_path, "inline.yaml", inline)
+    result = run_check(checker, "-istio", "-crds", str(crd_file), str(path))
+    assert result.returncode == 0, result.stderr
 
 
 # -- the NetworkPolicy ------------------------------------------------------------------
