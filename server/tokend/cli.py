@@ -29,8 +29,8 @@ from tokend.cli_dev import (
 )
 from tokend.cli_token import DEV_STATE, EXIT_USAGE, UsageError, add_token_commands
 from tokend.config import Settings, load_settings
-from tokend.keys.vault import VaultError
 from tokend.logs import configure_logging
+from tokend.vault.client import VaultError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from tokend.devvault import DevVault
+    from tokend.vault.dev import DevVault
 
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

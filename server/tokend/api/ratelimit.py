@@ -1,4 +1,4 @@
-"""Per-caller token buckets for Issue and Refresh."""
+"""Per-caller token buckets for the RPCs that write: Issue, Refresh and Revoke."""
 
 from __future__ import annotations
 
