@@ -1,7 +1,7 @@
 """protoc plugin for gRPC Python stubs: grpcio-tools ships its grpc_python generator only inside
 its protoc (grpc_tools.protoc), not as a protoc-gen-* program, and buf runs only protoc's own
 built-in generators as builtins. This hands buf's request to that protoc and returns its files.
-Run as `python protoc-gen-grpc_python` (from protos/buf.gen.yaml) with grpcio-tools installed."""
+Run as `python protoc-gen-grpc_python.py` (from protos/buf.gen.yaml) with grpcio-tools installed."""
 
 import sys
 import tempfile
@@ -20,7 +20,9 @@ def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGenerat
         # The request carries every file with its imports (and source comments, which become
         # docstrings), so protoc needs no -I: it reads them as a descriptor set.
         descriptors = Path(tmp, "descriptors.pb")
-        descriptors.write_bytes(descriptor_pb2.FileDescriptorSet(file=request.proto_file).SerializeToString())
+        descriptors.write_bytes(
+            descriptor_pb2.FileDescriptorSet(file=request.proto_file).SerializeToString()
+        )
         out = Path(tmp, "out")
         out.mkdir()
         target = f"{request.parameter}:{out}" if request.parameter else str(out)
