@@ -10,6 +10,11 @@ drains and stops; the parent exits 0 once all have stopped cleanly. A worker tha
 on its own (a crash, a failed start) is not restarted: the parent stops the others and
 exits non-zero, so the orchestrator (Kubernetes, systemd) restarts the whole group with
 its own backoff and the failure shows in its restart count instead of being hidden.
+
+The workers share two things through a private directory the parent makes (and removes):
+the metrics (prometheus-client's multiprocess mode, so a scrape that reaches any worker
+reports the group) and the per-caller rate-limit buckets (a caller's limit holds for the
+group, whichever worker its connections land on).
 """
 
 from __future__ import annotations
@@ -18,16 +23,21 @@ import asyncio
 import ctypes
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 import structlog
 
+from tokend import metrics
+from tokend.api.ratelimit import SharedRateLimiter, share_across_processes
 from tokend.app import serve_forever
 from tokend.config import Settings, split_host_port
 from tokend.logs import configure_logging
@@ -51,8 +61,21 @@ def check_ports(settings: Settings) -> None:
 def supervise(settings: Settings, count: int) -> int:
     """Run ``count`` workers until a signal stops them (0) or one dies (non-zero)."""
     check_ports(settings)
+    shared = Path(tempfile.mkdtemp(prefix="tokend-workers-"))
+    try:
+        return _supervise(settings, count, shared)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _supervise(settings: Settings, count: int, shared: Path) -> int:
+    table = shared / "ratelimit"
+    SharedRateLimiter.create(table)
+    # Inherited by the spawned workers, which import prometheus-client afresh with it set.
+    (shared / "metrics").mkdir()
+    os.environ[metrics.MULTIPROCESS_ENV] = str(shared / "metrics")
     spawn = multiprocessing.get_context("spawn")  # no forked gRPC or event-loop state
-    workers = [spawn.Process(target=_worker, args=(settings, index, os.getpid()),
+    workers = [spawn.Process(target=_worker, args=(settings, index, os.getpid(), table),
                              name=f"tokend-worker-{index}") for index in range(count)]
     stopping = False
 
@@ -72,6 +95,7 @@ def supervise(settings: Settings, count: int) -> int:
         _stop_all(workers)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.environ.pop(metrics.MULTIPROCESS_ENV, None)
 
 
 def _watch(workers: list[BaseProcess], stopping: Callable[[], bool]) -> int:
@@ -112,9 +136,10 @@ def _stop_all(workers: list[BaseProcess]) -> None:
             worker.join()
 
 
-def _worker(settings: Settings, index: int, parent: int) -> None:
+def _worker(settings: Settings, index: int, parent: int, rate_limits: Path) -> None:
     """One worker process: a whole tokend on the shared ports."""
     _exit_with_parent(parent)
+    share_across_processes(rate_limits)
     # Ctrl-C reaches the whole process group; the parent forwards it as SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     structlog.contextvars.bind_contextvars(worker=index, pid=os.getpid())
