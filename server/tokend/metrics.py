@@ -115,6 +115,12 @@ TLS_RELOAD_REJECTED = Gauge(
     "(unparsable, empty CA, key not matching, expired): the previous material still serves",
     multiprocess_mode="livemax",
 )
+TLS_CERT_EXPIRY = Gauge(
+    "tokend_tls_certificate_expiry_timestamp_seconds",
+    "When the server certificate in use expires (Unix time); a renewal that is refused "
+    "or never comes leaves it approaching",
+    multiprocess_mode="livemin",
+)
 TLS_RELOAD_FAILURES = Counter(
     "tokend_tls_reload_failures_total", "Changed TLS files refused instead of hot-loaded"
 )
