@@ -32,6 +32,9 @@ KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 # v5.8.1 is the newest that builds with Go 1.26 (v5.8.3 needs 1.27).
 KUSTOMIZE_VERSION = "v5.8.1"
 KUSTOMIZE = ROOT / ".tools" / "go" / "bin" / "kustomize"
+PROMTOOL_MODULE = "github.com/prometheus/prometheus"
+PROMTOOL_VERSION = "v0.316.0"  # Prometheus 3.16
+PROMTOOL = ROOT / ".tools" / "go" / "bin" / "promtool"
 HELM_MODULE = "helm.sh/helm/v4"
 HELM_VERSION = "v4.3.2"
 HELM = ROOT / ".tools" / "go" / "bin" / "helm"
@@ -110,6 +113,21 @@ def ensure_helm() -> Path:
     if _module_version(HELM) != HELM_VERSION:
         raise ToolMissing(f"go install did not produce helm {HELM_VERSION}")
     return HELM
+
+
+def ensure_promtool() -> Path:
+    """The pinned promtool (Prometheus's rule tester), built with `go install`."""
+    if _module_version(PROMTOOL) == PROMTOOL_VERSION:
+        return PROMTOOL
+    if shutil.which("go") is None:
+        raise ToolMissing(f"promtool {PROMTOOL_VERSION} is built with Go, which is not on PATH")
+    print(f"installing promtool {PROMTOOL_VERSION} into {PROMTOOL.parent}", file=sys.stderr)
+    env = {**os.environ, "GOBIN": str(PROMTOOL.parent), "GOFLAGS": "-mod=mod -buildvcs=false"}
+    subprocess.run(["go", "install", f"{PROMTOOL_MODULE}/cmd/promtool@{PROMTOOL_VERSION}"],
+                   env=env, check=True, timeout=2400)
+    if _module_version(PROMTOOL) != PROMTOOL_VERSION:
+        raise ToolMissing(f"go install did not produce promtool {PROMTOOL_VERSION}")
+    return PROMTOOL
 
 
 def _module_version(binary: Path) -> str | None:
