@@ -273,3 +273,18 @@ def check_public_ingress_serves_only_discovery(objects: list[Obj]) -> None:
                          for p in services[backend["name"]]["spec"]["ports"]}
                 port = backend["port"].get("name") or backend["port"]["number"]
                 assert port in ("http", ports["http"]), "only the HTTP port is public"
+
+
+def check_public_route_serves_only_discovery(objects: list[Obj]) -> None:
+    """The same for a Gateway API HTTPRoute: exact JWKS and discovery paths, HTTP port."""
+    routes = find(objects, "HTTPRoute")
+    assert routes
+    http_port = {p["name"]: p["port"]
+                 for p in one(objects, "Service", "tokend")["spec"]["ports"]}["http"]
+    for route in routes:
+        for rule in route["spec"]["rules"]:
+            paths = {(m["path"]["type"], m["path"]["value"]) for m in rule["matches"]}
+            assert paths == {("Exact", "/.well-known/jwks.json"),
+                             ("Exact", "/.well-known/openid-configuration")}
+            assert [(b["name"], b["port"]) for b in rule["backendRefs"]] == [
+                ("tokend", http_port)], "only the HTTP port is public"

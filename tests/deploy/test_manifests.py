@@ -177,6 +177,19 @@ def test_public_issuer_ingress_serves_only_jwks_and_discovery(
                              {(("kubernetes.io/metadata.name", "ingress-nginx"),): {8080}})
 
 
+def test_public_issuer_gateway_route_serves_only_jwks_and_discovery(
+        rendered: dict[str, list[Obj]]) -> None:
+    public = rendered["public-issuer-gateway"]
+    inv.check_public_route_serves_only_discovery([*rendered["production"], *public])
+    (hostname,) = one(public, "HTTPRoute", "tokend-public")["spec"]["hostnames"]
+    assert inv.raw_config(rendered["production"])["tls"]  # mutual TLS stays on gRPC
+    issuer = next(e["value"] for e in tokend_container(rendered["production"])["env"]
+                  if e["name"] == "TOKEND_TOKENS__ISSUER")
+    assert issuer == f"https://{hostname}"
+    inv.check_network_policy([*rendered["production"], *public],
+                             {(("kubernetes.io/metadata.name", "gateway"),): {8080}})
+
+
 def test_monitoring_scrapes_the_http_port_and_ships_the_alerts(
         rendered: dict[str, list[Obj]]) -> None:
     monitoring = rendered["monitoring"]
@@ -187,3 +200,18 @@ def test_monitoring_scrapes_the_http_port_and_ships_the_alerts(
     assert selector.items() <= service["metadata"]["labels"].items()
     assert one(monitoring, "PrometheusRule", "tokend")["spec"] == yaml.safe_load(
         ALERTS.read_text(encoding="utf-8")), "run scripts/sync-alerts"
+
+
+def test_structural_checks_of_crd_objects_catch_mistakes(
+        rendered: dict[str, list[Obj]]) -> None:
+    # The Gateway API and prometheus-operator CRDs have no schemas in kubernetes-validate:
+    # their checks must still refuse what the API server would.
+    route = yaml.safe_load(yaml.safe_dump(one(rendered["public-issuer-gateway"], "HTTPRoute")))
+    route["spec"]["rules"][0]["matches"][0]["path"]["type"] = "Prefix"
+    route["spec"]["rules"][0]["backendRefs"][0]["port"] = "http"
+    route["spec"]["hostname"] = "typo"
+    assert len(schema_problems([route], KUBERNETES_VERSIONS[0])) == 3
+    monitor = yaml.safe_load(yaml.safe_dump(one(rendered["monitoring"], "ServiceMonitor")))
+    monitor["spec"]["endpoints"][0]["interval"] = "30 seconds"
+    del monitor["spec"]["selector"]
+    assert len(schema_problems([monitor], KUBERNETES_VERSIONS[0])) == 2
