@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import multiprocessing
 import os
 import shutil
@@ -46,6 +47,8 @@ log = structlog.get_logger("tokend.workers")
 
 # How long stopping workers get before they are killed: App.stop's grace, and margin.
 STOP_TIMEOUT = 30.0
+_SHARED_PREFIX = "tokend-workers-"
+_ABANDONED_AFTER = 60.0  # seconds
 _PR_SET_PDEATHSIG = 1
 
 
@@ -61,11 +64,36 @@ def check_ports(settings: Settings) -> None:
 def supervise(settings: Settings, count: int) -> int:
     """Run ``count`` workers until a signal stops them (0) or one dies (non-zero)."""
     check_ports(settings)
-    shared = Path(tempfile.mkdtemp(prefix="tokend-workers-"))
+    remove_abandoned()
+    shared = Path(tempfile.mkdtemp(prefix=_SHARED_PREFIX))
+    # Held while this group runs: a directory whose lock is free was abandoned.
+    owner = os.open(shared / "owner.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(owner, fcntl.LOCK_EX)
     try:
         return _supervise(settings, count, shared)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+        os.close(owner)
+
+
+def remove_abandoned() -> None:
+    """Shared directories of groups killed with SIGKILL (no cleanup ran). In a pod /tmp is
+    a memory volume that outlives container restarts, so they would pile up there."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{_SHARED_PREFIX}*"):
+        try:
+            if time.time() - directory.stat().st_mtime < _ABANDONED_AFTER:
+                continue  # a group that is starting may not hold its lock yet
+            owner = os.open(directory / "owner.lock", os.O_RDWR)
+        except OSError:
+            continue  # not ours to judge (no lock file yet, or not readable)
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running group holds it
+        finally:
+            os.close(owner)
+        shutil.rmtree(directory, ignore_errors=True)
+        log.info("workers.removed_abandoned", directory=str(directory))
 
 
 def _supervise(settings: Settings, count: int, shared: Path) -> int:

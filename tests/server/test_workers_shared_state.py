@@ -4,8 +4,12 @@ than once per worker."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.streams.test_workers import OWN_CONNECTION, Workers, start_workers, stop
 from tests.support.bao import BaoDevServer
+from tokend.workers import remove_abandoned
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 
@@ -81,3 +86,23 @@ def test_every_scrape_reports_the_whole_group(
         histogram = samples[("tokend_rpc_duration_seconds_count",
                              (("code", "OK"), ("method", "Issue")))]
         assert histogram == BURST
+
+
+def test_only_abandoned_shared_directories_are_removed(workers: Workers) -> None:
+    # A group killed with SIGKILL leaves its directory behind (in a pod, /tmp outlives the
+    # container); the next group removes it, never the directory of a group that runs.
+    running = [d for d in Path(tempfile.gettempdir()).glob("tokend-workers-*")
+               if (d / "metrics").is_dir()]
+    assert running, "the running group's directory"
+    abandoned = Path(tempfile.mkdtemp(prefix="tokend-workers-"))
+    (abandoned / "owner.lock").touch()
+    (abandoned / "ratelimit").write_bytes(b"\0" * 64)
+    remove_abandoned()
+    assert abandoned.exists(), "a minute's grace: a group that starts may not lock it yet"
+    os.utime(abandoned, (time.time() - 120, time.time() - 120))
+    for directory in running:
+        os.utime(directory, (time.time() - 120, time.time() - 120))
+    remove_abandoned()
+    assert not abandoned.exists()
+    assert all(d.exists() for d in running)
+    assert scrape(workers), "the running group still reads its metrics"
