@@ -158,17 +158,23 @@ def helm_lint() -> subprocess.CompletedProcess[str]:
 
 def render_chart(name: str) -> list[Obj]:
     """`helm template` of the chart with the value set `name` (a CHART_VALUES key)."""
-    values = _values_file(name)
-    try:
-        result = subprocess.run(
-            [str(ensure_helm()), "template", "tokend", str(CHART), "--namespace", "tokend",
-             "--values", str(values)],
-            capture_output=True, text=True, check=False, timeout=120)
-    finally:
-        values.unlink()
+    result = helm_template(CHART_VALUES[name])
     if result.returncode != 0:
         raise RuntimeError(f"helm template ({name}) failed:\n{result.stderr}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def helm_template(values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart as release `tokend` in namespace tokend."""
+    handle, path = tempfile.mkstemp(prefix="tokend-values-", suffix=".yaml")
+    with os.fdopen(handle, "w") as out:
+        yaml.safe_dump(values, out)
+    try:
+        return subprocess.run(
+            [str(ensure_helm()), "template", "tokend", str(CHART), "--namespace", "tokend",
+             "--values", path], capture_output=True, text=True, check=False, timeout=120)
+    finally:
+        os.unlink(path)
 
 
 def _values_file(name: str) -> Path:

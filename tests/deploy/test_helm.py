@@ -21,6 +21,7 @@ from .support import (
     Obj,
     find,
     helm_lint,
+    helm_template,
     image_problems,
     one,
     render_chart,
@@ -83,6 +84,21 @@ def test_services_policies_and_replicas(chart: list[Obj]) -> None:
     inv.check_replicas_have_one_owner(chart)
     more = {INGRESS_CONTROLLER: {8080}} if find(chart, "Ingress") else {}
     inv.check_network_policy(chart, more)
+
+
+@pytest.mark.parametrize(("values", "refusal"), [
+    ({"replicaCount": 2}, "SQLite (no store.existingSecret) keeps state in one pod"),
+    ({"autoscaling": {"enabled": True}}, "SQLite (no store.existingSecret)"),
+    ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+    ({"podAntiAffinity": "strict"}, "podAntiAffinity"),
+    ({"store": {"existingSecret": "s"},
+      "podDisruptionBudget": {"minAvailable": 2}}, "exactly one of minAvailable"),
+    ({"image": {"digest": "sha256:short"}}, "digest"),
+])
+def test_values_that_would_break_the_deployment_are_refused(values: dict[str, object],
+                                                            refusal: str) -> None:
+    result = helm_template(values)
+    assert result.returncode != 0 and refusal in result.stderr, result.stderr
 
 
 # -- in step with the kustomize manifests --------------------------------------------
