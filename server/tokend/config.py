@@ -99,9 +99,10 @@ class VaultConfig(_Section):
     # signing in process). docs/keys.md says when to choose which.
     custody: Literal["transit", "kv"] = "transit"
     kv_mount: str = "secret"
-    # A new key version is published this long before it signs. Unset: jwks_max_age +
-    # key_refresh_interval + 60 s; never less than jwks_max_age + key_refresh_interval
-    # (checked at start, see tokend.keys.lifecycle).
+    # A new key version is published this long before it signs. Unset:
+    # key_refresh_interval + max(jwks_max_age, jwks_consumer_refresh) + 60 s (22 min by
+    # default); never less than key_refresh_interval + max(jwks_max_age,
+    # jwks_consumer_refresh) (checked at start, see tokend.keys.lifecycle).
     propagation_delay: Annotated[
         float | None, BeforeValidator(_parse_duration), Field(ge=0)] = None
     # Rotate on a schedule: a new version when the newest is this old. 0: never.
@@ -115,6 +116,10 @@ class TokenConfig(_Section):
     leeway: int = Field(30, ge=0, le=300)
     refresh_ttl: Seconds = 86400.0
     refresh_family_lifetime: Seconds = 30 * 86400.0
+    # A Refresh sent with an idempotency key may be retried by the same caller this long
+    # after it was answered, and gets the same answer (docs/configuration.md). 0: never.
+    refresh_retry_window: Annotated[
+        float, BeforeValidator(_parse_duration), Field(ge=0, le=600)] = 60.0
     # Empty: any well-formed audience may be issued.
     allowed_audiences: tuple[str, ...] = ()
     max_token_bytes: int = Field(8192, ge=1024, le=65536)
@@ -143,7 +148,7 @@ class TlsConfig(_Section):
 
 
 class RateLimitConfig(_Section):
-    """Token bucket per caller on Issue and Refresh; a policy entry may override it."""
+    """Token bucket per caller on Issue, Refresh and Revoke; a policy entry may override it."""
 
     per_second: float = Field(100.0, gt=0)
     burst: int = Field(200, ge=1)
@@ -228,6 +233,12 @@ class Settings(BaseSettings):
     # The caller identity recorded as `client_id` when there is no client certificate.
     default_client_id: str = Field("tokend-local", pattern=r"^[\x21-\x7e]{1,256}$")
     jwks_max_age: int = Field(300, ge=0, le=86400)
+    # The longest a JWKS consumer that ignores Cache-Control keeps a key set before it
+    # fetches again: istiod refetches every 20 min (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL),
+    # Envoy's remote_jwks after its cache_duration (10 min unless set). Key rotation
+    # waits for it (vault.propagation_delay). 0: every consumer honours max-age.
+    jwks_consumer_refresh: Annotated[
+        float, BeforeValidator(_parse_duration), Field(ge=0, le=86400)] = 1200.0
     revocation_poll_interval: Seconds = 0.5
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Audit events (one JSON line per Issue/Refresh/Revoke and rejected Verify):

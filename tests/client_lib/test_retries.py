@@ -38,7 +38,7 @@ CALLS: dict[str, Callable[[Client], Any]] = {
     "GetJwks": lambda c: c.get_jwks(),
     "Refresh": lambda c: c.refresh("tkd_rt_x"),
 }
-RETRIED = ("Issue", "Verify", "Revoke", "GetJwks")
+RETRIED = ("Issue", "Verify", "Revoke", "GetJwks", "Refresh")
 
 
 async def outcome(value: Any) -> Any:
@@ -92,13 +92,18 @@ async def test_retries_zero_means_one_attempt(scripted: ScriptedServer,
     assert scripted.service.calls["Issue"] == 1
 
 
-async def test_refresh_is_never_retried(scripted: ScriptedServer,
-                                        make_client: Callable[..., Client]) -> None:
-    # A lost answer may mean the token was spent; presenting it again is reuse.
-    scripted.service.fail("Refresh", grpc.StatusCode.UNAVAILABLE)
-    with pytest.raises(UnavailableError):
-        await outcome(make_client(scripted.target, retries=3).refresh("tkd_rt_x"))
-    assert scripted.service.calls["Refresh"] == 1
+async def test_refresh_retries_carry_one_idempotency_key(
+        scripted: ScriptedServer, make_client: Callable[..., Client]) -> None:
+    # A lost answer may mean the token was spent: the retry must name the same logical
+    # Refresh (same key), and the next Refresh a new one, or the server sees reuse.
+    scripted.service.fail("Refresh", grpc.StatusCode.UNAVAILABLE, times=2)
+    client = make_client(scripted.target, retries=3)
+    await outcome(client.refresh("tkd_rt_x"))
+    await outcome(client.refresh("tkd_rt_y"))
+    keys = [r.idempotency_key for r in scripted.service.requests["Refresh"]]
+    assert len(keys) == 4
+    assert keys[0] == keys[1] == keys[2] != keys[3]
+    assert all(16 <= len(k) <= 128 for k in keys)
 
 
 @pytest.mark.parametrize(("code", "error"), [

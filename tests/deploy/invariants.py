@@ -28,6 +28,9 @@ ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 SECRET_PLACEHOLDERS = {"TOKEND_STORE_URL": "postgresql://tokend:x@postgres.postgres.svc/tokend"}
 CALLERS = ("tokend/client", "true")
 MONITORING = ("kubernetes.io/metadata.name", "monitoring")
+# JWKS readers that are no callers (docs/mesh.md): istiod, ingress controllers, gateways.
+ISTIOD = ("kubernetes.io/metadata.name", "istio-system")
+JWKS_READERS = ("tokend/jwks-reader", "true")
 
 
 # -- looking things up ---------------------------------------------------------------
@@ -245,10 +248,12 @@ def admitted_ingress(objects: list[Obj]) -> dict[tuple[tuple[str, str], ...], se
 
 def check_network_policy(objects: list[Obj],
                          more: dict[tuple[tuple[str, str], ...], set[int]] | None = None) -> None:
-    """Only callers, monitoring (and `more`) get in; DNS and Vault are reachable."""
+    """Only callers get to gRPC; monitoring and JWKS readers (and `more`) to HTTP only;
+    DNS and Vault are reachable."""
     policy = one(objects, "NetworkPolicy", "tokend")
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     assert admitted_ingress(objects) == {(CALLERS,): {50051, 8080}, (MONITORING,): {8080},
+                                         (ISTIOD,): {8080}, (JWKS_READERS,): {8080},
                                          **(more or {})}
     egress_ports = {p["port"] for np in find(objects, "NetworkPolicy")
                     for rule in np["spec"].get("egress", []) for p in rule["ports"]}

@@ -30,7 +30,6 @@ from .support import (
 
 # The first use builds helm (several minutes on a machine with no Go cache).
 pytestmark = pytest.mark.timeout(1500)
-INGRESS_CONTROLLER = (("kubernetes.io/metadata.name", "ingress-nginx"),)
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +81,7 @@ def test_vault_login_uses_a_projected_token(chart: list[Obj]) -> None:
 def test_services_policies_and_replicas(chart: list[Obj]) -> None:
     inv.check_service_ports_and_selectors(chart)
     inv.check_replicas_have_one_owner(chart)
-    more = {INGRESS_CONTROLLER: {8080}} if find(chart, "Ingress") else {}
-    inv.check_network_policy(chart, more)
+    inv.check_network_policy(chart)
 
 
 @pytest.mark.parametrize(("values", "refusal"), [

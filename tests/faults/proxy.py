@@ -7,6 +7,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from types import TracebackType
 
 
@@ -15,6 +16,9 @@ class LoopbackProxy:
 
     `cut()` resets every forwarded connection and refuses new ones (accepted, then closed
     at once) until `heal()`: to the client it looks like a database that went away.
+
+    Answers (target to client) can also be held back ``delay`` seconds (a slow server),
+    or dropped while ``drop_answers`` is set (the request arrives, its answer is lost).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -25,6 +29,8 @@ class LoopbackProxy:
         self._open: set[socket.socket] = set()
         self._cut = False
         self._closed = False
+        self.delay = 0.0
+        self.drop_answers = False
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
 
     def __enter__(self) -> LoopbackProxy:
@@ -68,12 +74,17 @@ class LoopbackProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._open.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, answers),
+                                 daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool = False) -> None:
         try:
             while data := src.recv(65536):
+                if answers and self.delay:
+                    time.sleep(self.delay)
+                if answers and self.drop_answers:
+                    continue
                 dst.sendall(data)
         except OSError:
             pass

@@ -6,6 +6,7 @@ INVALID_ARGUMENT, never UNKNOWN, INTERNAL or a retryable code."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,13 +64,14 @@ def revoke(server: TokendProcess, **fields: str) -> int:
     return server.stub.Revoke(pb.RevokeRequest(**fields), timeout=10).revoked
 
 
-def raw_call(server: TokendProcess, method: str, payload: bytes
+def raw_call(server: TokendProcess, method: str, payload: bytes, request_id: str | None = None
              ) -> tuple[grpc.StatusCode, str]:
     """`payload` as the request bytes, unchecked by any protobuf library."""
     channel = grpc.insecure_channel(server.grpc_addr)
+    metadata = (("x-request-id", request_id),) if request_id else None
     try:
         call = channel.unary_unary(SERVICE + method)  # no serializers: bytes as they are
-        return code_of(lambda: call(payload, timeout=10))
+        return code_of(lambda: call(payload, timeout=10, metadata=metadata))
     finally:
         channel.close()
 
@@ -251,13 +253,15 @@ def test_malformed_protobuf_is_invalid_argument_and_audited(
         server: TokendProcess, method: str, payload: bytes) -> None:
     malformed = f'tokend_malformed_requests_total{{rpc="{method}"}}'
     before_metric = _metric(server, malformed)
-    before_audit = len(audit_lines(server))
-    code, details = raw_call(server, method, payload)
+    request_id = f"malformed-{method}-{secrets.token_hex(4)}"
+    code, details = raw_call(server, method, payload, request_id)
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
     assert "not a valid protobuf message" in details
     assert "Error parsing" not in details and "Exception" not in details
     assert _metric(server, malformed) == before_metric + 1
-    (event,) = _settled(lambda: audit_lines(server)[before_audit:])  # refusals: audited
+    # Refusals are audited; matched by request id: an earlier test's line may land late.
+    (event,) = _settled(lambda: [line for line in audit_lines(server)
+                                 if line.get("request_id") == request_id])
     assert event["event"] == f"rpc.{method}" and event["code"] == "INVALID_ARGUMENT"
     assert "Traceback" not in server.log_path.read_text()
 

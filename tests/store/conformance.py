@@ -21,6 +21,7 @@ from tokend.store import (
     ConflictError,
     NewRevocation,
     RefreshFamily,
+    RefreshRetry,
     RefreshToken,
     Revocation,
     RotateStatus,
@@ -429,6 +430,114 @@ class StoreConformance:
         await store.create_family(family(), token("t1", access_ttl=2 * HOUR))
         rows = await store.revoke_subject("alice", "offboarded", NOW, NOW + HOUR)
         assert "jti-t1" in by_kind(rows).get("jti", [])
+
+    # -- Revoke(subject) against families created meanwhile ---------------------------
+
+    async def test_family_started_at_or_before_the_subject_cutoff_is_dead(
+        self, store: Store
+    ) -> None:
+        # An Issue that began before Revoke(subject) creates its family after the
+        # revocation committed: it must be born revoked, not spendable.
+        cutoff = NOW + 10
+        await store.revoke_subject("alice", "sign out", cutoff, cutoff + HOUR)
+        await store.create_family(family("early", created_at=NOW + 5), token("te", "early"))
+        await store.create_family(family("tie", created_at=cutoff), token("tt", "tie"))
+        await store.create_family(family("later", created_at=cutoff + 1), token("tl", "later"))
+        for name, fam_id in (("te", "early"), ("tt", "tie")):
+            found = await store.get_refresh(h(name)) or pytest.fail("family vanished")
+            assert found[0].revoked_at is not None
+            rotated = await store.rotate_refresh(
+                h(name), token(name + "2", fam_id, issued_at=cutoff + 2), cutoff + 2)
+            assert rotated.status is RotateStatus.REVOKED
+        rotated = await store.rotate_refresh(
+            h("tl"), token("tl2", "later", issued_at=cutoff + 2), cutoff + 2)
+        assert rotated.status is RotateStatus.OK
+        other = await store.get_refresh(h("tl2")) or pytest.fail("rotation lost")
+        assert other[0].revoked_at is None
+
+    async def test_rotation_refuses_a_family_its_subject_revocation_missed(
+        self, store: Store
+    ) -> None:
+        # Belt and braces: a subject entry that did not revoke a live family of the
+        # subject (written by add_revocations here) still stops it at its next rotation,
+        # for good: the family is revoked with its live access tokens.
+        await store.create_family(family(created_at=NOW + 5), token("t1", issued_at=NOW + 5))
+        cutoff = NOW + 10
+        await store.add_revocations(
+            [NewRevocation("subject", "alice", cutoff + HOUR, "test", not_before=cutoff)])
+        rotated = await store.rotate_refresh(
+            h("t1"), token("t2", issued_at=cutoff + 1), cutoff + 1)
+        assert rotated.status is RotateStatus.REVOKED
+        assert by_kind(list(rotated.revocations)) == {"jti": ["jti-t1"], "family": ["fam-1"]}
+        found = await store.get_refresh(h("t1")) or pytest.fail("family vanished")
+        assert found[0].revoked_at == cutoff + 1
+        assert await store.get_refresh(h("t2")) is None
+
+    async def test_subject_revocation_racing_family_creation_never_misses_one(
+        self, store_factory: StoreFactory
+    ) -> None:
+        # Two stores (two replicas on PostgreSQL): whichever commits first, the family
+        # of an Issue that began before the cutoff ends up revoked.
+        a, b = await store_factory(), await store_factory()
+        for i in range(20):
+            subject, fam_id, name = f"racer-{i}", f"race-{i}", f"tr-{i}"
+            cutoff = NOW + 100 + i
+            await asyncio.gather(
+                a.revoke_subject(subject, "race", cutoff, cutoff + HOUR),
+                b.create_family(family(fam_id, subject, created_at=cutoff - 0.5),
+                                token(name, fam_id)),
+            )
+            found = await a.get_refresh(h(name)) or pytest.fail("family vanished")
+            assert found[0].revoked_at is not None, f"round {i}: family left spendable"
+
+    # -- retry of a Refresh whose answer was lost -------------------------------------
+
+    async def _spend_with_retry(self, store: Store, key: bytes) -> RefreshRetry:
+        await store.create_family(family(), token("t1"))
+        retry = RefreshRetry(key, b"sealed answer", NOW + 60)
+        rotated = await store.rotate_refresh(
+            h("t1"), token("t2", issued_at=NOW + 1), NOW + 1, retry_key=key, retry=retry)
+        assert rotated.status is RotateStatus.OK
+        return retry
+
+    async def test_rotate_again_under_the_same_key_is_a_retry(self, store: Store) -> None:
+        key = h("key-1")
+        retry = await self._spend_with_retry(store, key)
+        _, spent = await store.get_refresh(h("t1")) or pytest.fail("token vanished")
+        assert spent.retry == retry
+        last = await store.last_seq()
+        again = await store.rotate_refresh(
+            h("t1"), token("t3", issued_at=NOW + 2), NOW + 2, retry_key=key)
+        assert again.status is RotateStatus.RETRY
+        assert again.retry == retry
+        assert await store.get_refresh(h("t3")) is None  # the retry writes nothing
+        assert await store.last_seq() == last
+        fam, fresh = await store.get_refresh(h("t2")) or pytest.fail("successor vanished")
+        assert fam.revoked_at is None and fresh.spent_at is None
+
+    @pytest.mark.parametrize("other_key", [None, "key-2"])
+    async def test_rotate_again_under_another_key_is_reuse(
+        self, store: Store, other_key: str | None
+    ) -> None:
+        await self._spend_with_retry(store, h("key-1"))
+        again = await store.rotate_refresh(
+            h("t1"), token("t3", issued_at=NOW + 2), NOW + 2,
+            retry_key=h(other_key) if other_key else None)
+        assert again.status is RotateStatus.REUSED
+        assert again.family is not None and again.family.revoked_at is not None
+
+    async def test_retry_window_closes(self, store: Store) -> None:
+        key = h("key-1")
+        await self._spend_with_retry(store, key)
+        late = await store.rotate_refresh(
+            h("t1"), token("t3", issued_at=NOW + 60), NOW + 60, retry_key=key)
+        assert late.status is RotateStatus.REUSED
+
+    async def test_purge_drops_sealed_answers_after_their_window(self, store: Store) -> None:
+        await self._spend_with_retry(store, h("key-1"))
+        await store.purge(NOW + 61)
+        _, spent = await store.get_refresh(h("t1")) or pytest.fail("spent token purged")
+        assert spent.spent_at is not None and spent.retry is None
 
     # -- purge -----------------------------------------------------------------------
 

@@ -162,7 +162,8 @@ def test_tokend_migrate_sqlite_from_the_environment(
     monkeypatch.setenv("TOKEND_STORE_URL", f"sqlite:///{path}")
     assert tokend_main(["migrate"]) == 0
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (
+            len(MIGRATIONS),)
     conn.close()
 
 

@@ -470,9 +470,15 @@ type RefreshRequest struct {
 	RefreshToken string `protobuf:"bytes,1,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
 	// Narrow the new access token to these scopes (a subset of the original);
 	// empty keeps the original scopes. Widening is refused.
-	Scopes        []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Scopes []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Optional: makes this Refresh safely retryable. A fresh random value (16-128
+	// characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+	// retry of it: the same caller sending the same request with the same key within the
+	// server's retry window gets the same answer; any other second use of the refresh
+	// token is reuse and revokes its family. Empty: not retryable.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RefreshRequest) Reset() {
@@ -517,6 +523,13 @@ func (x *RefreshRequest) GetScopes() []string {
 		return x.Scopes
 	}
 	return nil
+}
+
+func (x *RefreshRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 // RevokeRequest names what to revoke: exactly one target.
@@ -1049,10 +1062,11 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\x06claims\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x06claims\x12\x18\n" +
 	"\asubject\x18\x04 \x01(\tR\asubject\x129\n" +
 	"\n" +
-	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"M\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"v\n" +
 	"\x0eRefreshRequest\x12#\n" +
 	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\x12\x16\n" +
-	"\x06scopes\x18\x02 \x03(\tR\x06scopes\"\xa0\x01\n" +
+	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xa0\x01\n" +
 	"\rRevokeRequest\x12\x16\n" +
 	"\x05token\x18\x01 \x01(\tH\x00R\x05token\x12\x12\n" +
 	"\x03jti\x18\x02 \x01(\tH\x00R\x03jti\x12%\n" +

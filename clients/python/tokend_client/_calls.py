@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -158,8 +159,11 @@ def verify_request(token: str, audience: str,
 
 
 def refresh_request(refresh_token: str, scopes: str | Iterable[str]) -> pb.RefreshRequest:
-    """The RefreshRequest for :meth:`TokenClient.refresh`."""
-    return pb.RefreshRequest(refresh_token=refresh_token, scopes=_scopes(scopes, "scopes"))
+    """The RefreshRequest for :meth:`TokenClient.refresh`, with a fresh idempotency key:
+    one per logical Refresh, sent unchanged by each retry of it, so the server answers a
+    retry whose first attempt it had committed with that same answer, not as reuse."""
+    return pb.RefreshRequest(refresh_token=refresh_token, scopes=_scopes(scopes, "scopes"),
+                             idempotency_key=secrets.token_urlsafe(24))
 
 
 def revoke_request(*, token: str | None, jti: str | None, refresh_token: str | None,

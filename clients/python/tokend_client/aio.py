@@ -1,8 +1,8 @@
 """AsyncTokenClient: the tokend API over a ``grpc.aio`` channel.
 
 The same calls, results, errors, deadlines and retry rules as
-:class:`tokend_client.TokenClient` (read its module documentation for why Refresh is
-never retried). Create the client inside the event loop that uses it: a ``grpc.aio``
+:class:`tokend_client.TokenClient` (read its module documentation for how Refresh is
+retried safely). Create the client inside the event loop that uses it: a ``grpc.aio``
 channel belongs to one loop.
 """
 
@@ -58,9 +58,10 @@ class AsyncTokenClient(ClientBase):
 
     async def refresh(self, refresh_token: str, *,
                       scopes: str | Iterable[str] = ()) -> IssuedToken:
-        """Spend a refresh token, never retried; see :meth:`tokend_client.TokenClient.refresh`."""
+        """Spend a refresh token (retried under one idempotency key); see
+        :meth:`tokend_client.TokenClient.refresh`."""
         request = _calls.refresh_request(refresh_token, scopes)
-        response = await self._call(self._stub.Refresh, request, retryable=False)
+        response = await self._call(self._stub.Refresh, request, retryable=True)
         return _calls.issued_token(response)
 
     async def revoke(self, *, token: str | None = None, jti: str | None = None,

@@ -9,8 +9,10 @@ exponential backoff and jitter after UNAVAILABLE only:
 * Issue is retried too. If a first attempt was signed but its answer was lost, the
   caller gets a second token and the first one simply goes unused until it expires
   (with ``refresh=True``, an unused refresh family as well).
-* Refresh is never retried: if the lost attempt spent the refresh token, presenting it
-  again looks exactly like token theft, and tokend revokes the whole family.
+* Refresh is retried with the idempotency key of its first attempt (one fresh key per
+  call): if the lost attempt had spent the refresh token, tokend answers the retry with
+  that attempt's answer (within its ``tokens.refresh_retry_window``). Any other second
+  use of a spent refresh token still looks like theft and revokes the whole family.
 
 The two streams (``watch_revocations``, ``watch_jwks``) have no deadline and no
 retries: :class:`~tokend_client.LiveSource` follows them, reconnecting as needed.
@@ -75,14 +77,15 @@ class TokenClient(ClientBase):
         return _calls.verify_result(self._call(self._stub.Verify, request, retryable=True))
 
     def refresh(self, refresh_token: str, *, scopes: str | Iterable[str] = ()) -> IssuedToken:
-        """Spend ``refresh_token`` for a new access and refresh token (never retried).
+        """Spend ``refresh_token`` for a new access and refresh token (retried safely:
+        every attempt carries the same idempotency key).
 
         ``scopes`` narrows the new token. A refresh token that is unknown, expired,
         revoked or already spent raises UnauthenticatedError; presenting a spent one
         also revokes its whole family.
         """
         request = _calls.refresh_request(refresh_token, scopes)
-        return _calls.issued_token(self._call(self._stub.Refresh, request, retryable=False))
+        return _calls.issued_token(self._call(self._stub.Refresh, request, retryable=True))
 
     def revoke(self, *, token: str | None = None, jti: str | None = None,
                refresh_token: str | None = None, subject: str | None = None,

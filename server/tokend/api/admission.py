@@ -20,7 +20,8 @@ from tokend.api.policy import OPEN_RPCS, CallerPolicy
 from tokend.api.ratelimit import RateLimiter
 from tokend.audit import AuditLog
 
-RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh"})
+# Every RPC that writes: one bucket per caller identity, shared by the three.
+RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh", "Revoke"})
 # Read-only and answered from memory: no identity is worked out for them unless the audit
 # needs one (a rejected Verify), so they cost no certificate lookup.
 IDENTITY_FREE_RPCS = frozenset({"Verify", "GetJwks"})

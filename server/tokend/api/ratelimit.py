@@ -1,4 +1,5 @@
-"""Per-caller token buckets for Issue and Refresh, per process or shared by the workers.
+"""Per-caller token buckets for the RPCs that write (Issue, Refresh and Revoke), per
+process or shared by the workers of `tokend serve --workers N`.
 
 The shared table is hand-written: no well-kept library keeps token buckets in memory
 that several processes update without a server (Redis) beside them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -231,9 +232,13 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     async def Refresh(self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
                       ) -> pb.IssueResponse:
         call = current_call.get()
-        result = await self._authority.refresh(request.refresh_token, list(request.scopes),
-                                               client_id=call.client_id)
+        result = await self._authority.refresh(
+            request.refresh_token, list(request.scopes), client_id=call.client_id,
+            permit=functools.partial(_refresh_permit, call),
+            idempotency_key=request.idempotency_key)
         call.audit.update(subject=result.subject, jti=result.access.jti)
+        if result.retried:
+            call.audit["retried"] = True  # the same pair handed out a second time
         return _issue_response(result)
 
     @rpc("Revoke")
@@ -300,6 +305,25 @@ def _caller_default_ttl(ttl: int, requested: float | None, call: CallContext) ->
     if requested is None and rules is not None and rules.max_ttl is not None:
         return min(ttl, int(rules.max_ttl))
     return ttl
+
+
+def _refresh_permit(call: CallContext, spec: policy.AccessTokenSpec
+                    ) -> policy.AccessTokenSpec:
+    """A Refresh obeys the caller's policy entry as it is now, not as it was at Issue
+    (docs/policy.md): the ttl is narrowed to the entry's max_ttl; a subject, audience,
+    scope or custom claim the entry no longer grants is refused (the caller may narrow
+    scopes)."""
+    rule = call.rule
+    if rule is None:  # the development allow-all policy
+        return spec
+    if rule.issue is None:
+        raise PolicyDenied(f"caller {call.client_id!r} may not mint tokens any more "
+                           "(its policy entry has no issue: section)")
+    if rule.issue.max_ttl is not None and spec.ttl > rule.issue.max_ttl:
+        spec = dataclasses.replace(spec, ttl=int(rule.issue.max_ttl))
+    check_issue(rule, call.client_id, subject=spec.subject, audience=spec.audience,
+                scopes=spec.scopes, ttl=spec.ttl, claims=spec.claims.keys())
+    return spec
 
 
 def _issue_response(result: IssueResult) -> pb.IssueResponse:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
@@ -100,6 +101,20 @@ class RefreshToken:
     # still pass verification: its exp plus the verifiers' leeway, not the bare exp.
     access_expires_at: float
     spent_at: float | None = None
+    # Set when the token is spent by a Refresh that carried an idempotency key: the
+    # answer, sealed, so the same caller retrying the same request can be answered again
+    # until `retry_until` (tokens.refresh_retry_window). Never the answer in clear:
+    # see tokend.tokens.retry.
+    retry: RefreshRetry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRetry:
+    """What spending a refresh token under an idempotency key leaves on the spent row."""
+
+    key_hash: bytes  # names the caller, the key and the request; not the key itself
+    sealed: bytes  # the answer, sealed under a key derived from the spent token
+    until: float
 
 
 class RotateStatus(enum.Enum):
@@ -108,28 +123,43 @@ class RotateStatus(enum.Enum):
     EXPIRED = "expired"
     REVOKED = "revoked"
     REUSED = "reused"
+    # The spent token came back under the idempotency key it was spent with, within the
+    # retry window: the caller lost the answer; `RotateResult.retry` has it, sealed.
+    RETRY = "retry"
 
 
 @dataclass(frozen=True, slots=True)
 class RotateResult:
     status: RotateStatus
     family: RefreshFamily | None  # None only for NOT_FOUND
-    revocations: tuple[Revocation, ...] = ()  # what a REUSED detection revoked
+    # What a REUSED detection revoked, or a REVOKED family found cut off by its subject.
+    revocations: tuple[Revocation, ...] = ()
+    retry: RefreshRetry | None = None  # for RETRY: what the first spend recorded
 
 
 # The reason recorded on the revocations a reused refresh token causes.
 REUSE_REASON = "refresh token reuse detected"
+# ...and on those of a family found at or before its subject's Revoke(subject) cutoff.
+SUBJECT_CUTOFF_REASON = "subject revoked"
 
 
 def rotation_status(family: RefreshFamily, old: RefreshToken, new: RefreshToken,
-                    now: float) -> RotateStatus:
+                    now: float, *, subject_cutoff: float | None = None,
+                    retry_key: bytes | None = None) -> RotateStatus:
     """What spending `old` for `new` comes to, decided inside the backend's transaction
-    with both rows locked; on REUSED the backend revokes the family."""
-    if family.revoked_at is not None:
+    with both rows locked; on REUSED the backend revokes the family.
+
+    ``subject_cutoff``: the live Revoke(subject) cutoff of the family's subject, if any;
+    a family started at or before it is dead (its Issue began before the revocation).
+    ``retry_key``: the key hash of this request's idempotency key (None without one).
+    """
+    if family.revoked_at is not None or family_cut_off(family, subject_cutoff):
         return RotateStatus.REVOKED
     if now >= family.expires_at or now >= old.expires_at:
         return RotateStatus.EXPIRED
     if old.spent_at is not None:
+        if is_retry(old, retry_key, now):
+            return RotateStatus.RETRY
         # A spent token came back: either it was stolen or its holder was; we cannot
         # tell which, so the whole family dies (RFC 9700, section 4.14.2).
         return RotateStatus.REUSED
@@ -138,9 +168,24 @@ def rotation_status(family: RefreshFamily, old: RefreshToken, new: RefreshToken,
     return RotateStatus.OK
 
 
+def family_cut_off(family: RefreshFamily, subject_cutoff: float | None) -> bool:
+    """A family is as old as its first access token (`created_at` is that token's iat):
+    a Revoke(subject) cutoff at or after it kills the family, like the token."""
+    return subject_cutoff is not None and family.created_at <= subject_cutoff
+
+
+def is_retry(old: RefreshToken, retry_key: bytes | None, now: float) -> bool:
+    retry = old.retry
+    return (retry is not None and retry_key is not None and now < retry.until
+            and hmac.compare_digest(retry.key_hash, retry_key))
+
+
 def token_from_row(row: Sequence[Any]) -> RefreshToken:
-    token_hash, *rest = row
-    return RefreshToken(bytes(token_hash), *rest)
+    token_hash, *rest, key_hash, sealed, until = row
+    retry = None
+    if key_hash is not None and sealed is not None and until is not None:
+        retry = RefreshRetry(bytes(key_hash), bytes(sealed), until)
+    return RefreshToken(bytes(token_hash), *rest, retry)
 
 
 def token_params(t: RefreshToken) -> tuple[Any, ...]:
@@ -148,7 +193,13 @@ def token_params(t: RefreshToken) -> tuple[Any, ...]:
     if not isinstance(t.token_hash, bytes):
         raise TypeError("token_hash must be bytes (the SHA-256 digest, never the token)")
     return (t.token_hash, t.family_id, t.issued_at, t.expires_at, t.access_jti,
-            t.access_expires_at, t.spent_at)
+            t.access_expires_at, t.spent_at, *retry_params(t.retry))
+
+
+def retry_params(retry: RefreshRetry | None) -> tuple[Any, Any, Any]:
+    if retry is None:
+        return (None, None, None)
+    return (retry.key_hash, retry.sealed, retry.until)
 
 
 def refuse_newer_schema(current: int, known: int) -> None:
@@ -208,14 +259,20 @@ class OpsStore:
         if first.family_id != family.family_id:
             raise ValueError("the first refresh token belongs to another family")
         ops = self._ops
-        await self._call(ops.create_family, ops.family_params(family), ops.token_params(first))
+        await self._call(ops.create_family, ops.family_params(family), ops.token_params(first),
+                         family.subject, family.created_at, self._clock())
 
     async def get_refresh(self, token_hash: bytes) -> tuple[RefreshFamily, RefreshToken] | None:
         return await self._call(self._ops.get_refresh, token_hash)
 
-    async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float) -> RotateResult:
+    async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float, *,
+                             retry_key: bytes | None = None,
+                             retry: RefreshRetry | None = None) -> RotateResult:
+        if retry is not None and retry.key_hash != retry_key:
+            raise ValueError("the retry record must carry this request's retry key")
         params = self._ops.token_params(new)
-        return await self._call(self._ops.rotate, old_hash, new, params, now, self._clock())
+        return await self._call(self._ops.rotate, old_hash, new, params, now, self._clock(),
+                                retry_key, retry)
 
     async def revoke_family(self, family_id: str, reason: str, now: float) -> list[Revocation]:
         return await self._call(self._ops.revoke_family, family_id, reason, now, self._clock())
@@ -269,12 +326,21 @@ class Store(Protocol):
         """Highest sequence ever assigned (not lowered by purge); 0 for an empty store."""
         ...
 
-    async def create_family(self, family: RefreshFamily, first: RefreshToken) -> None: ...
+    async def create_family(self, family: RefreshFamily, first: RefreshToken) -> None:
+        """A family whose ``created_at`` is at or before its subject's live Revoke(subject)
+        cutoff is created revoked: serialised with `revoke_subject`, so a family from an
+        Issue that raced a subject revocation is either revoked by it or born revoked."""
+        ...
 
     async def get_refresh(self, token_hash: bytes) -> tuple[RefreshFamily, RefreshToken] | None: ...
 
-    async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float) -> RotateResult:
-        """One transaction. Checks in this order: NOT_FOUND, REVOKED, EXPIRED, REUSED, OK."""
+    async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float, *,
+                             retry_key: bytes | None = None,
+                             retry: RefreshRetry | None = None) -> RotateResult:
+        """One transaction. Checks in this order: NOT_FOUND, REVOKED (including a family
+        at or before its subject's cutoff, which is then marked revoked), EXPIRED,
+        RETRY (spent with this same ``retry_key`` within its window), REUSED, OK.
+        On OK, ``retry`` (if given) is recorded on the spent row."""
         ...
 
     async def revoke_family(self, family_id: str, reason: str, now: float) -> list[Revocation]:

@@ -15,7 +15,10 @@ what differs is how they are kept with many writers:
 * **Row locks.** ``rotate_refresh`` locks the family row, then the token row
   (``SELECT … FOR UPDATE``); ``revoke_family`` and ``revoke_subject`` lock the family
   rows. Row locks are always taken before `FEED_LOCK`, never after, so no two writers
-  can wait on each other in a cycle.
+  can wait on each other in a cycle. ``revoke_subject`` and ``create_family`` first
+  take a per-subject advisory lock (`SUBJECT_LOCK_CLASS`), before any other: a family
+  created while its subject is being revoked is then either seen by the revocation or
+  sees its cutoff.
 * **Change feed.** Each revocation transaction also sends ``NOTIFY tokend_revocations``
   (payload: the highest ``seq`` it wrote), delivered by PostgreSQL only on commit.
   ``wait_for_change`` keeps one dedicated ``LISTEN`` connection and returns early on a
@@ -48,11 +51,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .base import (
     REUSE_REASON,
+    SUBJECT_CUTOFF_REASON,
     ConflictError,
     InvalidValue,
     NewRevocation,
     OpsStore,
     RefreshFamily,
+    RefreshRetry,
     RefreshToken,
     Revocation,
     RotateResult,
@@ -60,6 +65,7 @@ from .base import (
     StoreError,
     StoreOps,
     refuse_newer_schema,
+    retry_params,
     rotation_status,
     token_from_row,
     token_params,
@@ -82,6 +88,9 @@ CHANNEL = "tokend_revocations"
 # Advisory lock keys are per database: "tokend" in ASCII followed by a small number.
 FEED_LOCK = 0x746F6B656E64_0001
 MIGRATION_LOCK = 0x746F6B656E64_0002
+# Two-key advisory locks (a key space apart from the one-key locks above): this class
+# ("toke") and hashtext(subject) serialise create_family with revoke_subject per subject.
+SUBJECT_LOCK_CLASS = 0x746F6B65
 
 # Append only: a released migration is never edited, a change is a new entry.
 # Version N is MIGRATIONS[N - 1]; each runs in one transaction with its schema_version row.
@@ -125,6 +134,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX refresh_tokens_family_id ON refresh_tokens (family_id)",
         "CREATE INDEX refresh_tokens_access_expires_at ON refresh_tokens (access_expires_at)",
     ),
+    (
+        # The sealed answer of a Refresh spent under an idempotency key (retryable).
+        "ALTER TABLE refresh_tokens ADD COLUMN retry_key bytea,"
+        " ADD COLUMN retry_sealed bytea, ADD COLUMN retry_until double precision",
+        # A subject's Revoke(subject) cutoff, read by every family creation and rotation.
+        "CREATE INDEX revocations_subject ON revocations (value) WHERE kind = 'subject'",
+    ),
 )
 
 # libpq parameters tokend sets unless the URL sets them itself. Keepalives and the TCP
@@ -152,7 +168,7 @@ _FAMILY_COLUMNS = (
 )  # fmt: skip
 _TOKEN_COLUMNS = (
     "token_hash", "family_id", "issued_at", "expires_at",
-    "access_jti", "access_expires_at", "spent_at",
+    "access_jti", "access_expires_at", "spent_at", "retry_key", "retry_sealed", "retry_until",
 )  # fmt: skip
 _FAMILY_COLS = ", ".join(_FAMILY_COLUMNS)
 _TOKEN_COLS = ", ".join(_TOKEN_COLUMNS)
@@ -169,8 +185,13 @@ _INSERT_FAMILY = (
     " VALUES (%s, %s, %s, %s::text[], %s::text[], %s::jsonb, %s, %s, %s, %s)"
 )
 _INSERT_TOKEN = (
-    f"INSERT INTO refresh_tokens ({_TOKEN_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"  # noqa: S608
+    f"INSERT INTO refresh_tokens ({_TOKEN_COLS})"  # noqa: S608
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+_SELECT_SUBJECT_CUTOFF = (
+    "SELECT MAX(not_before) FROM revocations WHERE kind = 'subject' AND value = %s"
+)
+_LOCK_SUBJECT = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 _SELECT_REFRESH = (
     f"SELECT {', '.join('f.' + c for c in _FAMILY_COLUMNS)},"  # noqa: S608
     f" {', '.join('t.' + c for c in _TOKEN_COLUMNS)}"
@@ -551,8 +572,17 @@ async def _last_seq(conn: Conn) -> int:
 # -- refresh families (on a pooled connection) -----------------------------------------
 
 
-async def _create_family(conn: Conn, family: tuple[Any, ...], first: tuple[Any, ...]) -> None:
+async def _create_family(
+    conn: Conn, family: tuple[Any, ...], first: tuple[Any, ...],
+    subject: str, created_at: float, now: float,
+) -> None:
     async with conn.transaction():
+        # With revoke_subject's lock, one of the two sees the other: a family from an
+        # Issue that raced Revoke(subject) is either revoked by it or born revoked here.
+        await conn.execute(_LOCK_SUBJECT, (SUBJECT_LOCK_CLASS, subject))
+        cutoff = await _subject_cutoff(conn, subject)
+        if cutoff is not None and created_at <= cutoff:
+            family = (*family[:-1], now)
         await conn.execute(_INSERT_FAMILY, family)
         await conn.execute(_INSERT_TOKEN, first)
 
@@ -568,6 +598,12 @@ async def _fetch_one(conn: Conn, query: str, params: tuple[Any, ...]) -> tuple[A
     return await (await conn.execute(query, params)).fetchone()
 
 
+async def _subject_cutoff(conn: Conn, subject: str) -> float | None:
+    """The latest Revoke(subject) cutoff still on record (purged once it expired)."""
+    row = await _fetch_one(conn, _SELECT_SUBJECT_CUTOFF, (subject,))
+    return float(row[0]) if row and row[0] is not None else None
+
+
 async def _rotate(
     conn: Conn,
     old_hash: bytes,
@@ -575,6 +611,8 @@ async def _rotate(
     new_params: tuple[Any, ...],
     now: float,
     created_at: float,
+    retry_key: bytes | None,
+    retry: RefreshRetry | None,
 ) -> RotateResult:
     async with conn.transaction():
         # Family first, then token: a concurrent use of the same token waits here and
@@ -586,14 +624,25 @@ async def _rotate(
         if token_row is None:  # purged between the two statements
             return RotateResult(RotateStatus.NOT_FOUND, None)
         family, old = _family(family_row), token_from_row(token_row)
-        status = rotation_status(family, old, new, now)
+        cutoff = await _subject_cutoff(conn, family.subject)
+        status = rotation_status(family, old, new, now, subject_cutoff=cutoff,
+                                 retry_key=retry_key)
         if status is RotateStatus.REUSED:
             revoked = await _revoke_family_tx(conn, family, REUSE_REASON, now, created_at, now)
             return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
+        if status is RotateStatus.REVOKED and family.revoked_at is None:
+            # Cut off by Revoke(subject) (a family its transaction could not see): revoked
+            # with what it issued, so it stays dead after the subject entry expires.
+            revoked = await _revoke_family_tx(
+                conn, family, SUBJECT_CUTOFF_REASON, now, created_at, now)
+            return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
+        if status is RotateStatus.RETRY:
+            return RotateResult(status, family, retry=old.retry)
         if status is not RotateStatus.OK:
             return RotateResult(status, family)
         await conn.execute(
-            "UPDATE refresh_tokens SET spent_at = %s WHERE token_hash = %s", (now, old_hash)
+            "UPDATE refresh_tokens SET spent_at = %s, retry_key = %s, retry_sealed = %s,"
+            " retry_until = %s WHERE token_hash = %s", (now, *retry_params(retry), old_hash)
         )
         await conn.execute(_INSERT_TOKEN, new_params)
         return RotateResult(RotateStatus.OK, family)
@@ -654,7 +703,9 @@ async def _revoke_subject(
     conn: Conn, subject: str, reason: str, now: float, expires_at: float, created_at: float
 ) -> list[Revocation]:
     async with conn.transaction():
-        # Row locks before the feed lock (taken by the first insert), as everywhere.
+        # The subject lock first (see _create_family), then row locks before the feed lock
+        # (taken by the first insert), as everywhere.
+        await conn.execute(_LOCK_SUBJECT, (SUBJECT_LOCK_CLASS, subject))
         families = await (
             await conn.execute(_LOCK_LIVE_FAMILIES_OF_SUBJECT, (subject, now))
         ).fetchall()
@@ -680,6 +731,10 @@ async def _purge(conn: Conn, now: float) -> int:
         {"now": now},
     )
     removed += cur.rowcount
+    # A sealed answer is of no use after its retry window: do not keep it.
+    await conn.execute(
+        "UPDATE refresh_tokens SET retry_key = NULL, retry_sealed = NULL, retry_until = NULL"
+        " WHERE retry_until <= %s", (now,))
     cur = await conn.execute(
         "DELETE FROM refresh_families f WHERE f.expires_at <= %s AND NOT EXISTS"
         " (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.family_id)",

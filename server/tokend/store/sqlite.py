@@ -24,10 +24,12 @@ from typing import Any, TypeVar
 
 from .base import (
     REUSE_REASON,
+    SUBJECT_CUTOFF_REASON,
     ConflictError,
     NewRevocation,
     OpsStore,
     RefreshFamily,
+    RefreshRetry,
     RefreshToken,
     Revocation,
     RotateResult,
@@ -35,6 +37,7 @@ from .base import (
     StoreError,
     StoreOps,
     refuse_newer_schema,
+    retry_params,
     rotation_status,
     token_from_row,
     token_params,
@@ -83,6 +86,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX refresh_tokens_family_id ON refresh_tokens (family_id)",
         "CREATE INDEX refresh_tokens_access_expires_at ON refresh_tokens (access_expires_at)",
     ),
+    (
+        # The sealed answer of a Refresh spent under an idempotency key (retryable).
+        "ALTER TABLE refresh_tokens ADD COLUMN retry_key BLOB",
+        "ALTER TABLE refresh_tokens ADD COLUMN retry_sealed BLOB",
+        "ALTER TABLE refresh_tokens ADD COLUMN retry_until REAL",
+        # A subject's Revoke(subject) cutoff, read by every family creation and rotation.
+        "CREATE INDEX revocations_subject ON revocations (value) WHERE kind = 'subject'",
+    ),
 )
 
 
@@ -93,7 +104,7 @@ _FAMILY_COLS = (
 )
 _REFRESH_COLS = (
     "t.token_hash, t.family_id, t.issued_at, t.expires_at,"
-    " t.access_jti, t.access_expires_at, t.spent_at"
+    " t.access_jti, t.access_expires_at, t.spent_at, t.retry_key, t.retry_sealed, t.retry_until"
 )
 _N_FAMILY_COLS = 10
 _SELECT_SINCE = (
@@ -105,6 +116,9 @@ _SELECT_REFRESH = (
     " JOIN refresh_families f ON f.family_id = t.family_id WHERE t.token_hash = ?"
 )
 _SELECT_FAMILY = f"SELECT {_FAMILY_COLS} FROM refresh_families f WHERE f.family_id = ?"  # noqa: S608
+_SELECT_SUBJECT_CUTOFF = (
+    "SELECT MAX(not_before) FROM revocations WHERE kind = 'subject' AND value = ?"
+)
 _SELECT_LIVE_FAMILIES_OF_SUBJECT = (
     f"SELECT {_FAMILY_COLS} FROM refresh_families f"  # noqa: S608
     " WHERE f.subject = ? AND f.revoked_at IS NULL AND f.expires_at > ? ORDER BY f.created_at"
@@ -366,9 +380,13 @@ def _last_seq_sync(conn: sqlite3.Connection) -> int:
 
 
 def _create_family_sync(
-    conn: sqlite3.Connection, family: tuple[Any, ...], first: tuple[Any, ...]
+    conn: sqlite3.Connection, family: tuple[Any, ...], first: tuple[Any, ...],
+    subject: str, created_at: float, now: float,
 ) -> None:
-    with _write(conn):
+    with _write(conn):  # serialised with _revoke_subject_sync by SQLite's one writer
+        cutoff = _subject_cutoff(conn, subject)
+        if cutoff is not None and created_at <= cutoff:
+            family = (*family[:-1], now)  # born revoked: its Issue began before the cutoff
         conn.execute(
             "INSERT INTO refresh_families (family_id, subject, client_id, audience, scopes,"
             " claims, access_ttl, created_at, expires_at, revoked_at)"
@@ -381,9 +399,16 @@ def _create_family_sync(
 def _insert_token(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
     conn.execute(
         "INSERT INTO refresh_tokens (token_hash, family_id, issued_at, expires_at,"
-        " access_jti, access_expires_at, spent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " access_jti, access_expires_at, spent_at, retry_key, retry_sealed, retry_until)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params,
     )
+
+
+def _subject_cutoff(conn: sqlite3.Connection, subject: str) -> float | None:
+    """The latest Revoke(subject) cutoff still on record (purged once it expired)."""
+    row = conn.execute(_SELECT_SUBJECT_CUTOFF, (subject,)).fetchone()
+    return row[0] if row else None
 
 
 def _select_refresh(
@@ -408,19 +433,33 @@ def _rotate_sync(
     new_params: tuple[Any, ...],
     now: float,
     created_at: float,
+    retry_key: bytes | None,
+    retry: RefreshRetry | None,
 ) -> RotateResult:
     with _write(conn):
         found = _select_refresh(conn, old_hash)
         if found is None:
             return RotateResult(RotateStatus.NOT_FOUND, None)
         family, old = found
-        status = rotation_status(family, old, new, now)
+        cutoff = _subject_cutoff(conn, family.subject)
+        status = rotation_status(family, old, new, now, subject_cutoff=cutoff,
+                                 retry_key=retry_key)
         if status is RotateStatus.REUSED:
             revoked = _revoke_family_tx(conn, family, REUSE_REASON, now, created_at, now)
             return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
+        if status is RotateStatus.REVOKED and family.revoked_at is None:
+            # Cut off by Revoke(subject) (a family its transaction could not see): revoked
+            # with what it issued, so it stays dead after the subject entry expires.
+            revoked = _revoke_family_tx(conn, family, SUBJECT_CUTOFF_REASON, now, created_at,
+                                        now)
+            return RotateResult(status, replace(family, revoked_at=now), tuple(revoked))
+        if status is RotateStatus.RETRY:
+            return RotateResult(status, family, retry=old.retry)
         if status is not RotateStatus.OK:
             return RotateResult(status, family)
-        conn.execute("UPDATE refresh_tokens SET spent_at = ? WHERE token_hash = ?", (now, old_hash))
+        conn.execute(
+            "UPDATE refresh_tokens SET spent_at = ?, retry_key = ?, retry_sealed = ?,"
+            " retry_until = ? WHERE token_hash = ?", (now, *retry_params(retry), old_hash))
         _insert_token(conn, new_params)
         return RotateResult(RotateStatus.OK, family)
 
@@ -479,7 +518,7 @@ def _revoke_subject_sync(
     expires_at: float,
     created_at: float,
 ) -> list[Revocation]:
-    with _write(conn):
+    with _write(conn):  # serialised with _create_family_sync by SQLite's one writer
         entry = NewRevocation("subject", subject, expires_at, reason, not_before=now)
         out = _insert_revocations(conn, [entry], created_at)
         rows = conn.execute(_SELECT_LIVE_FAMILIES_OF_SUBJECT, (subject, now)).fetchall()
@@ -498,6 +537,10 @@ def _purge_sync(conn: sqlite3.Connection, now: float) -> int:
             " OR family_id IN (SELECT family_id FROM refresh_families WHERE expires_at <= ?1))",
             (now,),
         ).rowcount
+        # A sealed answer is of no use after its retry window: do not keep it.
+        conn.execute(
+            "UPDATE refresh_tokens SET retry_key = NULL, retry_sealed = NULL,"
+            " retry_until = NULL WHERE retry_until <= ?", (now,))
         removed += conn.execute(
             "DELETE FROM refresh_families WHERE expires_at <= ? AND NOT EXISTS"
             " (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_families.family_id)",

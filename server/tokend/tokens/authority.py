@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import structlog
 
 from tokend import metrics
 from tokend.audit import AuditLog
 from tokend.config import TokenConfig
-from tokend.store import NewRevocation, RefreshFamily, RefreshToken, Revocation, RotateStatus, Store
+from tokend.store import (
+    NewRevocation,
+    RefreshFamily,
+    RefreshRetry,
+    RefreshToken,
+    Revocation,
+    RotateStatus,
+    Store,
+)
+from tokend.store.base import family_cut_off, is_retry
+from tokend.tokens import retry
 from tokend.tokens.denylist import Denylist
 from tokend.tokens.errors import BadRequest, RefreshDenied, RevocationsStale
 from tokend.tokens.minting import MintedToken, TokenMinter
@@ -32,6 +44,10 @@ from tokend_client.jose import strict_json_loads
 
 log = structlog.get_logger("tokend.tokens")
 
+# The caller's current policy applied to a Refresh: returns the spec it allows (narrowed)
+# or raises (PolicyDenied, PERMISSION_DENIED).
+Permit = Callable[[AccessTokenSpec], AccessTokenSpec]
+
 MAX_REQUIRED_SCOPES = 64
 # Rejections decided after the signature verified: the claims are authentic.
 _AFTER_SIGNATURE = frozenset({
@@ -47,9 +63,13 @@ class IssueResult:
     subject: str
     refresh_token: str | None = None
     refresh_expires_at: float | None = None
+    retried: bool = False  # a Refresh answered again from its sealed first answer
 
 
-class VerifyResult(NamedTuple):  # a tuple: built on every Verify, cheaply
+class Verdict(NamedTuple):  # a tuple: built on every Verify, cheaply
+    """The server's answer to one Verify, before the API layer renders it (the client's
+    tokend_client.VerifyResult is that answer as a caller receives it)."""
+
     valid: bool
     reason: Reason | None = None
     # Set when valid, and for refusals after a good signature (the claims are real).
@@ -197,7 +217,10 @@ class TokenAuthority:
         family = RefreshFamily(
             family_id=access.jti, subject=spec.subject, client_id=spec.client_id,
             audience=spec.audience, scopes=spec.scopes, claims=dict(spec.claims),
-            access_ttl=float(spec.ttl), created_at=now,
+            access_ttl=float(spec.ttl),
+            # As old as its first access token (its iat, taken before Vault signed it):
+            # a Revoke(subject) answered while this Issue waited covers both alike.
+            created_at=float(access.issued_at),
             expires_at=now + self._config.refresh_family_lifetime,
         )
         token, first = self._new_refresh(family, access, now)
@@ -221,54 +244,111 @@ class TokenAuthority:
 
     # -- Refresh -----------------------------------------------------------------------
 
-    async def refresh(self, refresh_token: str, scopes: list[str], *, client_id: str
+    async def refresh(self, refresh_token: str, scopes: list[str], *, client_id: str,
+                      permit: Permit | None = None, idempotency_key: str = "",
                       ) -> IssueResult:
+        """``permit``: the caller's current policy, which may narrow the spec or refuse
+        (PolicyDenied); ``idempotency_key``: makes this Refresh retryable (tokens.retry)."""
         token_hash = parse_refresh_token(refresh_token)
         requested = check_scopes(scopes)
-        family = await self._usable_family(token_hash, time.time())
-        if family.client_id != client_id:
-            # RFC 6749 §6: a refresh token is bound to the client it was issued to.
-            log.warning("refresh.wrong_client", family=family.family_id,
-                        client_id=client_id, owner=family.client_id)
-            self._deny("wrong_client")
+        key = retry.check_idempotency_key(idempotency_key)
+        retry_key = retry.retry_key(client_id, key, token_hash, requested) if key else None
+        found = await self._store.get_refresh(token_hash)
+        if found is None:
+            self._deny("not_found")
+        family, record = found
+        now = time.time()
+        if (record.spent_at is not None and family.revoked_at is None
+                and record.retry is not None and is_retry(record, retry_key, now)):
+            return await self._answer_again(refresh_token, family, record.retry.sealed, retry_key)
+        await self._check_usable(family, record, token_hash, now)
+        self._check_owner(family, client_id, now)
         spec = AccessTokenSpec(
             subject=family.subject, audience=family.audience,
             scopes=check_narrowing(requested, family.scopes), claims=family.claims,
             ttl=int(min(family.access_ttl, self._config.max_ttl)), client_id=family.client_id,
         )
+        if permit is not None:
+            spec = permit(spec)
+        return await self._rotate(refresh_token, token_hash, family, spec, retry_key)
+
+    def _check_owner(self, family: RefreshFamily, client_id: str, now: float) -> None:
+        if family.client_id != client_id:
+            # RFC 6749 §6: a refresh token is bound to the client it was issued to.
+            log.warning("refresh.wrong_client", family=family.family_id,
+                        client_id=client_id, owner=family.client_id)
+            self._deny("wrong_client")
+        if family_cut_off(family, self._denylist.subject_cutoff(family.subject, now)):
+            self._deny("revoked")  # the store would say so too: spare Vault the signature
+
+    async def _rotate(self, refresh_token: str, token_hash: bytes, family: RefreshFamily,
+                      spec: AccessTokenSpec, retry_key: bytes | None) -> IssueResult:
         access = await self._minter.mint(spec)
         now = time.time()
-        token, record = self._new_refresh(family, access, now)
-        result = await self._store.rotate_refresh(token_hash, record, now)
-        if result.status is RotateStatus.REUSED:
-            self._reuse_detected(family, token_hash, result.revocations)
-        if result.status is not RotateStatus.OK:
-            metrics.REFRESHED.labels(result.status.name.lower()).inc()
-            raise RefreshDenied("refresh token is invalid, expired or revoked")
+        token, new = self._new_refresh(family, access, now)
+        result = IssueResult(access, family.subject, token, new.expires_at)
+        sealed = None
+        if retry_key is not None:
+            sealed = RefreshRetry(retry_key, retry.seal(refresh_token, retry_key, _answer(result)),
+                                  now + self._config.refresh_retry_window)
+        rotated = await self._store.rotate_refresh(token_hash, new, now, retry_key=retry_key,
+                                                   retry=sealed)
+        if rotated.status is RotateStatus.RETRY and rotated.retry is not None:
+            # A first attempt with this key committed while this one was minting.
+            return await self._answer_again(refresh_token, family, rotated.retry.sealed,
+                                            retry_key)
+        if rotated.status is RotateStatus.REUSED:
+            self._reuse_detected(family, token_hash, rotated.revocations)
+        elif rotated.revocations:  # a family the store found cut off by Revoke(subject)
+            self._apply(rotated.revocations)
+        if rotated.status is not RotateStatus.OK:
+            self._deny(rotated.status.name.lower())
         metrics.REFRESHED.labels("ok").inc()
         metrics.ISSUED.labels("refresh").inc()
         log.info("token.refreshed", jti=access.jti, family=family.family_id,
-                 sub=family.subject, refresh=token_fingerprint(record.token_hash))
-        return IssueResult(access, family.subject, token, record.expires_at)
+                 sub=family.subject, refresh=token_fingerprint(new.token_hash))
+        return result
 
-    async def _usable_family(self, token_hash: bytes, now: float) -> RefreshFamily:
-        found = await self._store.get_refresh(token_hash)
-        if found is None:
-            return self._deny("not_found")
-        family, record = found
+    async def _answer_again(self, refresh_token: str, family: RefreshFamily, sealed: bytes,
+                            retry_key: bytes | None) -> IssueResult:
+        """The answer a first Refresh with this idempotency key gave, if its new refresh
+        token is still unspent (else the first answer arrived: this is a second use)."""
+        assert retry_key is not None
+        try:
+            answer = retry.unseal(refresh_token, retry_key, sealed)
+        except retry.SealBroken:
+            log.error("refresh.retry_seal_broken", family=family.family_id)
+            self._deny("revoked")
+        result = _from_answer(answer, family.subject)
+        assert result.refresh_token is not None
+        successor_hash = parse_refresh_token(result.refresh_token)
+        found = await self._store.get_refresh(successor_hash)
+        if found is None or found[0].revoked_at is not None:
+            self._deny("revoked")
+        if found[1].spent_at is not None:
+            revocations = await self._store.revoke_family(
+                family.family_id, "refresh token reuse", time.time())
+            self._reuse_detected(family, successor_hash, revocations)
+            self._deny("reused")
+        metrics.REFRESHED.labels("retry").inc()
+        log.info("token.refresh_retried", jti=result.access.jti, family=family.family_id,
+                 sub=family.subject, refresh=token_fingerprint(successor_hash))
+        return result
+
+    async def _check_usable(self, family: RefreshFamily, record: RefreshToken,
+                            token_hash: bytes, now: float) -> None:
         if record.spent_at is not None and family.revoked_at is None:
             revocations = await self._store.revoke_family(
                 family.family_id, "refresh token reuse", now)
             self._reuse_detected(family, token_hash, revocations)
-            return self._deny("reused")
+            self._deny("reused")
         if family.revoked_at is not None or record.spent_at is not None:
-            return self._deny("revoked")
+            self._deny("revoked")
         if now >= record.expires_at or now >= family.expires_at:
-            return self._deny("expired")
-        return family
+            self._deny("expired")
 
     @staticmethod
-    def _deny(outcome: str) -> RefreshFamily:
+    def _deny(outcome: str) -> NoReturn:
         metrics.REFRESHED.labels(outcome).inc()
         raise RefreshDenied("refresh token is invalid, expired or revoked")
 
@@ -289,7 +369,7 @@ class TokenAuthority:
     # -- Verify ------------------------------------------------------------------------
 
     def verify(self, token: str, audience: str, required_scopes: Sequence[str]
-               ) -> VerifyResult:
+               ) -> Verdict:
         scopes = tuple(required_scopes)
         self._check_verify_request(token, audience, scopes)
         now = time.time()
@@ -297,12 +377,12 @@ class TokenAuthority:
             verified = self._verified(token, audience, scopes, now)
         except InvalidToken as exc:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
-            return self._verdict(VerifyResult(False, exc.reason, claims))
+            return self._counted(Verdict(False, exc.reason, claims))
         claims = verified.claims
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
-            return self._verdict(VerifyResult(False, Reason.REVOKED, claims))
+            return self._counted(Verdict(False, Reason.REVOKED, claims))
         self._check_fresh_revocations()
-        return self._verdict(VerifyResult(True, None, claims, verified.views))
+        return self._counted(Verdict(True, None, claims, verified.views))
 
     def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float
                   ) -> _Verified:
@@ -367,11 +447,11 @@ class TokenAuthority:
             raise BadRequest(f"token is larger than {limit} bytes (tokens.max_token_bytes)")
 
     @staticmethod
-    def _verdict(result: VerifyResult) -> VerifyResult:
-        outcome = "valid" if result.valid else "invalid"
-        metrics.child(metrics.VERIFIED, outcome, result.reason.name if result.reason else "none"
+    def _counted(verdict: Verdict) -> Verdict:
+        outcome = "valid" if verdict.valid else "invalid"
+        metrics.child(metrics.VERIFIED, outcome, verdict.reason.name if verdict.reason else "none"
                       ).inc()
-        return result
+        return verdict
 
     # -- Revoke ------------------------------------------------------------------------
 
@@ -412,9 +492,12 @@ class TokenAuthority:
     async def revoke_subject(self, subject: str, reason: str) -> int:
         check_reason(reason)
         check_subject(subject)  # the rules Issue applied to it
-        revocations = await self._store.revoke_subject(subject, reason, time.time(),
+        cutoff = time.time()
+        revocations = await self._store.revoke_subject(subject, reason, cutoff,
                                                        self._horizon())
-        return self._apply(revocations)
+        count = self._apply(revocations)
+        await _after_second_of(cutoff)
+        return count
 
     def _horizon(self) -> float:
         """When every token issued up to now has expired."""
@@ -437,6 +520,35 @@ class TokenAuthority:
                      reason=row.reason)
         metrics.DENYLIST_SIZE.set(len(self._denylist))
         return len(rows)
+
+
+async def _after_second_of(cutoff: float) -> None:
+    """Return once the whole second holding `cutoff` is over.
+
+    iat is a NumericDate in whole seconds (RFC 7519 §4.1.6), and every verifier denies a
+    subject's token when iat <= cutoff. A token minted later in the cutoff's second gets
+    iat = floor(cutoff) and would be denied although issued after the revocation; a
+    Revoke(subject) that answers only after that second makes the comparison exact for
+    every token issued after the answer, in every verifier, with nothing to change there.
+    """
+    end = math.floor(cutoff) + 1
+    while (left := end - time.time()) > 0:
+        await asyncio.sleep(left + 0.001)
+
+
+def _answer(result: IssueResult) -> dict[str, Any]:
+    """What a retried Refresh must answer again (sealed before it is stored)."""
+    access = result.access
+    return {"access_token": access.token, "jti": access.jti, "kid": access.kid,
+            "iat": access.issued_at, "exp": access.expires_at,
+            "refresh_token": result.refresh_token, "refresh_exp": result.refresh_expires_at}
+
+
+def _from_answer(answer: dict[str, Any], subject: str) -> IssueResult:
+    access = MintedToken(answer["access_token"], answer["jti"], answer["kid"], answer["iat"],
+                         answer["exp"])
+    return IssueResult(access, subject, answer["refresh_token"], answer["refresh_exp"],
+                       retried=True)
 
 
 @functools.lru_cache(maxsize=64)

@@ -110,8 +110,14 @@ class Denylist:
             return True
         entry = self._subjects.get(subject)
         # Ties are denied: iat has one-second resolution, so a token stamped with the
-        # revocation's second may have been minted before it.
+        # revocation's second may have been minted before it (Revoke(subject) answers
+        # only after that second, so no token issued after its answer carries it).
         return entry is not None and entry[1] > now and iat <= entry[0]
+
+    def subject_cutoff(self, subject: str, now: float) -> float | None:
+        """The subject's live Revoke(subject) cutoff: what it issued up to then is dead."""
+        entry = self._subjects.get(subject)
+        return entry[0] if entry is not None and entry[1] > now else None
 
     @property
     def next_expiry(self) -> float:

@@ -284,8 +284,16 @@ class RefreshRequest(_message.Message):
 
     REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     refresh_token: _builtins.str
     """The opaque refresh token returned by Issue or a previous Refresh."""
+    idempotency_key: _builtins.str
+    """Optional: makes this Refresh safely retryable. A fresh random value (16-128
+    characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+    retry of it: the same caller sending the same request with the same key within the
+    server's retry window gets the same answer; any other second use of the refresh
+    token is reuse and revokes its family. Empty: not retryable.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Narrow the new access token to these scopes (a subset of the original);
@@ -297,10 +305,11 @@ class RefreshRequest(_message.Message):
         *,
         refresh_token: _builtins.str = ...,
         scopes: _abc.Iterable[_builtins.str] | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_token", b"refresh_token", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "refresh_token", b"refresh_token", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

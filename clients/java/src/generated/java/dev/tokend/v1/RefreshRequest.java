@@ -35,6 +35,7 @@ private static final long serialVersionUID = 0L;
     refreshToken_ = "";
     scopes_ =
         com.google.protobuf.LazyStringArrayList.emptyList();
+    idempotencyKey_ = "";
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -159,6 +160,61 @@ private static final long serialVersionUID = 0L;
     return scopes_.getByteString(index);
   }
 
+  public static final int IDEMPOTENCY_KEY_FIELD_NUMBER = 3;
+  @SuppressWarnings("serial")
+  private volatile java.lang.Object idempotencyKey_ = "";
+  /**
+   * <pre>
+   * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+   * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+   * retry of it: the same caller sending the same request with the same key within the
+   * server's retry window gets the same answer; any other second use of the refresh
+   * token is reuse and revokes its family. Empty: not retryable.
+   * </pre>
+   *
+   * <code>string idempotency_key = 3;</code>
+   * @return The idempotencyKey.
+   */
+  @java.lang.Override
+  public java.lang.String getIdempotencyKey() {
+    java.lang.Object ref = idempotencyKey_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      idempotencyKey_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+   * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+   * retry of it: the same caller sending the same request with the same key within the
+   * server's retry window gets the same answer; any other second use of the refresh
+   * token is reuse and revokes its family. Empty: not retryable.
+   * </pre>
+   *
+   * <code>string idempotency_key = 3;</code>
+   * @return The bytes for idempotencyKey.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString
+      getIdempotencyKeyBytes() {
+    java.lang.Object ref = idempotencyKey_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      idempotencyKey_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -179,6 +235,9 @@ private static final long serialVersionUID = 0L;
     for (int i = 0; i < scopes_.size(); i++) {
       com.google.protobuf.GeneratedMessage.writeString(output, 2, scopes_.getRaw(i));
     }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(idempotencyKey_)) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 3, idempotencyKey_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -193,6 +252,9 @@ private static final long serialVersionUID = 0L;
       }
       size += dataSize;
       size += 1 * getScopesList().size();
+    }
+    if (!com.google.protobuf.GeneratedMessage.isStringEmpty(idempotencyKey_)) {
+      size += com.google.protobuf.GeneratedMessage.computeStringSize(3, idempotencyKey_);
     }
     return size;
   }
@@ -222,6 +284,8 @@ private static final long serialVersionUID = 0L;
         .equals(other.getRefreshToken())) return false;
     if (!getScopesList()
         .equals(other.getScopesList())) return false;
+    if (!getIdempotencyKey()
+        .equals(other.getIdempotencyKey())) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -239,6 +303,8 @@ private static final long serialVersionUID = 0L;
       hash = (37 * hash) + SCOPES_FIELD_NUMBER;
       hash = (53 * hash) + getScopesList().hashCode();
     }
+    hash = (37 * hash) + IDEMPOTENCY_KEY_FIELD_NUMBER;
+    hash = (53 * hash) + getIdempotencyKey().hashCode();
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -377,6 +443,7 @@ private static final long serialVersionUID = 0L;
       refreshToken_ = "";
       scopes_ =
           com.google.protobuf.LazyStringArrayList.emptyList();
+      idempotencyKey_ = "";
       return this;
     }
 
@@ -417,6 +484,9 @@ private static final long serialVersionUID = 0L;
         scopes_.makeImmutable();
         result.scopes_ = scopes_;
       }
+      if (((from_bitField0_ & 0x00000004) != 0)) {
+        result.idempotencyKey_ = idempotencyKey_;
+      }
     }
 
     @java.lang.Override
@@ -444,6 +514,11 @@ private static final long serialVersionUID = 0L;
           ensureScopesIsMutable();
           scopes_.addAll(other.scopes_);
         }
+        onChanged();
+      }
+      if (!other.getIdempotencyKey().isEmpty()) {
+        idempotencyKey_ = other.idempotencyKey_;
+        bitField0_ |= 0x00000004;
         onChanged();
       }
       this.mergeUnknownFields(other.getUnknownFields());
@@ -480,6 +555,11 @@ private static final long serialVersionUID = 0L;
               scopes_.add(input.readStringRequireUtf8());
               break;
             } // case 18
+            case 26: {
+              idempotencyKey_ = input.readStringRequireUtf8();
+              bitField0_ |= 0x00000004;
+              break;
+            } // case 26
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -741,6 +821,118 @@ private static final long serialVersionUID = 0L;
       ensureScopesIsMutable();
       scopes_.add(value);
       bitField0_ |= 0x00000002;
+      onChanged();
+      return this;
+    }
+
+    private java.lang.Object idempotencyKey_ = "";
+    /**
+     * <pre>
+     * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+     * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+     * retry of it: the same caller sending the same request with the same key within the
+     * server's retry window gets the same answer; any other second use of the refresh
+     * token is reuse and revokes its family. Empty: not retryable.
+     * </pre>
+     *
+     * <code>string idempotency_key = 3;</code>
+     * @return The idempotencyKey.
+     */
+    public java.lang.String getIdempotencyKey() {
+      java.lang.Object ref = idempotencyKey_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+        idempotencyKey_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+     * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+     * retry of it: the same caller sending the same request with the same key within the
+     * server's retry window gets the same answer; any other second use of the refresh
+     * token is reuse and revokes its family. Empty: not retryable.
+     * </pre>
+     *
+     * <code>string idempotency_key = 3;</code>
+     * @return The bytes for idempotencyKey.
+     */
+    public com.google.protobuf.ByteString
+        getIdempotencyKeyBytes() {
+      java.lang.Object ref = idempotencyKey_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        idempotencyKey_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+     * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+     * retry of it: the same caller sending the same request with the same key within the
+     * server's retry window gets the same answer; any other second use of the refresh
+     * token is reuse and revokes its family. Empty: not retryable.
+     * </pre>
+     *
+     * <code>string idempotency_key = 3;</code>
+     * @param value The idempotencyKey to set.
+     * @return This builder for chaining.
+     */
+    public Builder setIdempotencyKey(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      idempotencyKey_ = value;
+      bitField0_ |= 0x00000004;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+     * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+     * retry of it: the same caller sending the same request with the same key within the
+     * server's retry window gets the same answer; any other second use of the refresh
+     * token is reuse and revokes its family. Empty: not retryable.
+     * </pre>
+     *
+     * <code>string idempotency_key = 3;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearIdempotencyKey() {
+      idempotencyKey_ = getDefaultInstance().getIdempotencyKey();
+      bitField0_ = (bitField0_ & ~0x00000004);
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+     * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+     * retry of it: the same caller sending the same request with the same key within the
+     * server's retry window gets the same answer; any other second use of the refresh
+     * token is reuse and revokes its family. Empty: not retryable.
+     * </pre>
+     *
+     * <code>string idempotency_key = 3;</code>
+     * @param value The bytes for idempotencyKey to set.
+     * @return This builder for chaining.
+     */
+    public Builder setIdempotencyKeyBytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      idempotencyKey_ = value;
+      bitField0_ |= 0x00000004;
       onChanged();
       return this;
     }

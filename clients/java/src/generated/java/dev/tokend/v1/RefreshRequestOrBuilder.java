@@ -74,4 +74,32 @@ public interface RefreshRequestOrBuilder extends
    */
   com.google.protobuf.ByteString
       getScopesBytes(int index);
+
+  /**
+   * <pre>
+   * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+   * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+   * retry of it: the same caller sending the same request with the same key within the
+   * server's retry window gets the same answer; any other second use of the refresh
+   * token is reuse and revokes its family. Empty: not retryable.
+   * </pre>
+   *
+   * <code>string idempotency_key = 3;</code>
+   * @return The idempotencyKey.
+   */
+  java.lang.String getIdempotencyKey();
+  /**
+   * <pre>
+   * Optional: makes this Refresh safely retryable. A fresh random value (16-128
+   * characters of A-Z a-z 0-9 _ -) per logical Refresh, sent again unchanged on each
+   * retry of it: the same caller sending the same request with the same key within the
+   * server's retry window gets the same answer; any other second use of the refresh
+   * token is reuse and revokes its family. Empty: not retryable.
+   * </pre>
+   *
+   * <code>string idempotency_key = 3;</code>
+   * @return The bytes for idempotencyKey.
+   */
+  com.google.protobuf.ByteString
+      getIdempotencyKeyBytes();
 }

@@ -119,46 +119,46 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
       "kend.v1.Reason\022\'\n\006claims\030\003 \001(\0132\027.google." +
       "protobuf.Struct\022\017\n\007subject\030\004 \001(\t\022.\n\nexpi" +
       "res_at\030\005 \001(\0132\032.google.protobuf.Timestamp" +
-      "\"7\n\016RefreshRequest\022\025\n\rrefresh_token\030\001 \001(" +
-      "\t\022\016\n\006scopes\030\002 \003(\t\"u\n\rRevokeRequest\022\017\n\005to" +
-      "ken\030\001 \001(\tH\000\022\r\n\003jti\030\002 \001(\tH\000\022\027\n\rrefresh_to" +
-      "ken\030\003 \001(\tH\000\022\021\n\007subject\030\004 \001(\tH\000\022\016\n\006reason" +
-      "\030\005 \001(\tB\010\n\006target\"!\n\016RevokeResponse\022\017\n\007re" +
-      "voked\030\001 \001(\005\"\020\n\016GetJwksRequest\"$\n\017GetJwks" +
-      "Response\022\021\n\tjwks_json\030\001 \001(\t\"0\n\027WatchRevo" +
-      "cationsRequest\022\025\n\rfrom_sequence\030\001 \001(\003\"\264\001" +
-      "\n\017RevocationEvent\022\020\n\010sequence\030\001 \001(\003\022\014\n\004k" +
-      "ind\030\002 \001(\t\022\r\n\005value\030\003 \001(\t\022.\n\nnot_before\030\004" +
-      " \001(\0132\032.google.protobuf.Timestamp\022.\n\nexpi" +
-      "res_at\030\005 \001(\0132\032.google.protobuf.Timestamp" +
-      "\022\022\n\ncheckpoint\030\006 \001(\010\"\022\n\020WatchJwksRequest" +
-      "\"2\n\tJwksEvent\022\021\n\tjwks_json\030\001 \001(\t\022\022\n\nkeep" +
-      "_alive\030\002 \001(\010*\233\003\n\006Reason\022\026\n\022REASON_UNSPEC" +
-      "IFIED\020\000\022\024\n\020REASON_MALFORMED\020\001\022\030\n\024REASON_" +
-      "BAD_SIGNATURE\020\002\022\026\n\022REASON_UNKNOWN_KEY\020\003\022" +
-      "\022\n\016REASON_EXPIRED\020\004\022\030\n\024REASON_NOT_YET_VA" +
-      "LID\020\005\022\031\n\025REASON_WRONG_AUDIENCE\020\006\022\027\n\023REAS" +
-      "ON_WRONG_ISSUER\020\007\022\030\n\024REASON_MISSING_SCOP" +
-      "E\020\010\022\022\n\016REASON_REVOKED\020\t\022\037\n\033REASON_DISALL" +
-      "OWED_ALGORITHM\020\n\022\025\n\021REASON_WRONG_TYPE\020\013\022" +
-      "\030\n\024REASON_MISSING_CLAIM\020\014\022\033\n\027REASON_ISSU" +
-      "ED_IN_FUTURE\020\r\022\034\n\030REASON_LIFETIME_TOO_LO" +
-      "NG\020\016\022\024\n\020REASON_TOO_LARGE\020\0172\342\003\n\014TokenServ" +
-      "ice\022:\n\005Issue\022\027.tokend.v1.IssueRequest\032\030." +
-      "tokend.v1.IssueResponse\022=\n\006Verify\022\030.toke" +
-      "nd.v1.VerifyRequest\032\031.tokend.v1.VerifyRe" +
-      "sponse\022>\n\007Refresh\022\031.tokend.v1.RefreshReq" +
-      "uest\032\030.tokend.v1.IssueResponse\022=\n\006Revoke" +
-      "\022\030.tokend.v1.RevokeRequest\032\031.tokend.v1.R" +
-      "evokeResponse\022@\n\007GetJwks\022\031.tokend.v1.Get" +
-      "JwksRequest\032\032.tokend.v1.GetJwksResponse\022" +
-      "T\n\020WatchRevocations\022\".tokend.v1.WatchRev" +
-      "ocationsRequest\032\032.tokend.v1.RevocationEv" +
-      "ent0\001\022@\n\tWatchJwks\022\033.tokend.v1.WatchJwks" +
-      "Request\032\024.tokend.v1.JwksEvent0\001BU\n\rdev.t" +
-      "okend.v1B\013TokendProtoP\001Z5github.com/toke" +
-      "nd/tokend/clients/go/tokendv1;tokendv1b\006" +
-      "proto3"
+      "\"P\n\016RefreshRequest\022\025\n\rrefresh_token\030\001 \001(" +
+      "\t\022\016\n\006scopes\030\002 \003(\t\022\027\n\017idempotency_key\030\003 \001" +
+      "(\t\"u\n\rRevokeRequest\022\017\n\005token\030\001 \001(\tH\000\022\r\n\003" +
+      "jti\030\002 \001(\tH\000\022\027\n\rrefresh_token\030\003 \001(\tH\000\022\021\n\007" +
+      "subject\030\004 \001(\tH\000\022\016\n\006reason\030\005 \001(\tB\010\n\006targe" +
+      "t\"!\n\016RevokeResponse\022\017\n\007revoked\030\001 \001(\005\"\020\n\016" +
+      "GetJwksRequest\"$\n\017GetJwksResponse\022\021\n\tjwk" +
+      "s_json\030\001 \001(\t\"0\n\027WatchRevocationsRequest\022" +
+      "\025\n\rfrom_sequence\030\001 \001(\003\"\264\001\n\017RevocationEve" +
+      "nt\022\020\n\010sequence\030\001 \001(\003\022\014\n\004kind\030\002 \001(\t\022\r\n\005va" +
+      "lue\030\003 \001(\t\022.\n\nnot_before\030\004 \001(\0132\032.google.p" +
+      "rotobuf.Timestamp\022.\n\nexpires_at\030\005 \001(\0132\032." +
+      "google.protobuf.Timestamp\022\022\n\ncheckpoint\030" +
+      "\006 \001(\010\"\022\n\020WatchJwksRequest\"2\n\tJwksEvent\022\021" +
+      "\n\tjwks_json\030\001 \001(\t\022\022\n\nkeep_alive\030\002 \001(\010*\233\003" +
+      "\n\006Reason\022\026\n\022REASON_UNSPECIFIED\020\000\022\024\n\020REAS" +
+      "ON_MALFORMED\020\001\022\030\n\024REASON_BAD_SIGNATURE\020\002" +
+      "\022\026\n\022REASON_UNKNOWN_KEY\020\003\022\022\n\016REASON_EXPIR" +
+      "ED\020\004\022\030\n\024REASON_NOT_YET_VALID\020\005\022\031\n\025REASON" +
+      "_WRONG_AUDIENCE\020\006\022\027\n\023REASON_WRONG_ISSUER" +
+      "\020\007\022\030\n\024REASON_MISSING_SCOPE\020\010\022\022\n\016REASON_R" +
+      "EVOKED\020\t\022\037\n\033REASON_DISALLOWED_ALGORITHM\020" +
+      "\n\022\025\n\021REASON_WRONG_TYPE\020\013\022\030\n\024REASON_MISSI" +
+      "NG_CLAIM\020\014\022\033\n\027REASON_ISSUED_IN_FUTURE\020\r\022" +
+      "\034\n\030REASON_LIFETIME_TOO_LONG\020\016\022\024\n\020REASON_" +
+      "TOO_LARGE\020\0172\342\003\n\014TokenService\022:\n\005Issue\022\027." +
+      "tokend.v1.IssueRequest\032\030.tokend.v1.Issue" +
+      "Response\022=\n\006Verify\022\030.tokend.v1.VerifyReq" +
+      "uest\032\031.tokend.v1.VerifyResponse\022>\n\007Refre" +
+      "sh\022\031.tokend.v1.RefreshRequest\032\030.tokend.v" +
+      "1.IssueResponse\022=\n\006Revoke\022\030.tokend.v1.Re" +
+      "vokeRequest\032\031.tokend.v1.RevokeResponse\022@" +
+      "\n\007GetJwks\022\031.tokend.v1.GetJwksRequest\032\032.t" +
+      "okend.v1.GetJwksResponse\022T\n\020WatchRevocat" +
+      "ions\022\".tokend.v1.WatchRevocationsRequest" +
+      "\032\032.tokend.v1.RevocationEvent0\001\022@\n\tWatchJ" +
+      "wks\022\033.tokend.v1.WatchJwksRequest\032\024.token" +
+      "d.v1.JwksEvent0\001BU\n\rdev.tokend.v1B\013Token" +
+      "dProtoP\001Z5github.com/tokend/tokend/clien" +
+      "ts/go/tokendv1;tokendv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -196,7 +196,7 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
     internal_static_tokend_v1_RefreshRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RefreshRequest_descriptor,
-        new java.lang.String[] { "RefreshToken", "Scopes", });
+        new java.lang.String[] { "RefreshToken", "Scopes", "IdempotencyKey", });
     internal_static_tokend_v1_RevokeRequest_descriptor =
       getDescriptor().getMessageType(5);
     internal_static_tokend_v1_RevokeRequest_fieldAccessorTable = new
