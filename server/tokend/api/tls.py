@@ -37,6 +37,7 @@ class Material:
     key: bytes
     chain: bytes
     client_ca: bytes | None
+    not_after: float = 0.0  # the serving certificate's expiry (Unix time), for its alert
 
 
 class ReloadingCredentials:
@@ -50,6 +51,7 @@ class ReloadingCredentials:
         self.reloads = 0
         self.rejections = 0
         metrics.TLS_RELOAD_REJECTED.set(0)
+        metrics.TLS_CERT_EXPIRY.set(self._material.not_after)
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
@@ -76,6 +78,7 @@ class ReloadingCredentials:
         self._stamp, self._rejected, self._material = stamp, None, material
         self.reloads += 1
         metrics.TLS_RELOAD_REJECTED.set(0)
+        metrics.TLS_CERT_EXPIRY.set(material.not_after)
         log.info("tls.reloaded", files=[str(p) for p in self._files])
         return _configuration(material)
 
@@ -116,7 +119,7 @@ def load_material(tls: TlsConfig, now: dt.datetime | None = None) -> Material:
         if not any(c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in cas):
             raise TlsMaterialError(f"tls.client_ca_file {tls.client_ca_file}: every CA "
                                    "certificate in it is expired or not yet valid")
-    return Material(key, chain, client_ca)
+    return Material(key, chain, client_ca, leaf.not_valid_after_utc.timestamp())
 
 
 def _certificates(setting: str, path: Path, pem: bytes) -> list[x509.Certificate]:
