@@ -71,19 +71,30 @@ func FuzzStrictJSON(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
+	for _, seed := range strictJSONCases {
+		f.Add([]byte(seed))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		value, err := parseStrictJSON(data)
+		// The hand-written parser accepts exactly what the token walk accepted.
+		reference, referenceErr := referenceStrictJSON(data)
+		if (err == nil) != (referenceErr == nil) {
+			t.Fatalf("strict: %v, reference: %v, on %q", err, referenceErr, data)
+		}
 		if err != nil {
 			return
 		}
+		if !reflect.DeepEqual(value, reference) {
+			t.Fatalf("strict and reference differ on %q: %#v, %#v", data, value, reference)
+		}
 		// What the strict parser accepts, encoding/json reads the same way.
-		var reference any
+		var plain any
 		decoder := json.NewDecoder(bytes.NewReader(data))
 		decoder.UseNumber()
-		if decoder.Decode(&reference) != nil {
+		if decoder.Decode(&plain) != nil {
 			t.Fatalf("strict accepted what encoding/json refuses: %q", data)
 		}
-		if !reflect.DeepEqual(normalize(value), normalize(reference)) {
+		if !reflect.DeepEqual(normalize(value), normalize(plain)) {
 			t.Fatalf("strict and encoding/json differ on %q", data)
 		}
 	})
@@ -149,4 +160,50 @@ func FuzzClaims(f *testing.F) {
 			t.Fatal("accepted claims without their subject")
 		}
 	})
+}
+
+// strictJSONCases are corners of RFC 8259 and of the strict rules, in both
+// directions; the parser must agree with the reference on each.
+var strictJSONCases = []string{
+	`{}`, `[]`, ` { } `, "\t[\r\n]\n", `{"a":[]}`, `{"":0}`, `{"a":1,"b":{"a":2}}`, `[{"a":1},{"a":1}]`,
+	`{"a":1,"\u0061":2}`, `{"a\u0000":1,"a":2}`, `{"\/":1,"/":2}`, `{"é":1,"\u00e9":2}`,
+	`0`, `-0`, `01`, `-`, `1.`, `.5`, `1e`, `1e+`, `1E-7`, `-1.5e+300`, `1e309`, `-1e309`, `1e-400`, `+1`,
+	`0x10`, `1_0`, `NaN`, `Infinity`, `-Infinity`, `1` + strings.Repeat("0", 63), `1` + strings.Repeat("0", 64),
+	`-1` + strings.Repeat("0", 63), `1.` + strings.Repeat("0", 80), `true`, `false`, `null`, `tru`, `nul`, `True`,
+	`truex`, `[true false]`, `[1,]`, `{"a":1,}`, `[,1]`, `{,}`, `{"a"}`, `{"a":}`, `{"a" 1}`, `{1:2}`, `{'a':1}`,
+	`"a`, `"\"`, `"\\"`, `"\/"`, `"\b\f\n\r\t"`, `"\x"`, `"\'"`, `"\u00"`, `"\u00zz"`, `"\U0041"`, `"\u0041"`,
+	`"\uD83D\uDE00"`, `"\ud83d\ude00"`, `"\uD83D"`, `"\uDE00"`, `"\uDE00\uD83D"`, `"\uD83D\uD83D"`,
+	`"\uD83Dx"`, `"\uD83D\n"`, `"\uD83D\u0041"`, `"\uFFFF"`, `"\uFEFF"`, "\"\x01\"", "\"\x7f\"", "\"\t\"",
+	"\xef\xbb\xbf{}", " \xef\xbb\xbf{}", "\"\xed\xa0\x80\"", "\"\xc3\xa9\"", "\"\xf0\x9f\x98\x80\"", "\"\xc3\"",
+	`{} {}`, `{}x`, `[] `, "{}\x00", "\x00", ``, ` `, `]`, `}`, `[`, `{`, `[[[]]]`,
+	strings.Repeat("[", 64) + strings.Repeat("]", 64), strings.Repeat("[", 65) + strings.Repeat("]", 65),
+	strings.Repeat(`{"a":`, 64) + "1" + strings.Repeat("}", 64), strings.Repeat(`{"a":`, 65) + "1" + strings.Repeat("}", 65),
+	"\u2028", `"` + "\u2028" + `"`, "[1,\v2]", "[1,\f2]", "[1,\u00a02]",
+}
+
+func TestStrictJSONAgreesWithReference(t *testing.T) {
+	for _, text := range strictJSONCases {
+		value, err := parseStrictJSON([]byte(text))
+		reference, referenceErr := referenceStrictJSON([]byte(text))
+		if (err == nil) != (referenceErr == nil) || !reflect.DeepEqual(value, reference) {
+			t.Errorf("%q: strict (%#v, %v), reference (%#v, %v)", text, value, err, reference, referenceErr)
+		}
+	}
+}
+
+func TestStrictJSONRefusesWhatItMust(t *testing.T) {
+	for _, text := range []string{
+		`{"a":1,"a":2}`, `{"a":1,"\u0061":2}`, `{"x":{"a":1,"a":1}}`, `"\uD83D"`, `"\uDE00"`, "\xef\xbb\xbf{}",
+		"\"\xff\"", `1e309`, `1` + strings.Repeat("0", 64), strings.Repeat("[", 65) + strings.Repeat("]", 65),
+		`{} {}`, `01`, "\"\x01\"",
+	} {
+		if _, err := parseStrictJSON([]byte(text)); err == nil {
+			t.Errorf("accepted %q", text)
+		}
+	}
+	value, err := parseStrictJSON([]byte(`{"a":"\ud83d\ude00\u00e9\/","b":[1.5,-0,true,null]}`))
+	want := map[string]any{"a": "\U0001F600é/", "b": []any{json.Number("1.5"), json.Number("-0"), true, nil}}
+	if err != nil || !reflect.DeepEqual(value, want) {
+		t.Fatalf("got %#v, %v", value, err)
+	}
 }
