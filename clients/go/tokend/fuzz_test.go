@@ -6,6 +6,7 @@ package tokend
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 var fuzzSeed = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
@@ -206,4 +208,45 @@ func TestStrictJSONRefusesWhatItMust(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(value, want) {
 		t.Fatalf("got %#v, %v", value, err)
 	}
+}
+
+// FuzzRememberedHeaders: a verifier that remembers the header of a valid
+// token gives every token the verdict of one that never saw a token before.
+func FuzzRememberedHeaders(f *testing.F) {
+	keys := fuzzKeySet(f)
+	header := `{"alg":"EdDSA","kid":"k","typ":"at+jwt"}`
+	payload := `{"iss":"i","sub":"s","aud":"a","exp":2000,"iat":1000,"jti":"j"}`
+	good := fuzzToken(header, payload)
+	dot := strings.LastIndexByte(good, '.')
+	for _, seed := range []string{
+		good, good[:dot+1] + "A" + good[dot+2:], good[:dot], good + ".", good + "=", good[:dot+5] + "\n" + good[dot+5:],
+		fuzzToken(header, `{"iss":"i","sub":"s","aud":"a","exp":null,"iat":1000,"jti":"j"}`),
+		fuzzToken(header, `{"iss":"i","sub":"s","sub":"t","aud":"a","exp":2000,"iat":1000,"jti":"j"}`),
+		fuzzToken(header, `{"iss":"x","sub":"s","aud":"a","exp":2000,"iat":1000,"jti":"j"}`),
+		fuzzToken(`{"alg":"EdDSA","kid":"k","typ":"JWT"}`, payload),
+	} {
+		f.Add(seed)
+	}
+	clock := func() time.Time { return time.Unix(1500, 0) }
+	newVerifier := func() *Verifier {
+		v, err := NewVerifier(keys, Config{Issuer: "i", Audience: []string{"a"}, Now: clock})
+		if err != nil {
+			f.Fatal(err)
+		}
+		return v
+	}
+	warm := newVerifier()
+	if _, err := warm.Verify(context.Background(), good); err != nil || warm.headers.size(keys) != 1 {
+		f.Fatalf("warm-up: %v", err)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		warmClaims, warmErr := warm.Verify(context.Background(), token)
+		coldClaims, coldErr := newVerifier().Verify(context.Background(), token)
+		if ReasonOf(warmErr) != ReasonOf(coldErr) || (warmErr == nil) != (coldErr == nil) {
+			t.Fatalf("remembered header: %v, none: %v", warmErr, coldErr)
+		}
+		if warmErr == nil && !reflect.DeepEqual(warmClaims, coldClaims) {
+			t.Fatalf("claims differ: %+v, %+v", warmClaims, coldClaims)
+		}
+	})
 }
