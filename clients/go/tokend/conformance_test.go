@@ -156,7 +156,11 @@ func (c conformanceCase) outcome(t testing.TB) string {
 	if err != nil {
 		return "verifier refused the options: " + err.Error()
 	}
-	claims, err := verifier.Verify(context.Background(), c.token(t), c.RequiredScopes...)
+	return verdict(verifier, c.token(t), c.RequiredScopes)
+}
+
+func verdict(verifier *tokend.Verifier, token string, scopes []string) string {
+	claims, err := verifier.Verify(context.Background(), token, scopes...)
 	if err == nil {
 		return "valid " + claims.Subject
 	}
@@ -194,4 +198,57 @@ func TestConformance(t *testing.T) {
 		t.Fatal("ran zero conformance cases")
 	}
 	t.Logf("conformance: %d cases, %d passed, %d failed", total, total-failed, failed)
+}
+
+// TestConformanceWithRememberedHeaders runs the vectors again through one
+// verifier per key set, options and clock, twice over, so that most tokens
+// meet a verifier that already accepted their header (tampered signatures,
+// payloads and claims after the valid token they were made from): remembering
+// headers must not change a single verdict.
+func TestConformanceWithRememberedHeaders(t *testing.T) {
+	type group struct {
+		verifier *tokend.Verifier
+		cases    []conformanceCase
+	}
+	groups := map[string]*group{}
+	var order []string
+	for _, cases := range loadConformance(t) {
+		for _, c := range cases {
+			options, _ := json.Marshal(c.Options)
+			key := string(c.JWKS) + "\x00" + string(options) + "\x00" + c.Now.String()
+			if groups[key] == nil {
+				verifier, err := c.verifier(t)
+				if err != nil {
+					continue // the key set or options are refused: nothing to remember
+				}
+				groups[key] = &group{verifier: verifier}
+				order = append(order, key)
+			}
+			groups[key].cases = append(groups[key].cases, c)
+		}
+	}
+	checked := 0
+	for round := 0; round < 2; round++ {
+		for _, key := range order {
+			g := groups[key]
+			for _, c := range g.cases {
+				want := c.Expect.Reason
+				if c.Expect.Valid {
+					want = "valid " + c.Expect.Sub
+				}
+				if got := verdict(g.verifier, c.token(t), c.RequiredScopes); got != want {
+					t.Errorf("round %d, %s\nrule: %s\ngot %s, want %s", round, c.ID, c.Rule, got, want)
+				}
+				checked++
+			}
+		}
+	}
+	remembered := 0
+	for _, g := range groups {
+		remembered += len(tokend.RememberedHeaders(g.verifier))
+	}
+	if remembered == 0 {
+		t.Fatal("no header was remembered: the test exercised nothing")
+	}
+	t.Logf("%d verdicts over %d groups, %d headers remembered", checked, len(groups), remembered)
 }

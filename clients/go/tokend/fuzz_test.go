@@ -6,6 +6,7 @@ package tokend
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 var fuzzSeed = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
@@ -71,19 +73,30 @@ func FuzzStrictJSON(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
+	for _, seed := range strictJSONCases {
+		f.Add([]byte(seed))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		value, err := parseStrictJSON(data)
+		// The hand-written parser accepts exactly what the token walk accepted.
+		reference, referenceErr := referenceStrictJSON(data)
+		if (err == nil) != (referenceErr == nil) {
+			t.Fatalf("strict: %v, reference: %v, on %q", err, referenceErr, data)
+		}
 		if err != nil {
 			return
 		}
+		if !reflect.DeepEqual(value, reference) {
+			t.Fatalf("strict and reference differ on %q: %#v, %#v", data, value, reference)
+		}
 		// What the strict parser accepts, encoding/json reads the same way.
-		var reference any
+		var plain any
 		decoder := json.NewDecoder(bytes.NewReader(data))
 		decoder.UseNumber()
-		if decoder.Decode(&reference) != nil {
+		if decoder.Decode(&plain) != nil {
 			t.Fatalf("strict accepted what encoding/json refuses: %q", data)
 		}
-		if !reflect.DeepEqual(normalize(value), normalize(reference)) {
+		if !reflect.DeepEqual(normalize(value), normalize(plain)) {
 			t.Fatalf("strict and encoding/json differ on %q", data)
 		}
 	})
@@ -147,6 +160,93 @@ func FuzzClaims(f *testing.F) {
 		}
 		if err == nil && (claims.Subject == "" || claims.Raw == nil) {
 			t.Fatal("accepted claims without their subject")
+		}
+	})
+}
+
+// strictJSONCases are corners of RFC 8259 and of the strict rules, in both
+// directions; the parser must agree with the reference on each.
+var strictJSONCases = []string{
+	`{}`, `[]`, ` { } `, "\t[\r\n]\n", `{"a":[]}`, `{"":0}`, `{"a":1,"b":{"a":2}}`, `[{"a":1},{"a":1}]`,
+	`{"a":1,"\u0061":2}`, `{"a\u0000":1,"a":2}`, `{"\/":1,"/":2}`, `{"é":1,"\u00e9":2}`,
+	`0`, `-0`, `01`, `-`, `1.`, `.5`, `1e`, `1e+`, `1E-7`, `-1.5e+300`, `1e309`, `-1e309`, `1e-400`, `+1`,
+	`0x10`, `1_0`, `NaN`, `Infinity`, `-Infinity`, `1` + strings.Repeat("0", 63), `1` + strings.Repeat("0", 64),
+	`-1` + strings.Repeat("0", 63), `1.` + strings.Repeat("0", 80), `true`, `false`, `null`, `tru`, `nul`, `True`,
+	`truex`, `[true false]`, `[1,]`, `{"a":1,}`, `[,1]`, `{,}`, `{"a"}`, `{"a":}`, `{"a" 1}`, `{1:2}`, `{'a':1}`,
+	`"a`, `"\"`, `"\\"`, `"\/"`, `"\b\f\n\r\t"`, `"\x"`, `"\'"`, `"\u00"`, `"\u00zz"`, `"\U0041"`, `"\u0041"`,
+	`"\uD83D\uDE00"`, `"\ud83d\ude00"`, `"\uD83D"`, `"\uDE00"`, `"\uDE00\uD83D"`, `"\uD83D\uD83D"`,
+	`"\uD83Dx"`, `"\uD83D\n"`, `"\uD83D\u0041"`, `"\uFFFF"`, `"\uFEFF"`, "\"\x01\"", "\"\x7f\"", "\"\t\"",
+	"\xef\xbb\xbf{}", " \xef\xbb\xbf{}", "\"\xed\xa0\x80\"", "\"\xc3\xa9\"", "\"\xf0\x9f\x98\x80\"", "\"\xc3\"",
+	`{} {}`, `{}x`, `[] `, "{}\x00", "\x00", ``, ` `, `]`, `}`, `[`, `{`, `[[[]]]`,
+	strings.Repeat("[", 64) + strings.Repeat("]", 64), strings.Repeat("[", 65) + strings.Repeat("]", 65),
+	strings.Repeat(`{"a":`, 64) + "1" + strings.Repeat("}", 64), strings.Repeat(`{"a":`, 65) + "1" + strings.Repeat("}", 65),
+	"\u2028", `"` + "\u2028" + `"`, "[1,\v2]", "[1,\f2]", "[1,\u00a02]",
+}
+
+func TestStrictJSONAgreesWithReference(t *testing.T) {
+	for _, text := range strictJSONCases {
+		value, err := parseStrictJSON([]byte(text))
+		reference, referenceErr := referenceStrictJSON([]byte(text))
+		if (err == nil) != (referenceErr == nil) || !reflect.DeepEqual(value, reference) {
+			t.Errorf("%q: strict (%#v, %v), reference (%#v, %v)", text, value, err, reference, referenceErr)
+		}
+	}
+}
+
+func TestStrictJSONRefusesWhatItMust(t *testing.T) {
+	for _, text := range []string{
+		`{"a":1,"a":2}`, `{"a":1,"\u0061":2}`, `{"x":{"a":1,"a":1}}`, `"\uD83D"`, `"\uDE00"`, "\xef\xbb\xbf{}",
+		"\"\xff\"", `1e309`, `1` + strings.Repeat("0", 64), strings.Repeat("[", 65) + strings.Repeat("]", 65),
+		`{} {}`, `01`, "\"\x01\"",
+	} {
+		if _, err := parseStrictJSON([]byte(text)); err == nil {
+			t.Errorf("accepted %q", text)
+		}
+	}
+	value, err := parseStrictJSON([]byte(`{"a":"\ud83d\ude00\u00e9\/","b":[1.5,-0,true,null]}`))
+	want := map[string]any{"a": "\U0001F600é/", "b": []any{json.Number("1.5"), json.Number("-0"), true, nil}}
+	if err != nil || !reflect.DeepEqual(value, want) {
+		t.Fatalf("got %#v, %v", value, err)
+	}
+}
+
+// FuzzRememberedHeaders: a verifier that remembers the header of a valid
+// token gives every token the verdict of one that never saw a token before.
+func FuzzRememberedHeaders(f *testing.F) {
+	keys := fuzzKeySet(f)
+	header := `{"alg":"EdDSA","kid":"k","typ":"at+jwt"}`
+	payload := `{"iss":"i","sub":"s","aud":"a","exp":2000,"iat":1000,"jti":"j"}`
+	good := fuzzToken(header, payload)
+	dot := strings.LastIndexByte(good, '.')
+	for _, seed := range []string{
+		good, good[:dot+1] + "A" + good[dot+2:], good[:dot], good + ".", good + "=", good[:dot+5] + "\n" + good[dot+5:],
+		fuzzToken(header, `{"iss":"i","sub":"s","aud":"a","exp":null,"iat":1000,"jti":"j"}`),
+		fuzzToken(header, `{"iss":"i","sub":"s","sub":"t","aud":"a","exp":2000,"iat":1000,"jti":"j"}`),
+		fuzzToken(header, `{"iss":"x","sub":"s","aud":"a","exp":2000,"iat":1000,"jti":"j"}`),
+		fuzzToken(`{"alg":"EdDSA","kid":"k","typ":"JWT"}`, payload),
+	} {
+		f.Add(seed)
+	}
+	clock := func() time.Time { return time.Unix(1500, 0) }
+	newVerifier := func() *Verifier {
+		v, err := NewVerifier(keys, Config{Issuer: "i", Audience: []string{"a"}, Now: clock})
+		if err != nil {
+			f.Fatal(err)
+		}
+		return v
+	}
+	warm := newVerifier()
+	if _, err := warm.Verify(context.Background(), good); err != nil || warm.headers.size(keys) != 1 {
+		f.Fatalf("warm-up: %v", err)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		warmClaims, warmErr := warm.Verify(context.Background(), token)
+		coldClaims, coldErr := newVerifier().Verify(context.Background(), token)
+		if ReasonOf(warmErr) != ReasonOf(coldErr) || (warmErr == nil) != (coldErr == nil) {
+			t.Fatalf("remembered header: %v, none: %v", warmErr, coldErr)
+		}
+		if warmErr == nil && !reflect.DeepEqual(warmClaims, coldClaims) {
+			t.Fatalf("claims differ: %+v, %+v", warmClaims, coldClaims)
 		}
 	})
 }

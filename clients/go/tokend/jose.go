@@ -532,18 +532,9 @@ func verifyJWS(token string, keys *KeySet, allowed map[string]bool) (*VerifiedJW
 	if keys == nil {
 		return nil, invalid(tokendv1.Reason_REASON_UNKNOWN_KEY, "no key set")
 	}
-	if len(token) > MaxCompactBytes {
-		return nil, invalid(tokendv1.Reason_REASON_TOO_LARGE, "")
-	}
-	for i := 0; i < len(token); i++ {
-		if token[i] >= 0x80 {
-			return nil, malformed("token contains non-ASCII characters")
-		}
-	}
-	// RFC 7515 §7.1: exactly header.payload.signature; no JSON serialization, no JWE.
-	first, last := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
-	if first < 0 || first == last || strings.IndexByte(token[first+1:last], '.') >= 0 {
-		return nil, malformed("token is not a three-segment compact JWS")
+	first, last, err := compactDots(token)
+	if err != nil {
+		return nil, err
 	}
 	header, err := decodeHeader(token[:first])
 	if err != nil {
@@ -553,6 +544,35 @@ func verifyJWS(token string, keys *KeySet, allowed map[string]bool) (*VerifiedJW
 	if err != nil {
 		return nil, err
 	}
+	payload, err := verifiedSegments(token, first, last, key)
+	if err != nil {
+		return nil, err
+	}
+	return &VerifiedJWS{Header: header, Payload: payload, Key: key}, nil
+}
+
+// compactDots checks the token's size and characters and returns where the
+// two dots of header.payload.signature are.
+func compactDots(token string) (first, last int, err error) {
+	if len(token) > MaxCompactBytes {
+		return 0, 0, invalid(tokendv1.Reason_REASON_TOO_LARGE, "")
+	}
+	for i := 0; i < len(token); i++ {
+		if token[i] >= 0x80 {
+			return 0, 0, malformed("token contains non-ASCII characters")
+		}
+	}
+	// RFC 7515 §7.1: exactly header.payload.signature; no JSON serialization, no JWE.
+	first, last = strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
+	if first < 0 || first == last || strings.IndexByte(token[first+1:last], '.') >= 0 {
+		return 0, 0, malformed("token is not a three-segment compact JWS")
+	}
+	return first, last, nil
+}
+
+// verifiedSegments decodes payload and signature and checks the signature
+// with key, which the header selected; it returns the payload.
+func verifiedSegments(token string, first, last int, key *PublicKey) ([]byte, error) {
 	payload, err := decodeB64URL(token[first+1 : last])
 	if err != nil {
 		return nil, malformed("payload is not canonical base64url")
@@ -565,7 +585,7 @@ func verifyJWS(token string, keys *KeySet, allowed map[string]bool) (*VerifiedJW
 	if !key.verify([]byte(token[:last]), signature) {
 		return nil, invalid(tokendv1.Reason_REASON_BAD_SIGNATURE, "")
 	}
-	return &VerifiedJWS{Header: header, Payload: payload, Key: key}, nil
+	return payload, nil
 }
 
 func decodeHeader(segment string) (map[string]any, error) {

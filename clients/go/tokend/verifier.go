@@ -97,6 +97,7 @@ type Verifier struct {
 	now            func() time.Time
 	keys           KeyProvider
 	revocations    revocationChecker
+	headers        headerMemory // header segments accepted with the current keys
 }
 
 // KeyProvider hands a Verifier its keys: a *KeySet (fixed), a *KeySource
@@ -269,11 +270,15 @@ func (v *Verifier) verifiedPayload(ctx context.Context, token string) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
+	if payload, remembered, err := v.rememberedPayload(token, keys); remembered {
+		return payload, err
+	}
 	verified, err := verifyJWS(token, keys, v.algorithms)
 	if ReasonOf(err) == tokendv1.Reason_REASON_UNKNOWN_KEY {
 		// Only an unknown kid can be cured by newer keys (tokend just rotated).
 		if newer := v.keys.RefetchForUnknownKey(ctx, keys); newer != nil {
-			verified, err = verifyJWS(token, newer, v.algorithms)
+			keys = newer
+			verified, err = verifyJWS(token, keys, v.algorithms)
 		}
 	}
 	if err != nil {
@@ -284,7 +289,29 @@ func (v *Verifier) verifiedPayload(ctx context.Context, token string) ([]byte, e
 	if !ok || normalizeTyp(typ) != v.typ {
 		return nil, invalid(tokendv1.Reason_REASON_WRONG_TYPE, "")
 	}
+	v.headers.remember(keys, token[:strings.IndexByte(token, '.')], verified.Key)
 	return verified.Payload, nil
+}
+
+// rememberedPayload verifies a token whose header segment passed every header
+// rule before with this key set: the same text decodes to the same header and
+// selects the same key, so only the rest of the token is checked, as
+// verifyJWS checks it. remembered is false when the header is not known.
+func (v *Verifier) rememberedPayload(token string, keys *KeySet) (payload []byte, remembered bool, err error) {
+	first := strings.IndexByte(token, '.')
+	if first < 0 {
+		return nil, false, nil
+	}
+	key := v.headers.lookup(keys, token[:first])
+	if key == nil {
+		return nil, false, nil
+	}
+	first, last, err := compactDots(token)
+	if err != nil {
+		return nil, true, err
+	}
+	payload, err = verifiedSegments(token, first, last, key)
+	return payload, true, err
 }
 
 // normalizeTyp: media types are case-insensitive and "application/" is

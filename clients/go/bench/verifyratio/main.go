@@ -121,6 +121,10 @@ func run(path string, seconds float64, rounds int) error {
 	}
 	rawPass()
 	verifierPass()
+	// Again now that the verifier remembers the fixture's header: still no no-op.
+	if err := checkTampered(ctx, verifier, key, fx.Tokens[0]); err != nil {
+		return err
+	}
 	medians := measure([]func() int{rawPass, verifierPass}, seconds, rounds)
 	raw, local := medians[0], medians[1]
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
