@@ -27,7 +27,7 @@ from tokend.keys.vault import VaultError, make_vault_client
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.errors import SigningUnavailable
 from tokend.tokens.minting import TokenMinter
-from tokend.tokens.policy import AccessTokenSpec
+from tokend.tokens.input_rules import AccessTokenSpec
 from tokend_client import LocalVerifier
 
 ALGS = ("ES256", "RS256", "PS256", "EdDSA")

@@ -28,8 +28,8 @@ from tokend.keys.vault import VaultError, make_vault_client
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.errors import SigningUnavailable
+from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.tokens.minting import TokenMinter
-from tokend.tokens.policy import AccessTokenSpec
 from tokend_client import LocalVerifier
 from tokend_client.jose import b64url_decode
 

@@ -16,15 +16,17 @@ from pathlib import Path
 import pytest
 
 from tests.support.bao import BaoDevServer
+from tokend.api.responses import VerifyAnswers
 from tokend.audit import AuditLog
 from tokend.config import TokenConfig
 from tokend.keys.transit import TransitKeyring
 from tokend.keys.vault import make_vault_client
 from tokend.store import Revocation, open_store
-from tokend.tokens.authority import TokenAuthority, VerifiedTokens
+from tokend.tokens.authority import TokenAuthority
 from tokend.tokens.denylist import Denylist
+from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.tokens.minting import TokenMinter
-from tokend.tokens.policy import AccessTokenSpec
+from tokend.tokens.verify_cache import VerifiedTokens
 from tokend_client import LocalVerifier, Reason
 
 ISSUER = "https://tokend.test"
@@ -187,11 +189,35 @@ async def test_an_accepted_caller_skips_the_claim_rules_until_the_clock_goes_bac
 
 async def test_the_rendered_answer_lives_and_dies_with_the_cache_entry(
         authority: TokenAuthority) -> None:
+    """The token layer hands out its cache entry; the API keeps the gRPC answer by it."""
     token = await issue(authority)
+    answers = VerifyAnswers()
     first = authority.verify(token, AUDIENCE, [])
-    assert first.views is not None and first.views == {}
-    first.views["grpc"] = rendered = object()
-    assert authority.verify(token, AUDIENCE, ["orders:read"]).views == {"grpc": rendered}
+    assert first.entry is not None and answers.get(first.entry) is None
+    rendered = answers.add(first.entry)
+    assert rendered.valid and rendered.subject == "alice"
+    again = authority.verify(token, AUDIENCE, ["orders:read"])
+    assert again.entry is first.entry and answers.get(again.entry) is rendered
     await authority.revoke_token(token, "leaked")
     refused = authority.verify(token, AUDIENCE, [])
-    assert refused.reason is Reason.REVOKED and refused.views is None
+    assert refused.reason is Reason.REVOKED and refused.entry is None
+
+
+async def test_a_token_verified_afresh_gets_a_new_entry_and_answer(
+        authority: TokenAuthority) -> None:
+    """After a new key set (or expiry, eviction) the old answer is never found again."""
+    token = await issue(authority)
+    answers = VerifyAnswers(max_entries=2)
+    first = authority.verify(token, AUDIENCE, [])
+    assert first.entry is not None
+    answers.add(first.entry)
+    verifier = authority._verifier
+    verifier.update_jwks({"keys": [key.to_jwk() for key in verifier.jwks.keys]})
+    again = authority.verify(token, AUDIENCE, [])
+    assert again.entry is not None and again.entry is not first.entry
+    assert answers.get(again.entry) is None
+    for _ in range(3):  # bounded like the token layer's cache: the oldest go first
+        fresh = authority.verify(await issue(authority), AUDIENCE, [])
+        assert fresh.entry is not None
+        answers.add(fresh.entry)
+    assert len(answers) == 2 and answers.get(first.entry) is None

@@ -1,9 +1,11 @@
-"""The token lifecycle: issue, verify, refresh and revoke, independent of gRPC."""
+"""The token lifecycle: issue, verify, refresh and revoke, independent of gRPC.
+
+Inputs arrive validated (api/requests.py applies tokens/input_rules.py once per request);
+what is checked here needs tokend's own state: keys, the store, the denylist."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import math
 import time
@@ -29,16 +31,10 @@ from tokend.store.base import family_cut_off, is_retry
 from tokend.tokens import retry
 from tokend.tokens.denylist import Denylist
 from tokend.tokens.errors import BadRequest, RefreshDenied, RevocationsStale
+from tokend.tokens.input_rules import AccessTokenSpec, check_narrowing
 from tokend.tokens.minting import MintedToken, TokenMinter
-from tokend.tokens.policy import (
-    AccessTokenSpec,
-    check_jti,
-    check_narrowing,
-    check_scopes,
-    check_subject,
-)
-from tokend.tokens.policy import check_reason as _check_reason
-from tokend.tokens.refresh import new_refresh_token, parse_refresh_token, token_fingerprint
+from tokend.tokens.refresh import hash_refresh_token, new_refresh_token, token_fingerprint
+from tokend.tokens.verify_cache import VERIFIED_CACHE_ENTRIES, VerifiedToken, VerifiedTokens
 from tokend_client import InvalidToken, LocalVerifier, Reason, verify_compact
 from tokend_client.jose import strict_json_loads
 
@@ -48,7 +44,6 @@ log = structlog.get_logger("tokend.tokens")
 # or raises (PolicyDenied, PERMISSION_DENIED).
 Permit = Callable[[AccessTokenSpec], AccessTokenSpec]
 
-MAX_REQUIRED_SCOPES = 64
 # Rejections decided after the signature verified: the claims are authentic.
 _AFTER_SIGNATURE = frozenset({
     Reason.WRONG_TYPE, Reason.MISSING_CLAIM, Reason.EXPIRED, Reason.NOT_YET_VALID,
@@ -71,110 +66,9 @@ class VerifyResult(NamedTuple):  # a tuple: built on every Verify, cheaply
     reason: Reason | None = None
     # Set when valid, and for refusals after a good signature (the claims are real).
     claims: dict[str, Any] | None = None
-    # For a valid token: renderings of its claims kept as long as it stays in the
-    # verified-token cache (the gRPC answer), so a repeated token is not rendered again.
-    views: dict[str, Any] | None = None
-
-
-# Verified tokens remembered, and how often expired ones are swept out.
-VERIFIED_CACHE_ENTRIES = 4096
-_SWEEP_SECONDS = 10.0
-# (audience, scopes) pairs remembered per cached token: a token is shown to few services.
-_ACCEPTED_PER_TOKEN = 8
-
-
-class _Verified:
-    """A token that verified: its claims, and for which callers its claims held.
-
-    Every claim rule but exp either never changes its answer (iss, aud, scope,
-    lifetime) or, once met, stays met as time goes on (nbf, iat not in the future);
-    exp is `until`, checked on every hit. So a hit for an (audience, scopes) already
-    accepted skips the rules — unless the clock went back since they last ran.
-    """
-
-    __slots__ = ("accepted", "checked_at", "claims", "until", "views")
-
-    def __init__(self, claims: dict[str, Any], until: float) -> None:
-        self.claims = claims
-        self.until = until
-        self.views: dict[str, Any] = {}
-        self.accepted: set[tuple[str, tuple[str, ...]]] = set()
-        self.checked_at = 0.0
-
-    def admits(self, audience: str, scopes: tuple[str, ...], now: float) -> bool:
-        # Rules that held at `checked_at` hold at any later moment before `until`.
-        return now >= self.checked_at and (audience, scopes) in self.accepted
-
-    def accept(self, audience: str, scopes: tuple[str, ...], now: float) -> None:
-        if len(self.accepted) < _ACCEPTED_PER_TOKEN:
-            self.accepted.add((audience, scopes))
-        self.checked_at = now
-
-
-class VerifiedTokens:
-    """Claims of tokens that verified, keyed by the full token text (never logged).
-
-    A hit saves the signature check and the parsing, nothing else: the claims are
-    checked again for the moment and the caller's audience and scopes, and the
-    denylist is consulted on every call, so a revocation applies at once whichever
-    path (this process or the feed) brought it. Entries go when their token expires,
-    when a revocation names them (`forget`), when the key set changes, and oldest
-    first beyond `max_entries`. Owned by the event loop, like the denylist.
-    """
-
-    def __init__(self, max_entries: int = VERIFIED_CACHE_ENTRIES) -> None:
-        self._max = max_entries
-        self._entries: dict[str, _Verified] = {}
-        self._keys: object = None  # the key set the entries were verified with
-        self._next_sweep = 0.0
-        self.hits = 0
-
-    def get(self, token: str, keys: object, now: float) -> _Verified | None:
-        if keys is not self._keys:
-            return None
-        entry = self._entries.get(token)
-        if entry is None:
-            return None
-        if now >= entry.until:
-            del self._entries[token]
-            return None
-        self.hits += 1
-        return entry
-
-    def put(self, token: str, claims: dict[str, Any], keys: object, now: float,
-            until: float) -> _Verified:
-        entry = _Verified(claims, until)
-        if keys is not self._keys:  # a rotation or a reload: verify everything again
-            self._entries.clear()
-            self._keys = keys
-        if now >= self._next_sweep:
-            self._sweep(now)
-        if self._max <= 0:
-            return entry
-        while len(self._entries) >= self._max:
-            del self._entries[next(iter(self._entries))]  # the oldest insertion
-        self._entries[token] = entry
-        return entry
-
-    def forget(self, revocations: list[Revocation]) -> None:
-        """Drop the entries a revocation names (a jti, or every token of a subject)."""
-        jtis = {row.value for row in revocations if row.kind == "jti"}
-        subjects = {row.value for row in revocations if row.kind == "subject"}
-        if not (jtis or subjects):
-            return
-        doomed = [token for token, entry in self._entries.items()
-                  if entry.claims.get("jti") in jtis or entry.claims.get("sub") in subjects]
-        for token in doomed:
-            del self._entries[token]
-
-    def _sweep(self, now: float) -> None:
-        expired = [token for token, entry in self._entries.items() if now >= entry.until]
-        for token in expired:
-            del self._entries[token]
-        self._next_sweep = now + _SWEEP_SECONDS
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    # For a valid token: its verified-token cache entry, the same object for as long as
+    # the token stays cached, so a layer above may key what it renders from the claims.
+    entry: VerifiedToken | None = None
 
 
 class TokenAuthority:
@@ -241,14 +135,14 @@ class TokenAuthority:
 
     # -- Refresh -----------------------------------------------------------------------
 
-    async def refresh(self, refresh_token: str, scopes: list[str], *, client_id: str,
-                      permit: Permit | None = None, idempotency_key: str = "",
+    async def refresh(self, refresh_token: str, requested: tuple[str, ...], *, client_id: str,
+                      permit: Permit | None = None, idempotency_key: str | None = None,
                       ) -> IssueResult:
-        """``permit``: the caller's current policy, which may narrow the spec or refuse
-        (PolicyDenied); ``idempotency_key``: makes this Refresh retryable (tokens.retry)."""
-        token_hash = parse_refresh_token(refresh_token)
-        requested = check_scopes(scopes)
-        key = retry.check_idempotency_key(idempotency_key)
+        """``requested``: scopes to narrow to (none: the family's); ``permit``: the
+        caller's current policy, which may narrow the spec or refuse (PolicyDenied);
+        ``idempotency_key``: makes this Refresh retryable (tokens.retry)."""
+        token_hash = hash_refresh_token(refresh_token)
+        key = idempotency_key
         retry_key = retry.retry_key(client_id, key, token_hash, requested) if key else None
         found = await self._store.get_refresh(token_hash)
         if found is None:
@@ -318,7 +212,7 @@ class TokenAuthority:
             self._deny("revoked")
         result = _from_answer(answer, family.subject)
         assert result.refresh_token is not None
-        successor_hash = parse_refresh_token(result.refresh_token)
+        successor_hash = hash_refresh_token(result.refresh_token)
         found = await self._store.get_refresh(successor_hash)
         if found is None or found[0].revoked_at is not None:
             self._deny("revoked")
@@ -368,7 +262,6 @@ class TokenAuthority:
     def verify(self, token: str, audience: str, required_scopes: Sequence[str]
                ) -> VerifyResult:
         scopes = tuple(required_scopes)
-        self._check_verify_request(token, audience, scopes)
         now = time.time()
         try:
             verified = self._verified(token, audience, scopes, now)
@@ -379,13 +272,13 @@ class TokenAuthority:
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
             return self._verdict(VerifyResult(False, Reason.REVOKED, claims))
         self._check_fresh_revocations()
-        return self._verdict(VerifyResult(True, None, claims, verified.views))
+        return self._verdict(VerifyResult(True, None, claims, verified))
 
     def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float
-                  ) -> _Verified:
+                  ) -> VerifiedToken:
         """`LocalVerifier.verify`, remembering tokens that passed: for a token seen
         before only the claim rules run again (time, audience, scopes), and not even
-        those for a caller they already held for (`_Verified`)."""
+        those for a caller they already held for (`VerifiedToken`)."""
         keys = self._verifier.jwks
         known = self.verified.get(token, keys, now)
         if known is None:
@@ -424,25 +317,6 @@ class TokenAuthority:
         except BadRequest:
             return None
 
-    def _check_verify_request(self, token: str, audience: str, scopes: tuple[str, ...]
-                              ) -> None:
-        self.check_token_field(token)
-        if not audience:
-            # RFC 7519 §4.1.3: a recipient must identify itself with a value in aud.
-            raise BadRequest("audience is required: the audience your service expects")
-        if len(audience) > 256:
-            raise BadRequest("audience is longer than 256 characters")
-        if len(scopes) > MAX_REQUIRED_SCOPES:
-            raise BadRequest(f"at most {MAX_REQUIRED_SCOPES} required_scopes")
-
-    def check_token_field(self, token: str) -> None:
-        if not token:
-            raise BadRequest("token is required")
-        limit = self._config.max_token_bytes
-        # An ASCII string is as long as its encoding (every real token): no copy made.
-        if (len(token) if token.isascii() else len(token.encode())) > limit:
-            raise BadRequest(f"token is larger than {limit} bytes (tokens.max_token_bytes)")
-
     @staticmethod
     def _verdict(result: VerifyResult) -> VerifyResult:
         outcome = "valid" if result.valid else "invalid"
@@ -453,7 +327,6 @@ class TokenAuthority:
     # -- Revoke ------------------------------------------------------------------------
 
     async def revoke_token(self, token: str, reason: str) -> int:
-        self.check_token_field(token)
         claims = self._claims_of_own_token(token)
         if claims["exp"] + self._config.leeway <= time.time():
             return 0  # already unusable everywhere: nothing to record
@@ -475,20 +348,16 @@ class TokenAuthority:
         return claims
 
     async def revoke_jti(self, jti: str, reason: str) -> int:
-        check_jti(jti)
         return await self._add("jti", jti, self._horizon(), reason)
 
     async def revoke_refresh(self, refresh_token: str, reason: str) -> int:
-        check_reason(reason)
-        found = await self._store.get_refresh(parse_refresh_token(refresh_token))
+        found = await self._store.get_refresh(hash_refresh_token(refresh_token))
         if found is None:
             return 0  # RFC 7009 §2.2: an unknown token is not an error
         revocations = await self._store.revoke_family(found[0].family_id, reason, time.time())
         return self._apply(revocations)
 
     async def revoke_subject(self, subject: str, reason: str) -> int:
-        check_reason(reason)
-        check_subject(subject)  # the rules Issue applied to it
         cutoff = time.time()
         revocations = await self._store.revoke_subject(subject, reason, cutoff,
                                                        self._horizon())
@@ -501,7 +370,6 @@ class TokenAuthority:
         return time.time() + self._config.max_ttl + self._config.leeway
 
     async def _add(self, kind: str, value: str, expires_at: float, reason: str) -> int:
-        check_reason(reason)
         rows = await self._store.add_revocations(
             [NewRevocation(kind=kind, value=value, expires_at=expires_at, reason=reason)])
         return self._apply(rows)
@@ -546,11 +414,6 @@ def _from_answer(answer: dict[str, Any], subject: str) -> IssueResult:
                          answer["exp"])
     return IssueResult(access, subject, answer["refresh_token"], answer["refresh_exp"],
                        retried=True)
-
-
-@functools.lru_cache(maxsize=64)
-def check_reason(reason: str) -> None:
-    _check_reason(reason)
 
 
 def _loggable(row: Revocation) -> str:

@@ -16,7 +16,7 @@ from tokend.keys.keyring import Keyring, SigningKey
 from tokend.keys.vault import VaultError
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.errors import SigningUnavailable
-from tokend.tokens.policy import AccessTokenSpec
+from tokend.tokens.input_rules import AccessTokenSpec
 from tokend_client.jose import b64url_encode
 
 
