@@ -43,10 +43,8 @@ def issue_spec(request: pb.IssueRequest, call: CallContext, tokens: TokenConfig
     )
 
 
-class VerifyQuery(NamedTuple):
-    token: str
-    audience: str
-    required_scopes: tuple[str, ...]
+# token, audience, required scopes: a plain tuple, as this runs on every Verify.
+VerifyQuery = tuple[str, str, tuple[str, ...]]
 
 
 def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
@@ -55,7 +53,7 @@ def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
     rules.check_verify_names(audience, scopes)
     token = rules.check_token(request.token, tokens.max_token_bytes)
     rules.check_verify_audience(audience)
-    return VerifyQuery(token, audience, rules.check_required_scopes(scopes))
+    return token, audience, rules.check_required_scopes(scopes)
 
 
 class RefreshQuery(NamedTuple):

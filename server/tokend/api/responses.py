@@ -7,13 +7,15 @@ token layer keeps returning that entry; the token layer never sees protobuf.
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from tokend.tokens.authority import IssueResult
-from tokend.tokens.verify_cache import VERIFIED_CACHE_ENTRIES, VerifiedToken
+from tokend.tokens.verify_cache import VerifiedToken
 from tokend_client import Reason
 from tokend_client.v1 import tokend_pb2 as pb
 
@@ -36,30 +38,33 @@ def refused(reason: Reason) -> pb.VerifyResponse:
 
 
 class VerifyAnswers:
-    """Valid Verify answers, one per verified-token cache entry.
+    """Valid Verify answers, each living exactly as long as its verified-token cache entry.
 
-    Keyed by the entry object: the token layer returns the same entry for a token as long
-    as it keeps it cached, and a new one once it dropped it (expiry, revocation, a new key
-    set, eviction), so an answer is never found for an entry the token layer let go. Such
-    answers are merely unreachable; bounded like that cache, the oldest go first.
+    The token layer returns the same entry for a token while it keeps it cached and a new
+    one once it let it go (expiry, revocation, a new key set, eviction). An answer is
+    filed under its entry's id and leaves when the entry is freed (a weak reference's
+    callback, run at once by CPython), so an id is never found again for another entry,
+    and nothing outlives the token layer's own bound.
     """
 
-    def __init__(self, max_entries: int = VERIFIED_CACHE_ENTRIES) -> None:
-        self._max = max_entries
-        self._answers: dict[VerifiedToken, pb.VerifyResponse] = {}
-        # The answer already built for an entry, or None: the dict's own method, so the
+    def __init__(self) -> None:
+        self._answers: dict[int, pb.VerifyResponse] = {}
+        self._refs: dict[int, weakref.ref[VerifiedToken]] = {}
+        # The answer already built for id(entry), or None: the dict's own method, so the
         # hot path (a repeated token) costs one lookup and no Python call.
         self.get = self._answers.get
 
     def add(self, entry: VerifiedToken) -> pb.VerifyResponse:
         """The answer for an entry seen for the first time, kept for the next call."""
         response = verify_response(entry.claims)
-        if self._max > 0:
-            answers = self._answers
-            while len(answers) >= self._max:
-                del answers[next(iter(answers))]  # the oldest insertion
-            answers[entry] = response
+        key = id(entry)
+        self._answers[key] = response
+        self._refs[key] = weakref.ref(entry, functools.partial(self._forget, key))
         return response
+
+    def _forget(self, key: int, _: object) -> None:
+        self._answers.pop(key, None)
+        self._refs.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._answers)

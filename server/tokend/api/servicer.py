@@ -194,7 +194,7 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
             self._rejected(call, result.reason.name, result.claims)
             return refused(result.reason)
         assert result.entry is not None
-        response = self._answers.get(result.entry)
+        response = self._answers.get(id(result.entry))
         if response is None:  # first time this token verified since it entered the cache
             response = self._answers.add(result.entry)
         return response

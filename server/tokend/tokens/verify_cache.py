@@ -28,7 +28,9 @@ class VerifiedToken:
     accepted skips the rules — unless the clock went back since they last ran.
     """
 
-    __slots__ = ("accepted", "checked_at", "claims", "until")
+    # __weakref__: a layer above may keep what it renders from the claims for exactly as
+    # long as this entry lives (api/responses.py). Equality is identity, on purpose.
+    __slots__ = ("__weakref__", "accepted", "checked_at", "claims", "until")
 
     def __init__(self, claims: dict[str, Any], until: float) -> None:
         self.claims = claims
