@@ -33,9 +33,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from tokend.keys.keyring import public_jwk
 from tokend_client import LocalVerifier
-from tokend_client.jose import b64url_encode
+from tokend_client.jose import b64url_encode, public_jwk
 
 ISSUER = "https://tokend.bench"
 AUDIENCE = "bench-api"

@@ -35,6 +35,8 @@ class Ratio:
 
 PEERS = ("jwcrypto", "PyJWT", "joserfc")
 CRYPTO_TARGETS = {"ES256": 0.80, "RS256": 0.60, "EdDSA": 0.80}
+VERIFIER_TARGET = 0.80  # issue 12: each language's local verifier ÷ its raw ES256 verify
+LANGUAGE_NAMES = {"python": "Python", "go": "Go", "node": "Node.js", "java": "Java"}
 
 
 def _rps(phase: dict[str, Any] | None) -> float | None:
@@ -62,6 +64,7 @@ def ratios(results: dict[str, Any]) -> list[Ratio]:
         out.append(Ratio(f"LocalVerifier {alg} ÷ raw verify", value, target,
                          limit=f"best peer {best_peer}; the rest is base64url, strict JSON "
                                "and claim checks in Python"))
+    out += verifier_ratios(results)
     transit = results.get("transit") or {}
     health = health_rps(transit)
     # The raw rate measured right after the Verify phase, else the in-process one.
@@ -111,6 +114,53 @@ def ratios(results: dict[str, Any]) -> list[Ratio]:
         out.append(Ratio("RSS growth over the soak, %", rss_growth(soak["rss"]), 5.0,
                          higher_is_better=False, unit="%", limit="after a 30 s warm-up"))
     return out
+
+
+def verifier_ratios(results: dict[str, Any]) -> list[Ratio]:
+    """One row per language measured by bench/verifiers.py (none if it did not run)."""
+    out = []
+    for row in results.get("verifiers") or []:
+        language = LANGUAGE_NAMES.get(row["language"], row["language"])
+        if "ratio" not in row:
+            out.append(Ratio(f"{language} local verifier ES256 ÷ raw verify", None,
+                             VERIFIER_TARGET, limit=f"not measured: {row['error'][:200]}"))
+            continue
+        out.append(Ratio(f"{language} {row['verifier']} ES256 ÷ raw {row['raw']}", row["ratio"],
+                         VERIFIER_TARGET,
+                         limit=f"per CPU-second, median of {row['rounds']} alternating rounds; "
+                               f"by wall time {row['ratio_wall']}"))
+    return out
+
+
+def verifier_lines(results: dict[str, Any]) -> list[str]:
+    """The per-language table of bench/verifiers.py's figures."""
+    rows = results.get("verifiers") or []
+    if not rows:
+        return []
+    lines = ["", "## Local verifiers per language (ES256, verifications per CPU-second, "
+             "one process each)", "",
+             "| language | local verifier | verify/s | raw verify | raw/s | ÷ raw (CPU) "
+             "| ÷ raw (wall) | target | met |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        language = LANGUAGE_NAMES.get(row["language"], row["language"])
+        if "ratio" not in row:
+            lines.append(f"| {language} | - | - | - | - | - | - | ≥ {VERIFIER_TARGET:g} | - |")
+            continue
+        met = "yes" if row["ratio"] >= VERIFIER_TARGET else "**no**"
+        lines.append(f"| {language} | {row['verifier']} | {_fmt(row['verifier_per_s'])} | "
+                     f"{row['raw']} | {_fmt(row['raw_per_s'])} | {row['ratio']:.3f} | "
+                     f"{row['ratio_wall']:.3f} | ≥ {VERIFIER_TARGET:g} | {met} |")
+    tokens = {row.get("tokens") for row in rows if "tokens" in row}
+    lines += ["", f"Same P-256 key and the same {', '.join(map(str, sorted(tokens)))} distinct "
+              "tokens in every language; raw and verifier alternate in rounds after an untimed "
+              "warm-up, each side's median round is shown (bench/verifiers.py). Rates are per "
+              "CPU-second of the harness process (its garbage collector and JIT included); the "
+              "wall-time ratio is a second view of the same rounds."]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"\n{LANGUAGE_NAMES.get(row['language'], row['language'])} not "
+                         f"measured: `{row['error'][:300]}`")
+    return lines
 
 
 def _versus_openbao(results: dict[str, Any], issue: float | None, verify: float | None
@@ -205,6 +255,7 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [f"{_fmt(row['ops_per_s'][k])} ({row['ratio_to_raw'][k]:.2f})"
                  for k in ("raw", "LocalVerifier", *PEERS)]
         lines.append(f"| {row['alg']} | " + " | ".join(cells) + " |")
+    lines += verifier_lines(results)
     lines += ["", "## Services (closed loop, 64 calls in flight unless open loop; latency in µs)",
               "",
               "| server | phase | calls/s | ÷ health | p50 | p99 | server CPU µs/call "
@@ -309,10 +360,34 @@ def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     return paths
 
 
+def write_verifiers(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    """`--only verifiers`: results/verifiers-<date>.{json,md}, latest.* left alone."""
+    out.mkdir(parents=True, exist_ok=True)
+    run = results.get("run", {})
+    machine = run.get("machine", {})
+    stem = f"verifiers-{str(run.get('date', 'undated'))[:10]}"
+    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
+    paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    lines = ["# tokend benchmark: local verifiers per language", "",
+             f"{run.get('date')} · `scripts/bench --only verifiers` · commit {run.get('commit')} "
+             f"· {run.get('seconds')} s", "",
+             f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, "
+             f"{machine.get('memory_gib')} GiB. Shared and noisy: read the ratios, not the rates.",
+             "", "| figure | measured | target | met | what bounds it |", "|---|---|---|---|---|"]
+    for r in verifier_ratios(results):
+        met = {True: "yes", False: "**no**", None: "-"}[r.met]
+        lines.append(f"| {r.name} | {_fmt(r.value)} | ≥ {r.target:g} | {met} | {r.limit} |")
+    paths["md"].write_text("\n".join([*lines, *verifier_lines(results), ""]))
+    return paths
+
+
 # What the request path runs (start-up imports left out of the profile listing).
 # tokend's modules, the event loop, and the signature operations themselves (openssl).
-_PROFILED = ("servicer|admission|authority|verifier|jose|minting|batching|denylist|transit"
-             "|loopvault|keyring|localkeys|identity|audit|calls|policy|structlog|prometheus"
+# tokend_client.jose's modules are jws, jwk, jwa, b64url and json (the last is left out:
+# it would match the standard library's json too).
+_PROFILED = ("servicer|admission|authority|verifier|jws|jwk|jwa|b64url|minting|batching"
+             "|denylist|transit"
+             "|transport|keyring|localkeys|identity|audit|calls|policy|structlog|prometheus"
              "|well_known|random|Context|epoll|write|tasks.py|base_events|openssl")
 
 

@@ -8,6 +8,8 @@ Every figure that matters is a ratio of two rates measured in the same run, so t
 noise of a shared machine cancels as far as it can:
 
 - LocalVerifier (and jwcrypto, PyJWT, joserfc) ÷ raw `cryptography` verify, per alg;
+- each language's local verifier ÷ that language's raw ES256 verify (bench/verifiers.py:
+  Python, Go, Node.js, Java);
 - Verify RPC ÷ gRPC Health/Check on the same server, and ÷ the floor
   1/(1/health + 1/raw ES256 verify);
 - Issue RPC ÷ Health/Check, with Transit and with kv custody;
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report, servers
+from bench import report, servers, verifiers
 from tests.support.bao import BaoDevServer
 
 RESULTS = servers.ROOT / "bench" / "results"
@@ -46,6 +48,7 @@ class Plan:
     """Seconds per phase (each is also capped by a count)."""
 
     crypto: float
+    verifiers: float
     health: float
     issue: float
     verify: float
@@ -57,10 +60,10 @@ class Plan:
     @classmethod
     def for_mode(cls, quick: bool, soak: float) -> Plan:
         if quick:
-            return cls(crypto=1.5, health=3, issue=3, verify=3, latency=3, peers=3,
+            return cls(crypto=1.5, verifiers=3, health=3, issue=3, verify=3, latency=3, peers=3,
                        scaling=2.5, soak=soak)
-        return cls(crypto=4, health=6, issue=8, verify=8, latency=5, peers=5, scaling=4,
-                   soak=soak)
+        return cls(crypto=4, verifiers=10, health=6, issue=8, verify=8, latency=5, peers=5,
+                   scaling=4, soak=soak)
 
 
 MAX_COUNT = 200_000  # no phase here comes close; the time bound ends them
@@ -122,6 +125,14 @@ class Bench:
         self.results["crypto"] = _crypto("--seconds", str(self.plan.crypto))
         for row in self.results["crypto"]:
             self.log(f"{row['alg']}: {row['ratio_to_raw']}")
+
+    def local_verifiers(self) -> None:
+        """Each language's local verifier ÷ that language's raw ES256 verify (issue 12)."""
+        self.log("local verifiers per language: verifier ÷ raw ES256 verify, same run")
+        # Many short rounds: the median shrugs off a neighbour's burst (9 in --quick).
+        rounds = 9 if self.args.quick else 15
+        self.results["verifiers"] = verifiers.run(verifiers.LANGUAGES, self.plan.verifiers,
+                                                  rounds=rounds, tokens=64, log=self.log)
 
     def raw_es256(self) -> float:
         """Raw ES256 verifications per CPU-second, measured now: the floor of the Verify
@@ -322,11 +333,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="tokend process counts for the scaling phase (default 1,2)")
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help="where latest.{json,md,png} go (default bench/results)")
-    parser.add_argument("--only", choices=["crypto", "service", "transit", "kv", "profiles"],
+    parser.add_argument("--only", choices=["crypto", "service", "transit", "kv", "profiles",
+                                           "verifiers"],
                         help="run one part: the in-process figures, or the services; "
                              "transit/kv: only that tokend's phases, figures printed as "
                              "JSON, no table (for quick comparisons while working); "
-                             "profiles: only results/profile-*.txt")
+                             "profiles: only results/profile-*.txt; verifiers: only the "
+                             "per-language local verifier rows, into "
+                             "results/verifiers-<date>.{md,json} (latest.* untouched)")
     parser.add_argument("--python-loadgen", action="store_true",
                         help="drive gRPC with bench/loadgen.py even when the Go one is built")
     parser.add_argument("--render", action="store_true",
@@ -355,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.only in ("transit", "kv"):
             return _one_tokend(bench, args.only)
+        if args.only == "verifiers":
+            bench.local_verifiers()
+            bench.results["run"]["seconds"] = round(time.monotonic() - started, 1)
+            paths = report.write_verifiers(bench.results, args.out)
+            print(paths["md"].read_text())
+            return 0 if all("ratio" in row for row in bench.results["verifiers"]) else 1
         if args.only == "profiles":
             with BaoDevServer() as bao:
                 servers.create_transit_key(bao, "bench-es256", "ecdsa-p256")
@@ -362,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.only != "service":
             bench.crypto()
+            bench.local_verifiers()
         if args.only != "crypto":
             with BaoDevServer() as bao:
                 servers.create_transit_key(bao, "bench-es256", "ecdsa-p256")

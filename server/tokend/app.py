@@ -28,8 +28,6 @@ from tokend.config import Settings, split_host_port
 from tokend.keys.custody import build_keyring
 from tokend.keys.keyring import Keyring, PhasedKeyring
 from tokend.keys.publisher import JwksPublisher
-from tokend.keys.session import VaultSession
-from tokend.keys.vault import VaultError
 from tokend.store import Store, open_store
 from tokend.store.maintenance import purge_forever
 from tokend.tokens.authority import TokenAuthority
@@ -37,6 +35,8 @@ from tokend.tokens.batching import SignBatcher
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.denylist import Denylist, DenylistFollower
 from tokend.tokens.minting import TokenMinter
+from tokend.vault.client import VaultError
+from tokend.vault.session import VaultSession
 from tokend.web.http import build_http_app, build_metrics_app
 from tokend.web.listener import CappedSite
 from tokend_client import LocalVerifier
@@ -187,10 +187,11 @@ class App:
         """Log in to Vault, then read the key (vault.custody) and prove it signs (fail fast)."""
         vault = self.settings.vault
         # One hvac client for the process: the session logs in and keeps its token alive
-        # (start() runs `maintain`), and the keyring signs with whatever token it holds.
+        # (start() runs `maintain`), and the keyring signs with whatever token it holds,
+        # Issue's batches through the session's event-loop transport.
         self._vault = session = VaultSession(vault)
         # Before any Vault call: inconsistent rotation settings are a configuration error.
-        keyring = build_keyring(self.settings, session.client)
+        keyring = build_keyring(self.settings, session.client, transport=session.transport)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, session.login)
         await loop.run_in_executor(self._executor, keyring.load)
@@ -299,10 +300,9 @@ class App:
             if runner is not None:
                 await runner.cleanup()
         self._http = self._metrics_http = None
-        keyring, self._keyring = self._keyring, None
-        aclose = getattr(keyring, "aclose", None)
-        if aclose is not None:  # the event-loop HTTP session of Transit signing
-            await aclose()
+        self._keyring = None
+        if self._vault is not None:  # the HTTP connections of Transit signing
+            await self._vault.transport.close()
         store, self._store = self._store, None
         if store is not None:
             await store.close()

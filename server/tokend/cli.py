@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from tokend.app import serve_forever
 from tokend.config import Settings, load_settings
-from tokend.keys.vault import VaultError
 from tokend.logs import configure_logging
+from tokend.vault.client import VaultError
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 
@@ -91,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from tokend.devvault import DevVault
+    from tokend.vault.dev import DevVault
 
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

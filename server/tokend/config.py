@@ -99,9 +99,10 @@ class VaultConfig(_Section):
     # signing in process). docs/keys.md says when to choose which.
     custody: Literal["transit", "kv"] = "transit"
     kv_mount: str = "secret"
-    # A new key version is published this long before it signs. Unset: jwks_max_age +
-    # key_refresh_interval + 60 s; never less than jwks_max_age + key_refresh_interval
-    # (checked at start, see tokend.keys.lifecycle).
+    # A new key version is published this long before it signs. Unset:
+    # key_refresh_interval + max(jwks_max_age, jwks_consumer_refresh) + 60 s (22 min by
+    # default); never less than key_refresh_interval + max(jwks_max_age,
+    # jwks_consumer_refresh) (checked at start, see tokend.keys.lifecycle).
     propagation_delay: Annotated[
         float | None, BeforeValidator(_parse_duration), Field(ge=0)] = None
     # Rotate on a schedule: a new version when the newest is this old. 0: never.
@@ -232,6 +233,12 @@ class Settings(BaseSettings):
     # The caller identity recorded as `client_id` when there is no client certificate.
     default_client_id: str = Field("tokend-local", pattern=r"^[\x21-\x7e]{1,256}$")
     jwks_max_age: int = Field(300, ge=0, le=86400)
+    # The longest a JWKS consumer that ignores Cache-Control keeps a key set before it
+    # fetches again: istiod refetches every 20 min (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL),
+    # Envoy's remote_jwks after its cache_duration (10 min unless set). Key rotation
+    # waits for it (vault.propagation_delay). 0: every consumer honours max-age.
+    jwks_consumer_refresh: Annotated[
+        float, BeforeValidator(_parse_duration), Field(ge=0, le=86400)] = 1200.0
     revocation_poll_interval: Seconds = 0.5
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Audit events (one JSON line per Issue/Refresh/Revoke and rejected Verify):

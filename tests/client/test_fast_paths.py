@@ -39,7 +39,15 @@ from tokend_client import (
     jose,
     verifier,
 )
-from tokend_client.jose import SUPPORTED_ALGORITHMS, b64url_decode, strict_json_loads, verify_jws
+from tokend_client.jose import (
+    SUPPORTED_ALGORITHMS,
+    b64url_decode,
+    jwa,
+    jws,
+    strict_json_loads,
+    verify_jws,
+)
+from tokend_client.jose import json as strict_json
 
 ALL_ALGS = tuple(sorted(SUPPORTED_ALGORITHMS))
 ISSUER = "https://tokend.example"
@@ -231,7 +239,7 @@ def test_strict_json_fast_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None
     def full_decoder(text: str) -> Any:
         raise AssertionError("fell back to the full decoder")
 
-    monkeypatch.setattr(jose._STRICT_DECODER, "decode", full_decoder)
+    monkeypatch.setattr(strict_json._STRICT_DECODER, "decode", full_decoder)
     assert strict_json_loads(json_bytes(tokend_claims())) == tokend_claims()
     assert strict_json_loads(json.dumps(tokend_claims(aud=[AUDIENCE]))) == tokend_claims(
         aud=[AUDIENCE])
@@ -244,14 +252,14 @@ def test_strict_json_fast_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None
 def test_der_frames_match_encode_dss_signature(size: int) -> None:
     rng = random.Random(size)
     firsts = (0x00, 0x01, 0x7F, 0x80, 0xFF)
-    frames = jose._der_frames(size)
+    frames = jwa._der_frames(size)
     for r_first, s_first, second in itertools.product(firsts, firsts, (0x00, 0x80, 0x01)):
         r = bytes((r_first, second)) + rng.randbytes(size - 2)
         s = bytes((s_first, second)) + rng.randbytes(size - 2)
         if not any(r) or not any(s):
             continue
         expected = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
-        assert jose._der_signature(r, s) == expected
+        assert jwa._der_signature(r, s) == expected
         if r_first and s_first:
             head, middle = frames[r_first >> 7][s_first >> 7]
             assert head + r + middle + s == expected
@@ -336,14 +344,14 @@ def test_remembered_path_decides_like_verify_jws(
         mutated = token
         for _ in range(rng.randrange(1, 3)):
             mutated = _mutate_after_header(mutated, rng)
-        fast = outcome(jose._verify_remembered, mutated, remembered)
+        fast = outcome(jws._verify_remembered, mutated, remembered)
         if fast == ("accepted", None):
             continue  # not for the shortcut: verify_jws decides alone
         taken += 1
         strict = outcome(jws_payload, mutated, JwkSet(fuzz_jwks.keys))
         assert fast == strict, mutated
     assert taken > 500
-    assert jose._verify_remembered(token, remembered) == json_bytes(tokend_claims())
+    assert jws._verify_remembered(token, remembered) == json_bytes(tokend_claims())
 
 
 @pytest.mark.parametrize(
@@ -357,9 +365,9 @@ def test_remembered_path_leaves_the_unusual_to_verify_jws(
 ) -> None:
     key = jose.PublicKey.from_jwk(signing_keys["ES256"].public_jwk())
     remembered = {"a": key, "é": key, "": key, "a" * (jose.MAX_COMPACT_BYTES + 1): key}
-    assert jose._verify_remembered(token, remembered) is None
+    assert jws._verify_remembered(token, remembered) is None
     with pytest.raises(InvalidToken) as caught:  # a remembered header: it decides
-        jose._verify_remembered("a.b.c", remembered)
+        jws._verify_remembered("a.b.c", remembered)
     assert caught.value.reason is Reason.MALFORMED
 
 

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from tokend_client import InvalidToken, JwkSet, verify_compact
-from tokend_client.jose import SUPPORTED_ALGORITHMS, PublicKey, _verify_remembered, verify_jws
+from tokend_client.jose import SUPPORTED_ALGORITHMS, PublicKey, verify_jws
+from tokend_client.jose.jws import _verify_remembered
 
 VECTOR_DIR = Path(
     os.environ.get("TOKEND_WYCHEPROOF_DIR")

@@ -266,7 +266,10 @@ def test_network_policy_admits_only_callers_and_monitoring(overlay: list[Obj]) -
         label = tuple(source["namespaceSelector"]["matchLabels"].items())
         admitted[label] = {p["port"] for p in rule["ports"]}
     assert admitted == {(("tokend/client", "true"),): {50051, 8080},
-                        (("kubernetes.io/metadata.name", "monitoring"),): {8080}}
+                        (("kubernetes.io/metadata.name", "monitoring"),): {8080},
+                        # JWKS readers (docs/mesh.md): HTTP only.
+                        (("kubernetes.io/metadata.name", "istio-system"),): {8080},
+                        (("tokend/jwks-reader", "true"),): {8080}}
     egress_ports = {p["port"] for np in find(overlay, "NetworkPolicy")
                     for rule in np["spec"].get("egress", []) for p in rule["ports"]}
     assert {53, 8200} <= egress_ports

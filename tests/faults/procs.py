@@ -30,7 +30,7 @@ import yaml
 from tests.support.bao import BaoDevServer
 from tests.support.logs import log_tail
 from tests.support.tokend import ISSUER
-from tokend.devvault import end_process
+from tokend.vault.dev import end_process
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 

@@ -40,6 +40,7 @@ def config(tmp_path: Path, bao: BaoDevServer, **vault: Any) -> tuple[Path, str]:
         "grpc_listen": "0.0.0.0:50051",  # serving settings: the keys commands ignore them
         "tls": {"cert_file": "/nonexistent/cert.pem", "key_file": "/nonexistent/key.pem"},
         "jwks_max_age": 20,
+        "jwks_consumer_refresh": 0,  # no mesh consumer: DELAY covers jwks_max_age alone
         "tokens": {"max_ttl": "10m", "default_ttl": "5m", "leeway": 5},
         "vault": {"addr": bao.addr, "token": bao.token, "key_name": name,
                   "key_refresh_interval": 5, "propagation_delay": DELAY, **vault},

@@ -1,11 +1,13 @@
 """Conformance suite for the `Keyring` protocol and the rotation phases.
 
 Every key custody runs these same tests: add a factory to IMPLEMENTATIONS that makes
-keyrings on one fresh key (each one like a replica of its own) and a way to rotate that
-key in custody. Signatures are checked with `cryptography` against public keys rebuilt
-here from the published JWKs, so the suite trusts nothing of the implementation under
-test. Phases run on a clock the tests move forward (real time plus an offset, since
-custody stamps versions with real times).
+keyrings on one fresh key (each one like a replica of its own), built as the service
+builds them (Transit with its event-loop transport), and a way to rotate that key in
+custody. `sign_batch`, the way every Issue is signed, runs here for every custody too.
+Signatures are checked with `cryptography` against public keys rebuilt here from the
+published JWKs, so the suite trusts nothing of the implementation under test. Phases run
+on a clock the tests move forward (real time plus an offset, since custody stamps
+versions with real times).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import base64
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +27,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from tests.support.bao import BaoDevServer
+from tests.support.bao import BaoDevServer, vault_session
 from tokend.keys.keyring import Keyring, PhasedKeyring, SigningKey
 from tokend.keys.kv import KvKeyring
 from tokend.keys.lifecycle import Lifecycle, Phase
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import VaultError, make_vault_client
+from tokend.vault.client import VaultError, make_vault_client
+from tokend.vault.transport import VaultTransport
 
 MESSAGE = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjb25mb3JtYW5jZSJ9"
 
@@ -68,20 +71,31 @@ class KeyringCase:
     # Whether custody stamps new versions with Vault's clock (real time) rather than the
     # keyring's (the test clock).
     vault_clock: bool
+    # Make custody refuse, input by input, to sign with versions older than the newest;
+    # None for a custody that cannot refuse one input (kv signs every one in memory).
+    refuse_old: Callable[[], None] | None = None
+    transport: VaultTransport | None = None  # closed by the batch tests
 
 
 def _transit_case(bao: BaoDevServer, alg: str) -> KeyringCase:
     name = f"conf-{alg.lower()}-{uuid.uuid4().hex[:8]}"
-    client = make_vault_client(bao.addr, bao.token)
+    session = vault_session(bao.addr, bao.token)
+    client = session.client
     clock = Clock()
 
     def make() -> PhasedKeyring:
         return TransitKeyring(client, key_name=name, algorithm=alg, create_if_missing=True,
-                              lifecycle=LIFE, clock=clock)
+                              lifecycle=LIFE, clock=clock, transport=session.transport)
 
     # As an operator would rotate, outside tokend: phases come from Vault's metadata.
     rotate = lambda: client.secrets.transit.rotate_key(name)  # noqa: E731
-    return KeyringCase(alg, clock, make, rotate, make(), vault_clock=True)
+
+    def refuse_old() -> None:
+        newest = client.secrets.transit.read_key(name)["data"]["latest_version"]
+        client.secrets.transit.update_key_configuration(name, min_encryption_version=newest)
+
+    return KeyringCase(alg, clock, make, rotate, make(), vault_clock=True,
+                       refuse_old=refuse_old, transport=session.transport)
 
 
 def _kv_case(bao: BaoDevServer, alg: str) -> KeyringCase:
@@ -378,3 +392,84 @@ def test_concurrent_signing(keyring: Keyring) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         signatures = list(pool.map(lambda data: keyring.sign(active, data), inputs))
     assert all(valid(jwk, sig, data) for sig, data in zip(signatures, inputs, strict=True))
+
+
+# -- sign_batch: how every Issue is signed (tokend.tokens.batching) ---------------------
+
+
+@pytest.fixture
+async def batch_case(case: KeyringCase) -> AsyncIterator[KeyringCase]:
+    case.keyring.load()
+    yield case
+    if case.transport is not None:
+        await case.transport.close()
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="conformance") as executor:
+        yield executor
+
+
+async def test_a_batch_signs_every_input_in_order(batch_case: KeyringCase,
+                                                  pool: ThreadPoolExecutor) -> None:
+    keyring = batch_case.keyring
+    active = keyring.active()
+    inputs = [MESSAGE + str(i).encode() for i in range(5)]
+    signatures = await keyring.sign_batch(active, inputs, executor=pool)
+    jwk = jwk_by_kid(keyring.jwks(), active.kid)
+    assert len(signatures) == len(inputs)
+    for signature, data in zip(signatures, inputs, strict=True):
+        assert isinstance(signature, bytes), signature
+        verify(jwk, signature, data)
+    assert not valid(jwk, signatures[0], inputs[1])  # each answer is its own input's
+
+
+def rotated(case: KeyringCase) -> tuple[SigningKey, SigningKey]:
+    """The active key, then the one that signs after a rotation has activated."""
+    old = case.keyring.active()
+    case.rotate()
+    case.keyring.load()
+    case.clock.advance(LIFE.propagation_delay)
+    return old, case.keyring.active()
+
+
+async def test_a_batch_keeps_the_version_pin(batch_case: KeyringCase,
+                                             pool: ThreadPoolExecutor) -> None:
+    keyring = batch_case.keyring
+    old, new = rotated(batch_case)
+    jwks = keyring.jwks()
+    (old_signature,) = await keyring.sign_batch(old, [MESSAGE], executor=pool)
+    (new_signature,) = await keyring.sign_batch(new, [MESSAGE], executor=pool)
+    assert isinstance(old_signature, bytes) and isinstance(new_signature, bytes)
+    assert valid(jwk_by_kid(jwks, old.kid), old_signature, MESSAGE)
+    assert not valid(jwk_by_kid(jwks, new.kid), old_signature, MESSAGE)
+    assert valid(jwk_by_kid(jwks, new.kid), new_signature, MESSAGE)
+
+
+async def test_a_batch_for_an_unpublished_key_fails_whole(batch_case: KeyringCase,
+                                                          pool: ThreadPoolExecutor) -> None:
+    active = batch_case.keyring.active()
+    unknown = SigningKey(kid=active.kid, alg=active.alg, version=active.version + 7)
+    with pytest.raises(ValueError):
+        await batch_case.keyring.sign_batch(unknown, [MESSAGE, MESSAGE], executor=pool)
+
+
+async def test_an_input_custody_refuses_fails_alone(batch_case: KeyringCase,
+                                                    pool: ThreadPoolExecutor) -> None:
+    """One entry per input, the refusal in its place: the call itself does not raise."""
+    keyring, case = batch_case.keyring, batch_case
+    old, _ = rotated(case)
+    if case.refuse_old is not None:
+        case.refuse_old()
+    outcomes = await keyring.sign_batch(old, [MESSAGE, MESSAGE + b"2"], executor=pool)
+    assert len(outcomes) == 2
+    if case.refuse_old is None:  # nothing in custody can refuse one input: all signed
+        jwk = jwk_by_kid(keyring.jwks(), old.kid)
+        assert all(isinstance(o, bytes) and valid(jwk, o, d)
+                   for o, d in zip(outcomes, [MESSAGE, MESSAGE + b"2"], strict=True))
+    else:
+        for outcome in outcomes:
+            assert isinstance(outcome, VaultError) and outcome.reason == "rejected", outcome
+    (fresh,) = await keyring.sign_batch(keyring.active(), [MESSAGE], executor=pool)
+    assert isinstance(fresh, bytes)

@@ -12,9 +12,9 @@ from pathlib import Path
 from tests.keys.vault_docs import doc_block, doc_blocks
 from tests.support.bao import free_port
 from tests.support.tokend import RunningTokend, make_settings
-from tokend.devvault import DevVault
 from tokend.keys.kv import KvKeyring
-from tokend.keys.vault import make_vault_client
+from tokend.vault.client import make_vault_client
+from tokend.vault.dev import DevVault
 from tokend_client.v1 import tokend_pb2 as pb
 
 KEY = "tokend"  # the name the documented policy uses

@@ -23,11 +23,11 @@ from tokend.keys.keyring import SigningKey
 from tokend.keys.kv import KvKeyring
 from tokend.keys.lifecycle import Lifecycle, Phase
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import VaultError, make_vault_client
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.errors import SigningUnavailable
-from tokend.tokens.minting import TokenMinter
 from tokend.tokens.input_rules import AccessTokenSpec
+from tokend.tokens.minting import TokenMinter
+from tokend.vault.client import VaultError, make_vault_client
 from tokend_client import LocalVerifier
 
 ALGS = ("ES256", "RS256", "PS256", "EdDSA")

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tokend.config import load_settings
-from tokend.keys.keyring import KeySet, PublishedKey, SigningKey, public_jwk
+from tokend.keys.keyring import KeySet, PublishedKey, SigningKey
 from tokend.keys.lifecycle import (
     PROPAGATION_MARGIN,
     Lifecycle,
@@ -22,6 +22,7 @@ from tokend.keys.lifecycle import (
     format_time,
     parse_time,
 )
+from tokend_client.jose import public_jwk
 
 NEXT, ACTIVE, RETIRED, GONE = Phase.NEXT, Phase.ACTIVE, Phase.RETIRED, Phase.GONE
 LIFE = Lifecycle(propagation_delay=10, retire_after=100)
@@ -153,26 +154,61 @@ def settings(**values: Any) -> Any:
 
 def test_lifecycle_defaults_from_settings() -> None:
     life = Lifecycle.from_settings(settings())
-    assert life.propagation_delay == 300 + 60 + PROPAGATION_MARGIN  # jwks_max_age + refresh
+    # istiod's 20-minute JWKS refresh (jwks_consumer_refresh) + key_refresh_interval.
+    assert life.propagation_delay == 1200 + 60 + PROPAGATION_MARGIN == 22 * 60
     assert life.retire_after == 3600 + 30  # tokens.max_ttl + leeway
     assert life.rotation_period == 0
 
 
+def test_without_mesh_consumers_the_delay_follows_jwks_max_age() -> None:
+    life = Lifecycle.from_settings(settings(jwks_consumer_refresh=0))
+    assert life.propagation_delay == 300 + 60 + PROPAGATION_MARGIN  # jwks_max_age + refresh
+    envoy = Lifecycle.from_settings(settings(jwks_consumer_refresh="10m"))
+    assert envoy.propagation_delay == 600 + 60 + PROPAGATION_MARGIN
+
+
+def test_a_sidecar_refreshing_every_20_minutes_knows_each_kid_before_it_signs() -> None:
+    """istiod refetches the JWKS every 20 min whatever Cache-Control says, at a phase of
+    its own. With the default settings, whatever that phase, its copy holds a new
+    version before the version signs its first token."""
+    settings_ = settings()
+    life = Lifecycle.from_settings(settings_)
+    created = 10_000.0
+    schedule = Schedule.plan({1: 0.0, 2: created}, life)
+    activates = schedule.times(2).activates
+    # Worst case: the replicas read the new version a full key_refresh_interval late.
+    published_at = created + settings_.vault.key_refresh_interval
+    for phase in range(0, 1200, 7):
+        fetches = [phase + 1200 * n for n in range(30)]
+        seen = min(t for t in fetches if t >= published_at)
+        assert seen < activates, (phase, seen, activates)
+
+
+def test_propagation_delay_shorter_than_a_mesh_refresh_is_refused() -> None:
+    # Shorter than istiod's refresh: a sidecar would reject the new kid for minutes.
+    bad = settings(vault={"propagation_delay": "7m"})
+    with pytest.raises(ValueError, match=r"propagation_delay \(420s\) must be at least .*"
+                                         r"jwks_consumer_refresh 1200s.*= 1260s"):
+        Lifecycle.from_settings(bad)
+
+
 def test_lifecycle_from_explicit_settings() -> None:
     life = Lifecycle.from_settings(settings(
-        jwks_max_age=60, vault={"propagation_delay": "2m", "key_refresh_interval": 10,
-                                "rotation_period": "30d"},
+        jwks_max_age=60, jwks_consumer_refresh=0,
+        vault={"propagation_delay": "2m", "key_refresh_interval": 10, "rotation_period": "30d"},
         tokens={"max_ttl": "10m", "default_ttl": "5m", "leeway": 5}))
     assert (life.propagation_delay, life.retire_after, life.rotation_period) == (
         120, 605, 30 * 86400)
 
 
 def test_propagation_delay_shorter_than_a_cached_jwks_is_refused() -> None:
-    bad = settings(jwks_max_age=300, vault={"propagation_delay": 299, "key_refresh_interval": 1})
+    bad = settings(jwks_max_age=300, jwks_consumer_refresh=0,
+                   vault={"propagation_delay": 299, "key_refresh_interval": 1})
     with pytest.raises(ValueError, match=r"propagation_delay \(299s\) must be at least "
-                                         r"jwks_max_age \(300s\).*= 301s"):
+                                         r"max\(jwks_max_age 300s.*= 301s"):
         Lifecycle.from_settings(bad)
-    ok = settings(jwks_max_age=300, vault={"propagation_delay": 301, "key_refresh_interval": 1})
+    ok = settings(jwks_max_age=300, jwks_consumer_refresh=0,
+                  vault={"propagation_delay": 301, "key_refresh_interval": 1})
     assert Lifecycle.from_settings(ok).propagation_delay == 301
 
 

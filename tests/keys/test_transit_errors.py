@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.support.bao import BaoDevServer, free_port
 from tokend.keys.transit import TransitKeyring, parse_transit_signature
-from tokend.keys.vault import VaultError, make_vault_client
+from tokend.vault.client import VaultError, make_vault_client
 
 
 def unique(prefix: str) -> str:

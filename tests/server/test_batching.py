@@ -15,23 +15,23 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import pytest
 from cryptography.exceptions import InvalidSignature
 from prometheus_client import REGISTRY
 
-from tests.support.bao import BaoDevServer, free_port
-from tokend.keys.keyring import PROBE, PublicKey, SigningKey, verify_signature
+from tests.support.bao import BaoDevServer, free_port, vault_session
+from tokend.keys.keyring import PROBE, SigningKey, ThreadedBatches
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import VaultError, make_vault_client
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.errors import SigningUnavailable
 from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.tokens.minting import TokenMinter
+from tokend.vault.client import VaultError
 from tokend_client import LocalVerifier
-from tokend_client.jose import b64url_decode
+from tokend_client.jose import VerifyingKey, b64url_decode, verify_signature
 
 ISSUER = "https://tokend.test"
 SPEC = AccessTokenSpec(subject="alice", audience=("orders",), scopes=("orders:read",),
@@ -54,25 +54,22 @@ class CountingTransit(TransitKeyring):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.batches: list[tuple[int, int]] = []
 
-    def sign_many(self, key: SigningKey, signing_inputs: Sequence[bytes]
-                  ) -> list[bytes | VaultError]:
+    async def sign_batch(self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+                         executor: Executor | None = None) -> list[bytes | VaultError]:
         self.batches.append((key.version, len(signing_inputs)))
-        return super().sign_many(key, signing_inputs)
-
-    async def sign_many_async(self, key: SigningKey, signing_inputs: Sequence[bytes]
-                              ) -> list[bytes | VaultError]:
-        self.batches.append((key.version, len(signing_inputs)))
-        return await super().sign_many_async(key, signing_inputs)
+        return await super().sign_batch(key, signing_inputs, executor=executor)
 
 
 @pytest.fixture
 async def transit(bao: BaoDevServer) -> AsyncIterator[CountingTransit]:
+    """As tokend builds it: hvac client and event-loop transport from one session."""
     name = f"batching-{uuid.uuid4().hex[:8]}"
-    keyring = CountingTransit(make_vault_client(bao.addr, bao.token), key_name=name,
-                              create_if_missing=True)
+    session = vault_session(bao.addr, bao.token)
+    keyring = CountingTransit(session.client, key_name=name, create_if_missing=True,
+                              transport=session.transport)
     keyring.load()
     yield keyring
-    await keyring.aclose()
+    await session.transport.close()
 
 
 def rotate(bao: BaoDevServer, keyring: TransitKeyring) -> tuple[SigningKey, SigningKey]:
@@ -83,7 +80,7 @@ def rotate(bao: BaoDevServer, keyring: TransitKeyring) -> tuple[SigningKey, Sign
     return held[1].key, held[2].key
 
 
-def public_keys(keyring: TransitKeyring) -> dict[int, PublicKey]:
+def public_keys(keyring: TransitKeyring) -> dict[int, VerifyingKey]:
     return {v: p.public_key for v, p in keyring._current().versions.items()}
 
 
@@ -155,8 +152,9 @@ async def test_a_version_transit_refuses_fails_only_its_callers(
             verify_signature(new.alg, public_keys(transit)[2], outcome, b"data")
 
 
-class GatedKeyring:
-    """Signs instantly, but holds every batch until `gate` opens; records each batch."""
+class GatedKeyring(ThreadedBatches):
+    """Signs instantly, but holds every batch until `gate` opens; records each batch.
+    Its batches run in worker threads (the default `sign_batch`)."""
 
     def __init__(self, fail_on: bytes | None = None, fail_all: bool = False) -> None:
         self.gate = threading.Event()
@@ -183,8 +181,8 @@ class InstantAsyncKeyring:
     def __init__(self) -> None:
         self.batches: list[tuple[float, list[bytes]]] = []
 
-    async def sign_many_async(self, key: SigningKey, signing_inputs: Sequence[bytes]
-                              ) -> list[bytes | VaultError]:
+    async def sign_batch(self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+                         executor: Executor | None = None) -> list[bytes | VaultError]:
         self.batches.append((time.monotonic(), list(signing_inputs)))
         return [b"sig:" + data for data in signing_inputs]
 
@@ -332,10 +330,8 @@ async def test_cancelled_caller_does_not_disturb_the_others(
     assert isinstance(outcomes[1], asyncio.CancelledError)
 
 
-class InlineKeyring:
-    """A custody whose signatures are cheap (kv, ES256): the batcher signs on the loop."""
-
-    signs_inline = True
+class InlineKeyring(ThreadedBatches):
+    """A custody whose signatures are cheap (kv, ES256): it signs batches on the loop."""
 
     def __init__(self, fail_all: bool = False) -> None:
         self.batches: list[tuple[str, list[bytes]]] = []
@@ -348,6 +344,10 @@ class InlineKeyring:
             raise ValueError("key k-v1 (version 1) is gone")
         return [VaultError("refused", reason="rejected") if data == b"bad"
                 else b"sig:" + data for data in signing_inputs]
+
+    async def sign_batch(self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+                         executor: Executor | None = None) -> list[bytes | VaultError]:
+        return self.sign_many(key, signing_inputs)  # as KvKeyring does for ES256
 
 
 async def test_inline_custodies_are_batched_on_the_event_loop(
@@ -385,13 +385,12 @@ def test_limits_are_checked(executor: ThreadPoolExecutor) -> None:
 async def test_event_loop_transit_signs_like_hvac(transit: CountingTransit) -> None:
     key = transit.active()
     inputs = [b"first", b"second"]
-    from_loop = await transit.sign_many_async(key, inputs)
-    assert transit._loop_vault().usable
+    from_loop = await transit.sign_batch(key, inputs)
+    assert transit.transport is not None and transit.transport.usable
     public = public_keys(transit)[key.version]
     for data, signature in zip(inputs, from_loop, strict=True):
         assert isinstance(signature, bytes)
         verify_signature(key.alg, public, signature, data)
-    await transit.aclose()
 
 
 async def test_event_loop_transit_errors_name_the_path(bao: BaoDevServer,
@@ -399,33 +398,31 @@ async def test_event_loop_transit_errors_name_the_path(bao: BaoDevServer,
     key = transit.active()
     transit._client.token = "not-a-token"  # what an expired or revoked token looks like
     with pytest.raises(VaultError) as denied:
-        await transit.sign_many_async(key, [b"x"])
+        await transit.sign_batch(key, [b"x"])
     assert denied.value.reason == "denied" and transit.sign_path in str(denied.value)
-    await transit.aclose()
 
-    gone = TransitKeyring(make_vault_client(f"http://127.0.0.1:{free_port()}", bao.token),
-                          key_name=transit.key_name)
+    session = vault_session(f"http://127.0.0.1:{free_port()}", bao.token)
+    gone = TransitKeyring(session.client, key_name=transit.key_name,
+                          transport=session.transport)
     gone._keyset = transit._keyset  # loaded keys, but nothing listens at this address
     with pytest.raises(VaultError) as unreachable:
-        await gone.sign_many_async(key, [b"x"])
+        await gone.sign_batch(key, [b"x"])
     assert unreachable.value.reason == "unreachable"
-    await gone.aclose()
+    await session.transport.close()
 
 
 async def test_a_proxy_keeps_signing_on_hvac(monkeypatch: pytest.MonkeyPatch,
                                              bao: BaoDevServer) -> None:
     """Where aiohttp could not take the route requests would (a proxy), hvac signs."""
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    keyring = CountingTransit(make_vault_client(bao.addr, bao.token),
-                              key_name=f"proxied-{uuid.uuid4().hex[:8]}", create_if_missing=True)
+    session = vault_session(bao.addr, bao.token)  # the transport sees the proxy
     monkeypatch.delenv("HTTPS_PROXY")
+    keyring = CountingTransit(session.client, key_name=f"proxied-{uuid.uuid4().hex[:8]}",
+                              create_if_missing=True, transport=session.transport)
     keyring.load()
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    assert not keyring._loop_vault().usable
-    monkeypatch.delenv("HTTPS_PROXY")
-    signatures = await keyring.sign_many_async(keyring.active(), [b"data"])
+    assert keyring.transport is not None and not keyring.transport.usable
+    signatures = await keyring.sign_batch(keyring.active(), [b"data"])
     assert isinstance(signatures[0], bytes)
-    await keyring.aclose()
 
 
 # -- failing fast: the signing circuit (tokend.tokens.circuit) ---------------------------
@@ -440,8 +437,8 @@ class SwitchKeyring:
         self.hang = hang
         self.batches: list[list[bytes]] = []
 
-    async def sign_many_async(self, key: SigningKey, signing_inputs: Sequence[bytes]
-                              ) -> list[bytes | VaultError]:
+    async def sign_batch(self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+                         executor: Executor | None = None) -> list[bytes | VaultError]:
         self.batches.append(list(signing_inputs))
         if self.hung:
             await asyncio.sleep(self.hang)

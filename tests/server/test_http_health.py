@@ -38,7 +38,8 @@ def test_discovery(tokend: RunningTokend) -> None:
     document = json.loads(body)
     assert status == 200 and document["issuer"] == ISSUER
     assert document["jwks_uri"] == ISSUER + "/.well-known/jwks.json"
-    assert document["id_token_signing_alg_values_supported"] == ["ES256"]
+    assert document["access_token_signing_alg_values_supported"] == ["ES256"]
+    assert document["id_token_signing_alg_values_supported"] == []  # no ID tokens issued
 
 
 def test_health_and_readiness(tokend: RunningTokend) -> None:

@@ -13,7 +13,7 @@ from tests.server.test_issue_verify import issue, segments, verify
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import ISSUER, RunningTokend, free_port, make_settings
 from tokend.app import App
-from tokend.keys.vault import VaultError
+from tokend.vault.client import VaultError
 from tokend_client import LocalVerifier
 from tokend_client.v1 import tokend_pb2 as pb
 

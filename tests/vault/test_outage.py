@@ -24,8 +24,8 @@ from tests.vault.helpers import (
     wait_issuing,
     write_doc_policy,
 )
-from tokend.devvault import DevVault
-from tokend.keys.vault import make_vault_client
+from tokend.vault.client import make_vault_client
+from tokend.vault.dev import DevVault
 from tokend_client.v1 import tokend_pb2 as pb
 
 

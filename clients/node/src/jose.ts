@@ -3,7 +3,7 @@
  * jose library is lenient where tokend's contract is not (padding, whitespace and
  * non-canonical bits in base64url, duplicate JSON members, a BOM, small RSA keys that
  * throw TypeError). The rules are those of docs/verifier-contract.md and of the reference
- * verifier (clients/python tokend_client/jose.py), RFC 8725 throughout:
+ * verifier (clients/python tokend_client/jose/), RFC 8725 throughout:
  *
  * - compact serialization only, three segments of canonical unpadded base64url;
  * - headers are strict JSON objects (see json.ts), UTF-8 without BOM;

@@ -31,11 +31,11 @@ from .jose import (
     JwkSet,
     PublicKey,
     VerifiedJws,
-    _verify_remembered,
     as_key_set,
     strict_json_loads,
     verify_jws,
 )
+from .jose.jws import _verify_remembered
 from .keysource import KeySource
 from .live import LiveSource
 

@@ -14,7 +14,7 @@ from tokend.config import Settings
 from tokend.keys.custody import build_keyring
 from tokend.keys.keyring import PhasedKeyring, SigningKey
 from tokend.keys.lifecycle import VersionTimes, format_time
-from tokend.keys.session import VaultSession
+from tokend.vault.session import VaultSession
 
 _COLUMNS = ("version", "kid", "phase", "created", "activates", "retires", "gone")
 

@@ -11,6 +11,7 @@ from tokend.keys.keyring import PhasedKeyring
 from tokend.keys.kv import KvKeyring
 from tokend.keys.lifecycle import Lifecycle
 from tokend.keys.transit import TransitKeyring
+from tokend.vault.transport import VaultTransport
 
 CUSTODIES = ("transit", "kv")
 
@@ -22,11 +23,13 @@ def build_keyring(
     custody: str | None = None,
     create_if_missing: bool | None = None,
     clock: Callable[[], float] | None = None,
+    transport: VaultTransport | None = None,
 ) -> PhasedKeyring:
     """The configured keyring, not loaded yet; ValueError when the settings conflict.
 
     `custody` and `create_if_missing` override `vault.custody` and `vault.create_key`
-    (the `keys` commands create keys only when told to).
+    (the `keys` commands create keys only when told to). `transport` carries Transit's
+    batch signs from the event loop (the service passes its session's).
     """
     vault = settings.vault
     lifecycle = Lifecycle.from_settings(settings)
@@ -37,7 +40,7 @@ def build_keyring(
         "create_if_missing": create, "lifecycle": lifecycle, "clock": clock,
     }
     if custody == "transit":
-        return TransitKeyring(client, mount=vault.transit_mount, **common)
+        return TransitKeyring(client, mount=vault.transit_mount, transport=transport, **common)
     if custody == "kv":
         return KvKeyring(client, mount=vault.kv_mount, **common)
     raise ValueError(f"vault.custody must be one of {', '.join(CUSTODIES)}, not {custody!r}")

@@ -12,26 +12,23 @@ between loads.
 from __future__ import annotations
 
 import abc
-import base64
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokend.keys.lifecycle import Lifecycle, Phase, Schedule
-from tokend.keys.vault import VaultError
+from tokend.vault.client import VaultError
+from tokend_client.jose import VerifyingKey, verify_signature
 
 if TYPE_CHECKING:
     import hvac
-
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 #: JWS algorithms a keyring may sign with (RFC 7518 §3.1 names, RFC 8037 §3.1 for EdDSA).
 ALGORITHMS = frozenset({"ES256", "RS256", "PS256", "EdDSA"})
@@ -52,7 +49,7 @@ class Keyring(Protocol):
 
     Contract (checked by tests/keys/test_keyring_conformance.py):
     - `load()` (re)reads the key versions from custody and rebuilds the JWKS; it raises
-      `tokend.keys.vault.VaultError` naming the path it could not use.
+      `tokend.vault.client.VaultError` naming the path it could not use.
     - `active()` and `jwks()` answer from memory; before the first successful `load()`
       they raise RuntimeError.
     - `sign(key, data)` returns raw JWS signature bytes (RFC 7515 §5.1 step 5) made by
@@ -64,9 +61,11 @@ class Keyring(Protocol):
       one entry per input, in order: the signature, or the VaultError for an input that
       custody refused alone. A failure of the whole call raises (VaultError; ValueError
       for a key not published), as `sign` does.
-    - optionally `signs_inline`: True when `sign` is a few tens of microseconds of CPU
-      and no I/O, so the event loop may call `sign_many` itself instead of handing it to
-      a worker thread (absent means False).
+    - `await sign_batch(key, inputs, executor=...)` is `sign_many` for the event loop
+      (tokend.tokens.batching signs every Issue through it), with the same answers and
+      errors. `ThreadedBatches` gives the default: `sign_many` in a worker thread of
+      `executor`, off the loop. A custody overrides it where another way is cheaper:
+      Transit POSTs the batch from the loop itself, kv signs ES256/EdDSA right on it.
     """
 
     def load(self) -> None: ...
@@ -79,7 +78,34 @@ class Keyring(Protocol):
         self, key: SigningKey, signing_inputs: Sequence[bytes]
     ) -> list[bytes | VaultError]: ...
 
+    async def sign_batch(
+        self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+        executor: Executor | None = None,
+    ) -> list[bytes | VaultError]: ...
+
     def jwks(self) -> dict[str, Any]: ...
+
+
+class ThreadedBatches(abc.ABC):
+    """The default `Keyring.sign_batch`: the synchronous `sign_many` in a worker thread.
+
+    Right for a custody whose signing blocks (a Vault call through hvac) or takes long
+    (RSA): the event loop keeps serving meanwhile.
+    """
+
+    @abc.abstractmethod
+    def sign_many(
+        self, key: SigningKey, signing_inputs: Sequence[bytes]
+    ) -> list[bytes | VaultError]:
+        """See `Keyring`."""
+
+    async def sign_batch(
+        self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+        executor: Executor | None = None,
+    ) -> list[bytes | VaultError]:
+        """`sign_many` in `executor` (None: the loop's default executor)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.sign_many, key, signing_inputs)
 
 
 @dataclass(frozen=True)
@@ -87,7 +113,7 @@ class PublishedKey:
     """A key version with its public key and JWK, as held in a KeySet."""
 
     key: SigningKey
-    public_key: PublicKey
+    public_key: VerifyingKey
     jwk: Mapping[str, str]
 
 
@@ -145,18 +171,18 @@ class KeySet:
 PROBE = b"tokend start-up probe: may this token sign?"
 
 
-class PhasedKeyring(abc.ABC):
+class PhasedKeyring(ThreadedBatches):
     """What every key custody shares: the KeySet snapshot, phases, scheduled rotation.
 
     A custody implements `load` (read every version and its creation time, then swap in
     a new KeySet from `_keyset_of`), `sign`, `init` (create the key: version 1) and
-    `rotate` (add a version). `kid(version)` names key and version: `<key_name>-v<version>`.
+    `rotate` (add a version); it overrides `sign_many` and `sign_batch` where it signs a
+    batch better than one `sign` per input in a worker thread. `kid(version)` names key
+    and version: `<key_name>-v<version>`.
     """
 
     #: The `vault.custody` setting this class implements.
     custody: str = ""
-    #: Whether `sign` is cheap CPU work without I/O (see `Keyring`).
-    signs_inline: bool = False
 
     def __init__(
         self,
@@ -341,68 +367,3 @@ def check_algorithm(algorithm: str, rsa_bits: int) -> None:
         raise ValueError(f"algorithm must be one of {sorted(ALGORITHMS)}, not {algorithm!r}")
     if rsa_bits not in (2048, 3072, 4096):
         raise ValueError(f"rsa_bits must be 2048, 3072 or 4096, not {rsa_bits}")
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url, as JOSE uses everywhere (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-_EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
-
-
-def public_jwk(public_key: PublicKey, *, kid: str, alg: str) -> dict[str, str]:
-    """The public JWK (RFC 7517 §4) for a key, with kid, alg and use="sig"."""
-    members: dict[str, str]
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        crv = _EC_CURVES.get(public_key.curve.name)
-        if crv is None:
-            raise ValueError(f"unsupported EC curve {public_key.curve.name}")
-        nums = public_key.public_numbers()
-        # RFC 7518 §6.2.1.2: x and y are full-length, including leading zero octets.
-        size = (public_key.curve.key_size + 7) // 8
-        members = {
-            "kty": "EC",
-            "crv": crv,
-            "x": b64url(nums.x.to_bytes(size, "big")),
-            "y": b64url(nums.y.to_bytes(size, "big")),
-        }
-    elif isinstance(public_key, rsa.RSAPublicKey):
-        nums = public_key.public_numbers()
-        # RFC 7518 §6.3.1.1: n and e are minimal big-endian octet strings.
-        members = {"kty": "RSA", "n": b64url(uint_octets(nums.n)), "e": b64url(uint_octets(nums.e))}
-    elif isinstance(public_key, ed25519.Ed25519PublicKey):
-        raw = public_key.public_bytes_raw()
-        members = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}  # RFC 8037 §2
-    else:
-        raise TypeError(f"unsupported public key type {type(public_key).__name__}")
-    return {**members, "kid": kid, "alg": alg, "use": "sig"}
-
-
-def uint_octets(value: int) -> bytes:
-    """A non-negative integer as minimal big-endian octets (RFC 7518 §6.3.1.1)."""
-    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
-
-
-def verify_signature(alg: str, public_key: PublicKey, signature: bytes, data: bytes) -> None:
-    """Check a raw JWS signature; raises cryptography's InvalidSignature when it is wrong.
-
-    Used for self-checks (a custody whose signatures do not verify must not issue).
-    """
-    if alg == "ES256" and isinstance(public_key, ec.EllipticCurvePublicKey):
-        if len(signature) != 64:  # RFC 7518 §3.4: r||s, 32 octets each for P-256
-            raise InvalidSignature()
-        der = encode_dss_signature(
-            int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        )
-        public_key.verify(der, data, ec.ECDSA(hashes.SHA256()))
-    elif alg == "RS256" and isinstance(public_key, rsa.RSAPublicKey):
-        public_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())  # RFC 7518 §3.3
-    elif alg == "PS256" and isinstance(public_key, rsa.RSAPublicKey):
-        # RFC 7518 §3.5: MGF1 with SHA-256 and a salt as long as the hash (32 octets).
-        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-        public_key.verify(signature, data, pss, hashes.SHA256())
-    elif alg == "EdDSA" and isinstance(public_key, ed25519.Ed25519PublicKey):
-        public_key.verify(signature, data)  # RFC 8037 §3.1: pure Ed25519 over the input
-    else:
-        raise ValueError(f"algorithm {alg} does not fit a {type(public_key).__name__}")

@@ -20,7 +20,8 @@ that are gone (their tokens have all expired).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -34,10 +35,10 @@ from tokend.keys.keyring import (
     PhasedKeyring,
     PublishedKey,
     SigningKey,
-    public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, Phase, format_time, parse_time
-from tokend.keys.vault import VaultError, call_vault, vault_detail
+from tokend.vault.client import VaultError, call_vault, vault_detail
+from tokend_client.jose import public_jwk
 
 #: Where under the KV mount tokend keeps its keys (one secret per key name).
 KV_PREFIX = "tokend/keys"
@@ -81,6 +82,7 @@ class KvKeyring(PhasedKeyring):
         super().__init__(client, key_name, mount=mount, algorithm=algorithm,
                          rsa_bits=rsa_bits, create_if_missing=create_if_missing,
                          lifecycle=lifecycle, clock=clock)
+        #: Whether `sign_batch` signs right on the event loop (cheap algorithms).
         self.signs_inline = algorithm in _INLINE_ALGORITHMS
         self._secret = f"{KV_PREFIX}/{key_name}"  # relative to the mount, as hvac wants it
         self.data_path = f"{self._mount}/data/{self._secret}"
@@ -104,6 +106,16 @@ class KvKeyring(PhasedKeyring):
         if not isinstance(entry, LocalKey):  # only this class builds the set
             raise TypeError("a kv key set holds LocalKey entries only")
         return localkeys.sign(key.alg, entry.private_key, signing_input)
+
+    async def sign_batch(
+        self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+        executor: Executor | None = None,
+    ) -> list[bytes | VaultError]:
+        """ES256 and EdDSA: `sign_many` right here on the event loop, no worker thread
+        (see `_INLINE_ALGORITHMS`); RSA: in `executor`, as the default does."""
+        if self.signs_inline:
+            return self.sign_many(key, signing_inputs)
+        return await super().sign_batch(key, signing_inputs, executor=executor)
 
     # -- lifecycle -------------------------------------------------------------------
 

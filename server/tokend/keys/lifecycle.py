@@ -72,21 +72,27 @@ class Lifecycle:
     def from_settings(cls, settings: Settings) -> Lifecycle:
         """The lifecycle the settings ask for; ValueError when they are inconsistent.
 
-        A new version reaches every replica within `vault.key_refresh_interval` and every
-        verifier's cached JWKS within `jwks_max_age` more, so signing with it earlier
-        would let some verifier meet a `kid` it does not know.
+        A new version reaches every replica within `vault.key_refresh_interval`, then
+        every verifier's cached JWKS within `jwks_max_age` (verifiers that honour
+        Cache-Control) or `jwks_consumer_refresh` (istiod, Envoy: timers of their own),
+        whichever is longer; signing with it earlier would let some verifier meet a
+        `kid` it does not know.
         """
         vault, tokens = settings.vault, settings.tokens
-        minimum = settings.jwks_max_age + vault.key_refresh_interval
+        cached = max(settings.jwks_max_age, settings.jwks_consumer_refresh)
+        minimum = cached + vault.key_refresh_interval
         delay = vault.propagation_delay
         if delay is None:
             delay = minimum + PROPAGATION_MARGIN
         elif delay < minimum:
             raise ValueError(
-                f"vault.propagation_delay ({delay:g}s) must be at least jwks_max_age "
-                f"({settings.jwks_max_age}s) + vault.key_refresh_interval "
+                f"vault.propagation_delay ({delay:g}s) must be at least "
+                f"max(jwks_max_age {settings.jwks_max_age}s, jwks_consumer_refresh "
+                f"{settings.jwks_consumer_refresh:g}s) + vault.key_refresh_interval "
                 f"({vault.key_refresh_interval:g}s) = {minimum:g}s: a verifier with a cached "
-                "JWKS would otherwise meet a kid it has not seen yet"
+                "JWKS would otherwise meet a kid it has not seen yet (set "
+                "jwks_consumer_refresh: 0 when no JWKS consumer ignores Cache-Control, "
+                "see docs/keys.md)"
             )
         return cls(
             propagation_delay=delay,

@@ -13,7 +13,7 @@ import structlog
 from tokend import metrics
 from tokend.keys.keyring import Keyring, PhasedKeyring
 from tokend.keys.lifecycle import format_time
-from tokend.keys.vault import VaultError
+from tokend.vault.client import VaultError
 from tokend_client import LocalVerifier
 
 log = structlog.get_logger("tokend.keys")

@@ -14,11 +14,11 @@ RSA and Ed25519 signatures come back as padded standard base64.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -30,14 +30,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tokend.keys.keyring import (
     KeySet,
     PhasedKeyring,
-    PublicKey,
     PublishedKey,
     SigningKey,
-    public_jwk,
 )
 from tokend.keys.lifecycle import Lifecycle, parse_time
-from tokend.keys.loopvault import EventLoopVault
-from tokend.keys.vault import VaultError, call_vault
+from tokend.vault.client import VaultError, call_vault
+from tokend.vault.transport import VaultTransport
+from tokend_client.jose import VerifyingKey, public_jwk, signature_length
 
 _RSA_TYPES = frozenset({"rsa-2048", "rsa-3072", "rsa-4096"})
 
@@ -115,6 +114,9 @@ class TransitKeyring(PhasedKeyring):
     """`Keyring` whose private keys stay in a Vault Transit key named `key_name`.
 
     Each version's phase comes from its `creation_time` in transit (Vault's clock).
+    `client` (hvac) makes every call but the batch sign; that goes through `transport`
+    from the event loop when there is one (`VaultSession.transport`, the same settings
+    and token).
     """
 
     custody = "transit"
@@ -130,10 +132,12 @@ class TransitKeyring(PhasedKeyring):
         create_if_missing: bool = False,
         lifecycle: Lifecycle | None = None,
         clock: Callable[[], float] | None = None,
+        transport: VaultTransport | None = None,
     ) -> None:
         super().__init__(client, key_name, mount=mount, algorithm=algorithm,
                          rsa_bits=rsa_bits, create_if_missing=create_if_missing,
                          lifecycle=lifecycle, clock=clock)
+        self.transport = transport
         self._scheme = _SCHEMES[algorithm]
         # RSA algorithms take their key size from rsa_bits; the others have one type.
         rsa_type = f"rsa-{rsa_bits}"
@@ -190,20 +194,21 @@ class TransitKeyring(PhasedKeyring):
         )
         return self._batch_results(answer, len(signing_inputs), entry)
 
-    async def sign_many_async(
-        self, key: SigningKey, signing_inputs: Sequence[bytes]
+    async def sign_batch(
+        self, key: SigningKey, signing_inputs: Sequence[bytes], *,
+        executor: Executor | None = None,
     ) -> list[bytes | VaultError]:
-        """`sign_many` from the event loop: one aiohttp request, no worker thread.
+        """`sign_many` from the event loop: one POST through `transport`, no worker thread.
 
-        Falls back to `sign_many` in the loop's default executor when the hvac client's
-        transport cannot be copied (see `EventLoopVault`).
+        Without a usable transport (none given, or a proxy it cannot take), the default:
+        `sign_many` through hvac in `executor`.
         """
+        transport = self.transport
+        if transport is None or not transport.usable:
+            return await super().sign_batch(key, signing_inputs, executor=executor)
         entry = self._current().lookup(key)
-        http = self._loop_vault()
-        if not http.usable:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, self.sign_many, key, signing_inputs)
-        answer = await http.post(self.sign_path, self._batch_body(key, signing_inputs), "sign")
+        body = self._batch_body(key, signing_inputs)
+        answer = await transport.post(self.sign_path, body, "sign")
         return self._batch_results(answer, len(signing_inputs), entry)
 
     def _batch_body(self, key: SigningKey, signing_inputs: Sequence[bytes]) -> dict[str, Any]:
@@ -213,18 +218,6 @@ class TransitKeyring(PhasedKeyring):
             "key_version": key.version,  # the pin holds for every input of the batch
             **self._scheme.sign_params,
         }
-
-    def _loop_vault(self) -> EventLoopVault:
-        http = getattr(self, "_http", None)
-        if http is None or http.client is not self._client:
-            http = self._http = EventLoopVault(self._client)
-        return http
-
-    async def aclose(self) -> None:
-        """Close the event-loop HTTP session, if one was opened (call before the loop ends)."""
-        http = getattr(self, "_http", None)
-        if http is not None:
-            await http.close()
 
     def _batch_results(self, answer: Any, count: int, entry: PublishedKey
                        ) -> list[bytes | VaultError]:
@@ -374,7 +367,7 @@ class TransitKeyring(PhasedKeyring):
         jwk = MappingProxyType(public_jwk(public_key, kid=key.kid, alg=self._alg))
         return PublishedKey(key=key, public_key=public_key, jwk=jwk)
 
-    def _public_key(self, version: str, text: Any) -> PublicKey:
+    def _public_key(self, version: str, text: Any) -> VerifyingKey:
         if not isinstance(text, str) or not text:
             raise self._bad_answer(f"no public key for version {version}")
         try:
@@ -404,17 +397,12 @@ class TransitKeyring(PhasedKeyring):
             urlsafe=self._scheme.urlsafe,
             path=self.sign_path,
         )
-        if len(signature) != _signature_length(entry.public_key):
+        if len(signature) != signature_length(entry.public_key):
             raise VaultError(
                 f"{self.sign_path} returned a {len(signature)}-byte signature, not the "
-                f"{_signature_length(entry.public_key)} bytes {self._alg} makes",
+                f"{signature_length(entry.public_key)} bytes {self._alg} makes",
                 path=self.sign_path,
                 reason="bad_answer",
             )
         return signature
 
-
-def _signature_length(public_key: PublicKey) -> int:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return (public_key.key_size + 7) // 8
-    return 64  # RFC 7518 §3.4 P-256 r||s, and RFC 8032 §5.1.6 Ed25519, are both 64 octets

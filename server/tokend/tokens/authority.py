@@ -61,7 +61,10 @@ class IssueResult:
     retried: bool = False  # a Refresh answered again from its sealed first answer
 
 
-class VerifyResult(NamedTuple):  # a tuple: built on every Verify, cheaply
+class Verdict(NamedTuple):  # a tuple: built on every Verify, cheaply
+    """The server's answer to one Verify, before the API layer renders it (the client's
+    tokend_client.VerifyResult is that answer as a caller receives it)."""
+
     valid: bool
     reason: Reason | None = None
     # Set when valid, and for refusals after a good signature (the claims are real).
@@ -260,19 +263,19 @@ class TokenAuthority:
     # -- Verify ------------------------------------------------------------------------
 
     def verify(self, token: str, audience: str, required_scopes: Sequence[str]
-               ) -> VerifyResult:
+               ) -> Verdict:
         scopes = tuple(required_scopes)
         now = time.time()
         try:
             verified = self._verified(token, audience, scopes, now)
         except InvalidToken as exc:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
-            return self._verdict(VerifyResult(False, exc.reason, claims))
+            return self._counted(Verdict(False, exc.reason, claims))
         claims = verified.claims
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
-            return self._verdict(VerifyResult(False, Reason.REVOKED, claims))
+            return self._counted(Verdict(False, Reason.REVOKED, claims))
         self._check_fresh_revocations()
-        return self._verdict(VerifyResult(True, None, claims, verified))
+        return self._counted(Verdict(True, None, claims, verified))
 
     def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float
                   ) -> VerifiedToken:
@@ -318,11 +321,11 @@ class TokenAuthority:
             return None
 
     @staticmethod
-    def _verdict(result: VerifyResult) -> VerifyResult:
-        outcome = "valid" if result.valid else "invalid"
-        metrics.child(metrics.VERIFIED, outcome, result.reason.name if result.reason else "none"
+    def _counted(verdict: Verdict) -> Verdict:
+        outcome = "valid" if verdict.valid else "invalid"
+        metrics.child(metrics.VERIFIED, outcome, verdict.reason.name if verdict.reason else "none"
                       ).inc()
-        return result
+        return verdict
 
     # -- Revoke ------------------------------------------------------------------------
 

@@ -56,8 +56,9 @@ class _Pending:
 
 
 class SignBatcher:
-    """`await sign(key, data)` from the event loop; batches go out through the keyring's
-    `sign_many_async` when it has one, else `sign_many` in `executor`.
+    """`await sign(key, data)` from the event loop; every batch goes out through the
+    keyring's `sign_batch`, which signs where its custody signs best (Transit: an HTTP
+    POST from the loop; kv ES256/EdDSA: on the loop; otherwise a thread of `executor`).
 
     Not thread-safe: owned by one event loop, like the rest of the request path.
     """
@@ -83,11 +84,6 @@ class SignBatcher:
         self._probing = False
         self._keyring = keyring
         self._executor = executor
-        # A custody that can sign from the event loop (Transit over HTTP) does; one whose
-        # signatures are cheap CPU work (`signs_inline`) signs right on the loop; the
-        # others sign in `executor`, off the loop.
-        self._sign_async = getattr(keyring, "sign_many_async", None)
-        self._inline = bool(getattr(keyring, "signs_inline", False))
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._max_in_flight = max_in_flight
@@ -174,11 +170,8 @@ class SignBatcher:
     def _start(self, key: SigningKey, inputs: list[bytes], loop: asyncio.AbstractEventLoop
                ) -> asyncio.Future[list[bytes | Exception]]:
         metrics.SIGN_INPUTS.inc(len(inputs))
-        if self._sign_async is not None:
-            return asyncio.ensure_future(self._sign_async(key, inputs))
-        if self._inline:
-            return _signed_now(loop, self._keyring, key, inputs)
-        return loop.run_in_executor(self._executor, self._keyring.sign_many, key, inputs)
+        batch = self._keyring.sign_batch(key, inputs, executor=self._executor)
+        return asyncio.ensure_future(batch, loop=loop)
 
     def _done(self, job: asyncio.Future[list[bytes | Exception]],
               futures: list[asyncio.Future[bytes]], loop: asyncio.AbstractEventLoop,
@@ -273,17 +266,6 @@ def _give_up(future: asyncio.Future[bytes], after: float) -> None:
     if not future.done():
         metrics.child(metrics.SIGN_SHED, "gave_up").inc()
         future.set_exception(SigningUnavailable(f"cannot sign: no signature within {after:g}s"))
-
-
-def _signed_now(loop: asyncio.AbstractEventLoop, keyring: Keyring, key: SigningKey,
-                inputs: list[bytes]) -> asyncio.Future[list[bytes | Exception]]:
-    """A finished job: the batch signed here and now, on the event loop."""
-    job: asyncio.Future[list[bytes | Exception]] = loop.create_future()
-    try:
-        job.set_result(list(keyring.sign_many(key, inputs)))
-    except Exception as exc:  # the batch's callers get it, as from any other custody
-        job.set_exception(exc)
-    return job
 
 
 def _settle(job: asyncio.Future[list[bytes | Exception]],

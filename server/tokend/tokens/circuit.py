@@ -74,6 +74,6 @@ class SigningCircuit:
 
 
 def _short(error: BaseException) -> str:
-    # VaultError messages name the path and reason, never the token (tokend.keys.vault).
+    # VaultError messages name the path and reason, never the token (tokend.vault.client).
     text = str(error) or type(error).__name__
     return text if len(text) <= 200 else text[:197] + "..."

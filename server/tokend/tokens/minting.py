@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import secrets
 import threading
@@ -13,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokend.keys.keyring import Keyring, SigningKey
-from tokend.keys.vault import VaultError
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.errors import SigningUnavailable
 from tokend.tokens.input_rules import AccessTokenSpec
-from tokend_client.jose import b64url_encode
+from tokend.vault.client import VaultError
+from tokend_client.jose import b64url_encode, compact_jws, json_segment
 
 
 @dataclass(frozen=True)
@@ -71,19 +70,11 @@ def new_jti() -> str:
     return b64url_encode(_IDS.next())
 
 
-# One encoder for every token: json.dumps with options would build a new one per call.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def _compact_json(value: Any) -> bytes:
-    return _COMPACT.encode(value).encode()
-
-
 @functools.lru_cache(maxsize=64)
 def encode_header(key: SigningKey) -> str:
     """The protected header segment; one per key version, so it is built once."""
     # RFC 9068 §2.1: typ "at+jwt"; kid names the exact key version that signs.
-    return b64url_encode(_compact_json({"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}))
+    return json_segment({"alg": key.alg, "kid": key.kid, "typ": "at+jwt"})
 
 
 def build_claims(spec: AccessTokenSpec, issuer: str, jti: str, now: int) -> dict[str, Any]:
@@ -121,10 +112,10 @@ class TokenMinter:
         issued_at = int(time.time() if now is None else now)
         jti = new_jti()
         key = self._keyring.active()
-        payload = b64url_encode(_compact_json(build_claims(spec, self._issuer, jti, issued_at)))
-        signing_input = f"{encode_header(key)}.{payload}"
+        payload = json_segment(build_claims(spec, self._issuer, jti, issued_at))
+        signing_input = f"{encode_header(key)}.{payload}"  # RFC 7515 §5.1 step 5
         signature = await self._sign(key, signing_input.encode("ascii"))
-        token = f"{signing_input}.{b64url_encode(signature)}"
+        token = compact_jws(signing_input, signature)
         return MintedToken(token, jti, key.kid, issued_at, issued_at + spec.ttl)
 
     async def _sign(self, key: SigningKey, signing_input: bytes) -> bytes:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.bao import free_port
-from tokend.devvault import DevVault
 from tokend.keys.transit import TransitKeyring
-from tokend.keys.vault import make_vault_client
+from tokend.vault.client import make_vault_client
+from tokend.vault.dev import DevVault
 
 
 def mode(path: Path) -> int:

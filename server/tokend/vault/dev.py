@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from tokend.keys.vault import call_vault, make_vault_client
+from tokend.vault.client import call_vault, make_vault_client
 
 log = logging.getLogger(__name__)
 

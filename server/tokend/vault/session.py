@@ -1,12 +1,13 @@
 """Vault login and token upkeep: one hvac client whose token tokend keeps alive.
 
-`VaultSession` owns the process's only `hvac.Client`; the Transit keyring signs through
-it. `login()` authenticates with the configured method (token, AppRole, Kubernetes) and
+`VaultSession` owns the process's only `hvac.Client` and the event-loop transport
+(`tokend.vault.transport`) that Transit signs through, both on the token it keeps.
+`login()` authenticates with the configured method (token, AppRole, Kubernetes) and
 `maintain()` then runs for the life of the process: it renews the token when
 `renew_fraction` of its TTL has passed, logs in again when renewal is refused (max TTL
 reached, token revoked) or when the max TTL is about to cut the token short, and backs
 off while Vault is unreachable. A re-login swaps the token on the same client, so every
-later sign call uses it.
+later call, through either, uses it.
 
 Secrets (tokens, secret ids, service-account JWTs) never appear in messages, logs or
 metric labels: errors say which Vault path failed and why, nothing more.
@@ -32,7 +33,8 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from tokend.config import VaultConfig
-from tokend.keys.vault import VaultError, call_vault, make_vault_client, vault_detail
+from tokend.vault.client import VaultError, call_vault, make_vault_client, vault_detail
+from tokend.vault.transport import VaultTransport
 
 log = structlog.get_logger("tokend.vault")
 
@@ -99,10 +101,12 @@ class _Lease:
 
 
 class VaultSession:
-    """Logs in to Vault and keeps the token of `client` valid for the life of the process."""
+    """Logs in to Vault and keeps the token of `client` (and `transport`) valid for the
+    life of the process."""
 
     def __init__(self, config: VaultConfig, *, max_backoff: float | None = None) -> None:
-        """Build the client (TLS, namespace, timeout from `config`); does not contact Vault.
+        """Build the client and the transport (TLS, namespace, timeout from `config`);
+        does not contact Vault.
 
         `max_backoff` caps the wait between retries while Vault is away (MAX_BACKOFF).
         """
@@ -134,6 +138,8 @@ class VaultSession:
         self._wake: asyncio.Event | None = None
         self._last_check = -math.inf
         self.client.session.hooks["response"].append(self._on_response)
+        # The same settings and, read per call, the same token as `client`.
+        self.transport = VaultTransport(config, self._token, on_refused=self._on_refused)
 
     # -- status ---------------------------------------------------------------------
 
@@ -371,10 +377,21 @@ class VaultSession:
             return False
         return True
 
+    def _token(self) -> str | None:
+        return self.client.token
+
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         """requests hook, in worker threads: a 403 outside auth/ may mean a dead token."""
-        if response.status_code != 403 or response.request.path_url.startswith("/v1/auth/"):
-            return
+        if response.status_code == 403 and not response.request.path_url.startswith("/v1/auth/"):
+            self._doubt_token()
+
+    def _on_refused(self, status: int, path: str) -> None:
+        """The transport's error answers, on the event loop: as `_on_response`."""
+        if status == 403 and not path.startswith("auth/"):
+            self._doubt_token()
+
+    def _doubt_token(self) -> None:
+        """Wake `maintain` to check the token (from any thread)."""
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
