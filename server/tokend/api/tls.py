@@ -47,8 +47,6 @@ class ReloadingCredentials:
         self._stamp = self._current_stamp()
         self._material = load_material(tls)  # at start a bad file is a configuration error
         self._rejected: Stamp | None = None
-        self.reloads = 0
-        self.rejections = 0
         metrics.TLS_RELOAD_REJECTED.set(0)
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -74,7 +72,6 @@ class ReloadingCredentials:
                          f"cannot read a TLS file: {exc.strerror}")
             return None
         self._stamp, self._rejected, self._material = stamp, None, material
-        self.reloads += 1
         metrics.TLS_RELOAD_REJECTED.set(0)
         log.info("tls.reloaded", files=[str(p) for p in self._files])
         return _configuration(material)
@@ -82,7 +79,6 @@ class ReloadingCredentials:
     def _reject(self, stamp: Stamp, reason: str) -> None:
         """Once per new state of the files, not once per handshake."""
         self._rejected = stamp
-        self.rejections += 1
         metrics.TLS_RELOAD_REJECTED.set(1)
         metrics.TLS_RELOAD_FAILURES.inc()
         log.error("tls.reload_rejected", error=reason, files=[str(p) for p in self._files],

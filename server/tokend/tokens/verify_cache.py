@@ -64,7 +64,6 @@ class VerifiedTokens:
         self._entries: dict[str, VerifiedToken] = {}
         self._keys: object = None  # the key set the entries were verified with
         self._next_sweep = 0.0
-        self.hits = 0
 
     def get(self, token: str, keys: object, now: float) -> VerifiedToken | None:
         if keys is not self._keys:
@@ -75,7 +74,6 @@ class VerifiedTokens:
         if now >= entry.until:
             del self._entries[token]
             return None
-        self.hits += 1
         return entry
 
     def put(self, token: str, claims: dict[str, Any], keys: object, now: float,
