@@ -1,4 +1,6 @@
-"""gRPC TokenService: translates protobuf to the token layer and errors to status codes."""
+"""gRPC TokenService: each handler validates its request (api/requests.py), hands it to
+the token layer, and answers (api/responses.py); the `rpc` wrapper admits the call, hands
+the handler its CallContext, maps errors to status codes, times and audits."""
 
 from __future__ import annotations
 
