@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from tokend.tokens.authority import IssueResult
+from tokend.tokens.families import IssueResult
 from tokend.tokens.verify_cache import VerifiedToken
 from tokend_client import Reason
 from tokend_client.v1 import tokend_pb2 as pb
