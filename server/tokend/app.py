@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from tokend.api.admission import Admission
 from tokend.api.caller_policy import CallerPolicy, load_policy
 from tokend.api.decoding import add_guarded
-from tokend.api.ratelimit import RateLimiter
+from tokend.api.ratelimit import new_rate_limiter
 from tokend.api.servicer import TokenServicer, add_to_server
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import JwksFeed, LiveStreams, RevocationFeed
@@ -206,7 +206,7 @@ class App:
             # Without a policy file only plaintext loopback (development) may change state.
             caller_policy = CallerPolicy(allow_all=settings.insecure_plaintext)
             log.warning("policy.none", allow_all=caller_policy.allow_all)
-        return Admission(caller_policy, RateLimiter(settings.rate_limit), audit,
+        return Admission(caller_policy, new_rate_limiter(settings.rate_limit), audit,
                          settings.default_client_id)
 
     async def _start_grpc(self, servicer: TokenServicer) -> None:

@@ -1,10 +1,35 @@
-"""Prometheus metrics (names follow the Prometheus conventions: *_total, *_seconds)."""
+"""Prometheus metrics (names follow the Prometheus conventions: *_total, *_seconds).
+
+With `tokend serve --workers N` the parent sets PROMETHEUS_MULTIPROC_DIR before the
+workers start: prometheus-client then keeps every value in files there and a scrape of
+any worker reports the group (counters and histograms summed, each gauge by the
+`multiprocess_mode` given below).
+"""
 
 import functools
+import os
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus-client picks its value store when first imported: so does this module.
+MULTIPROCESS = bool(os.environ.get(MULTIPROCESS_ENV))
+# How often a worker writes its computed gauges (track) to the shared files.
+TRACK_INTERVAL = 1.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -32,8 +57,11 @@ SIGN_SECONDS = Histogram(
     "Time one signing call (a batch of tokens) took through the key custody",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
-DENYLIST_SIZE = Gauge("tokend_denylist_entries", "Live revocation entries held in memory")
-KEYS_PUBLISHED = Gauge("tokend_jwks_keys", "Public keys published in the JWKS")
+# Workers follow the same feed: the one furthest behind is the one that matters.
+DENYLIST_SIZE = Gauge("tokend_denylist_entries", "Live revocation entries held in memory",
+                      multiprocess_mode="livemin")
+KEYS_PUBLISHED = Gauge("tokend_jwks_keys", "Public keys published in the JWKS",
+                       multiprocess_mode="livemin")
 SECURITY_EVENTS = Counter("tokend_security_events_total", "Security signals raised", ["kind"])
 RATE_LIMITED = Counter("tokend_rate_limited_total", "Calls refused by a rate limit", ["rpc"])
 AUTHZ_DENIED = Counter("tokend_authz_denied_total", "Calls refused by the caller policy", ["rpc"])
@@ -50,15 +78,18 @@ DENYLIST_STALENESS = Gauge(
     "tokend_denylist_staleness_seconds",
     "Seconds since the revocation feed was last read to its end (revocations made by "
     "other replicas since then may not be enforced here yet)",
+    multiprocess_mode="livemax",
 )
 STORE_UP = Gauge(
-    "tokend_store_up", "1 when the last read of the store's revocation feed succeeded, else 0"
+    "tokend_store_up", "1 when the last read of the store's revocation feed succeeded, else 0",
+    multiprocess_mode="livemin",
 )
 # Signing health (tokend.tokens.circuit, tokend.tokens.batching).
 SIGNING_AVAILABLE = Gauge(
     "tokend_signing_available",
     "1 while Issue and Refresh can sign; 0 while the signing circuit is open after a "
     "failed signing call (they answer UNAVAILABLE at once until a probe succeeds)",
+    multiprocess_mode="livemin",
 )
 SIGNING_CIRCUIT_OPENED = Counter(
     "tokend_signing_circuit_opened_total", "Times a failed signing call opened the circuit"
@@ -82,7 +113,49 @@ TLS_RELOAD_REJECTED = Gauge(
     "tokend_tls_reload_rejected",
     "1 while the TLS files on disk (certificate, key, client CA) were changed but refused "
     "(unparsable, empty CA, key not matching, expired): the previous material still serves",
+    multiprocess_mode="livemax",
+)
+TLS_CERT_EXPIRY = Gauge(
+    "tokend_tls_certificate_expiry_timestamp_seconds",
+    "When the server certificate in use expires (Unix time); a renewal that is refused "
+    "or never comes leaves it approaching",
+    multiprocess_mode="livemin",
 )
 TLS_RELOAD_FAILURES = Counter(
     "tokend_tls_reload_failures_total", "Changed TLS files refused instead of hot-loaded"
 )
+
+
+def exposition() -> tuple[bytes, str]:
+    """The /metrics body and its content type: this process's registry, or with workers
+    every worker's values read from the shared directory."""
+    if not MULTIPROCESS:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+_tracked: dict[Gauge, Callable[[], float]] = {}
+_tracker: threading.Thread | None = None
+
+
+def track(gauge: Gauge, value: Callable[[], float]) -> None:
+    """`gauge` reports `value()`: computed at scrape time in one process; with workers a
+    scrape cannot call into the others, so each writes its value every TRACK_INTERVAL."""
+    global _tracker
+    if not MULTIPROCESS:
+        gauge.set_function(value)
+        return
+    _tracked[gauge] = value
+    gauge.set(value())
+    if _tracker is None:
+        _tracker = threading.Thread(target=_write_tracked, name="tokend-metrics", daemon=True)
+        _tracker.start()
+
+
+def _write_tracked() -> None:
+    while True:
+        time.sleep(TRACK_INTERVAL)
+        for gauge, value in list(_tracked.items()):
+            gauge.set(value())

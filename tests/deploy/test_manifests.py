@@ -10,22 +10,19 @@ configuration reads it, a configuration that tokend itself accepts.
 from __future__ import annotations
 
 import fnmatch
-import os
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tokend.config import Settings, load_settings, split_host_port
-
+from . import invariants as inv
+from .invariants import config_map_data, effective_settings, pod_spec, tokend_container
 from .support import (
-    DOCKERFILE,
+    ALERTS,
     KUBERNETES_VERSIONS,
     KUSTOMIZATIONS,
     OVERLAYS,
     Obj,
-    containers,
     find,
     image_problems,
     one,
@@ -34,84 +31,6 @@ from .support import (
 
 # The first use builds kustomize (about 90 s on a machine with no Go cache).
 pytestmark = pytest.mark.timeout(300)
-
-UID = 10001
-CONFIG_PATH = "/etc/tokend/tokend.yaml"
-# In a pod, tokend must listen on the pod's address, not only loopback.
-ALL_INTERFACES = "0.0.0.0"  # noqa: S104
-# Stand-ins for values a Secret supplies at run time.
-SECRET_PLACEHOLDERS = {"TOKEND_STORE_URL": "postgresql://tokend:x@postgres.postgres.svc/tokend"}
-
-
-# -- helpers -------------------------------------------------------------------------
-
-
-def tokend_container(objects: list[Obj]) -> Obj:
-    (container,) = (c for c in containers(one(objects, "Deployment", "tokend"))
-                    if c["name"] == "tokend")
-    return container
-
-
-def pod_spec(objects: list[Obj]) -> Obj:
-    return one(objects, "Deployment", "tokend")["spec"]["template"]["spec"]
-
-
-def volume_for_mount(objects: list[Obj], mount_path: str) -> Obj:
-    """The pod volume mounted at `mount_path` in the tokend container."""
-    (mount,) = (m for m in tokend_container(objects)["volumeMounts"]
-                if m["mountPath"] == mount_path)
-    (volume,) = (v for v in pod_spec(objects)["volumes"] if v["name"] == mount["name"])
-    return volume
-
-
-def mount_of(objects: list[Obj], path: str) -> Obj | None:
-    """The tokend container's volume mount that holds `path`, if any."""
-    for mount in tokend_container(objects)["volumeMounts"]:
-        if PurePosixPath(path).is_relative_to(mount["mountPath"]):
-            return mount
-    return None
-
-
-def config_map_data(objects: list[Obj]) -> dict[str, str]:
-    """The data of the ConfigMap mounted at /etc/tokend (its generated name has a hash)."""
-    name = volume_for_mount(objects, "/etc/tokend")["configMap"]["name"]
-    return one(objects, "ConfigMap", name)["data"]
-
-
-def container_env(objects: list[Obj]) -> dict[str, str]:
-    """The tokend container's environment; Secret references become placeholders."""
-    env = {}
-    for item in tokend_container(objects).get("env", []):
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            assert "secretKeyRef" in item["valueFrom"], f"{item['name']}: only Secrets expected"
-            env[item["name"]] = SECRET_PLACEHOLDERS.get(item["name"], "placeholder")
-    return env
-
-
-def effective_settings(objects: list[Obj], tmp_path: Path,
-                       monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """What tokend would load in the pod: the ConfigMap's tokend.yaml plus the container's
-    environment, nothing from this machine's. The policy file is copied next to it so a
-    loader that reads it finds it (its in-pod path is checked separately)."""
-    data = config_map_data(objects)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(data["policy.yaml"])
-    config = yaml.safe_load(data["tokend.yaml"])
-    config["policy_file"] = str(policy)
-    config_file = tmp_path / "tokend.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    for name in list(os.environ):
-        if name.startswith(("TOKEND_", "VAULT_")):
-            monkeypatch.delenv(name)
-    for name, value in container_env(objects).items():
-        monkeypatch.setenv(name, value)
-    return load_settings(config_file)
-
-
-def raw_config(objects: list[Obj]) -> dict[str, Any]:
-    return yaml.safe_load(config_map_data(objects)["tokend.yaml"])
 
 
 # -- every kustomization -------------------------------------------------------------
@@ -133,24 +52,7 @@ def test_images_are_pinned_never_latest(rendered: dict[str, list[Obj]], name: st
 @pytest.mark.parametrize("name", ["base", *OVERLAYS, "examples"])
 def test_pods_are_non_root_read_only_and_unprivileged(rendered: dict[str, list[Obj]],
                                                       name: str) -> None:
-    workloads = [*find(rendered[name], "Deployment"), *find(rendered[name], "Job")]
-    assert workloads
-    for workload in workloads:
-        pod = workload["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["runAsUser"] == UID
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert pod["automountServiceAccountToken"] is False
-        assert not pod.get("hostNetwork") and not pod.get("hostPID")
-        for container in containers(workload):
-            context = container["securityContext"]
-            assert context["readOnlyRootFilesystem"] is True, container["name"]
-            assert context["allowPrivilegeEscalation"] is False, container["name"]
-            assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
-            assert context.get("runAsNonRoot", True) is True
-            assert not context.get("privileged")
-            assert {"cpu", "memory"} <= set(container["resources"]["requests"])
-            assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    inv.check_pods_non_root_read_only_unprivileged(rendered[name])
 
 
 # -- the tokend pod, in each overlay -------------------------------------------------
@@ -163,116 +65,42 @@ def overlay(request: pytest.FixtureRequest, rendered: dict[str, list[Obj]]) -> l
 
 def test_configuration_loads_with_tokend(overlay: list[Obj], tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = effective_settings(overlay, tmp_path, monkeypatch)
-    assert settings.insecure_plaintext is False
-    ports = {p["name"]: p["containerPort"] for p in tokend_container(overlay)["ports"]}
-    assert split_host_port(settings.grpc_listen) == (ALL_INTERFACES, ports["grpc"])
-    assert split_host_port(settings.http_listen) == (ALL_INTERFACES, ports["http"])
-    assert settings.vault.create_key is False
+    inv.check_configuration_loads(overlay, tmp_path, monkeypatch)
 
 
 def test_container_runs_the_images_command(overlay: list[Obj]) -> None:
-    container = tokend_container(overlay)
-    assert "command" not in container, "the image's ENTRYPOINT (tokend) must stay"
-    assert container["args"] == ["serve", "--config", CONFIG_PATH]
-    assert 'CMD ["serve", "--config", "/etc/tokend/tokend.yaml"]' in DOCKERFILE.read_text()
-    data = config_map_data(overlay)
-    assert set(data) == {"tokend.yaml", "policy.yaml"}
-    assert raw_config(overlay)["policy_file"] == "/etc/tokend/policy.yaml"
+    inv.check_container_runs_the_images_command(overlay)
 
 
 def test_mutual_tls_uses_the_cert_manager_secret(overlay: list[Obj]) -> None:
-    tls = raw_config(overlay)["tls"]
-    assert tls.get("client_ca_file"), "mutual TLS is off: tls.client_ca_file is not set"
-    mounts = {key: mount_of(overlay, path) for key, path in tls.items()}
-    assert len({m["mountPath"] for m in mounts.values() if m}) == 1, mounts
-    mount = mounts["cert_file"]
-    assert mount is not None and mount["readOnly"] is True
-    assert "subPath" not in mount, "a subPath mount never sees cert-manager's renewals"
-    volume = volume_for_mount(overlay, mount["mountPath"])
-    certificate = one(overlay, "Certificate", "tokend-server")
-    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
-    # cert-manager's Secret keys.
-    assert {PurePosixPath(tls[k]).name for k in tls} == {"tls.crt", "tls.key", "ca.crt"}
-    assert "server auth" in certificate["spec"]["usages"]
+    inv.check_mutual_tls_uses_the_cert_manager_secret(overlay)
 
 
 def test_server_certificate_names_every_service(overlay: list[Obj]) -> None:
-    names = set(one(overlay, "Certificate", "tokend-server")["spec"]["dnsNames"])
-    for service in find(overlay, "Service"):
-        meta = service["metadata"]
-        assert f"{meta['name']}.{meta['namespace']}.svc" in names
-        assert f"{meta['name']}.{meta['namespace']}.svc.cluster.local" in names
+    inv.check_server_certificate_names_every_service(overlay)
 
 
 def test_vault_login_uses_a_projected_token_for_vault(overlay: list[Obj]) -> None:
-    auth = raw_config(overlay)["vault"]["auth"]
-    assert auth["method"] == "kubernetes" and auth["role"]
-    jwt_file = PurePosixPath(auth["jwt_file"])
-    volume = volume_for_mount(overlay, str(jwt_file.parent))
-    (source,) = volume["projected"]["sources"]
-    assert source["serviceAccountToken"]["audience"] == "vault"
-    assert source["serviceAccountToken"]["path"] == jwt_file.name
-    account = one(overlay, "ServiceAccount", pod_spec(overlay)["serviceAccountName"])
-    assert account["automountServiceAccountToken"] is False
+    inv.check_vault_login_uses_a_projected_token(overlay)
 
 
 def test_probes_use_http_because_grpc_requires_client_certificates(
         overlay: list[Obj]) -> None:
-    container = tokend_container(overlay)
-    expected = {"startupProbe": "/healthz", "livenessProbe": "/healthz",
-                "readinessProbe": "/readyz"}
-    for probe, path in expected.items():
-        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
-    assert raw_config(overlay)["tls"]["client_ca_file"]
+    inv.check_probes_use_http(overlay)
 
 
 def test_writes_go_to_volumes_only(overlay: list[Obj], tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = effective_settings(overlay, tmp_path, monkeypatch)
-    writable = [m for m in tokend_container(overlay)["volumeMounts"] if not m.get("readOnly")]
-    assert {"/tmp"} <= {m["mountPath"] for m in writable}
-    if settings.store_url.startswith("sqlite:"):
-        # SQLite keeps state in one pod: exactly one replica, on a writable volume.
-        database = "/" + settings.store_url.removeprefix("sqlite:////")
-        mount = mount_of(overlay, database)
-        assert mount is not None and not mount.get("readOnly"), database
-        assert one(overlay, "Deployment", "tokend")["spec"]["replicas"] == 1
-        assert find(overlay, "HorizontalPodAutoscaler") == []
+    inv.check_writes_go_to_volumes_only(overlay, tmp_path, monkeypatch)
+    inv.check_replicas_have_one_owner(overlay)
 
 
 def test_service_ports_and_selectors(overlay: list[Obj]) -> None:
-    labels = one(overlay, "Deployment", "tokend")["spec"]["template"]["metadata"]["labels"]
-    service = one(overlay, "Service", "tokend")
-    assert service["spec"]["type"] == "ClusterIP"
-    ports = {(p["name"], p["port"], p["appProtocol"]) for p in service["spec"]["ports"]}
-    assert ports == {("grpc", 50051, "tls"), ("http", 8080, "http")}
-    selectors = [s["spec"]["selector"] for s in find(overlay, "Service")]
-    selectors += [o["spec"]["selector"]["matchLabels"]
-                  for o in find(overlay, "PodDisruptionBudget")]
-    selectors += [o["spec"]["podSelector"]["matchLabels"]
-                  for o in find(overlay, "NetworkPolicy")]
-    for selector in selectors:
-        assert selector.items() <= labels.items(), selector
+    inv.check_service_ports_and_selectors(overlay)
 
 
 def test_network_policy_admits_only_callers_and_monitoring(overlay: list[Obj]) -> None:
-    policy = one(overlay, "NetworkPolicy", "tokend")
-    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    admitted = {}
-    for rule in policy["spec"]["ingress"]:
-        (source,) = rule["from"]
-        assert set(source) == {"namespaceSelector"}, "ingress must name its namespaces"
-        label = tuple(source["namespaceSelector"]["matchLabels"].items())
-        admitted[label] = {p["port"] for p in rule["ports"]}
-    assert admitted == {(("tokend/client", "true"),): {50051, 8080},
-                        (("kubernetes.io/metadata.name", "monitoring"),): {8080},
-                        # JWKS readers (docs/mesh.md): HTTP only.
-                        (("kubernetes.io/metadata.name", "istio-system"),): {8080},
-                        (("tokend/jwks-reader", "true"),): {8080}}
-    egress_ports = {p["port"] for np in find(overlay, "NetworkPolicy")
-                    for rule in np["spec"].get("egress", []) for p in rule["ports"]}
-    assert {53, 8200} <= egress_ports
+    inv.check_network_policy(overlay)
 
 
 def test_policy_file_parses_and_admits_the_example_caller(
@@ -296,7 +124,9 @@ def production(rendered: dict[str, list[Obj]]) -> list[Obj]:
 
 def test_production_runs_three_replicas_on_three_nodes(production: list[Obj]) -> None:
     deployment = one(production, "Deployment", "tokend")
-    assert deployment["spec"]["replicas"] == 3
+    # The HPA alone sets the count, never below three.
+    assert "replicas" not in deployment["spec"]
+    assert one(production, "HorizontalPodAutoscaler", "tokend")["spec"]["minReplicas"] >= 3
     anti = pod_spec(production)["affinity"]["podAntiAffinity"]
     (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
@@ -330,3 +160,61 @@ def test_production_state_is_in_postgresql(production: list[Obj], tmp_path: Path
               ["spec"]["egress"] for p in rule["ports"]]
     assert egress == [5432]
     assert settings.tokens.issuer.startswith("https://")
+
+
+# -- the public issuer URL and monitoring ----------------------------------------------
+
+
+def test_public_issuer_ingress_serves_only_jwks_and_discovery(
+        rendered: dict[str, list[Obj]]) -> None:
+    public = rendered["public-issuer"]
+    inv.check_public_ingress_serves_only_discovery([*rendered["production"], *public])
+    # Its issuer is the production overlay's: discovery's jwks_uri lands on this host.
+    (rule,) = one(public, "Ingress", "tokend-public")["spec"]["rules"]
+    issuer = next(e["value"] for e in tokend_container(rendered["production"])["env"]
+                  if e["name"] == "TOKEND_TOKENS__ISSUER")
+    assert issuer == f"https://{rule['host']}"
+    # The controller's namespace is labelled tokend/jwks-reader=true: the base policy
+    # admits it on the HTTP port only, and the example adds no policy of its own.
+    assert find(public, "NetworkPolicy") == []
+    inv.check_network_policy([*rendered["production"], *public])
+
+
+def test_public_issuer_gateway_route_serves_only_jwks_and_discovery(
+        rendered: dict[str, list[Obj]]) -> None:
+    public = rendered["public-issuer-gateway"]
+    inv.check_public_route_serves_only_discovery([*rendered["production"], *public])
+    (hostname,) = one(public, "HTTPRoute", "tokend-public")["spec"]["hostnames"]
+    assert inv.raw_config(rendered["production"])["tls"]  # mutual TLS stays on gRPC
+    issuer = next(e["value"] for e in tokend_container(rendered["production"])["env"]
+                  if e["name"] == "TOKEND_TOKENS__ISSUER")
+    assert issuer == f"https://{hostname}"
+    assert find(public, "NetworkPolicy") == []
+    inv.check_network_policy([*rendered["production"], *public])
+
+
+def test_monitoring_scrapes_the_http_port_and_ships_the_alerts(
+        rendered: dict[str, list[Obj]]) -> None:
+    monitoring = rendered["monitoring"]
+    (endpoint,) = one(monitoring, "ServiceMonitor", "tokend")["spec"]["endpoints"]
+    service = one(rendered["production"], "Service", "tokend")
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    selector = one(monitoring, "ServiceMonitor", "tokend")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert one(monitoring, "PrometheusRule", "tokend")["spec"] == yaml.safe_load(
+        ALERTS.read_text(encoding="utf-8")), "run scripts/sync-alerts"
+
+
+def test_structural_checks_of_crd_objects_catch_mistakes(
+        rendered: dict[str, list[Obj]]) -> None:
+    # The Gateway API and prometheus-operator CRDs have no schemas in kubernetes-validate:
+    # their checks must still refuse what the API server would.
+    route = yaml.safe_load(yaml.safe_dump(one(rendered["public-issuer-gateway"], "HTTPRoute")))
+    route["spec"]["rules"][0]["matches"][0]["path"]["type"] = "Prefix"
+    route["spec"]["rules"][0]["backendRefs"][0]["port"] = "http"
+    route["spec"]["hostname"] = "typo"
+    assert len(schema_problems([route], KUBERNETES_VERSIONS[0])) == 3
+    monitor = yaml.safe_load(yaml.safe_dump(one(rendered["monitoring"], "ServiceMonitor")))
+    monitor["spec"]["endpoints"][0]["interval"] = "30 seconds"
+    del monitor["spec"]["selector"]
+    assert len(schema_problems([monitor], KUBERNETES_VERSIONS[0])) == 2

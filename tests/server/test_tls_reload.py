@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 import structlog
+from cryptography import x509
 
 from tests.support.bao import BaoDevServer
 from tests.support.pki import Issued, TestCA
@@ -142,3 +143,11 @@ def test_a_bad_file_at_start_is_a_configuration_error(files: Files) -> None:
                     client_ca_file=files.client_ca)
     with pytest.raises(TlsMaterialError, match="does not match"):
         load_material(tls)
+
+
+def test_the_serving_certificates_expiry_is_exported(server: RunningTokend,
+                                                    files: Files) -> None:
+    # The certificate-expiry alert reads it: the leaf that serves, not the CA.
+    leaf = x509.load_pem_x509_certificate(files.good[files.cert])
+    expiry = metric(server, "tokend_tls_certificate_expiry_timestamp_seconds")
+    assert expiry == leaf.not_valid_after_utc.timestamp()

@@ -60,7 +60,8 @@ class Workers:
         raise AssertionError(f"no log line for {jti}")
 
 
-def start_workers(bao: BaoDevServer, directory: Path, count: int = 2) -> Workers:
+def start_workers(bao: BaoDevServer, directory: Path, count: int = 2,
+                  extra: dict[str, object] | None = None) -> Workers:
     ports = {"grpc": free_port(), "http": free_port()}
     config = directory / "tokend.yaml"
     config.write_text(yaml.safe_dump({
@@ -71,6 +72,7 @@ def start_workers(bao: BaoDevServer, directory: Path, count: int = 2) -> Workers
         "vault": {"addr": bao.addr, "create_key": True, "key_name": "workers"},
         "tokens": {"issuer": "https://tokend.test"},
         "log_level": "debug",  # for the token.issued lines that tell the workers apart
+        **(extra or {}),
     }))
     log = directory / "tokend.log"
     env = {**os.environ, "VAULT_TOKEN": bao.token}

@@ -37,6 +37,7 @@ class Material:
     key: bytes
     chain: bytes
     client_ca: bytes | None
+    not_after: float = 0.0  # the serving certificate's expiry (Unix time), for its alert
 
 
 class ReloadingCredentials:
@@ -48,6 +49,7 @@ class ReloadingCredentials:
         self._material = load_material(tls)  # at start a bad file is a configuration error
         self._rejected: Stamp | None = None
         metrics.TLS_RELOAD_REJECTED.set(0)
+        metrics.TLS_CERT_EXPIRY.set(self._material.not_after)
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
@@ -73,6 +75,7 @@ class ReloadingCredentials:
             return None
         self._stamp, self._rejected, self._material = stamp, None, material
         metrics.TLS_RELOAD_REJECTED.set(0)
+        metrics.TLS_CERT_EXPIRY.set(material.not_after)
         log.info("tls.reloaded", files=[str(p) for p in self._files])
         return _configuration(material)
 
@@ -112,7 +115,7 @@ def load_material(tls: TlsConfig, now: dt.datetime | None = None) -> Material:
         if not any(c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in cas):
             raise TlsMaterialError(f"tls.client_ca_file {tls.client_ca_file}: every CA "
                                    "certificate in it is expired or not yet valid")
-    return Material(key, chain, client_ca)
+    return Material(key, chain, client_ca, leaf.not_valid_after_utc.timestamp())
 
 
 def _certificates(setting: str, path: Path, pem: bytes) -> list[x509.Certificate]:

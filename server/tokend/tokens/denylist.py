@@ -247,7 +247,7 @@ class DenylistFollower:
     async def run(self) -> None:
         """Follow the feed until cancelled; store errors are logged and retried, never fatal."""
         # Computed at scrape time, so an outage shows even while a read hangs.
-        metrics.DENYLIST_STALENESS.set_function(self._denylist.staleness)
+        metrics.track(metrics.DENYLIST_STALENESS, self._denylist.staleness)
         failures = 0
         next_prune = self._clock() + self._prune_interval
         while True:

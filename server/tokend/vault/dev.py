@@ -134,7 +134,7 @@ class DevVault:
 
     def _prepare_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._refuse_leftover()
+        self.end_leftover()
         self.data_dir.chmod(0o700)  # holds the seal key and the root token
         (self.data_dir / "raft").mkdir(mode=0o700, exist_ok=True)
         if not self.seal_key_path.exists():
@@ -144,23 +144,30 @@ class DevVault:
         self.seal_key_path.chmod(0o600)
         (self.data_dir / "bao.hcl").write_text(self._config())
 
-    def _refuse_leftover(self) -> None:
-        """Stop early if a bao from an earlier run (say, a killed `tokend dev`) still runs.
+    def end_leftover(self) -> int | None:
+        """Stop the bao a killed `tokend dev` left running on this data dir; its pid or None.
 
-        It would hold the raft lock and the port; we name it instead of killing it, since
-        a stale PID may by now belong to an unrelated process.
+        It holds the raft lock and the ports. Only a process whose command line is bao with
+        this very config file is touched (a stale PID may by now be someone else's), and
+        not while the `tokend dev` that started it still runs.
         """
         pid_file = self.data_dir / "bao.pid"
         try:
             pid = int(pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
-            return
-        if b"bao" in cmdline and str(self.data_dir).encode() in cmdline:
+            return None
+        if f"-config={self.data_dir / 'bao.hcl'}".encode() not in cmdline:
+            return None
+        owner = _live_parent(pid)
+        if owner is not None:
             raise RuntimeError(
-                f"a dev Vault from an earlier run still runs as pid {pid} on {self.data_dir}; "
-                f"stop it (kill {pid}) and start again"
+                f"another tokend dev (pid {owner}) is running on {self.data_dir}; stop it, "
+                f"or give this one its own --data-dir"
             )
+        _stop_pid(pid, timeout=self._stop_timeout)
+        pid_file.unlink(missing_ok=True)
+        return pid
 
     def _config(self) -> str:
         # json.dumps yields a valid HCL string literal, quotes and backslashes escaped.
@@ -205,8 +212,9 @@ ui           = false
         if health.get("initialized"):
             if not self.root_token_path.exists():
                 raise RuntimeError(
-                    f"dev Vault in {self.data_dir} is initialised but {self.root_token_path} "
-                    f"is gone; delete {self.data_dir} to start over"
+                    f"the Vault at {self.addr} is initialised but {self.root_token_path} "
+                    f"is gone: if another Vault listens on port {self.port}, stop it or pick "
+                    f"another --vault-port; else delete {self.data_dir} to start over"
                 )
             return self.root_token_path.read_text().strip()
         # An auto-unseal (static seal) server takes recovery shares, not key shares.
@@ -303,6 +311,40 @@ def _write_secret(path: Path, data: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+def _live_parent(pid: int) -> int | None:
+    """The pid of `pid`'s parent when that is a tokend process, else None (orphaned)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # comm may hold spaces and ")"
+        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    return parent if b"tokend" in cmdline else None
+
+
+def _running(pid: int) -> bool:
+    """False once `pid` has exited, even while it waits as a zombie for its reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _stop_pid(pid: int, *, timeout: float) -> None:
+    """SIGTERM a process that is not our child, SIGKILL it after `timeout`, wait for it."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _running(pid):
+                return
+            time.sleep(0.05)
+    raise RuntimeError(f"the leftover dev OpenBao (pid {pid}) did not exit; kill it and retry")
 
 
 def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, *,

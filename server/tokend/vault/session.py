@@ -32,6 +32,7 @@ import requests
 import structlog
 from prometheus_client import Counter, Gauge
 
+from tokend import metrics
 from tokend.config import VaultConfig
 from tokend.vault.client import VaultError, call_vault, make_vault_client, vault_detail
 from tokend.vault.transport import VaultTransport
@@ -55,6 +56,7 @@ RENEWALS = Counter(
 TOKEN_TTL = Gauge(
     "tokend_vault_token_ttl_seconds",
     "Seconds the current Vault token has left (+Inf: it never expires; 0: none)",
+    multiprocess_mode="livemin",
 )
 
 # Vault reasons that say "try again later" rather than "this token or login is refused".
@@ -478,4 +480,4 @@ class _TtlReport:
         return session.remaining_ttl() if session is not None else 0.0
 
 
-TOKEN_TTL.set_function(_TtlReport.value)
+metrics.track(TOKEN_TTL, _TtlReport.value)

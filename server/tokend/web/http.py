@@ -7,8 +7,8 @@ import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tokend import metrics
 from tokend.keys.publisher import JwksPublisher
 
 ReadyCheck = Callable[[], Awaitable[tuple[bool, dict[str, bool]]]]
@@ -120,4 +120,5 @@ def build_metrics_app() -> web.Application:
 
 
 async def _metrics(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body, content_type = metrics.exposition()  # with workers: all of them, not this one
+    return web.Response(body=body, headers={"Content-Type": content_type})

@@ -61,7 +61,7 @@ private static final long serialVersionUID = 0L;
    * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
    * </pre>
    *
-   * <code>string jwks_json = 1;</code>
+   * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
    * @return The jwksJson.
    */
   @java.lang.Override
@@ -82,7 +82,7 @@ private static final long serialVersionUID = 0L;
    * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
    * </pre>
    *
-   * <code>string jwks_json = 1;</code>
+   * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
    * @return The bytes for jwksJson.
    */
   @java.lang.Override
@@ -406,7 +406,7 @@ private static final long serialVersionUID = 0L;
      * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @return The jwksJson.
      */
     public java.lang.String getJwksJson() {
@@ -426,7 +426,7 @@ private static final long serialVersionUID = 0L;
      * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @return The bytes for jwksJson.
      */
     public com.google.protobuf.ByteString
@@ -447,7 +447,7 @@ private static final long serialVersionUID = 0L;
      * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @param value The jwksJson to set.
      * @return This builder for chaining.
      */
@@ -464,7 +464,7 @@ private static final long serialVersionUID = 0L;
      * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @return This builder for chaining.
      */
     public Builder clearJwksJson() {
@@ -478,7 +478,7 @@ private static final long serialVersionUID = 0L;
      * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @param value The bytes for jwksJson to set.
      * @return This builder for chaining.
      */

@@ -15,7 +15,7 @@ public interface GetJwksResponseOrBuilder extends
    * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
    * </pre>
    *
-   * <code>string jwks_json = 1;</code>
+   * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
    * @return The jwksJson.
    */
   java.lang.String getJwksJson();
@@ -24,7 +24,7 @@ public interface GetJwksResponseOrBuilder extends
    * RFC 7517 JWK Set as JSON: public keys only, each with kid, alg and use.
    * </pre>
    *
-   * <code>string jwks_json = 1;</code>
+   * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
    * @return The bytes for jwksJson.
    */
   com.google.protobuf.ByteString

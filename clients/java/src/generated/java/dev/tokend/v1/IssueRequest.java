@@ -66,7 +66,7 @@ private static final long serialVersionUID = 0L;
    * The token's subject (`sub`): 1-256 printable characters.
    * </pre>
    *
-   * <code>string subject = 1;</code>
+   * <code>string subject = 1 [json_name = "subject"];</code>
    * @return The subject.
    */
   @java.lang.Override
@@ -87,7 +87,7 @@ private static final long serialVersionUID = 0L;
    * The token's subject (`sub`): 1-256 printable characters.
    * </pre>
    *
-   * <code>string subject = 1;</code>
+   * <code>string subject = 1 [json_name = "subject"];</code>
    * @return The bytes for subject.
    */
   @java.lang.Override
@@ -115,7 +115,7 @@ private static final long serialVersionUID = 0L;
    * letters, digits and `.-_:/` (at most 256 characters).
    * </pre>
    *
-   * <code>repeated string audience = 2;</code>
+   * <code>repeated string audience = 2 [json_name = "audience"];</code>
    * @return A list containing the audience.
    */
   public com.google.protobuf.ProtocolStringList
@@ -128,7 +128,7 @@ private static final long serialVersionUID = 0L;
    * letters, digits and `.-_:/` (at most 256 characters).
    * </pre>
    *
-   * <code>repeated string audience = 2;</code>
+   * <code>repeated string audience = 2 [json_name = "audience"];</code>
    * @return The count of audience.
    */
   public int getAudienceCount() {
@@ -140,7 +140,7 @@ private static final long serialVersionUID = 0L;
    * letters, digits and `.-_:/` (at most 256 characters).
    * </pre>
    *
-   * <code>repeated string audience = 2;</code>
+   * <code>repeated string audience = 2 [json_name = "audience"];</code>
    * @param index The index of the element to return.
    * @return The audience at the given index.
    */
@@ -153,7 +153,7 @@ private static final long serialVersionUID = 0L;
    * letters, digits and `.-_:/` (at most 256 characters).
    * </pre>
    *
-   * <code>repeated string audience = 2;</code>
+   * <code>repeated string audience = 2 [json_name = "audience"];</code>
    * @param index The index of the value to return.
    * @return The bytes of the audience at the given index.
    */
@@ -171,7 +171,7 @@ private static final long serialVersionUID = 0L;
    * Scopes (`scope`): each 1-128 characters without spaces or quotes.
    * </pre>
    *
-   * <code>repeated string scopes = 3;</code>
+   * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
    * @return A list containing the scopes.
    */
   public com.google.protobuf.ProtocolStringList
@@ -183,7 +183,7 @@ private static final long serialVersionUID = 0L;
    * Scopes (`scope`): each 1-128 characters without spaces or quotes.
    * </pre>
    *
-   * <code>repeated string scopes = 3;</code>
+   * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
    * @return The count of scopes.
    */
   public int getScopesCount() {
@@ -194,7 +194,7 @@ private static final long serialVersionUID = 0L;
    * Scopes (`scope`): each 1-128 characters without spaces or quotes.
    * </pre>
    *
-   * <code>repeated string scopes = 3;</code>
+   * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
    * @param index The index of the element to return.
    * @return The scopes at the given index.
    */
@@ -206,7 +206,7 @@ private static final long serialVersionUID = 0L;
    * Scopes (`scope`): each 1-128 characters without spaces or quotes.
    * </pre>
    *
-   * <code>repeated string scopes = 3;</code>
+   * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
    * @param index The index of the value to return.
    * @return The bytes of the scopes at the given index.
    */
@@ -223,7 +223,7 @@ private static final long serialVersionUID = 0L;
    * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 4;</code>
+   * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
    * @return Whether the claims field is set.
    */
   @java.lang.Override
@@ -236,7 +236,7 @@ private static final long serialVersionUID = 0L;
    * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 4;</code>
+   * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
    * @return The claims.
    */
   @java.lang.Override
@@ -249,7 +249,7 @@ private static final long serialVersionUID = 0L;
    * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 4;</code>
+   * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
    */
   @java.lang.Override
   public com.google.protobuf.StructOrBuilder getClaimsOrBuilder() {
@@ -264,7 +264,7 @@ private static final long serialVersionUID = 0L;
    * the configured maximum is refused.
    * </pre>
    *
-   * <code>.google.protobuf.Duration ttl = 5;</code>
+   * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
    * @return Whether the ttl field is set.
    */
   @java.lang.Override
@@ -277,7 +277,7 @@ private static final long serialVersionUID = 0L;
    * the configured maximum is refused.
    * </pre>
    *
-   * <code>.google.protobuf.Duration ttl = 5;</code>
+   * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
    * @return The ttl.
    */
   @java.lang.Override
@@ -290,7 +290,7 @@ private static final long serialVersionUID = 0L;
    * the configured maximum is refused.
    * </pre>
    *
-   * <code>.google.protobuf.Duration ttl = 5;</code>
+   * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
    */
   @java.lang.Override
   public com.google.protobuf.DurationOrBuilder getTtlOrBuilder() {
@@ -304,7 +304,7 @@ private static final long serialVersionUID = 0L;
    * Also create a refresh token (a new refresh family).
    * </pre>
    *
-   * <code>bool include_refresh_token = 6;</code>
+   * <code>bool include_refresh_token = 6 [json_name = "includeRefreshToken"];</code>
    * @return The includeRefreshToken.
    */
   @java.lang.Override
@@ -801,7 +801,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject (`sub`): 1-256 printable characters.
      * </pre>
      *
-     * <code>string subject = 1;</code>
+     * <code>string subject = 1 [json_name = "subject"];</code>
      * @return The subject.
      */
     public java.lang.String getSubject() {
@@ -821,7 +821,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject (`sub`): 1-256 printable characters.
      * </pre>
      *
-     * <code>string subject = 1;</code>
+     * <code>string subject = 1 [json_name = "subject"];</code>
      * @return The bytes for subject.
      */
     public com.google.protobuf.ByteString
@@ -842,7 +842,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject (`sub`): 1-256 printable characters.
      * </pre>
      *
-     * <code>string subject = 1;</code>
+     * <code>string subject = 1 [json_name = "subject"];</code>
      * @param value The subject to set.
      * @return This builder for chaining.
      */
@@ -859,7 +859,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject (`sub`): 1-256 printable characters.
      * </pre>
      *
-     * <code>string subject = 1;</code>
+     * <code>string subject = 1 [json_name = "subject"];</code>
      * @return This builder for chaining.
      */
     public Builder clearSubject() {
@@ -873,7 +873,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject (`sub`): 1-256 printable characters.
      * </pre>
      *
-     * <code>string subject = 1;</code>
+     * <code>string subject = 1 [json_name = "subject"];</code>
      * @param value The bytes for subject to set.
      * @return This builder for chaining.
      */
@@ -901,7 +901,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @return A list containing the audience.
      */
     public com.google.protobuf.ProtocolStringList
@@ -915,7 +915,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @return The count of audience.
      */
     public int getAudienceCount() {
@@ -927,7 +927,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @param index The index of the element to return.
      * @return The audience at the given index.
      */
@@ -940,7 +940,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @param index The index of the value to return.
      * @return The bytes of the audience at the given index.
      */
@@ -954,7 +954,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @param index The index to set the value at.
      * @param value The audience to set.
      * @return This builder for chaining.
@@ -974,7 +974,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @param value The audience to add.
      * @return This builder for chaining.
      */
@@ -993,7 +993,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @param values The audience to add.
      * @return This builder for chaining.
      */
@@ -1012,7 +1012,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @return This builder for chaining.
      */
     public Builder clearAudience() {
@@ -1028,7 +1028,7 @@ private static final long serialVersionUID = 0L;
      * letters, digits and `.-_:/` (at most 256 characters).
      * </pre>
      *
-     * <code>repeated string audience = 2;</code>
+     * <code>repeated string audience = 2 [json_name = "audience"];</code>
      * @param value The bytes of the audience to add.
      * @return This builder for chaining.
      */
@@ -1056,7 +1056,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @return A list containing the scopes.
      */
     public com.google.protobuf.ProtocolStringList
@@ -1069,7 +1069,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @return The count of scopes.
      */
     public int getScopesCount() {
@@ -1080,7 +1080,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @param index The index of the element to return.
      * @return The scopes at the given index.
      */
@@ -1092,7 +1092,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @param index The index of the value to return.
      * @return The bytes of the scopes at the given index.
      */
@@ -1105,7 +1105,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @param index The index to set the value at.
      * @param value The scopes to set.
      * @return This builder for chaining.
@@ -1124,7 +1124,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @param value The scopes to add.
      * @return This builder for chaining.
      */
@@ -1142,7 +1142,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @param values The scopes to add.
      * @return This builder for chaining.
      */
@@ -1160,7 +1160,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @return This builder for chaining.
      */
     public Builder clearScopes() {
@@ -1175,7 +1175,7 @@ private static final long serialVersionUID = 0L;
      * Scopes (`scope`): each 1-128 characters without spaces or quotes.
      * </pre>
      *
-     * <code>repeated string scopes = 3;</code>
+     * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
      * @param value The bytes of the scopes to add.
      * @return This builder for chaining.
      */
@@ -1199,7 +1199,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      * @return Whether the claims field is set.
      */
     public boolean hasClaims() {
@@ -1211,7 +1211,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      * @return The claims.
      */
     public com.google.protobuf.Struct getClaims() {
@@ -1227,7 +1227,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      */
     public Builder setClaims(com.google.protobuf.Struct value) {
       if (claimsBuilder_ == null) {
@@ -1246,7 +1246,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      */
     public Builder setClaims(
         com.google.protobuf.Struct.Builder builderForValue) {
@@ -1265,7 +1265,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      */
     public Builder mergeClaims(com.google.protobuf.Struct value) {
       if (claimsBuilder_ == null) {
@@ -1291,7 +1291,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      */
     public Builder clearClaims() {
       bitField0_ = (bitField0_ & ~0x00000008);
@@ -1309,7 +1309,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      */
     public com.google.protobuf.Struct.Builder getClaimsBuilder() {
       bitField0_ |= 0x00000008;
@@ -1322,7 +1322,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      */
     public com.google.protobuf.StructOrBuilder getClaimsOrBuilder() {
       if (claimsBuilder_ != null) {
@@ -1338,7 +1338,7 @@ private static final long serialVersionUID = 0L;
      * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 4;</code>
+     * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
      */
     private com.google.protobuf.SingleFieldBuilder<
         com.google.protobuf.Struct, com.google.protobuf.Struct.Builder, com.google.protobuf.StructOrBuilder> 
@@ -1363,7 +1363,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      * @return Whether the ttl field is set.
      */
     public boolean hasTtl() {
@@ -1375,7 +1375,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      * @return The ttl.
      */
     public com.google.protobuf.Duration getTtl() {
@@ -1391,7 +1391,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      */
     public Builder setTtl(com.google.protobuf.Duration value) {
       if (ttlBuilder_ == null) {
@@ -1410,7 +1410,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      */
     public Builder setTtl(
         com.google.protobuf.Duration.Builder builderForValue) {
@@ -1429,7 +1429,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      */
     public Builder mergeTtl(com.google.protobuf.Duration value) {
       if (ttlBuilder_ == null) {
@@ -1455,7 +1455,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      */
     public Builder clearTtl() {
       bitField0_ = (bitField0_ & ~0x00000010);
@@ -1473,7 +1473,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      */
     public com.google.protobuf.Duration.Builder getTtlBuilder() {
       bitField0_ |= 0x00000010;
@@ -1486,7 +1486,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      */
     public com.google.protobuf.DurationOrBuilder getTtlOrBuilder() {
       if (ttlBuilder_ != null) {
@@ -1502,7 +1502,7 @@ private static final long serialVersionUID = 0L;
      * the configured maximum is refused.
      * </pre>
      *
-     * <code>.google.protobuf.Duration ttl = 5;</code>
+     * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
      */
     private com.google.protobuf.SingleFieldBuilder<
         com.google.protobuf.Duration, com.google.protobuf.Duration.Builder, com.google.protobuf.DurationOrBuilder> 
@@ -1524,7 +1524,7 @@ private static final long serialVersionUID = 0L;
      * Also create a refresh token (a new refresh family).
      * </pre>
      *
-     * <code>bool include_refresh_token = 6;</code>
+     * <code>bool include_refresh_token = 6 [json_name = "includeRefreshToken"];</code>
      * @return The includeRefreshToken.
      */
     @java.lang.Override
@@ -1536,7 +1536,7 @@ private static final long serialVersionUID = 0L;
      * Also create a refresh token (a new refresh family).
      * </pre>
      *
-     * <code>bool include_refresh_token = 6;</code>
+     * <code>bool include_refresh_token = 6 [json_name = "includeRefreshToken"];</code>
      * @param value The includeRefreshToken to set.
      * @return This builder for chaining.
      */
@@ -1552,7 +1552,7 @@ private static final long serialVersionUID = 0L;
      * Also create a refresh token (a new refresh family).
      * </pre>
      *
-     * <code>bool include_refresh_token = 6;</code>
+     * <code>bool include_refresh_token = 6 [json_name = "includeRefreshToken"];</code>
      * @return This builder for chaining.
      */
     public Builder clearIncludeRefreshToken() {

@@ -15,7 +15,7 @@ public interface IssueRequestOrBuilder extends
    * The token's subject (`sub`): 1-256 printable characters.
    * </pre>
    *
-   * <code>string subject = 1;</code>
+   * <code>string subject = 1 [json_name = "subject"];</code>
    * @return The subject.
    */
   java.lang.String getSubject();
@@ -24,7 +24,7 @@ public interface IssueRequestOrBuilder extends
    * The token's subject (`sub`): 1-256 printable characters.
    * </pre>
    *
-   * <code>string subject = 1;</code>
+   * <code>string subject = 1 [json_name = "subject"];</code>
    * @return The bytes for subject.
    */
   com.google.protobuf.ByteString
@@ -36,7 +36,7 @@ public interface IssueRequestOrBuilder extends
    * letters, digits and `.-_:/` (at most 256 characters).
    * </pre>
    *
-   * <code>repeated string audience = 2;</code>
+   * <code>repeated string audience = 2 [json_name = "audience"];</code>
    * @return A list containing the audience.
    */
   java.util.List<java.lang.String>
@@ -47,7 +47,7 @@ public interface IssueRequestOrBuilder extends
    * letters, digits and `.-_:/` (at most 256 characters).
    * </pre>
    *
-   * <code>repeated string audience = 2;</code>
+   * <code>repeated string audience = 2 [json_name = "audience"];</code>
    * @return The count of audience.
    */
   int getAudienceCount();
@@ -57,7 +57,7 @@ public interface IssueRequestOrBuilder extends
    * letters, digits and `.-_:/` (at most 256 characters).
    * </pre>
    *
-   * <code>repeated string audience = 2;</code>
+   * <code>repeated string audience = 2 [json_name = "audience"];</code>
    * @param index The index of the element to return.
    * @return The audience at the given index.
    */
@@ -68,7 +68,7 @@ public interface IssueRequestOrBuilder extends
    * letters, digits and `.-_:/` (at most 256 characters).
    * </pre>
    *
-   * <code>repeated string audience = 2;</code>
+   * <code>repeated string audience = 2 [json_name = "audience"];</code>
    * @param index The index of the value to return.
    * @return The bytes of the audience at the given index.
    */
@@ -80,7 +80,7 @@ public interface IssueRequestOrBuilder extends
    * Scopes (`scope`): each 1-128 characters without spaces or quotes.
    * </pre>
    *
-   * <code>repeated string scopes = 3;</code>
+   * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
    * @return A list containing the scopes.
    */
   java.util.List<java.lang.String>
@@ -90,7 +90,7 @@ public interface IssueRequestOrBuilder extends
    * Scopes (`scope`): each 1-128 characters without spaces or quotes.
    * </pre>
    *
-   * <code>repeated string scopes = 3;</code>
+   * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
    * @return The count of scopes.
    */
   int getScopesCount();
@@ -99,7 +99,7 @@ public interface IssueRequestOrBuilder extends
    * Scopes (`scope`): each 1-128 characters without spaces or quotes.
    * </pre>
    *
-   * <code>repeated string scopes = 3;</code>
+   * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
    * @param index The index of the element to return.
    * @return The scopes at the given index.
    */
@@ -109,7 +109,7 @@ public interface IssueRequestOrBuilder extends
    * Scopes (`scope`): each 1-128 characters without spaces or quotes.
    * </pre>
    *
-   * <code>repeated string scopes = 3;</code>
+   * <code>repeated string scopes = 3 [json_name = "scopes"];</code>
    * @param index The index of the value to return.
    * @return The bytes of the scopes at the given index.
    */
@@ -122,7 +122,7 @@ public interface IssueRequestOrBuilder extends
    * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 4;</code>
+   * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
    * @return Whether the claims field is set.
    */
   boolean hasClaims();
@@ -132,7 +132,7 @@ public interface IssueRequestOrBuilder extends
    * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 4;</code>
+   * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
    * @return The claims.
    */
   com.google.protobuf.Struct getClaims();
@@ -142,7 +142,7 @@ public interface IssueRequestOrBuilder extends
    * scope, client_id, cnf, typ, ...) are refused. Size and depth are limited.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 4;</code>
+   * <code>.google.protobuf.Struct claims = 4 [json_name = "claims"];</code>
    */
   com.google.protobuf.StructOrBuilder getClaimsOrBuilder();
 
@@ -152,7 +152,7 @@ public interface IssueRequestOrBuilder extends
    * the configured maximum is refused.
    * </pre>
    *
-   * <code>.google.protobuf.Duration ttl = 5;</code>
+   * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
    * @return Whether the ttl field is set.
    */
   boolean hasTtl();
@@ -162,7 +162,7 @@ public interface IssueRequestOrBuilder extends
    * the configured maximum is refused.
    * </pre>
    *
-   * <code>.google.protobuf.Duration ttl = 5;</code>
+   * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
    * @return The ttl.
    */
   com.google.protobuf.Duration getTtl();
@@ -172,7 +172,7 @@ public interface IssueRequestOrBuilder extends
    * the configured maximum is refused.
    * </pre>
    *
-   * <code>.google.protobuf.Duration ttl = 5;</code>
+   * <code>.google.protobuf.Duration ttl = 5 [json_name = "ttl"];</code>
    */
   com.google.protobuf.DurationOrBuilder getTtlOrBuilder();
 
@@ -181,7 +181,7 @@ public interface IssueRequestOrBuilder extends
    * Also create a refresh token (a new refresh family).
    * </pre>
    *
-   * <code>bool include_refresh_token = 6;</code>
+   * <code>bool include_refresh_token = 6 [json_name = "includeRefreshToken"];</code>
    * @return The includeRefreshToken.
    */
   boolean getIncludeRefreshToken();

@@ -65,7 +65,7 @@ private static final long serialVersionUID = 0L;
    * Compact JWS access token (header typ "at+jwt").
    * </pre>
    *
-   * <code>string access_token = 1;</code>
+   * <code>string access_token = 1 [json_name = "accessToken"];</code>
    * @return The accessToken.
    */
   @java.lang.Override
@@ -86,7 +86,7 @@ private static final long serialVersionUID = 0L;
    * Compact JWS access token (header typ "at+jwt").
    * </pre>
    *
-   * <code>string access_token = 1;</code>
+   * <code>string access_token = 1 [json_name = "accessToken"];</code>
    * @return The bytes for accessToken.
    */
   @java.lang.Override
@@ -112,7 +112,7 @@ private static final long serialVersionUID = 0L;
    * Always "Bearer".
    * </pre>
    *
-   * <code>string token_type = 2;</code>
+   * <code>string token_type = 2 [json_name = "tokenType"];</code>
    * @return The tokenType.
    */
   @java.lang.Override
@@ -133,7 +133,7 @@ private static final long serialVersionUID = 0L;
    * Always "Bearer".
    * </pre>
    *
-   * <code>string token_type = 2;</code>
+   * <code>string token_type = 2 [json_name = "tokenType"];</code>
    * @return The bytes for tokenType.
    */
   @java.lang.Override
@@ -158,7 +158,7 @@ private static final long serialVersionUID = 0L;
    * When the access token expires (`exp`).
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
    * @return Whether the expiresAt field is set.
    */
   @java.lang.Override
@@ -170,7 +170,7 @@ private static final long serialVersionUID = 0L;
    * When the access token expires (`exp`).
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
    * @return The expiresAt.
    */
   @java.lang.Override
@@ -182,7 +182,7 @@ private static final long serialVersionUID = 0L;
    * When the access token expires (`exp`).
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
    */
   @java.lang.Override
   public com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder() {
@@ -197,7 +197,7 @@ private static final long serialVersionUID = 0L;
    * Opaque refresh token; empty unless requested. Store it like a password.
    * </pre>
    *
-   * <code>string refresh_token = 4;</code>
+   * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
    * @return The refreshToken.
    */
   @java.lang.Override
@@ -218,7 +218,7 @@ private static final long serialVersionUID = 0L;
    * Opaque refresh token; empty unless requested. Store it like a password.
    * </pre>
    *
-   * <code>string refresh_token = 4;</code>
+   * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
    * @return The bytes for refreshToken.
    */
   @java.lang.Override
@@ -243,7 +243,7 @@ private static final long serialVersionUID = 0L;
    * When the refresh token expires; unset when there is none.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
    * @return Whether the refreshExpiresAt field is set.
    */
   @java.lang.Override
@@ -255,7 +255,7 @@ private static final long serialVersionUID = 0L;
    * When the refresh token expires; unset when there is none.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
    * @return The refreshExpiresAt.
    */
   @java.lang.Override
@@ -267,7 +267,7 @@ private static final long serialVersionUID = 0L;
    * When the refresh token expires; unset when there is none.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
    */
   @java.lang.Override
   public com.google.protobuf.TimestampOrBuilder getRefreshExpiresAtOrBuilder() {
@@ -282,7 +282,7 @@ private static final long serialVersionUID = 0L;
    * The access token's `jti`, for logs and targeted revocation.
    * </pre>
    *
-   * <code>string jti = 6;</code>
+   * <code>string jti = 6 [json_name = "jti"];</code>
    * @return The jti.
    */
   @java.lang.Override
@@ -303,7 +303,7 @@ private static final long serialVersionUID = 0L;
    * The access token's `jti`, for logs and targeted revocation.
    * </pre>
    *
-   * <code>string jti = 6;</code>
+   * <code>string jti = 6 [json_name = "jti"];</code>
    * @return The bytes for jti.
    */
   @java.lang.Override
@@ -782,7 +782,7 @@ private static final long serialVersionUID = 0L;
      * Compact JWS access token (header typ "at+jwt").
      * </pre>
      *
-     * <code>string access_token = 1;</code>
+     * <code>string access_token = 1 [json_name = "accessToken"];</code>
      * @return The accessToken.
      */
     public java.lang.String getAccessToken() {
@@ -802,7 +802,7 @@ private static final long serialVersionUID = 0L;
      * Compact JWS access token (header typ "at+jwt").
      * </pre>
      *
-     * <code>string access_token = 1;</code>
+     * <code>string access_token = 1 [json_name = "accessToken"];</code>
      * @return The bytes for accessToken.
      */
     public com.google.protobuf.ByteString
@@ -823,7 +823,7 @@ private static final long serialVersionUID = 0L;
      * Compact JWS access token (header typ "at+jwt").
      * </pre>
      *
-     * <code>string access_token = 1;</code>
+     * <code>string access_token = 1 [json_name = "accessToken"];</code>
      * @param value The accessToken to set.
      * @return This builder for chaining.
      */
@@ -840,7 +840,7 @@ private static final long serialVersionUID = 0L;
      * Compact JWS access token (header typ "at+jwt").
      * </pre>
      *
-     * <code>string access_token = 1;</code>
+     * <code>string access_token = 1 [json_name = "accessToken"];</code>
      * @return This builder for chaining.
      */
     public Builder clearAccessToken() {
@@ -854,7 +854,7 @@ private static final long serialVersionUID = 0L;
      * Compact JWS access token (header typ "at+jwt").
      * </pre>
      *
-     * <code>string access_token = 1;</code>
+     * <code>string access_token = 1 [json_name = "accessToken"];</code>
      * @param value The bytes for accessToken to set.
      * @return This builder for chaining.
      */
@@ -874,7 +874,7 @@ private static final long serialVersionUID = 0L;
      * Always "Bearer".
      * </pre>
      *
-     * <code>string token_type = 2;</code>
+     * <code>string token_type = 2 [json_name = "tokenType"];</code>
      * @return The tokenType.
      */
     public java.lang.String getTokenType() {
@@ -894,7 +894,7 @@ private static final long serialVersionUID = 0L;
      * Always "Bearer".
      * </pre>
      *
-     * <code>string token_type = 2;</code>
+     * <code>string token_type = 2 [json_name = "tokenType"];</code>
      * @return The bytes for tokenType.
      */
     public com.google.protobuf.ByteString
@@ -915,7 +915,7 @@ private static final long serialVersionUID = 0L;
      * Always "Bearer".
      * </pre>
      *
-     * <code>string token_type = 2;</code>
+     * <code>string token_type = 2 [json_name = "tokenType"];</code>
      * @param value The tokenType to set.
      * @return This builder for chaining.
      */
@@ -932,7 +932,7 @@ private static final long serialVersionUID = 0L;
      * Always "Bearer".
      * </pre>
      *
-     * <code>string token_type = 2;</code>
+     * <code>string token_type = 2 [json_name = "tokenType"];</code>
      * @return This builder for chaining.
      */
     public Builder clearTokenType() {
@@ -946,7 +946,7 @@ private static final long serialVersionUID = 0L;
      * Always "Bearer".
      * </pre>
      *
-     * <code>string token_type = 2;</code>
+     * <code>string token_type = 2 [json_name = "tokenType"];</code>
      * @param value The bytes for tokenType to set.
      * @return This builder for chaining.
      */
@@ -968,7 +968,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      * @return Whether the expiresAt field is set.
      */
     public boolean hasExpiresAt() {
@@ -979,7 +979,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      * @return The expiresAt.
      */
     public com.google.protobuf.Timestamp getExpiresAt() {
@@ -994,7 +994,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      */
     public Builder setExpiresAt(com.google.protobuf.Timestamp value) {
       if (expiresAtBuilder_ == null) {
@@ -1012,7 +1012,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      */
     public Builder setExpiresAt(
         com.google.protobuf.Timestamp.Builder builderForValue) {
@@ -1030,7 +1030,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      */
     public Builder mergeExpiresAt(com.google.protobuf.Timestamp value) {
       if (expiresAtBuilder_ == null) {
@@ -1055,7 +1055,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      */
     public Builder clearExpiresAt() {
       bitField0_ = (bitField0_ & ~0x00000004);
@@ -1072,7 +1072,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      */
     public com.google.protobuf.Timestamp.Builder getExpiresAtBuilder() {
       bitField0_ |= 0x00000004;
@@ -1084,7 +1084,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      */
     public com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder() {
       if (expiresAtBuilder_ != null) {
@@ -1099,7 +1099,7 @@ private static final long serialVersionUID = 0L;
      * When the access token expires (`exp`).
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
      */
     private com.google.protobuf.SingleFieldBuilder<
         com.google.protobuf.Timestamp, com.google.protobuf.Timestamp.Builder, com.google.protobuf.TimestampOrBuilder> 
@@ -1121,7 +1121,7 @@ private static final long serialVersionUID = 0L;
      * Opaque refresh token; empty unless requested. Store it like a password.
      * </pre>
      *
-     * <code>string refresh_token = 4;</code>
+     * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
      * @return The refreshToken.
      */
     public java.lang.String getRefreshToken() {
@@ -1141,7 +1141,7 @@ private static final long serialVersionUID = 0L;
      * Opaque refresh token; empty unless requested. Store it like a password.
      * </pre>
      *
-     * <code>string refresh_token = 4;</code>
+     * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
      * @return The bytes for refreshToken.
      */
     public com.google.protobuf.ByteString
@@ -1162,7 +1162,7 @@ private static final long serialVersionUID = 0L;
      * Opaque refresh token; empty unless requested. Store it like a password.
      * </pre>
      *
-     * <code>string refresh_token = 4;</code>
+     * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
      * @param value The refreshToken to set.
      * @return This builder for chaining.
      */
@@ -1179,7 +1179,7 @@ private static final long serialVersionUID = 0L;
      * Opaque refresh token; empty unless requested. Store it like a password.
      * </pre>
      *
-     * <code>string refresh_token = 4;</code>
+     * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
      * @return This builder for chaining.
      */
     public Builder clearRefreshToken() {
@@ -1193,7 +1193,7 @@ private static final long serialVersionUID = 0L;
      * Opaque refresh token; empty unless requested. Store it like a password.
      * </pre>
      *
-     * <code>string refresh_token = 4;</code>
+     * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
      * @param value The bytes for refreshToken to set.
      * @return This builder for chaining.
      */
@@ -1215,7 +1215,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      * @return Whether the refreshExpiresAt field is set.
      */
     public boolean hasRefreshExpiresAt() {
@@ -1226,7 +1226,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      * @return The refreshExpiresAt.
      */
     public com.google.protobuf.Timestamp getRefreshExpiresAt() {
@@ -1241,7 +1241,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      */
     public Builder setRefreshExpiresAt(com.google.protobuf.Timestamp value) {
       if (refreshExpiresAtBuilder_ == null) {
@@ -1259,7 +1259,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      */
     public Builder setRefreshExpiresAt(
         com.google.protobuf.Timestamp.Builder builderForValue) {
@@ -1277,7 +1277,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      */
     public Builder mergeRefreshExpiresAt(com.google.protobuf.Timestamp value) {
       if (refreshExpiresAtBuilder_ == null) {
@@ -1302,7 +1302,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      */
     public Builder clearRefreshExpiresAt() {
       bitField0_ = (bitField0_ & ~0x00000010);
@@ -1319,7 +1319,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      */
     public com.google.protobuf.Timestamp.Builder getRefreshExpiresAtBuilder() {
       bitField0_ |= 0x00000010;
@@ -1331,7 +1331,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      */
     public com.google.protobuf.TimestampOrBuilder getRefreshExpiresAtOrBuilder() {
       if (refreshExpiresAtBuilder_ != null) {
@@ -1346,7 +1346,7 @@ private static final long serialVersionUID = 0L;
      * When the refresh token expires; unset when there is none.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
      */
     private com.google.protobuf.SingleFieldBuilder<
         com.google.protobuf.Timestamp, com.google.protobuf.Timestamp.Builder, com.google.protobuf.TimestampOrBuilder> 
@@ -1368,7 +1368,7 @@ private static final long serialVersionUID = 0L;
      * The access token's `jti`, for logs and targeted revocation.
      * </pre>
      *
-     * <code>string jti = 6;</code>
+     * <code>string jti = 6 [json_name = "jti"];</code>
      * @return The jti.
      */
     public java.lang.String getJti() {
@@ -1388,7 +1388,7 @@ private static final long serialVersionUID = 0L;
      * The access token's `jti`, for logs and targeted revocation.
      * </pre>
      *
-     * <code>string jti = 6;</code>
+     * <code>string jti = 6 [json_name = "jti"];</code>
      * @return The bytes for jti.
      */
     public com.google.protobuf.ByteString
@@ -1409,7 +1409,7 @@ private static final long serialVersionUID = 0L;
      * The access token's `jti`, for logs and targeted revocation.
      * </pre>
      *
-     * <code>string jti = 6;</code>
+     * <code>string jti = 6 [json_name = "jti"];</code>
      * @param value The jti to set.
      * @return This builder for chaining.
      */
@@ -1426,7 +1426,7 @@ private static final long serialVersionUID = 0L;
      * The access token's `jti`, for logs and targeted revocation.
      * </pre>
      *
-     * <code>string jti = 6;</code>
+     * <code>string jti = 6 [json_name = "jti"];</code>
      * @return This builder for chaining.
      */
     public Builder clearJti() {
@@ -1440,7 +1440,7 @@ private static final long serialVersionUID = 0L;
      * The access token's `jti`, for logs and targeted revocation.
      * </pre>
      *
-     * <code>string jti = 6;</code>
+     * <code>string jti = 6 [json_name = "jti"];</code>
      * @param value The bytes for jti to set.
      * @return This builder for chaining.
      */

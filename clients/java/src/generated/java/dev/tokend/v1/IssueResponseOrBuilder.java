@@ -15,7 +15,7 @@ public interface IssueResponseOrBuilder extends
    * Compact JWS access token (header typ "at+jwt").
    * </pre>
    *
-   * <code>string access_token = 1;</code>
+   * <code>string access_token = 1 [json_name = "accessToken"];</code>
    * @return The accessToken.
    */
   java.lang.String getAccessToken();
@@ -24,7 +24,7 @@ public interface IssueResponseOrBuilder extends
    * Compact JWS access token (header typ "at+jwt").
    * </pre>
    *
-   * <code>string access_token = 1;</code>
+   * <code>string access_token = 1 [json_name = "accessToken"];</code>
    * @return The bytes for accessToken.
    */
   com.google.protobuf.ByteString
@@ -35,7 +35,7 @@ public interface IssueResponseOrBuilder extends
    * Always "Bearer".
    * </pre>
    *
-   * <code>string token_type = 2;</code>
+   * <code>string token_type = 2 [json_name = "tokenType"];</code>
    * @return The tokenType.
    */
   java.lang.String getTokenType();
@@ -44,7 +44,7 @@ public interface IssueResponseOrBuilder extends
    * Always "Bearer".
    * </pre>
    *
-   * <code>string token_type = 2;</code>
+   * <code>string token_type = 2 [json_name = "tokenType"];</code>
    * @return The bytes for tokenType.
    */
   com.google.protobuf.ByteString
@@ -55,7 +55,7 @@ public interface IssueResponseOrBuilder extends
    * When the access token expires (`exp`).
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
    * @return Whether the expiresAt field is set.
    */
   boolean hasExpiresAt();
@@ -64,7 +64,7 @@ public interface IssueResponseOrBuilder extends
    * When the access token expires (`exp`).
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
    * @return The expiresAt.
    */
   com.google.protobuf.Timestamp getExpiresAt();
@@ -73,7 +73,7 @@ public interface IssueResponseOrBuilder extends
    * When the access token expires (`exp`).
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 3;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 3 [json_name = "expiresAt"];</code>
    */
   com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder();
 
@@ -82,7 +82,7 @@ public interface IssueResponseOrBuilder extends
    * Opaque refresh token; empty unless requested. Store it like a password.
    * </pre>
    *
-   * <code>string refresh_token = 4;</code>
+   * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
    * @return The refreshToken.
    */
   java.lang.String getRefreshToken();
@@ -91,7 +91,7 @@ public interface IssueResponseOrBuilder extends
    * Opaque refresh token; empty unless requested. Store it like a password.
    * </pre>
    *
-   * <code>string refresh_token = 4;</code>
+   * <code>string refresh_token = 4 [json_name = "refreshToken"];</code>
    * @return The bytes for refreshToken.
    */
   com.google.protobuf.ByteString
@@ -102,7 +102,7 @@ public interface IssueResponseOrBuilder extends
    * When the refresh token expires; unset when there is none.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
    * @return Whether the refreshExpiresAt field is set.
    */
   boolean hasRefreshExpiresAt();
@@ -111,7 +111,7 @@ public interface IssueResponseOrBuilder extends
    * When the refresh token expires; unset when there is none.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
    * @return The refreshExpiresAt.
    */
   com.google.protobuf.Timestamp getRefreshExpiresAt();
@@ -120,7 +120,7 @@ public interface IssueResponseOrBuilder extends
    * When the refresh token expires; unset when there is none.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp refresh_expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp refresh_expires_at = 5 [json_name = "refreshExpiresAt"];</code>
    */
   com.google.protobuf.TimestampOrBuilder getRefreshExpiresAtOrBuilder();
 
@@ -129,7 +129,7 @@ public interface IssueResponseOrBuilder extends
    * The access token's `jti`, for logs and targeted revocation.
    * </pre>
    *
-   * <code>string jti = 6;</code>
+   * <code>string jti = 6 [json_name = "jti"];</code>
    * @return The jti.
    */
   java.lang.String getJti();
@@ -138,7 +138,7 @@ public interface IssueResponseOrBuilder extends
    * The access token's `jti`, for logs and targeted revocation.
    * </pre>
    *
-   * <code>string jti = 6;</code>
+   * <code>string jti = 6 [json_name = "jti"];</code>
    * @return The bytes for jti.
    */
   com.google.protobuf.ByteString

@@ -62,7 +62,7 @@ private static final long serialVersionUID = 0L;
    * carries the complete set, which replaces the previous one.
    * </pre>
    *
-   * <code>string jwks_json = 1;</code>
+   * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
    * @return The jwksJson.
    */
   @java.lang.Override
@@ -84,7 +84,7 @@ private static final long serialVersionUID = 0L;
    * carries the complete set, which replaces the previous one.
    * </pre>
    *
-   * <code>string jwks_json = 1;</code>
+   * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
    * @return The bytes for jwksJson.
    */
   @java.lang.Override
@@ -110,7 +110,7 @@ private static final long serialVersionUID = 0L;
    * keep-alive sent while idle); the client may skip parsing it again.
    * </pre>
    *
-   * <code>bool keep_alive = 2;</code>
+   * <code>bool keep_alive = 2 [json_name = "keepAlive"];</code>
    * @return The keepAlive.
    */
   @java.lang.Override
@@ -449,7 +449,7 @@ private static final long serialVersionUID = 0L;
      * carries the complete set, which replaces the previous one.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @return The jwksJson.
      */
     public java.lang.String getJwksJson() {
@@ -470,7 +470,7 @@ private static final long serialVersionUID = 0L;
      * carries the complete set, which replaces the previous one.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @return The bytes for jwksJson.
      */
     public com.google.protobuf.ByteString
@@ -492,7 +492,7 @@ private static final long serialVersionUID = 0L;
      * carries the complete set, which replaces the previous one.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @param value The jwksJson to set.
      * @return This builder for chaining.
      */
@@ -510,7 +510,7 @@ private static final long serialVersionUID = 0L;
      * carries the complete set, which replaces the previous one.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @return This builder for chaining.
      */
     public Builder clearJwksJson() {
@@ -525,7 +525,7 @@ private static final long serialVersionUID = 0L;
      * carries the complete set, which replaces the previous one.
      * </pre>
      *
-     * <code>string jwks_json = 1;</code>
+     * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
      * @param value The bytes for jwksJson to set.
      * @return This builder for chaining.
      */
@@ -546,7 +546,7 @@ private static final long serialVersionUID = 0L;
      * keep-alive sent while idle); the client may skip parsing it again.
      * </pre>
      *
-     * <code>bool keep_alive = 2;</code>
+     * <code>bool keep_alive = 2 [json_name = "keepAlive"];</code>
      * @return The keepAlive.
      */
     @java.lang.Override
@@ -559,7 +559,7 @@ private static final long serialVersionUID = 0L;
      * keep-alive sent while idle); the client may skip parsing it again.
      * </pre>
      *
-     * <code>bool keep_alive = 2;</code>
+     * <code>bool keep_alive = 2 [json_name = "keepAlive"];</code>
      * @param value The keepAlive to set.
      * @return This builder for chaining.
      */
@@ -576,7 +576,7 @@ private static final long serialVersionUID = 0L;
      * keep-alive sent while idle); the client may skip parsing it again.
      * </pre>
      *
-     * <code>bool keep_alive = 2;</code>
+     * <code>bool keep_alive = 2 [json_name = "keepAlive"];</code>
      * @return This builder for chaining.
      */
     public Builder clearKeepAlive() {

@@ -16,7 +16,7 @@ public interface JwksEventOrBuilder extends
    * carries the complete set, which replaces the previous one.
    * </pre>
    *
-   * <code>string jwks_json = 1;</code>
+   * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
    * @return The jwksJson.
    */
   java.lang.String getJwksJson();
@@ -26,7 +26,7 @@ public interface JwksEventOrBuilder extends
    * carries the complete set, which replaces the previous one.
    * </pre>
    *
-   * <code>string jwks_json = 1;</code>
+   * <code>string jwks_json = 1 [json_name = "jwksJson"];</code>
    * @return The bytes for jwksJson.
    */
   com.google.protobuf.ByteString
@@ -38,7 +38,7 @@ public interface JwksEventOrBuilder extends
    * keep-alive sent while idle); the client may skip parsing it again.
    * </pre>
    *
-   * <code>bool keep_alive = 2;</code>
+   * <code>bool keep_alive = 2 [json_name = "keepAlive"];</code>
    * @return The keepAlive.
    */
   boolean getKeepAlive();

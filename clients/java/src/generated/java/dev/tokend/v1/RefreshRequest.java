@@ -64,7 +64,7 @@ private static final long serialVersionUID = 0L;
    * The opaque refresh token returned by Issue or a previous Refresh.
    * </pre>
    *
-   * <code>string refresh_token = 1;</code>
+   * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
    * @return The refreshToken.
    */
   @java.lang.Override
@@ -85,7 +85,7 @@ private static final long serialVersionUID = 0L;
    * The opaque refresh token returned by Issue or a previous Refresh.
    * </pre>
    *
-   * <code>string refresh_token = 1;</code>
+   * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
    * @return The bytes for refreshToken.
    */
   @java.lang.Override
@@ -113,7 +113,7 @@ private static final long serialVersionUID = 0L;
    * empty keeps the original scopes. Widening is refused.
    * </pre>
    *
-   * <code>repeated string scopes = 2;</code>
+   * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
    * @return A list containing the scopes.
    */
   public com.google.protobuf.ProtocolStringList
@@ -126,7 +126,7 @@ private static final long serialVersionUID = 0L;
    * empty keeps the original scopes. Widening is refused.
    * </pre>
    *
-   * <code>repeated string scopes = 2;</code>
+   * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
    * @return The count of scopes.
    */
   public int getScopesCount() {
@@ -138,7 +138,7 @@ private static final long serialVersionUID = 0L;
    * empty keeps the original scopes. Widening is refused.
    * </pre>
    *
-   * <code>repeated string scopes = 2;</code>
+   * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
    * @param index The index of the element to return.
    * @return The scopes at the given index.
    */
@@ -151,7 +151,7 @@ private static final long serialVersionUID = 0L;
    * empty keeps the original scopes. Widening is refused.
    * </pre>
    *
-   * <code>repeated string scopes = 2;</code>
+   * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
    * @param index The index of the value to return.
    * @return The bytes of the scopes at the given index.
    */
@@ -172,7 +172,7 @@ private static final long serialVersionUID = 0L;
    * token is reuse and revokes its family. Empty: not retryable.
    * </pre>
    *
-   * <code>string idempotency_key = 3;</code>
+   * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
    * @return The idempotencyKey.
    */
   @java.lang.Override
@@ -197,7 +197,7 @@ private static final long serialVersionUID = 0L;
    * token is reuse and revokes its family. Empty: not retryable.
    * </pre>
    *
-   * <code>string idempotency_key = 3;</code>
+   * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
    * @return The bytes for idempotencyKey.
    */
   @java.lang.Override
@@ -583,7 +583,7 @@ private static final long serialVersionUID = 0L;
      * The opaque refresh token returned by Issue or a previous Refresh.
      * </pre>
      *
-     * <code>string refresh_token = 1;</code>
+     * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
      * @return The refreshToken.
      */
     public java.lang.String getRefreshToken() {
@@ -603,7 +603,7 @@ private static final long serialVersionUID = 0L;
      * The opaque refresh token returned by Issue or a previous Refresh.
      * </pre>
      *
-     * <code>string refresh_token = 1;</code>
+     * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
      * @return The bytes for refreshToken.
      */
     public com.google.protobuf.ByteString
@@ -624,7 +624,7 @@ private static final long serialVersionUID = 0L;
      * The opaque refresh token returned by Issue or a previous Refresh.
      * </pre>
      *
-     * <code>string refresh_token = 1;</code>
+     * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
      * @param value The refreshToken to set.
      * @return This builder for chaining.
      */
@@ -641,7 +641,7 @@ private static final long serialVersionUID = 0L;
      * The opaque refresh token returned by Issue or a previous Refresh.
      * </pre>
      *
-     * <code>string refresh_token = 1;</code>
+     * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
      * @return This builder for chaining.
      */
     public Builder clearRefreshToken() {
@@ -655,7 +655,7 @@ private static final long serialVersionUID = 0L;
      * The opaque refresh token returned by Issue or a previous Refresh.
      * </pre>
      *
-     * <code>string refresh_token = 1;</code>
+     * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
      * @param value The bytes for refreshToken to set.
      * @return This builder for chaining.
      */
@@ -683,7 +683,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @return A list containing the scopes.
      */
     public com.google.protobuf.ProtocolStringList
@@ -697,7 +697,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @return The count of scopes.
      */
     public int getScopesCount() {
@@ -709,7 +709,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @param index The index of the element to return.
      * @return The scopes at the given index.
      */
@@ -722,7 +722,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @param index The index of the value to return.
      * @return The bytes of the scopes at the given index.
      */
@@ -736,7 +736,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @param index The index to set the value at.
      * @param value The scopes to set.
      * @return This builder for chaining.
@@ -756,7 +756,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @param value The scopes to add.
      * @return This builder for chaining.
      */
@@ -775,7 +775,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @param values The scopes to add.
      * @return This builder for chaining.
      */
@@ -794,7 +794,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @return This builder for chaining.
      */
     public Builder clearScopes() {
@@ -810,7 +810,7 @@ private static final long serialVersionUID = 0L;
      * empty keeps the original scopes. Widening is refused.
      * </pre>
      *
-     * <code>repeated string scopes = 2;</code>
+     * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
      * @param value The bytes of the scopes to add.
      * @return This builder for chaining.
      */
@@ -835,7 +835,7 @@ private static final long serialVersionUID = 0L;
      * token is reuse and revokes its family. Empty: not retryable.
      * </pre>
      *
-     * <code>string idempotency_key = 3;</code>
+     * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
      * @return The idempotencyKey.
      */
     public java.lang.String getIdempotencyKey() {
@@ -859,7 +859,7 @@ private static final long serialVersionUID = 0L;
      * token is reuse and revokes its family. Empty: not retryable.
      * </pre>
      *
-     * <code>string idempotency_key = 3;</code>
+     * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
      * @return The bytes for idempotencyKey.
      */
     public com.google.protobuf.ByteString
@@ -884,7 +884,7 @@ private static final long serialVersionUID = 0L;
      * token is reuse and revokes its family. Empty: not retryable.
      * </pre>
      *
-     * <code>string idempotency_key = 3;</code>
+     * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
      * @param value The idempotencyKey to set.
      * @return This builder for chaining.
      */
@@ -905,7 +905,7 @@ private static final long serialVersionUID = 0L;
      * token is reuse and revokes its family. Empty: not retryable.
      * </pre>
      *
-     * <code>string idempotency_key = 3;</code>
+     * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
      * @return This builder for chaining.
      */
     public Builder clearIdempotencyKey() {
@@ -923,7 +923,7 @@ private static final long serialVersionUID = 0L;
      * token is reuse and revokes its family. Empty: not retryable.
      * </pre>
      *
-     * <code>string idempotency_key = 3;</code>
+     * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
      * @param value The bytes for idempotencyKey to set.
      * @return This builder for chaining.
      */

@@ -15,7 +15,7 @@ public interface RefreshRequestOrBuilder extends
    * The opaque refresh token returned by Issue or a previous Refresh.
    * </pre>
    *
-   * <code>string refresh_token = 1;</code>
+   * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
    * @return The refreshToken.
    */
   java.lang.String getRefreshToken();
@@ -24,7 +24,7 @@ public interface RefreshRequestOrBuilder extends
    * The opaque refresh token returned by Issue or a previous Refresh.
    * </pre>
    *
-   * <code>string refresh_token = 1;</code>
+   * <code>string refresh_token = 1 [json_name = "refreshToken"];</code>
    * @return The bytes for refreshToken.
    */
   com.google.protobuf.ByteString
@@ -36,7 +36,7 @@ public interface RefreshRequestOrBuilder extends
    * empty keeps the original scopes. Widening is refused.
    * </pre>
    *
-   * <code>repeated string scopes = 2;</code>
+   * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
    * @return A list containing the scopes.
    */
   java.util.List<java.lang.String>
@@ -47,7 +47,7 @@ public interface RefreshRequestOrBuilder extends
    * empty keeps the original scopes. Widening is refused.
    * </pre>
    *
-   * <code>repeated string scopes = 2;</code>
+   * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
    * @return The count of scopes.
    */
   int getScopesCount();
@@ -57,7 +57,7 @@ public interface RefreshRequestOrBuilder extends
    * empty keeps the original scopes. Widening is refused.
    * </pre>
    *
-   * <code>repeated string scopes = 2;</code>
+   * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
    * @param index The index of the element to return.
    * @return The scopes at the given index.
    */
@@ -68,7 +68,7 @@ public interface RefreshRequestOrBuilder extends
    * empty keeps the original scopes. Widening is refused.
    * </pre>
    *
-   * <code>repeated string scopes = 2;</code>
+   * <code>repeated string scopes = 2 [json_name = "scopes"];</code>
    * @param index The index of the value to return.
    * @return The bytes of the scopes at the given index.
    */
@@ -84,7 +84,7 @@ public interface RefreshRequestOrBuilder extends
    * token is reuse and revokes its family. Empty: not retryable.
    * </pre>
    *
-   * <code>string idempotency_key = 3;</code>
+   * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
    * @return The idempotencyKey.
    */
   java.lang.String getIdempotencyKey();
@@ -97,7 +97,7 @@ public interface RefreshRequestOrBuilder extends
    * token is reuse and revokes its family. Empty: not retryable.
    * </pre>
    *
-   * <code>string idempotency_key = 3;</code>
+   * <code>string idempotency_key = 3 [json_name = "idempotencyKey"];</code>
    * @return The bytes for idempotencyKey.
    */
   com.google.protobuf.ByteString

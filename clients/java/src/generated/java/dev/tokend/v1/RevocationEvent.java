@@ -63,7 +63,7 @@ private static final long serialVersionUID = 0L;
    * checkpoint: everything up to this sequence has been sent; resume from here.
    * </pre>
    *
-   * <code>int64 sequence = 1;</code>
+   * <code>int64 sequence = 1 [json_name = "sequence"];</code>
    * @return The sequence.
    */
   @java.lang.Override
@@ -82,7 +82,7 @@ private static final long serialVersionUID = 0L;
    * checkpoint; ignore kinds you do not know.
    * </pre>
    *
-   * <code>string kind = 2;</code>
+   * <code>string kind = 2 [json_name = "kind"];</code>
    * @return The kind.
    */
   @java.lang.Override
@@ -106,7 +106,7 @@ private static final long serialVersionUID = 0L;
    * checkpoint; ignore kinds you do not know.
    * </pre>
    *
-   * <code>string kind = 2;</code>
+   * <code>string kind = 2 [json_name = "kind"];</code>
    * @return The bytes for kind.
    */
   @java.lang.Override
@@ -132,7 +132,7 @@ private static final long serialVersionUID = 0L;
    * The jti, the subject (as issued in `sub`) or the refresh family id.
    * </pre>
    *
-   * <code>string value = 3;</code>
+   * <code>string value = 3 [json_name = "value"];</code>
    * @return The value.
    */
   @java.lang.Override
@@ -153,7 +153,7 @@ private static final long serialVersionUID = 0L;
    * The jti, the subject (as issued in `sub`) or the refresh family id.
    * </pre>
    *
-   * <code>string value = 3;</code>
+   * <code>string value = 3 [json_name = "value"];</code>
    * @return The bytes for value.
    */
   @java.lang.Override
@@ -179,7 +179,7 @@ private static final long serialVersionUID = 0L;
    * instant are revoked. Unset for the other kinds.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp not_before = 4;</code>
+   * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
    * @return Whether the notBefore field is set.
    */
   @java.lang.Override
@@ -192,7 +192,7 @@ private static final long serialVersionUID = 0L;
    * instant are revoked. Unset for the other kinds.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp not_before = 4;</code>
+   * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
    * @return The notBefore.
    */
   @java.lang.Override
@@ -205,7 +205,7 @@ private static final long serialVersionUID = 0L;
    * instant are revoked. Unset for the other kinds.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp not_before = 4;</code>
+   * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
    */
   @java.lang.Override
   public com.google.protobuf.TimestampOrBuilder getNotBeforeOrBuilder() {
@@ -220,7 +220,7 @@ private static final long serialVersionUID = 0L;
    * (verification leeway included), so it may be forgotten afterwards.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    * @return Whether the expiresAt field is set.
    */
   @java.lang.Override
@@ -233,7 +233,7 @@ private static final long serialVersionUID = 0L;
    * (verification leeway included), so it may be forgotten afterwards.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    * @return The expiresAt.
    */
   @java.lang.Override
@@ -246,7 +246,7 @@ private static final long serialVersionUID = 0L;
    * (verification leeway included), so it may be forgotten afterwards.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    */
   @java.lang.Override
   public com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder() {
@@ -262,7 +262,7 @@ private static final long serialVersionUID = 0L;
    * Later ones are keep-alives, sent while the feed is idle.
    * </pre>
    *
-   * <code>bool checkpoint = 6;</code>
+   * <code>bool checkpoint = 6 [json_name = "checkpoint"];</code>
    * @return The checkpoint.
    */
   @java.lang.Override
@@ -732,7 +732,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint: everything up to this sequence has been sent; resume from here.
      * </pre>
      *
-     * <code>int64 sequence = 1;</code>
+     * <code>int64 sequence = 1 [json_name = "sequence"];</code>
      * @return The sequence.
      */
     @java.lang.Override
@@ -745,7 +745,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint: everything up to this sequence has been sent; resume from here.
      * </pre>
      *
-     * <code>int64 sequence = 1;</code>
+     * <code>int64 sequence = 1 [json_name = "sequence"];</code>
      * @param value The sequence to set.
      * @return This builder for chaining.
      */
@@ -762,7 +762,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint: everything up to this sequence has been sent; resume from here.
      * </pre>
      *
-     * <code>int64 sequence = 1;</code>
+     * <code>int64 sequence = 1 [json_name = "sequence"];</code>
      * @return This builder for chaining.
      */
     public Builder clearSequence() {
@@ -781,7 +781,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint; ignore kinds you do not know.
      * </pre>
      *
-     * <code>string kind = 2;</code>
+     * <code>string kind = 2 [json_name = "kind"];</code>
      * @return The kind.
      */
     public java.lang.String getKind() {
@@ -804,7 +804,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint; ignore kinds you do not know.
      * </pre>
      *
-     * <code>string kind = 2;</code>
+     * <code>string kind = 2 [json_name = "kind"];</code>
      * @return The bytes for kind.
      */
     public com.google.protobuf.ByteString
@@ -828,7 +828,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint; ignore kinds you do not know.
      * </pre>
      *
-     * <code>string kind = 2;</code>
+     * <code>string kind = 2 [json_name = "kind"];</code>
      * @param value The kind to set.
      * @return This builder for chaining.
      */
@@ -848,7 +848,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint; ignore kinds you do not know.
      * </pre>
      *
-     * <code>string kind = 2;</code>
+     * <code>string kind = 2 [json_name = "kind"];</code>
      * @return This builder for chaining.
      */
     public Builder clearKind() {
@@ -865,7 +865,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint; ignore kinds you do not know.
      * </pre>
      *
-     * <code>string kind = 2;</code>
+     * <code>string kind = 2 [json_name = "kind"];</code>
      * @param value The bytes for kind to set.
      * @return This builder for chaining.
      */
@@ -885,7 +885,7 @@ private static final long serialVersionUID = 0L;
      * The jti, the subject (as issued in `sub`) or the refresh family id.
      * </pre>
      *
-     * <code>string value = 3;</code>
+     * <code>string value = 3 [json_name = "value"];</code>
      * @return The value.
      */
     public java.lang.String getValue() {
@@ -905,7 +905,7 @@ private static final long serialVersionUID = 0L;
      * The jti, the subject (as issued in `sub`) or the refresh family id.
      * </pre>
      *
-     * <code>string value = 3;</code>
+     * <code>string value = 3 [json_name = "value"];</code>
      * @return The bytes for value.
      */
     public com.google.protobuf.ByteString
@@ -926,7 +926,7 @@ private static final long serialVersionUID = 0L;
      * The jti, the subject (as issued in `sub`) or the refresh family id.
      * </pre>
      *
-     * <code>string value = 3;</code>
+     * <code>string value = 3 [json_name = "value"];</code>
      * @param value The value to set.
      * @return This builder for chaining.
      */
@@ -943,7 +943,7 @@ private static final long serialVersionUID = 0L;
      * The jti, the subject (as issued in `sub`) or the refresh family id.
      * </pre>
      *
-     * <code>string value = 3;</code>
+     * <code>string value = 3 [json_name = "value"];</code>
      * @return This builder for chaining.
      */
     public Builder clearValue() {
@@ -957,7 +957,7 @@ private static final long serialVersionUID = 0L;
      * The jti, the subject (as issued in `sub`) or the refresh family id.
      * </pre>
      *
-     * <code>string value = 3;</code>
+     * <code>string value = 3 [json_name = "value"];</code>
      * @param value The bytes for value to set.
      * @return This builder for chaining.
      */
@@ -980,7 +980,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      * @return Whether the notBefore field is set.
      */
     public boolean hasNotBefore() {
@@ -992,7 +992,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      * @return The notBefore.
      */
     public com.google.protobuf.Timestamp getNotBefore() {
@@ -1008,7 +1008,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      */
     public Builder setNotBefore(com.google.protobuf.Timestamp value) {
       if (notBeforeBuilder_ == null) {
@@ -1027,7 +1027,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      */
     public Builder setNotBefore(
         com.google.protobuf.Timestamp.Builder builderForValue) {
@@ -1046,7 +1046,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      */
     public Builder mergeNotBefore(com.google.protobuf.Timestamp value) {
       if (notBeforeBuilder_ == null) {
@@ -1072,7 +1072,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      */
     public Builder clearNotBefore() {
       bitField0_ = (bitField0_ & ~0x00000008);
@@ -1090,7 +1090,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      */
     public com.google.protobuf.Timestamp.Builder getNotBeforeBuilder() {
       bitField0_ |= 0x00000008;
@@ -1103,7 +1103,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      */
     public com.google.protobuf.TimestampOrBuilder getNotBeforeOrBuilder() {
       if (notBeforeBuilder_ != null) {
@@ -1119,7 +1119,7 @@ private static final long serialVersionUID = 0L;
      * instant are revoked. Unset for the other kinds.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp not_before = 4;</code>
+     * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
      */
     private com.google.protobuf.SingleFieldBuilder<
         com.google.protobuf.Timestamp, com.google.protobuf.Timestamp.Builder, com.google.protobuf.TimestampOrBuilder> 
@@ -1144,7 +1144,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      * @return Whether the expiresAt field is set.
      */
     public boolean hasExpiresAt() {
@@ -1156,7 +1156,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      * @return The expiresAt.
      */
     public com.google.protobuf.Timestamp getExpiresAt() {
@@ -1172,7 +1172,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public Builder setExpiresAt(com.google.protobuf.Timestamp value) {
       if (expiresAtBuilder_ == null) {
@@ -1191,7 +1191,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public Builder setExpiresAt(
         com.google.protobuf.Timestamp.Builder builderForValue) {
@@ -1210,7 +1210,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public Builder mergeExpiresAt(com.google.protobuf.Timestamp value) {
       if (expiresAtBuilder_ == null) {
@@ -1236,7 +1236,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public Builder clearExpiresAt() {
       bitField0_ = (bitField0_ & ~0x00000010);
@@ -1254,7 +1254,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public com.google.protobuf.Timestamp.Builder getExpiresAtBuilder() {
       bitField0_ |= 0x00000010;
@@ -1267,7 +1267,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder() {
       if (expiresAtBuilder_ != null) {
@@ -1283,7 +1283,7 @@ private static final long serialVersionUID = 0L;
      * (verification leeway included), so it may be forgotten afterwards.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     private com.google.protobuf.SingleFieldBuilder<
         com.google.protobuf.Timestamp, com.google.protobuf.Timestamp.Builder, com.google.protobuf.TimestampOrBuilder> 
@@ -1307,7 +1307,7 @@ private static final long serialVersionUID = 0L;
      * Later ones are keep-alives, sent while the feed is idle.
      * </pre>
      *
-     * <code>bool checkpoint = 6;</code>
+     * <code>bool checkpoint = 6 [json_name = "checkpoint"];</code>
      * @return The checkpoint.
      */
     @java.lang.Override
@@ -1321,7 +1321,7 @@ private static final long serialVersionUID = 0L;
      * Later ones are keep-alives, sent while the feed is idle.
      * </pre>
      *
-     * <code>bool checkpoint = 6;</code>
+     * <code>bool checkpoint = 6 [json_name = "checkpoint"];</code>
      * @param value The checkpoint to set.
      * @return This builder for chaining.
      */
@@ -1339,7 +1339,7 @@ private static final long serialVersionUID = 0L;
      * Later ones are keep-alives, sent while the feed is idle.
      * </pre>
      *
-     * <code>bool checkpoint = 6;</code>
+     * <code>bool checkpoint = 6 [json_name = "checkpoint"];</code>
      * @return This builder for chaining.
      */
     public Builder clearCheckpoint() {

@@ -16,7 +16,7 @@ public interface RevocationEventOrBuilder extends
    * checkpoint: everything up to this sequence has been sent; resume from here.
    * </pre>
    *
-   * <code>int64 sequence = 1;</code>
+   * <code>int64 sequence = 1 [json_name = "sequence"];</code>
    * @return The sequence.
    */
   long getSequence();
@@ -29,7 +29,7 @@ public interface RevocationEventOrBuilder extends
    * checkpoint; ignore kinds you do not know.
    * </pre>
    *
-   * <code>string kind = 2;</code>
+   * <code>string kind = 2 [json_name = "kind"];</code>
    * @return The kind.
    */
   java.lang.String getKind();
@@ -41,7 +41,7 @@ public interface RevocationEventOrBuilder extends
    * checkpoint; ignore kinds you do not know.
    * </pre>
    *
-   * <code>string kind = 2;</code>
+   * <code>string kind = 2 [json_name = "kind"];</code>
    * @return The bytes for kind.
    */
   com.google.protobuf.ByteString
@@ -52,7 +52,7 @@ public interface RevocationEventOrBuilder extends
    * The jti, the subject (as issued in `sub`) or the refresh family id.
    * </pre>
    *
-   * <code>string value = 3;</code>
+   * <code>string value = 3 [json_name = "value"];</code>
    * @return The value.
    */
   java.lang.String getValue();
@@ -61,7 +61,7 @@ public interface RevocationEventOrBuilder extends
    * The jti, the subject (as issued in `sub`) or the refresh family id.
    * </pre>
    *
-   * <code>string value = 3;</code>
+   * <code>string value = 3 [json_name = "value"];</code>
    * @return The bytes for value.
    */
   com.google.protobuf.ByteString
@@ -73,7 +73,7 @@ public interface RevocationEventOrBuilder extends
    * instant are revoked. Unset for the other kinds.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp not_before = 4;</code>
+   * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
    * @return Whether the notBefore field is set.
    */
   boolean hasNotBefore();
@@ -83,7 +83,7 @@ public interface RevocationEventOrBuilder extends
    * instant are revoked. Unset for the other kinds.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp not_before = 4;</code>
+   * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
    * @return The notBefore.
    */
   com.google.protobuf.Timestamp getNotBefore();
@@ -93,7 +93,7 @@ public interface RevocationEventOrBuilder extends
    * instant are revoked. Unset for the other kinds.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp not_before = 4;</code>
+   * <code>.google.protobuf.Timestamp not_before = 4 [json_name = "notBefore"];</code>
    */
   com.google.protobuf.TimestampOrBuilder getNotBeforeOrBuilder();
 
@@ -103,7 +103,7 @@ public interface RevocationEventOrBuilder extends
    * (verification leeway included), so it may be forgotten afterwards.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    * @return Whether the expiresAt field is set.
    */
   boolean hasExpiresAt();
@@ -113,7 +113,7 @@ public interface RevocationEventOrBuilder extends
    * (verification leeway included), so it may be forgotten afterwards.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    * @return The expiresAt.
    */
   com.google.protobuf.Timestamp getExpiresAt();
@@ -123,7 +123,7 @@ public interface RevocationEventOrBuilder extends
    * (verification leeway included), so it may be forgotten afterwards.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    */
   com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder();
 
@@ -134,7 +134,7 @@ public interface RevocationEventOrBuilder extends
    * Later ones are keep-alives, sent while the feed is idle.
    * </pre>
    *
-   * <code>bool checkpoint = 6;</code>
+   * <code>bool checkpoint = 6 [json_name = "checkpoint"];</code>
    * @return The checkpoint.
    */
   boolean getCheckpoint();

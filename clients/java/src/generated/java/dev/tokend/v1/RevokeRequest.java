@@ -105,7 +105,7 @@ private static final long serialVersionUID = 0L;
    * An access token issued by this tokend (its signature is checked).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return Whether the token field is set.
    */
   public boolean hasToken() {
@@ -116,7 +116,7 @@ private static final long serialVersionUID = 0L;
    * An access token issued by this tokend (its signature is checked).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return The token.
    */
   public java.lang.String getToken() {
@@ -139,7 +139,7 @@ private static final long serialVersionUID = 0L;
    * An access token issued by this tokend (its signature is checked).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return The bytes for token.
    */
   public com.google.protobuf.ByteString
@@ -165,7 +165,7 @@ private static final long serialVersionUID = 0L;
    * An access token's `jti`.
    * </pre>
    *
-   * <code>string jti = 2;</code>
+   * <code>string jti = 2 [json_name = "jti"];</code>
    * @return Whether the jti field is set.
    */
   public boolean hasJti() {
@@ -176,7 +176,7 @@ private static final long serialVersionUID = 0L;
    * An access token's `jti`.
    * </pre>
    *
-   * <code>string jti = 2;</code>
+   * <code>string jti = 2 [json_name = "jti"];</code>
    * @return The jti.
    */
   public java.lang.String getJti() {
@@ -199,7 +199,7 @@ private static final long serialVersionUID = 0L;
    * An access token's `jti`.
    * </pre>
    *
-   * <code>string jti = 2;</code>
+   * <code>string jti = 2 [json_name = "jti"];</code>
    * @return The bytes for jti.
    */
   public com.google.protobuf.ByteString
@@ -225,7 +225,7 @@ private static final long serialVersionUID = 0L;
    * A refresh token: its whole family and the access tokens issued from it.
    * </pre>
    *
-   * <code>string refresh_token = 3;</code>
+   * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
    * @return Whether the refreshToken field is set.
    */
   public boolean hasRefreshToken() {
@@ -236,7 +236,7 @@ private static final long serialVersionUID = 0L;
    * A refresh token: its whole family and the access tokens issued from it.
    * </pre>
    *
-   * <code>string refresh_token = 3;</code>
+   * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
    * @return The refreshToken.
    */
   public java.lang.String getRefreshToken() {
@@ -259,7 +259,7 @@ private static final long serialVersionUID = 0L;
    * A refresh token: its whole family and the access tokens issued from it.
    * </pre>
    *
-   * <code>string refresh_token = 3;</code>
+   * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
    * @return The bytes for refreshToken.
    */
   public com.google.protobuf.ByteString
@@ -285,7 +285,7 @@ private static final long serialVersionUID = 0L;
    * Every token of this subject issued up to now, and its refresh families.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return Whether the subject field is set.
    */
   public boolean hasSubject() {
@@ -296,7 +296,7 @@ private static final long serialVersionUID = 0L;
    * Every token of this subject issued up to now, and its refresh families.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return The subject.
    */
   public java.lang.String getSubject() {
@@ -319,7 +319,7 @@ private static final long serialVersionUID = 0L;
    * Every token of this subject issued up to now, and its refresh families.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return The bytes for subject.
    */
   public com.google.protobuf.ByteString
@@ -347,7 +347,7 @@ private static final long serialVersionUID = 0L;
    * Why, for the audit trail (at most 256 characters).
    * </pre>
    *
-   * <code>string reason = 5;</code>
+   * <code>string reason = 5 [json_name = "reason"];</code>
    * @return The reason.
    */
   @java.lang.Override
@@ -368,7 +368,7 @@ private static final long serialVersionUID = 0L;
    * Why, for the audit trail (at most 256 characters).
    * </pre>
    *
-   * <code>string reason = 5;</code>
+   * <code>string reason = 5 [json_name = "reason"];</code>
    * @return The bytes for reason.
    */
   @java.lang.Override
@@ -828,7 +828,7 @@ private static final long serialVersionUID = 0L;
      * An access token issued by this tokend (its signature is checked).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @return Whether the token field is set.
      */
     @java.lang.Override
@@ -840,7 +840,7 @@ private static final long serialVersionUID = 0L;
      * An access token issued by this tokend (its signature is checked).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @return The token.
      */
     @java.lang.Override
@@ -864,7 +864,7 @@ private static final long serialVersionUID = 0L;
      * An access token issued by this tokend (its signature is checked).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @return The bytes for token.
      */
     @java.lang.Override
@@ -889,7 +889,7 @@ private static final long serialVersionUID = 0L;
      * An access token issued by this tokend (its signature is checked).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @param value The token to set.
      * @return This builder for chaining.
      */
@@ -906,7 +906,7 @@ private static final long serialVersionUID = 0L;
      * An access token issued by this tokend (its signature is checked).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @return This builder for chaining.
      */
     public Builder clearToken() {
@@ -922,7 +922,7 @@ private static final long serialVersionUID = 0L;
      * An access token issued by this tokend (its signature is checked).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @param value The bytes for token to set.
      * @return This builder for chaining.
      */
@@ -941,7 +941,7 @@ private static final long serialVersionUID = 0L;
      * An access token's `jti`.
      * </pre>
      *
-     * <code>string jti = 2;</code>
+     * <code>string jti = 2 [json_name = "jti"];</code>
      * @return Whether the jti field is set.
      */
     @java.lang.Override
@@ -953,7 +953,7 @@ private static final long serialVersionUID = 0L;
      * An access token's `jti`.
      * </pre>
      *
-     * <code>string jti = 2;</code>
+     * <code>string jti = 2 [json_name = "jti"];</code>
      * @return The jti.
      */
     @java.lang.Override
@@ -977,7 +977,7 @@ private static final long serialVersionUID = 0L;
      * An access token's `jti`.
      * </pre>
      *
-     * <code>string jti = 2;</code>
+     * <code>string jti = 2 [json_name = "jti"];</code>
      * @return The bytes for jti.
      */
     @java.lang.Override
@@ -1002,7 +1002,7 @@ private static final long serialVersionUID = 0L;
      * An access token's `jti`.
      * </pre>
      *
-     * <code>string jti = 2;</code>
+     * <code>string jti = 2 [json_name = "jti"];</code>
      * @param value The jti to set.
      * @return This builder for chaining.
      */
@@ -1019,7 +1019,7 @@ private static final long serialVersionUID = 0L;
      * An access token's `jti`.
      * </pre>
      *
-     * <code>string jti = 2;</code>
+     * <code>string jti = 2 [json_name = "jti"];</code>
      * @return This builder for chaining.
      */
     public Builder clearJti() {
@@ -1035,7 +1035,7 @@ private static final long serialVersionUID = 0L;
      * An access token's `jti`.
      * </pre>
      *
-     * <code>string jti = 2;</code>
+     * <code>string jti = 2 [json_name = "jti"];</code>
      * @param value The bytes for jti to set.
      * @return This builder for chaining.
      */
@@ -1054,7 +1054,7 @@ private static final long serialVersionUID = 0L;
      * A refresh token: its whole family and the access tokens issued from it.
      * </pre>
      *
-     * <code>string refresh_token = 3;</code>
+     * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
      * @return Whether the refreshToken field is set.
      */
     @java.lang.Override
@@ -1066,7 +1066,7 @@ private static final long serialVersionUID = 0L;
      * A refresh token: its whole family and the access tokens issued from it.
      * </pre>
      *
-     * <code>string refresh_token = 3;</code>
+     * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
      * @return The refreshToken.
      */
     @java.lang.Override
@@ -1090,7 +1090,7 @@ private static final long serialVersionUID = 0L;
      * A refresh token: its whole family and the access tokens issued from it.
      * </pre>
      *
-     * <code>string refresh_token = 3;</code>
+     * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
      * @return The bytes for refreshToken.
      */
     @java.lang.Override
@@ -1115,7 +1115,7 @@ private static final long serialVersionUID = 0L;
      * A refresh token: its whole family and the access tokens issued from it.
      * </pre>
      *
-     * <code>string refresh_token = 3;</code>
+     * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
      * @param value The refreshToken to set.
      * @return This builder for chaining.
      */
@@ -1132,7 +1132,7 @@ private static final long serialVersionUID = 0L;
      * A refresh token: its whole family and the access tokens issued from it.
      * </pre>
      *
-     * <code>string refresh_token = 3;</code>
+     * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
      * @return This builder for chaining.
      */
     public Builder clearRefreshToken() {
@@ -1148,7 +1148,7 @@ private static final long serialVersionUID = 0L;
      * A refresh token: its whole family and the access tokens issued from it.
      * </pre>
      *
-     * <code>string refresh_token = 3;</code>
+     * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
      * @param value The bytes for refreshToken to set.
      * @return This builder for chaining.
      */
@@ -1167,7 +1167,7 @@ private static final long serialVersionUID = 0L;
      * Every token of this subject issued up to now, and its refresh families.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @return Whether the subject field is set.
      */
     @java.lang.Override
@@ -1179,7 +1179,7 @@ private static final long serialVersionUID = 0L;
      * Every token of this subject issued up to now, and its refresh families.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @return The subject.
      */
     @java.lang.Override
@@ -1203,7 +1203,7 @@ private static final long serialVersionUID = 0L;
      * Every token of this subject issued up to now, and its refresh families.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @return The bytes for subject.
      */
     @java.lang.Override
@@ -1228,7 +1228,7 @@ private static final long serialVersionUID = 0L;
      * Every token of this subject issued up to now, and its refresh families.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @param value The subject to set.
      * @return This builder for chaining.
      */
@@ -1245,7 +1245,7 @@ private static final long serialVersionUID = 0L;
      * Every token of this subject issued up to now, and its refresh families.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @return This builder for chaining.
      */
     public Builder clearSubject() {
@@ -1261,7 +1261,7 @@ private static final long serialVersionUID = 0L;
      * Every token of this subject issued up to now, and its refresh families.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @param value The bytes for subject to set.
      * @return This builder for chaining.
      */
@@ -1281,7 +1281,7 @@ private static final long serialVersionUID = 0L;
      * Why, for the audit trail (at most 256 characters).
      * </pre>
      *
-     * <code>string reason = 5;</code>
+     * <code>string reason = 5 [json_name = "reason"];</code>
      * @return The reason.
      */
     public java.lang.String getReason() {
@@ -1301,7 +1301,7 @@ private static final long serialVersionUID = 0L;
      * Why, for the audit trail (at most 256 characters).
      * </pre>
      *
-     * <code>string reason = 5;</code>
+     * <code>string reason = 5 [json_name = "reason"];</code>
      * @return The bytes for reason.
      */
     public com.google.protobuf.ByteString
@@ -1322,7 +1322,7 @@ private static final long serialVersionUID = 0L;
      * Why, for the audit trail (at most 256 characters).
      * </pre>
      *
-     * <code>string reason = 5;</code>
+     * <code>string reason = 5 [json_name = "reason"];</code>
      * @param value The reason to set.
      * @return This builder for chaining.
      */
@@ -1339,7 +1339,7 @@ private static final long serialVersionUID = 0L;
      * Why, for the audit trail (at most 256 characters).
      * </pre>
      *
-     * <code>string reason = 5;</code>
+     * <code>string reason = 5 [json_name = "reason"];</code>
      * @return This builder for chaining.
      */
     public Builder clearReason() {
@@ -1353,7 +1353,7 @@ private static final long serialVersionUID = 0L;
      * Why, for the audit trail (at most 256 characters).
      * </pre>
      *
-     * <code>string reason = 5;</code>
+     * <code>string reason = 5 [json_name = "reason"];</code>
      * @param value The bytes for reason to set.
      * @return This builder for chaining.
      */

@@ -15,7 +15,7 @@ public interface RevokeRequestOrBuilder extends
    * An access token issued by this tokend (its signature is checked).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return Whether the token field is set.
    */
   boolean hasToken();
@@ -24,7 +24,7 @@ public interface RevokeRequestOrBuilder extends
    * An access token issued by this tokend (its signature is checked).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return The token.
    */
   java.lang.String getToken();
@@ -33,7 +33,7 @@ public interface RevokeRequestOrBuilder extends
    * An access token issued by this tokend (its signature is checked).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return The bytes for token.
    */
   com.google.protobuf.ByteString
@@ -44,7 +44,7 @@ public interface RevokeRequestOrBuilder extends
    * An access token's `jti`.
    * </pre>
    *
-   * <code>string jti = 2;</code>
+   * <code>string jti = 2 [json_name = "jti"];</code>
    * @return Whether the jti field is set.
    */
   boolean hasJti();
@@ -53,7 +53,7 @@ public interface RevokeRequestOrBuilder extends
    * An access token's `jti`.
    * </pre>
    *
-   * <code>string jti = 2;</code>
+   * <code>string jti = 2 [json_name = "jti"];</code>
    * @return The jti.
    */
   java.lang.String getJti();
@@ -62,7 +62,7 @@ public interface RevokeRequestOrBuilder extends
    * An access token's `jti`.
    * </pre>
    *
-   * <code>string jti = 2;</code>
+   * <code>string jti = 2 [json_name = "jti"];</code>
    * @return The bytes for jti.
    */
   com.google.protobuf.ByteString
@@ -73,7 +73,7 @@ public interface RevokeRequestOrBuilder extends
    * A refresh token: its whole family and the access tokens issued from it.
    * </pre>
    *
-   * <code>string refresh_token = 3;</code>
+   * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
    * @return Whether the refreshToken field is set.
    */
   boolean hasRefreshToken();
@@ -82,7 +82,7 @@ public interface RevokeRequestOrBuilder extends
    * A refresh token: its whole family and the access tokens issued from it.
    * </pre>
    *
-   * <code>string refresh_token = 3;</code>
+   * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
    * @return The refreshToken.
    */
   java.lang.String getRefreshToken();
@@ -91,7 +91,7 @@ public interface RevokeRequestOrBuilder extends
    * A refresh token: its whole family and the access tokens issued from it.
    * </pre>
    *
-   * <code>string refresh_token = 3;</code>
+   * <code>string refresh_token = 3 [json_name = "refreshToken"];</code>
    * @return The bytes for refreshToken.
    */
   com.google.protobuf.ByteString
@@ -102,7 +102,7 @@ public interface RevokeRequestOrBuilder extends
    * Every token of this subject issued up to now, and its refresh families.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return Whether the subject field is set.
    */
   boolean hasSubject();
@@ -111,7 +111,7 @@ public interface RevokeRequestOrBuilder extends
    * Every token of this subject issued up to now, and its refresh families.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return The subject.
    */
   java.lang.String getSubject();
@@ -120,7 +120,7 @@ public interface RevokeRequestOrBuilder extends
    * Every token of this subject issued up to now, and its refresh families.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return The bytes for subject.
    */
   com.google.protobuf.ByteString
@@ -131,7 +131,7 @@ public interface RevokeRequestOrBuilder extends
    * Why, for the audit trail (at most 256 characters).
    * </pre>
    *
-   * <code>string reason = 5;</code>
+   * <code>string reason = 5 [json_name = "reason"];</code>
    * @return The reason.
    */
   java.lang.String getReason();
@@ -140,7 +140,7 @@ public interface RevokeRequestOrBuilder extends
    * Why, for the audit trail (at most 256 characters).
    * </pre>
    *
-   * <code>string reason = 5;</code>
+   * <code>string reason = 5 [json_name = "reason"];</code>
    * @return The bytes for reason.
    */
   com.google.protobuf.ByteString

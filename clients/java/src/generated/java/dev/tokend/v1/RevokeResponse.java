@@ -59,7 +59,7 @@ private static final long serialVersionUID = 0L;
    * How many revocation entries were recorded (0 when already revoked).
    * </pre>
    *
-   * <code>int32 revoked = 1;</code>
+   * <code>int32 revoked = 1 [json_name = "revoked"];</code>
    * @return The revoked.
    */
   @java.lang.Override
@@ -372,7 +372,7 @@ private static final long serialVersionUID = 0L;
      * How many revocation entries were recorded (0 when already revoked).
      * </pre>
      *
-     * <code>int32 revoked = 1;</code>
+     * <code>int32 revoked = 1 [json_name = "revoked"];</code>
      * @return The revoked.
      */
     @java.lang.Override
@@ -384,7 +384,7 @@ private static final long serialVersionUID = 0L;
      * How many revocation entries were recorded (0 when already revoked).
      * </pre>
      *
-     * <code>int32 revoked = 1;</code>
+     * <code>int32 revoked = 1 [json_name = "revoked"];</code>
      * @param value The revoked to set.
      * @return This builder for chaining.
      */
@@ -400,7 +400,7 @@ private static final long serialVersionUID = 0L;
      * How many revocation entries were recorded (0 when already revoked).
      * </pre>
      *
-     * <code>int32 revoked = 1;</code>
+     * <code>int32 revoked = 1 [json_name = "revoked"];</code>
      * @return This builder for chaining.
      */
     public Builder clearRevoked() {

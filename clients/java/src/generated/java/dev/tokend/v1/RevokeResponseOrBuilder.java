@@ -15,7 +15,7 @@ public interface RevokeResponseOrBuilder extends
    * How many revocation entries were recorded (0 when already revoked).
    * </pre>
    *
-   * <code>int32 revoked = 1;</code>
+   * <code>int32 revoked = 1 [json_name = "revoked"];</code>
    * @return The revoked.
    */
   int getRevoked();

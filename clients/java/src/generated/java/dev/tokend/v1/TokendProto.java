@@ -103,62 +103,72 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
       "\n\026tokend/v1/tokend.proto\022\ttokend.v1\032\036goo" +
       "gle/protobuf/duration.proto\032\034google/prot" +
       "obuf/struct.proto\032\037google/protobuf/times" +
-      "tamp.proto\"\261\001\n\014IssueRequest\022\017\n\007subject\030\001" +
-      " \001(\t\022\020\n\010audience\030\002 \003(\t\022\016\n\006scopes\030\003 \003(\t\022\'" +
-      "\n\006claims\030\004 \001(\0132\027.google.protobuf.Struct\022" +
-      "&\n\003ttl\030\005 \001(\0132\031.google.protobuf.Duration\022" +
-      "\035\n\025include_refresh_token\030\006 \001(\010\"\305\001\n\rIssue" +
-      "Response\022\024\n\014access_token\030\001 \001(\t\022\022\n\ntoken_" +
-      "type\030\002 \001(\t\022.\n\nexpires_at\030\003 \001(\0132\032.google." +
-      "protobuf.Timestamp\022\025\n\rrefresh_token\030\004 \001(" +
-      "\t\0226\n\022refresh_expires_at\030\005 \001(\0132\032.google.p" +
-      "rotobuf.Timestamp\022\013\n\003jti\030\006 \001(\t\"I\n\rVerify" +
-      "Request\022\r\n\005token\030\001 \001(\t\022\020\n\010audience\030\002 \001(\t" +
-      "\022\027\n\017required_scopes\030\003 \003(\t\"\254\001\n\016VerifyResp" +
-      "onse\022\r\n\005valid\030\001 \001(\010\022!\n\006reason\030\002 \001(\0162\021.to" +
-      "kend.v1.Reason\022\'\n\006claims\030\003 \001(\0132\027.google." +
-      "protobuf.Struct\022\017\n\007subject\030\004 \001(\t\022.\n\nexpi" +
-      "res_at\030\005 \001(\0132\032.google.protobuf.Timestamp" +
-      "\"P\n\016RefreshRequest\022\025\n\rrefresh_token\030\001 \001(" +
-      "\t\022\016\n\006scopes\030\002 \003(\t\022\027\n\017idempotency_key\030\003 \001" +
-      "(\t\"u\n\rRevokeRequest\022\017\n\005token\030\001 \001(\tH\000\022\r\n\003" +
-      "jti\030\002 \001(\tH\000\022\027\n\rrefresh_token\030\003 \001(\tH\000\022\021\n\007" +
-      "subject\030\004 \001(\tH\000\022\016\n\006reason\030\005 \001(\tB\010\n\006targe" +
-      "t\"!\n\016RevokeResponse\022\017\n\007revoked\030\001 \001(\005\"\020\n\016" +
-      "GetJwksRequest\"$\n\017GetJwksResponse\022\021\n\tjwk" +
-      "s_json\030\001 \001(\t\"0\n\027WatchRevocationsRequest\022" +
-      "\025\n\rfrom_sequence\030\001 \001(\003\"\264\001\n\017RevocationEve" +
-      "nt\022\020\n\010sequence\030\001 \001(\003\022\014\n\004kind\030\002 \001(\t\022\r\n\005va" +
-      "lue\030\003 \001(\t\022.\n\nnot_before\030\004 \001(\0132\032.google.p" +
-      "rotobuf.Timestamp\022.\n\nexpires_at\030\005 \001(\0132\032." +
-      "google.protobuf.Timestamp\022\022\n\ncheckpoint\030" +
-      "\006 \001(\010\"\022\n\020WatchJwksRequest\"2\n\tJwksEvent\022\021" +
-      "\n\tjwks_json\030\001 \001(\t\022\022\n\nkeep_alive\030\002 \001(\010*\233\003" +
-      "\n\006Reason\022\026\n\022REASON_UNSPECIFIED\020\000\022\024\n\020REAS" +
-      "ON_MALFORMED\020\001\022\030\n\024REASON_BAD_SIGNATURE\020\002" +
-      "\022\026\n\022REASON_UNKNOWN_KEY\020\003\022\022\n\016REASON_EXPIR" +
-      "ED\020\004\022\030\n\024REASON_NOT_YET_VALID\020\005\022\031\n\025REASON" +
-      "_WRONG_AUDIENCE\020\006\022\027\n\023REASON_WRONG_ISSUER" +
-      "\020\007\022\030\n\024REASON_MISSING_SCOPE\020\010\022\022\n\016REASON_R" +
-      "EVOKED\020\t\022\037\n\033REASON_DISALLOWED_ALGORITHM\020" +
-      "\n\022\025\n\021REASON_WRONG_TYPE\020\013\022\030\n\024REASON_MISSI" +
-      "NG_CLAIM\020\014\022\033\n\027REASON_ISSUED_IN_FUTURE\020\r\022" +
-      "\034\n\030REASON_LIFETIME_TOO_LONG\020\016\022\024\n\020REASON_" +
-      "TOO_LARGE\020\0172\342\003\n\014TokenService\022:\n\005Issue\022\027." +
-      "tokend.v1.IssueRequest\032\030.tokend.v1.Issue" +
-      "Response\022=\n\006Verify\022\030.tokend.v1.VerifyReq" +
-      "uest\032\031.tokend.v1.VerifyResponse\022>\n\007Refre" +
-      "sh\022\031.tokend.v1.RefreshRequest\032\030.tokend.v" +
-      "1.IssueResponse\022=\n\006Revoke\022\030.tokend.v1.Re" +
-      "vokeRequest\032\031.tokend.v1.RevokeResponse\022@" +
-      "\n\007GetJwks\022\031.tokend.v1.GetJwksRequest\032\032.t" +
-      "okend.v1.GetJwksResponse\022T\n\020WatchRevocat" +
-      "ions\022\".tokend.v1.WatchRevocationsRequest" +
-      "\032\032.tokend.v1.RevocationEvent0\001\022@\n\tWatchJ" +
-      "wks\022\033.tokend.v1.WatchJwksRequest\032\024.token" +
-      "d.v1.JwksEvent0\001BU\n\rdev.tokend.v1B\013Token" +
-      "dProtoP\001Z5github.com/tokend/tokend/clien" +
-      "ts/go/tokendv1;tokendv1b\006proto3"
+      "tamp.proto\"\356\001\n\014IssueRequest\022\030\n\007subject\030\001" +
+      " \001(\tR\007subject\022\032\n\010audience\030\002 \003(\tR\010audienc" +
+      "e\022\026\n\006scopes\030\003 \003(\tR\006scopes\022/\n\006claims\030\004 \001(" +
+      "\0132\027.google.protobuf.StructR\006claims\022+\n\003tt" +
+      "l\030\005 \001(\0132\031.google.protobuf.DurationR\003ttl\022" +
+      "2\n\025include_refresh_token\030\006 \001(\010R\023includeR" +
+      "efreshToken\"\215\002\n\rIssueResponse\022!\n\014access_" +
+      "token\030\001 \001(\tR\013accessToken\022\035\n\ntoken_type\030\002" +
+      " \001(\tR\ttokenType\0229\n\nexpires_at\030\003 \001(\0132\032.go" +
+      "ogle.protobuf.TimestampR\texpiresAt\022#\n\rre" +
+      "fresh_token\030\004 \001(\tR\014refreshToken\022H\n\022refre" +
+      "sh_expires_at\030\005 \001(\0132\032.google.protobuf.Ti" +
+      "mestampR\020refreshExpiresAt\022\020\n\003jti\030\006 \001(\tR\003" +
+      "jti\"j\n\rVerifyRequest\022\024\n\005token\030\001 \001(\tR\005tok" +
+      "en\022\032\n\010audience\030\002 \001(\tR\010audience\022\'\n\017requir" +
+      "ed_scopes\030\003 \003(\tR\016requiredScopes\"\327\001\n\016Veri" +
+      "fyResponse\022\024\n\005valid\030\001 \001(\010R\005valid\022)\n\006reas" +
+      "on\030\002 \001(\0162\021.tokend.v1.ReasonR\006reason\022/\n\006c" +
+      "laims\030\003 \001(\0132\027.google.protobuf.StructR\006cl" +
+      "aims\022\030\n\007subject\030\004 \001(\tR\007subject\0229\n\nexpire" +
+      "s_at\030\005 \001(\0132\032.google.protobuf.TimestampR\t" +
+      "expiresAt\"v\n\016RefreshRequest\022#\n\rrefresh_t" +
+      "oken\030\001 \001(\tR\014refreshToken\022\026\n\006scopes\030\002 \003(\t" +
+      "R\006scopes\022\'\n\017idempotency_key\030\003 \001(\tR\016idemp" +
+      "otencyKey\"\240\001\n\rRevokeRequest\022\026\n\005token\030\001 \001" +
+      "(\tH\000R\005token\022\022\n\003jti\030\002 \001(\tH\000R\003jti\022%\n\rrefre" +
+      "sh_token\030\003 \001(\tH\000R\014refreshToken\022\032\n\007subjec" +
+      "t\030\004 \001(\tH\000R\007subject\022\026\n\006reason\030\005 \001(\tR\006reas" +
+      "onB\010\n\006target\"*\n\016RevokeResponse\022\030\n\007revoke" +
+      "d\030\001 \001(\005R\007revoked\"\020\n\016GetJwksRequest\".\n\017Ge" +
+      "tJwksResponse\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJs" +
+      "on\">\n\027WatchRevocationsRequest\022#\n\rfrom_se" +
+      "quence\030\001 \001(\003R\014fromSequence\"\355\001\n\017Revocatio" +
+      "nEvent\022\032\n\010sequence\030\001 \001(\003R\010sequence\022\022\n\004ki" +
+      "nd\030\002 \001(\tR\004kind\022\024\n\005value\030\003 \001(\tR\005value\0229\n\n" +
+      "not_before\030\004 \001(\0132\032.google.protobuf.Times" +
+      "tampR\tnotBefore\0229\n\nexpires_at\030\005 \001(\0132\032.go" +
+      "ogle.protobuf.TimestampR\texpiresAt\022\036\n\nch" +
+      "eckpoint\030\006 \001(\010R\ncheckpoint\"\022\n\020WatchJwksR" +
+      "equest\"G\n\tJwksEvent\022\033\n\tjwks_json\030\001 \001(\tR\010" +
+      "jwksJson\022\035\n\nkeep_alive\030\002 \001(\010R\tkeepAlive*" +
+      "\233\003\n\006Reason\022\026\n\022REASON_UNSPECIFIED\020\000\022\024\n\020RE" +
+      "ASON_MALFORMED\020\001\022\030\n\024REASON_BAD_SIGNATURE" +
+      "\020\002\022\026\n\022REASON_UNKNOWN_KEY\020\003\022\022\n\016REASON_EXP" +
+      "IRED\020\004\022\030\n\024REASON_NOT_YET_VALID\020\005\022\031\n\025REAS" +
+      "ON_WRONG_AUDIENCE\020\006\022\027\n\023REASON_WRONG_ISSU" +
+      "ER\020\007\022\030\n\024REASON_MISSING_SCOPE\020\010\022\022\n\016REASON" +
+      "_REVOKED\020\t\022\037\n\033REASON_DISALLOWED_ALGORITH" +
+      "M\020\n\022\025\n\021REASON_WRONG_TYPE\020\013\022\030\n\024REASON_MIS" +
+      "SING_CLAIM\020\014\022\033\n\027REASON_ISSUED_IN_FUTURE\020" +
+      "\r\022\034\n\030REASON_LIFETIME_TOO_LONG\020\016\022\024\n\020REASO" +
+      "N_TOO_LARGE\020\0172\342\003\n\014TokenService\022:\n\005Issue\022" +
+      "\027.tokend.v1.IssueRequest\032\030.tokend.v1.Iss" +
+      "ueResponse\022=\n\006Verify\022\030.tokend.v1.VerifyR" +
+      "equest\032\031.tokend.v1.VerifyResponse\022>\n\007Ref" +
+      "resh\022\031.tokend.v1.RefreshRequest\032\030.tokend" +
+      ".v1.IssueResponse\022=\n\006Revoke\022\030.tokend.v1." +
+      "RevokeRequest\032\031.tokend.v1.RevokeResponse" +
+      "\022@\n\007GetJwks\022\031.tokend.v1.GetJwksRequest\032\032" +
+      ".tokend.v1.GetJwksResponse\022T\n\020WatchRevoc" +
+      "ations\022\".tokend.v1.WatchRevocationsReque" +
+      "st\032\032.tokend.v1.RevocationEvent0\001\022@\n\tWatc" +
+      "hJwks\022\033.tokend.v1.WatchJwksRequest\032\024.tok" +
+      "end.v1.JwksEvent0\001BU\n\rdev.tokend.v1B\013Tok" +
+      "endProtoP\001Z5github.com/tokend/tokend/cli" +
+      "ents/go/tokendv1;tokendv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,

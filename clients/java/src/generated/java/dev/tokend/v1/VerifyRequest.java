@@ -64,7 +64,7 @@ private static final long serialVersionUID = 0L;
    * The compact JWS access token; at most the configured size (8 KiB by default).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return The token.
    */
   @java.lang.Override
@@ -85,7 +85,7 @@ private static final long serialVersionUID = 0L;
    * The compact JWS access token; at most the configured size (8 KiB by default).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return The bytes for token.
    */
   @java.lang.Override
@@ -111,7 +111,7 @@ private static final long serialVersionUID = 0L;
    * The audience the caller expects; required (RFC 7519 section 4.1.3).
    * </pre>
    *
-   * <code>string audience = 2;</code>
+   * <code>string audience = 2 [json_name = "audience"];</code>
    * @return The audience.
    */
   @java.lang.Override
@@ -132,7 +132,7 @@ private static final long serialVersionUID = 0L;
    * The audience the caller expects; required (RFC 7519 section 4.1.3).
    * </pre>
    *
-   * <code>string audience = 2;</code>
+   * <code>string audience = 2 [json_name = "audience"];</code>
    * @return The bytes for audience.
    */
   @java.lang.Override
@@ -159,7 +159,7 @@ private static final long serialVersionUID = 0L;
    * Scopes that must all be present in the token's `scope` claim.
    * </pre>
    *
-   * <code>repeated string required_scopes = 3;</code>
+   * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
    * @return A list containing the requiredScopes.
    */
   public com.google.protobuf.ProtocolStringList
@@ -171,7 +171,7 @@ private static final long serialVersionUID = 0L;
    * Scopes that must all be present in the token's `scope` claim.
    * </pre>
    *
-   * <code>repeated string required_scopes = 3;</code>
+   * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
    * @return The count of requiredScopes.
    */
   public int getRequiredScopesCount() {
@@ -182,7 +182,7 @@ private static final long serialVersionUID = 0L;
    * Scopes that must all be present in the token's `scope` claim.
    * </pre>
    *
-   * <code>repeated string required_scopes = 3;</code>
+   * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
    * @param index The index of the element to return.
    * @return The requiredScopes at the given index.
    */
@@ -194,7 +194,7 @@ private static final long serialVersionUID = 0L;
    * Scopes that must all be present in the token's `scope` claim.
    * </pre>
    *
-   * <code>repeated string required_scopes = 3;</code>
+   * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
    * @param index The index of the value to return.
    * @return The bytes of the requiredScopes at the given index.
    */
@@ -571,7 +571,7 @@ private static final long serialVersionUID = 0L;
      * The compact JWS access token; at most the configured size (8 KiB by default).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @return The token.
      */
     public java.lang.String getToken() {
@@ -591,7 +591,7 @@ private static final long serialVersionUID = 0L;
      * The compact JWS access token; at most the configured size (8 KiB by default).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @return The bytes for token.
      */
     public com.google.protobuf.ByteString
@@ -612,7 +612,7 @@ private static final long serialVersionUID = 0L;
      * The compact JWS access token; at most the configured size (8 KiB by default).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @param value The token to set.
      * @return This builder for chaining.
      */
@@ -629,7 +629,7 @@ private static final long serialVersionUID = 0L;
      * The compact JWS access token; at most the configured size (8 KiB by default).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @return This builder for chaining.
      */
     public Builder clearToken() {
@@ -643,7 +643,7 @@ private static final long serialVersionUID = 0L;
      * The compact JWS access token; at most the configured size (8 KiB by default).
      * </pre>
      *
-     * <code>string token = 1;</code>
+     * <code>string token = 1 [json_name = "token"];</code>
      * @param value The bytes for token to set.
      * @return This builder for chaining.
      */
@@ -663,7 +663,7 @@ private static final long serialVersionUID = 0L;
      * The audience the caller expects; required (RFC 7519 section 4.1.3).
      * </pre>
      *
-     * <code>string audience = 2;</code>
+     * <code>string audience = 2 [json_name = "audience"];</code>
      * @return The audience.
      */
     public java.lang.String getAudience() {
@@ -683,7 +683,7 @@ private static final long serialVersionUID = 0L;
      * The audience the caller expects; required (RFC 7519 section 4.1.3).
      * </pre>
      *
-     * <code>string audience = 2;</code>
+     * <code>string audience = 2 [json_name = "audience"];</code>
      * @return The bytes for audience.
      */
     public com.google.protobuf.ByteString
@@ -704,7 +704,7 @@ private static final long serialVersionUID = 0L;
      * The audience the caller expects; required (RFC 7519 section 4.1.3).
      * </pre>
      *
-     * <code>string audience = 2;</code>
+     * <code>string audience = 2 [json_name = "audience"];</code>
      * @param value The audience to set.
      * @return This builder for chaining.
      */
@@ -721,7 +721,7 @@ private static final long serialVersionUID = 0L;
      * The audience the caller expects; required (RFC 7519 section 4.1.3).
      * </pre>
      *
-     * <code>string audience = 2;</code>
+     * <code>string audience = 2 [json_name = "audience"];</code>
      * @return This builder for chaining.
      */
     public Builder clearAudience() {
@@ -735,7 +735,7 @@ private static final long serialVersionUID = 0L;
      * The audience the caller expects; required (RFC 7519 section 4.1.3).
      * </pre>
      *
-     * <code>string audience = 2;</code>
+     * <code>string audience = 2 [json_name = "audience"];</code>
      * @param value The bytes for audience to set.
      * @return This builder for chaining.
      */
@@ -762,7 +762,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @return A list containing the requiredScopes.
      */
     public com.google.protobuf.ProtocolStringList
@@ -775,7 +775,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @return The count of requiredScopes.
      */
     public int getRequiredScopesCount() {
@@ -786,7 +786,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @param index The index of the element to return.
      * @return The requiredScopes at the given index.
      */
@@ -798,7 +798,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @param index The index of the value to return.
      * @return The bytes of the requiredScopes at the given index.
      */
@@ -811,7 +811,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @param index The index to set the value at.
      * @param value The requiredScopes to set.
      * @return This builder for chaining.
@@ -830,7 +830,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @param value The requiredScopes to add.
      * @return This builder for chaining.
      */
@@ -848,7 +848,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @param values The requiredScopes to add.
      * @return This builder for chaining.
      */
@@ -866,7 +866,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @return This builder for chaining.
      */
     public Builder clearRequiredScopes() {
@@ -881,7 +881,7 @@ private static final long serialVersionUID = 0L;
      * Scopes that must all be present in the token's `scope` claim.
      * </pre>
      *
-     * <code>repeated string required_scopes = 3;</code>
+     * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
      * @param value The bytes of the requiredScopes to add.
      * @return This builder for chaining.
      */

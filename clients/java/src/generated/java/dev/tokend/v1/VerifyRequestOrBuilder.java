@@ -15,7 +15,7 @@ public interface VerifyRequestOrBuilder extends
    * The compact JWS access token; at most the configured size (8 KiB by default).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return The token.
    */
   java.lang.String getToken();
@@ -24,7 +24,7 @@ public interface VerifyRequestOrBuilder extends
    * The compact JWS access token; at most the configured size (8 KiB by default).
    * </pre>
    *
-   * <code>string token = 1;</code>
+   * <code>string token = 1 [json_name = "token"];</code>
    * @return The bytes for token.
    */
   com.google.protobuf.ByteString
@@ -35,7 +35,7 @@ public interface VerifyRequestOrBuilder extends
    * The audience the caller expects; required (RFC 7519 section 4.1.3).
    * </pre>
    *
-   * <code>string audience = 2;</code>
+   * <code>string audience = 2 [json_name = "audience"];</code>
    * @return The audience.
    */
   java.lang.String getAudience();
@@ -44,7 +44,7 @@ public interface VerifyRequestOrBuilder extends
    * The audience the caller expects; required (RFC 7519 section 4.1.3).
    * </pre>
    *
-   * <code>string audience = 2;</code>
+   * <code>string audience = 2 [json_name = "audience"];</code>
    * @return The bytes for audience.
    */
   com.google.protobuf.ByteString
@@ -55,7 +55,7 @@ public interface VerifyRequestOrBuilder extends
    * Scopes that must all be present in the token's `scope` claim.
    * </pre>
    *
-   * <code>repeated string required_scopes = 3;</code>
+   * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
    * @return A list containing the requiredScopes.
    */
   java.util.List<java.lang.String>
@@ -65,7 +65,7 @@ public interface VerifyRequestOrBuilder extends
    * Scopes that must all be present in the token's `scope` claim.
    * </pre>
    *
-   * <code>repeated string required_scopes = 3;</code>
+   * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
    * @return The count of requiredScopes.
    */
   int getRequiredScopesCount();
@@ -74,7 +74,7 @@ public interface VerifyRequestOrBuilder extends
    * Scopes that must all be present in the token's `scope` claim.
    * </pre>
    *
-   * <code>repeated string required_scopes = 3;</code>
+   * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
    * @param index The index of the element to return.
    * @return The requiredScopes at the given index.
    */
@@ -84,7 +84,7 @@ public interface VerifyRequestOrBuilder extends
    * Scopes that must all be present in the token's `scope` claim.
    * </pre>
    *
-   * <code>repeated string required_scopes = 3;</code>
+   * <code>repeated string required_scopes = 3 [json_name = "requiredScopes"];</code>
    * @param index The index of the value to return.
    * @return The bytes of the requiredScopes at the given index.
    */

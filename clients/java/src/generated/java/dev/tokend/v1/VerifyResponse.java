@@ -62,7 +62,7 @@ private static final long serialVersionUID = 0L;
    * True only when every check passed.
    * </pre>
    *
-   * <code>bool valid = 1;</code>
+   * <code>bool valid = 1 [json_name = "valid"];</code>
    * @return The valid.
    */
   @java.lang.Override
@@ -77,7 +77,7 @@ private static final long serialVersionUID = 0L;
    * Why the token is not valid; REASON_UNSPECIFIED when valid.
    * </pre>
    *
-   * <code>.tokend.v1.Reason reason = 2;</code>
+   * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
    * @return The enum numeric value on the wire for reason.
    */
   @java.lang.Override public int getReasonValue() {
@@ -88,7 +88,7 @@ private static final long serialVersionUID = 0L;
    * Why the token is not valid; REASON_UNSPECIFIED when valid.
    * </pre>
    *
-   * <code>.tokend.v1.Reason reason = 2;</code>
+   * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
    * @return The reason.
    */
   @java.lang.Override public dev.tokend.v1.Reason getReason() {
@@ -103,7 +103,7 @@ private static final long serialVersionUID = 0L;
    * The token's claims, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 3;</code>
+   * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
    * @return Whether the claims field is set.
    */
   @java.lang.Override
@@ -115,7 +115,7 @@ private static final long serialVersionUID = 0L;
    * The token's claims, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 3;</code>
+   * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
    * @return The claims.
    */
   @java.lang.Override
@@ -127,7 +127,7 @@ private static final long serialVersionUID = 0L;
    * The token's claims, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 3;</code>
+   * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
    */
   @java.lang.Override
   public com.google.protobuf.StructOrBuilder getClaimsOrBuilder() {
@@ -142,7 +142,7 @@ private static final long serialVersionUID = 0L;
    * The token's subject, when valid.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return The subject.
    */
   @java.lang.Override
@@ -163,7 +163,7 @@ private static final long serialVersionUID = 0L;
    * The token's subject, when valid.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return The bytes for subject.
    */
   @java.lang.Override
@@ -188,7 +188,7 @@ private static final long serialVersionUID = 0L;
    * When the token expires, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    * @return Whether the expiresAt field is set.
    */
   @java.lang.Override
@@ -200,7 +200,7 @@ private static final long serialVersionUID = 0L;
    * When the token expires, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    * @return The expiresAt.
    */
   @java.lang.Override
@@ -212,7 +212,7 @@ private static final long serialVersionUID = 0L;
    * When the token expires, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    */
   @java.lang.Override
   public com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder() {
@@ -654,7 +654,7 @@ private static final long serialVersionUID = 0L;
      * True only when every check passed.
      * </pre>
      *
-     * <code>bool valid = 1;</code>
+     * <code>bool valid = 1 [json_name = "valid"];</code>
      * @return The valid.
      */
     @java.lang.Override
@@ -666,7 +666,7 @@ private static final long serialVersionUID = 0L;
      * True only when every check passed.
      * </pre>
      *
-     * <code>bool valid = 1;</code>
+     * <code>bool valid = 1 [json_name = "valid"];</code>
      * @param value The valid to set.
      * @return This builder for chaining.
      */
@@ -682,7 +682,7 @@ private static final long serialVersionUID = 0L;
      * True only when every check passed.
      * </pre>
      *
-     * <code>bool valid = 1;</code>
+     * <code>bool valid = 1 [json_name = "valid"];</code>
      * @return This builder for chaining.
      */
     public Builder clearValid() {
@@ -698,7 +698,7 @@ private static final long serialVersionUID = 0L;
      * Why the token is not valid; REASON_UNSPECIFIED when valid.
      * </pre>
      *
-     * <code>.tokend.v1.Reason reason = 2;</code>
+     * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
      * @return The enum numeric value on the wire for reason.
      */
     @java.lang.Override public int getReasonValue() {
@@ -709,7 +709,7 @@ private static final long serialVersionUID = 0L;
      * Why the token is not valid; REASON_UNSPECIFIED when valid.
      * </pre>
      *
-     * <code>.tokend.v1.Reason reason = 2;</code>
+     * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
      * @param value The enum numeric value on the wire for reason to set.
      * @return This builder for chaining.
      */
@@ -724,7 +724,7 @@ private static final long serialVersionUID = 0L;
      * Why the token is not valid; REASON_UNSPECIFIED when valid.
      * </pre>
      *
-     * <code>.tokend.v1.Reason reason = 2;</code>
+     * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
      * @return The reason.
      */
     @java.lang.Override
@@ -737,7 +737,7 @@ private static final long serialVersionUID = 0L;
      * Why the token is not valid; REASON_UNSPECIFIED when valid.
      * </pre>
      *
-     * <code>.tokend.v1.Reason reason = 2;</code>
+     * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
      * @param value The reason to set.
      * @throws IllegalArgumentException if UNRECOGNIZED is provided.
      * @return This builder for chaining.
@@ -754,7 +754,7 @@ private static final long serialVersionUID = 0L;
      * Why the token is not valid; REASON_UNSPECIFIED when valid.
      * </pre>
      *
-     * <code>.tokend.v1.Reason reason = 2;</code>
+     * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
      * @return This builder for chaining.
      */
     public Builder clearReason() {
@@ -772,7 +772,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      * @return Whether the claims field is set.
      */
     public boolean hasClaims() {
@@ -783,7 +783,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      * @return The claims.
      */
     public com.google.protobuf.Struct getClaims() {
@@ -798,7 +798,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      */
     public Builder setClaims(com.google.protobuf.Struct value) {
       if (claimsBuilder_ == null) {
@@ -816,7 +816,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      */
     public Builder setClaims(
         com.google.protobuf.Struct.Builder builderForValue) {
@@ -834,7 +834,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      */
     public Builder mergeClaims(com.google.protobuf.Struct value) {
       if (claimsBuilder_ == null) {
@@ -859,7 +859,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      */
     public Builder clearClaims() {
       bitField0_ = (bitField0_ & ~0x00000004);
@@ -876,7 +876,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      */
     public com.google.protobuf.Struct.Builder getClaimsBuilder() {
       bitField0_ |= 0x00000004;
@@ -888,7 +888,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      */
     public com.google.protobuf.StructOrBuilder getClaimsOrBuilder() {
       if (claimsBuilder_ != null) {
@@ -903,7 +903,7 @@ private static final long serialVersionUID = 0L;
      * The token's claims, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Struct claims = 3;</code>
+     * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
      */
     private com.google.protobuf.SingleFieldBuilder<
         com.google.protobuf.Struct, com.google.protobuf.Struct.Builder, com.google.protobuf.StructOrBuilder> 
@@ -925,7 +925,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject, when valid.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @return The subject.
      */
     public java.lang.String getSubject() {
@@ -945,7 +945,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject, when valid.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @return The bytes for subject.
      */
     public com.google.protobuf.ByteString
@@ -966,7 +966,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject, when valid.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @param value The subject to set.
      * @return This builder for chaining.
      */
@@ -983,7 +983,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject, when valid.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @return This builder for chaining.
      */
     public Builder clearSubject() {
@@ -997,7 +997,7 @@ private static final long serialVersionUID = 0L;
      * The token's subject, when valid.
      * </pre>
      *
-     * <code>string subject = 4;</code>
+     * <code>string subject = 4 [json_name = "subject"];</code>
      * @param value The bytes for subject to set.
      * @return This builder for chaining.
      */
@@ -1019,7 +1019,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      * @return Whether the expiresAt field is set.
      */
     public boolean hasExpiresAt() {
@@ -1030,7 +1030,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      * @return The expiresAt.
      */
     public com.google.protobuf.Timestamp getExpiresAt() {
@@ -1045,7 +1045,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public Builder setExpiresAt(com.google.protobuf.Timestamp value) {
       if (expiresAtBuilder_ == null) {
@@ -1063,7 +1063,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public Builder setExpiresAt(
         com.google.protobuf.Timestamp.Builder builderForValue) {
@@ -1081,7 +1081,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public Builder mergeExpiresAt(com.google.protobuf.Timestamp value) {
       if (expiresAtBuilder_ == null) {
@@ -1106,7 +1106,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public Builder clearExpiresAt() {
       bitField0_ = (bitField0_ & ~0x00000010);
@@ -1123,7 +1123,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public com.google.protobuf.Timestamp.Builder getExpiresAtBuilder() {
       bitField0_ |= 0x00000010;
@@ -1135,7 +1135,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     public com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder() {
       if (expiresAtBuilder_ != null) {
@@ -1150,7 +1150,7 @@ private static final long serialVersionUID = 0L;
      * When the token expires, when valid.
      * </pre>
      *
-     * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+     * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
      */
     private com.google.protobuf.SingleFieldBuilder<
         com.google.protobuf.Timestamp, com.google.protobuf.Timestamp.Builder, com.google.protobuf.TimestampOrBuilder> 

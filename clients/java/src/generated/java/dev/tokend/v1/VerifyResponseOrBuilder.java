@@ -15,7 +15,7 @@ public interface VerifyResponseOrBuilder extends
    * True only when every check passed.
    * </pre>
    *
-   * <code>bool valid = 1;</code>
+   * <code>bool valid = 1 [json_name = "valid"];</code>
    * @return The valid.
    */
   boolean getValid();
@@ -25,7 +25,7 @@ public interface VerifyResponseOrBuilder extends
    * Why the token is not valid; REASON_UNSPECIFIED when valid.
    * </pre>
    *
-   * <code>.tokend.v1.Reason reason = 2;</code>
+   * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
    * @return The enum numeric value on the wire for reason.
    */
   int getReasonValue();
@@ -34,7 +34,7 @@ public interface VerifyResponseOrBuilder extends
    * Why the token is not valid; REASON_UNSPECIFIED when valid.
    * </pre>
    *
-   * <code>.tokend.v1.Reason reason = 2;</code>
+   * <code>.tokend.v1.Reason reason = 2 [json_name = "reason"];</code>
    * @return The reason.
    */
   dev.tokend.v1.Reason getReason();
@@ -44,7 +44,7 @@ public interface VerifyResponseOrBuilder extends
    * The token's claims, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 3;</code>
+   * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
    * @return Whether the claims field is set.
    */
   boolean hasClaims();
@@ -53,7 +53,7 @@ public interface VerifyResponseOrBuilder extends
    * The token's claims, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 3;</code>
+   * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
    * @return The claims.
    */
   com.google.protobuf.Struct getClaims();
@@ -62,7 +62,7 @@ public interface VerifyResponseOrBuilder extends
    * The token's claims, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Struct claims = 3;</code>
+   * <code>.google.protobuf.Struct claims = 3 [json_name = "claims"];</code>
    */
   com.google.protobuf.StructOrBuilder getClaimsOrBuilder();
 
@@ -71,7 +71,7 @@ public interface VerifyResponseOrBuilder extends
    * The token's subject, when valid.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return The subject.
    */
   java.lang.String getSubject();
@@ -80,7 +80,7 @@ public interface VerifyResponseOrBuilder extends
    * The token's subject, when valid.
    * </pre>
    *
-   * <code>string subject = 4;</code>
+   * <code>string subject = 4 [json_name = "subject"];</code>
    * @return The bytes for subject.
    */
   com.google.protobuf.ByteString
@@ -91,7 +91,7 @@ public interface VerifyResponseOrBuilder extends
    * When the token expires, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    * @return Whether the expiresAt field is set.
    */
   boolean hasExpiresAt();
@@ -100,7 +100,7 @@ public interface VerifyResponseOrBuilder extends
    * When the token expires, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    * @return The expiresAt.
    */
   com.google.protobuf.Timestamp getExpiresAt();
@@ -109,7 +109,7 @@ public interface VerifyResponseOrBuilder extends
    * When the token expires, when valid.
    * </pre>
    *
-   * <code>.google.protobuf.Timestamp expires_at = 5;</code>
+   * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    */
   com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder();
 }

@@ -60,7 +60,7 @@ private static final long serialVersionUID = 0L;
    * checkpoint); 0 for a client that starts empty. Must not be negative.
    * </pre>
    *
-   * <code>int64 from_sequence = 1;</code>
+   * <code>int64 from_sequence = 1 [json_name = "fromSequence"];</code>
    * @return The fromSequence.
    */
   @java.lang.Override
@@ -375,7 +375,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint); 0 for a client that starts empty. Must not be negative.
      * </pre>
      *
-     * <code>int64 from_sequence = 1;</code>
+     * <code>int64 from_sequence = 1 [json_name = "fromSequence"];</code>
      * @return The fromSequence.
      */
     @java.lang.Override
@@ -388,7 +388,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint); 0 for a client that starts empty. Must not be negative.
      * </pre>
      *
-     * <code>int64 from_sequence = 1;</code>
+     * <code>int64 from_sequence = 1 [json_name = "fromSequence"];</code>
      * @param value The fromSequence to set.
      * @return This builder for chaining.
      */
@@ -405,7 +405,7 @@ private static final long serialVersionUID = 0L;
      * checkpoint); 0 for a client that starts empty. Must not be negative.
      * </pre>
      *
-     * <code>int64 from_sequence = 1;</code>
+     * <code>int64 from_sequence = 1 [json_name = "fromSequence"];</code>
      * @return This builder for chaining.
      */
     public Builder clearFromSequence() {

@@ -16,7 +16,7 @@ public interface WatchRevocationsRequestOrBuilder extends
    * checkpoint); 0 for a client that starts empty. Must not be negative.
    * </pre>
    *
-   * <code>int64 from_sequence = 1;</code>
+   * <code>int64 from_sequence = 1 [json_name = "fromSequence"];</code>
    * @return The fromSequence.
    */
   long getFromSequence();
