@@ -16,8 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from tokend.api.admission import Admission
+from tokend.api.caller_policy import CallerPolicy, load_policy
 from tokend.api.decoding import add_guarded
-from tokend.api.policy import CallerPolicy, load_policy
 from tokend.api.ratelimit import new_rate_limiter
 from tokend.api.servicer import TokenServicer, add_to_server
 from tokend.api.signals import RejectionWatch

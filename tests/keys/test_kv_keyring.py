@@ -25,8 +25,8 @@ from tokend.keys.lifecycle import Lifecycle, Phase
 from tokend.keys.transit import TransitKeyring
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.errors import SigningUnavailable
+from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.tokens.minting import TokenMinter
-from tokend.tokens.policy import AccessTokenSpec
 from tokend.vault.client import VaultError, make_vault_client
 from tokend_client import LocalVerifier
 

@@ -27,8 +27,8 @@ from tokend.keys.transit import TransitKeyring
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.errors import SigningUnavailable
+from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.tokens.minting import TokenMinter
-from tokend.tokens.policy import AccessTokenSpec
 from tokend.vault.client import VaultError
 from tokend_client import LocalVerifier
 from tokend_client.jose import VerifyingKey, b64url_decode, verify_signature

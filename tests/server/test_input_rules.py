@@ -18,10 +18,10 @@ from google.protobuf import struct_pb2
 
 from tests.faults.procs import TokendProcess, replica_config
 from tests.support.bao import BaoDevServer
-from tokend.api.admission import RequestIds
+from tokend.api.calls import RequestIds
 from tokend.api.servicer import _status_for
 from tokend.store import InvalidValue, StoreError
-from tokend.tokens.policy import looks_like_secret
+from tokend.tokens.input_rules import looks_like_secret
 from tokend_client.v1 import tokend_pb2 as pb
 
 SERVICE = "/tokend.v1.TokenService/"

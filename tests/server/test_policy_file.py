@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from tokend.api.caller_policy import (
+    CallerPolicy,
+    PolicyDenied,
+    PolicyError,
+    check_issue,
+    load_policy,
+)
 from tokend.api.identity import Identity, Kind
-from tokend.api.policy import CallerPolicy, PolicyDenied, PolicyError, check_issue, load_policy
 
 SPIFFE, DNS, CN, LOCAL = Kind.SPIFFE, Kind.DNS, Kind.CN, Kind.LOCAL
 

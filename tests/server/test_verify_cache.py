@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.bao import BaoDevServer, vault_session
+from tokend.api.responses import VerifyAnswers
 from tokend.audit import AuditLog
 from tokend.config import TokenConfig
 from tokend.keys.transit import TransitKeyring
 from tokend.store import Revocation, open_store
-from tokend.tokens.authority import TokenAuthority, VerifiedTokens
+from tokend.tokens.authority import TokenAuthority
 from tokend.tokens.denylist import Denylist
+from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.tokens.minting import TokenMinter
-from tokend.tokens.policy import AccessTokenSpec
+from tokend.tokens.verify_cache import VerifiedTokens
 from tokend_client import LocalVerifier, Reason
 
 ISSUER = "https://tokend.test"
@@ -57,18 +59,33 @@ async def authority(bao: BaoDevServer, tmp_path: Path) -> AsyncIterator[TokenAut
     executor.shutdown(wait=True)
 
 
+@pytest.fixture
+def full_checks(authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Tokens the verifier checked in full (signature and all): a cache miss each."""
+    checked: list[str] = []
+    original = authority._verifier.verify
+
+    def counting(token: str, **kwargs: object) -> dict[str, object]:
+        checked.append(token)
+        return original(token, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(authority._verifier, "verify", counting)
+    return checked
+
+
 async def issue(authority: TokenAuthority, **kwargs: object) -> str:
     result = await authority.issue(spec(**kwargs), with_refresh=False)  # type: ignore[arg-type]
     return result.access.token
 
 
-async def test_a_repeated_token_is_served_from_the_cache(authority: TokenAuthority) -> None:
+async def test_a_repeated_token_is_served_from_the_cache(
+        authority: TokenAuthority, full_checks: list[str]) -> None:
     token = await issue(authority)
     first = authority.verify(token, AUDIENCE, [])
     second = authority.verify(token, AUDIENCE, ["orders:read"])
     assert first.valid and second.valid
     assert second.claims == first.claims
-    assert authority.verified.hits == 1
+    assert full_checks == [token]  # the second came from the cache
 
 
 async def test_revoked_after_cached_is_refused_at_once(authority: TokenAuthority) -> None:
@@ -114,32 +131,36 @@ async def test_expired_after_cached_is_refused_and_dropped(authority: TokenAutho
     assert len(authority.verified) == 0
 
 
-async def test_cached_claims_are_checked_for_each_caller(authority: TokenAuthority) -> None:
+async def test_cached_claims_are_checked_for_each_caller(
+        authority: TokenAuthority, full_checks: list[str]) -> None:
     token = await issue(authority)
     assert authority.verify(token, AUDIENCE, []).valid
     assert authority.verify(token, "billing", []).reason is Reason.WRONG_AUDIENCE
     assert authority.verify(token, AUDIENCE, ["orders:write"]).reason is Reason.MISSING_SCOPE
-    assert authority.verified.hits == 2  # both refusals came from the cached claims
+    assert full_checks == [token]  # both refusals came from the cached claims
 
 
-async def test_the_cache_is_bounded(authority: TokenAuthority) -> None:
+async def test_the_cache_is_bounded(authority: TokenAuthority, full_checks: list[str]
+                                   ) -> None:
     tokens = [await issue(authority, subject=f"user-{i}") for i in range(12)]
     for token in tokens:
         assert authority.verify(token, AUDIENCE, []).valid
     assert len(authority.verified) == 8
+    full_checks.clear()
     # The oldest went first: the earliest token is verified afresh, the last is a hit.
     authority.verify(tokens[0], AUDIENCE, [])
     authority.verify(tokens[-1], AUDIENCE, [])
-    assert authority.verified.hits == 1
+    assert full_checks == [tokens[0]]
 
 
-async def test_a_new_key_set_empties_the_cache(authority: TokenAuthority) -> None:
+async def test_a_new_key_set_empties_the_cache(authority: TokenAuthority,
+                                              full_checks: list[str]) -> None:
     token = await issue(authority)
     assert authority.verify(token, AUDIENCE, []).valid
     verifier = authority._verifier
     verifier.update_jwks({"keys": [key.to_jwk() for key in verifier.jwks.keys]})
     assert authority.verify(token, AUDIENCE, []).valid
-    assert authority.verified.hits == 0
+    assert full_checks == [token, token]  # no hit: verified afresh with the new set
 
 
 def test_sweep_drops_expired_entries_and_size_zero_disables() -> None:
@@ -187,11 +208,36 @@ async def test_an_accepted_caller_skips_the_claim_rules_until_the_clock_goes_bac
 
 async def test_the_rendered_answer_lives_and_dies_with_the_cache_entry(
         authority: TokenAuthority) -> None:
+    """The token layer hands out its cache entry; the API keeps the gRPC answer by it,
+    for exactly as long as the entry lives."""
     token = await issue(authority)
+    answers = VerifyAnswers()
     first = authority.verify(token, AUDIENCE, [])
-    assert first.views is not None and first.views == {}
-    first.views["grpc"] = rendered = object()
-    assert authority.verify(token, AUDIENCE, ["orders:read"]).views == {"grpc": rendered}
+    assert first.entry is not None and answers.get(id(first.entry)) is None
+    rendered = answers.add(first.entry)
+    assert rendered.valid and rendered.subject == "alice"
+    again = authority.verify(token, AUDIENCE, ["orders:read"])
+    assert again.entry is first.entry and answers.get(id(again.entry)) is rendered
     await authority.revoke_token(token, "leaked")
     refused = authority.verify(token, AUDIENCE, [])
-    assert refused.reason is Reason.REVOKED and refused.views is None
+    assert refused.reason is Reason.REVOKED and refused.entry is None
+    del first, again  # the last references to the entry the revocation dropped
+    assert len(answers) == 0
+
+
+async def test_a_token_verified_afresh_gets_a_new_entry_and_answer(
+        authority: TokenAuthority) -> None:
+    """After a new key set (or expiry, eviction) the old answer is never found again."""
+    token = await issue(authority)
+    answers = VerifyAnswers()
+    first = authority.verify(token, AUDIENCE, [])
+    assert first.entry is not None
+    answers.add(first.entry)
+    verifier = authority._verifier
+    verifier.update_jwks({"keys": [key.to_jwk() for key in verifier.jwks.keys]})
+    again = authority.verify(token, AUDIENCE, [])
+    assert again.entry is not None and again.entry is not first.entry
+    assert answers.get(id(again.entry)) is None
+    answers.add(again.entry)
+    del first
+    assert len(answers) == 1  # the first entry left the cache with the old key set

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import structlog
 
 from tests.streams.conftest import FeedServer, live, read_until, revocations
 from tokend.store import NewRevocation, Revocation
@@ -132,12 +133,14 @@ async def test_slow_subscriber_is_dropped_without_holding_back_others(
         reading = asyncio.create_task(_read_all(fast, received))
         # Big events fill the slow client's transport buffers, then its queue.
         sent = 0
-        async with asyncio.timeout(30):
-            while not server.feed.dropped and sent < 20_000:
-                server.feed.publish(fake_rows(sent + 1, 8, 4096))
-                sent += 8
-                while len(received) < sent - 16:  # the fast one keeps up
-                    await asyncio.sleep(0.001)
+        with structlog.testing.capture_logs() as logs:
+            async with asyncio.timeout(30):
+                while not dropped(logs) and sent < 20_000:
+                    server.feed.publish(fake_rows(sent + 1, 8, 4096))
+                    sent += 8
+                    while len(received) < sent - 16:  # the fast one keeps up
+                        await asyncio.sleep(0.001)
+        assert [e["event"] for e in logs].count("stream.subscriber_too_slow") == 1
         assert sent < 20_000, "the slow subscriber was never dropped"
         server.feed.publish(fake_rows(sent + 1, 1, 10))
         async with asyncio.timeout(5):
@@ -150,6 +153,10 @@ async def test_slow_subscriber_is_dropped_without_holding_back_others(
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "from_sequence" in (info.value.details() or "")
         reading.cancel()
+
+
+def dropped(logs: list[dict[str, object]]) -> bool:
+    return any(e["event"] == "stream.subscriber_too_slow" for e in logs)
 
 
 async def _read_all(call: grpc.aio.UnaryStreamCall, into: list[int]) -> None:

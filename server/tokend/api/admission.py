@@ -7,16 +7,12 @@ handler. A stream is admitted (or refused) once, when it opens.
 
 from __future__ import annotations
 
-import itertools
-import os
-import re
-
 import grpc
 
 from tokend import metrics
-from tokend.api.calls import CallContext
+from tokend.api.caller_policy import OPEN_RPCS, CallerPolicy
+from tokend.api.calls import CallContext, RequestIds
 from tokend.api.identity import UnusableCertificate
-from tokend.api.policy import OPEN_RPCS, CallerPolicy
 from tokend.api.ratelimit import RateLimiter
 from tokend.audit import AuditLog
 
@@ -25,7 +21,6 @@ RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh", "Revoke"})
 # Read-only and answered from memory: no identity is worked out for them unless the audit
 # needs one (a rejected Verify), so they cost no certificate lookup.
 IDENTITY_FREE_RPCS = frozenset({"Verify", "GetJwks"})
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: `$` passes a newline
 
 
 class Refused(Exception):
@@ -34,24 +29,6 @@ class Refused(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-class RequestIds:
-    """The caller's `x-request-id` when it is well formed, else one made here.
-
-    Made ids need to be unique, not secret: a random per-process prefix and a counter
-    cost nothing, where uuid4 asks the OS for randomness on every call.
-    """
-
-    def __init__(self) -> None:
-        self._prefix = os.urandom(6).hex()
-        self._counter = itertools.count(1)
-
-    def for_call(self, context: grpc.aio.ServicerContext) -> str:
-        for key, value in context.invocation_metadata() or ():
-            if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
-                return value
-        return f"{self._prefix}{next(self._counter):010x}"
 
 
 class Admission:

@@ -1,20 +1,41 @@
-"""Per-call context: who is calling, from where, under which request id, and what to audit."""
+"""Per-call context: who is calling, from where, under which request id, and what to audit.
+
+Admission makes one per call; the servicer's wrapper hands it to the handler as an
+argument (never through a global), and writes its audit line when the handler is done.
+"""
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+import itertools
+import os
+import re
+from typing import Any
 
 import grpc
 
+from tokend.api.caller_policy import CallerPolicy, CallerRule
 from tokend.api.identity import Identity, UnusableCertificate, caller_identity
-from tokend.api.policy import CallerPolicy, CallerRule
-
-if TYPE_CHECKING:
-    from tokend.api.admission import RequestIds
-
 
 UNUSABLE = "(unusable client certificate)"  # the audit's name for a caller without identity
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: `$` passes a newline
+
+
+class RequestIds:
+    """The caller's `x-request-id` when it is well formed, else one made here.
+
+    Made ids need to be unique, not secret: a random per-process prefix and a counter
+    cost nothing, where uuid4 asks the OS for randomness on every call.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def for_call(self, context: grpc.aio.ServicerContext) -> str:
+        for key, value in context.invocation_metadata() or ():
+            if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+                return value
+        return f"{self._prefix}{next(self._counter):010x}"
 
 
 class CallContext:
@@ -73,6 +94,3 @@ class CallContext:
     def caller_label(self) -> str:
         """A bounded-cardinality name for metrics: the policy entry, not the identity."""
         return self.rule.label if self.rule is not None else self.client_id
-
-
-current_call: ContextVar[CallContext] = ContextVar("tokend_current_call")

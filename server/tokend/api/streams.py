@@ -194,7 +194,6 @@ class RevocationFeed:
         self._page_size = page_size
         self._queues: set[_Queue] = set()
         self._subscribers = _Subscribers(max_subscribers, max_per_caller)
-        self.dropped = 0  # subscribers disconnected for falling behind
 
     @property
     def subscribers(self) -> int:
@@ -207,7 +206,6 @@ class RevocationFeed:
         for queue in list(self._queues):
             if not queue.offer(events):
                 self._queues.discard(queue)
-                self.dropped += 1
                 log.warning("stream.subscriber_too_slow", queue_size=self._queue_size)
 
     def close(self) -> None:

@@ -48,8 +48,6 @@ class ReloadingCredentials:
         self._stamp = self._current_stamp()
         self._material = load_material(tls)  # at start a bad file is a configuration error
         self._rejected: Stamp | None = None
-        self.reloads = 0
-        self.rejections = 0
         metrics.TLS_RELOAD_REJECTED.set(0)
         metrics.TLS_CERT_EXPIRY.set(self._material.not_after)
 
@@ -76,7 +74,6 @@ class ReloadingCredentials:
                          f"cannot read a TLS file: {exc.strerror}")
             return None
         self._stamp, self._rejected, self._material = stamp, None, material
-        self.reloads += 1
         metrics.TLS_RELOAD_REJECTED.set(0)
         metrics.TLS_CERT_EXPIRY.set(material.not_after)
         log.info("tls.reloaded", files=[str(p) for p in self._files])
@@ -85,7 +82,6 @@ class ReloadingCredentials:
     def _reject(self, stamp: Stamp, reason: str) -> None:
         """Once per new state of the files, not once per handshake."""
         self._rejected = stamp
-        self.rejections += 1
         metrics.TLS_RELOAD_REJECTED.set(1)
         metrics.TLS_RELOAD_FAILURES.inc()
         log.error("tls.reload_rejected", error=reason, files=[str(p) for p in self._files],

@@ -308,10 +308,6 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def ping(self) -> bool:
-        """True when the store answers; never raises (used by /readyz)."""
-        ...
-
     async def add_revocations(self, items: Sequence[NewRevocation]) -> list[Revocation]:
         """Insert in one transaction, committed (durable) before it returns."""
         ...

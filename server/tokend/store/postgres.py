@@ -159,7 +159,6 @@ _SESSION_OPTIONS = (
 )
 # How long the listener waits in silence before it probes its connection.
 _LISTEN_PROBE_INTERVAL = 30.0
-_PING_TIMEOUT = 2.0
 
 # Queries are assembled from these constant column lists only; values are always bound.
 _FAMILY_COLUMNS = (
@@ -309,14 +308,6 @@ class PostgresStore(OpsStore):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-
-    async def ping(self) -> bool:
-        # /readyz asks: answer within a probe's usual second or two, even during an outage.
-        try:
-            async with asyncio.timeout(_PING_TIMEOUT):
-                return await self._call(_select_one) == 1
-        except Exception:
-            return False
 
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on a pooled connection; map driver errors to StoreError."""
@@ -513,11 +504,6 @@ def _family_params(f: RefreshFamily) -> tuple[Any, ...]:
 
 
 # -- revocations (on a pooled connection) ----------------------------------------------
-
-
-async def _select_one(conn: Conn) -> int:
-    row = await (await conn.execute("SELECT 1")).fetchone()
-    return int(row[0]) if row else 0
 
 
 async def _insert_revocations(

@@ -173,12 +173,6 @@ class SqliteStore(OpsStore):
             self._executor = None
             executor.shutdown(wait=False)
 
-    async def ping(self) -> bool:
-        try:
-            return await self._call(lambda conn: conn.execute("SELECT 1").fetchone() == (1,))
-        except Exception:
-            return False
-
     def _open_sync(self) -> None:
         _prepare_path(self._path)
         conn = sqlite3.connect(

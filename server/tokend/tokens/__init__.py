@@ -1,1 +1,1 @@
-"""Token lifecycle: minting, claim policy, refresh families, revocation state."""
+"""Token lifecycle: minting, input rules, refresh families, revocation state."""

@@ -14,7 +14,7 @@ from typing import Any
 from tokend.keys.keyring import Keyring, SigningKey
 from tokend.tokens.batching import SignBatcher
 from tokend.tokens.errors import SigningUnavailable
-from tokend.tokens.policy import AccessTokenSpec
+from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.vault.client import VaultError
 from tokend_client.jose import b64url_encode, compact_jws, json_segment
 

@@ -50,10 +50,6 @@ class CappedSite(web.BaseSite):
     def port(self) -> int:
         return self._bound_port if self._bound_port is not None else self._port
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()

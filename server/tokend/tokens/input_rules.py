@@ -1,4 +1,6 @@
-"""Claim policy: what a caller may put in a token, checked before anything is signed."""
+"""Input rules: the limits every request field meets (length, characters, no secrets in
+name fields, no registered claims), and the validated AccessTokenSpec. The API layer
+applies them once per request (api/requests.py) before the token layer acts."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,7 @@ MAX_SCOPE = 128
 MAX_CLAIM_NAME = 128
 MAX_JTI = 128
 MAX_REASON = 256
+MAX_REQUIRED_SCOPES = 64
 
 # Every pattern is matched with fullmatch: `$` would also accept a trailing newline.
 # Control characters: C0, DEL, C1 (U+0085 is a line break to some readers) and the
@@ -118,6 +121,42 @@ def check_jti(jti: str) -> str:
         raise BadRequest(f"jti must be 1-{MAX_JTI} printable ASCII characters")
     refuse_secret("jti", jti)
     return jti
+
+
+def check_token(token: str, max_bytes: int) -> str:
+    """An access token given to Verify or Revoke: present and within tokens.max_token_bytes
+    (a malformed one is judged by the verifier: for Verify that is an answer, not an error)."""
+    if not token:
+        raise BadRequest("token is required")
+    # An ASCII string is as long as its encoding (every real token): no copy made.
+    if (len(token) if token.isascii() else len(token.encode())) > max_bytes:
+        raise BadRequest(f"token is larger than {max_bytes} bytes (tokens.max_token_bytes)")
+    return token
+
+
+def check_verify_audience(audience: str) -> str:
+    """The one audience a Verify caller expects (its own name); control characters are
+    refused first, with the names (check_verify_names)."""
+    if not audience:
+        # RFC 7519 §4.1.3: a recipient must identify itself with a value in aud.
+        raise BadRequest("audience is required: the audience your service expects")
+    if len(audience) > MAX_AUDIENCE:
+        raise BadRequest(f"audience is longer than {MAX_AUDIENCE} characters")
+    return audience
+
+
+def check_verify_names(audience: str, scopes: Sequence[str]) -> None:
+    """What a Verify caller names: no control characters, and scopes by the scope rules."""
+    if has_control(audience):
+        raise BadRequest("audience cannot hold control characters")
+    if scopes:  # most Verify calls name none
+        check_scopes(scopes)
+
+
+def check_required_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
+    if len(scopes) > MAX_REQUIRED_SCOPES:
+        raise BadRequest(f"at most {MAX_REQUIRED_SCOPES} required_scopes")
+    return tuple(scopes)
 
 
 def check_reason(reason: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tokend.api.identity import RESERVED_PREFIXES, Identity, Kind
 from tokend.config import RateLimitConfig, Seconds
+from tokend.tokens.input_rules import AccessTokenSpec
 
 Rpc = Literal["Issue", "Verify", "Refresh", "Revoke", "GetJwks"]
 # Reading is open to every authenticated caller; changing state needs the policy.
@@ -210,6 +212,29 @@ def check_issue(rule: CallerRule | None, identity: str, *, subject: str,
     if rules.max_ttl is not None and ttl > rules.max_ttl:
         raise PolicyDenied(f"caller {identity!r} may issue tokens of at most "
                            f"{rules.max_ttl:g}s; asked for {ttl}s")
+
+
+def check_spec(rule: CallerRule | None, identity: str, spec: AccessTokenSpec) -> None:
+    """The token an Issue or a Refresh would mint, within the caller's entry."""
+    check_issue(rule, identity, subject=spec.subject, audience=spec.audience,
+                scopes=spec.scopes, ttl=spec.ttl, claims=spec.claims.keys())
+
+
+def refresh_permit(rule: CallerRule | None, identity: str, spec: AccessTokenSpec
+                   ) -> AccessTokenSpec:
+    """A Refresh obeys the caller's policy entry as it is now, not as it was at Issue
+    (docs/policy.md): the ttl is narrowed to the entry's max_ttl; a subject, audience,
+    scope or custom claim the entry no longer grants is refused (the caller may narrow
+    scopes)."""
+    if rule is None:  # the development allow-all policy
+        return spec
+    if rule.issue is None:
+        raise PolicyDenied(f"caller {identity!r} may not mint tokens any more "
+                           "(its policy entry has no issue: section)")
+    if rule.issue.max_ttl is not None and spec.ttl > rule.issue.max_ttl:
+        spec = dataclasses.replace(spec, ttl=int(rule.issue.max_ttl))
+    check_spec(rule, identity, spec)
+    return spec
 
 
 def _within(identity: str, what: str, values: tuple[str, ...], patterns: tuple[str, ...]) -> None:

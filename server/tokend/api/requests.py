@@ -1,0 +1,125 @@
+"""Each TokenService request turned into validated values, in one function per kind.
+
+Every rule comes from tokens/input_rules.py; this module knows the protobuf fields, the
+order the checks run in, and what the audit may record as soon as it has been checked
+(never before: a refused value may be a secret pasted into the wrong field). A failure
+is BadRequest (INVALID_ARGUMENT) with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from google.protobuf import json_format
+
+from tokend.api.calls import CallContext
+from tokend.config import TokenConfig
+from tokend.tokens import input_rules as rules
+from tokend.tokens import retry
+from tokend.tokens.errors import BadRequest
+from tokend.tokens.input_rules import AccessTokenSpec
+from tokend.tokens.refresh import parse_refresh_token
+from tokend_client.v1 import tokend_pb2 as pb
+
+# google/protobuf/duration.proto: seconds within ±10,000 years, nanos with the same sign.
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def issue_spec(request: pb.IssueRequest, call: CallContext, tokens: TokenConfig
+               ) -> AccessTokenSpec:
+    """The access token an Issue asks for; the caller's policy entry is applied apart
+    (caller_policy.check_issue), after this."""
+    call.audit["subject"] = subject = rules.check_subject(request.subject)
+    audience = rules.check_audience(request.audience, tokens.allowed_audiences)
+    call.audit["audience"] = list(audience)
+    ttl = _ttl_of(request)
+    return AccessTokenSpec(
+        subject=subject,
+        audience=audience,
+        scopes=rules.check_scopes(request.scopes),
+        claims=rules.check_claims(_claims_of(request), tokens),
+        ttl=_caller_default_ttl(rules.check_ttl(ttl, tokens), ttl, call),
+        client_id=call.client_id,
+    )
+
+
+# token, audience, required scopes: a plain tuple, as this runs on every Verify.
+VerifyQuery = tuple[str, str, tuple[str, ...]]
+
+
+def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
+    """The token itself is judged by Verify (a malformed one is an answer, not an error)."""
+    audience, scopes = request.audience, request.required_scopes
+    rules.check_verify_names(audience, scopes)
+    token = rules.check_token(request.token, tokens.max_token_bytes)
+    rules.check_verify_audience(audience)
+    return token, audience, rules.check_required_scopes(scopes)
+
+
+class RefreshQuery(NamedTuple):
+    refresh_token: str
+    scopes: tuple[str, ...]  # to narrow to; none: the family's grant
+    idempotency_key: str | None  # None: not retryable
+
+
+def refresh_query(request: pb.RefreshRequest) -> RefreshQuery:
+    parse_refresh_token(request.refresh_token)
+    scopes = rules.check_scopes(request.scopes)
+    key = retry.check_idempotency_key(request.idempotency_key)
+    return RefreshQuery(request.refresh_token, scopes, key)
+
+
+class RevokeSpec(NamedTuple):
+    target: str  # the oneof's field: token, jti, refresh_token or subject
+    value: str
+    reason: str
+
+
+def revoke_spec(request: pb.RevokeRequest, call: CallContext, tokens: TokenConfig
+                ) -> RevokeSpec:
+    target = request.WhichOneof("target")
+    if target is None:
+        raise BadRequest("name what to revoke: one of token, jti, refresh_token, subject")
+    call.audit["target"] = target
+    value: str = getattr(request, target)
+    rules.check_reason(request.reason)
+    if target == "jti":
+        rules.check_jti(value)
+    elif target == "subject":
+        rules.check_subject(value)  # the rules Issue applied to it
+    call.audit["reason"] = request.reason or None
+    if target in ("jti", "subject"):
+        call.audit[target] = value
+    elif target == "token":
+        rules.check_token(value, tokens.max_token_bytes)
+    else:
+        parse_refresh_token(value)
+    return RevokeSpec(target, value, request.reason or "unspecified")
+
+
+def _caller_default_ttl(ttl: int, requested: float | None, call: CallContext) -> int:
+    """An unset ttl means the default, capped by the caller's own maximum."""
+    issue_rules = call.rule.issue if call.rule is not None else None
+    if requested is None and issue_rules is not None and issue_rules.max_ttl is not None:
+        return min(ttl, int(issue_rules.max_ttl))
+    return ttl
+
+
+def _claims_of(request: pb.IssueRequest) -> dict[str, Any]:
+    if not request.HasField("claims"):
+        return {}
+    try:
+        return json_format.MessageToDict(request.claims)
+    except ValueError:  # "Fail to serialize NaN/Infinity for Value.number_value"
+        raise BadRequest("custom claims cannot hold NaN or infinity") from None
+
+
+def _ttl_of(request: pb.IssueRequest) -> float | None:
+    """The requested ttl in seconds; Duration.ToTimedelta overflows on large values."""
+    if not request.HasField("ttl"):
+        return None
+    seconds, nanos = request.ttl.seconds, request.ttl.nanos
+    if (abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999
+            or (seconds and nanos and (seconds < 0) != (nanos < 0))):
+        raise BadRequest("ttl is not a valid google.protobuf.Duration")
+    return seconds + nanos / 1e9
