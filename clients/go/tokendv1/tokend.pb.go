@@ -27,6 +27,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Delegation says whether a verifier accepts tokens obtained by Exchange.
+type Delegation int32
+
+const (
+	// Delegated and direct tokens are both acceptable.
+	Delegation_DELEGATION_UNSPECIFIED Delegation = 0
+	// Only a delegated token (with `act`) is acceptable.
+	Delegation_DELEGATION_REQUIRED Delegation = 1
+	// Only a direct token (without `act`) is acceptable.
+	Delegation_DELEGATION_REFUSED Delegation = 2
+)
+
+// Enum value maps for Delegation.
+var (
+	Delegation_name = map[int32]string{
+		0: "DELEGATION_UNSPECIFIED",
+		1: "DELEGATION_REQUIRED",
+		2: "DELEGATION_REFUSED",
+	}
+	Delegation_value = map[string]int32{
+		"DELEGATION_UNSPECIFIED": 0,
+		"DELEGATION_REQUIRED":    1,
+		"DELEGATION_REFUSED":     2,
+	}
+)
+
+func (x Delegation) Enum() *Delegation {
+	p := new(Delegation)
+	*p = x
+	return p
+}
+
+func (x Delegation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Delegation) Descriptor() protoreflect.EnumDescriptor {
+	return file_tokend_v1_tokend_proto_enumTypes[0].Descriptor()
+}
+
+func (Delegation) Type() protoreflect.EnumType {
+	return &file_tokend_v1_tokend_proto_enumTypes[0]
+}
+
+func (x Delegation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Delegation.Descriptor instead.
+func (Delegation) EnumDescriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{0}
+}
+
 // Reason says why a token is not valid.
 type Reason int32
 
@@ -63,6 +116,12 @@ const (
 	Reason_REASON_LIFETIME_TOO_LONG Reason = 14
 	// The token is larger than the size limit.
 	Reason_REASON_TOO_LARGE Reason = 15
+	// The token is bound to a certificate (`cnf`, RFC 8705 section 3) and the
+	// presenter's certificate is not that one, or none was given.
+	Reason_REASON_CERTIFICATE_MISMATCH Reason = 16
+	// The token's delegation (`act`, RFC 8693 section 4.1) is not what the verifier
+	// accepts: delegation required but absent, or refused but present.
+	Reason_REASON_DELEGATION Reason = 17
 )
 
 // Enum value maps for Reason.
@@ -84,6 +143,8 @@ var (
 		13: "REASON_ISSUED_IN_FUTURE",
 		14: "REASON_LIFETIME_TOO_LONG",
 		15: "REASON_TOO_LARGE",
+		16: "REASON_CERTIFICATE_MISMATCH",
+		17: "REASON_DELEGATION",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":          0,
@@ -102,6 +163,8 @@ var (
 		"REASON_ISSUED_IN_FUTURE":     13,
 		"REASON_LIFETIME_TOO_LONG":    14,
 		"REASON_TOO_LARGE":            15,
+		"REASON_CERTIFICATE_MISMATCH": 16,
+		"REASON_DELEGATION":           17,
 	}
 )
 
@@ -116,11 +179,11 @@ func (x Reason) String() string {
 }
 
 func (Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_tokend_v1_tokend_proto_enumTypes[0].Descriptor()
+	return file_tokend_v1_tokend_proto_enumTypes[1].Descriptor()
 }
 
 func (Reason) Type() protoreflect.EnumType {
-	return &file_tokend_v1_tokend_proto_enumTypes[0]
+	return &file_tokend_v1_tokend_proto_enumTypes[1]
 }
 
 func (x Reason) Number() protoreflect.EnumNumber {
@@ -129,7 +192,7 @@ func (x Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reason.Descriptor instead.
 func (Reason) EnumDescriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{0}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{1}
 }
 
 // IssueRequest asks for a new access token.
@@ -150,8 +213,12 @@ type IssueRequest struct {
 	Ttl *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// Also create a refresh token (a new refresh family).
 	IncludeRefreshToken bool `protobuf:"varint,6,opt,name=include_refresh_token,json=includeRefreshToken,proto3" json:"include_refresh_token,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Bind the access token to a client certificate (RFC 8705 section 3): the
+	// token then carries `cnf` with `x5t#S256`, and only a presenter of that
+	// certificate may use it. Unset: a bearer token.
+	Binding       *CertificateBinding `protobuf:"bytes,7,opt,name=binding,proto3" json:"binding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IssueRequest) Reset() {
@@ -226,6 +293,103 @@ func (x *IssueRequest) GetIncludeRefreshToken() bool {
 	return false
 }
 
+func (x *IssueRequest) GetBinding() *CertificateBinding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+// CertificateBinding names the certificate an access token is bound to
+// (RFC 8705 section 3.1: `cnf` with the certificate's SHA-256 thumbprint).
+type CertificateBinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which certificate.
+	//
+	// Types that are valid to be assigned to Certificate:
+	//
+	//	*CertificateBinding_CallerCertificate
+	//	*CertificateBinding_CertificateDer
+	Certificate   isCertificateBinding_Certificate `protobuf_oneof:"certificate"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateBinding) Reset() {
+	*x = CertificateBinding{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateBinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateBinding) ProtoMessage() {}
+
+func (x *CertificateBinding) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateBinding.ProtoReflect.Descriptor instead.
+func (*CertificateBinding) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CertificateBinding) GetCertificate() isCertificateBinding_Certificate {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *CertificateBinding) GetCallerCertificate() bool {
+	if x != nil {
+		if x, ok := x.Certificate.(*CertificateBinding_CallerCertificate); ok {
+			return x.CallerCertificate
+		}
+	}
+	return false
+}
+
+func (x *CertificateBinding) GetCertificateDer() []byte {
+	if x != nil {
+		if x, ok := x.Certificate.(*CertificateBinding_CertificateDer); ok {
+			return x.CertificateDer
+		}
+	}
+	return nil
+}
+
+type isCertificateBinding_Certificate interface {
+	isCertificateBinding_Certificate()
+}
+
+type CertificateBinding_CallerCertificate struct {
+	// The client certificate the caller presented on this mutual-TLS
+	// connection. Refused (FAILED_PRECONDITION) on a connection without one.
+	CallerCertificate bool `protobuf:"varint,1,opt,name=caller_certificate,json=callerCertificate,proto3,oneof"`
+}
+
+type CertificateBinding_CertificateDer struct {
+	// Another certificate, DER-encoded (at most 16 KiB): for a service that
+	// obtains tokens bound to its own callers. The caller policy must allow it.
+	CertificateDer []byte `protobuf:"bytes,2,opt,name=certificate_der,json=certificateDer,proto3,oneof"`
+}
+
+func (*CertificateBinding_CallerCertificate) isCertificateBinding_Certificate() {}
+
+func (*CertificateBinding_CertificateDer) isCertificateBinding_Certificate() {}
+
 // IssueResponse carries a new access token, and a refresh token when asked.
 type IssueResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -247,7 +411,7 @@ type IssueResponse struct {
 
 func (x *IssueResponse) Reset() {
 	*x = IssueResponse{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[1]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +423,7 @@ func (x *IssueResponse) String() string {
 func (*IssueResponse) ProtoMessage() {}
 
 func (x *IssueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[1]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +436,7 @@ func (x *IssueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueResponse.ProtoReflect.Descriptor instead.
 func (*IssueResponse) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{1}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *IssueResponse) GetAccessToken() string {
@@ -326,13 +490,25 @@ type VerifyRequest struct {
 	Audience string `protobuf:"bytes,2,opt,name=audience,proto3" json:"audience,omitempty"`
 	// Scopes that must all be present in the token's `scope` claim.
 	RequiredScopes []string `protobuf:"bytes,3,rep,name=required_scopes,json=requiredScopes,proto3" json:"required_scopes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The certificate of the party presenting the token, for certificate-bound
+	// tokens (RFC 8705 section 3): a token with `cnf` verifies only when it names
+	// this certificate. Unset: a bound token is refused (REASON_CERTIFICATE_MISMATCH).
+	//
+	// Types that are valid to be assigned to Presenter:
+	//
+	//	*VerifyRequest_PresenterCertificateDer
+	//	*VerifyRequest_PresenterX5TS256
+	Presenter isVerifyRequest_Presenter `protobuf_oneof:"presenter"`
+	// Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+	// is acceptable. Unspecified: either.
+	Delegation    Delegation `protobuf:"varint,6,opt,name=delegation,proto3,enum=tokend.v1.Delegation" json:"delegation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[2]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +520,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[2]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +533,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{2}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VerifyRequest) GetToken() string {
@@ -381,6 +557,57 @@ func (x *VerifyRequest) GetRequiredScopes() []string {
 	return nil
 }
 
+func (x *VerifyRequest) GetPresenter() isVerifyRequest_Presenter {
+	if x != nil {
+		return x.Presenter
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetPresenterCertificateDer() []byte {
+	if x != nil {
+		if x, ok := x.Presenter.(*VerifyRequest_PresenterCertificateDer); ok {
+			return x.PresenterCertificateDer
+		}
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetPresenterX5TS256() string {
+	if x != nil {
+		if x, ok := x.Presenter.(*VerifyRequest_PresenterX5TS256); ok {
+			return x.PresenterX5TS256
+		}
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetDelegation() Delegation {
+	if x != nil {
+		return x.Delegation
+	}
+	return Delegation_DELEGATION_UNSPECIFIED
+}
+
+type isVerifyRequest_Presenter interface {
+	isVerifyRequest_Presenter()
+}
+
+type VerifyRequest_PresenterCertificateDer struct {
+	// The presenter's client certificate, DER-encoded (at most 16 KiB).
+	PresenterCertificateDer []byte `protobuf:"bytes,4,opt,name=presenter_certificate_der,json=presenterCertificateDer,proto3,oneof"`
+}
+
+type VerifyRequest_PresenterX5TS256 struct {
+	// Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+	// `x5t#S256`.
+	PresenterX5TS256 string `protobuf:"bytes,5,opt,name=presenter_x5t_s256,json=presenterX5tS256,proto3,oneof"`
+}
+
+func (*VerifyRequest_PresenterCertificateDer) isVerifyRequest_Presenter() {}
+
+func (*VerifyRequest_PresenterX5TS256) isVerifyRequest_Presenter() {}
+
 // VerifyResponse is the verdict on a token.
 type VerifyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -393,14 +620,17 @@ type VerifyResponse struct {
 	// The token's subject, when valid.
 	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
 	// When the token expires, when valid.
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// For a delegated token, the actors from the most recent (the outermost `act`)
+	// to the first; empty for a direct token.
+	Actors        []string `protobuf:"bytes,6,rep,name=actors,proto3" json:"actors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[3]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +642,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[3]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +655,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{3}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *VerifyResponse) GetValid() bool {
@@ -463,6 +693,13 @@ func (x *VerifyResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *VerifyResponse) GetActors() []string {
+	if x != nil {
+		return x.Actors
+	}
+	return nil
+}
+
 // RefreshRequest spends a refresh token for a new pair.
 type RefreshRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -483,7 +720,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[4]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +732,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[4]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +745,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{4}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RefreshRequest) GetRefreshToken() string {
@@ -552,7 +789,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[5]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +801,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[5]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +814,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{5}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RevokeRequest) GetTarget() isRevokeRequest_Target {
@@ -673,7 +910,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[6]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +922,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[6]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +935,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{6}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RevokeResponse) GetRevoked() int32 {
@@ -717,7 +954,7 @@ type GetJwksRequest struct {
 
 func (x *GetJwksRequest) Reset() {
 	*x = GetJwksRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[7]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +966,7 @@ func (x *GetJwksRequest) String() string {
 func (*GetJwksRequest) ProtoMessage() {}
 
 func (x *GetJwksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[7]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +979,7 @@ func (x *GetJwksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJwksRequest.ProtoReflect.Descriptor instead.
 func (*GetJwksRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{7}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{8}
 }
 
 // GetJwksResponse carries the JWK Set.
@@ -756,7 +993,7 @@ type GetJwksResponse struct {
 
 func (x *GetJwksResponse) Reset() {
 	*x = GetJwksResponse{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[8]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1005,7 @@ func (x *GetJwksResponse) String() string {
 func (*GetJwksResponse) ProtoMessage() {}
 
 func (x *GetJwksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[8]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1018,7 @@ func (x *GetJwksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJwksResponse.ProtoReflect.Descriptor instead.
 func (*GetJwksResponse) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{8}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetJwksResponse) GetJwksJson() string {
@@ -803,7 +1040,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1052,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1065,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{9}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchRevocationsRequest) GetFromSequence() int64 {
@@ -867,7 +1104,7 @@ type RevocationEvent struct {
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1116,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1129,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{10}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevocationEvent) GetSequence() int64 {
@@ -946,7 +1183,7 @@ type WatchJwksRequest struct {
 
 func (x *WatchJwksRequest) Reset() {
 	*x = WatchJwksRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1195,7 @@ func (x *WatchJwksRequest) String() string {
 func (*WatchJwksRequest) ProtoMessage() {}
 
 func (x *WatchJwksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1208,7 @@ func (x *WatchJwksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJwksRequest.ProtoReflect.Descriptor instead.
 func (*WatchJwksRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{11}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{12}
 }
 
 // JwksEvent carries the current JWK Set.
@@ -989,7 +1226,7 @@ type JwksEvent struct {
 
 func (x *JwksEvent) Reset() {
 	*x = JwksEvent{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1238,7 @@ func (x *JwksEvent) String() string {
 func (*JwksEvent) ProtoMessage() {}
 
 func (x *JwksEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1251,7 @@ func (x *JwksEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JwksEvent.ProtoReflect.Descriptor instead.
 func (*JwksEvent) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{12}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JwksEvent) GetJwksJson() string {
@@ -1031,18 +1268,200 @@ func (x *JwksEvent) GetKeepAlive() bool {
 	return false
 }
 
+// ExchangeRequest asks for a token for another audience on a subject token's behalf.
+type ExchangeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An access token this tokend issued (RFC 8693 subject_token); it must verify
+	// (not revoked, not expired) and name the caller among its audiences.
+	SubjectToken string `protobuf:"bytes,1,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	// Optional actor token (RFC 8693 actor_token), issued by this tokend to the
+	// actor. Empty: the caller's mutual-TLS identity is the actor.
+	ActorToken string `protobuf:"bytes,2,opt,name=actor_token,json=actorToken,proto3" json:"actor_token,omitempty"`
+	// Audiences of the new token: 1-16 entries, as in IssueRequest.
+	Audience []string `protobuf:"bytes,3,rep,name=audience,proto3" json:"audience,omitempty"`
+	// Scopes of the new token: a subset of the subject token's; empty keeps them.
+	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Lifetime of the new token; unset or longer than the subject token's
+	// remaining life means that remaining life.
+	Ttl *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Bind the new token to a certificate, as in IssueRequest.
+	Binding       *CertificateBinding `protobuf:"bytes,6,opt,name=binding,proto3" json:"binding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeRequest) Reset() {
+	*x = ExchangeRequest{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeRequest) ProtoMessage() {}
+
+func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeRequest.ProtoReflect.Descriptor instead.
+func (*ExchangeRequest) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ExchangeRequest) GetSubjectToken() string {
+	if x != nil {
+		return x.SubjectToken
+	}
+	return ""
+}
+
+func (x *ExchangeRequest) GetActorToken() string {
+	if x != nil {
+		return x.ActorToken
+	}
+	return ""
+}
+
+func (x *ExchangeRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *ExchangeRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *ExchangeRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *ExchangeRequest) GetBinding() *CertificateBinding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+// ExchangeResponse carries the exchanged access token.
+type ExchangeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Compact JWS access token (header typ "at+jwt") with an `act` claim.
+	AccessToken string `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	// Always "urn:ietf:params:oauth:token-type:access_token" (RFC 8693 section 3).
+	IssuedTokenType string `protobuf:"bytes,2,opt,name=issued_token_type,json=issuedTokenType,proto3" json:"issued_token_type,omitempty"`
+	// Always "Bearer": a bound token is presented as a bearer token over mutual
+	// TLS (RFC 8705 section 3).
+	TokenType string `protobuf:"bytes,3,opt,name=token_type,json=tokenType,proto3" json:"token_type,omitempty"`
+	// When the access token expires (`exp`).
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The access token's `jti`.
+	Jti           string `protobuf:"bytes,5,opt,name=jti,proto3" json:"jti,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeResponse) Reset() {
+	*x = ExchangeResponse{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeResponse) ProtoMessage() {}
+
+func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeResponse.ProtoReflect.Descriptor instead.
+func (*ExchangeResponse) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ExchangeResponse) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *ExchangeResponse) GetIssuedTokenType() string {
+	if x != nil {
+		return x.IssuedTokenType
+	}
+	return ""
+}
+
+func (x *ExchangeResponse) GetTokenType() string {
+	if x != nil {
+		return x.TokenType
+	}
+	return ""
+}
+
+func (x *ExchangeResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *ExchangeResponse) GetJti() string {
+	if x != nil {
+		return x.Jti
+	}
+	return ""
+}
+
 var File_tokend_v1_tokend_proto protoreflect.FileDescriptor
 
 const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\n" +
-	"\x16tokend/v1/tokend.proto\x12\ttokend.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n" +
+	"\x16tokend/v1/tokend.proto\x12\ttokend.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n" +
 	"\fIssueRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\baudience\x18\x02 \x03(\tR\baudience\x12\x16\n" +
 	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12/\n" +
 	"\x06claims\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x06claims\x12+\n" +
 	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x122\n" +
-	"\x15include_refresh_token\x18\x06 \x01(\bR\x13includeRefreshToken\"\x8d\x02\n" +
+	"\x15include_refresh_token\x18\x06 \x01(\bR\x13includeRefreshToken\x127\n" +
+	"\abinding\x18\a \x01(\v2\x1d.tokend.v1.CertificateBindingR\abinding\"\x7f\n" +
+	"\x12CertificateBinding\x12/\n" +
+	"\x12caller_certificate\x18\x01 \x01(\bH\x00R\x11callerCertificate\x12)\n" +
+	"\x0fcertificate_der\x18\x02 \x01(\fH\x00R\x0ecertificateDerB\r\n" +
+	"\vcertificate\"\x8d\x02\n" +
 	"\rIssueResponse\x12!\n" +
 	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12\x1d\n" +
 	"\n" +
@@ -1051,18 +1470,25 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n" +
 	"\rrefresh_token\x18\x04 \x01(\tR\frefreshToken\x12H\n" +
 	"\x12refresh_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x10refreshExpiresAt\x12\x10\n" +
-	"\x03jti\x18\x06 \x01(\tR\x03jti\"j\n" +
+	"\x03jti\x18\x06 \x01(\tR\x03jti\"\x9c\x02\n" +
 	"\rVerifyRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
 	"\baudience\x18\x02 \x01(\tR\baudience\x12'\n" +
-	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\"\xd7\x01\n" +
+	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\x12<\n" +
+	"\x19presenter_certificate_der\x18\x04 \x01(\fH\x00R\x17presenterCertificateDer\x12.\n" +
+	"\x12presenter_x5t_s256\x18\x05 \x01(\tH\x00R\x10presenterX5tS256\x125\n" +
+	"\n" +
+	"delegation\x18\x06 \x01(\x0e2\x15.tokend.v1.DelegationR\n" +
+	"delegationB\v\n" +
+	"\tpresenter\"\xef\x01\n" +
 	"\x0eVerifyResponse\x12\x14\n" +
 	"\x05valid\x18\x01 \x01(\bR\x05valid\x12)\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x11.tokend.v1.ReasonR\x06reason\x12/\n" +
 	"\x06claims\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x06claims\x12\x18\n" +
 	"\asubject\x18\x04 \x01(\tR\asubject\x129\n" +
 	"\n" +
-	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"v\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
+	"\x06actors\x18\x06 \x03(\tR\x06actors\"v\n" +
 	"\x0eRefreshRequest\x12#\n" +
 	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12'\n" +
@@ -1096,7 +1522,28 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\tJwksEvent\x12\x1b\n" +
 	"\tjwks_json\x18\x01 \x01(\tR\bjwksJson\x12\x1d\n" +
 	"\n" +
-	"keep_alive\x18\x02 \x01(\bR\tkeepAlive*\x9b\x03\n" +
+	"keep_alive\x18\x02 \x01(\bR\tkeepAlive\"\xf1\x01\n" +
+	"\x0fExchangeRequest\x12#\n" +
+	"\rsubject_token\x18\x01 \x01(\tR\fsubjectToken\x12\x1f\n" +
+	"\vactor_token\x18\x02 \x01(\tR\n" +
+	"actorToken\x12\x1a\n" +
+	"\baudience\x18\x03 \x03(\tR\baudience\x12\x16\n" +
+	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12+\n" +
+	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x127\n" +
+	"\abinding\x18\x06 \x01(\v2\x1d.tokend.v1.CertificateBindingR\abinding\"\xcd\x01\n" +
+	"\x10ExchangeResponse\x12!\n" +
+	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12*\n" +
+	"\x11issued_token_type\x18\x02 \x01(\tR\x0fissuedTokenType\x12\x1d\n" +
+	"\n" +
+	"token_type\x18\x03 \x01(\tR\ttokenType\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x10\n" +
+	"\x03jti\x18\x05 \x01(\tR\x03jti*Y\n" +
+	"\n" +
+	"Delegation\x12\x1a\n" +
+	"\x16DELEGATION_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13DELEGATION_REQUIRED\x10\x01\x12\x16\n" +
+	"\x12DELEGATION_REFUSED\x10\x02*\xd3\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10REASON_MALFORMED\x10\x01\x12\x18\n" +
@@ -1114,7 +1561,9 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\x14REASON_MISSING_CLAIM\x10\f\x12\x1b\n" +
 	"\x17REASON_ISSUED_IN_FUTURE\x10\r\x12\x1c\n" +
 	"\x18REASON_LIFETIME_TOO_LONG\x10\x0e\x12\x14\n" +
-	"\x10REASON_TOO_LARGE\x10\x0f2\xe2\x03\n" +
+	"\x10REASON_TOO_LARGE\x10\x0f\x12\x1f\n" +
+	"\x1bREASON_CERTIFICATE_MISMATCH\x10\x10\x12\x15\n" +
+	"\x11REASON_DELEGATION\x10\x112\xa7\x04\n" +
 	"\fTokenService\x12:\n" +
 	"\x05Issue\x12\x17.tokend.v1.IssueRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n" +
 	"\x06Verify\x12\x18.tokend.v1.VerifyRequest\x1a\x19.tokend.v1.VerifyResponse\x12>\n" +
@@ -1122,7 +1571,8 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\x06Revoke\x12\x18.tokend.v1.RevokeRequest\x1a\x19.tokend.v1.RevokeResponse\x12@\n" +
 	"\aGetJwks\x12\x19.tokend.v1.GetJwksRequest\x1a\x1a.tokend.v1.GetJwksResponse\x12T\n" +
 	"\x10WatchRevocations\x12\".tokend.v1.WatchRevocationsRequest\x1a\x1a.tokend.v1.RevocationEvent0\x01\x12@\n" +
-	"\tWatchJwks\x12\x1b.tokend.v1.WatchJwksRequest\x1a\x14.tokend.v1.JwksEvent0\x01BU\n" +
+	"\tWatchJwks\x12\x1b.tokend.v1.WatchJwksRequest\x1a\x14.tokend.v1.JwksEvent0\x01\x12C\n" +
+	"\bExchange\x12\x1a.tokend.v1.ExchangeRequest\x1a\x1b.tokend.v1.ExchangeResponseBU\n" +
 	"\rdev.tokend.v1B\vTokendProtoP\x01Z5github.com/tokend/tokend/clients/go/tokendv1;tokendv1b\x06proto3"
 
 var (
@@ -1137,56 +1587,67 @@ func file_tokend_v1_tokend_proto_rawDescGZIP() []byte {
 	return file_tokend_v1_tokend_proto_rawDescData
 }
 
-var file_tokend_v1_tokend_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tokend_v1_tokend_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_tokend_v1_tokend_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tokend_v1_tokend_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_tokend_v1_tokend_proto_goTypes = []any{
-	(Reason)(0),                     // 0: tokend.v1.Reason
-	(*IssueRequest)(nil),            // 1: tokend.v1.IssueRequest
-	(*IssueResponse)(nil),           // 2: tokend.v1.IssueResponse
-	(*VerifyRequest)(nil),           // 3: tokend.v1.VerifyRequest
-	(*VerifyResponse)(nil),          // 4: tokend.v1.VerifyResponse
-	(*RefreshRequest)(nil),          // 5: tokend.v1.RefreshRequest
-	(*RevokeRequest)(nil),           // 6: tokend.v1.RevokeRequest
-	(*RevokeResponse)(nil),          // 7: tokend.v1.RevokeResponse
-	(*GetJwksRequest)(nil),          // 8: tokend.v1.GetJwksRequest
-	(*GetJwksResponse)(nil),         // 9: tokend.v1.GetJwksResponse
-	(*WatchRevocationsRequest)(nil), // 10: tokend.v1.WatchRevocationsRequest
-	(*RevocationEvent)(nil),         // 11: tokend.v1.RevocationEvent
-	(*WatchJwksRequest)(nil),        // 12: tokend.v1.WatchJwksRequest
-	(*JwksEvent)(nil),               // 13: tokend.v1.JwksEvent
-	(*structpb.Struct)(nil),         // 14: google.protobuf.Struct
-	(*durationpb.Duration)(nil),     // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
+	(Delegation)(0),                 // 0: tokend.v1.Delegation
+	(Reason)(0),                     // 1: tokend.v1.Reason
+	(*IssueRequest)(nil),            // 2: tokend.v1.IssueRequest
+	(*CertificateBinding)(nil),      // 3: tokend.v1.CertificateBinding
+	(*IssueResponse)(nil),           // 4: tokend.v1.IssueResponse
+	(*VerifyRequest)(nil),           // 5: tokend.v1.VerifyRequest
+	(*VerifyResponse)(nil),          // 6: tokend.v1.VerifyResponse
+	(*RefreshRequest)(nil),          // 7: tokend.v1.RefreshRequest
+	(*RevokeRequest)(nil),           // 8: tokend.v1.RevokeRequest
+	(*RevokeResponse)(nil),          // 9: tokend.v1.RevokeResponse
+	(*GetJwksRequest)(nil),          // 10: tokend.v1.GetJwksRequest
+	(*GetJwksResponse)(nil),         // 11: tokend.v1.GetJwksResponse
+	(*WatchRevocationsRequest)(nil), // 12: tokend.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),         // 13: tokend.v1.RevocationEvent
+	(*WatchJwksRequest)(nil),        // 14: tokend.v1.WatchJwksRequest
+	(*JwksEvent)(nil),               // 15: tokend.v1.JwksEvent
+	(*ExchangeRequest)(nil),         // 16: tokend.v1.ExchangeRequest
+	(*ExchangeResponse)(nil),        // 17: tokend.v1.ExchangeResponse
+	(*structpb.Struct)(nil),         // 18: google.protobuf.Struct
+	(*durationpb.Duration)(nil),     // 19: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 20: google.protobuf.Timestamp
 }
 var file_tokend_v1_tokend_proto_depIdxs = []int32{
-	14, // 0: tokend.v1.IssueRequest.claims:type_name -> google.protobuf.Struct
-	15, // 1: tokend.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
-	16, // 2: tokend.v1.IssueResponse.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 3: tokend.v1.IssueResponse.refresh_expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: tokend.v1.VerifyResponse.reason:type_name -> tokend.v1.Reason
-	14, // 5: tokend.v1.VerifyResponse.claims:type_name -> google.protobuf.Struct
-	16, // 6: tokend.v1.VerifyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 7: tokend.v1.RevocationEvent.not_before:type_name -> google.protobuf.Timestamp
-	16, // 8: tokend.v1.RevocationEvent.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 9: tokend.v1.TokenService.Issue:input_type -> tokend.v1.IssueRequest
-	3,  // 10: tokend.v1.TokenService.Verify:input_type -> tokend.v1.VerifyRequest
-	5,  // 11: tokend.v1.TokenService.Refresh:input_type -> tokend.v1.RefreshRequest
-	6,  // 12: tokend.v1.TokenService.Revoke:input_type -> tokend.v1.RevokeRequest
-	8,  // 13: tokend.v1.TokenService.GetJwks:input_type -> tokend.v1.GetJwksRequest
-	10, // 14: tokend.v1.TokenService.WatchRevocations:input_type -> tokend.v1.WatchRevocationsRequest
-	12, // 15: tokend.v1.TokenService.WatchJwks:input_type -> tokend.v1.WatchJwksRequest
-	2,  // 16: tokend.v1.TokenService.Issue:output_type -> tokend.v1.IssueResponse
-	4,  // 17: tokend.v1.TokenService.Verify:output_type -> tokend.v1.VerifyResponse
-	2,  // 18: tokend.v1.TokenService.Refresh:output_type -> tokend.v1.IssueResponse
-	7,  // 19: tokend.v1.TokenService.Revoke:output_type -> tokend.v1.RevokeResponse
-	9,  // 20: tokend.v1.TokenService.GetJwks:output_type -> tokend.v1.GetJwksResponse
-	11, // 21: tokend.v1.TokenService.WatchRevocations:output_type -> tokend.v1.RevocationEvent
-	13, // 22: tokend.v1.TokenService.WatchJwks:output_type -> tokend.v1.JwksEvent
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	18, // 0: tokend.v1.IssueRequest.claims:type_name -> google.protobuf.Struct
+	19, // 1: tokend.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 2: tokend.v1.IssueRequest.binding:type_name -> tokend.v1.CertificateBinding
+	20, // 3: tokend.v1.IssueResponse.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 4: tokend.v1.IssueResponse.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 5: tokend.v1.VerifyRequest.delegation:type_name -> tokend.v1.Delegation
+	1,  // 6: tokend.v1.VerifyResponse.reason:type_name -> tokend.v1.Reason
+	18, // 7: tokend.v1.VerifyResponse.claims:type_name -> google.protobuf.Struct
+	20, // 8: tokend.v1.VerifyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 9: tokend.v1.RevocationEvent.not_before:type_name -> google.protobuf.Timestamp
+	20, // 10: tokend.v1.RevocationEvent.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 11: tokend.v1.ExchangeRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 12: tokend.v1.ExchangeRequest.binding:type_name -> tokend.v1.CertificateBinding
+	20, // 13: tokend.v1.ExchangeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 14: tokend.v1.TokenService.Issue:input_type -> tokend.v1.IssueRequest
+	5,  // 15: tokend.v1.TokenService.Verify:input_type -> tokend.v1.VerifyRequest
+	7,  // 16: tokend.v1.TokenService.Refresh:input_type -> tokend.v1.RefreshRequest
+	8,  // 17: tokend.v1.TokenService.Revoke:input_type -> tokend.v1.RevokeRequest
+	10, // 18: tokend.v1.TokenService.GetJwks:input_type -> tokend.v1.GetJwksRequest
+	12, // 19: tokend.v1.TokenService.WatchRevocations:input_type -> tokend.v1.WatchRevocationsRequest
+	14, // 20: tokend.v1.TokenService.WatchJwks:input_type -> tokend.v1.WatchJwksRequest
+	16, // 21: tokend.v1.TokenService.Exchange:input_type -> tokend.v1.ExchangeRequest
+	4,  // 22: tokend.v1.TokenService.Issue:output_type -> tokend.v1.IssueResponse
+	6,  // 23: tokend.v1.TokenService.Verify:output_type -> tokend.v1.VerifyResponse
+	4,  // 24: tokend.v1.TokenService.Refresh:output_type -> tokend.v1.IssueResponse
+	9,  // 25: tokend.v1.TokenService.Revoke:output_type -> tokend.v1.RevokeResponse
+	11, // 26: tokend.v1.TokenService.GetJwks:output_type -> tokend.v1.GetJwksResponse
+	13, // 27: tokend.v1.TokenService.WatchRevocations:output_type -> tokend.v1.RevocationEvent
+	15, // 28: tokend.v1.TokenService.WatchJwks:output_type -> tokend.v1.JwksEvent
+	17, // 29: tokend.v1.TokenService.Exchange:output_type -> tokend.v1.ExchangeResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_tokend_v1_tokend_proto_init() }
@@ -1194,7 +1655,15 @@ func file_tokend_v1_tokend_proto_init() {
 	if File_tokend_v1_tokend_proto != nil {
 		return
 	}
-	file_tokend_v1_tokend_proto_msgTypes[5].OneofWrappers = []any{
+	file_tokend_v1_tokend_proto_msgTypes[1].OneofWrappers = []any{
+		(*CertificateBinding_CallerCertificate)(nil),
+		(*CertificateBinding_CertificateDer)(nil),
+	}
+	file_tokend_v1_tokend_proto_msgTypes[3].OneofWrappers = []any{
+		(*VerifyRequest_PresenterCertificateDer)(nil),
+		(*VerifyRequest_PresenterX5TS256)(nil),
+	}
+	file_tokend_v1_tokend_proto_msgTypes[6].OneofWrappers = []any{
 		(*RevokeRequest_Token)(nil),
 		(*RevokeRequest_Jti)(nil),
 		(*RevokeRequest_RefreshToken)(nil),
@@ -1205,8 +1674,8 @@ func file_tokend_v1_tokend_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tokend_v1_tokend_proto_rawDesc), len(file_tokend_v1_tokend_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   13,
+			NumEnums:      2,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

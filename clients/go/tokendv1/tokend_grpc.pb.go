@@ -29,6 +29,7 @@ const (
 	TokenService_GetJwks_FullMethodName          = "/tokend.v1.TokenService/GetJwks"
 	TokenService_WatchRevocations_FullMethodName = "/tokend.v1.TokenService/WatchRevocations"
 	TokenService_WatchJwks_FullMethodName        = "/tokend.v1.TokenService/WatchJwks"
+	TokenService_Exchange_FullMethodName         = "/tokend.v1.TokenService/Exchange"
 )
 
 // TokenServiceClient is the client API for TokenService service.
@@ -67,6 +68,15 @@ type TokenServiceClient interface {
 	// whenever it changes (key rotation), and the unchanged set as a keep-alive
 	// while idle. UNAVAILABLE when the server shuts down: reconnect.
 	WatchJwks(ctx context.Context, in *WatchJwksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JwksEvent], error)
+	// Exchange trades a token this tokend issued (the subject token) for a token
+	// for another audience, on the subject's behalf (RFC 8693 token exchange):
+	// the same `sub`, scopes narrowed (never widened), a lifetime within the
+	// subject token's remaining life, and the chain of actors in the `act` claim
+	// (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+	// may exchange, from which audiences to which, with which scopes and how deep
+	// a chain may go. Revoking the subject token (or its subject) also revokes
+	// what was exchanged from it.
+	Exchange(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error)
 }
 
 type tokenServiceClient struct {
@@ -165,6 +175,16 @@ func (c *tokenServiceClient) WatchJwks(ctx context.Context, in *WatchJwksRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TokenService_WatchJwksClient = grpc.ServerStreamingClient[JwksEvent]
 
+func (c *tokenServiceClient) Exchange(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExchangeResponse)
+	err := c.cc.Invoke(ctx, TokenService_Exchange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TokenServiceServer is the server API for TokenService service.
 // All implementations must embed UnimplementedTokenServiceServer
 // for forward compatibility.
@@ -201,6 +221,15 @@ type TokenServiceServer interface {
 	// whenever it changes (key rotation), and the unchanged set as a keep-alive
 	// while idle. UNAVAILABLE when the server shuts down: reconnect.
 	WatchJwks(*WatchJwksRequest, grpc.ServerStreamingServer[JwksEvent]) error
+	// Exchange trades a token this tokend issued (the subject token) for a token
+	// for another audience, on the subject's behalf (RFC 8693 token exchange):
+	// the same `sub`, scopes narrowed (never widened), a lifetime within the
+	// subject token's remaining life, and the chain of actors in the `act` claim
+	// (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+	// may exchange, from which audiences to which, with which scopes and how deep
+	// a chain may go. Revoking the subject token (or its subject) also revokes
+	// what was exchanged from it.
+	Exchange(context.Context, *ExchangeRequest) (*ExchangeResponse, error)
 	mustEmbedUnimplementedTokenServiceServer()
 }
 
@@ -231,6 +260,9 @@ func (UnimplementedTokenServiceServer) WatchRevocations(*WatchRevocationsRequest
 }
 func (UnimplementedTokenServiceServer) WatchJwks(*WatchJwksRequest, grpc.ServerStreamingServer[JwksEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchJwks not implemented")
+}
+func (UnimplementedTokenServiceServer) Exchange(context.Context, *ExchangeRequest) (*ExchangeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Exchange not implemented")
 }
 func (UnimplementedTokenServiceServer) mustEmbedUnimplementedTokenServiceServer() {}
 func (UnimplementedTokenServiceServer) testEmbeddedByValue()                      {}
@@ -365,6 +397,24 @@ func _TokenService_WatchJwks_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TokenService_WatchJwksServer = grpc.ServerStreamingServer[JwksEvent]
 
+func _TokenService_Exchange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExchangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenServiceServer).Exchange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenService_Exchange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenServiceServer).Exchange(ctx, req.(*ExchangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TokenService_ServiceDesc is the grpc.ServiceDesc for TokenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -391,6 +441,10 @@ var TokenService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetJwks",
 			Handler:    _TokenService_GetJwks_Handler,
+		},
+		{
+			MethodName: "Exchange",
+			Handler:    _TokenService_Exchange_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

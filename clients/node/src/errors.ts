@@ -25,6 +25,8 @@ const MESSAGES: Readonly<Partial<Record<Reason, string>>> = {
   [Reason.WRONG_ISSUER]: "token comes from an unexpected issuer",
   [Reason.MISSING_SCOPE]: "token lacks a required scope",
   [Reason.REVOKED]: "token has been revoked",
+  [Reason.CERTIFICATE_MISMATCH]: "token is bound to another certificate",
+  [Reason.DELEGATION]: "token delegation is not accepted here",
 };
 
 /** A token was refused; `reason` says why, `message` says it for people. */

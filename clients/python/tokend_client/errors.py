@@ -31,6 +31,8 @@ class Reason(str, enum.Enum):  # noqa: UP042 - the public contract is a str-mixi
     WRONG_ISSUER = "WRONG_ISSUER"
     MISSING_SCOPE = "MISSING_SCOPE"
     REVOKED = "REVOKED"
+    CERTIFICATE_MISMATCH = "CERTIFICATE_MISMATCH"
+    DELEGATION = "DELEGATION"
 
 
 _DEFAULT_MESSAGES: dict[Reason, str] = {
@@ -49,6 +51,8 @@ _DEFAULT_MESSAGES: dict[Reason, str] = {
     Reason.WRONG_ISSUER: "token comes from an unexpected issuer",
     Reason.MISSING_SCOPE: "token lacks a required scope",
     Reason.REVOKED: "token has been revoked",
+    Reason.CERTIFICATE_MISMATCH: "token is bound to another certificate",
+    Reason.DELEGATION: "token delegation is not accepted here",
 }
 
 

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tokend/v1/tokend.proto\x12\ttokend.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n\x0cIssueRequest\x12\x18\n\x07subject\x18\x01 \x01(\tR\x07subject\x12\x1a\n\x08\x61udience\x18\x02 \x03(\tR\x08\x61udience\x12\x16\n\x06scopes\x18\x03 \x03(\tR\x06scopes\x12/\n\x06\x63laims\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x06\x63laims\x12+\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x03ttl\x12\x32\n\x15include_refresh_token\x18\x06 \x01(\x08R\x13includeRefreshToken\"\x8d\x02\n\rIssueResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12\x1d\n\ntoken_type\x18\x02 \x01(\tR\ttokenType\x12\x39\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n\rrefresh_token\x18\x04 \x01(\tR\x0crefreshToken\x12H\n\x12refresh_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10refreshExpiresAt\x12\x10\n\x03jti\x18\x06 \x01(\tR\x03jti\"j\n\rVerifyRequest\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n\x08\x61udience\x18\x02 \x01(\tR\x08\x61udience\x12\'\n\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\"\xd7\x01\n\x0eVerifyResponse\x12\x14\n\x05valid\x18\x01 \x01(\x08R\x05valid\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x11.tokend.v1.ReasonR\x06reason\x12/\n\x06\x63laims\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06\x63laims\x12\x18\n\x07subject\x18\x04 \x01(\tR\x07subject\x12\x39\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\"v\n\x0eRefreshRequest\x12#\n\rrefresh_token\x18\x01 \x01(\tR\x0crefreshToken\x12\x16\n\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\'\n\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xa0\x01\n\rRevokeRequest\x12\x16\n\x05token\x18\x01 \x01(\tH\x00R\x05token\x12\x12\n\x03jti\x18\x02 \x01(\tH\x00R\x03jti\x12%\n\rrefresh_token\x18\x03 \x01(\tH\x00R\x0crefreshToken\x12\x1a\n\x07subject\x18\x04 \x01(\tH\x00R\x07subject\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reasonB\x08\n\x06target\"*\n\x0eRevokeResponse\x12\x18\n\x07revoked\x18\x01 \x01(\x05R\x07revoked\"\x10\n\x0eGetJwksRequest\".\n\x0fGetJwksResponse\x12\x1b\n\tjwks_json\x18\x01 \x01(\tR\x08jwksJson\">\n\x17WatchRevocationsRequest\x12#\n\rfrom_sequence\x18\x01 \x01(\x03R\x0c\x66romSequence\"\xed\x01\n\x0fRevocationEvent\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n\x05value\x18\x03 \x01(\tR\x05value\x12\x39\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tnotBefore\x12\x39\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1e\n\ncheckpoint\x18\x06 \x01(\x08R\ncheckpoint\"\x12\n\x10WatchJwksRequest\"G\n\tJwksEvent\x12\x1b\n\tjwks_json\x18\x01 \x01(\tR\x08jwksJson\x12\x1d\n\nkeep_alive\x18\x02 \x01(\x08R\tkeepAlive*\x9b\x03\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10REASON_MALFORMED\x10\x01\x12\x18\n\x14REASON_BAD_SIGNATURE\x10\x02\x12\x16\n\x12REASON_UNKNOWN_KEY\x10\x03\x12\x12\n\x0eREASON_EXPIRED\x10\x04\x12\x18\n\x14REASON_NOT_YET_VALID\x10\x05\x12\x19\n\x15REASON_WRONG_AUDIENCE\x10\x06\x12\x17\n\x13REASON_WRONG_ISSUER\x10\x07\x12\x18\n\x14REASON_MISSING_SCOPE\x10\x08\x12\x12\n\x0eREASON_REVOKED\x10\t\x12\x1f\n\x1bREASON_DISALLOWED_ALGORITHM\x10\n\x12\x15\n\x11REASON_WRONG_TYPE\x10\x0b\x12\x18\n\x14REASON_MISSING_CLAIM\x10\x0c\x12\x1b\n\x17REASON_ISSUED_IN_FUTURE\x10\r\x12\x1c\n\x18REASON_LIFETIME_TOO_LONG\x10\x0e\x12\x14\n\x10REASON_TOO_LARGE\x10\x0f\x32\xe2\x03\n\x0cTokenService\x12:\n\x05Issue\x12\x17.tokend.v1.IssueRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n\x06Verify\x12\x18.tokend.v1.VerifyRequest\x1a\x19.tokend.v1.VerifyResponse\x12>\n\x07Refresh\x12\x19.tokend.v1.RefreshRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n\x06Revoke\x12\x18.tokend.v1.RevokeRequest\x1a\x19.tokend.v1.RevokeResponse\x12@\n\x07GetJwks\x12\x19.tokend.v1.GetJwksRequest\x1a\x1a.tokend.v1.GetJwksResponse\x12T\n\x10WatchRevocations\x12\".tokend.v1.WatchRevocationsRequest\x1a\x1a.tokend.v1.RevocationEvent0\x01\x12@\n\tWatchJwks\x12\x1b.tokend.v1.WatchJwksRequest\x1a\x14.tokend.v1.JwksEvent0\x01\x42U\n\rdev.tokend.v1B\x0bTokendProtoP\x01Z5github.com/tokend/tokend/clients/go/tokendv1;tokendv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tokend/v1/tokend.proto\x12\ttokend.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\x0cIssueRequest\x12\x18\n\x07subject\x18\x01 \x01(\tR\x07subject\x12\x1a\n\x08\x61udience\x18\x02 \x03(\tR\x08\x61udience\x12\x16\n\x06scopes\x18\x03 \x03(\tR\x06scopes\x12/\n\x06\x63laims\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x06\x63laims\x12+\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x03ttl\x12\x32\n\x15include_refresh_token\x18\x06 \x01(\x08R\x13includeRefreshToken\x12\x37\n\x07\x62inding\x18\x07 \x01(\x0b\x32\x1d.tokend.v1.CertificateBindingR\x07\x62inding\"\x7f\n\x12\x43\x65rtificateBinding\x12/\n\x12\x63\x61ller_certificate\x18\x01 \x01(\x08H\x00R\x11\x63\x61llerCertificate\x12)\n\x0f\x63\x65rtificate_der\x18\x02 \x01(\x0cH\x00R\x0e\x63\x65rtificateDerB\r\n\x0b\x63\x65rtificate\"\x8d\x02\n\rIssueResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12\x1d\n\ntoken_type\x18\x02 \x01(\tR\ttokenType\x12\x39\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n\rrefresh_token\x18\x04 \x01(\tR\x0crefreshToken\x12H\n\x12refresh_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10refreshExpiresAt\x12\x10\n\x03jti\x18\x06 \x01(\tR\x03jti\"\x9c\x02\n\rVerifyRequest\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n\x08\x61udience\x18\x02 \x01(\tR\x08\x61udience\x12\'\n\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\x12<\n\x19presenter_certificate_der\x18\x04 \x01(\x0cH\x00R\x17presenterCertificateDer\x12.\n\x12presenter_x5t_s256\x18\x05 \x01(\tH\x00R\x10presenterX5tS256\x12\x35\n\ndelegation\x18\x06 \x01(\x0e\x32\x15.tokend.v1.DelegationR\ndelegationB\x0b\n\tpresenter\"\xef\x01\n\x0eVerifyResponse\x12\x14\n\x05valid\x18\x01 \x01(\x08R\x05valid\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x11.tokend.v1.ReasonR\x06reason\x12/\n\x06\x63laims\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06\x63laims\x12\x18\n\x07subject\x18\x04 \x01(\tR\x07subject\x12\x39\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n\x06\x61\x63tors\x18\x06 \x03(\tR\x06\x61\x63tors\"v\n\x0eRefreshRequest\x12#\n\rrefresh_token\x18\x01 \x01(\tR\x0crefreshToken\x12\x16\n\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\'\n\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xa0\x01\n\rRevokeRequest\x12\x16\n\x05token\x18\x01 \x01(\tH\x00R\x05token\x12\x12\n\x03jti\x18\x02 \x01(\tH\x00R\x03jti\x12%\n\rrefresh_token\x18\x03 \x01(\tH\x00R\x0crefreshToken\x12\x1a\n\x07subject\x18\x04 \x01(\tH\x00R\x07subject\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reasonB\x08\n\x06target\"*\n\x0eRevokeResponse\x12\x18\n\x07revoked\x18\x01 \x01(\x05R\x07revoked\"\x10\n\x0eGetJwksRequest\".\n\x0fGetJwksResponse\x12\x1b\n\tjwks_json\x18\x01 \x01(\tR\x08jwksJson\">\n\x17WatchRevocationsRequest\x12#\n\rfrom_sequence\x18\x01 \x01(\x03R\x0c\x66romSequence\"\xed\x01\n\x0fRevocationEvent\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x12\n\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n\x05value\x18\x03 \x01(\tR\x05value\x12\x39\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tnotBefore\x12\x39\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1e\n\ncheckpoint\x18\x06 \x01(\x08R\ncheckpoint\"\x12\n\x10WatchJwksRequest\"G\n\tJwksEvent\x12\x1b\n\tjwks_json\x18\x01 \x01(\tR\x08jwksJson\x12\x1d\n\nkeep_alive\x18\x02 \x01(\x08R\tkeepAlive\"\xf1\x01\n\x0f\x45xchangeRequest\x12#\n\rsubject_token\x18\x01 \x01(\tR\x0csubjectToken\x12\x1f\n\x0b\x61\x63tor_token\x18\x02 \x01(\tR\nactorToken\x12\x1a\n\x08\x61udience\x18\x03 \x03(\tR\x08\x61udience\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12+\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x03ttl\x12\x37\n\x07\x62inding\x18\x06 \x01(\x0b\x32\x1d.tokend.v1.CertificateBindingR\x07\x62inding\"\xcd\x01\n\x10\x45xchangeResponse\x12!\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tR\x0b\x61\x63\x63\x65ssToken\x12*\n\x11issued_token_type\x18\x02 \x01(\tR\x0fissuedTokenType\x12\x1d\n\ntoken_type\x18\x03 \x01(\tR\ttokenType\x12\x39\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x10\n\x03jti\x18\x05 \x01(\tR\x03jti*Y\n\nDelegation\x12\x1a\n\x16\x44\x45LEGATION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45LEGATION_REQUIRED\x10\x01\x12\x16\n\x12\x44\x45LEGATION_REFUSED\x10\x02*\xd3\x03\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10REASON_MALFORMED\x10\x01\x12\x18\n\x14REASON_BAD_SIGNATURE\x10\x02\x12\x16\n\x12REASON_UNKNOWN_KEY\x10\x03\x12\x12\n\x0eREASON_EXPIRED\x10\x04\x12\x18\n\x14REASON_NOT_YET_VALID\x10\x05\x12\x19\n\x15REASON_WRONG_AUDIENCE\x10\x06\x12\x17\n\x13REASON_WRONG_ISSUER\x10\x07\x12\x18\n\x14REASON_MISSING_SCOPE\x10\x08\x12\x12\n\x0eREASON_REVOKED\x10\t\x12\x1f\n\x1bREASON_DISALLOWED_ALGORITHM\x10\n\x12\x15\n\x11REASON_WRONG_TYPE\x10\x0b\x12\x18\n\x14REASON_MISSING_CLAIM\x10\x0c\x12\x1b\n\x17REASON_ISSUED_IN_FUTURE\x10\r\x12\x1c\n\x18REASON_LIFETIME_TOO_LONG\x10\x0e\x12\x14\n\x10REASON_TOO_LARGE\x10\x0f\x12\x1f\n\x1bREASON_CERTIFICATE_MISMATCH\x10\x10\x12\x15\n\x11REASON_DELEGATION\x10\x11\x32\xa7\x04\n\x0cTokenService\x12:\n\x05Issue\x12\x17.tokend.v1.IssueRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n\x06Verify\x12\x18.tokend.v1.VerifyRequest\x1a\x19.tokend.v1.VerifyResponse\x12>\n\x07Refresh\x12\x19.tokend.v1.RefreshRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n\x06Revoke\x12\x18.tokend.v1.RevokeRequest\x1a\x19.tokend.v1.RevokeResponse\x12@\n\x07GetJwks\x12\x19.tokend.v1.GetJwksRequest\x1a\x1a.tokend.v1.GetJwksResponse\x12T\n\x10WatchRevocations\x12\".tokend.v1.WatchRevocationsRequest\x1a\x1a.tokend.v1.RevocationEvent0\x01\x12@\n\tWatchJwks\x12\x1b.tokend.v1.WatchJwksRequest\x1a\x14.tokend.v1.JwksEvent0\x01\x12\x43\n\x08\x45xchange\x12\x1a.tokend.v1.ExchangeRequest\x1a\x1b.tokend.v1.ExchangeResponseBU\n\rdev.tokend.v1B\x0bTokendProtoP\x01Z5github.com/tokend/tokend/clients/go/tokendv1;tokendv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,42 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokend.v1.tokend_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.tokend.v1B\013TokendProtoP\001Z5github.com/tokend/tokend/clients/go/tokendv1;tokendv1'
-  _globals['_REASON']._serialized_start=1762
-  _globals['_REASON']._serialized_end=2173
+  _globals['_DELEGATION']._serialized_start=2602
+  _globals['_DELEGATION']._serialized_end=2691
+  _globals['_REASON']._serialized_start=2694
+  _globals['_REASON']._serialized_end=3161
   _globals['_ISSUEREQUEST']._serialized_start=133
-  _globals['_ISSUEREQUEST']._serialized_end=371
-  _globals['_ISSUERESPONSE']._serialized_start=374
-  _globals['_ISSUERESPONSE']._serialized_end=643
-  _globals['_VERIFYREQUEST']._serialized_start=645
-  _globals['_VERIFYREQUEST']._serialized_end=751
-  _globals['_VERIFYRESPONSE']._serialized_start=754
-  _globals['_VERIFYRESPONSE']._serialized_end=969
-  _globals['_REFRESHREQUEST']._serialized_start=971
-  _globals['_REFRESHREQUEST']._serialized_end=1089
-  _globals['_REVOKEREQUEST']._serialized_start=1092
-  _globals['_REVOKEREQUEST']._serialized_end=1252
-  _globals['_REVOKERESPONSE']._serialized_start=1254
-  _globals['_REVOKERESPONSE']._serialized_end=1296
-  _globals['_GETJWKSREQUEST']._serialized_start=1298
-  _globals['_GETJWKSREQUEST']._serialized_end=1314
-  _globals['_GETJWKSRESPONSE']._serialized_start=1316
-  _globals['_GETJWKSRESPONSE']._serialized_end=1362
-  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=1364
-  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=1426
-  _globals['_REVOCATIONEVENT']._serialized_start=1429
-  _globals['_REVOCATIONEVENT']._serialized_end=1666
-  _globals['_WATCHJWKSREQUEST']._serialized_start=1668
-  _globals['_WATCHJWKSREQUEST']._serialized_end=1686
-  _globals['_JWKSEVENT']._serialized_start=1688
-  _globals['_JWKSEVENT']._serialized_end=1759
-  _globals['_TOKENSERVICE']._serialized_start=2176
-  _globals['_TOKENSERVICE']._serialized_end=2658
+  _globals['_ISSUEREQUEST']._serialized_end=428
+  _globals['_CERTIFICATEBINDING']._serialized_start=430
+  _globals['_CERTIFICATEBINDING']._serialized_end=557
+  _globals['_ISSUERESPONSE']._serialized_start=560
+  _globals['_ISSUERESPONSE']._serialized_end=829
+  _globals['_VERIFYREQUEST']._serialized_start=832
+  _globals['_VERIFYREQUEST']._serialized_end=1116
+  _globals['_VERIFYRESPONSE']._serialized_start=1119
+  _globals['_VERIFYRESPONSE']._serialized_end=1358
+  _globals['_REFRESHREQUEST']._serialized_start=1360
+  _globals['_REFRESHREQUEST']._serialized_end=1478
+  _globals['_REVOKEREQUEST']._serialized_start=1481
+  _globals['_REVOKEREQUEST']._serialized_end=1641
+  _globals['_REVOKERESPONSE']._serialized_start=1643
+  _globals['_REVOKERESPONSE']._serialized_end=1685
+  _globals['_GETJWKSREQUEST']._serialized_start=1687
+  _globals['_GETJWKSREQUEST']._serialized_end=1703
+  _globals['_GETJWKSRESPONSE']._serialized_start=1705
+  _globals['_GETJWKSRESPONSE']._serialized_end=1751
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=1753
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=1815
+  _globals['_REVOCATIONEVENT']._serialized_start=1818
+  _globals['_REVOCATIONEVENT']._serialized_end=2055
+  _globals['_WATCHJWKSREQUEST']._serialized_start=2057
+  _globals['_WATCHJWKSREQUEST']._serialized_end=2075
+  _globals['_JWKSEVENT']._serialized_start=2077
+  _globals['_JWKSEVENT']._serialized_end=2148
+  _globals['_EXCHANGEREQUEST']._serialized_start=2151
+  _globals['_EXCHANGEREQUEST']._serialized_end=2392
+  _globals['_EXCHANGERESPONSE']._serialized_start=2395
+  _globals['_EXCHANGERESPONSE']._serialized_end=2600
+  _globals['_TOKENSERVICE']._serialized_start=3164
+  _globals['_TOKENSERVICE']._serialized_end=3715
 # @@protoc_insertion_point(module_scope)

@@ -24,6 +24,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Delegation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DelegationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Delegation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELEGATION_UNSPECIFIED: _Delegation.ValueType  # 0
+    """Delegated and direct tokens are both acceptable."""
+    DELEGATION_REQUIRED: _Delegation.ValueType  # 1
+    """Only a delegated token (with `act`) is acceptable."""
+    DELEGATION_REFUSED: _Delegation.ValueType  # 2
+    """Only a direct token (without `act`) is acceptable."""
+
+class Delegation(_Delegation, metaclass=_DelegationEnumTypeWrapper):
+    """Delegation says whether a verifier accepts tokens obtained by Exchange."""
+
+DELEGATION_UNSPECIFIED: Delegation.ValueType  # 0
+"""Delegated and direct tokens are both acceptable."""
+DELEGATION_REQUIRED: Delegation.ValueType  # 1
+"""Only a delegated token (with `act`) is acceptable."""
+DELEGATION_REFUSED: Delegation.ValueType  # 2
+"""Only a direct token (without `act`) is acceptable."""
+Global___Delegation: _TypeAlias = Delegation  # noqa: Y015
+
 class _Reason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -62,6 +86,14 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """`exp - iat` exceeds the maximum token lifetime."""
     REASON_TOO_LARGE: _Reason.ValueType  # 15
     """The token is larger than the size limit."""
+    REASON_CERTIFICATE_MISMATCH: _Reason.ValueType  # 16
+    """The token is bound to a certificate (`cnf`, RFC 8705 section 3) and the
+    presenter's certificate is not that one, or none was given.
+    """
+    REASON_DELEGATION: _Reason.ValueType  # 17
+    """The token's delegation (`act`, RFC 8693 section 4.1) is not what the verifier
+    accepts: delegation required but absent, or refused but present.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Reason says why a token is not valid."""
@@ -98,6 +130,14 @@ REASON_LIFETIME_TOO_LONG: Reason.ValueType  # 14
 """`exp - iat` exceeds the maximum token lifetime."""
 REASON_TOO_LARGE: Reason.ValueType  # 15
 """The token is larger than the size limit."""
+REASON_CERTIFICATE_MISMATCH: Reason.ValueType  # 16
+"""The token is bound to a certificate (`cnf`, RFC 8705 section 3) and the
+presenter's certificate is not that one, or none was given.
+"""
+REASON_DELEGATION: Reason.ValueType  # 17
+"""The token's delegation (`act`, RFC 8693 section 4.1) is not what the verifier
+accepts: delegation required but absent, or refused but present.
+"""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
 @_typing.final
@@ -112,6 +152,7 @@ class IssueRequest(_message.Message):
     CLAIMS_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     INCLUDE_REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    BINDING_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
     """The token's subject (`sub`): 1-256 printable characters."""
     include_refresh_token: _builtins.bool
@@ -138,6 +179,13 @@ class IssueRequest(_message.Message):
         the configured maximum is refused.
         """
 
+    @_builtins.property
+    def binding(self) -> Global___CertificateBinding:
+        """Bind the access token to a client certificate (RFC 8705 section 3): the
+        token then carries `cnf` with `x5t#S256`, and only a presenter of that
+        certificate may use it. Unset: a bearer token.
+        """
+
     def __init__(
         self,
         *,
@@ -147,14 +195,49 @@ class IssueRequest(_message.Message):
         claims: _struct_pb2.Struct | None = ...,
         ttl: _duration_pb2.Duration | None = ...,
         include_refresh_token: _builtins.bool = ...,
+        binding: Global___CertificateBinding | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding", b"binding", "claims", b"claims", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "claims", b"claims", "include_refresh_token", b"include_refresh_token", "scopes", b"scopes", "subject", b"subject", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "binding", b"binding", "claims", b"claims", "include_refresh_token", b"include_refresh_token", "scopes", b"scopes", "subject", b"subject", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssueRequest: _TypeAlias = IssueRequest  # noqa: Y015
+
+@_typing.final
+class CertificateBinding(_message.Message):
+    """CertificateBinding names the certificate an access token is bound to
+    (RFC 8705 section 3.1: `cnf` with the certificate's SHA-256 thumbprint).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_DER_FIELD_NUMBER: _builtins.int
+    caller_certificate: _builtins.bool
+    """The client certificate the caller presented on this mutual-TLS
+    connection. Refused (FAILED_PRECONDITION) on a connection without one.
+    """
+    certificate_der: _builtins.bytes
+    """Another certificate, DER-encoded (at most 16 KiB): for a service that
+    obtains tokens bound to its own callers. The caller policy must allow it.
+    """
+    def __init__(
+        self,
+        *,
+        caller_certificate: _builtins.bool = ...,
+        certificate_der: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller_certificate", b"caller_certificate", "certificate", b"certificate", "certificate_der", b"certificate_der"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_certificate", b"caller_certificate", "certificate", b"certificate", "certificate_der", b"certificate_der"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_certificate: _TypeAlias = _typing.Literal["caller_certificate", "certificate_der"]  # noqa: Y015
+    _WhichOneofArgType_certificate: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_certificate) -> _WhichOneofReturnType_certificate | None: ...
+
+Global___CertificateBinding: _TypeAlias = CertificateBinding  # noqa: Y015
 
 @_typing.final
 class IssueResponse(_message.Message):
@@ -211,10 +294,23 @@ class VerifyRequest(_message.Message):
     TOKEN_FIELD_NUMBER: _builtins.int
     AUDIENCE_FIELD_NUMBER: _builtins.int
     REQUIRED_SCOPES_FIELD_NUMBER: _builtins.int
+    PRESENTER_CERTIFICATE_DER_FIELD_NUMBER: _builtins.int
+    PRESENTER_X5T_S256_FIELD_NUMBER: _builtins.int
+    DELEGATION_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """The compact JWS access token; at most the configured size (8 KiB by default)."""
     audience: _builtins.str
     """The audience the caller expects; required (RFC 7519 section 4.1.3)."""
+    presenter_certificate_der: _builtins.bytes
+    """The presenter's client certificate, DER-encoded (at most 16 KiB)."""
+    presenter_x5t_s256: _builtins.str
+    """Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+    `x5t#S256`.
+    """
+    delegation: Global___Delegation.ValueType
+    """Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+    is acceptable. Unspecified: either.
+    """
     @_builtins.property
     def required_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Scopes that must all be present in the token's `scope` claim."""
@@ -225,12 +321,17 @@ class VerifyRequest(_message.Message):
         token: _builtins.str = ...,
         audience: _builtins.str = ...,
         required_scopes: _abc.Iterable[_builtins.str] | None = ...,
+        presenter_certificate_der: _builtins.bytes = ...,
+        presenter_x5t_s256: _builtins.str = ...,
+        delegation: Global___Delegation.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["presenter", b"presenter", "presenter_certificate_der", b"presenter_certificate_der", "presenter_x5t_s256", b"presenter_x5t_s256"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "required_scopes", b"required_scopes", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "delegation", b"delegation", "presenter", b"presenter", "presenter_certificate_der", b"presenter_certificate_der", "presenter_x5t_s256", b"presenter_x5t_s256", "required_scopes", b"required_scopes", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_presenter: _TypeAlias = _typing.Literal["presenter_certificate_der", "presenter_x5t_s256"]  # noqa: Y015
+    _WhichOneofArgType_presenter: _TypeAlias = _typing.Literal["presenter", b"presenter"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_presenter) -> _WhichOneofReturnType_presenter | None: ...
 
 Global___VerifyRequest: _TypeAlias = VerifyRequest  # noqa: Y015
 
@@ -245,6 +346,7 @@ class VerifyResponse(_message.Message):
     CLAIMS_FIELD_NUMBER: _builtins.int
     SUBJECT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    ACTORS_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     """True only when every check passed."""
     reason: Global___Reason.ValueType
@@ -259,6 +361,12 @@ class VerifyResponse(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When the token expires, when valid."""
 
+    @_builtins.property
+    def actors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a delegated token, the actors from the most recent (the outermost `act`)
+        to the first; empty for a direct token.
+        """
+
     def __init__(
         self,
         *,
@@ -267,10 +375,11 @@ class VerifyResponse(_message.Message):
         claims: _struct_pb2.Struct | None = ...,
         subject: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        actors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "expires_at", b"expires_at", "reason", b"reason", "subject", b"subject", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actors", b"actors", "claims", b"claims", "expires_at", b"expires_at", "reason", b"reason", "subject", b"subject", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -545,3 +654,101 @@ class JwksEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JwksEvent: _TypeAlias = JwksEvent  # noqa: Y015
+
+@_typing.final
+class ExchangeRequest(_message.Message):
+    """ExchangeRequest asks for a token for another audience on a subject token's behalf."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    ACTOR_TOKEN_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    BINDING_FIELD_NUMBER: _builtins.int
+    subject_token: _builtins.str
+    """An access token this tokend issued (RFC 8693 subject_token); it must verify
+    (not revoked, not expired) and name the caller among its audiences.
+    """
+    actor_token: _builtins.str
+    """Optional actor token (RFC 8693 actor_token), issued by this tokend to the
+    actor. Empty: the caller's mutual-TLS identity is the actor.
+    """
+    @_builtins.property
+    def audience(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Audiences of the new token: 1-16 entries, as in IssueRequest."""
+
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Scopes of the new token: a subset of the subject token's; empty keeps them."""
+
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Lifetime of the new token; unset or longer than the subject token's
+        remaining life means that remaining life.
+        """
+
+    @_builtins.property
+    def binding(self) -> Global___CertificateBinding:
+        """Bind the new token to a certificate, as in IssueRequest."""
+
+    def __init__(
+        self,
+        *,
+        subject_token: _builtins.str = ...,
+        actor_token: _builtins.str = ...,
+        audience: _abc.Iterable[_builtins.str] | None = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        binding: Global___CertificateBinding | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding", b"binding", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_token", b"actor_token", "audience", b"audience", "binding", b"binding", "scopes", b"scopes", "subject_token", b"subject_token", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeRequest: _TypeAlias = ExchangeRequest  # noqa: Y015
+
+@_typing.final
+class ExchangeResponse(_message.Message):
+    """ExchangeResponse carries the exchanged access token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ISSUED_TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    JTI_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """Compact JWS access token (header typ "at+jwt") with an `act` claim."""
+    issued_token_type: _builtins.str
+    """Always "urn:ietf:params:oauth:token-type:access_token" (RFC 8693 section 3)."""
+    token_type: _builtins.str
+    """Always "Bearer": a bound token is presented as a bearer token over mutual
+    TLS (RFC 8705 section 3).
+    """
+    jti: _builtins.str
+    """The access token's `jti`."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the access token expires (`exp`)."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        issued_token_type: _builtins.str = ...,
+        token_type: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        jti: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "expires_at", b"expires_at", "issued_token_type", b"issued_token_type", "jti", b"jti", "token_type", b"token_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeResponse: _TypeAlias = ExchangeResponse  # noqa: Y015

@@ -72,6 +72,11 @@ class TokenServiceStub:
                 request_serializer=tokend_dot_v1_dot_tokend__pb2.WatchJwksRequest.SerializeToString,
                 response_deserializer=tokend_dot_v1_dot_tokend__pb2.JwksEvent.FromString,
                 _registered_method=True)
+        self.Exchange = channel.unary_unary(
+                '/tokend.v1.TokenService/Exchange',
+                request_serializer=tokend_dot_v1_dot_tokend__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=tokend_dot_v1_dot_tokend__pb2.ExchangeResponse.FromString,
+                _registered_method=True)
 
 
 class TokenServiceServicer:
@@ -143,6 +148,20 @@ class TokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request, context):
+        """Exchange trades a token this tokend issued (the subject token) for a token
+        for another audience, on the subject's behalf (RFC 8693 token exchange):
+        the same `sub`, scopes narrowed (never widened), a lifetime within the
+        subject token's remaining life, and the chain of actors in the `act` claim
+        (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+        may exchange, from which audiences to which, with which scopes and how deep
+        a chain may go. Revoking the subject token (or its subject) also revokes
+        what was exchanged from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +199,11 @@ def add_TokenServiceServicer_to_server(servicer, server):
                     servicer.WatchJwks,
                     request_deserializer=tokend_dot_v1_dot_tokend__pb2.WatchJwksRequest.FromString,
                     response_serializer=tokend_dot_v1_dot_tokend__pb2.JwksEvent.SerializeToString,
+            ),
+            'Exchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=tokend_dot_v1_dot_tokend__pb2.ExchangeRequest.FromString,
+                    response_serializer=tokend_dot_v1_dot_tokend__pb2.ExchangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -374,6 +398,33 @@ class TokenService:
             '/tokend.v1.TokenService/WatchJwks',
             tokend_dot_v1_dot_tokend__pb2.WatchJwksRequest.SerializeToString,
             tokend_dot_v1_dot_tokend__pb2.JwksEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokend.v1.TokenService/Exchange',
+            tokend_dot_v1_dot_tokend__pb2.ExchangeRequest.SerializeToString,
+            tokend_dot_v1_dot_tokend__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

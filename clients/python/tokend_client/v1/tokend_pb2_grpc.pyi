@@ -71,6 +71,16 @@ class TokenServiceStub:
     whenever it changes (key rotation), and the unchanged set as a keep-alive
     while idle. UNAVAILABLE when the server shuts down: reconnect.
     """
+    Exchange: _grpc.UnaryUnaryMultiCallable[_tokend_pb2.ExchangeRequest, _tokend_pb2.ExchangeResponse]
+    """Exchange trades a token this tokend issued (the subject token) for a token
+    for another audience, on the subject's behalf (RFC 8693 token exchange):
+    the same `sub`, scopes narrowed (never widened), a lifetime within the
+    subject token's remaining life, and the chain of actors in the `act` claim
+    (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+    may exchange, from which audiences to which, with which scopes and how deep
+    a chain may go. Revoking the subject token (or its subject) also revokes
+    what was exchanged from it.
+    """
 
 @_typing.type_check_only
 class TokenServiceAsyncStub(TokenServiceStub):
@@ -112,6 +122,16 @@ class TokenServiceAsyncStub(TokenServiceStub):
     """WatchJwks streams the JWK Set: the current set at once, then the new set
     whenever it changes (key rotation), and the unchanged set as a keep-alive
     while idle. UNAVAILABLE when the server shuts down: reconnect.
+    """
+    Exchange: _aio.UnaryUnaryMultiCallable[_tokend_pb2.ExchangeRequest, _tokend_pb2.ExchangeResponse]  # type: ignore[assignment]
+    """Exchange trades a token this tokend issued (the subject token) for a token
+    for another audience, on the subject's behalf (RFC 8693 token exchange):
+    the same `sub`, scopes narrowed (never widened), a lifetime within the
+    subject token's remaining life, and the chain of actors in the `act` claim
+    (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+    may exchange, from which audiences to which, with which scopes and how deep
+    a chain may go. Revoking the subject token (or its subject) also revokes
+    what was exchanged from it.
     """
 
 class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -193,6 +213,22 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         """WatchJwks streams the JWK Set: the current set at once, then the new set
         whenever it changes (key rotation), and the unchanged set as a keep-alive
         while idle. UNAVAILABLE when the server shuts down: reconnect.
+        """
+
+    @_abc_1.abstractmethod
+    def Exchange(
+        self,
+        request: _tokend_pb2.ExchangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokend_pb2.ExchangeResponse, _abc.Awaitable[_tokend_pb2.ExchangeResponse]]:
+        """Exchange trades a token this tokend issued (the subject token) for a token
+        for another audience, on the subject's behalf (RFC 8693 token exchange):
+        the same `sub`, scopes narrowed (never widened), a lifetime within the
+        subject token's remaining life, and the chain of actors in the `act` claim
+        (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+        may exchange, from which audiences to which, with which scopes and how deep
+        a chain may go. Revoking the subject token (or its subject) also revokes
+        what was exchanged from it.
         """
 
 def add_TokenServiceServicer_to_server(servicer: TokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

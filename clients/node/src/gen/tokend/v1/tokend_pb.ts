@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tokend/v1/tokend.proto.
  */
 export const file_tokend_v1_tokend: GenFile = /*@__PURE__*/
-  fileDesc("ChZ0b2tlbmQvdjEvdG9rZW5kLnByb3RvEgl0b2tlbmQudjEisQEKDElzc3VlUmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhAKCGF1ZGllbmNlGAIgAygJEg4KBnNjb3BlcxgDIAMoCRInCgZjbGFpbXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIdChVpbmNsdWRlX3JlZnJlc2hfdG9rZW4YBiABKAgixQEKDUlzc3VlUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhIKCnRva2VuX3R5cGUYAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgEIAEoCRI2ChJyZWZyZXNoX2V4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA2p0aRgGIAEoCSJJCg1WZXJpZnlSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGF1ZGllbmNlGAIgASgJEhcKD3JlcXVpcmVkX3Njb3BlcxgDIAMoCSKsAQoOVmVyaWZ5UmVzcG9uc2USDQoFdmFsaWQYASABKAgSIQoGcmVhc29uGAIgASgOMhEudG9rZW5kLnYxLlJlYXNvbhInCgZjbGFpbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3N1YmplY3QYBCABKAkSLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUAoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIOCgZzY29wZXMYAiADKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJInUKDVJldm9rZVJlcXVlc3QSDwoFdG9rZW4YASABKAlIABINCgNqdGkYAiABKAlIABIXCg1yZWZyZXNoX3Rva2VuGAMgASgJSAASEQoHc3ViamVjdBgEIAEoCUgAEg4KBnJlYXNvbhgFIAEoCUIICgZ0YXJnZXQiIQoOUmV2b2tlUmVzcG9uc2USDwoHcmV2b2tlZBgBIAEoBSIQCg5HZXRKd2tzUmVxdWVzdCIkCg9HZXRKd2tzUmVzcG9uc2USEQoJandrc19qc29uGAEgASgJIjAKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhUKDWZyb21fc2VxdWVuY2UYASABKAMitAEKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIMCgRraW5kGAIgASgJEg0KBXZhbHVlGAMgASgJEi4KCm5vdF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNoZWNrcG9pbnQYBiABKAgiEgoQV2F0Y2hKd2tzUmVxdWVzdCIyCglKd2tzRXZlbnQSEQoJandrc19qc29uGAEgASgJEhIKCmtlZXBfYWxpdmUYAiABKAgqmwMKBlJlYXNvbhIWChJSRUFTT05fVU5TUEVDSUZJRUQQABIUChBSRUFTT05fTUFMRk9STUVEEAESGAoUUkVBU09OX0JBRF9TSUdOQVRVUkUQAhIWChJSRUFTT05fVU5LTk9XTl9LRVkQAxISCg5SRUFTT05fRVhQSVJFRBAEEhgKFFJFQVNPTl9OT1RfWUVUX1ZBTElEEAUSGQoVUkVBU09OX1dST05HX0FVRElFTkNFEAYSFwoTUkVBU09OX1dST05HX0lTU1VFUhAHEhgKFFJFQVNPTl9NSVNTSU5HX1NDT1BFEAgSEgoOUkVBU09OX1JFVk9LRUQQCRIfChtSRUFTT05fRElTQUxMT1dFRF9BTEdPUklUSE0QChIVChFSRUFTT05fV1JPTkdfVFlQRRALEhgKFFJFQVNPTl9NSVNTSU5HX0NMQUlNEAwSGwoXUkVBU09OX0lTU1VFRF9JTl9GVVRVUkUQDRIcChhSRUFTT05fTElGRVRJTUVfVE9PX0xPTkcQDhIUChBSRUFTT05fVE9PX0xBUkdFEA8y4gMKDFRva2VuU2VydmljZRI6CgVJc3N1ZRIXLnRva2VuZC52MS5Jc3N1ZVJlcXVlc3QaGC50b2tlbmQudjEuSXNzdWVSZXNwb25zZRI9CgZWZXJpZnkSGC50b2tlbmQudjEuVmVyaWZ5UmVxdWVzdBoZLnRva2VuZC52MS5WZXJpZnlSZXNwb25zZRI+CgdSZWZyZXNoEhkudG9rZW5kLnYxLlJlZnJlc2hSZXF1ZXN0GhgudG9rZW5kLnYxLklzc3VlUmVzcG9uc2USPQoGUmV2b2tlEhgudG9rZW5kLnYxLlJldm9rZVJlcXVlc3QaGS50b2tlbmQudjEuUmV2b2tlUmVzcG9uc2USQAoHR2V0SndrcxIZLnRva2VuZC52MS5HZXRKd2tzUmVxdWVzdBoaLnRva2VuZC52MS5HZXRKd2tzUmVzcG9uc2USVAoQV2F0Y2hSZXZvY2F0aW9ucxIiLnRva2VuZC52MS5XYXRjaFJldm9jYXRpb25zUmVxdWVzdBoaLnRva2VuZC52MS5SZXZvY2F0aW9uRXZlbnQwARJACglXYXRjaEp3a3MSGy50b2tlbmQudjEuV2F0Y2hKd2tzUmVxdWVzdBoULnRva2VuZC52MS5Kd2tzRXZlbnQwAUJVCg1kZXYudG9rZW5kLnYxQgtUb2tlbmRQcm90b1ABWjVnaXRodWIuY29tL3Rva2VuZC90b2tlbmQvY2xpZW50cy9nby90b2tlbmR2MTt0b2tlbmR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZ0b2tlbmQvdjEvdG9rZW5kLnByb3RvEgl0b2tlbmQudjEi4QEKDElzc3VlUmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhAKCGF1ZGllbmNlGAIgAygJEg4KBnNjb3BlcxgDIAMoCRInCgZjbGFpbXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIdChVpbmNsdWRlX3JlZnJlc2hfdG9rZW4YBiABKAgSLgoHYmluZGluZxgHIAEoCzIdLnRva2VuZC52MS5DZXJ0aWZpY2F0ZUJpbmRpbmciXAoSQ2VydGlmaWNhdGVCaW5kaW5nEhwKEmNhbGxlcl9jZXJ0aWZpY2F0ZRgBIAEoCEgAEhkKD2NlcnRpZmljYXRlX2RlchgCIAEoDEgAQg0KC2NlcnRpZmljYXRlIsUBCg1Jc3N1ZVJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRISCgp0b2tlbl90eXBlGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YBCABKAkSNgoScmVmcmVzaF9leHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNqdGkYBiABKAkixAEKDVZlcmlmeVJlcXVlc3QSDQoFdG9rZW4YASABKAkSEAoIYXVkaWVuY2UYAiABKAkSFwoPcmVxdWlyZWRfc2NvcGVzGAMgAygJEiMKGXByZXNlbnRlcl9jZXJ0aWZpY2F0ZV9kZXIYBCABKAxIABIcChJwcmVzZW50ZXJfeDV0X3MyNTYYBSABKAlIABIpCgpkZWxlZ2F0aW9uGAYgASgOMhUudG9rZW5kLnYxLkRlbGVnYXRpb25CCwoJcHJlc2VudGVyIrwBCg5WZXJpZnlSZXNwb25zZRINCgV2YWxpZBgBIAEoCBIhCgZyZWFzb24YAiABKA4yES50b2tlbmQudjEuUmVhc29uEicKBmNsYWltcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHc3ViamVjdBgEIAEoCRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZhY3RvcnMYBiADKAkiUAoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIOCgZzY29wZXMYAiADKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJInUKDVJldm9rZVJlcXVlc3QSDwoFdG9rZW4YASABKAlIABINCgNqdGkYAiABKAlIABIXCg1yZWZyZXNoX3Rva2VuGAMgASgJSAASEQoHc3ViamVjdBgEIAEoCUgAEg4KBnJlYXNvbhgFIAEoCUIICgZ0YXJnZXQiIQoOUmV2b2tlUmVzcG9uc2USDwoHcmV2b2tlZBgBIAEoBSIQCg5HZXRKd2tzUmVxdWVzdCIkCg9HZXRKd2tzUmVzcG9uc2USEQoJandrc19qc29uGAEgASgJIjAKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhUKDWZyb21fc2VxdWVuY2UYASABKAMitAEKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIMCgRraW5kGAIgASgJEg0KBXZhbHVlGAMgASgJEi4KCm5vdF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNoZWNrcG9pbnQYBiABKAgiEgoQV2F0Y2hKd2tzUmVxdWVzdCIyCglKd2tzRXZlbnQSEQoJandrc19qc29uGAEgASgJEhIKCmtlZXBfYWxpdmUYAiABKAgitwEKD0V4Y2hhbmdlUmVxdWVzdBIVCg1zdWJqZWN0X3Rva2VuGAEgASgJEhMKC2FjdG9yX3Rva2VuGAIgASgJEhAKCGF1ZGllbmNlGAMgAygJEg4KBnNjb3BlcxgEIAMoCRImCgN0dGwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoHYmluZGluZxgGIAEoCzIdLnRva2VuZC52MS5DZXJ0aWZpY2F0ZUJpbmRpbmcilAEKEEV4Y2hhbmdlUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhkKEWlzc3VlZF90b2tlbl90eXBlGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCwoDanRpGAUgASgJKlkKCkRlbGVnYXRpb24SGgoWREVMRUdBVElPTl9VTlNQRUNJRklFRBAAEhcKE0RFTEVHQVRJT05fUkVRVUlSRUQQARIWChJERUxFR0FUSU9OX1JFRlVTRUQQAirTAwoGUmVhc29uEhYKElJFQVNPTl9VTlNQRUNJRklFRBAAEhQKEFJFQVNPTl9NQUxGT1JNRUQQARIYChRSRUFTT05fQkFEX1NJR05BVFVSRRACEhYKElJFQVNPTl9VTktOT1dOX0tFWRADEhIKDlJFQVNPTl9FWFBJUkVEEAQSGAoUUkVBU09OX05PVF9ZRVRfVkFMSUQQBRIZChVSRUFTT05fV1JPTkdfQVVESUVOQ0UQBhIXChNSRUFTT05fV1JPTkdfSVNTVUVSEAcSGAoUUkVBU09OX01JU1NJTkdfU0NPUEUQCBISCg5SRUFTT05fUkVWT0tFRBAJEh8KG1JFQVNPTl9ESVNBTExPV0VEX0FMR09SSVRITRAKEhUKEVJFQVNPTl9XUk9OR19UWVBFEAsSGAoUUkVBU09OX01JU1NJTkdfQ0xBSU0QDBIbChdSRUFTT05fSVNTVUVEX0lOX0ZVVFVSRRANEhwKGFJFQVNPTl9MSUZFVElNRV9UT09fTE9ORxAOEhQKEFJFQVNPTl9UT09fTEFSR0UQDxIfChtSRUFTT05fQ0VSVElGSUNBVEVfTUlTTUFUQ0gQEBIVChFSRUFTT05fREVMRUdBVElPThARMqcECgxUb2tlblNlcnZpY2USOgoFSXNzdWUSFy50b2tlbmQudjEuSXNzdWVSZXF1ZXN0GhgudG9rZW5kLnYxLklzc3VlUmVzcG9uc2USPQoGVmVyaWZ5EhgudG9rZW5kLnYxLlZlcmlmeVJlcXVlc3QaGS50b2tlbmQudjEuVmVyaWZ5UmVzcG9uc2USPgoHUmVmcmVzaBIZLnRva2VuZC52MS5SZWZyZXNoUmVxdWVzdBoYLnRva2VuZC52MS5Jc3N1ZVJlc3BvbnNlEj0KBlJldm9rZRIYLnRva2VuZC52MS5SZXZva2VSZXF1ZXN0GhkudG9rZW5kLnYxLlJldm9rZVJlc3BvbnNlEkAKB0dldEp3a3MSGS50b2tlbmQudjEuR2V0Sndrc1JlcXVlc3QaGi50b2tlbmQudjEuR2V0Sndrc1Jlc3BvbnNlElQKEFdhdGNoUmV2b2NhdGlvbnMSIi50b2tlbmQudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaGi50b2tlbmQudjEuUmV2b2NhdGlvbkV2ZW50MAESQAoJV2F0Y2hKd2tzEhsudG9rZW5kLnYxLldhdGNoSndrc1JlcXVlc3QaFC50b2tlbmQudjEuSndrc0V2ZW50MAESQwoIRXhjaGFuZ2USGi50b2tlbmQudjEuRXhjaGFuZ2VSZXF1ZXN0GhsudG9rZW5kLnYxLkV4Y2hhbmdlUmVzcG9uc2VCVQoNZGV2LnRva2VuZC52MUILVG9rZW5kUHJvdG9QAVo1Z2l0aHViLmNvbS90b2tlbmQvdG9rZW5kL2NsaWVudHMvZ28vdG9rZW5kdjE7dG9rZW5kdjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * IssueRequest asks for a new access token.
@@ -67,6 +67,15 @@ export type IssueRequest = Message<"tokend.v1.IssueRequest"> & {
    * @generated from field: bool include_refresh_token = 6;
    */
   includeRefreshToken: boolean;
+
+  /**
+   * Bind the access token to a client certificate (RFC 8705 section 3): the
+   * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+   * certificate may use it. Unset: a bearer token.
+   *
+   * @generated from field: tokend.v1.CertificateBinding binding = 7;
+   */
+  binding?: CertificateBinding | undefined;
 };
 
 /**
@@ -75,6 +84,46 @@ export type IssueRequest = Message<"tokend.v1.IssueRequest"> & {
  */
 export const IssueRequestSchema: GenMessage<IssueRequest> = /*@__PURE__*/
   messageDesc(file_tokend_v1_tokend, 0);
+
+/**
+ * CertificateBinding names the certificate an access token is bound to
+ * (RFC 8705 section 3.1: `cnf` with the certificate's SHA-256 thumbprint).
+ *
+ * @generated from message tokend.v1.CertificateBinding
+ */
+export type CertificateBinding = Message<"tokend.v1.CertificateBinding"> & {
+  /**
+   * Which certificate.
+   *
+   * @generated from oneof tokend.v1.CertificateBinding.certificate
+   */
+  certificate: {
+    /**
+     * The client certificate the caller presented on this mutual-TLS
+     * connection. Refused (FAILED_PRECONDITION) on a connection without one.
+     *
+     * @generated from field: bool caller_certificate = 1;
+     */
+    value: boolean;
+    case: "callerCertificate";
+  } | {
+    /**
+     * Another certificate, DER-encoded (at most 16 KiB): for a service that
+     * obtains tokens bound to its own callers. The caller policy must allow it.
+     *
+     * @generated from field: bytes certificate_der = 2;
+     */
+    value: Uint8Array;
+    case: "certificateDer";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tokend.v1.CertificateBinding.
+ * Use `create(CertificateBindingSchema)` to create a new message.
+ */
+export const CertificateBindingSchema: GenMessage<CertificateBinding> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 1);
 
 /**
  * IssueResponse carries a new access token, and a refresh token when asked.
@@ -130,7 +179,7 @@ export type IssueResponse = Message<"tokend.v1.IssueResponse"> & {
  * Use `create(IssueResponseSchema)` to create a new message.
  */
 export const IssueResponseSchema: GenMessage<IssueResponse> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 1);
+  messageDesc(file_tokend_v1_tokend, 2);
 
 /**
  * VerifyRequest asks whether a token is valid for an audience.
@@ -158,6 +207,40 @@ export type VerifyRequest = Message<"tokend.v1.VerifyRequest"> & {
    * @generated from field: repeated string required_scopes = 3;
    */
   requiredScopes: string[];
+
+  /**
+   * The certificate of the party presenting the token, for certificate-bound
+   * tokens (RFC 8705 section 3): a token with `cnf` verifies only when it names
+   * this certificate. Unset: a bound token is refused (REASON_CERTIFICATE_MISMATCH).
+   *
+   * @generated from oneof tokend.v1.VerifyRequest.presenter
+   */
+  presenter: {
+    /**
+     * The presenter's client certificate, DER-encoded (at most 16 KiB).
+     *
+     * @generated from field: bytes presenter_certificate_der = 4;
+     */
+    value: Uint8Array;
+    case: "presenterCertificateDer";
+  } | {
+    /**
+     * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+     * `x5t#S256`.
+     *
+     * @generated from field: string presenter_x5t_s256 = 5;
+     */
+    value: string;
+    case: "presenterX5tS256";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+   * is acceptable. Unspecified: either.
+   *
+   * @generated from field: tokend.v1.Delegation delegation = 6;
+   */
+  delegation: Delegation;
 };
 
 /**
@@ -165,7 +248,7 @@ export type VerifyRequest = Message<"tokend.v1.VerifyRequest"> & {
  * Use `create(VerifyRequestSchema)` to create a new message.
  */
 export const VerifyRequestSchema: GenMessage<VerifyRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 2);
+  messageDesc(file_tokend_v1_tokend, 3);
 
 /**
  * VerifyResponse is the verdict on a token.
@@ -207,6 +290,14 @@ export type VerifyResponse = Message<"tokend.v1.VerifyResponse"> & {
    * @generated from field: google.protobuf.Timestamp expires_at = 5;
    */
   expiresAt?: Timestamp | undefined;
+
+  /**
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   *
+   * @generated from field: repeated string actors = 6;
+   */
+  actors: string[];
 };
 
 /**
@@ -214,7 +305,7 @@ export type VerifyResponse = Message<"tokend.v1.VerifyResponse"> & {
  * Use `create(VerifyResponseSchema)` to create a new message.
  */
 export const VerifyResponseSchema: GenMessage<VerifyResponse> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 3);
+  messageDesc(file_tokend_v1_tokend, 4);
 
 /**
  * RefreshRequest spends a refresh token for a new pair.
@@ -254,7 +345,7 @@ export type RefreshRequest = Message<"tokend.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 4);
+  messageDesc(file_tokend_v1_tokend, 5);
 
 /**
  * RevokeRequest names what to revoke: exactly one target.
@@ -314,7 +405,7 @@ export type RevokeRequest = Message<"tokend.v1.RevokeRequest"> & {
  * Use `create(RevokeRequestSchema)` to create a new message.
  */
 export const RevokeRequestSchema: GenMessage<RevokeRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 5);
+  messageDesc(file_tokend_v1_tokend, 6);
 
 /**
  * RevokeResponse confirms a durable revocation.
@@ -335,7 +426,7 @@ export type RevokeResponse = Message<"tokend.v1.RevokeResponse"> & {
  * Use `create(RevokeResponseSchema)` to create a new message.
  */
 export const RevokeResponseSchema: GenMessage<RevokeResponse> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 6);
+  messageDesc(file_tokend_v1_tokend, 7);
 
 /**
  * GetJwksRequest asks for the current public keys.
@@ -350,7 +441,7 @@ export type GetJwksRequest = Message<"tokend.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 7);
+  messageDesc(file_tokend_v1_tokend, 8);
 
 /**
  * GetJwksResponse carries the JWK Set.
@@ -371,7 +462,7 @@ export type GetJwksResponse = Message<"tokend.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 8);
+  messageDesc(file_tokend_v1_tokend, 9);
 
 /**
  * WatchRevocationsRequest says where the client's copy of the revocation feed ends.
@@ -393,7 +484,7 @@ export type WatchRevocationsRequest = Message<"tokend.v1.WatchRevocationsRequest
  * Use `create(WatchRevocationsRequestSchema)` to create a new message.
  */
 export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 9);
+  messageDesc(file_tokend_v1_tokend, 10);
 
 /**
  * RevocationEvent is one revocation from the feed, or a checkpoint (no revocation).
@@ -457,7 +548,7 @@ export type RevocationEvent = Message<"tokend.v1.RevocationEvent"> & {
  * Use `create(RevocationEventSchema)` to create a new message.
  */
 export const RevocationEventSchema: GenMessage<RevocationEvent> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 10);
+  messageDesc(file_tokend_v1_tokend, 11);
 
 /**
  * WatchJwksRequest asks to follow the published public keys.
@@ -472,7 +563,7 @@ export type WatchJwksRequest = Message<"tokend.v1.WatchJwksRequest"> & {
  * Use `create(WatchJwksRequestSchema)` to create a new message.
  */
 export const WatchJwksRequestSchema: GenMessage<WatchJwksRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 11);
+  messageDesc(file_tokend_v1_tokend, 12);
 
 /**
  * JwksEvent carries the current JWK Set.
@@ -502,7 +593,150 @@ export type JwksEvent = Message<"tokend.v1.JwksEvent"> & {
  * Use `create(JwksEventSchema)` to create a new message.
  */
 export const JwksEventSchema: GenMessage<JwksEvent> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 12);
+  messageDesc(file_tokend_v1_tokend, 13);
+
+/**
+ * ExchangeRequest asks for a token for another audience on a subject token's behalf.
+ *
+ * @generated from message tokend.v1.ExchangeRequest
+ */
+export type ExchangeRequest = Message<"tokend.v1.ExchangeRequest"> & {
+  /**
+   * An access token this tokend issued (RFC 8693 subject_token); it must verify
+   * (not revoked, not expired) and name the caller among its audiences.
+   *
+   * @generated from field: string subject_token = 1;
+   */
+  subjectToken: string;
+
+  /**
+   * Optional actor token (RFC 8693 actor_token), issued by this tokend to the
+   * actor. Empty: the caller's mutual-TLS identity is the actor.
+   *
+   * @generated from field: string actor_token = 2;
+   */
+  actorToken: string;
+
+  /**
+   * Audiences of the new token: 1-16 entries, as in IssueRequest.
+   *
+   * @generated from field: repeated string audience = 3;
+   */
+  audience: string[];
+
+  /**
+   * Scopes of the new token: a subset of the subject token's; empty keeps them.
+   *
+   * @generated from field: repeated string scopes = 4;
+   */
+  scopes: string[];
+
+  /**
+   * Lifetime of the new token; unset or longer than the subject token's
+   * remaining life means that remaining life.
+   *
+   * @generated from field: google.protobuf.Duration ttl = 5;
+   */
+  ttl?: Duration | undefined;
+
+  /**
+   * Bind the new token to a certificate, as in IssueRequest.
+   *
+   * @generated from field: tokend.v1.CertificateBinding binding = 6;
+   */
+  binding?: CertificateBinding | undefined;
+};
+
+/**
+ * Describes the message tokend.v1.ExchangeRequest.
+ * Use `create(ExchangeRequestSchema)` to create a new message.
+ */
+export const ExchangeRequestSchema: GenMessage<ExchangeRequest> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 14);
+
+/**
+ * ExchangeResponse carries the exchanged access token.
+ *
+ * @generated from message tokend.v1.ExchangeResponse
+ */
+export type ExchangeResponse = Message<"tokend.v1.ExchangeResponse"> & {
+  /**
+   * Compact JWS access token (header typ "at+jwt") with an `act` claim.
+   *
+   * @generated from field: string access_token = 1;
+   */
+  accessToken: string;
+
+  /**
+   * Always "urn:ietf:params:oauth:token-type:access_token" (RFC 8693 section 3).
+   *
+   * @generated from field: string issued_token_type = 2;
+   */
+  issuedTokenType: string;
+
+  /**
+   * Always "Bearer": a bound token is presented as a bearer token over mutual
+   * TLS (RFC 8705 section 3).
+   *
+   * @generated from field: string token_type = 3;
+   */
+  tokenType: string;
+
+  /**
+   * When the access token expires (`exp`).
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * The access token's `jti`.
+   *
+   * @generated from field: string jti = 5;
+   */
+  jti: string;
+};
+
+/**
+ * Describes the message tokend.v1.ExchangeResponse.
+ * Use `create(ExchangeResponseSchema)` to create a new message.
+ */
+export const ExchangeResponseSchema: GenMessage<ExchangeResponse> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 15);
+
+/**
+ * Delegation says whether a verifier accepts tokens obtained by Exchange.
+ *
+ * @generated from enum tokend.v1.Delegation
+ */
+export enum Delegation {
+  /**
+   * Delegated and direct tokens are both acceptable.
+   *
+   * @generated from enum value: DELEGATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Only a delegated token (with `act`) is acceptable.
+   *
+   * @generated from enum value: DELEGATION_REQUIRED = 1;
+   */
+  REQUIRED = 1,
+
+  /**
+   * Only a direct token (without `act`) is acceptable.
+   *
+   * @generated from enum value: DELEGATION_REFUSED = 2;
+   */
+  REFUSED = 2,
+}
+
+/**
+ * Describes the enum tokend.v1.Delegation.
+ */
+export const DelegationSchema: GenEnum<Delegation> = /*@__PURE__*/
+  enumDesc(file_tokend_v1_tokend, 0);
 
 /**
  * Reason says why a token is not valid.
@@ -621,13 +855,29 @@ export enum Reason {
    * @generated from enum value: REASON_TOO_LARGE = 15;
    */
   TOO_LARGE = 15,
+
+  /**
+   * The token is bound to a certificate (`cnf`, RFC 8705 section 3) and the
+   * presenter's certificate is not that one, or none was given.
+   *
+   * @generated from enum value: REASON_CERTIFICATE_MISMATCH = 16;
+   */
+  CERTIFICATE_MISMATCH = 16,
+
+  /**
+   * The token's delegation (`act`, RFC 8693 section 4.1) is not what the verifier
+   * accepts: delegation required but absent, or refused but present.
+   *
+   * @generated from enum value: REASON_DELEGATION = 17;
+   */
+  DELEGATION = 17,
 }
 
 /**
  * Describes the enum tokend.v1.Reason.
  */
 export const ReasonSchema: GenEnum<Reason> = /*@__PURE__*/
-  enumDesc(file_tokend_v1_tokend, 0);
+  enumDesc(file_tokend_v1_tokend, 1);
 
 /**
  * TokenService is the whole token lifecycle. Issue, Refresh and Revoke change
@@ -720,6 +970,23 @@ export const TokenService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchJwksRequestSchema;
     output: typeof JwksEventSchema;
+  },
+  /**
+   * Exchange trades a token this tokend issued (the subject token) for a token
+   * for another audience, on the subject's behalf (RFC 8693 token exchange):
+   * the same `sub`, scopes narrowed (never widened), a lifetime within the
+   * subject token's remaining life, and the chain of actors in the `act` claim
+   * (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+   * may exchange, from which audiences to which, with which scopes and how deep
+   * a chain may go. Revoking the subject token (or its subject) also revokes
+   * what was exchanged from it.
+   *
+   * @generated from rpc tokend.v1.TokenService.Exchange
+   */
+  exchange: {
+    methodKind: "unary";
+    input: typeof ExchangeRequestSchema;
+    output: typeof ExchangeResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tokend_v1_tokend, 0);

@@ -312,6 +312,50 @@ private static final long serialVersionUID = 0L;
     return includeRefreshToken_;
   }
 
+  public static final int BINDING_FIELD_NUMBER = 7;
+  private dev.tokend.v1.CertificateBinding binding_;
+  /**
+   * <pre>
+   * Bind the access token to a client certificate (RFC 8705 section 3): the
+   * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+   * certificate may use it. Unset: a bearer token.
+   * </pre>
+   *
+   * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+   * @return Whether the binding field is set.
+   */
+  @java.lang.Override
+  public boolean hasBinding() {
+    return ((bitField0_ & 0x00000004) != 0);
+  }
+  /**
+   * <pre>
+   * Bind the access token to a client certificate (RFC 8705 section 3): the
+   * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+   * certificate may use it. Unset: a bearer token.
+   * </pre>
+   *
+   * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+   * @return The binding.
+   */
+  @java.lang.Override
+  public dev.tokend.v1.CertificateBinding getBinding() {
+    return binding_ == null ? dev.tokend.v1.CertificateBinding.getDefaultInstance() : binding_;
+  }
+  /**
+   * <pre>
+   * Bind the access token to a client certificate (RFC 8705 section 3): the
+   * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+   * certificate may use it. Unset: a bearer token.
+   * </pre>
+   *
+   * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+   */
+  @java.lang.Override
+  public dev.tokend.v1.CertificateBindingOrBuilder getBindingOrBuilder() {
+    return binding_ == null ? dev.tokend.v1.CertificateBinding.getDefaultInstance() : binding_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -343,6 +387,9 @@ private static final long serialVersionUID = 0L;
     }
     if (includeRefreshToken_ != false) {
       output.writeBool(6, includeRefreshToken_);
+    }
+    if (((bitField0_ & 0x00000004) != 0)) {
+      output.writeMessage(7, getBinding());
     }
     getUnknownFields().writeTo(output);
   }
@@ -378,6 +425,10 @@ private static final long serialVersionUID = 0L;
     if (includeRefreshToken_ != false) {
       size += com.google.protobuf.CodedOutputStream
         .computeBoolSize(6, includeRefreshToken_);
+    }
+    if (((bitField0_ & 0x00000004) != 0)) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(7, getBinding());
     }
     return size;
   }
@@ -421,6 +472,11 @@ private static final long serialVersionUID = 0L;
     }
     if (getIncludeRefreshToken()
         != other.getIncludeRefreshToken()) return false;
+    if (hasBinding() != other.hasBinding()) return false;
+    if (hasBinding()) {
+      if (!getBinding()
+          .equals(other.getBinding())) return false;
+    }
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -453,6 +509,10 @@ private static final long serialVersionUID = 0L;
     hash = (37 * hash) + INCLUDE_REFRESH_TOKEN_FIELD_NUMBER;
     hash = (53 * hash) + com.google.protobuf.Internal.hashBoolean(
         getIncludeRefreshToken());
+    if (hasBinding()) {
+      hash = (37 * hash) + BINDING_FIELD_NUMBER;
+      hash = (53 * hash) + getBinding().hashCode();
+    }
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -589,6 +649,7 @@ private static final long serialVersionUID = 0L;
               .alwaysUseFieldBuilders) {
         internalGetClaimsFieldBuilder();
         internalGetTtlFieldBuilder();
+        internalGetBindingFieldBuilder();
       }
     }
     @java.lang.Override
@@ -611,6 +672,11 @@ private static final long serialVersionUID = 0L;
         ttlBuilder_ = null;
       }
       includeRefreshToken_ = false;
+      binding_ = null;
+      if (bindingBuilder_ != null) {
+        bindingBuilder_.dispose();
+        bindingBuilder_ = null;
+      }
       return this;
     }
 
@@ -671,6 +737,12 @@ private static final long serialVersionUID = 0L;
       if (((from_bitField0_ & 0x00000020) != 0)) {
         result.includeRefreshToken_ = includeRefreshToken_;
       }
+      if (((from_bitField0_ & 0x00000040) != 0)) {
+        result.binding_ = bindingBuilder_ == null
+            ? binding_
+            : bindingBuilder_.build();
+        to_bitField0_ |= 0x00000004;
+      }
       result.bitField0_ |= to_bitField0_;
     }
 
@@ -719,6 +791,9 @@ private static final long serialVersionUID = 0L;
       }
       if (other.getIncludeRefreshToken() != false) {
         setIncludeRefreshToken(other.getIncludeRefreshToken());
+      }
+      if (other.hasBinding()) {
+        mergeBinding(other.getBinding());
       }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
@@ -778,6 +853,13 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000020;
               break;
             } // case 48
+            case 58: {
+              input.readMessage(
+                  internalGetBindingFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              bitField0_ |= 0x00000040;
+              break;
+            } // case 58
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1560,6 +1642,179 @@ private static final long serialVersionUID = 0L;
       includeRefreshToken_ = false;
       onChanged();
       return this;
+    }
+
+    private dev.tokend.v1.CertificateBinding binding_;
+    private com.google.protobuf.SingleFieldBuilder<
+        dev.tokend.v1.CertificateBinding, dev.tokend.v1.CertificateBinding.Builder, dev.tokend.v1.CertificateBindingOrBuilder> bindingBuilder_;
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     * @return Whether the binding field is set.
+     */
+    public boolean hasBinding() {
+      return ((bitField0_ & 0x00000040) != 0);
+    }
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     * @return The binding.
+     */
+    public dev.tokend.v1.CertificateBinding getBinding() {
+      if (bindingBuilder_ == null) {
+        return binding_ == null ? dev.tokend.v1.CertificateBinding.getDefaultInstance() : binding_;
+      } else {
+        return bindingBuilder_.getMessage();
+      }
+    }
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     */
+    public Builder setBinding(dev.tokend.v1.CertificateBinding value) {
+      if (bindingBuilder_ == null) {
+        java.util.Objects.requireNonNull(value);
+        binding_ = value;
+      } else {
+        bindingBuilder_.setMessage(value);
+      }
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     */
+    public Builder setBinding(
+        dev.tokend.v1.CertificateBinding.Builder builderForValue) {
+      if (bindingBuilder_ == null) {
+        binding_ = builderForValue.build();
+      } else {
+        bindingBuilder_.setMessage(builderForValue.build());
+      }
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     */
+    public Builder mergeBinding(dev.tokend.v1.CertificateBinding value) {
+      if (bindingBuilder_ == null) {
+        if (((bitField0_ & 0x00000040) != 0) &&
+          binding_ != null &&
+          binding_ != dev.tokend.v1.CertificateBinding.getDefaultInstance()) {
+          getBindingBuilder().mergeFrom(value);
+        } else {
+          binding_ = value;
+        }
+      } else {
+        bindingBuilder_.mergeFrom(value);
+      }
+      if (binding_ != null) {
+        bitField0_ |= 0x00000040;
+        onChanged();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     */
+    public Builder clearBinding() {
+      bitField0_ = (bitField0_ & ~0x00000040);
+      binding_ = null;
+      if (bindingBuilder_ != null) {
+        bindingBuilder_.dispose();
+        bindingBuilder_ = null;
+      }
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     */
+    public dev.tokend.v1.CertificateBinding.Builder getBindingBuilder() {
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return internalGetBindingFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     */
+    public dev.tokend.v1.CertificateBindingOrBuilder getBindingOrBuilder() {
+      if (bindingBuilder_ != null) {
+        return bindingBuilder_.getMessageOrBuilder();
+      } else {
+        return binding_ == null ?
+            dev.tokend.v1.CertificateBinding.getDefaultInstance() : binding_;
+      }
+    }
+    /**
+     * <pre>
+     * Bind the access token to a client certificate (RFC 8705 section 3): the
+     * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+     * certificate may use it. Unset: a bearer token.
+     * </pre>
+     *
+     * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+     */
+    private com.google.protobuf.SingleFieldBuilder<
+        dev.tokend.v1.CertificateBinding, dev.tokend.v1.CertificateBinding.Builder, dev.tokend.v1.CertificateBindingOrBuilder> 
+        internalGetBindingFieldBuilder() {
+      if (bindingBuilder_ == null) {
+        bindingBuilder_ = new com.google.protobuf.SingleFieldBuilder<
+            dev.tokend.v1.CertificateBinding, dev.tokend.v1.CertificateBinding.Builder, dev.tokend.v1.CertificateBindingOrBuilder>(
+                getBinding(),
+                getParentForChildren(),
+                isClean());
+        binding_ = null;
+      }
+      return bindingBuilder_;
     }
 
     // @@protoc_insertion_point(builder_scope:tokend.v1.IssueRequest)

@@ -185,4 +185,37 @@ public interface IssueRequestOrBuilder extends
    * @return The includeRefreshToken.
    */
   boolean getIncludeRefreshToken();
+
+  /**
+   * <pre>
+   * Bind the access token to a client certificate (RFC 8705 section 3): the
+   * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+   * certificate may use it. Unset: a bearer token.
+   * </pre>
+   *
+   * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+   * @return Whether the binding field is set.
+   */
+  boolean hasBinding();
+  /**
+   * <pre>
+   * Bind the access token to a client certificate (RFC 8705 section 3): the
+   * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+   * certificate may use it. Unset: a bearer token.
+   * </pre>
+   *
+   * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+   * @return The binding.
+   */
+  dev.tokend.v1.CertificateBinding getBinding();
+  /**
+   * <pre>
+   * Bind the access token to a client certificate (RFC 8705 section 3): the
+   * token then carries `cnf` with `x5t#S256`, and only a presenter of that
+   * certificate may use it. Unset: a bearer token.
+   * </pre>
+   *
+   * <code>.tokend.v1.CertificateBinding binding = 7 [json_name = "binding"];</code>
+   */
+  dev.tokend.v1.CertificateBindingOrBuilder getBindingOrBuilder();
 }

@@ -143,6 +143,24 @@ public enum Reason
    * <code>REASON_TOO_LARGE = 15;</code>
    */
   REASON_TOO_LARGE(15),
+  /**
+   * <pre>
+   * The token is bound to a certificate (`cnf`, RFC 8705 section 3) and the
+   * presenter's certificate is not that one, or none was given.
+   * </pre>
+   *
+   * <code>REASON_CERTIFICATE_MISMATCH = 16;</code>
+   */
+  REASON_CERTIFICATE_MISMATCH(16),
+  /**
+   * <pre>
+   * The token's delegation (`act`, RFC 8693 section 4.1) is not what the verifier
+   * accepts: delegation required but absent, or refused but present.
+   * </pre>
+   *
+   * <code>REASON_DELEGATION = 17;</code>
+   */
+  REASON_DELEGATION(17),
   UNRECOGNIZED(-1),
   ;
 
@@ -283,6 +301,24 @@ public enum Reason
    * <code>REASON_TOO_LARGE = 15;</code>
    */
   public static final int REASON_TOO_LARGE_VALUE = 15;
+  /**
+   * <pre>
+   * The token is bound to a certificate (`cnf`, RFC 8705 section 3) and the
+   * presenter's certificate is not that one, or none was given.
+   * </pre>
+   *
+   * <code>REASON_CERTIFICATE_MISMATCH = 16;</code>
+   */
+  public static final int REASON_CERTIFICATE_MISMATCH_VALUE = 16;
+  /**
+   * <pre>
+   * The token's delegation (`act`, RFC 8693 section 4.1) is not what the verifier
+   * accepts: delegation required but absent, or refused but present.
+   * </pre>
+   *
+   * <code>REASON_DELEGATION = 17;</code>
+   */
+  public static final int REASON_DELEGATION_VALUE = 17;
 
 
   public final int getNumber() {
@@ -325,6 +361,8 @@ public enum Reason
       case 13: return REASON_ISSUED_IN_FUTURE;
       case 14: return REASON_LIFETIME_TOO_LONG;
       case 15: return REASON_TOO_LARGE;
+      case 16: return REASON_CERTIFICATE_MISMATCH;
+      case 17: return REASON_DELEGATION;
       default: return null;
     }
   }
@@ -355,7 +393,7 @@ public enum Reason
   }
   public static com.google.protobuf.Descriptors.EnumDescriptor
       getDescriptor() {
-    return dev.tokend.v1.TokendProto.getDescriptor().getEnumType(0);
+    return dev.tokend.v1.TokendProto.getDescriptor().getEnumType(1);
   }
 
   private static final Reason[] VALUES = values();

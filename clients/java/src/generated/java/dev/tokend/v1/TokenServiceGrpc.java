@@ -234,6 +234,37 @@ public final class TokenServiceGrpc {
     return getWatchJwksMethod;
   }
 
+  private static volatile io.grpc.MethodDescriptor<dev.tokend.v1.ExchangeRequest,
+      dev.tokend.v1.ExchangeResponse> getExchangeMethod;
+
+  @io.grpc.stub.annotations.RpcMethod(
+      fullMethodName = SERVICE_NAME + '/' + "Exchange",
+      requestType = dev.tokend.v1.ExchangeRequest.class,
+      responseType = dev.tokend.v1.ExchangeResponse.class,
+      methodType = io.grpc.MethodDescriptor.MethodType.UNARY)
+  public static io.grpc.MethodDescriptor<dev.tokend.v1.ExchangeRequest,
+      dev.tokend.v1.ExchangeResponse> getExchangeMethod() {
+    io.grpc.MethodDescriptor<dev.tokend.v1.ExchangeRequest, dev.tokend.v1.ExchangeResponse> getExchangeMethod;
+    if ((getExchangeMethod = TokenServiceGrpc.getExchangeMethod) == null) {
+      synchronized (TokenServiceGrpc.class) {
+        if ((getExchangeMethod = TokenServiceGrpc.getExchangeMethod) == null) {
+          TokenServiceGrpc.getExchangeMethod = getExchangeMethod =
+              io.grpc.MethodDescriptor.<dev.tokend.v1.ExchangeRequest, dev.tokend.v1.ExchangeResponse>newBuilder()
+              .setType(io.grpc.MethodDescriptor.MethodType.UNARY)
+              .setFullMethodName(generateFullMethodName(SERVICE_NAME, "Exchange"))
+              .setSampledToLocalTracing(true)
+              .setRequestMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  dev.tokend.v1.ExchangeRequest.getDefaultInstance()))
+              .setResponseMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  dev.tokend.v1.ExchangeResponse.getDefaultInstance()))
+              .setSchemaDescriptor(new TokenServiceMethodDescriptorSupplier("Exchange"))
+              .build();
+        }
+      }
+    }
+    return getExchangeMethod;
+  }
+
   /**
    * Creates a new async stub that supports all call types for the service
    */
@@ -385,6 +416,23 @@ public final class TokenServiceGrpc {
         io.grpc.stub.StreamObserver<dev.tokend.v1.JwksEvent> responseObserver) {
       io.grpc.stub.ServerCalls.asyncUnimplementedUnaryCall(getWatchJwksMethod(), responseObserver);
     }
+
+    /**
+     * <pre>
+     * Exchange trades a token this tokend issued (the subject token) for a token
+     * for another audience, on the subject's behalf (RFC 8693 token exchange):
+     * the same `sub`, scopes narrowed (never widened), a lifetime within the
+     * subject token's remaining life, and the chain of actors in the `act` claim
+     * (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+     * may exchange, from which audiences to which, with which scopes and how deep
+     * a chain may go. Revoking the subject token (or its subject) also revokes
+     * what was exchanged from it.
+     * </pre>
+     */
+    default void exchange(dev.tokend.v1.ExchangeRequest request,
+        io.grpc.stub.StreamObserver<dev.tokend.v1.ExchangeResponse> responseObserver) {
+      io.grpc.stub.ServerCalls.asyncUnimplementedUnaryCall(getExchangeMethod(), responseObserver);
+    }
   }
 
   /**
@@ -514,6 +562,24 @@ public final class TokenServiceGrpc {
       io.grpc.stub.ClientCalls.asyncServerStreamingCall(
           getChannel().newCall(getWatchJwksMethod(), getCallOptions()), request, responseObserver);
     }
+
+    /**
+     * <pre>
+     * Exchange trades a token this tokend issued (the subject token) for a token
+     * for another audience, on the subject's behalf (RFC 8693 token exchange):
+     * the same `sub`, scopes narrowed (never widened), a lifetime within the
+     * subject token's remaining life, and the chain of actors in the `act` claim
+     * (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+     * may exchange, from which audiences to which, with which scopes and how deep
+     * a chain may go. Revoking the subject token (or its subject) also revokes
+     * what was exchanged from it.
+     * </pre>
+     */
+    public void exchange(dev.tokend.v1.ExchangeRequest request,
+        io.grpc.stub.StreamObserver<dev.tokend.v1.ExchangeResponse> responseObserver) {
+      io.grpc.stub.ClientCalls.asyncUnaryCall(
+          getChannel().newCall(getExchangeMethod(), getCallOptions()), request, responseObserver);
+    }
   }
 
   /**
@@ -624,6 +690,23 @@ public final class TokenServiceGrpc {
       return io.grpc.stub.ClientCalls.blockingV2ServerStreamingCall(
           getChannel(), getWatchJwksMethod(), getCallOptions(), request);
     }
+
+    /**
+     * <pre>
+     * Exchange trades a token this tokend issued (the subject token) for a token
+     * for another audience, on the subject's behalf (RFC 8693 token exchange):
+     * the same `sub`, scopes narrowed (never widened), a lifetime within the
+     * subject token's remaining life, and the chain of actors in the `act` claim
+     * (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+     * may exchange, from which audiences to which, with which scopes and how deep
+     * a chain may go. Revoking the subject token (or its subject) also revokes
+     * what was exchanged from it.
+     * </pre>
+     */
+    public dev.tokend.v1.ExchangeResponse exchange(dev.tokend.v1.ExchangeRequest request) throws io.grpc.StatusException {
+      return io.grpc.stub.ClientCalls.blockingV2UnaryCall(
+          getChannel(), getExchangeMethod(), getCallOptions(), request);
+    }
   }
 
   /**
@@ -732,6 +815,23 @@ public final class TokenServiceGrpc {
       return io.grpc.stub.ClientCalls.blockingServerStreamingCall(
           getChannel(), getWatchJwksMethod(), getCallOptions(), request);
     }
+
+    /**
+     * <pre>
+     * Exchange trades a token this tokend issued (the subject token) for a token
+     * for another audience, on the subject's behalf (RFC 8693 token exchange):
+     * the same `sub`, scopes narrowed (never widened), a lifetime within the
+     * subject token's remaining life, and the chain of actors in the `act` claim
+     * (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+     * may exchange, from which audiences to which, with which scopes and how deep
+     * a chain may go. Revoking the subject token (or its subject) also revokes
+     * what was exchanged from it.
+     * </pre>
+     */
+    public dev.tokend.v1.ExchangeResponse exchange(dev.tokend.v1.ExchangeRequest request) {
+      return io.grpc.stub.ClientCalls.blockingUnaryCall(
+          getChannel(), getExchangeMethod(), getCallOptions(), request);
+    }
   }
 
   /**
@@ -812,6 +912,24 @@ public final class TokenServiceGrpc {
       return io.grpc.stub.ClientCalls.futureUnaryCall(
           getChannel().newCall(getGetJwksMethod(), getCallOptions()), request);
     }
+
+    /**
+     * <pre>
+     * Exchange trades a token this tokend issued (the subject token) for a token
+     * for another audience, on the subject's behalf (RFC 8693 token exchange):
+     * the same `sub`, scopes narrowed (never widened), a lifetime within the
+     * subject token's remaining life, and the chain of actors in the `act` claim
+     * (RFC 8693 section 4.1), nested for several hops. The caller policy says who
+     * may exchange, from which audiences to which, with which scopes and how deep
+     * a chain may go. Revoking the subject token (or its subject) also revokes
+     * what was exchanged from it.
+     * </pre>
+     */
+    public com.google.common.util.concurrent.ListenableFuture<dev.tokend.v1.ExchangeResponse> exchange(
+        dev.tokend.v1.ExchangeRequest request) {
+      return io.grpc.stub.ClientCalls.futureUnaryCall(
+          getChannel().newCall(getExchangeMethod(), getCallOptions()), request);
+    }
   }
 
   private static final int METHODID_ISSUE = 0;
@@ -821,6 +939,7 @@ public final class TokenServiceGrpc {
   private static final int METHODID_GET_JWKS = 4;
   private static final int METHODID_WATCH_REVOCATIONS = 5;
   private static final int METHODID_WATCH_JWKS = 6;
+  private static final int METHODID_EXCHANGE = 7;
 
   private static final class MethodHandlers<Req, Resp> implements
       io.grpc.stub.ServerCalls.UnaryMethod<Req, Resp>,
@@ -866,6 +985,10 @@ public final class TokenServiceGrpc {
         case METHODID_WATCH_JWKS:
           serviceImpl.watchJwks((dev.tokend.v1.WatchJwksRequest) request,
               (io.grpc.stub.StreamObserver<dev.tokend.v1.JwksEvent>) responseObserver);
+          break;
+        case METHODID_EXCHANGE:
+          serviceImpl.exchange((dev.tokend.v1.ExchangeRequest) request,
+              (io.grpc.stub.StreamObserver<dev.tokend.v1.ExchangeResponse>) responseObserver);
           break;
         default:
           throw new AssertionError();
@@ -934,6 +1057,13 @@ public final class TokenServiceGrpc {
               dev.tokend.v1.WatchJwksRequest,
               dev.tokend.v1.JwksEvent>(
                 service, METHODID_WATCH_JWKS)))
+        .addMethod(
+          getExchangeMethod(),
+          io.grpc.stub.ServerCalls.asyncUnaryCall(
+            new MethodHandlers<
+              dev.tokend.v1.ExchangeRequest,
+              dev.tokend.v1.ExchangeResponse>(
+                service, METHODID_EXCHANGE)))
         .build();
   }
 
@@ -989,6 +1119,7 @@ public final class TokenServiceGrpc {
               .addMethod(getGetJwksMethod())
               .addMethod(getWatchRevocationsMethod())
               .addMethod(getWatchJwksMethod())
+              .addMethod(getExchangeMethod())
               .build();
         }
       }

@@ -32,6 +32,11 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_tokend_v1_IssueRequest_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_CertificateBinding_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_CertificateBinding_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_tokend_v1_IssueResponse_descriptor;
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
@@ -91,6 +96,16 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_tokend_v1_JwksEvent_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_ExchangeRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_ExchangeRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_ExchangeResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_ExchangeResponse_fieldAccessorTable;
 
   public static com.google.protobuf.Descriptors.FileDescriptor
       getDescriptor() {
@@ -103,72 +118,99 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
       "\n\026tokend/v1/tokend.proto\022\ttokend.v1\032\036goo" +
       "gle/protobuf/duration.proto\032\034google/prot" +
       "obuf/struct.proto\032\037google/protobuf/times" +
-      "tamp.proto\"\356\001\n\014IssueRequest\022\030\n\007subject\030\001" +
+      "tamp.proto\"\247\002\n\014IssueRequest\022\030\n\007subject\030\001" +
       " \001(\tR\007subject\022\032\n\010audience\030\002 \003(\tR\010audienc" +
       "e\022\026\n\006scopes\030\003 \003(\tR\006scopes\022/\n\006claims\030\004 \001(" +
       "\0132\027.google.protobuf.StructR\006claims\022+\n\003tt" +
       "l\030\005 \001(\0132\031.google.protobuf.DurationR\003ttl\022" +
       "2\n\025include_refresh_token\030\006 \001(\010R\023includeR" +
-      "efreshToken\"\215\002\n\rIssueResponse\022!\n\014access_" +
-      "token\030\001 \001(\tR\013accessToken\022\035\n\ntoken_type\030\002" +
-      " \001(\tR\ttokenType\0229\n\nexpires_at\030\003 \001(\0132\032.go" +
-      "ogle.protobuf.TimestampR\texpiresAt\022#\n\rre" +
-      "fresh_token\030\004 \001(\tR\014refreshToken\022H\n\022refre" +
-      "sh_expires_at\030\005 \001(\0132\032.google.protobuf.Ti" +
-      "mestampR\020refreshExpiresAt\022\020\n\003jti\030\006 \001(\tR\003" +
-      "jti\"j\n\rVerifyRequest\022\024\n\005token\030\001 \001(\tR\005tok" +
-      "en\022\032\n\010audience\030\002 \001(\tR\010audience\022\'\n\017requir" +
-      "ed_scopes\030\003 \003(\tR\016requiredScopes\"\327\001\n\016Veri" +
-      "fyResponse\022\024\n\005valid\030\001 \001(\010R\005valid\022)\n\006reas" +
-      "on\030\002 \001(\0162\021.tokend.v1.ReasonR\006reason\022/\n\006c" +
-      "laims\030\003 \001(\0132\027.google.protobuf.StructR\006cl" +
-      "aims\022\030\n\007subject\030\004 \001(\tR\007subject\0229\n\nexpire" +
-      "s_at\030\005 \001(\0132\032.google.protobuf.TimestampR\t" +
-      "expiresAt\"v\n\016RefreshRequest\022#\n\rrefresh_t" +
-      "oken\030\001 \001(\tR\014refreshToken\022\026\n\006scopes\030\002 \003(\t" +
-      "R\006scopes\022\'\n\017idempotency_key\030\003 \001(\tR\016idemp" +
-      "otencyKey\"\240\001\n\rRevokeRequest\022\026\n\005token\030\001 \001" +
-      "(\tH\000R\005token\022\022\n\003jti\030\002 \001(\tH\000R\003jti\022%\n\rrefre" +
-      "sh_token\030\003 \001(\tH\000R\014refreshToken\022\032\n\007subjec" +
-      "t\030\004 \001(\tH\000R\007subject\022\026\n\006reason\030\005 \001(\tR\006reas" +
-      "onB\010\n\006target\"*\n\016RevokeResponse\022\030\n\007revoke" +
-      "d\030\001 \001(\005R\007revoked\"\020\n\016GetJwksRequest\".\n\017Ge" +
-      "tJwksResponse\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJs" +
-      "on\">\n\027WatchRevocationsRequest\022#\n\rfrom_se" +
-      "quence\030\001 \001(\003R\014fromSequence\"\355\001\n\017Revocatio" +
-      "nEvent\022\032\n\010sequence\030\001 \001(\003R\010sequence\022\022\n\004ki" +
-      "nd\030\002 \001(\tR\004kind\022\024\n\005value\030\003 \001(\tR\005value\0229\n\n" +
-      "not_before\030\004 \001(\0132\032.google.protobuf.Times" +
-      "tampR\tnotBefore\0229\n\nexpires_at\030\005 \001(\0132\032.go" +
-      "ogle.protobuf.TimestampR\texpiresAt\022\036\n\nch" +
-      "eckpoint\030\006 \001(\010R\ncheckpoint\"\022\n\020WatchJwksR" +
-      "equest\"G\n\tJwksEvent\022\033\n\tjwks_json\030\001 \001(\tR\010" +
-      "jwksJson\022\035\n\nkeep_alive\030\002 \001(\010R\tkeepAlive*" +
-      "\233\003\n\006Reason\022\026\n\022REASON_UNSPECIFIED\020\000\022\024\n\020RE" +
-      "ASON_MALFORMED\020\001\022\030\n\024REASON_BAD_SIGNATURE" +
-      "\020\002\022\026\n\022REASON_UNKNOWN_KEY\020\003\022\022\n\016REASON_EXP" +
-      "IRED\020\004\022\030\n\024REASON_NOT_YET_VALID\020\005\022\031\n\025REAS" +
-      "ON_WRONG_AUDIENCE\020\006\022\027\n\023REASON_WRONG_ISSU" +
-      "ER\020\007\022\030\n\024REASON_MISSING_SCOPE\020\010\022\022\n\016REASON" +
-      "_REVOKED\020\t\022\037\n\033REASON_DISALLOWED_ALGORITH" +
-      "M\020\n\022\025\n\021REASON_WRONG_TYPE\020\013\022\030\n\024REASON_MIS" +
-      "SING_CLAIM\020\014\022\033\n\027REASON_ISSUED_IN_FUTURE\020" +
-      "\r\022\034\n\030REASON_LIFETIME_TOO_LONG\020\016\022\024\n\020REASO" +
-      "N_TOO_LARGE\020\0172\342\003\n\014TokenService\022:\n\005Issue\022" +
-      "\027.tokend.v1.IssueRequest\032\030.tokend.v1.Iss" +
-      "ueResponse\022=\n\006Verify\022\030.tokend.v1.VerifyR" +
-      "equest\032\031.tokend.v1.VerifyResponse\022>\n\007Ref" +
-      "resh\022\031.tokend.v1.RefreshRequest\032\030.tokend" +
-      ".v1.IssueResponse\022=\n\006Revoke\022\030.tokend.v1." +
-      "RevokeRequest\032\031.tokend.v1.RevokeResponse" +
-      "\022@\n\007GetJwks\022\031.tokend.v1.GetJwksRequest\032\032" +
-      ".tokend.v1.GetJwksResponse\022T\n\020WatchRevoc" +
-      "ations\022\".tokend.v1.WatchRevocationsReque" +
-      "st\032\032.tokend.v1.RevocationEvent0\001\022@\n\tWatc" +
-      "hJwks\022\033.tokend.v1.WatchJwksRequest\032\024.tok" +
-      "end.v1.JwksEvent0\001BU\n\rdev.tokend.v1B\013Tok" +
-      "endProtoP\001Z5github.com/tokend/tokend/cli" +
-      "ents/go/tokendv1;tokendv1b\006proto3"
+      "efreshToken\0227\n\007binding\030\007 \001(\0132\035.tokend.v1" +
+      ".CertificateBindingR\007binding\"\177\n\022Certific" +
+      "ateBinding\022/\n\022caller_certificate\030\001 \001(\010H\000" +
+      "R\021callerCertificate\022)\n\017certificate_der\030\002" +
+      " \001(\014H\000R\016certificateDerB\r\n\013certificate\"\215\002" +
+      "\n\rIssueResponse\022!\n\014access_token\030\001 \001(\tR\013a" +
+      "ccessToken\022\035\n\ntoken_type\030\002 \001(\tR\ttokenTyp" +
+      "e\0229\n\nexpires_at\030\003 \001(\0132\032.google.protobuf." +
+      "TimestampR\texpiresAt\022#\n\rrefresh_token\030\004 " +
+      "\001(\tR\014refreshToken\022H\n\022refresh_expires_at\030" +
+      "\005 \001(\0132\032.google.protobuf.TimestampR\020refre" +
+      "shExpiresAt\022\020\n\003jti\030\006 \001(\tR\003jti\"\234\002\n\rVerify" +
+      "Request\022\024\n\005token\030\001 \001(\tR\005token\022\032\n\010audienc" +
+      "e\030\002 \001(\tR\010audience\022\'\n\017required_scopes\030\003 \003" +
+      "(\tR\016requiredScopes\022<\n\031presenter_certific" +
+      "ate_der\030\004 \001(\014H\000R\027presenterCertificateDer" +
+      "\022.\n\022presenter_x5t_s256\030\005 \001(\tH\000R\020presente" +
+      "rX5tS256\0225\n\ndelegation\030\006 \001(\0162\025.tokend.v1" +
+      ".DelegationR\ndelegationB\013\n\tpresenter\"\357\001\n" +
+      "\016VerifyResponse\022\024\n\005valid\030\001 \001(\010R\005valid\022)\n" +
+      "\006reason\030\002 \001(\0162\021.tokend.v1.ReasonR\006reason" +
+      "\022/\n\006claims\030\003 \001(\0132\027.google.protobuf.Struc" +
+      "tR\006claims\022\030\n\007subject\030\004 \001(\tR\007subject\0229\n\ne" +
+      "xpires_at\030\005 \001(\0132\032.google.protobuf.Timest" +
+      "ampR\texpiresAt\022\026\n\006actors\030\006 \003(\tR\006actors\"v" +
+      "\n\016RefreshRequest\022#\n\rrefresh_token\030\001 \001(\tR" +
+      "\014refreshToken\022\026\n\006scopes\030\002 \003(\tR\006scopes\022\'\n" +
+      "\017idempotency_key\030\003 \001(\tR\016idempotencyKey\"\240" +
+      "\001\n\rRevokeRequest\022\026\n\005token\030\001 \001(\tH\000R\005token" +
+      "\022\022\n\003jti\030\002 \001(\tH\000R\003jti\022%\n\rrefresh_token\030\003 " +
+      "\001(\tH\000R\014refreshToken\022\032\n\007subject\030\004 \001(\tH\000R\007" +
+      "subject\022\026\n\006reason\030\005 \001(\tR\006reasonB\010\n\006targe" +
+      "t\"*\n\016RevokeResponse\022\030\n\007revoked\030\001 \001(\005R\007re" +
+      "voked\"\020\n\016GetJwksRequest\".\n\017GetJwksRespon" +
+      "se\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJson\">\n\027Watch" +
+      "RevocationsRequest\022#\n\rfrom_sequence\030\001 \001(" +
+      "\003R\014fromSequence\"\355\001\n\017RevocationEvent\022\032\n\010s" +
+      "equence\030\001 \001(\003R\010sequence\022\022\n\004kind\030\002 \001(\tR\004k" +
+      "ind\022\024\n\005value\030\003 \001(\tR\005value\0229\n\nnot_before\030" +
+      "\004 \001(\0132\032.google.protobuf.TimestampR\tnotBe" +
+      "fore\0229\n\nexpires_at\030\005 \001(\0132\032.google.protob" +
+      "uf.TimestampR\texpiresAt\022\036\n\ncheckpoint\030\006 " +
+      "\001(\010R\ncheckpoint\"\022\n\020WatchJwksRequest\"G\n\tJ" +
+      "wksEvent\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJson\022\035\n" +
+      "\nkeep_alive\030\002 \001(\010R\tkeepAlive\"\361\001\n\017Exchang" +
+      "eRequest\022#\n\rsubject_token\030\001 \001(\tR\014subject" +
+      "Token\022\037\n\013actor_token\030\002 \001(\tR\nactorToken\022\032" +
+      "\n\010audience\030\003 \003(\tR\010audience\022\026\n\006scopes\030\004 \003" +
+      "(\tR\006scopes\022+\n\003ttl\030\005 \001(\0132\031.google.protobu" +
+      "f.DurationR\003ttl\0227\n\007binding\030\006 \001(\0132\035.token" +
+      "d.v1.CertificateBindingR\007binding\"\315\001\n\020Exc" +
+      "hangeResponse\022!\n\014access_token\030\001 \001(\tR\013acc" +
+      "essToken\022*\n\021issued_token_type\030\002 \001(\tR\017iss" +
+      "uedTokenType\022\035\n\ntoken_type\030\003 \001(\tR\ttokenT" +
+      "ype\0229\n\nexpires_at\030\004 \001(\0132\032.google.protobu" +
+      "f.TimestampR\texpiresAt\022\020\n\003jti\030\005 \001(\tR\003jti" +
+      "*Y\n\nDelegation\022\032\n\026DELEGATION_UNSPECIFIED" +
+      "\020\000\022\027\n\023DELEGATION_REQUIRED\020\001\022\026\n\022DELEGATIO" +
+      "N_REFUSED\020\002*\323\003\n\006Reason\022\026\n\022REASON_UNSPECI" +
+      "FIED\020\000\022\024\n\020REASON_MALFORMED\020\001\022\030\n\024REASON_B" +
+      "AD_SIGNATURE\020\002\022\026\n\022REASON_UNKNOWN_KEY\020\003\022\022" +
+      "\n\016REASON_EXPIRED\020\004\022\030\n\024REASON_NOT_YET_VAL" +
+      "ID\020\005\022\031\n\025REASON_WRONG_AUDIENCE\020\006\022\027\n\023REASO" +
+      "N_WRONG_ISSUER\020\007\022\030\n\024REASON_MISSING_SCOPE" +
+      "\020\010\022\022\n\016REASON_REVOKED\020\t\022\037\n\033REASON_DISALLO" +
+      "WED_ALGORITHM\020\n\022\025\n\021REASON_WRONG_TYPE\020\013\022\030" +
+      "\n\024REASON_MISSING_CLAIM\020\014\022\033\n\027REASON_ISSUE" +
+      "D_IN_FUTURE\020\r\022\034\n\030REASON_LIFETIME_TOO_LON" +
+      "G\020\016\022\024\n\020REASON_TOO_LARGE\020\017\022\037\n\033REASON_CERT" +
+      "IFICATE_MISMATCH\020\020\022\025\n\021REASON_DELEGATION\020" +
+      "\0212\247\004\n\014TokenService\022:\n\005Issue\022\027.tokend.v1." +
+      "IssueRequest\032\030.tokend.v1.IssueResponse\022=" +
+      "\n\006Verify\022\030.tokend.v1.VerifyRequest\032\031.tok" +
+      "end.v1.VerifyResponse\022>\n\007Refresh\022\031.token" +
+      "d.v1.RefreshRequest\032\030.tokend.v1.IssueRes" +
+      "ponse\022=\n\006Revoke\022\030.tokend.v1.RevokeReques" +
+      "t\032\031.tokend.v1.RevokeResponse\022@\n\007GetJwks\022" +
+      "\031.tokend.v1.GetJwksRequest\032\032.tokend.v1.G" +
+      "etJwksResponse\022T\n\020WatchRevocations\022\".tok" +
+      "end.v1.WatchRevocationsRequest\032\032.tokend." +
+      "v1.RevocationEvent0\001\022@\n\tWatchJwks\022\033.toke" +
+      "nd.v1.WatchJwksRequest\032\024.tokend.v1.JwksE" +
+      "vent0\001\022C\n\010Exchange\022\032.tokend.v1.ExchangeR" +
+      "equest\032\033.tokend.v1.ExchangeResponseBU\n\rd" +
+      "ev.tokend.v1B\013TokendProtoP\001Z5github.com/" +
+      "tokend/tokend/clients/go/tokendv1;tokend" +
+      "v1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -182,79 +224,97 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
     internal_static_tokend_v1_IssueRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_IssueRequest_descriptor,
-        new java.lang.String[] { "Subject", "Audience", "Scopes", "Claims", "Ttl", "IncludeRefreshToken", });
-    internal_static_tokend_v1_IssueResponse_descriptor =
+        new java.lang.String[] { "Subject", "Audience", "Scopes", "Claims", "Ttl", "IncludeRefreshToken", "Binding", });
+    internal_static_tokend_v1_CertificateBinding_descriptor =
       getDescriptor().getMessageType(1);
+    internal_static_tokend_v1_CertificateBinding_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_CertificateBinding_descriptor,
+        new java.lang.String[] { "CallerCertificate", "CertificateDer", "Certificate", });
+    internal_static_tokend_v1_IssueResponse_descriptor =
+      getDescriptor().getMessageType(2);
     internal_static_tokend_v1_IssueResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_IssueResponse_descriptor,
         new java.lang.String[] { "AccessToken", "TokenType", "ExpiresAt", "RefreshToken", "RefreshExpiresAt", "Jti", });
     internal_static_tokend_v1_VerifyRequest_descriptor =
-      getDescriptor().getMessageType(2);
+      getDescriptor().getMessageType(3);
     internal_static_tokend_v1_VerifyRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_VerifyRequest_descriptor,
-        new java.lang.String[] { "Token", "Audience", "RequiredScopes", });
+        new java.lang.String[] { "Token", "Audience", "RequiredScopes", "PresenterCertificateDer", "PresenterX5TS256", "Delegation", "Presenter", });
     internal_static_tokend_v1_VerifyResponse_descriptor =
-      getDescriptor().getMessageType(3);
+      getDescriptor().getMessageType(4);
     internal_static_tokend_v1_VerifyResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_VerifyResponse_descriptor,
-        new java.lang.String[] { "Valid", "Reason", "Claims", "Subject", "ExpiresAt", });
+        new java.lang.String[] { "Valid", "Reason", "Claims", "Subject", "ExpiresAt", "Actors", });
     internal_static_tokend_v1_RefreshRequest_descriptor =
-      getDescriptor().getMessageType(4);
+      getDescriptor().getMessageType(5);
     internal_static_tokend_v1_RefreshRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RefreshRequest_descriptor,
         new java.lang.String[] { "RefreshToken", "Scopes", "IdempotencyKey", });
     internal_static_tokend_v1_RevokeRequest_descriptor =
-      getDescriptor().getMessageType(5);
+      getDescriptor().getMessageType(6);
     internal_static_tokend_v1_RevokeRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RevokeRequest_descriptor,
         new java.lang.String[] { "Token", "Jti", "RefreshToken", "Subject", "Reason", "Target", });
     internal_static_tokend_v1_RevokeResponse_descriptor =
-      getDescriptor().getMessageType(6);
+      getDescriptor().getMessageType(7);
     internal_static_tokend_v1_RevokeResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RevokeResponse_descriptor,
         new java.lang.String[] { "Revoked", });
     internal_static_tokend_v1_GetJwksRequest_descriptor =
-      getDescriptor().getMessageType(7);
+      getDescriptor().getMessageType(8);
     internal_static_tokend_v1_GetJwksRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_GetJwksRequest_descriptor,
         new java.lang.String[] { });
     internal_static_tokend_v1_GetJwksResponse_descriptor =
-      getDescriptor().getMessageType(8);
+      getDescriptor().getMessageType(9);
     internal_static_tokend_v1_GetJwksResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_GetJwksResponse_descriptor,
         new java.lang.String[] { "JwksJson", });
     internal_static_tokend_v1_WatchRevocationsRequest_descriptor =
-      getDescriptor().getMessageType(9);
+      getDescriptor().getMessageType(10);
     internal_static_tokend_v1_WatchRevocationsRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_WatchRevocationsRequest_descriptor,
         new java.lang.String[] { "FromSequence", });
     internal_static_tokend_v1_RevocationEvent_descriptor =
-      getDescriptor().getMessageType(10);
+      getDescriptor().getMessageType(11);
     internal_static_tokend_v1_RevocationEvent_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RevocationEvent_descriptor,
         new java.lang.String[] { "Sequence", "Kind", "Value", "NotBefore", "ExpiresAt", "Checkpoint", });
     internal_static_tokend_v1_WatchJwksRequest_descriptor =
-      getDescriptor().getMessageType(11);
+      getDescriptor().getMessageType(12);
     internal_static_tokend_v1_WatchJwksRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_WatchJwksRequest_descriptor,
         new java.lang.String[] { });
     internal_static_tokend_v1_JwksEvent_descriptor =
-      getDescriptor().getMessageType(12);
+      getDescriptor().getMessageType(13);
     internal_static_tokend_v1_JwksEvent_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_JwksEvent_descriptor,
         new java.lang.String[] { "JwksJson", "KeepAlive", });
+    internal_static_tokend_v1_ExchangeRequest_descriptor =
+      getDescriptor().getMessageType(14);
+    internal_static_tokend_v1_ExchangeRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_ExchangeRequest_descriptor,
+        new java.lang.String[] { "SubjectToken", "ActorToken", "Audience", "Scopes", "Ttl", "Binding", });
+    internal_static_tokend_v1_ExchangeResponse_descriptor =
+      getDescriptor().getMessageType(15);
+    internal_static_tokend_v1_ExchangeResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_ExchangeResponse_descriptor,
+        new java.lang.String[] { "AccessToken", "IssuedTokenType", "TokenType", "ExpiresAt", "Jti", });
     descriptor.resolveAllFeaturesImmutable();
     com.google.protobuf.DurationProto.getDescriptor();
     com.google.protobuf.StructProto.getDescriptor();

@@ -36,6 +36,7 @@ private static final long serialVersionUID = 0L;
     audience_ = "";
     requiredScopes_ =
         com.google.protobuf.LazyStringArrayList.emptyList();
+    delegation_ = 0;
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -54,6 +55,48 @@ private static final long serialVersionUID = 0L;
     return dev.tokend.v1.TokendProto.internal_static_tokend_v1_VerifyRequest_fieldAccessorTable
         .ensureFieldAccessorsInitialized(
             dev.tokend.v1.VerifyRequest.class, dev.tokend.v1.VerifyRequest.Builder.class);
+  }
+
+  private int presenterCase_ = 0;
+  @SuppressWarnings("serial")
+  private java.lang.Object presenter_;
+  public enum PresenterCase
+      implements com.google.protobuf.Internal.EnumLite,
+          com.google.protobuf.AbstractMessage.InternalOneOfEnum {
+    PRESENTER_CERTIFICATE_DER(4),
+    PRESENTER_X5T_S256(5),
+    PRESENTER_NOT_SET(0);
+    private final int value;
+    private PresenterCase(int value) {
+      this.value = value;
+    }
+    /**
+     * @param value The number of the enum to look for.
+     * @return The enum associated with the given number.
+     * @deprecated Use {@link #forNumber(int)} instead.
+     */
+    @java.lang.Deprecated
+    public static PresenterCase valueOf(int value) {
+      return forNumber(value);
+    }
+
+    public static PresenterCase forNumber(int value) {
+      switch (value) {
+        case 4: return PRESENTER_CERTIFICATE_DER;
+        case 5: return PRESENTER_X5T_S256;
+        case 0: return PRESENTER_NOT_SET;
+        default: return null;
+      }
+    }
+    public int getNumber() {
+      return this.value;
+    }
+  };
+
+  public PresenterCase
+  getPresenterCase() {
+    return PresenterCase.forNumber(
+        presenterCase_);
   }
 
   public static final int TOKEN_FIELD_NUMBER = 1;
@@ -203,6 +246,126 @@ private static final long serialVersionUID = 0L;
     return requiredScopes_.getByteString(index);
   }
 
+  public static final int PRESENTER_CERTIFICATE_DER_FIELD_NUMBER = 4;
+  /**
+   * <pre>
+   * The presenter's client certificate, DER-encoded (at most 16 KiB).
+   * </pre>
+   *
+   * <code>bytes presenter_certificate_der = 4 [json_name = "presenterCertificateDer"];</code>
+   * @return Whether the presenterCertificateDer field is set.
+   */
+  @java.lang.Override
+  public boolean hasPresenterCertificateDer() {
+    return presenterCase_ == 4;
+  }
+  /**
+   * <pre>
+   * The presenter's client certificate, DER-encoded (at most 16 KiB).
+   * </pre>
+   *
+   * <code>bytes presenter_certificate_der = 4 [json_name = "presenterCertificateDer"];</code>
+   * @return The presenterCertificateDer.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString getPresenterCertificateDer() {
+    if (presenterCase_ == 4) {
+      return (com.google.protobuf.ByteString) presenter_;
+    }
+    return com.google.protobuf.ByteString.EMPTY;
+  }
+
+  public static final int PRESENTER_X5T_S256_FIELD_NUMBER = 5;
+  /**
+   * <pre>
+   * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+   * `x5t#S256`.
+   * </pre>
+   *
+   * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+   * @return Whether the presenterX5tS256 field is set.
+   */
+  public boolean hasPresenterX5TS256() {
+    return presenterCase_ == 5;
+  }
+  /**
+   * <pre>
+   * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+   * `x5t#S256`.
+   * </pre>
+   *
+   * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+   * @return The presenterX5tS256.
+   */
+  public java.lang.String getPresenterX5TS256() {
+    if (presenterCase_ != 5) {
+      return "";
+    }
+    java.lang.Object ref = presenter_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      presenter_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+   * `x5t#S256`.
+   * </pre>
+   *
+   * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+   * @return The bytes for presenterX5tS256.
+   */
+  public com.google.protobuf.ByteString
+      getPresenterX5TS256Bytes() {
+    if (presenterCase_ != 5) {
+      return com.google.protobuf.ByteString.copyFromUtf8("");
+    }
+    java.lang.Object ref = presenter_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      presenter_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
+  public static final int DELEGATION_FIELD_NUMBER = 6;
+  private int delegation_ = 0;
+  /**
+   * <pre>
+   * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+   * is acceptable. Unspecified: either.
+   * </pre>
+   *
+   * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+   * @return The enum numeric value on the wire for delegation.
+   */
+  @java.lang.Override public int getDelegationValue() {
+    return delegation_;
+  }
+  /**
+   * <pre>
+   * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+   * is acceptable. Unspecified: either.
+   * </pre>
+   *
+   * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+   * @return The delegation.
+   */
+  @java.lang.Override public dev.tokend.v1.Delegation getDelegation() {
+    dev.tokend.v1.Delegation result = dev.tokend.v1.Delegation.forNumber(delegation_);
+    return result == null ? dev.tokend.v1.Delegation.UNRECOGNIZED : result;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -226,6 +389,16 @@ private static final long serialVersionUID = 0L;
     for (int i = 0; i < requiredScopes_.size(); i++) {
       com.google.protobuf.GeneratedMessage.writeString(output, 3, requiredScopes_.getRaw(i));
     }
+    if (presenterCase_ == 4) {
+      output.writeBytes(
+          4, (com.google.protobuf.ByteString) presenter_);
+    }
+    if (presenterCase_ == 5) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 5, presenter_);
+    }
+    if (delegation_ != dev.tokend.v1.Delegation.DELEGATION_UNSPECIFIED.getNumber()) {
+      output.writeEnum(6, delegation_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -243,6 +416,18 @@ private static final long serialVersionUID = 0L;
       }
       size += dataSize;
       size += 1 * getRequiredScopesList().size();
+    }
+    if (presenterCase_ == 4) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeBytesSize(
+            4, (com.google.protobuf.ByteString) presenter_);
+    }
+    if (presenterCase_ == 5) {
+      size += com.google.protobuf.GeneratedMessage.computeStringSize(5, presenter_);
+    }
+    if (delegation_ != dev.tokend.v1.Delegation.DELEGATION_UNSPECIFIED.getNumber()) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeEnumSize(6, delegation_);
     }
     return size;
   }
@@ -274,6 +459,20 @@ private static final long serialVersionUID = 0L;
         .equals(other.getAudience())) return false;
     if (!getRequiredScopesList()
         .equals(other.getRequiredScopesList())) return false;
+    if (delegation_ != other.delegation_) return false;
+    if (!getPresenterCase().equals(other.getPresenterCase())) return false;
+    switch (presenterCase_) {
+      case 4:
+        if (!getPresenterCertificateDer()
+            .equals(other.getPresenterCertificateDer())) return false;
+        break;
+      case 5:
+        if (!getPresenterX5TS256()
+            .equals(other.getPresenterX5TS256())) return false;
+        break;
+      case 0:
+      default:
+    }
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -292,6 +491,20 @@ private static final long serialVersionUID = 0L;
     if (getRequiredScopesCount() > 0) {
       hash = (37 * hash) + REQUIRED_SCOPES_FIELD_NUMBER;
       hash = (53 * hash) + getRequiredScopesList().hashCode();
+    }
+    hash = (37 * hash) + DELEGATION_FIELD_NUMBER;
+    hash = (53 * hash) + delegation_;
+    switch (presenterCase_) {
+      case 4:
+        hash = (37 * hash) + PRESENTER_CERTIFICATE_DER_FIELD_NUMBER;
+        hash = (53 * hash) + getPresenterCertificateDer().hashCode();
+        break;
+      case 5:
+        hash = (37 * hash) + PRESENTER_X5T_S256_FIELD_NUMBER;
+        hash = (53 * hash) + getPresenterX5TS256().hashCode();
+        break;
+      case 0:
+      default:
     }
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
@@ -432,6 +645,9 @@ private static final long serialVersionUID = 0L;
       audience_ = "";
       requiredScopes_ =
           com.google.protobuf.LazyStringArrayList.emptyList();
+      delegation_ = 0;
+      presenterCase_ = 0;
+      presenter_ = null;
       return this;
     }
 
@@ -459,6 +675,7 @@ private static final long serialVersionUID = 0L;
     public dev.tokend.v1.VerifyRequest buildPartial() {
       dev.tokend.v1.VerifyRequest result = new dev.tokend.v1.VerifyRequest(this);
       if (bitField0_ != 0) { buildPartial0(result); }
+      buildPartialOneofs(result);
       onBuilt();
       return result;
     }
@@ -475,6 +692,14 @@ private static final long serialVersionUID = 0L;
         requiredScopes_.makeImmutable();
         result.requiredScopes_ = requiredScopes_;
       }
+      if (((from_bitField0_ & 0x00000020) != 0)) {
+        result.delegation_ = delegation_;
+      }
+    }
+
+    private void buildPartialOneofs(dev.tokend.v1.VerifyRequest result) {
+      result.presenterCase_ = presenterCase_;
+      result.presenter_ = this.presenter_;
     }
 
     @java.lang.Override
@@ -508,6 +733,24 @@ private static final long serialVersionUID = 0L;
           requiredScopes_.addAll(other.requiredScopes_);
         }
         onChanged();
+      }
+      if (other.delegation_ != 0) {
+        setDelegationValue(other.getDelegationValue());
+      }
+      switch (other.getPresenterCase()) {
+        case PRESENTER_CERTIFICATE_DER: {
+          setPresenterCertificateDer(other.getPresenterCertificateDer());
+          break;
+        }
+        case PRESENTER_X5T_S256: {
+          presenterCase_ = 5;
+          presenter_ = other.presenter_;
+          onChanged();
+          break;
+        }
+        case PRESENTER_NOT_SET: {
+          break;
+        }
       }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
@@ -548,6 +791,21 @@ private static final long serialVersionUID = 0L;
               requiredScopes_.add(input.readStringRequireUtf8());
               break;
             } // case 26
+            case 34: {
+              presenter_ = input.readBytes();
+              presenterCase_ = 4;
+              break;
+            } // case 34
+            case 42: {
+              presenterCase_ = 5;
+              presenter_ = input.readStringRequireUtf8();
+              break;
+            } // case 42
+            case 48: {
+              delegation_ = input.readEnum();
+              bitField0_ |= 0x00000020;
+              break;
+            } // case 48
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -563,6 +821,21 @@ private static final long serialVersionUID = 0L;
       } // finally
       return this;
     }
+    private int presenterCase_ = 0;
+    private java.lang.Object presenter_;
+    public PresenterCase
+        getPresenterCase() {
+      return PresenterCase.forNumber(
+          presenterCase_);
+    }
+
+    public Builder clearPresenter() {
+      presenterCase_ = 0;
+      presenter_ = null;
+      onChanged();
+      return this;
+    }
+
     private int bitField0_;
 
     private java.lang.Object token_ = "";
@@ -892,6 +1165,260 @@ private static final long serialVersionUID = 0L;
       ensureRequiredScopesIsMutable();
       requiredScopes_.add(value);
       bitField0_ |= 0x00000004;
+      onChanged();
+      return this;
+    }
+
+    /**
+     * <pre>
+     * The presenter's client certificate, DER-encoded (at most 16 KiB).
+     * </pre>
+     *
+     * <code>bytes presenter_certificate_der = 4 [json_name = "presenterCertificateDer"];</code>
+     * @return Whether the presenterCertificateDer field is set.
+     */
+    public boolean hasPresenterCertificateDer() {
+      return presenterCase_ == 4;
+    }
+    /**
+     * <pre>
+     * The presenter's client certificate, DER-encoded (at most 16 KiB).
+     * </pre>
+     *
+     * <code>bytes presenter_certificate_der = 4 [json_name = "presenterCertificateDer"];</code>
+     * @return The presenterCertificateDer.
+     */
+    public com.google.protobuf.ByteString getPresenterCertificateDer() {
+      if (presenterCase_ == 4) {
+        return (com.google.protobuf.ByteString) presenter_;
+      }
+      return com.google.protobuf.ByteString.EMPTY;
+    }
+    /**
+     * <pre>
+     * The presenter's client certificate, DER-encoded (at most 16 KiB).
+     * </pre>
+     *
+     * <code>bytes presenter_certificate_der = 4 [json_name = "presenterCertificateDer"];</code>
+     * @param value The presenterCertificateDer to set.
+     * @return This builder for chaining.
+     */
+    public Builder setPresenterCertificateDer(com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      presenterCase_ = 4;
+      presenter_ = value;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * The presenter's client certificate, DER-encoded (at most 16 KiB).
+     * </pre>
+     *
+     * <code>bytes presenter_certificate_der = 4 [json_name = "presenterCertificateDer"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearPresenterCertificateDer() {
+      if (presenterCase_ == 4) {
+        presenterCase_ = 0;
+        presenter_ = null;
+        onChanged();
+      }
+      return this;
+    }
+
+    /**
+     * <pre>
+     * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+     * `x5t#S256`.
+     * </pre>
+     *
+     * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+     * @return Whether the presenterX5tS256 field is set.
+     */
+    @java.lang.Override
+    public boolean hasPresenterX5TS256() {
+      return presenterCase_ == 5;
+    }
+    /**
+     * <pre>
+     * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+     * `x5t#S256`.
+     * </pre>
+     *
+     * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+     * @return The presenterX5tS256.
+     */
+    @java.lang.Override
+    public java.lang.String getPresenterX5TS256() {
+      if (presenterCase_ != 5) {
+        return "";
+      }
+      java.lang.Object ref = presenter_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+          presenter_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+     * `x5t#S256`.
+     * </pre>
+     *
+     * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+     * @return The bytes for presenterX5tS256.
+     */
+    @java.lang.Override
+    public com.google.protobuf.ByteString
+        getPresenterX5TS256Bytes() {
+      if (presenterCase_ != 5) {
+        return com.google.protobuf.ByteString.copyFromUtf8(        "");
+      }
+      java.lang.Object ref = presenter_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        presenter_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+     * `x5t#S256`.
+     * </pre>
+     *
+     * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+     * @param value The presenterX5tS256 to set.
+     * @return This builder for chaining.
+     */
+    public Builder setPresenterX5TS256(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      presenterCase_ = 5;
+      presenter_ = value;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+     * `x5t#S256`.
+     * </pre>
+     *
+     * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearPresenterX5TS256() {
+      if (presenterCase_ == 5) {
+        presenterCase_ = 0;
+        presenter_ = null;
+        onChanged();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+     * `x5t#S256`.
+     * </pre>
+     *
+     * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+     * @param value The bytes for presenterX5tS256 to set.
+     * @return This builder for chaining.
+     */
+    public Builder setPresenterX5TS256Bytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      presenterCase_ = 5;
+      presenter_ = value;
+      onChanged();
+      return this;
+    }
+
+    private int delegation_ = 0;
+    /**
+     * <pre>
+     * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+     * is acceptable. Unspecified: either.
+     * </pre>
+     *
+     * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+     * @return The enum numeric value on the wire for delegation.
+     */
+    @java.lang.Override public int getDelegationValue() {
+      return delegation_;
+    }
+    /**
+     * <pre>
+     * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+     * is acceptable. Unspecified: either.
+     * </pre>
+     *
+     * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+     * @param value The enum numeric value on the wire for delegation to set.
+     * @return This builder for chaining.
+     */
+    public Builder setDelegationValue(int value) {
+      delegation_ = value;
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+     * is acceptable. Unspecified: either.
+     * </pre>
+     *
+     * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+     * @return The delegation.
+     */
+    @java.lang.Override
+    public dev.tokend.v1.Delegation getDelegation() {
+      dev.tokend.v1.Delegation result = dev.tokend.v1.Delegation.forNumber(delegation_);
+      return result == null ? dev.tokend.v1.Delegation.UNRECOGNIZED : result;
+    }
+    /**
+     * <pre>
+     * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+     * is acceptable. Unspecified: either.
+     * </pre>
+     *
+     * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+     * @param value The delegation to set.
+     * @throws IllegalArgumentException if UNRECOGNIZED is provided.
+     * @return This builder for chaining.
+     */
+    public Builder setDelegation(dev.tokend.v1.Delegation value) {
+      java.util.Objects.requireNonNull(value);
+      bitField0_ |= 0x00000020;
+      delegation_ = value.getNumber();
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+     * is acceptable. Unspecified: either.
+     * </pre>
+     *
+     * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearDelegation() {
+      bitField0_ = (bitField0_ & ~0x00000020);
+      delegation_ = 0;
       onChanged();
       return this;
     }

@@ -90,4 +90,78 @@ public interface VerifyRequestOrBuilder extends
    */
   com.google.protobuf.ByteString
       getRequiredScopesBytes(int index);
+
+  /**
+   * <pre>
+   * The presenter's client certificate, DER-encoded (at most 16 KiB).
+   * </pre>
+   *
+   * <code>bytes presenter_certificate_der = 4 [json_name = "presenterCertificateDer"];</code>
+   * @return Whether the presenterCertificateDer field is set.
+   */
+  boolean hasPresenterCertificateDer();
+  /**
+   * <pre>
+   * The presenter's client certificate, DER-encoded (at most 16 KiB).
+   * </pre>
+   *
+   * <code>bytes presenter_certificate_der = 4 [json_name = "presenterCertificateDer"];</code>
+   * @return The presenterCertificateDer.
+   */
+  com.google.protobuf.ByteString getPresenterCertificateDer();
+
+  /**
+   * <pre>
+   * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+   * `x5t#S256`.
+   * </pre>
+   *
+   * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+   * @return Whether the presenterX5tS256 field is set.
+   */
+  boolean hasPresenterX5TS256();
+  /**
+   * <pre>
+   * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+   * `x5t#S256`.
+   * </pre>
+   *
+   * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+   * @return The presenterX5tS256.
+   */
+  java.lang.String getPresenterX5TS256();
+  /**
+   * <pre>
+   * Its SHA-256 thumbprint, base64url without padding (43 characters), as in
+   * `x5t#S256`.
+   * </pre>
+   *
+   * <code>string presenter_x5t_s256 = 5 [json_name = "presenterX5tS256"];</code>
+   * @return The bytes for presenterX5tS256.
+   */
+  com.google.protobuf.ByteString
+      getPresenterX5TS256Bytes();
+
+  /**
+   * <pre>
+   * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+   * is acceptable. Unspecified: either.
+   * </pre>
+   *
+   * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+   * @return The enum numeric value on the wire for delegation.
+   */
+  int getDelegationValue();
+  /**
+   * <pre>
+   * Whether a delegated token (one with an `act` claim, RFC 8693 section 4.1)
+   * is acceptable. Unspecified: either.
+   * </pre>
+   *
+   * <code>.tokend.v1.Delegation delegation = 6 [json_name = "delegation"];</code>
+   * @return The delegation.
+   */
+  dev.tokend.v1.Delegation getDelegation();
+
+  dev.tokend.v1.VerifyRequest.PresenterCase getPresenterCase();
 }

@@ -34,6 +34,8 @@ private static final long serialVersionUID = 0L;
   private VerifyResponse() {
     reason_ = 0;
     subject_ = "";
+    actors_ =
+        com.google.protobuf.LazyStringArrayList.emptyList();
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -219,6 +221,63 @@ private static final long serialVersionUID = 0L;
     return expiresAt_ == null ? com.google.protobuf.Timestamp.getDefaultInstance() : expiresAt_;
   }
 
+  public static final int ACTORS_FIELD_NUMBER = 6;
+  @SuppressWarnings("serial")
+  private com.google.protobuf.LazyStringArrayList actors_ =
+      com.google.protobuf.LazyStringArrayList.emptyList();
+  /**
+   * <pre>
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   * </pre>
+   *
+   * <code>repeated string actors = 6 [json_name = "actors"];</code>
+   * @return A list containing the actors.
+   */
+  public com.google.protobuf.ProtocolStringList
+      getActorsList() {
+    return actors_;
+  }
+  /**
+   * <pre>
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   * </pre>
+   *
+   * <code>repeated string actors = 6 [json_name = "actors"];</code>
+   * @return The count of actors.
+   */
+  public int getActorsCount() {
+    return actors_.size();
+  }
+  /**
+   * <pre>
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   * </pre>
+   *
+   * <code>repeated string actors = 6 [json_name = "actors"];</code>
+   * @param index The index of the element to return.
+   * @return The actors at the given index.
+   */
+  public java.lang.String getActors(int index) {
+    return actors_.get(index);
+  }
+  /**
+   * <pre>
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   * </pre>
+   *
+   * <code>repeated string actors = 6 [json_name = "actors"];</code>
+   * @param index The index of the value to return.
+   * @return The bytes of the actors at the given index.
+   */
+  public com.google.protobuf.ByteString
+      getActorsBytes(int index) {
+    return actors_.getByteString(index);
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -248,6 +307,9 @@ private static final long serialVersionUID = 0L;
     if (((bitField0_ & 0x00000002) != 0)) {
       output.writeMessage(5, getExpiresAt());
     }
+    for (int i = 0; i < actors_.size(); i++) {
+      com.google.protobuf.GeneratedMessage.writeString(output, 6, actors_.getRaw(i));
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -270,6 +332,14 @@ private static final long serialVersionUID = 0L;
     if (((bitField0_ & 0x00000002) != 0)) {
       size += com.google.protobuf.CodedOutputStream
         .computeMessageSize(5, getExpiresAt());
+    }
+    {
+      int dataSize = 0;
+      for (int i = 0; i < actors_.size(); i++) {
+        dataSize += computeStringSizeNoTag(actors_.getRaw(i));
+      }
+      size += dataSize;
+      size += 1 * getActorsList().size();
     }
     return size;
   }
@@ -310,6 +380,8 @@ private static final long serialVersionUID = 0L;
       if (!getExpiresAt()
           .equals(other.getExpiresAt())) return false;
     }
+    if (!getActorsList()
+        .equals(other.getActorsList())) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -335,6 +407,10 @@ private static final long serialVersionUID = 0L;
     if (hasExpiresAt()) {
       hash = (37 * hash) + EXPIRES_AT_FIELD_NUMBER;
       hash = (53 * hash) + getExpiresAt().hashCode();
+    }
+    if (getActorsCount() > 0) {
+      hash = (37 * hash) + ACTORS_FIELD_NUMBER;
+      hash = (53 * hash) + getActorsList().hashCode();
     }
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
@@ -491,6 +567,8 @@ private static final long serialVersionUID = 0L;
         expiresAtBuilder_.dispose();
         expiresAtBuilder_ = null;
       }
+      actors_ =
+          com.google.protobuf.LazyStringArrayList.emptyList();
       return this;
     }
 
@@ -546,6 +624,10 @@ private static final long serialVersionUID = 0L;
             : expiresAtBuilder_.build();
         to_bitField0_ |= 0x00000002;
       }
+      if (((from_bitField0_ & 0x00000020) != 0)) {
+        actors_.makeImmutable();
+        result.actors_ = actors_;
+      }
       result.bitField0_ |= to_bitField0_;
     }
 
@@ -577,6 +659,16 @@ private static final long serialVersionUID = 0L;
       }
       if (other.hasExpiresAt()) {
         mergeExpiresAt(other.getExpiresAt());
+      }
+      if (!other.actors_.isEmpty()) {
+        if (actors_.isEmpty()) {
+          actors_ = other.actors_;
+          bitField0_ |= 0x00000020;
+        } else {
+          ensureActorsIsMutable();
+          actors_.addAll(other.actors_);
+        }
+        onChanged();
       }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
@@ -631,6 +723,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000010;
               break;
             } // case 42
+            case 50: {
+              ensureActorsIsMutable();
+              actors_.add(input.readStringRequireUtf8());
+              break;
+            } // case 50
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1164,6 +1261,162 @@ private static final long serialVersionUID = 0L;
         expiresAt_ = null;
       }
       return expiresAtBuilder_;
+    }
+
+    private com.google.protobuf.LazyStringArrayList actors_ =
+        com.google.protobuf.LazyStringArrayList.emptyList();
+    private void ensureActorsIsMutable() {
+      if (!actors_.isModifiable()) {
+        actors_ = new com.google.protobuf.LazyStringArrayList(actors_);
+      }
+      bitField0_ |= 0x00000020;
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @return A list containing the actors.
+     */
+    public com.google.protobuf.ProtocolStringList
+        getActorsList() {
+      actors_.makeImmutable();
+      return actors_;
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @return The count of actors.
+     */
+    public int getActorsCount() {
+      return actors_.size();
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @param index The index of the element to return.
+     * @return The actors at the given index.
+     */
+    public java.lang.String getActors(int index) {
+      return actors_.get(index);
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @param index The index of the value to return.
+     * @return The bytes of the actors at the given index.
+     */
+    public com.google.protobuf.ByteString
+        getActorsBytes(int index) {
+      return actors_.getByteString(index);
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @param index The index to set the value at.
+     * @param value The actors to set.
+     * @return This builder for chaining.
+     */
+    public Builder setActors(
+        int index, java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      ensureActorsIsMutable();
+      actors_.set(index, value);
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @param value The actors to add.
+     * @return This builder for chaining.
+     */
+    public Builder addActors(
+        java.lang.String value) {
+      java.util.Objects.requireNonNull(value);
+      ensureActorsIsMutable();
+      actors_.add(value);
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @param values The actors to add.
+     * @return This builder for chaining.
+     */
+    public Builder addAllActors(
+        java.lang.Iterable<java.lang.String> values) {
+      ensureActorsIsMutable();
+      com.google.protobuf.AbstractMessageLite.Builder.addAll(
+          values, actors_);
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearActors() {
+      actors_ =
+        com.google.protobuf.LazyStringArrayList.emptyList();
+      bitField0_ = (bitField0_ & ~0x00000020);;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * For a delegated token, the actors from the most recent (the outermost `act`)
+     * to the first; empty for a direct token.
+     * </pre>
+     *
+     * <code>repeated string actors = 6 [json_name = "actors"];</code>
+     * @param value The bytes of the actors to add.
+     * @return This builder for chaining.
+     */
+    public Builder addActorsBytes(
+        com.google.protobuf.ByteString value) {
+      java.util.Objects.requireNonNull(value);
+      checkByteStringIsUtf8(value);
+      ensureActorsIsMutable();
+      actors_.add(value);
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
     }
 
     // @@protoc_insertion_point(builder_scope:tokend.v1.VerifyResponse)

@@ -112,4 +112,49 @@ public interface VerifyResponseOrBuilder extends
    * <code>.google.protobuf.Timestamp expires_at = 5 [json_name = "expiresAt"];</code>
    */
   com.google.protobuf.TimestampOrBuilder getExpiresAtOrBuilder();
+
+  /**
+   * <pre>
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   * </pre>
+   *
+   * <code>repeated string actors = 6 [json_name = "actors"];</code>
+   * @return A list containing the actors.
+   */
+  java.util.List<java.lang.String>
+      getActorsList();
+  /**
+   * <pre>
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   * </pre>
+   *
+   * <code>repeated string actors = 6 [json_name = "actors"];</code>
+   * @return The count of actors.
+   */
+  int getActorsCount();
+  /**
+   * <pre>
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   * </pre>
+   *
+   * <code>repeated string actors = 6 [json_name = "actors"];</code>
+   * @param index The index of the element to return.
+   * @return The actors at the given index.
+   */
+  java.lang.String getActors(int index);
+  /**
+   * <pre>
+   * For a delegated token, the actors from the most recent (the outermost `act`)
+   * to the first; empty for a direct token.
+   * </pre>
+   *
+   * <code>repeated string actors = 6 [json_name = "actors"];</code>
+   * @param index The index of the value to return.
+   * @return The bytes of the actors at the given index.
+   */
+  com.google.protobuf.ByteString
+      getActorsBytes(int index);
 }
