@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 from tests.faults.procs import TokendProcess, replica_config
 from tests.support.bao import BaoDevServer
 from tokend.api.calls import RequestIds
-from tokend.api.servicer import _status_for
+from tokend.api.errors import failure_for
 from tokend.store import InvalidValue, StoreError
 from tokend.tokens.input_rules import looks_like_secret
 from tokend_client.v1 import tokend_pb2 as pb
@@ -341,13 +341,15 @@ def test_a_nul_on_postgresql_is_invalid_argument_not_an_outage(pg_server: Tokend
 def test_an_unexpected_exception_is_internal_not_retryable() -> None:
     # No real fault makes the server raise an unknown exception (that would be a bug to
     # fix), so the mapping is checked directly: a bug is not an outage to retry.
-    code, message = _status_for(KeyError("internal detail"), "Issue")
-    assert code == grpc.StatusCode.INTERNAL
-    assert "internal detail" not in message and "retry" not in message
-    code, _ = _status_for(StoreError("postgresql: down"), "Issue")
-    assert code == grpc.StatusCode.UNAVAILABLE  # a real outage stays retryable
-    code, _ = _status_for(InvalidValue("NUL"), "Revoke")
-    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    failure = failure_for(KeyError("internal detail"), "Issue")
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INTERNAL, "INTERNAL")
+    assert "internal detail" not in failure.message and "retry" not in failure.message
+    failure = failure_for(StoreError("postgresql: down"), "Issue")
+    assert failure.code == grpc.StatusCode.UNAVAILABLE  # a real outage stays retryable
+    assert failure.reason == "STORE_UNAVAILABLE" and "postgresql" not in failure.message
+    failure = failure_for(InvalidValue("NUL"), "Revoke")
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                              "INVALID_REQUEST")
 
 
 @pytest.mark.parametrize(("value", "secret"), [

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tokend.api.servicer import _status_for
+from tokend.api import errors
 from tokend.api.streams import JwksFeed, RevocationFeed
 from tokend.store import NewRevocation
 from tokend.store.sqlite import SqliteStore
@@ -99,8 +99,7 @@ async def _mapped(serve: Callable[[], Any], context: grpc.aio.ServicerContext) -
     try:
         await serve()
     except Exception as exc:
-        code, message = _status_for(exc, "Watch")
-        await context.abort(code, message)
+        await errors.abort(context, errors.failure_for(exc, "Watch"), "Watch")
 
 
 @pytest.fixture

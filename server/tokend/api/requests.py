@@ -79,7 +79,8 @@ def revoke_spec(request: pb.RevokeRequest, call: CallContext, tokens: TokenConfi
                 ) -> RevokeSpec:
     target = request.WhichOneof("target")
     if target is None:
-        raise BadRequest("name what to revoke: one of token, jti, refresh_token, subject")
+        raise BadRequest("name what to revoke: one of token, jti, refresh_token, subject",
+                         field="target")
     call.audit["target"] = target
     value: str = getattr(request, target)
     rules.check_reason(request.reason)
@@ -111,7 +112,7 @@ def _claims_of(request: pb.IssueRequest) -> dict[str, Any]:
     try:
         return json_format.MessageToDict(request.claims)
     except ValueError:  # "Fail to serialize NaN/Infinity for Value.number_value"
-        raise BadRequest("custom claims cannot hold NaN or infinity") from None
+        raise BadRequest("custom claims cannot hold NaN or infinity", field="claims") from None
 
 
 def _ttl_of(request: pb.IssueRequest) -> float | None:
@@ -121,5 +122,5 @@ def _ttl_of(request: pb.IssueRequest) -> float | None:
     seconds, nanos = request.ttl.seconds, request.ttl.nanos
     if (abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999
             or (seconds and nanos and (seconds < 0) != (nanos < 0))):
-        raise BadRequest("ttl is not a valid google.protobuf.Duration")
+        raise BadRequest("ttl is not a valid google.protobuf.Duration", field="ttl")
     return seconds + nanos / 1e9
