@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "python"
-ALLOWED_DEPENDENCIES = {"grpcio", "protobuf", "cryptography"}
+# googleapis-common-protos: the google.rpc error details (protos only, needs protobuf).
+ALLOWED_DEPENDENCIES = {"grpcio", "protobuf", "googleapis-common-protos", "cryptography"}
 # The server and what it alone needs; none may be imported by the client.
 FORBIDDEN_MODULES = ("tokend", "hvac", "aiohttp", "sqlite3", "_sqlite3", "pydantic",
                      "structlog", "prometheus_client", "yaml")
@@ -23,7 +24,7 @@ def _distribution_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
-def test_dependencies_are_only_grpcio_protobuf_cryptography() -> None:
+def test_dependencies_are_only_grpc_protobuf_and_cryptography() -> None:
     project = tomllib.loads((CLIENT_DIR / "pyproject.toml").read_text())["project"]
     names = {_distribution_name(req) for req in project["dependencies"]}
     assert names <= ALLOWED_DEPENDENCIES, names - ALLOWED_DEPENDENCIES

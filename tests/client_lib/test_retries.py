@@ -21,6 +21,7 @@ from tokend_client import (
     AsyncTokenClient,
     InvalidArgumentError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     TokenClient,
     TokendError,
     UnauthenticatedError,
@@ -110,7 +111,7 @@ async def test_refresh_retries_carry_one_idempotency_key(
     (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
     (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
     (grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError),
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, TokendError),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhaustedError),
     (grpc.StatusCode.INTERNAL, TokendError),
 ])
 @pytest.mark.parametrize("method", CALLS)

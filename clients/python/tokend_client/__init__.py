@@ -7,7 +7,8 @@
   :class:`LiveSource` to have tokend push keys and revocations as they happen.
 * :mod:`tokend_client.cookies`: ``Set-Cookie``/``Cookie`` helpers for web backends.
 
-Depends only on grpcio, protobuf, cryptography and the standard library.
+Depends only on grpcio, protobuf, googleapis-common-protos (the google.rpc error
+details), cryptography and the standard library.
 """
 
 from .aio import AsyncTokenClient
@@ -18,8 +19,10 @@ from .keysource import JwksUrlSource, KeySource, KeySourceError, ServerKeySource
 from .live import LiveSource, RevocationSet, Watch
 from .models import IssuedToken, VerifyResult
 from .rpc_errors import (
+    FieldViolation,
     InvalidArgumentError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     TokendError,
     UnauthenticatedError,
     UnavailableError,
@@ -28,6 +31,7 @@ from .verifier import LocalVerifier
 
 __all__ = [
     "AsyncTokenClient",
+    "FieldViolation",
     "InvalidArgumentError",
     "InvalidToken",
     "IssuedToken",
@@ -40,6 +44,7 @@ __all__ = [
     "PermissionDeniedError",
     "PublicKey",
     "Reason",
+    "ResourceExhaustedError",
     "RevocationSet",
     "ServerKeySource",
     "TokenClient",
