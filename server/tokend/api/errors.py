@@ -58,10 +58,6 @@ class NotReady(Exception):
     """Keys or store are not loaded yet (start-up is waiting for Vault)."""
 
 
-class StreamsDisabled(NotReady):
-    """WatchRevocations/WatchJwks on a server whose live streams are off."""
-
-
 class MalformedRequest(BadRequest):
     """The request bytes are no valid protobuf message (api/decoding.py)."""
 
@@ -103,7 +99,6 @@ REASONS: dict[str, ReasonSpec] = {
     "RESUME_AHEAD": ReasonSpec(Code.FAILED_PRECONDITION, False),
     # tokend or what it depends on cannot serve now.
     "NOT_READY": ReasonSpec(Code.UNAVAILABLE, True),
-    "STREAMS_DISABLED": ReasonSpec(Code.UNAVAILABLE, True),
     "SIGNING_UNAVAILABLE": ReasonSpec(Code.UNAVAILABLE, True),
     "REVOCATIONS_STALE": ReasonSpec(Code.UNAVAILABLE, True),
     "DEPENDENCY_UNAVAILABLE": ReasonSpec(Code.UNAVAILABLE, True),
@@ -209,7 +204,6 @@ _BY_TYPE: tuple[tuple[type[Exception], Callable[[Exception], Failure]], ...] = (
     (Refused, _refused),  # type: ignore[list-item]
     (BadRequest, _bad_request),  # type: ignore[list-item]
     (InvalidValue, _plain("INVALID_REQUEST")),
-    (StreamsDisabled, _unavailable("STREAMS_DISABLED")),
     (NotReady, _unavailable("NOT_READY")),
     (PolicyDenied, _plain("POLICY_DENIED")),
     (RefreshDenied, _refresh_denied),  # type: ignore[list-item]

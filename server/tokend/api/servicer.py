@@ -19,7 +19,7 @@ from tokend.api.caller_policy import check_spec, refresh_permit
 from tokend.api.calls import CallContext
 from tokend.api.decoding import MESSAGE as MALFORMED_MESSAGE
 from tokend.api.decoding import Malformed, decoder
-from tokend.api.errors import MalformedRequest, NotReady, StreamsDisabled
+from tokend.api.errors import MalformedRequest, NotReady
 from tokend.api.responses import VerifyAnswers, issue_response, refused
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import LiveStreams
@@ -136,7 +136,7 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     def _streams(self) -> LiveStreams:
         self._authority  # noqa: B018 (raises NotReady until wired)
         if self._live is None:
-            raise StreamsDisabled("live streams are not enabled on this server")
+            raise NotReady("live streams are not enabled on this server")
         return self._live
 
     @rpc("Issue")
