@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from .errors import Reason
@@ -140,7 +142,7 @@ def _duration(ttl: Ttl) -> duration_pb2.Duration:
 
 def issue_request(subject: str, audience: str | Iterable[str], *, scopes: str | Iterable[str],
                   claims: Mapping[str, Any] | None, ttl: Ttl | None,
-                  refresh: bool) -> pb.IssueRequest:
+                  refresh: bool, bind_to_certificate: BindTo = False) -> pb.IssueRequest:
     """The IssueRequest for :meth:`TokenClient.issue` (the server validates the values)."""
     request = pb.IssueRequest(subject=subject, audience=_audiences(audience),
                               scopes=_scopes(scopes, "scopes"), include_refresh_token=refresh)
@@ -148,14 +150,46 @@ def issue_request(subject: str, audience: str | Iterable[str], *, scopes: str | 
         request.claims.update(dict(claims))
     if ttl is not None:
         request.ttl.CopyFrom(_duration(ttl))
+    binding = certificate_binding(bind_to_certificate)
+    if binding is not None:
+        request.binding.CopyFrom(binding)
     return request
 
 
+# True: the client certificate of this client's own mTLS connection; a certificate (DER
+# bytes or x509.Certificate): that one (the caller's policy entry must allow it).
+BindTo = bool | bytes | x509.Certificate
+
+
+def certificate_binding(bind_to: BindTo) -> pb.CertificateBinding | None:
+    """The CertificateBinding (RFC 8705 §3) ``bind_to_certificate=`` asks for, or None."""
+    if bind_to is False:
+        return None
+    if bind_to is True:
+        return pb.CertificateBinding(caller_certificate=True)
+    if isinstance(bind_to, x509.Certificate):
+        return pb.CertificateBinding(certificate_der=bind_to.public_bytes(Encoding.DER))
+    if isinstance(bind_to, bytes):
+        return pb.CertificateBinding(certificate_der=bind_to)
+    raise TypeError("bind_to_certificate is True, DER bytes or a cryptography x509.Certificate")
+
+
 def verify_request(token: str, audience: str,
-                   required_scopes: str | Iterable[str]) -> pb.VerifyRequest:
+                   required_scopes: str | Iterable[str], *,
+                   presenter_certificate: bytes | x509.Certificate | None = None,
+                   presenter_x5t_s256: str | None = None) -> pb.VerifyRequest:
     """The VerifyRequest for :meth:`TokenClient.verify`."""
-    return pb.VerifyRequest(token=token, audience=audience,
-                            required_scopes=_scopes(required_scopes, "required_scopes"))
+    request = pb.VerifyRequest(token=token, audience=audience,
+                               required_scopes=_scopes(required_scopes, "required_scopes"))
+    if presenter_certificate is not None and presenter_x5t_s256 is not None:
+        raise ValueError("give presenter_certificate or presenter_x5t_s256, not both")
+    if isinstance(presenter_certificate, x509.Certificate):
+        request.presenter_certificate_der = presenter_certificate.public_bytes(Encoding.DER)
+    elif presenter_certificate is not None:
+        request.presenter_certificate_der = presenter_certificate
+    elif presenter_x5t_s256 is not None:
+        request.presenter_x5t_s256 = presenter_x5t_s256
+    return request
 
 
 def refresh_request(refresh_token: str, scopes: str | Iterable[str]) -> pb.RefreshRequest:

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from cryptography import x509
 
 from . import _calls
 from ._base import ClientBase
@@ -43,16 +44,22 @@ class AsyncTokenClient(ClientBase):
 
     async def issue(self, subject: str, audience: str | Iterable[str], *,
                     scopes: str | Iterable[str] = (), claims: Mapping[str, Any] | None = None,
-                    ttl: Ttl | None = None, refresh: bool = False) -> IssuedToken:
+                    ttl: Ttl | None = None, refresh: bool = False,
+                    bind_to_certificate: _calls.BindTo = False) -> IssuedToken:
         """Issue an access token; see :meth:`tokend_client.TokenClient.issue`."""
         request = _calls.issue_request(subject, audience, scopes=scopes, claims=claims,
-                                       ttl=ttl, refresh=refresh)
+                                       ttl=ttl, refresh=refresh,
+                                       bind_to_certificate=bind_to_certificate)
         return _calls.issued_token(await self._call(self._stub.Issue, request, retryable=True))
 
     async def verify(self, token: str, audience: str, *,
-                     required_scopes: str | Iterable[str] = ()) -> VerifyResult:
+                     required_scopes: str | Iterable[str] = (),
+                     presenter_certificate: bytes | x509.Certificate | None = None,
+                     presenter_x5t_s256: str | None = None) -> VerifyResult:
         """Verify a token on the server; see :meth:`tokend_client.TokenClient.verify`."""
-        request = _calls.verify_request(token, audience, required_scopes)
+        request = _calls.verify_request(token, audience, required_scopes,
+                                        presenter_certificate=presenter_certificate,
+                                        presenter_x5t_s256=presenter_x5t_s256)
         response = await self._call(self._stub.Verify, request, retryable=True)
         return _calls.verify_result(response)
 

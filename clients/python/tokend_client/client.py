@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from cryptography import x509
 
 from . import _calls
 from ._base import ClientBase
@@ -56,24 +57,38 @@ class TokenClient(ClientBase):
 
     def issue(self, subject: str, audience: str | Iterable[str], *,
               scopes: str | Iterable[str] = (), claims: Mapping[str, Any] | None = None,
-              ttl: Ttl | None = None, refresh: bool = False) -> IssuedToken:
+              ttl: Ttl | None = None, refresh: bool = False,
+              bind_to_certificate: _calls.BindTo = False) -> IssuedToken:
         """Issue an access token for ``subject``, meant for ``audience`` (one or several).
 
         ``claims`` are extra JSON claims (registered ones are refused), ``ttl`` a
         timedelta or seconds (default: the server's), ``refresh`` also asks for a
-        refresh token. Raises InvalidArgumentError with the server's explanation.
+        refresh token. ``bind_to_certificate=True`` binds the token to this client's
+        own mTLS certificate (RFC 8705 §3: ``cnf`` ``x5t#S256``; no refresh token then),
+        or pass a certificate (DER bytes or ``x509.Certificate``) to bind it to that one
+        when the caller policy allows (docs/binding.md). Raises InvalidArgumentError
+        with the server's explanation; a binding over a connection without a client
+        certificate raises TokendError (FAILED_PRECONDITION).
         """
         request = _calls.issue_request(subject, audience, scopes=scopes, claims=claims,
-                                       ttl=ttl, refresh=refresh)
+                                       ttl=ttl, refresh=refresh,
+                                       bind_to_certificate=bind_to_certificate)
         return _calls.issued_token(self._call(self._stub.Issue, request, retryable=True))
 
     def verify(self, token: str, audience: str, *,
-               required_scopes: str | Iterable[str] = ()) -> VerifyResult:
+               required_scopes: str | Iterable[str] = (),
+               presenter_certificate: bytes | x509.Certificate | None = None,
+               presenter_x5t_s256: str | None = None) -> VerifyResult:
         """Ask tokend whether ``token`` is valid for ``audience`` and not revoked.
 
         An invalid token is a result with ``valid=False`` and a ``reason``, not an error.
+        ``presenter_certificate`` (DER or ``x509.Certificate``) or ``presenter_x5t_s256``
+        names the certificate the token was presented with: a certificate-bound token
+        is valid only with its own (else ``Reason.CERTIFICATE_MISMATCH``).
         """
-        request = _calls.verify_request(token, audience, required_scopes)
+        request = _calls.verify_request(token, audience, required_scopes,
+                                        presenter_certificate=presenter_certificate,
+                                        presenter_x5t_s256=presenter_x5t_s256)
         return _calls.verify_result(self._call(self._stub.Verify, request, retryable=True))
 
     def refresh(self, refresh_token: str, *, scopes: str | Iterable[str] = ()) -> IssuedToken:
