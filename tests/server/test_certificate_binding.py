@@ -8,6 +8,7 @@ verify cache never remembers a presenter; binding to another certificate needs p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -22,7 +23,16 @@ from tests.server.test_mtls_policy import audit_events, code_of, stub_for
 from tests.support.bao import BaoDevServer
 from tests.support.pki import Issued, TestCA
 from tests.support.tokend import ISSUER, RunningTokend, make_settings
-from tokend_client import InvalidToken, LocalVerifier, Reason
+from tokend_client import (
+    AsyncTokenClient,
+    InvalidArgumentError,
+    InvalidToken,
+    LocalVerifier,
+    PermissionDeniedError,
+    Reason,
+    TokenClient,
+    TokendError,
+)
 from tokend_client.binding import certificate_thumbprint
 from tokend_client.jose import b64url_decode, b64url_encode
 from tokend_client.v1 import tokend_pb2 as pb
@@ -260,3 +270,55 @@ def test_binding_on_a_connection_without_a_client_certificate(tokend: RunningTok
     code, message = code_of(lambda: bound_token(tokend.stub))
     assert code == grpc.StatusCode.FAILED_PRECONDITION, message
     assert "client certificate" in message
+
+
+def test_python_client_binds_and_verifies_with_a_presenter(server: RunningTokend,
+                                                           pki: Pki) -> None:
+    """TokenClient.issue(bind_to_certificate=...) and TokenClient.verify(presenter_...)."""
+    orders = TokenClient.mtls(server.grpc_addr, pki.ca.cert_file, pki.orders.cert_file,
+                              pki.orders.key_file)
+    payments = TokenClient.mtls(server.grpc_addr, pki.ca.cert_file, pki.payments.cert_file,
+                                pki.payments.key_file)
+    gateway = TokenClient.mtls(server.grpc_addr, pki.ca.cert_file, pki.gateway.cert_file,
+                               pki.gateway.key_file)
+    with orders, payments, gateway:
+        issued = orders.issue("alice", "payments", bind_to_certificate=True)
+        assert claims_of(issued.access_token)["cnf"] == {"x5t#S256": x5t(pki.orders)}
+        assert payments.verify(issued.access_token, "payments",
+                               presenter_certificate=der(pki.orders)).valid
+        assert payments.verify(issued.access_token, "payments",
+                               presenter_certificate=cert_of(pki.orders)).valid
+        for wrong in ({"presenter_x5t_s256": x5t(pki.thief)}, {}):
+            result = payments.verify(issued.access_token, "payments", **wrong)
+            assert not result.valid and result.reason is Reason.CERTIFICATE_MISMATCH
+        with pytest.raises(PermissionDeniedError):
+            orders.issue("alice", "payments", bind_to_certificate=der(pki.thief))
+        named = gateway.issue("alice", "payments", bind_to_certificate=cert_of(pki.payments))
+        assert claims_of(named.access_token)["cnf"] == {"x5t#S256": x5t(pki.payments)}
+        with pytest.raises(InvalidArgumentError):
+            orders.issue("alice", "payments", bind_to_certificate=True, refresh=True)
+
+
+def test_python_async_client_binds_and_verifies(server: RunningTokend, pki: Pki) -> None:
+    async def run() -> tuple[bool, Reason | None]:
+        async with AsyncTokenClient.mtls(server.grpc_addr, pki.ca.cert_file,
+                                         pki.orders.cert_file, pki.orders.key_file) as client:
+            issued = await client.issue("alice", "payments", bind_to_certificate=True)
+            right = await client.verify(issued.access_token, "payments",
+                                        presenter_x5t_s256=x5t(pki.orders))
+            wrong = await client.verify(issued.access_token, "payments",
+                                        presenter_x5t_s256=x5t(pki.thief))
+            return right.valid, wrong.reason
+
+    assert asyncio.run(run()) == (True, Reason.CERTIFICATE_MISMATCH)
+
+
+def test_python_client_without_a_client_certificate(tokend: RunningTokend) -> None:
+    with TokenClient.insecure_loopback(tokend.grpc_addr) as client, \
+            pytest.raises(TokendError) as info:
+        client.issue("alice", "payments", bind_to_certificate=True)
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def cert_of(issued: Issued) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(issued.cert_file.read_bytes())
