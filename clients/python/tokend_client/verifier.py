@@ -146,7 +146,8 @@ class LocalVerifier:
             payload = self._verified_payload(token, keys)
         claims = _claims_object(payload)
         self._check_claims(claims, moment, expected_audience, scopes)
-        check_confirmation(claims, presenter)  # RFC 8705 §3: after the claim rules
+        if "cnf" in claims:  # RFC 8705 §3: after the claim rules (unbound: nothing to do)
+            check_confirmation(claims, presenter)
         # Last: only a token that is otherwise valid is worth looking up.
         if self._revocations is not None and self._revocations.is_revoked(claims, moment):
             raise InvalidToken(Reason.REVOKED)

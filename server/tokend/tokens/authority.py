@@ -111,12 +111,13 @@ class TokenAuthority:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
             return self._counted(Verdict(False, exc.reason, claims))
         claims = verified.claims
-        try:
-            # RFC 8705 §3: on every call, after the cache: the cache remembers which
-            # audiences a token held for, never which certificate presented it.
-            check_confirmation(claims, presenter)
-        except InvalidToken as exc:
-            return self._counted(Verdict(False, exc.reason, claims))
+        if "cnf" in claims:
+            try:
+                # RFC 8705 §3: on every call, after the cache: the cache remembers which
+                # audiences a token held for, never which certificate presented it.
+                check_confirmation(claims, presenter)
+            except InvalidToken as exc:
+                return self._counted(Verdict(False, exc.reason, claims))
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
             return self._counted(Verdict(False, Reason.REVOKED, claims))
         self._check_fresh_revocations()
