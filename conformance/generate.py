@@ -2313,7 +2313,7 @@ def cnf_cases(k: dict[str, Key]) -> Suite:
           "CERTIFICATE_MISMATCH", presenter=swapped)
     s.add("cnf-unbound-presenter-ignored", R_CNF_UNBOUND, token(es), "valid", presenter=other)
     escaped = raw_token(es, jbytes(header(es)), jbytes(claims())[:-1]
-                        + b',"cnf":{"x5t\u0023S256":"' + mine.encode() + b'"}}')
+                        + b',"cnf":{"x5t\\u0023S256":"' + mine.encode() + b'"}}')
     s.add("cnf-member-name-escaped-matches", R_CNF_MATCH, escaped, "valid", presenter=mine)
     duplicate = raw_token(es, jbytes(header(es)), jbytes(claims())[:-1]
                           + b',"cnf":{"x5t#S256":"' + other.encode() + b'","x5t#S256":"'
