@@ -158,11 +158,17 @@ def test_a_verify_cache_hit_never_skips_the_binding(pki: Pki, stubs: dict) -> No
     assert verify(payments, token, presenter_x5t_s256=x5t(pki.orders)).valid
 
 
-def test_wrong_certificate_first_then_right(pki: Pki, stubs: dict) -> None:
+def test_wrong_certificate_first_then_right(server: RunningTokend, pki: Pki,
+                                           stubs: dict) -> None:
     token = bound_token(stubs["orders"])
     payments = stubs["payments"]
     assert verify(payments, token, presenter_x5t_s256=x5t(pki.thief)).reason == MISMATCH
     assert verify(payments, token, presenter_x5t_s256=x5t(pki.orders)).valid
+    # The refusal is audited with its reason and the token's jti, never the token.
+    refused = [e for e in audit_events(server) if e.get("event") == "rpc.Verify"
+               and e.get("reason") == "CERTIFICATE_MISMATCH"]
+    assert refused and refused[-1]["jti"] == claims_of(token)["jti"]
+    assert token.split(".")[2] not in Path(server.settings.audit_log).read_text()
 
 
 def test_replayed_from_another_certificate_is_refused_by_local_verifier(
