@@ -18,7 +18,9 @@ import (
 // repository's clients/service-config.json; a test keeps them equal): calls that end
 // UNAVAILABLE are retried by gRPC itself, up to 4 attempts with exponential backoff
 // and jitter, and each method has a default deadline (5 s for Verify, GetJwks and
-// Revoke, 10 s for Issue and Refresh) that a shorter ctx deadline overrides.
+// Revoke, 10 s for Issue and Refresh) that a shorter ctx deadline overrides. Use it
+// through DialOptions: on its own it would also retry a Refresh sent without an
+// IdempotencyKey, which RefreshKeyInterceptor prevents by giving each one a key.
 //
 //go:embed service-config.json
 var ServiceConfig string

@@ -89,7 +89,9 @@ public final class TokendChannels {
 
   /**
    * The shared service config, in the form {@link ManagedChannelBuilder#defaultServiceConfig}
-   * takes (numbers as {@link Double}).
+   * takes (numbers as {@link Double}). Use it through {@link #configure}: on its own it would
+   * also retry a Refresh sent without an idempotency key, which {@link
+   * #refreshKeyInterceptor()} prevents by giving each one a key.
    *
    * @return a fresh, mutable copy
    */
