@@ -24,6 +24,9 @@ from tokend_client.v1 import tokend_pb2_grpc
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 BURST = 12
 ATTEMPTS = 3 * BURST  # each on a new connection: both workers get more than BURST
+# The labels of Issue's standard gRPC series, sorted (grpc_code sorts before them).
+ISSUE = (("grpc_method", "Issue"), ("grpc_service", "tokend.v1.TokenService"),
+         ("grpc_type", "unary"))
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +80,12 @@ def test_every_scrape_reports_the_whole_group(
         ("tokend_rate_limited_total", (("rpc", "Issue"),)): ATTEMPTS - BURST,
         ("tokend_signing_available", ()): 1,
         ("tokend_store_up", ()): 1,
+        # The standard gRPC series (metrics_standard.py), derived from the group's values.
+        ("grpc_server_handled_total", (("grpc_code", "OK"), *ISSUE)): BURST,
+        ("grpc_server_handled_total", (("grpc_code", "ResourceExhausted"), *ISSUE)):
+            ATTEMPTS - BURST,
+        ("grpc_server_started_total", ISSUE): ATTEMPTS,
+        ("grpc_server_msg_sent_total", ISSUE): BURST,
     }
     for _ in range(12):  # new connections: the kernel spreads them over both workers
         samples = scrape(workers)
