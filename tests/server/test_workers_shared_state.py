@@ -5,6 +5,7 @@ than once per worker."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 import urllib.request
@@ -115,3 +116,20 @@ def test_only_abandoned_shared_directories_are_removed(workers: Workers) -> None
     assert not abandoned.exists()
     assert all(d.exists() for d in running)
     assert scrape(workers), "the running group still reads its metrics"
+
+
+def test_log_and_audit_lines_share_their_field_names(
+        workers: Workers, outcomes: dict[str, list[object]]) -> None:
+    """stdout (audit) and stderr (logs) of `tokend serve` go to one file here, as a log
+    collector would gather them: one set of names reads both (docs/operations.md)."""
+    records = workers.records()
+    audit = next(r for r in records if r.get("event") == "rpc.Issue")
+    log = next(r for r in records if r.get("event") == "token.issued")
+    header = ["timestamp", "level", "logger", "event"]
+    assert list(audit)[:4] == header and list(log)[:4] == header
+    assert audit["logger"] == "tokend.audit" and log["logger"].startswith("tokend.")
+    assert (audit["level"], log["level"]) == ("info", "debug")
+    for record in (audit, log):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z",
+                            str(record["timestamp"])), record
+    assert not {"ts", "severity"} & (set(audit) | set(log))
