@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.bao import BaoDevServer
@@ -20,6 +21,7 @@ from tokend_client.v1 import tokend_pb2 as pb
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SERVICE = "tokend.v1.TokenService"
 HEALTH = "grpc.health.v1.Health"
+REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 Calls = tuple[Samples, Samples, Samples, dict[str, str]]
 
@@ -57,8 +59,9 @@ def delta(before: Samples, after: Samples, name: str, key: tuple[tuple[str, str]
 
 @pytest.fixture(scope="module")
 def calls(tokend: RunningTokend) -> Calls:
-    """Scrapes before and after: 2 Verify OK, 1 Verify INVALID_ARGUMENT, 3 Issue OK and 2
-    refused, a WatchJwks stream read for 2 messages, 2 Health/Check, 1 Health/Watch."""
+    """Scrapes before, during (streams open) and after: 2 Verify OK, 1 Verify
+    INVALID_ARGUMENT, 3 Issue OK and 2 refused, a WatchJwks stream read for 1 message,
+    2 Health/Check, 1 Health/Watch, 1 reflection stream of 2 requests and answers."""
     before, _ = scrape(tokend)
     stub = tokend.stub
     token = stub.Issue(pb.IssueRequest(subject="alice", audience=["orders"])).access_token
@@ -81,6 +84,9 @@ def calls(tokend: RunningTokend) -> Calls:
     watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
     next(watch)
     watch.cancel()
+    reflection = reflection_pb2_grpc.ServerReflectionStub(tokend.channel)
+    asked = iter([reflection_pb2.ServerReflectionRequest(list_services="")] * 2)
+    assert len(list(reflection.ServerReflectionInfo(asked))) == 2
     # The stream is started and has sent one message: visible while it still runs.
     during, _ = scrape(tokend)
     stream.cancel()
@@ -137,6 +143,12 @@ def test_started_received_sent(calls: Calls) -> None:
     assert delta(before, during, "grpc_server_msg_sent_total", stream) >= 1
     watch = labels("server_stream", HEALTH, "Watch")
     assert delta(before, during, "grpc_server_msg_sent_total", watch) >= 1
+    bidi = labels("bidi_stream", REFLECTION, "ServerReflectionInfo")
+    for name in ("grpc_server_msg_received_total", "grpc_server_msg_sent_total"):
+        assert delta(before, after, name, bidi) == 2, name
+    assert delta(before, after, "grpc_server_started_total", bidi) == 1
+    assert delta(before, after, "grpc_server_handled_total",
+                 labels("bidi_stream", REFLECTION, "ServerReflectionInfo", grpc_code="OK")) == 1
 
 
 def test_handling_histogram_and_otel_duration(calls: Calls) -> None:
