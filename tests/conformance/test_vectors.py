@@ -23,6 +23,9 @@ from tokend_client import InvalidToken, LocalVerifier, Reason
 ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE = ROOT / "conformance"
 VECTOR_DIR = CONFORMANCE / "vectors"
+# Cases with fields the Go, Node and Java runners do not know yet (conformance/README.md).
+NEXT_DIR = CONFORMANCE / "vectors-next"
+NEXT_FILES = {"cnf.json"}
 EXPECTED_FILES = {
     "base64url.json",
     "claims.json",
@@ -46,18 +49,20 @@ OPTION_KEYS = {
 CASE_KEYS = {"id", "rule", "jwks", "options", "now", "required_scopes", "expect"}
 REASONS = {reason.value for reason in Reason}
 # Every rule a case names starts with the number of a rule in docs/verifier-contract.md.
-RULE = re.compile(r"^(C\d|H\d|S\d|K\d|J\d+|V) \S")
+RULE = re.compile(r"^(C\d|H\d|S\d|K\d|J\d+|B\d|V) \S")
+NEXT_CASE_KEYS = {"presenter_x5t_s256"}  # optional, vectors-next only
 
 
-def _load() -> list[tuple[str, dict[str, Any]]]:
+def _load(directory: Path = VECTOR_DIR) -> list[tuple[str, dict[str, Any]]]:
     cases = []
-    for path in sorted(VECTOR_DIR.glob("*.json")):
+    for path in sorted(directory.glob("*.json")):
         for case in json.loads(path.read_text("utf-8"))["cases"]:
             cases.append((path.name, case))
     return cases
 
 
 CASES = _load()
+NEXT_CASES = _load(NEXT_DIR)
 
 
 def token_of(case: dict[str, Any]) -> str | bytes:
@@ -92,13 +97,23 @@ def test_every_vector_file_present_and_non_empty() -> None:
     assert len(CASES) >= 500
 
 
+def test_every_next_vector_file_present_and_non_empty() -> None:
+    assert {path.name for path in NEXT_DIR.glob("*.json")} == NEXT_FILES
+    assert all(case["cases"] for case in (json.loads((NEXT_DIR / name).read_text("utf-8"))
+                                          for name in NEXT_FILES))
+    assert any("presenter_x5t_s256" in case for _, case in NEXT_CASES)
+
+
 def test_case_format() -> None:
-    ids = [case["id"] for _, case in CASES]
+    ids = [case["id"] for _, case in CASES + NEXT_CASES]
     assert len(ids) == len(set(ids)), "case ids must be unique across files"
-    for name, case in CASES:
+    for name, case in CASES + NEXT_CASES:
         where = f"{name}/{case['id']}"
         assert re.fullmatch(r"[a-z0-9-]+", case["id"]), where
-        assert set(case) - {"token", "token_b64"} == CASE_KEYS, where
+        optional = NEXT_CASE_KEYS if (name, case) in NEXT_CASES else set()
+        assert set(case) - {"token", "token_b64"} - optional == CASE_KEYS, where
+        presenter = case.get("presenter_x5t_s256")
+        assert presenter is None or re.fullmatch(r"[A-Za-z0-9_-]{43}", presenter), where
         assert ("token" in case) != ("token_b64" in case), where
         assert set(case["options"]) == OPTION_KEYS, where
         assert RULE.match(case["rule"]), where
@@ -125,13 +140,15 @@ def test_token_b64_only_where_the_text_is_not_utf8() -> None:
             token_of(case).decode("utf-8")  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("file", "case"), [pytest.param(f, c, id=c["id"]) for f, c in CASES])
+@pytest.mark.parametrize(("file", "case"),
+                         [pytest.param(f, c, id=c["id"]) for f, c in CASES + NEXT_CASES])
 def test_vector(file: str, case: dict[str, Any]) -> None:
     verifier = verifier_for(case)
     expect = case["expect"]
     try:
         claims = verifier.verify(
-            token_of(case), now=case["now"], required_scopes=case["required_scopes"]
+            token_of(case), now=case["now"], required_scopes=case["required_scopes"],
+            presenter_x5t_s256=case.get("presenter_x5t_s256"),
         )
     except InvalidToken as exc:
         assert not expect["valid"], f"{case['rule']}: refused with {exc.reason.value}: {exc}"

@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from tests.support import error_servers
 from tests.support.pki import Issued
 from tokend.api import errors
+from tokend.api.binding import NoClientCertificate
 from tokend.api.streams import ShuttingDown, SlowSubscriber, StreamEnded
 from tokend.store import InvalidValue
 from tokend.tokens.errors import Unavailable
@@ -81,6 +82,7 @@ def test_every_reason_has_a_case_or_says_why_not() -> None:
     (ShuttingDown("stopping"), "SHUTTING_DOWN"),
     (StreamEnded("ended"), "STREAM_ENDED"),
     (KeyError("a bug"), "INTERNAL"),
+    (NoClientCertificate("no certificate"), "NO_CLIENT_CERTIFICATE"),
 ])
 def test_reasons_no_request_can_cause(exc: Exception, reason: str) -> None:
     """The reasons of not_over_the_wire: their mapping and details, without a server."""

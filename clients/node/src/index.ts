@@ -24,6 +24,14 @@ export {
 export { InvalidTokenError, Reason } from "./errors.js";
 export { ERROR_DOMAIN, TokendError, tokendErrorFrom, type FieldViolation } from "./rpcerrors.js";
 export {
+  methodRules,
+  newIdempotencyKey,
+  SERVICE_CONFIG,
+  withServiceConfig,
+  type MethodRules,
+  type ServiceConfig,
+} from "./retries.js";
+export {
   b64urlDecode,
   b64urlEncode,
   JwkSet,

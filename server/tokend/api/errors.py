@@ -26,6 +26,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from tokend.api.admission import Refused
+from tokend.api.binding import NoClientCertificate
 from tokend.api.caller_policy import PolicyDenied
 from tokend.api.streams import (
     ResumeAhead,
@@ -86,6 +87,8 @@ REASONS: dict[str, ReasonSpec] = {
     "INVALID_IDEMPOTENCY_KEY": ReasonSpec(Code.INVALID_ARGUMENT, False),
     "INVALID_FROM_SEQUENCE": ReasonSpec(Code.INVALID_ARGUMENT, False),
     "MISSING_REVOKE_TARGET": ReasonSpec(Code.INVALID_ARGUMENT, False),
+    "INVALID_BINDING": ReasonSpec(Code.INVALID_ARGUMENT, False),
+    "INVALID_PRESENTER": ReasonSpec(Code.INVALID_ARGUMENT, False),
     # Who the caller is and what it may do.
     "UNUSABLE_CERTIFICATE": ReasonSpec(Code.UNAUTHENTICATED, False),
     "REFRESH_TOKEN_INVALID": ReasonSpec(Code.UNAUTHENTICATED, False),
@@ -97,6 +100,7 @@ REASONS: dict[str, ReasonSpec] = {
     "STREAM_LIMIT": ReasonSpec(Code.RESOURCE_EXHAUSTED, True),
     "STREAM_TOO_SLOW": ReasonSpec(Code.RESOURCE_EXHAUSTED, True),
     "RESUME_AHEAD": ReasonSpec(Code.FAILED_PRECONDITION, False),
+    "NO_CLIENT_CERTIFICATE": ReasonSpec(Code.FAILED_PRECONDITION, False),
     # tokend or what it depends on cannot serve now.
     "NOT_READY": ReasonSpec(Code.UNAVAILABLE, True),
     "SIGNING_UNAVAILABLE": ReasonSpec(Code.UNAVAILABLE, True),
@@ -125,6 +129,12 @@ FIELD_REASONS: dict[str, str] = {
     "idempotency_key": "INVALID_IDEMPOTENCY_KEY",
     "from_sequence": "INVALID_FROM_SEQUENCE",
     "target": "MISSING_REVOKE_TARGET",
+    # RFC 8705 certificate binding (api/binding.py).
+    "binding": "INVALID_BINDING",
+    "binding.certificate_der": "INVALID_BINDING",
+    "include_refresh_token": "INVALID_BINDING",  # only refused together with a binding
+    "presenter_certificate_der": "INVALID_PRESENTER",
+    "presenter_x5t_s256": "INVALID_PRESENTER",
 }
 
 
@@ -213,6 +223,7 @@ _BY_TYPE: tuple[tuple[type[Exception], Callable[[Exception], Failure]], ...] = (
     (SlowSubscriber, _unavailable("STREAM_TOO_SLOW")),
     (TooManySubscribers, _unavailable("STREAM_LIMIT")),
     (ResumeAhead, _plain("RESUME_AHEAD")),
+    (NoClientCertificate, _plain("NO_CLIENT_CERTIFICATE")),
     (ShuttingDown, lambda exc: Failure("SHUTTING_DOWN", str(exc), retry_after=0.0)),
     (StreamEnded, _unavailable("STREAM_ENDED")),
 )

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from google.protobuf import json_format
 
+from tokend.api import binding
 from tokend.api.calls import CallContext
 from tokend.config import TokenConfig
 from tokend.tokens import input_rules as rules
@@ -33,18 +34,35 @@ def issue_spec(request: pb.IssueRequest, call: CallContext, tokens: TokenConfig
     audience = rules.check_audience(request.audience, tokens.allowed_audiences)
     call.audit["audience"] = list(audience)
     ttl = _ttl_of(request)
-    return AccessTokenSpec(
+    spec = AccessTokenSpec(
         subject=subject,
         audience=audience,
         scopes=rules.check_scopes(request.scopes),
         claims=rules.check_claims(_claims_of(request), tokens),
         ttl=_caller_default_ttl(rules.check_ttl(ttl, tokens), ttl, call),
         client_id=call.client_id,
+        confirmation=_confirmation(request, call),
     )
+    if spec.confirmation is not None:
+        call.audit["cnf_x5t_s256"] = spec.confirmation["x5t#S256"]  # public, not a secret
+    return spec
 
 
-# token, audience, required scopes: a plain tuple, as this runs on every Verify.
-VerifyQuery = tuple[str, str, tuple[str, ...]]
+def _confirmation(request: pb.IssueRequest, call: CallContext) -> dict[str, str] | None:
+    if not request.HasField("binding"):
+        return None
+    if request.include_refresh_token:
+        # A refresh family does not record the binding: its tokens would come out
+        # unbound. Refused rather than silently downgraded (docs/binding.md).
+        raise BadRequest("a certificate-bound token cannot come with a refresh token: "
+                         "Issue again (with the binding) instead of refreshing",
+                         field="include_refresh_token")
+    return binding.confirmation_for(request.binding, call)
+
+
+# token, audience, required scopes, the presenter's x5t#S256 (or None): a plain tuple,
+# as this runs on every Verify.
+VerifyQuery = tuple[str, str, tuple[str, ...], str | None]
 
 
 def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
@@ -53,7 +71,17 @@ def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
     rules.check_verify_names(audience, scopes)
     token = rules.check_token(request.token, tokens.max_token_bytes)
     rules.check_verify_audience(audience)
-    return token, audience, rules.check_required_scopes(scopes)
+    return token, audience, rules.check_required_scopes(scopes), _presenter(request)
+
+
+def _presenter(request: pb.VerifyRequest) -> str | None:
+    which = request.WhichOneof("presenter")
+    if which is None:
+        return None
+    if which == "presenter_x5t_s256":
+        return binding.checked_thumbprint(request.presenter_x5t_s256, "presenter_x5t_s256")
+    return binding.named_thumbprint(request.presenter_certificate_der,
+                                    "presenter_certificate_der")
 
 
 class RefreshQuery(NamedTuple):

@@ -31,6 +31,7 @@ from tokend.tokens.minting import TokenMinter
 from tokend.tokens.refresh import hash_refresh_token
 from tokend.tokens.verify_cache import VERIFIED_CACHE_ENTRIES, VerifiedToken, VerifiedTokens
 from tokend_client import InvalidToken, LocalVerifier, Reason, verify_compact
+from tokend_client.binding import check_confirmation
 from tokend_client.jose import strict_json_loads
 
 log = structlog.get_logger("tokend.tokens")
@@ -39,7 +40,7 @@ log = structlog.get_logger("tokend.tokens")
 _AFTER_SIGNATURE = frozenset({
     Reason.WRONG_TYPE, Reason.MISSING_CLAIM, Reason.EXPIRED, Reason.NOT_YET_VALID,
     Reason.ISSUED_IN_FUTURE, Reason.LIFETIME_TOO_LONG, Reason.WRONG_AUDIENCE,
-    Reason.WRONG_ISSUER, Reason.MISSING_SCOPE,
+    Reason.WRONG_ISSUER, Reason.MISSING_SCOPE, Reason.CERTIFICATE_MISMATCH,
 })
 
 
@@ -99,23 +100,31 @@ class TokenAuthority:
 
     # -- Verify ------------------------------------------------------------------------
 
-    def verify(self, token: str, audience: str, required_scopes: Sequence[str]
-               ) -> Verdict:
+    def verify(self, token: str, audience: str, required_scopes: Sequence[str],
+               presenter: str | None = None) -> Verdict:
+        """``presenter``: the x5t#S256 of the certificate presenting the token, or None."""
         scopes = tuple(required_scopes)
         now = time.time()
         try:
-            verified = self._verified(token, audience, scopes, now)
+            verified = self._verified(token, audience, scopes, now, presenter)
         except InvalidToken as exc:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
             return self._counted(Verdict(False, exc.reason, claims))
         claims = verified.claims
+        if "cnf" in claims:
+            try:
+                # RFC 8705 §3: on every call, after the cache: the cache remembers which
+                # audiences a token held for, never which certificate presented it.
+                check_confirmation(claims, presenter)
+            except InvalidToken as exc:
+                return self._counted(Verdict(False, exc.reason, claims))
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
             return self._counted(Verdict(False, Reason.REVOKED, claims))
         self._check_fresh_revocations()
         return self._counted(Verdict(True, None, claims, verified))
 
-    def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float
-                  ) -> VerifiedToken:
+    def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float,
+                  presenter: str | None) -> VerifiedToken:
         """`LocalVerifier.verify`, remembering tokens that passed: for a token seen
         before only the claim rules run again (time, audience, scopes), and not even
         those for a caller they already held for (`VerifiedToken`)."""
@@ -123,7 +132,8 @@ class TokenAuthority:
         known = self.verified.get(token, keys, now)
         if known is None:
             claims = self._verifier.verify(token, now=now, audience=audience,
-                                           required_scopes=scopes)
+                                           required_scopes=scopes,
+                                           presenter_x5t_s256=presenter)
             # Until the verifier itself would call it expired (exp + leeway).
             known = self.verified.put(token, claims, keys, now,
                                       claims["exp"] + self._config.leeway)
@@ -131,7 +141,8 @@ class TokenAuthority:
             return known
         else:
             self._verifier.check_claims(known.claims, now=now, audience=audience,
-                                        required_scopes=scopes)
+                                        required_scopes=scopes,
+                                        presenter_x5t_s256=presenter)
         known.accept(audience, scopes, now)
         return known
 
