@@ -21,9 +21,12 @@ from tests.support import error_servers
 from tests.support.pki import Issued
 from tokend.api import errors
 from tokend.api.binding import NoClientCertificate
+from tokend.api.ratelimit import RateLimiter, SharedRateLimiter
 from tokend.api.streams import ShuttingDown, SlowSubscriber, StreamEnded
+from tokend.config import RateLimitConfig
 from tokend.store import InvalidValue
-from tokend.tokens.errors import Unavailable
+from tokend.tokens.circuit import SigningCircuit
+from tokend.tokens.errors import SigningUnavailable, Unavailable
 from tokend_client import (
     InvalidArgumentError,
     ResourceExhaustedError,
@@ -231,3 +234,34 @@ def test_the_client_raises_typed_errors(env: dict[str, str]) -> None:
     # The bucket refills at LIMITED_PER_SECOND: a token back within 1/rate seconds.
     assert 0 < busy.value.retry_delay <= 1 / error_servers.LIMITED_PER_SECOND
     assert "RATE_LIMITED" in str(busy.value)
+
+
+# -- where the retry delays come from -----------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_rate_limit_retry_delay_is_the_refill_time(shared: bool, tmp_path: Path) -> None:
+    limit = RateLimitConfig(per_second=2.0, burst=1)
+    if shared:
+        SharedRateLimiter.create(tmp_path / "buckets")
+        limiter: RateLimiter = SharedRateLimiter(limit, tmp_path / "buckets")
+    else:
+        limiter = RateLimiter(limit)
+    assert limiter.allow("a", now=100.0) and not limiter.allow("a", now=100.1)
+    # Empty at 100.0, 0.2 of a token back by 100.1: 0.8 more at 2 per second.
+    assert limiter.retry_after("a", now=100.1) == pytest.approx(0.4)
+    assert limiter.retry_after("a", now=101.0) == 0.0
+
+
+def test_signing_retry_delay_is_the_next_probe() -> None:
+    now = [0.0]
+    circuit = SigningCircuit(cooldown=10.0, clock=lambda: now[0])
+    circuit.failed(RuntimeError("vault down"))
+    now[0] = 4.0
+    with pytest.raises(SigningUnavailable) as info:
+        circuit.check()
+    assert info.value.retry_after == pytest.approx(6.0)
+    failure = errors.failure_for(info.value, "Issue")
+    assert failure.reason == "SIGNING_UNAVAILABLE" and failure.retry_after == pytest.approx(6.0)
+    circuit.probing()  # the probe is out: one more interval at most
+    assert circuit.retry_after() == 10.0
