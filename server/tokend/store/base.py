@@ -11,6 +11,12 @@ Two kinds of state live here (see docs: DESIGN.md, "State"):
 * **Refresh-token families**: opaque refresh tokens stored only as SHA-256 hashes and
   rotated on every use; presenting a spent token again revokes the whole family
   (refresh token rotation with reuse detection, RFC 9700 section 4.14.2).
+* **Exchange links** (RFC 8693): each token minted by Exchange is recorded against the
+  jti of the token it was exchanged from, with its subject and expiry. Every
+  transaction that inserts a ``jti`` revocation also revokes, in the same transaction,
+  the tokens exchanged from it (transitively), and a ``subject`` revocation revokes
+  every exchanged token of that subject: the feed then carries plain ``jti`` rows, so
+  every verifier that follows it refuses the children with no new rule.
 
 Backends (SQLite now, PostgreSQL next) must pass ``tests/store/conformance.py``.
 """
@@ -225,6 +231,7 @@ class StoreOps:
     revoke_family: Callable[..., Any]
     revoke_subject: Callable[..., Any]
     purge: Callable[..., Any]
+    record_exchange: Callable[..., Any]
     family_params: Callable[[RefreshFamily], Any]
     token_params: Callable[[RefreshToken], Any]
 
@@ -288,6 +295,63 @@ class OpsStore:
     async def purge(self, now: float) -> int:
         return await self._call(self._ops.purge, now)
 
+    async def record_exchange(self, link: ExchangeLink) -> bool:
+        if not (link.parent_jti and link.child_jti and link.subject):
+            raise InvalidValue("an exchange link needs a parent jti, a child jti and a subject")
+        if "\x00" in link.parent_jti + link.child_jti + link.subject:
+            raise InvalidValue("an exchange link cannot hold a NUL character")
+        return await self._call(self._ops.record_exchange, link, self._clock())
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeLink:
+    """A token about to be minted by Exchange (RFC 8693), named by its jti, and the
+    token it is exchanged from."""
+
+    parent_jti: str
+    parent_iat: float  # for the subject's Revoke(subject) cutoff
+    subject: str
+    child_jti: str
+    # The last moment the child can pass verification (exp plus leeway): the expiry of
+    # the link and of the jti revocation a cascade writes for it.
+    child_expires_at: float
+
+
+class Cascade:
+    """The jti revocations of every token exchanged from ``items``, transitively.
+
+    A backend, inside the transaction that inserts ``items`` and after taking the lock
+    that serialises it with `Store.record_exchange`, asks `pending` for parents and
+    subjects to look up, and feeds the live links it finds to `found`, until `pending`
+    is empty; `items` is then what to insert. A child takes its parent's reason.
+    """
+
+    BATCH = 500  # parents (or subjects) looked up per query
+
+    def __init__(self, items: Sequence[NewRevocation]) -> None:
+        self.items = list(items)
+        self._seen = {i.value for i in items if i.kind == "jti"}
+        self._reason = {i.value: i.reason for i in items}
+        self._jtis = [i.value for i in items if i.kind == "jti"]
+        self._subjects = [i.value for i in items if i.kind == "subject"]
+
+    def pending(self) -> tuple[list[str], list[str]]:
+        """(parent jtis, subjects) to look up next; both empty when done."""
+        jtis, self._jtis = self._jtis[:self.BATCH], self._jtis[self.BATCH:]
+        subjects, self._subjects = self._subjects[:self.BATCH], self._subjects[self.BATCH:]
+        return jtis, subjects
+
+    def found(self, links: Sequence[tuple[str, str, str, float]]) -> None:
+        """Rows of (child_jti, parent_jti, subject, child_expires_at)."""
+        for child, parent, subject, expires_at in links:
+            if child in self._seen:
+                continue
+            self._seen.add(child)
+            reason = self._reason.get(parent) or self._reason.get(subject, "")
+            self._reason[child] = reason
+            self.items.append(NewRevocation("jti", child, float(expires_at), reason))
+            self._jtis.append(child)
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -349,6 +413,13 @@ class Store(Protocol):
 
     async def purge(self, now: float) -> int:
         """Delete expired revocations, refresh tokens and families; returns rows removed."""
+        ...
+
+    async def record_exchange(self, link: ExchangeLink) -> bool:
+        """Record the link before the child is minted; False (nothing recorded) when the
+        parent jti is revoked or the parent is at or before its subject's Revoke(subject)
+        cutoff. Serialised with every revocation insert, so a revocation of the parent
+        either is seen here or sees the link (and revokes the child)."""
         ...
 
 
