@@ -181,7 +181,7 @@ def test_tokend_migrate_failure_hides_the_password(
 # The runtime grants docs/operations.md gives, for a role that does not own the schema.
 RUNTIME_GRANTS = """
 GRANT USAGE ON SCHEMA public TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON revocations, refresh_families, refresh_tokens TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON revocations, refresh_families, refresh_tokens, exchanges TO {role};
 GRANT SELECT ON schema_version TO {role};
 GRANT USAGE, SELECT ON SEQUENCE revocation_seq TO {role};
 """
