@@ -12,6 +12,7 @@ Depends only on grpcio, protobuf, cryptography and the standard library.
 
 from .aio import AsyncTokenClient
 from .client import TokenClient
+from .delegation import MAX_ACT_DEPTH, actors
 from .errors import InvalidToken, Reason
 from .jose import JwkSet, PublicKey, verify_compact
 from .keysource import JwksUrlSource, KeySource, KeySourceError, ServerKeySource
@@ -27,6 +28,7 @@ from .rpc_errors import (
 from .verifier import LocalVerifier
 
 __all__ = [
+    "MAX_ACT_DEPTH",
     "AsyncTokenClient",
     "InvalidArgumentError",
     "InvalidToken",
@@ -48,5 +50,6 @@ __all__ = [
     "UnavailableError",
     "VerifyResult",
     "Watch",
+    "actors",
     "verify_compact",
 ]

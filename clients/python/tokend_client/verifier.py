@@ -24,6 +24,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from .delegation import check_delegation, delegation_option
 from .errors import InvalidToken, Reason
 from .jose import (
     MAX_COMPACT_BYTES,
@@ -60,7 +61,10 @@ class LocalVerifier:
     or per call) is one audience or a collection of acceptable ones; when none is
     expected, a token that carries ``aud`` is refused (RFC 7519 §4.1.3). ``leeway``
     (0-300 s) absorbs clock skew for ``exp``/``nbf``/``iat``. ``max_lifetime`` bounds
-    ``exp - iat`` and then requires both claims.
+    ``exp - iat`` and then requires both claims. ``delegation`` (here or per call):
+    ``"any"`` accepts direct and delegated tokens (with an ``act`` claim, RFC 8693
+    §4.1), ``"required"`` only delegated ones, ``"refused"`` only direct ones (else
+    ``Reason.DELEGATION``); ``act`` itself is always checked (``tokend_client.actors``).
     """
 
     def __init__(
@@ -75,7 +79,9 @@ class LocalVerifier:
         required_typ: str = "at+jwt",
         max_token_bytes: int = 8192,
         required_claims: Collection[str] = ("exp", "iat", "iss", "sub", "aud", "jti"),
+        delegation: str = "any",
     ) -> None:
+        self._delegation = delegation_option(delegation)
         self._issuer = _non_empty_str(issuer, "issuer")
         self._audience = _audience_set(audience)
         self._algorithms = _algorithm_set(algorithms)
@@ -114,11 +120,13 @@ class LocalVerifier:
         now: float | None = None,
         audience: Audience | None = None,
         required_scopes: str | Iterable[str] = (),
+        delegation: str | None = None,
     ) -> dict[str, Any]:
         """Return the claims of a valid token; raise InvalidToken otherwise.
 
-        ``audience`` overrides the constructor's for this call. ``required_scopes``
-        is a collection of scope names (a string is read as space-separated names).
+        ``audience`` and ``delegation`` override the constructor's for this call.
+        ``required_scopes`` is a collection of scope names (a string is read as
+        space-separated names).
         """
         moment = time.time() if now is None else _timestamp(now)
         expected_audience = self._audience if audience is None else _audience_set(audience)
@@ -134,7 +142,8 @@ class LocalVerifier:
         if payload is None:
             payload = self._verified_payload(token, keys)
         claims = _claims_object(payload)
-        self._check_claims(claims, moment, expected_audience, scopes)
+        self._check_claims(claims, moment, expected_audience, scopes,
+                           self._delegation_for(delegation))
         # Last: only a token that is otherwise valid is worth looking up.
         if self._revocations is not None and self._revocations.is_revoked(claims, moment):
             raise InvalidToken(Reason.REVOKED)
@@ -147,6 +156,7 @@ class LocalVerifier:
         now: float | None = None,
         audience: Audience | None = None,
         required_scopes: str | Iterable[str] = (),
+        delegation: str | None = None,
     ) -> None:
         """Apply the claim rules again to claims :meth:`verify` returned earlier.
 
@@ -157,7 +167,11 @@ class LocalVerifier:
         """
         moment = time.time() if now is None else _timestamp(now)
         expected_audience = self._audience if audience is None else _audience_set(audience)
-        self._check_claims(claims, moment, expected_audience, _required_scopes(required_scopes))
+        self._check_claims(claims, moment, expected_audience, _required_scopes(required_scopes),
+                           self._delegation_for(delegation))
+
+    def _delegation_for(self, delegation: str | None) -> str:
+        return self._delegation if delegation is None else delegation_option(delegation)
 
     def _verified_payload(self, token: str | bytes, keys: JwkSet) -> bytes:
         """The payload, once signature, header and ``typ`` are checked."""
@@ -208,8 +222,11 @@ class LocalVerifier:
         now: float,
         audience: frozenset[str] | None,
         scopes: tuple[str, ...],
+        delegation: str = "any",
     ) -> None:
-        if self._claims_plainly_valid(claims, now, audience, scopes):
+        # A delegated token (act) takes the rules one by one: act needs its own checks.
+        if (delegation != "required" and "act" not in claims
+                and self._claims_plainly_valid(claims, now, audience, scopes)):
             return
         # Something is unusual or wrong: each rule in turn, the first failure raises.
         _check_present(claims, self._required_claims)
@@ -219,6 +236,7 @@ class LocalVerifier:
         _check_audience(claims, audience)
         _check_identifiers(claims)
         _check_scopes(claims, scopes)
+        check_delegation(claims, delegation)  # rules A1 and A2 (delegation.py)
 
     def _claims_plainly_valid(
         self,
