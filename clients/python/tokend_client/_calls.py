@@ -25,6 +25,7 @@ from .v1 import tokend_pb2 as pb
 __all__ = [
     "Attempts",
     "RetryPolicy",
+    "exchange_request",
     "issue_request",
     "issued_token",
     "refresh_request",
@@ -151,11 +152,29 @@ def issue_request(subject: str, audience: str | Iterable[str], *, scopes: str | 
     return request
 
 
-def verify_request(token: str, audience: str,
-                   required_scopes: str | Iterable[str]) -> pb.VerifyRequest:
+_DELEGATION = {"any": pb.DELEGATION_UNSPECIFIED, "required": pb.DELEGATION_REQUIRED,
+               "refused": pb.DELEGATION_REFUSED}
+
+
+def verify_request(token: str, audience: str, required_scopes: str | Iterable[str],
+                   delegation: str = "any") -> pb.VerifyRequest:
     """The VerifyRequest for :meth:`TokenClient.verify`."""
+    if delegation not in _DELEGATION:
+        raise ValueError("delegation must be one of 'any', 'required', 'refused'")
     return pb.VerifyRequest(token=token, audience=audience,
-                            required_scopes=_scopes(required_scopes, "required_scopes"))
+                            required_scopes=_scopes(required_scopes, "required_scopes"),
+                            delegation=_DELEGATION[delegation])
+
+
+def exchange_request(subject_token: str, audience: str | Iterable[str], *,
+                     scopes: str | Iterable[str], ttl: Ttl | None,
+                     actor_token: str | None) -> pb.ExchangeRequest:
+    """The ExchangeRequest for :meth:`TokenClient.exchange` (RFC 8693)."""
+    request = pb.ExchangeRequest(subject_token=subject_token, audience=_audiences(audience),
+                                 scopes=_scopes(scopes, "scopes"), actor_token=actor_token or "")
+    if ttl is not None:
+        request.ttl.CopyFrom(_duration(ttl))
+    return request
 
 
 def refresh_request(refresh_token: str, scopes: str | Iterable[str]) -> pb.RefreshRequest:
@@ -198,6 +217,12 @@ def issued_token(response: pb.IssueResponse) -> IssuedToken:
     )
 
 
+def exchanged_token(response: pb.ExchangeResponse) -> IssuedToken:
+    """An ExchangeResponse as an :class:`IssuedToken` (never with a refresh token)."""
+    return IssuedToken(access_token=response.access_token,
+                       expires_at=_datetime(response.expires_at), jti=response.jti)
+
+
 def reason_from_proto(value: int) -> Reason | None:
     """``REASON_EXPIRED`` → ``Reason.EXPIRED``; None for UNSPECIFIED or a newer server's value."""
     try:
@@ -216,6 +241,7 @@ def verify_result(response: pb.VerifyResponse) -> VerifyResult:
         claims=_plain_numbers(json_format.MessageToDict(response.claims)),
         subject=response.subject,
         expires_at=_datetime(response.expires_at) if response.HasField("expires_at") else None,
+        actors=tuple(response.actors),
     )
 
 

@@ -50,11 +50,21 @@ class AsyncTokenClient(ClientBase):
         return _calls.issued_token(await self._call(self._stub.Issue, request, retryable=True))
 
     async def verify(self, token: str, audience: str, *,
-                     required_scopes: str | Iterable[str] = ()) -> VerifyResult:
+                     required_scopes: str | Iterable[str] = (),
+                     delegation: str = "any") -> VerifyResult:
         """Verify a token on the server; see :meth:`tokend_client.TokenClient.verify`."""
-        request = _calls.verify_request(token, audience, required_scopes)
+        request = _calls.verify_request(token, audience, required_scopes, delegation)
         response = await self._call(self._stub.Verify, request, retryable=True)
         return _calls.verify_result(response)
+
+    async def exchange(self, subject_token: str, audience: str | Iterable[str], *,
+                       scopes: str | Iterable[str] = (), ttl: Ttl | None = None,
+                       actor_token: str | None = None) -> IssuedToken:
+        """Token exchange (RFC 8693); see :meth:`tokend_client.TokenClient.exchange`."""
+        request = _calls.exchange_request(subject_token, audience, scopes=scopes, ttl=ttl,
+                                          actor_token=actor_token)
+        response = await self._call(self._stub.Exchange, request, retryable=True)
+        return _calls.exchanged_token(response)
 
     async def refresh(self, refresh_token: str, *,
                       scopes: str | Iterable[str] = ()) -> IssuedToken:

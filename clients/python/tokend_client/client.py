@@ -68,13 +68,35 @@ class TokenClient(ClientBase):
         return _calls.issued_token(self._call(self._stub.Issue, request, retryable=True))
 
     def verify(self, token: str, audience: str, *,
-               required_scopes: str | Iterable[str] = ()) -> VerifyResult:
+               required_scopes: str | Iterable[str] = (),
+               delegation: str = "any") -> VerifyResult:
         """Ask tokend whether ``token`` is valid for ``audience`` and not revoked.
 
         An invalid token is a result with ``valid=False`` and a ``reason``, not an error.
+        ``delegation``: ``"required"`` accepts only delegated tokens (with ``act``),
+        ``"refused"`` only direct ones (else reason DELEGATION); ``"any"`` both. A
+        delegated token's result lists its ``actors``, the current one first.
         """
-        request = _calls.verify_request(token, audience, required_scopes)
+        request = _calls.verify_request(token, audience, required_scopes, delegation)
         return _calls.verify_result(self._call(self._stub.Verify, request, retryable=True))
+
+    def exchange(self, subject_token: str, audience: str | Iterable[str], *,
+                 scopes: str | Iterable[str] = (), ttl: Ttl | None = None,
+                 actor_token: str | None = None) -> IssuedToken:
+        """Trade ``subject_token`` (a token tokend issued for this caller) for a token for
+        ``audience``, on its subject's behalf (RFC 8693 token exchange).
+
+        The new token keeps the subject, holds ``scopes`` (a subset of the subject
+        token's; default: all of them), lives at most as long as the subject token
+        (``ttl`` may shorten it) and names this caller (or the subject of
+        ``actor_token``) as the current actor in ``act``. Revoking the subject token
+        revokes it too. Refusals: InvalidArgumentError (the subject token is invalid,
+        expired, revoked or foreign; scopes widened), PermissionDeniedError (the policy).
+        Retried on UNAVAILABLE like Issue: a lost answer only leaves a token unused.
+        """
+        request = _calls.exchange_request(subject_token, audience, scopes=scopes, ttl=ttl,
+                                          actor_token=actor_token)
+        return _calls.exchanged_token(self._call(self._stub.Exchange, request, retryable=True))
 
     def refresh(self, refresh_token: str, *, scopes: str | Iterable[str] = ()) -> IssuedToken:
         """Spend ``refresh_token`` for a new access and refresh token (retried safely:

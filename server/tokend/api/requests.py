@@ -17,6 +17,7 @@ from tokend.config import TokenConfig
 from tokend.tokens import input_rules as rules
 from tokend.tokens import retry
 from tokend.tokens.errors import BadRequest
+from tokend.tokens.exchange import ExchangeAsk
 from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.tokens.refresh import parse_refresh_token
 from tokend_client.v1 import tokend_pb2 as pb
@@ -43,8 +44,39 @@ def issue_spec(request: pb.IssueRequest, call: CallContext, tokens: TokenConfig
     )
 
 
-# token, audience, required scopes: a plain tuple, as this runs on every Verify.
-VerifyQuery = tuple[str, str, tuple[str, ...]]
+def exchange_ask(request: pb.ExchangeRequest, call: CallContext, tokens: TokenConfig
+                 ) -> ExchangeAsk:
+    """An Exchange (RFC 8693); the tokens themselves are judged by the token layer, the
+    caller's policy entry after that (caller_policy.check_exchange)."""
+    if request.HasField("binding"):
+        # Certificate binding (RFC 8705) of exchanged tokens is another change's.
+        raise BadRequest("binding on Exchange is not supported yet")
+    subject_token = _token_field("subject_token", request.subject_token, tokens)
+    actor_token = (_token_field("actor_token", request.actor_token, tokens)
+                   if request.actor_token else None)
+    audience = rules.check_audience(request.audience, tokens.allowed_audiences)
+    call.audit["audience"] = list(audience)
+    ttl = _ttl_of(request)
+    if ttl is not None and ttl < 1:
+        raise BadRequest("ttl must be at least 1 second (leave it unset for the subject "
+                         "token's remaining life)")
+    return ExchangeAsk(subject_token=subject_token, actor_token=actor_token,
+                       audience=audience, scopes=rules.check_scopes(request.scopes),
+                       ttl=ttl, client_id=call.client_id)
+
+
+def _token_field(name: str, value: str, tokens: TokenConfig) -> str:
+    try:
+        return rules.check_token(value, tokens.max_token_bytes)
+    except BadRequest as exc:
+        raise BadRequest(f"{name}: {exc}") from None
+
+
+# token, audience, required scopes, delegation ("any", "required", "refused"): a plain
+# tuple, as this runs on every Verify.
+VerifyQuery = tuple[str, str, tuple[str, ...], str]
+_DELEGATION = {pb.DELEGATION_UNSPECIFIED: "any", pb.DELEGATION_REQUIRED: "required",
+               pb.DELEGATION_REFUSED: "refused"}
 
 
 def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
@@ -53,7 +85,10 @@ def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
     rules.check_verify_names(audience, scopes)
     token = rules.check_token(request.token, tokens.max_token_bytes)
     rules.check_verify_audience(audience)
-    return token, audience, rules.check_required_scopes(scopes)
+    delegation = _DELEGATION.get(request.delegation)
+    if delegation is None:
+        raise BadRequest("delegation is not a known Delegation value")
+    return token, audience, rules.check_required_scopes(scopes), delegation
 
 
 class RefreshQuery(NamedTuple):
@@ -114,7 +149,7 @@ def _claims_of(request: pb.IssueRequest) -> dict[str, Any]:
         raise BadRequest("custom claims cannot hold NaN or infinity") from None
 
 
-def _ttl_of(request: pb.IssueRequest) -> float | None:
+def _ttl_of(request: pb.IssueRequest | pb.ExchangeRequest) -> float | None:
     """The requested ttl in seconds; Duration.ToTimedelta overflows on large values."""
     if not request.HasField("ttl"):
         return None

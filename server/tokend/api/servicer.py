@@ -15,11 +15,11 @@ import structlog
 from tokend import metrics
 from tokend.api import requests
 from tokend.api.admission import Admission, Refused
-from tokend.api.caller_policy import PolicyDenied, check_spec, refresh_permit
+from tokend.api.caller_policy import PolicyDenied, check_exchange, check_spec, refresh_permit
 from tokend.api.calls import CallContext
 from tokend.api.decoding import MESSAGE as MALFORMED_MESSAGE
 from tokend.api.decoding import Malformed, decoder
-from tokend.api.responses import VerifyAnswers, issue_response, refused
+from tokend.api.responses import VerifyAnswers, exchange_response, issue_response, refused
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import (
     LiveStreams,
@@ -63,7 +63,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 # Verify and GetJwks are read-only: only rejected Verify calls are audited. A
 # WatchRevocations stream discloses revoked subjects: who followed it is recorded.
-_AUDITED = frozenset({"Issue", "Refresh", "Revoke", "WatchRevocations"})
+_AUDITED = frozenset({"Issue", "Refresh", "Revoke", "Exchange", "WatchRevocations"})
 
 
 def rpc(method: str, *, timed: bool = True
@@ -185,6 +185,22 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         call.audit.update(subject=spec.subject, audience=list(spec.audience),
                           jti=result.access.jti, refresh=request.include_refresh_token)
         return issue_response(result)
+
+    @rpc("Exchange")
+    async def Exchange(self, request: pb.ExchangeRequest, context: grpc.aio.ServicerContext,
+                       call: CallContext) -> pb.ExchangeResponse:
+        """RFC 8693 token exchange: tokens/exchange.py; policy: check_exchange."""
+        ask = requests.exchange_ask(request, call, self._tokens)
+        plan = self._authority.plan_exchange(ask)
+        spec = plan.spec
+        call.audit.update(subject=spec.subject, parent_jti=plan.parent_jti, actor=plan.actor,
+                          depth=plan.depth)
+        check_exchange(call.rule, call.client_id, source=plan.source, audience=spec.audience,
+                       scopes=spec.scopes, depth=plan.depth)
+        access = await self._authority.exchange(plan)
+        metrics.child(metrics.ISSUED_BY_CALLER, call.caller_label).inc()
+        call.audit["jti"] = access.jti
+        return exchange_response(access)
 
     @rpc("Verify")
     async def Verify(self, request: pb.VerifyRequest, context: grpc.aio.ServicerContext,
