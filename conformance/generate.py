@@ -10,7 +10,7 @@ are deterministic by nature.
 Every case states the reason it expects; before anything is written the reference
 verifier (Python ``tokend_client.LocalVerifier``) must give exactly that result.
 
-    .venv/bin/python conformance/generate.py            # (re)write conformance/vectors/
+    .venv/bin/python conformance/generate.py            # (re)write vectors/ and vectors-next/
     .venv/bin/python conformance/generate.py --check    # compare with the committed files
     .venv/bin/python conformance/generate.py --new-keys # make missing keys (never needed in CI)
 """
@@ -42,6 +42,11 @@ if str(CLIENT_DIR) not in sys.path:
     sys.path.insert(0, str(CLIENT_DIR))
 KEY_DIR = HERE / "keys"
 VECTOR_DIR = HERE / "vectors"
+# Rules not every language's verifier enforces yet (docs/verifier-contract.md, section A):
+# only the Python runner reads this directory, the Go, Node and Java runners read vectors/.
+NEXT_DIR = HERE / "vectors-next"
+# Options only vectors-next cases carry (a runner of vectors/ knows none of them).
+NEXT_OPTIONS: dict[str, Any] = {"delegation": "any"}
 
 ISSUER = "https://tokend.test"
 AUDIENCE = "orders"
@@ -310,9 +315,11 @@ class Case:
 class Suite:
     """Collects the cases of one vector file."""
 
-    def __init__(self, name: str, description: str, default_jwks: dict[str, Any]) -> None:
+    def __init__(self, name: str, description: str, default_jwks: dict[str, Any],
+                 extra_options: dict[str, Any] | None = None) -> None:
         self.name, self.description = name, description
         self.default_jwks = default_jwks
+        self.defaults = {**DEFAULT_OPTIONS, **(extra_options or {})}
         self.cases: list[Case] = []
 
     def add(
@@ -328,7 +335,7 @@ class Suite:
         sub: str | None = "alice",
         **options: Any,
     ) -> None:
-        unknown = set(options) - set(DEFAULT_OPTIONS)
+        unknown = set(options) - set(self.defaults)
         assert not unknown, f"{case_id}: unknown options {unknown}"
         self.cases.append(
             Case(
@@ -337,7 +344,7 @@ class Suite:
                 token=tok,
                 expect=expect,
                 jwks=self.default_jwks if jwks is None else jwks,
-                options={**DEFAULT_OPTIONS, **options},
+                options={**self.defaults, **options},
                 now=now,
                 required_scopes=list(scopes),
                 sub=sub,
@@ -2263,6 +2270,107 @@ def _rsa_e1_forgery(key: Key, kid: str) -> str:
 # Checking against the reference verifier, writing, --check
 # ---------------------------------------------------------------------------
 
+# -- vectors-next/act.json --------------------------------------------------
+
+R_ACT = (
+    "A1 act, when present, is a JSON object with a non-empty string sub; a nested act is an "
+    "object of the same shape; at most 8 act objects in all; other members are ignored; "
+    "anything else is MALFORMED, checked after the J rules (RFC 8693 §4.1; depth: tokend "
+    "policy)"
+)
+R_DELEGATION = (
+    "A2 option delegation: required refuses a token without act, refused a token with act "
+    "(DELEGATION), after A1; any accepts both (tokend policy; RFC 8693 §4.1)"
+)
+
+
+def _chain(*subs: str) -> dict[str, Any]:
+    act: dict[str, Any] | None = None
+    for sub in reversed(subs):
+        act = {"sub": sub} if act is None else {"sub": sub, "act": act}
+    assert act is not None
+    return act
+
+
+def act_cases(k: dict[str, Key]) -> Suite:
+    s = Suite(
+        "act",
+        "The act (actor) claim of delegated tokens and the delegation option (rules A1, A2).",
+        default_jwks(k), NEXT_OPTIONS,
+    )
+    es = k["es256"]
+    deepest = [f"svc-{i}" for i in range(8)]
+    for case_id, act in (
+        ("act-one-actor", _chain("orders")),
+        ("act-two-actors", _chain("payments-caller", "orders")),
+        ("act-eight-actors", _chain(*deepest)),
+        ("act-other-members-ignored",
+         {"sub": "orders", "iss": "https://elsewhere.test", "exp": 1, "client_id": None}),
+        ("act-nested-other-members-ignored",
+         {"sub": "orders", "act": {"sub": "login", "may_act": {"sub": "x"}}}),
+        ("act-sub-unicode", {"sub": "spiffe://test/ns/ø/sa/api"}),
+    ):
+        s.add(case_id, R_ACT, token(es, claims(act=act)), "valid")
+    for case_id, act in (
+        ("act-string", "orders"),
+        ("act-array", [{"sub": "orders"}]),
+        ("act-number", 1),
+        ("act-true", True),
+        ("act-empty-object", {}),
+        ("act-sub-absent", {"client_id": "orders"}),
+        ("act-sub-empty", {"sub": ""}),
+        ("act-sub-number", {"sub": 7}),
+        ("act-sub-null", {"sub": None}),
+        ("act-sub-array", {"sub": ["orders"]}),
+        ("act-sub-object", {"sub": {"sub": "orders"}}),
+        ("act-nested-string", {"sub": "orders", "act": "login"}),
+        ("act-nested-null", {"sub": "orders", "act": None}),
+        ("act-nested-empty", {"sub": "orders", "act": {}}),
+        ("act-nested-sub-empty", {"sub": "orders", "act": {"sub": ""}}),
+        ("act-deep-nested-array", _chain("a", "b", "c") | {"act": {"sub": "b", "act": []}}),
+        ("act-nine-actors", _chain(*deepest, "one-too-many")),
+    ):
+        s.add(case_id, R_ACT, token(es, claims(act=act)), "MALFORMED")
+    # claims() drops members set to None: a JSON null act needs the raw payload.
+    null_act = jbytes(claims())[:-1] + b',"act":null}'
+    s.add("act-null", R_ACT, raw_token(es, jbytes(header(es)), null_act), "MALFORMED")
+    # The member name written with an escape is still act.
+    escaped = jbytes(claims())[:-1] + b',"\\u0061ct":"orders"}'
+    s.add("act-name-escaped", R_ACT, raw_token(es, jbytes(header(es)), escaped), "MALFORMED")
+    escaped_ok = jbytes(claims())[:-1] + b',"\\u0061ct":{"\\u0073ub":"orders"}}'
+    s.add("act-name-escaped-valid", R_ACT, raw_token(es, jbytes(header(es)), escaped_ok),
+          "valid")
+    # Order: the J rules first, then A1, then A2.
+    bad = claims(act="orders")
+    s.add("act-malformed-but-expired", R_ACT, token(es, claims(act="orders", exp=NOW - 100)),
+          "EXPIRED")
+    s.add("act-malformed-but-wrong-audience", R_ACT,
+          token(es, claims(act="orders", aud="billing")), "WRONG_AUDIENCE")
+    s.add("act-malformed-but-missing-scope", R_ACT, token(es, bad), "MISSING_SCOPE",
+          scopes=["admin"])
+    s.add("act-malformed-delegation-refused", R_ACT, token(es, bad), "MALFORMED",
+          delegation="refused")
+    s.add("act-malformed-delegation-required", R_ACT, token(es, bad), "MALFORMED",
+          delegation="required")
+    direct, delegated = token(es), token(es, claims(act=_chain("orders")))
+    for option, direct_expect, delegated_expect in (
+        ("any", "valid", "valid"),
+        ("required", "DELEGATION", "valid"),
+        ("refused", "valid", "DELEGATION"),
+    ):
+        s.add(f"delegation-{option}-direct", R_DELEGATION, direct, direct_expect,
+              delegation=option)
+        s.add(f"delegation-{option}-delegated", R_DELEGATION, delegated, delegated_expect,
+              delegation=option)
+    s.add("delegation-required-expired", R_DELEGATION, token(es, claims(exp=NOW - 100)),
+          "EXPIRED", delegation="required")
+    s.add("delegation-refused-missing-scope", R_DELEGATION, delegated, "MISSING_SCOPE",
+          delegation="refused", scopes=["admin"])
+    return s
+
+
+NEXT_SUITES = (act_cases,)
+
 SUITES = (
     valid_cases,
     base64url_cases,
@@ -2292,18 +2400,21 @@ def reference_result(case: Case) -> tuple[str, str | None]:
         required_claims=o["required_claims"],
     )
     try:
-        result = verifier.verify(case.token, now=case.now, required_scopes=case.required_scopes)
+        result = verifier.verify(case.token, now=case.now, required_scopes=case.required_scopes,
+                                 delegation=o.get("delegation", "any"))
     except InvalidToken as exc:
         return exc.reason.value, None
     return "valid", result.get("sub")
 
 
-def build(keys: dict[str, Key]) -> dict[str, str]:
-    """File name -> exact file text, after checking every case with the reference."""
+def build(keys: dict[str, Key], suites: tuple[Callable[..., Suite], ...] = SUITES,
+          seen: set[str] | None = None) -> dict[str, str]:
+    """File name -> exact file text, after checking every case with the reference.
+    ``seen``: case ids already taken (ids are unique across both directories)."""
     files: dict[str, str] = {}
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     problems: list[str] = []
-    for make in SUITES:
+    for make in suites:
         suite = make(keys)
         for case in suite.cases:
             if (
@@ -2340,30 +2451,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-keys", action="store_true", help="create missing test keys")
     args = parser.parse_args(argv)
     keys = load_keys(create_missing=args.new_keys)
-    files = build(keys)
+    seen: set[str] = set()
+    outputs = ((VECTOR_DIR, build(keys, SUITES, seen)), (NEXT_DIR, build(keys, NEXT_SUITES, seen)))
     if args.check:
-        stale = sorted(
-            name
+        return _check(outputs)
+    for directory, files in outputs:
+        directory.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (directory / name).write_text(text, "utf-8")
+        for path in directory.glob("*.json"):
+            if path.name not in files:
+                path.unlink()
+        print(f"wrote {len(files)} files to {directory}")
+    return 0
+
+
+def _check(outputs: tuple[tuple[Path, dict[str, str]], ...]) -> int:
+    drift: list[str] = []
+    for directory, files in outputs:
+        drift += sorted(
+            f"{directory.name}/{name}"
             for name, text in files.items()
-            if not (VECTOR_DIR / name).is_file() or (VECTOR_DIR / name).read_text("utf-8") != text
+            if not (directory / name).is_file() or (directory / name).read_text("utf-8") != text
         )
-        extra = sorted(p.name for p in VECTOR_DIR.glob("*.json") if p.name not in files)
-        if stale or extra:
-            print(
-                f"conformance vectors out of date: {stale + extra}; run conformance/generate.py",
-                file=sys.stderr,
-            )
-            return 1
-        cases = sum(len(json.loads(text)["cases"]) for text in files.values())
-        print(f"conformance vectors up to date ({cases} cases in {len(files)} files)")
-        return 0
-    VECTOR_DIR.mkdir(exist_ok=True)
-    for name, text in files.items():
-        (VECTOR_DIR / name).write_text(text, "utf-8")
-    for path in VECTOR_DIR.glob("*.json"):
-        if path.name not in files:
-            path.unlink()
-    print(f"wrote {len(files)} files to {VECTOR_DIR}")
+        drift += sorted(f"{directory.name}/{p.name}" for p in directory.glob("*.json")
+                        if p.name not in files)
+    if drift:
+        print(f"conformance vectors out of date: {drift}; run conformance/generate.py",
+              file=sys.stderr)
+        return 1
+    cases = sum(len(json.loads(text)["cases"]) for _, files in outputs for text in files.values())
+    count = sum(len(files) for _, files in outputs)
+    print(f"conformance vectors up to date ({cases} cases in {count} files)")
     return 0
 
 

@@ -1,5 +1,6 @@
 """The language-neutral conformance vectors (conformance/vectors/*.json) against the
-reference verifier, tokend_client.LocalVerifier.
+reference verifier, tokend_client.LocalVerifier, and conformance/vectors-next/*.json:
+rules only the Python verifier enforces so far (docs/verifier-contract.md section A).
 
 The Go, Node and Java runners do the same with their verifiers; the format is in
 conformance/README.md and the rules in docs/verifier-contract.md. Missing or empty
@@ -23,6 +24,10 @@ from tokend_client import InvalidToken, LocalVerifier, Reason
 ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE = ROOT / "conformance"
 VECTOR_DIR = CONFORMANCE / "vectors"
+NEXT_DIR = CONFORMANCE / "vectors-next"
+NEXT_FILES = {"act.json"}
+# Options only vectors-next cases carry.
+NEXT_OPTION_KEYS = {"delegation"}
 EXPECTED_FILES = {
     "base64url.json",
     "claims.json",
@@ -46,18 +51,19 @@ OPTION_KEYS = {
 CASE_KEYS = {"id", "rule", "jwks", "options", "now", "required_scopes", "expect"}
 REASONS = {reason.value for reason in Reason}
 # Every rule a case names starts with the number of a rule in docs/verifier-contract.md.
-RULE = re.compile(r"^(C\d|H\d|S\d|K\d|J\d+|V) \S")
+RULE = re.compile(r"^(C\d|H\d|S\d|K\d|J\d+|V|A\d) \S")
 
 
-def _load() -> list[tuple[str, dict[str, Any]]]:
+def _load(directory: Path = VECTOR_DIR) -> list[tuple[str, dict[str, Any]]]:
     cases = []
-    for path in sorted(VECTOR_DIR.glob("*.json")):
+    for path in sorted(directory.glob("*.json")):
         for case in json.loads(path.read_text("utf-8"))["cases"]:
             cases.append((path.name, case))
     return cases
 
 
 CASES = _load()
+NEXT_CASES = _load(NEXT_DIR)
 
 
 def token_of(case: dict[str, Any]) -> str | bytes:
@@ -79,6 +85,7 @@ def verifier_for(case: dict[str, Any]) -> LocalVerifier:
         required_typ=options["required_typ"],
         max_token_bytes=options["max_token_bytes"],
         required_claims=options["required_claims"],
+        delegation=options.get("delegation", "any"),
     )
 
 
@@ -92,15 +99,25 @@ def test_every_vector_file_present_and_non_empty() -> None:
     assert len(CASES) >= 500
 
 
+def test_next_vector_files_present_and_non_empty() -> None:
+    assert {path.name for path in NEXT_DIR.glob("*.json")} == NEXT_FILES
+    for name in NEXT_FILES:
+        document = json.loads((NEXT_DIR / name).read_text("utf-8"))
+        assert document["description"] and document["cases"], name
+    reasons = {case["expect"].get("reason") for _, case in NEXT_CASES}
+    assert {"MALFORMED", "DELEGATION", None} <= reasons
+
+
 def test_case_format() -> None:
-    ids = [case["id"] for _, case in CASES]
+    ids = [case["id"] for _, case in CASES + NEXT_CASES]
     assert len(ids) == len(set(ids)), "case ids must be unique across files"
-    for name, case in CASES:
+    for name, case in CASES + NEXT_CASES:
         where = f"{name}/{case['id']}"
         assert re.fullmatch(r"[a-z0-9-]+", case["id"]), where
         assert set(case) - {"token", "token_b64"} == CASE_KEYS, where
         assert ("token" in case) != ("token_b64" in case), where
-        assert set(case["options"]) == OPTION_KEYS, where
+        extra = NEXT_OPTION_KEYS if (name, case) in NEXT_CASES else set()
+        assert set(case["options"]) == OPTION_KEYS | extra, where
         assert RULE.match(case["rule"]), where
         expect = case["expect"]
         if expect["valid"]:
@@ -112,7 +129,7 @@ def test_case_format() -> None:
 def test_key_sets_are_public() -> None:
     """Vectors carry public JWKs only (the private test keys stay in conformance/keys)."""
     private = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
-    for _, case in CASES:
+    for _, case in CASES + NEXT_CASES:
         for jwk in case["jwks"]["keys"]:
             assert private.isdisjoint(jwk), case["id"]
 
@@ -125,7 +142,8 @@ def test_token_b64_only_where_the_text_is_not_utf8() -> None:
             token_of(case).decode("utf-8")  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("file", "case"), [pytest.param(f, c, id=c["id"]) for f, c in CASES])
+@pytest.mark.parametrize(("file", "case"),
+                         [pytest.param(f, c, id=c["id"]) for f, c in CASES + NEXT_CASES])
 def test_vector(file: str, case: dict[str, Any]) -> None:
     verifier = verifier_for(case)
     expect = case["expect"]
