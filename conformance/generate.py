@@ -44,7 +44,7 @@ KEY_DIR = HERE / "keys"
 VECTOR_DIR = HERE / "vectors"
 # Rules not every language's verifier enforces yet (docs/verifier-contract.md, section A):
 # only the Python runner reads this directory, the Go, Node and Java runners read vectors/.
-NEXT_DIR = HERE / "vectors-next"
+NEXT_VECTOR_DIR = HERE / "vectors-next"
 # Options only vectors-next cases carry (a runner of vectors/ knows none of them).
 NEXT_OPTIONS: dict[str, Any] = {"delegation": "any"}
 
@@ -2452,7 +2452,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     keys = load_keys(create_missing=args.new_keys)
     seen: set[str] = set()
-    outputs = ((VECTOR_DIR, build(keys, SUITES, seen)), (NEXT_DIR, build(keys, NEXT_SUITES, seen)))
+    outputs = ((VECTOR_DIR, build(keys, SUITES, seen)), (NEXT_VECTOR_DIR, build(keys, NEXT_SUITES, seen)))
     if args.check:
         return _check(outputs)
     for directory, files in outputs:
