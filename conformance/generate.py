@@ -2452,7 +2452,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     keys = load_keys(create_missing=args.new_keys)
     seen: set[str] = set()
-    outputs = ((VECTOR_DIR, build(keys, SUITES, seen)), (NEXT_VECTOR_DIR, build(keys, NEXT_SUITES, seen)))
+    outputs = ((VECTOR_DIR, build(keys, SUITES, seen)),
+               (NEXT_VECTOR_DIR, build(keys, NEXT_SUITES, seen)))
     if args.check:
         return _check(outputs)
     for directory, files in outputs:
