@@ -42,10 +42,10 @@ if str(CLIENT_DIR) not in sys.path:
     sys.path.insert(0, str(CLIENT_DIR))
 KEY_DIR = HERE / "keys"
 VECTOR_DIR = HERE / "vectors"
-# Rules not every language's verifier enforces yet (docs/verifier-contract.md, section A):
-# only the Python runner reads this directory, the Go, Node and Java runners read vectors/.
+# Cases only the Python runner reads yet (conformance/README.md "vectors-next"): rules
+# the Go, Node and Java verifiers do not enforce yet (docs/verifier-contract.md §9, A).
 NEXT_VECTOR_DIR = HERE / "vectors-next"
-# Options only vectors-next cases carry (a runner of vectors/ knows none of them).
+# Options only vectors-next cases of act.json carry (a runner of vectors/ knows none).
 NEXT_OPTIONS: dict[str, Any] = {"delegation": "any"}
 
 ISSUER = "https://tokend.test"
@@ -291,6 +291,7 @@ class Case:
     now: int | float
     required_scopes: list[str]
     sub: str | None
+    presenter: str | None = None  # the presenter's x5t#S256 (vectors-next only)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -305,6 +306,8 @@ class Case:
         else:
             out["token"] = self.token
         out["required_scopes"] = self.required_scopes
+        if self.presenter is not None:
+            out["presenter_x5t_s256"] = self.presenter
         if self.expect == "valid":
             out["expect"] = {"valid": True, "sub": self.sub}
         else:
@@ -333,6 +336,7 @@ class Suite:
         now: int | float = NOW,
         scopes: list[str] | tuple[str, ...] = (),
         sub: str | None = "alice",
+        presenter: str | None = None,
         **options: Any,
     ) -> None:
         unknown = set(options) - set(self.defaults)
@@ -348,6 +352,7 @@ class Suite:
                 now=now,
                 required_scopes=list(scopes),
                 sub=sub,
+                presenter=presenter,
             )
         )
 
@@ -2266,6 +2271,98 @@ def _rsa_e1_forgery(key: Key, kid: str) -> str:
     return f"{signing_input}.{b64(em)}"
 
 
+# -- vectors-next/cnf.json: certificate-bound tokens ---------------------------
+
+R_CNF_SHAPE = (
+    "B1 cnf, when present, is a JSON object and its x5t#S256 a 43-character canonical "
+    "base64url string; otherwise MALFORMED (RFC 7800 §3.1, RFC 8705 §3.1)"
+)
+R_CNF_UNKNOWN = (
+    "B2 a cnf with any member but x5t#S256, or with none, cannot be checked: "
+    "CERTIFICATE_MISMATCH (RFC 7800 §3)"
+)
+R_CNF_MATCH = (
+    "B3 a bound token is valid only when the presenter's x5t#S256 equals cnf's exactly; "
+    "no presenter: CERTIFICATE_MISMATCH (RFC 8705 §3)"
+)
+R_CNF_UNBOUND = "B4 a token without cnf ignores the presenter (RFC 8705 §3)"
+R_CNF_ORDER = "B5 the binding is checked after every claim rule, before revocation"
+
+
+def thumbprint(label: bytes) -> str:
+    """A stand-in x5t#S256: base64url(SHA-256(label)) (the DER of a certificate in life)."""
+    return b64(hashlib.sha256(label).digest())
+
+
+def cnf_cases(k: dict[str, Key]) -> Suite:
+    s = Suite(
+        "cnf",
+        "Certificate-bound tokens (RFC 8705 §3): the cnf claim against the per-case "
+        "presenter_x5t_s256 (absent: no certificate was presented).",
+        default_jwks(k),
+    )
+    es = k["es256"]
+    mine, other = thumbprint(b"client certificate A"), thumbprint(b"client certificate B")
+
+    def bound(cnf: Any, **more: Any) -> str:
+        return token(es, claims(cnf=cnf, **more))
+
+    s.add("cnf-bound-presenter-matches", R_CNF_MATCH, bound({"x5t#S256": mine}), "valid",
+          presenter=mine)
+    s.add("cnf-bound-no-presenter", R_CNF_MATCH, bound({"x5t#S256": mine}),
+          "CERTIFICATE_MISMATCH")
+    s.add("cnf-bound-other-presenter", R_CNF_MATCH, bound({"x5t#S256": mine}),
+          "CERTIFICATE_MISMATCH", presenter=other)
+    swapped = mine.swapcase()  # base64url is case-sensitive: another value
+    s.add("cnf-bound-presenter-case-differs", R_CNF_MATCH, bound({"x5t#S256": mine}),
+          "CERTIFICATE_MISMATCH", presenter=swapped)
+    s.add("cnf-unbound-presenter-ignored", R_CNF_UNBOUND, token(es), "valid", presenter=other)
+    escaped = raw_token(es, jbytes(header(es)), jbytes(claims())[:-1]
+                        + b',"cnf":{"x5t\\u0023S256":"' + mine.encode() + b'"}}')
+    s.add("cnf-member-name-escaped-matches", R_CNF_MATCH, escaped, "valid", presenter=mine)
+    duplicate = raw_token(es, jbytes(header(es)), jbytes(claims())[:-1]
+                          + b',"cnf":{"x5t#S256":"' + other.encode() + b'","x5t#S256":"'
+                          + mine.encode() + b'"}}')
+    s.add("cnf-member-duplicate", "C3 duplicate member names are refused at any depth "
+          "(RFC 7515 §4, RFC 7519 §4)", duplicate, "MALFORMED", presenter=mine)
+    for name, value in (("string", mine), ("array", [{"x5t#S256": mine}]), ("null", None),
+                        ("number", 1), ("true", True)):
+        payload = {**claims(), "cnf": value}
+        s.add(f"cnf-not-object-{name}", R_CNF_SHAPE, token(es, payload), "MALFORMED",
+              presenter=mine)
+    for name, value in (
+        ("short", mine[:-1]),
+        ("long", mine + "A"),
+        ("padded", mine + "="),
+        ("standard-alphabet", "+/" + mine[2:]),
+        ("padding-bits-set", mine[:-1] + chr(ord(mine[-1]) + 1)),
+        ("hex", hashlib.sha256(b"client certificate A").hexdigest()),
+        ("number", 5),
+        ("null", None),
+        ("empty", ""),
+    ):
+        payload = {**claims(), "cnf": {"x5t#S256": value}}
+        s.add(f"cnf-x5t-{name}", R_CNF_SHAPE, token(es, payload), "MALFORMED", presenter=mine)
+    for name, cnf in (
+        ("empty", {}),
+        ("jkt-only", {"jkt": mine}),
+        ("x5t-and-jkt", {"x5t#S256": mine, "jkt": mine}),
+        ("x5t-sha1-only", {"x5t": mine[:27]}),
+        ("member-case-differs", {"X5T#S256": mine}),
+    ):
+        s.add(f"cnf-unknown-{name}", R_CNF_UNKNOWN, bound(cnf), "CERTIFICATE_MISMATCH",
+              presenter=mine)
+    s.add("cnf-order-expired-first", R_CNF_ORDER,
+          bound({"x5t#S256": mine}, exp=NOW - 100), "EXPIRED", presenter=other)
+    s.add("cnf-order-audience-first", R_CNF_ORDER,
+          bound({"x5t#S256": mine}, aud="billing"), "WRONG_AUDIENCE")
+    s.add("cnf-order-scope-first", R_CNF_ORDER, bound({"x5t#S256": mine}),
+          "MISSING_SCOPE", scopes=["orders:admin"], presenter=other)
+    s.add("cnf-order-malformed-after-expired", R_CNF_ORDER,
+          bound("not an object", exp=NOW - 100), "EXPIRED", presenter=mine)
+    return s
+
+
 # ---------------------------------------------------------------------------
 # Checking against the reference verifier, writing, --check
 # ---------------------------------------------------------------------------
@@ -2369,7 +2466,6 @@ def act_cases(k: dict[str, Key]) -> Suite:
     return s
 
 
-NEXT_SUITES = (act_cases,)
 
 SUITES = (
     valid_cases,
@@ -2381,6 +2477,7 @@ SUITES = (
     signature_cases,
     keys_cases,
 )
+NEXT_SUITES = (cnf_cases, act_cases)
 
 
 def reference_result(case: Case) -> tuple[str, str | None]:
@@ -2401,16 +2498,16 @@ def reference_result(case: Case) -> tuple[str, str | None]:
     )
     try:
         result = verifier.verify(case.token, now=case.now, required_scopes=case.required_scopes,
+                                 presenter_x5t_s256=case.presenter,
                                  delegation=o.get("delegation", "any"))
     except InvalidToken as exc:
         return exc.reason.value, None
     return "valid", result.get("sub")
 
 
-def build(keys: dict[str, Key], suites: tuple[Callable[..., Suite], ...] = SUITES,
+def build(keys: dict[str, Key], suites: tuple[Any, ...] = SUITES,
           seen: set[str] | None = None) -> dict[str, str]:
-    """File name -> exact file text, after checking every case with the reference.
-    ``seen``: case ids already taken (ids are unique across both directories)."""
+    """File name -> exact file text, after checking every case with the reference."""
     files: dict[str, str] = {}
     seen = set() if seen is None else seen
     problems: list[str] = []
@@ -2451,12 +2548,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-keys", action="store_true", help="create missing test keys")
     args = parser.parse_args(argv)
     keys = load_keys(create_missing=args.new_keys)
-    seen: set[str] = set()
-    outputs = ((VECTOR_DIR, build(keys, SUITES, seen)),
-               (NEXT_VECTOR_DIR, build(keys, NEXT_SUITES, seen)))
+    seen: set[str] = set()  # case ids are unique across both directories
+    # Module globals read at call time: the drift test points VECTOR_DIR elsewhere.
+    outputs = ((VECTOR_DIR, SUITES), (NEXT_VECTOR_DIR, NEXT_SUITES))
+    built = [(directory, build(keys, suites, seen)) for directory, suites in outputs]
     if args.check:
-        return _check(outputs)
-    for directory, files in outputs:
+        return _check(built)
+    for directory, files in built:
         directory.mkdir(exist_ok=True)
         for name, text in files.items():
             (directory / name).write_text(text, "utf-8")
@@ -2467,22 +2565,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _check(outputs: tuple[tuple[Path, dict[str, str]], ...]) -> int:
-    drift: list[str] = []
-    for directory, files in outputs:
-        drift += sorted(
-            f"{directory.name}/{name}"
+def _check(built: list[tuple[Path, dict[str, str]]]) -> int:
+    for directory, files in built:
+        stale = sorted(
+            name
             for name, text in files.items()
             if not (directory / name).is_file() or (directory / name).read_text("utf-8") != text
         )
-        drift += sorted(f"{directory.name}/{p.name}" for p in directory.glob("*.json")
-                        if p.name not in files)
-    if drift:
-        print(f"conformance vectors out of date: {drift}; run conformance/generate.py",
-              file=sys.stderr)
-        return 1
-    cases = sum(len(json.loads(text)["cases"]) for _, files in outputs for text in files.values())
-    count = sum(len(files) for _, files in outputs)
+        extra = sorted(p.name for p in directory.glob("*.json") if p.name not in files)
+        if stale or extra:
+            print(
+                f"conformance vectors in {directory.name}/ out of date: {stale + extra}; "
+                "run conformance/generate.py",
+                file=sys.stderr,
+            )
+            return 1
+    cases = sum(len(json.loads(text)["cases"]) for _, files in built for text in files.values())
+    count = sum(len(files) for _, files in built)
     print(f"conformance vectors up to date ({cases} cases in {count} files)")
     return 0
 

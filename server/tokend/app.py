@@ -327,6 +327,33 @@ def grpc_connection_options(settings: Settings) -> list[tuple[str, int]]:
         # Server pings find peers that vanished behind a long Watch stream.
         ("grpc.keepalive_time_ms", _ms(limits.keepalive_time)),
         ("grpc.keepalive_timeout_ms", _ms(limits.keepalive_timeout)),
+        # Our own pings go on while the peer sends nothing (grpc's default stops at 2),
+        # so keepalive_time keeps finding vanished peers.
+        ("grpc.http2.max_pings_without_data", 0),
+        *connection_age_options(settings),
+        *ping_policy_options(settings),
+    ]
+
+
+def connection_age_options(settings: Settings) -> list[tuple[str, int]]:
+    """GOAWAY after max_connection_age: clients reconnect, so replicas started since (a
+    scale-up) get their share of long-lived connections (docs/configuration.md)."""
+    limits = settings.grpc
+    if not limits.max_connection_age:
+        return []
+    return [("grpc.max_connection_age_ms", _ms(limits.max_connection_age)),
+            ("grpc.max_connection_age_grace_ms", _ms(limits.max_connection_age_grace))]
+
+
+def ping_policy_options(settings: Settings) -> list[tuple[str, int]]:
+    """How often clients may ping: the clients' keepalive (60 s, during calls only) stays
+    within it, so none gets GOAWAY too_many_pings; a flood of pings does."""
+    return [
+        ("grpc.http2.min_ping_interval_without_data_ms",
+         _ms(settings.grpc.min_client_ping_interval)),
+        # A ping with no call in flight is a strike: idle clients have no reason to ping.
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_ping_strikes", 2),
     ]
 
 

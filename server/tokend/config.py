@@ -202,6 +202,16 @@ class GrpcConfig(_Section):
     # within keepalive_timeout is closed (a peer that vanished behind a Watch stream).
     keepalive_time: Annotated[Seconds, Field(ge=10)] = 60.0
     keepalive_timeout: Annotated[Seconds, Field(le=300)] = 20.0
+    # A connection this old (±10 % jitter) gets GOAWAY, so clients reconnect and a
+    # load balancer can send them to replicas added since; 0: never.
+    max_connection_age: Annotated[float, BeforeValidator(_parse_duration),
+                                  Field(ge=0)] = 300.0
+    # After that GOAWAY, calls in flight (Watch streams too) get this long to finish.
+    max_connection_age_grace: Annotated[Seconds, Field(le=3600)] = 30.0
+    # Client pings closer together than this without data count as strikes; after
+    # two strikes the connection gets GOAWAY too_many_pings. The clients ping every
+    # 60 s during calls (docs/clients.md), well above it.
+    min_client_ping_interval: Annotated[Seconds, Field(ge=1)] = 30.0
 class StreamsConfig(_Section):
     """Caps on WatchRevocations / WatchJwks streams, per stream kind and process."""
 

@@ -1,13 +1,14 @@
 """Deadlines, retries and errors of TokenClient and AsyncTokenClient.
 
 Each scenario runs with both clients against a real gRPC server whose failures are
-scripted (tests/client_lib/scripted_server.py).
+scripted (tests/client_lib/scripted_server.py). Retries and deadlines are gRPC's own,
+from the service config shared by every tokend client (clients/service-config.json).
 """
 
 from __future__ import annotations
 
 import inspect
-import random
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,7 @@ from tokend_client import (
     UnauthenticatedError,
     UnavailableError,
 )
-from tokend_client._calls import Attempts, RetryPolicy
+from tokend_client._calls import service_config
 
 Client = TokenClient | AsyncTokenClient
 
@@ -129,12 +130,14 @@ async def test_other_codes_are_not_retried(
 async def test_deadline_covers_all_attempts(scripted: ScriptedServer,
                                             make_client: Callable[..., Client]) -> None:
     scripted.service.fail("Verify", grpc.StatusCode.UNAVAILABLE, times=100)
-    client = make_client(scripted.target, retries=10, timeout=0.5)
+    client = make_client(scripted.target, retries=4, timeout=1.0)
     started = time.monotonic()
-    with pytest.raises(UnavailableError):
+    with pytest.raises(TokendError) as info:
         await outcome(client.verify("some.token.here", "orders"))
-    assert time.monotonic() - started < 0.5 + 0.3
-    assert 2 <= scripted.service.calls["Verify"] <= 6
+    # Either the last attempt's UNAVAILABLE or the deadline, whichever came first.
+    assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert time.monotonic() - started < 1.0 + 0.3
+    assert 1 <= scripted.service.calls["Verify"] <= 5
 
 
 async def test_slow_server_hits_the_deadline_once(scripted: ScriptedServer,
@@ -169,34 +172,40 @@ async def test_context_managers_close_the_channel(scripted: ScriptedServer) -> N
         await aclient.get_jwks()
 
 
-def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
-    policy = RetryPolicy(retries=10, initial_backoff=0.1, max_backoff=1.0)
-    rng = random.Random(7)
-    for retry, step in enumerate([0.1, 0.2, 0.4, 0.8, 1.0, 1.0]):
-        delays = {policy.backoff(retry, rng) for _ in range(50)}
-        assert all(step / 2 <= d <= step for d in delays)
-        assert len(delays) > 1  # jittered
+async def test_the_default_deadline_is_the_service_configs(
+        scripted: ScriptedServer, make_client: Callable[..., Client]) -> None:
+    # No timeout given: Verify gets the shared config's 5 s, in every client.
+    scripted.service.delay = 6.0
+    client = make_client(scripted.target)
+    started = time.monotonic()
+    with pytest.raises(TokendError) as info:
+        await outcome(client.verify("some.token.here", "orders"))
+    assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 4.9 <= time.monotonic() - started < 5.8
+    assert scripted.service.calls["Verify"] == 1
 
 
-def test_attempts_stop_when_no_time_is_left() -> None:
-    now = [0.0]
-    attempts = Attempts(RetryPolicy(retries=10), 1.0, retryable=True,
-                        rng=random.Random(1), clock=lambda: now[0])
-    assert attempts.delay_before_retry(grpc.StatusCode.INVALID_ARGUMENT) is None
-    delay = attempts.delay_before_retry(grpc.StatusCode.UNAVAILABLE)
-    assert delay is not None and 0.05 <= delay <= 0.1
-    now[0] = 0.95
-    assert attempts.remaining() == pytest.approx(0.05)
-    assert attempts.delay_before_retry(grpc.StatusCode.UNAVAILABLE) is None
+def test_settings_rewrite_the_shared_config() -> None:
+    (shared, deadlines), (mine, short) = (service_config(timeout=None, retries=3),
+                                          service_config(timeout=0.25, retries=1))
+    assert deadlines == {"Verify": 5.0, "GetJwks": 5.0, "Revoke": 5.0,
+                         "Issue": 10.0, "Refresh": 10.0, "Exchange": 10.0}
+    assert set(short.values()) == {0.25}
+    for config, attempts in ((shared, 4), (mine, 2)):
+        methods = json.loads(config)["methodConfig"]
+        assert {m["retryPolicy"]["maxAttempts"] for m in methods} == {attempts}
+        assert all("timeout" not in m for m in methods)  # passed per call instead
+    none = json.loads(service_config(timeout=None, retries=0)[0])
+    assert all("retryPolicy" not in m for m in none["methodConfig"])
 
 
-@pytest.mark.parametrize("retries", [-1, 11, 1.5, True])
+@pytest.mark.parametrize("retries", [-1, 5, 1.5, True])
 def test_bad_retry_settings_are_refused(retries: Any) -> None:
     with pytest.raises((TypeError, ValueError)):
         TokenClient.insecure_loopback("127.0.0.1:1", retries=retries)
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "5", None])
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "5"])
 def test_bad_timeouts_are_refused(timeout: Any) -> None:
     with pytest.raises((TypeError, ValueError)):
         TokenClient.insecure_loopback("127.0.0.1:1", timeout=timeout)

@@ -67,7 +67,7 @@ class LoopbackProxy:
                 _reset(client)
                 continue
             try:
-                upstream = socket.create_connection(self._target, timeout=5)
+                upstream = socket.create_connection(self._next_target(), timeout=5)
             except OSError:
                 _reset(client)
                 continue
@@ -77,6 +77,9 @@ class LoopbackProxy:
             for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
                 threading.Thread(target=self._pump, args=(src, dst, answers),
                                  daemon=True).start()
+
+    def _next_target(self) -> tuple[str, int]:
+        return self._target
 
     def _pump(self, src: socket.socket, dst: socket.socket, answers: bool = False) -> None:
         try:
@@ -104,3 +107,30 @@ def _reset(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+class LeastConnectionsProxy(LoopbackProxy):
+    """An L4 load balancer on loopback (a Kubernetes Service, an NLB): each new connection
+    goes to the backend with the fewest open ones; `add_backend` is a scale-up."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self._backends: dict[int, int] = {target_port: 0}  # port: connections accepted
+        self.placed: list[int] = []  # the backend port of each connection, in order
+
+    def add_backend(self, port: int) -> None:
+        with self._lock:
+            self._backends[port] = 0
+
+    def _next_target(self) -> tuple[str, int]:
+        with self._lock:
+            open_now = {port: 0 for port in self._backends}
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    peer_port = sock.getpeername()[1]
+                    if peer_port in open_now:
+                        open_now[peer_port] += 1
+            port = min(open_now, key=lambda p: (open_now[p], self._backends[p]))
+            self._backends[port] += 1
+            self.placed.append(port)
+        return ("127.0.0.1", port)

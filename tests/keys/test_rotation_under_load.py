@@ -137,7 +137,8 @@ def test_rotation_under_load_with_two_replicas(bao: BaoDevServer, tmp_path: Path
     vault = {"key_name": name, "custody": custody, "key_refresh_interval": REFRESH,
              "propagation_delay": PROPAGATION}
     tokens = {"max_ttl": MAX_TTL, "default_ttl": MAX_TTL, "leeway": LEEWAY}
-    common = {"jwks_max_age": JWKS_MAX_AGE, "tokens": tokens,
+    # No mesh sidecars here: the key-set readers are tokend's own clients (docs/keys.md).
+    common = {"jwks_max_age": JWKS_MAX_AGE, "jwks_consumer_refresh": 0, "tokens": tokens,
               "rate_limit": {"per_second": 100000, "burst": 100000}}
     config = tmp_path / "tokend.yaml"
     config.write_text(yaml.safe_dump({

@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.bao import BaoDevServer
 from tests.support.pki import Issued, TestCA
@@ -33,9 +34,8 @@ from tokend_client import (
     actors,
 )
 from tokend_client.aio import AsyncTokenClient
+from tokend_client.binding import certificate_thumbprint
 from tokend_client.jose import compact_jws, json_segment
-from tokend_client.v1 import tokend_pb2 as pb
-from tokend_client.v1 import tokend_pb2_grpc
 
 LOGIN = "spiffe://test/ns/login/sa/web"
 ORDERS = "spiffe://test/ns/orders/sa/api"
@@ -45,7 +45,8 @@ POLICY = f"""\
 callers:
   - spiffe: "{LOGIN}"
     rpcs: [Issue, Revoke]
-    issue: {{audiences: ["orders", "payments", "ledger"], scopes: ["*"]}}
+    issue: {{audiences: ["orders", "payments", "ledger"], scopes: ["*"],
+             bind_other_certificates: true}}
   - spiffe: "{ORDERS}"
     rpcs: [Exchange, Issue]
     issue: {{audiences: ["tokend-actors"], subjects: ["orders-*"]}}
@@ -208,21 +209,35 @@ def test_revoked_expired_and_foreign_subject_tokens_are_refused(callers: Callers
         callers.orders.exchange("not-a-token", "payments")
 
 
-def test_binding_on_exchange_is_refused_for_now(callers: Callers) -> None:
+def test_an_exchanged_token_is_bound_only_when_asked(callers: Callers) -> None:
+    """RFC 8705 §3 with RFC 8693: the binding comes from the Exchange request, never from
+    the subject token."""
+    orders_x5t = certificate_thumbprint(_der(callers.certs["orders"].cert_file.read_bytes()))
     subject_token, _ = callers.alice()
-    cert = callers.certs["orders"]
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=callers.ca.cert_file.read_bytes(),
-        private_key=cert.key_file.read_bytes(), certificate_chain=cert.cert_file.read_bytes())
-    with grpc.secure_channel(callers.server.grpc_addr, credentials) as channel:
-        stub = tokend_pb2_grpc.TokenServiceStub(channel)
-        request = pb.ExchangeRequest(
-            subject_token=subject_token, audience=["payments"], scopes=["orders:read"],
-            binding=pb.CertificateBinding(caller_certificate=True))
-        with pytest.raises(grpc.RpcError) as info:
-            stub.Exchange(request, timeout=5)
-    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "binding on Exchange is not supported yet" in (info.value.details() or "")
+    bound = callers.orders.exchange(subject_token, "payments", scopes=["orders:read"],
+                                    bind_to_certificate=True)
+    assert payload(bound.access_token)["cnf"] == {"x5t#S256": orders_x5t}
+    assert callers.payments.verify(bound.access_token, "payments",
+                                   presenter_x5t_s256=orders_x5t).valid
+    stolen = callers.payments.verify(bound.access_token, "payments")
+    assert stolen.reason is Reason.CERTIFICATE_MISMATCH
+    unbound = callers.orders.exchange(subject_token, "payments", scopes=["orders:read"])
+    assert "cnf" not in payload(unbound.access_token)
+
+
+def test_a_bound_subject_token_is_exchanged_only_by_its_holder(callers: Callers) -> None:
+    # alice's token bound to orders' certificate: orders may exchange it, payments (which
+    # got hold of it) may not, even though its policy would allow the audience.
+    orders_cert = callers.certs["orders"].cert_file.read_bytes()
+    bound = callers.login.issue("alice", ["orders", "payments"], scopes=SCOPES,
+                                bind_to_certificate=_der(orders_cert)).access_token
+    assert callers.orders.exchange(bound, "payments", scopes=["orders:read"]).jti
+    with pytest.raises(InvalidArgumentError, match="CERTIFICATE_MISMATCH"):
+        callers.payments.exchange(bound, "ledger", scopes=["orders:read"])
+
+
+def _der(pem: bytes) -> bytes:
+    return x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
 
 
 def _sign_es256(header: dict[str, object], claims: dict[str, object]) -> str:

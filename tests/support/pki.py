@@ -88,6 +88,25 @@ class TestCA:
         key_file.chmod(0o600)
         return Issued(cert_file, key_file)
 
+    def renew(self, issued: Issued, name: str) -> Issued:
+        """What cert-manager does on renewal (rotationPolicy: Never): a new certificate,
+        new serial and validity, for the same key and names."""
+        old = x509.load_pem_x509_certificate(issued.cert_file.read_bytes())
+        key = serialization.load_pem_private_key(issued.key_file.read_bytes(), None)
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder().subject_name(old.subject).issuer_name(self.cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=12))
+        )
+        for extension in old.extensions:
+            builder = builder.add_extension(extension.value, extension.critical)
+        cert = builder.sign(self._key, hashes.SHA256())
+        cert_file = self.directory / f"{_slug(name)}.crt"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return Issued(cert_file, issued.key_file)
+
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name)

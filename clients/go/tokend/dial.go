@@ -17,19 +17,21 @@ import (
 // DialMTLS connects to tokend at addr ("host:port") with mutual TLS and waits
 // until the connection is ready or ctx ends, so a wrong address, CA or client
 // certificate fails here rather than on the first call. Give ctx a deadline:
-// without one, an unreachable server makes DialMTLS wait for ever.
+// without one, an unreachable server makes DialMTLS wait for ever. The connection
+// has DialOptions: the shared retry policy and default deadlines (ServiceConfig).
 //
 // caFile is the PEM CA bundle that signed the server's certificate; certFile
 // and keyFile are this client's PEM certificate and key (tokend takes the
-// caller's client_id from the certificate). opts are appended to the TLS
-// transport option, e.g. interceptors.
+// caller's client_id from the certificate). opts are appended to
+// DialOptions and the TLS transport option, e.g. interceptors.
 func DialMTLS(ctx context.Context, addr, caFile, certFile, keyFile string,
 	opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	config, err := LoadMTLSConfig(addr, caFile, certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	all := append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(config))}, opts...)
+	all := append(DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(config)))
+	all = append(all, opts...)
 	conn, err := grpc.NewClient(addr, all...)
 	if err != nil {
 		return nil, fmt.Errorf("tokend: dial %s: %w", addr, err)

@@ -11,6 +11,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { TokenService } from "./gen/tokend/v1/tokend_pb.js";
 import { isLoopbackHostname } from "./loopback.js";
+import { withServiceConfig } from "./retries.js";
 
 /** Paths of the PEM files for mutual TLS. */
 export interface TlsFiles {
@@ -31,7 +32,11 @@ export interface ChannelCredentials {
 
 /** Options for {@link connect}. */
 export interface ConnectOptions {
-  /** Deadline applied to every call that sets none itself (default 10 000 ms). */
+  /**
+   * Deadline of every call that sets none itself, retries included. By default each
+   * method's from the shared service config: 5 000 ms for verify, getJwks and revoke,
+   * 10 000 ms for issue and refresh (docs/clients.md, "Retries and deadlines").
+   */
   defaultTimeoutMs?: number;
   /**
    * Name to check the server certificate against, when it differs from the host in
@@ -107,13 +112,17 @@ export function connectInsecureLoopback(
 }
 
 function openClient(baseUrl: string, options: ConnectOptions, nodeOptions: SecureClientSessionOptions): TokendClient {
-  const sessionManager = new Http2SessionManager(baseUrl, undefined, nodeOptions);
+  // Keepalive as in every tokend client: a PING after 60 s without data while a call is
+  // open (a Watch stream), never on an idle connection; tokend accepts one per 30 s.
+  const sessionManager = new Http2SessionManager(
+    baseUrl, { pingIntervalMs: 60_000, pingTimeoutMs: 20_000, pingIdleConnection: false }, nodeOptions);
   const transport = createGrpcTransport({
     baseUrl,
     sessionManager,
-    defaultTimeoutMs: options.defaultTimeoutMs ?? 10_000,
+    ...(options.defaultTimeoutMs === undefined ? {} : { defaultTimeoutMs: options.defaultTimeoutMs }),
   });
-  const client = createClient(TokenService, transport);
+  // Retries and per-method deadlines of the shared service config (src/retries.ts).
+  const client = createClient(TokenService, withServiceConfig(transport));
   return Object.assign(client, { close: () => sessionManager.abort() });
 }
 

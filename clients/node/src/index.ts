@@ -23,6 +23,14 @@ export {
 } from "./cookies.js";
 export { InvalidTokenError, Reason } from "./errors.js";
 export {
+  methodRules,
+  newIdempotencyKey,
+  SERVICE_CONFIG,
+  withServiceConfig,
+  type MethodRules,
+  type ServiceConfig,
+} from "./retries.js";
+export {
   b64urlDecode,
   b64urlEncode,
   JwkSet,

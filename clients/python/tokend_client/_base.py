@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any, Self
 
 import grpc
 
-from ._calls import Attempts, RetryPolicy, check_timeout
+from ._calls import check_retries, check_timeout, service_config
 from ._channel import (
     StrPath,
     channel_options,
@@ -23,26 +22,29 @@ Options = Sequence[tuple[str, Any]]
 
 
 class ClientBase:
-    """Settings, alternative constructors and the per-call retry budget.
+    """Settings and alternative constructors.
 
     Subclasses open their kind of channel (sync or asyncio) in :meth:`_open`.
     """
 
     def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None,
-                 timeout: float = 5.0, retries: int = 3, options: Options = ()) -> None:
+                 timeout: float | None = None, retries: int = 3,
+                 options: Options = ()) -> None:
         """Connect to ``target`` (``host:port``) over TLS.
 
         ``credentials`` default to TLS with the system's trusted roots; see also
         :meth:`mtls` and :meth:`insecure_loopback`. ``timeout`` is the deadline of
-        each call in seconds, retries included. ``retries`` is how many times a call
-        is repeated after UNAVAILABLE (Refresh never is). ``options`` are extra gRPC
-        channel options.
+        each call in seconds, retries included; by default the shared service config's
+        (5 s for Verify, GetJwks, Revoke; 10 s for Issue, Refresh: docs/clients.md).
+        ``retries`` is how many times gRPC repeats a call after UNAVAILABLE (0 to 4).
+        ``options`` are extra gRPC channel options.
         """
-        self._timeout = check_timeout(timeout)
-        self._policy = RetryPolicy(retries)
-        self._rng = random.Random()  # jitter only; nothing secret comes from it
+        config, self._deadlines = service_config(
+            timeout=None if timeout is None else check_timeout(timeout),
+            retries=check_retries(retries))
         self.target = target
-        self._open(target, credentials or default_credentials(), channel_options(options))
+        self._open(target, credentials or default_credentials(),
+                   channel_options([("grpc.service_config", config), *options]))
 
     def _open(self, target: str, credentials: grpc.ChannelCredentials,
               options: list[tuple[str, Any]]) -> None:
@@ -50,7 +52,8 @@ class ClientBase:
 
     @classmethod
     def mtls(cls, target: str, ca_file: StrPath, cert_file: StrPath, key_file: StrPath, *,
-             timeout: float = 5.0, retries: int = 3, options: Options = ()) -> Self:
+             timeout: float | None = None, retries: int = 3,
+             options: Options = ()) -> Self:
         """A client that authenticates with a client certificate (mutual TLS).
 
         ``ca_file`` is the CA that signed tokend's certificate; ``cert_file`` and
@@ -62,17 +65,14 @@ class ClientBase:
                    options=options)
 
     @classmethod
-    def insecure_loopback(cls, target: str, *, timeout: float = 5.0, retries: int = 3,
-                          options: Options = ()) -> Self:
+    def insecure_loopback(cls, target: str, *, timeout: float | None = None,
+                          retries: int = 3, options: Options = ()) -> Self:
         """A plaintext client for a tokend on this machine (development, tests).
 
         Raises ValueError unless ``target`` is 127.0.0.0/8, ``::1`` or ``localhost``.
         """
         return cls(target, credentials=loopback_credentials(target), timeout=timeout,
                    retries=retries, options=options)
-
-    def _attempts(self, *, retryable: bool) -> Attempts:
-        return Attempts(self._policy, self._timeout, retryable=retryable, rng=self._rng)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target!r})"

@@ -1,4 +1,4 @@
-"""What the sync and async clients share: requests, results and the retry budget.
+"""What the sync and async clients share: requests, results and the service config.
 
 Only the I/O differs between :mod:`tokend_client.client` and :mod:`tokend_client.aio`;
 everything here is plain computation, so both behave the same by construction.
@@ -6,16 +6,16 @@ everything here is plain computation, so both behave the same by construction.
 
 from __future__ import annotations
 
+import json
 import math
-import random
 import secrets
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
-import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from .errors import Reason
@@ -23,79 +23,67 @@ from .models import IssuedToken, VerifyResult
 from .v1 import tokend_pb2 as pb
 
 __all__ = [
-    "Attempts",
-    "RetryPolicy",
+    "SERVICE_CONFIG",
+    "check_retries",
+    "check_timeout",
     "exchange_request",
     "issue_request",
     "issued_token",
     "refresh_request",
     "revoke_request",
+    "service_config",
     "verify_request",
     "verify_result",
 ]
 
 Ttl = timedelta | float | int
+# A copy of clients/service-config.json (tests/client_lib/test_service_config.py keeps
+# it equal): retry policy and per-method deadlines, the same in every tokend client.
+SERVICE_CONFIG = "service_config.json"
 
 # ---------------------------------------------------------------------------
-# Retries
+# Retries and deadlines: the gRPC service config shared by the four clients
 # ---------------------------------------------------------------------------
 
+# gRPC itself refuses more than 5 attempts per call (gRFC A6).
+MAX_RETRIES = 4
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter, for UNAVAILABLE only.
 
-    Other codes are answers (a bad request stays bad; DEADLINE_EXCEEDED means the
-    call's time is used up), so retrying them cannot help.
+def service_config(*, timeout: float | None, retries: int) -> tuple[str, dict[str, float]]:
+    """The shared service config (clients/service-config.json, copied into this package)
+    for the channel, and each method's deadline in seconds for the calls.
+
+    ``timeout``, when given, replaces every per-method timeout; ``retries`` + 1 becomes
+    each retry policy's maxAttempts (0: no retry policy). The timeouts leave the
+    channel's config: grpc-python starts a service-config timeout about a second early
+    (grpc/grpc#34547, #40633), so the client passes each call the same value itself.
     """
-
-    retries: int = 3
-    initial_backoff: float = 0.1
-    max_backoff: float = 2.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int):
-            raise TypeError("retries must be an int")
-        if not 0 <= self.retries <= 10:
-            raise ValueError("retries must be between 0 and 10")
-
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based).
-
-        Half of the exponential step is fixed and half random ("equal jitter"), so
-        clients that failed together do not come back together, yet every wait is real.
-        """
-        step = min(self.max_backoff, self.initial_backoff * 2.0**retry)
-        return step / 2 + rng.uniform(0, step / 2)
+    config = json.loads(resources.files("tokend_client").joinpath(SERVICE_CONFIG).read_text())
+    deadlines: dict[str, float] = {}
+    for method in config["methodConfig"]:
+        seconds = timeout if timeout is not None else _seconds(method.pop("timeout"))
+        method.pop("timeout", None)
+        deadlines.update((name["method"], seconds) for name in method["name"])
+        if retries == 0:
+            method.pop("retryPolicy", None)
+        elif "retryPolicy" in method:
+            method["retryPolicy"]["maxAttempts"] = retries + 1
+    return json.dumps(config, separators=(",", ":")), deadlines
 
 
-class Attempts:
-    """One call's budget: a deadline shared by every attempt and the retries left."""
+def _seconds(duration: str) -> float:
+    """A protobuf JSON Duration ("5s", "0.5s") in seconds."""
+    return float(duration.removesuffix("s"))
 
-    def __init__(self, policy: RetryPolicy, timeout: float, *, retryable: bool,
-                 rng: random.Random, clock: Callable[[], float] = time.monotonic) -> None:
-        self._policy = policy
-        self._retryable = retryable
-        self._rng = rng
-        self._clock = clock
-        self._deadline = clock() + timeout
-        self._retries_done = 0
 
-    def remaining(self) -> float:
-        """Seconds left for the next attempt (its gRPC deadline)."""
-        return max(self._deadline - self._clock(), 0.0)
-
-    def delay_before_retry(self, code: grpc.StatusCode) -> float | None:
-        """How long to wait before trying again after ``code``; None means give up."""
-        if not self._retryable or code is not grpc.StatusCode.UNAVAILABLE:
-            return None
-        if self._retries_done >= self._policy.retries:
-            return None
-        delay = self._policy.backoff(self._retries_done, self._rng)
-        if delay >= self.remaining():
-            return None  # no time would be left for the attempt itself
-        self._retries_done += 1
-        return delay
+def check_retries(retries: object) -> int:
+    """Retries after UNAVAILABLE: an int from 0 to MAX_RETRIES."""
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise TypeError("retries must be an int")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ValueError(f"retries must be between 0 and {MAX_RETRIES} (gRPC allows at most "
+                         f"{MAX_RETRIES + 1} attempts)")
+    return retries
 
 
 def check_timeout(timeout: object) -> float:
@@ -141,7 +129,7 @@ def _duration(ttl: Ttl) -> duration_pb2.Duration:
 
 def issue_request(subject: str, audience: str | Iterable[str], *, scopes: str | Iterable[str],
                   claims: Mapping[str, Any] | None, ttl: Ttl | None,
-                  refresh: bool) -> pb.IssueRequest:
+                  refresh: bool, bind_to_certificate: BindTo = False) -> pb.IssueRequest:
     """The IssueRequest for :meth:`TokenClient.issue` (the server validates the values)."""
     request = pb.IssueRequest(subject=subject, audience=_audiences(audience),
                               scopes=_scopes(scopes, "scopes"), include_refresh_token=refresh)
@@ -149,31 +137,67 @@ def issue_request(subject: str, audience: str | Iterable[str], *, scopes: str | 
         request.claims.update(dict(claims))
     if ttl is not None:
         request.ttl.CopyFrom(_duration(ttl))
+    binding = certificate_binding(bind_to_certificate)
+    if binding is not None:
+        request.binding.CopyFrom(binding)
     return request
+
+
+# True: the client certificate of this client's own mTLS connection; a certificate (DER
+# bytes or x509.Certificate): that one (the caller's policy entry must allow it).
+BindTo = bool | bytes | x509.Certificate
+
+
+def certificate_binding(bind_to: BindTo) -> pb.CertificateBinding | None:
+    """The CertificateBinding (RFC 8705 §3) ``bind_to_certificate=`` asks for, or None."""
+    if bind_to is False:
+        return None
+    if bind_to is True:
+        return pb.CertificateBinding(caller_certificate=True)
+    if isinstance(bind_to, x509.Certificate):
+        return pb.CertificateBinding(certificate_der=bind_to.public_bytes(Encoding.DER))
+    if isinstance(bind_to, bytes):
+        return pb.CertificateBinding(certificate_der=bind_to)
+    raise TypeError("bind_to_certificate is True, DER bytes or a cryptography x509.Certificate")
 
 
 _DELEGATION = {"any": pb.DELEGATION_UNSPECIFIED, "required": pb.DELEGATION_REQUIRED,
                "refused": pb.DELEGATION_REFUSED}
 
 
-def verify_request(token: str, audience: str, required_scopes: str | Iterable[str],
+def verify_request(token: str, audience: str,
+                   required_scopes: str | Iterable[str], *,
+                   presenter_certificate: bytes | x509.Certificate | None = None,
+                   presenter_x5t_s256: str | None = None,
                    delegation: str = "any") -> pb.VerifyRequest:
     """The VerifyRequest for :meth:`TokenClient.verify`."""
     if delegation not in _DELEGATION:
         raise ValueError("delegation must be one of 'any', 'required', 'refused'")
-    return pb.VerifyRequest(token=token, audience=audience,
-                            required_scopes=_scopes(required_scopes, "required_scopes"),
-                            delegation=_DELEGATION[delegation])
+    request = pb.VerifyRequest(token=token, audience=audience,
+                               required_scopes=_scopes(required_scopes, "required_scopes"),
+                               delegation=_DELEGATION[delegation])
+    if presenter_certificate is not None and presenter_x5t_s256 is not None:
+        raise ValueError("give presenter_certificate or presenter_x5t_s256, not both")
+    if isinstance(presenter_certificate, x509.Certificate):
+        request.presenter_certificate_der = presenter_certificate.public_bytes(Encoding.DER)
+    elif presenter_certificate is not None:
+        request.presenter_certificate_der = presenter_certificate
+    elif presenter_x5t_s256 is not None:
+        request.presenter_x5t_s256 = presenter_x5t_s256
+    return request
 
 
 def exchange_request(subject_token: str, audience: str | Iterable[str], *,
                      scopes: str | Iterable[str], ttl: Ttl | None,
-                     actor_token: str | None) -> pb.ExchangeRequest:
+                     actor_token: str | None, bind_to: BindTo = False) -> pb.ExchangeRequest:
     """The ExchangeRequest for :meth:`TokenClient.exchange` (RFC 8693)."""
     request = pb.ExchangeRequest(subject_token=subject_token, audience=_audiences(audience),
                                  scopes=_scopes(scopes, "scopes"), actor_token=actor_token or "")
     if ttl is not None:
         request.ttl.CopyFrom(_duration(ttl))
+    binding = certificate_binding(bind_to)
+    if binding is not None:
+        request.binding.CopyFrom(binding)
     return request
 
 

@@ -19,6 +19,12 @@ StrPath = str | PathLike[str]
 # the limit jose applies to JWK Sets, bounds what a broken peer can make us buffer.
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", 1024 * 1024),
+    # The service config's retries (gRPC's default, said so it cannot be lost).
+    ("grpc.enable_retries", 1),
+    # Keepalive as in every tokend client: a ping after 60 s of silence during a call
+    # (a Watch stream), never without one, within tokend's grpc.min_client_ping_interval.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_permit_without_calls", 0),
 )
 
 

@@ -8,31 +8,30 @@ channel belongs to one loop.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
+from cryptography import x509
 
 from . import _calls
 from ._base import ClientBase
 from ._calls import Ttl
 from .jose import JwkSet
 from .models import IssuedToken, VerifyResult
-from .rpc_errors import error_from_rpc, status_code
+from .rpc_errors import error_from_rpc
 from .v1 import tokend_pb2 as pb
 from .v1.tokend_pb2_grpc import TokenServiceStub
 
 __all__ = ["AsyncTokenClient"]
 
-Resp = TypeVar("Resp")
 
 
 class AsyncTokenClient(ClientBase):
     """An asyncio tokend client; ``async with`` closes it.
 
-    ``AsyncTokenClient(target, credentials=..., timeout=5.0, retries=3)``, or
+    ``AsyncTokenClient(target, credentials=..., timeout=None, retries=3)``, or
     :meth:`mtls` / :meth:`insecure_loopback`.
     """
 
@@ -43,27 +42,36 @@ class AsyncTokenClient(ClientBase):
 
     async def issue(self, subject: str, audience: str | Iterable[str], *,
                     scopes: str | Iterable[str] = (), claims: Mapping[str, Any] | None = None,
-                    ttl: Ttl | None = None, refresh: bool = False) -> IssuedToken:
+                    ttl: Ttl | None = None, refresh: bool = False,
+                    bind_to_certificate: _calls.BindTo = False) -> IssuedToken:
         """Issue an access token; see :meth:`tokend_client.TokenClient.issue`."""
         request = _calls.issue_request(subject, audience, scopes=scopes, claims=claims,
-                                       ttl=ttl, refresh=refresh)
-        return _calls.issued_token(await self._call(self._stub.Issue, request, retryable=True))
+                                       ttl=ttl, refresh=refresh,
+                                       bind_to_certificate=bind_to_certificate)
+        return _calls.issued_token(await self._call("Issue", request))
 
     async def verify(self, token: str, audience: str, *,
                      required_scopes: str | Iterable[str] = (),
+                     presenter_certificate: bytes | x509.Certificate | None = None,
+                     presenter_x5t_s256: str | None = None,
                      delegation: str = "any") -> VerifyResult:
         """Verify a token on the server; see :meth:`tokend_client.TokenClient.verify`."""
-        request = _calls.verify_request(token, audience, required_scopes, delegation)
-        response = await self._call(self._stub.Verify, request, retryable=True)
+        request = _calls.verify_request(token, audience, required_scopes,
+                                        presenter_certificate=presenter_certificate,
+                                        presenter_x5t_s256=presenter_x5t_s256,
+                                        delegation=delegation)
+        response = await self._call("Verify", request)
         return _calls.verify_result(response)
 
     async def exchange(self, subject_token: str, audience: str | Iterable[str], *,
                        scopes: str | Iterable[str] = (), ttl: Ttl | None = None,
-                       actor_token: str | None = None) -> IssuedToken:
+                       actor_token: str | None = None,
+                       bind_to_certificate: _calls.BindTo = False) -> IssuedToken:
         """Token exchange (RFC 8693); see :meth:`tokend_client.TokenClient.exchange`."""
         request = _calls.exchange_request(subject_token, audience, scopes=scopes, ttl=ttl,
-                                          actor_token=actor_token)
-        response = await self._call(self._stub.Exchange, request, retryable=True)
+                                          actor_token=actor_token,
+                                          bind_to=bind_to_certificate)
+        response = await self._call("Exchange", request)
         return _calls.exchanged_token(response)
 
     async def refresh(self, refresh_token: str, *,
@@ -71,7 +79,7 @@ class AsyncTokenClient(ClientBase):
         """Spend a refresh token (retried under one idempotency key); see
         :meth:`tokend_client.TokenClient.refresh`."""
         request = _calls.refresh_request(refresh_token, scopes)
-        response = await self._call(self._stub.Refresh, request, retryable=True)
+        response = await self._call("Refresh", request)
         return _calls.issued_token(response)
 
     async def revoke(self, *, token: str | None = None, jti: str | None = None,
@@ -80,11 +88,11 @@ class AsyncTokenClient(ClientBase):
         """Revoke one target; see :meth:`tokend_client.TokenClient.revoke`."""
         request = _calls.revoke_request(token=token, jti=jti, refresh_token=refresh_token,
                                         subject=subject, reason=reason)
-        return (await self._call(self._stub.Revoke, request, retryable=True)).revoked
+        return (await self._call("Revoke", request)).revoked
 
     async def get_jwks(self) -> JwkSet:
         """The server's current public keys, parsed strictly."""
-        response = await self._call(self._stub.GetJwks, pb.GetJwksRequest(), retryable=True)
+        response = await self._call("GetJwks", pb.GetJwksRequest())
         return JwkSet.from_json(response.jwks_json)
 
     async def close(self) -> None:
@@ -98,14 +106,9 @@ class AsyncTokenClient(ClientBase):
                         traceback: TracebackType | None) -> None:
         await self.close()
 
-    async def _call(self, method: Callable[..., Awaitable[Resp]], request: Any, *,
-                    retryable: bool) -> Resp:
-        attempts = self._attempts(retryable=retryable)
-        while True:
-            try:
-                return await method(request, timeout=attempts.remaining())
-            except grpc.RpcError as exc:
-                delay = attempts.delay_before_retry(status_code(exc))
-                if delay is None:
-                    raise error_from_rpc(exc) from exc
-            await asyncio.sleep(delay)
+    async def _call(self, method: str, request: Any) -> Any:
+        # Retries come from the channel's service config, the deadline from its timeouts.
+        try:
+            return await getattr(self._stub, method)(request, timeout=self._deadlines[method])
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc

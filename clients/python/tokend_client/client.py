@@ -1,8 +1,10 @@
 """TokenClient: the tokend API over a synchronous gRPC channel.
 
 Every call has a deadline (``timeout``, retries included) and returns typed results or
-raises :class:`~tokend_client.rpc_errors.TokendError`. Calls are retried with
-exponential backoff and jitter after UNAVAILABLE only:
+raises :class:`~tokend_client.rpc_errors.TokendError`. Deadlines and retries are gRPC's
+own, from the service config every tokend client shares (clients/service-config.json,
+docs/clients.md "Retries and deadlines"): exponential backoff with jitter, after
+UNAVAILABLE only:
 
 * Verify, GetJwks and Revoke are safe to repeat (Revoke of a revoked target records
   nothing new).
@@ -20,12 +22,12 @@ retries: :class:`~tokend_client.LiveSource` follows them, reconnecting as needed
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
+from cryptography import x509
 
 from . import _calls
 from ._base import ClientBase
@@ -33,19 +35,18 @@ from ._calls import Ttl
 from .jose import JwkSet
 from .live import Watch
 from .models import IssuedToken, VerifyResult
-from .rpc_errors import error_from_rpc, status_code
+from .rpc_errors import error_from_rpc
 from .v1 import tokend_pb2 as pb
 from .v1.tokend_pb2_grpc import TokenServiceStub
 
 __all__ = ["TokenClient"]
 
-Resp = TypeVar("Resp")
 
 
 class TokenClient(ClientBase):
     """A synchronous tokend client; thread-safe, and a context manager that closes it.
 
-    ``TokenClient(target, credentials=..., timeout=5.0, retries=3)``, or
+    ``TokenClient(target, credentials=..., timeout=None, retries=3)``, or
     :meth:`mtls` / :meth:`insecure_loopback`.
     """
 
@@ -56,33 +57,49 @@ class TokenClient(ClientBase):
 
     def issue(self, subject: str, audience: str | Iterable[str], *,
               scopes: str | Iterable[str] = (), claims: Mapping[str, Any] | None = None,
-              ttl: Ttl | None = None, refresh: bool = False) -> IssuedToken:
+              ttl: Ttl | None = None, refresh: bool = False,
+              bind_to_certificate: _calls.BindTo = False) -> IssuedToken:
         """Issue an access token for ``subject``, meant for ``audience`` (one or several).
 
         ``claims`` are extra JSON claims (registered ones are refused), ``ttl`` a
         timedelta or seconds (default: the server's), ``refresh`` also asks for a
-        refresh token. Raises InvalidArgumentError with the server's explanation.
+        refresh token. ``bind_to_certificate=True`` binds the token to this client's
+        own mTLS certificate (RFC 8705 §3: ``cnf`` ``x5t#S256``; no refresh token then),
+        or pass a certificate (DER bytes or ``x509.Certificate``) to bind it to that one
+        when the caller policy allows (docs/binding.md). Raises InvalidArgumentError
+        with the server's explanation; a binding over a connection without a client
+        certificate raises TokendError (FAILED_PRECONDITION).
         """
         request = _calls.issue_request(subject, audience, scopes=scopes, claims=claims,
-                                       ttl=ttl, refresh=refresh)
-        return _calls.issued_token(self._call(self._stub.Issue, request, retryable=True))
+                                       ttl=ttl, refresh=refresh,
+                                       bind_to_certificate=bind_to_certificate)
+        return _calls.issued_token(self._call("Issue", request))
 
     def verify(self, token: str, audience: str, *,
                required_scopes: str | Iterable[str] = (),
+               presenter_certificate: bytes | x509.Certificate | None = None,
+               presenter_x5t_s256: str | None = None,
                delegation: str = "any") -> VerifyResult:
         """Ask tokend whether ``token`` is valid for ``audience`` and not revoked.
 
         An invalid token is a result with ``valid=False`` and a ``reason``, not an error.
-        ``delegation``: ``"required"`` accepts only delegated tokens (with ``act``),
-        ``"refused"`` only direct ones (else reason DELEGATION); ``"any"`` both. A
-        delegated token's result lists its ``actors``, the current one first.
+        ``presenter_certificate`` (DER or ``x509.Certificate``) or ``presenter_x5t_s256``
+        names the certificate the token was presented with: a certificate-bound token
+        is valid only with its own (else ``Reason.CERTIFICATE_MISMATCH``).
+        ``delegation``: ``"required"`` accepts only delegated tokens (with ``act``,
+        RFC 8693 §4.1), ``"refused"`` only direct ones (else ``Reason.DELEGATION``);
+        ``"any"`` both. A delegated token's result lists its ``actors``, current first.
         """
-        request = _calls.verify_request(token, audience, required_scopes, delegation)
-        return _calls.verify_result(self._call(self._stub.Verify, request, retryable=True))
+        request = _calls.verify_request(token, audience, required_scopes,
+                                        presenter_certificate=presenter_certificate,
+                                        presenter_x5t_s256=presenter_x5t_s256,
+                                        delegation=delegation)
+        return _calls.verify_result(self._call("Verify", request))
 
     def exchange(self, subject_token: str, audience: str | Iterable[str], *,
                  scopes: str | Iterable[str] = (), ttl: Ttl | None = None,
-                 actor_token: str | None = None) -> IssuedToken:
+                 actor_token: str | None = None,
+                 bind_to_certificate: _calls.BindTo = False) -> IssuedToken:
         """Trade ``subject_token`` (a token tokend issued for this caller) for a token for
         ``audience``, on its subject's behalf (RFC 8693 token exchange).
 
@@ -92,11 +109,14 @@ class TokenClient(ClientBase):
         ``actor_token``) as the current actor in ``act``. Revoking the subject token
         revokes it too. Refusals: InvalidArgumentError (the subject token is invalid,
         expired, revoked or foreign; scopes widened), PermissionDeniedError (the policy).
-        Retried on UNAVAILABLE like Issue: a lost answer only leaves a token unused.
+        ``bind_to_certificate`` as for :meth:`issue` (a binding is never inherited from
+        the subject token). Retried on UNAVAILABLE like Issue: a lost answer only leaves
+        a token unused.
         """
         request = _calls.exchange_request(subject_token, audience, scopes=scopes, ttl=ttl,
-                                          actor_token=actor_token)
-        return _calls.exchanged_token(self._call(self._stub.Exchange, request, retryable=True))
+                                          actor_token=actor_token,
+                                          bind_to=bind_to_certificate)
+        return _calls.exchanged_token(self._call("Exchange", request))
 
     def refresh(self, refresh_token: str, *, scopes: str | Iterable[str] = ()) -> IssuedToken:
         """Spend ``refresh_token`` for a new access and refresh token (retried safely:
@@ -107,7 +127,7 @@ class TokenClient(ClientBase):
         also revokes its whole family.
         """
         request = _calls.refresh_request(refresh_token, scopes)
-        return _calls.issued_token(self._call(self._stub.Refresh, request, retryable=True))
+        return _calls.issued_token(self._call("Refresh", request))
 
     def revoke(self, *, token: str | None = None, jti: str | None = None,
                refresh_token: str | None = None, subject: str | None = None,
@@ -119,11 +139,11 @@ class TokenClient(ClientBase):
         """
         request = _calls.revoke_request(token=token, jti=jti, refresh_token=refresh_token,
                                         subject=subject, reason=reason)
-        return self._call(self._stub.Revoke, request, retryable=True).revoked
+        return self._call("Revoke", request).revoked
 
     def get_jwks(self) -> JwkSet:
         """The server's current public keys, parsed strictly."""
-        response = self._call(self._stub.GetJwks, pb.GetJwksRequest(), retryable=True)
+        response = self._call("GetJwks", pb.GetJwksRequest())
         return JwkSet.from_json(response.jwks_json)
 
     def watch_revocations(self, from_sequence: int = 0) -> Watch[pb.RevocationEvent]:
@@ -155,13 +175,9 @@ class TokenClient(ClientBase):
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    def _call(self, method: Callable[..., Resp], request: Any, *, retryable: bool) -> Resp:
-        attempts = self._attempts(retryable=retryable)
-        while True:
-            try:
-                return method(request, timeout=attempts.remaining())
-            except grpc.RpcError as exc:
-                delay = attempts.delay_before_retry(status_code(exc))
-                if delay is None:
-                    raise error_from_rpc(exc) from exc
-            time.sleep(delay)
+    def _call(self, method: str, request: Any) -> Any:
+        # Retries come from the channel's service config, the deadline from its timeouts.
+        try:
+            return getattr(self._stub, method)(request, timeout=self._deadlines[method])
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc

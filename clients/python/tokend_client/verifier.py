@@ -24,6 +24,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from .binding import Certificate, check_confirmation, presenter_thumbprint
 from .delegation import check_delegation, delegation_option
 from .errors import InvalidToken, Reason
 from .jose import (
@@ -121,16 +122,27 @@ class LocalVerifier:
         audience: Audience | None = None,
         required_scopes: str | Iterable[str] = (),
         delegation: str | None = None,
+        presenter_certificate: Certificate | None = None,
+        presenter_x5t_s256: str | None = None,
     ) -> dict[str, Any]:
         """Return the claims of a valid token; raise InvalidToken otherwise.
 
         ``audience`` and ``delegation`` override the constructor's for this call.
         ``required_scopes`` is a collection of scope names (a string is read as
         space-separated names).
+        ``presenter_certificate`` (DER bytes or a cryptography ``x509.Certificate``) or
+        ``presenter_x5t_s256`` (its thumbprint) names the client certificate of the
+        connection the token came on: a certificate-bound token (``cnf``, RFC 8705 §3)
+        verifies only when it names that certificate, and never without a presenter
+        (``Reason.CERTIFICATE_MISMATCH``). :mod:`tokend_client.binding` has helpers
+        that take it from a TLS socket, a gRPC context or an Envoy sidecar's header.
         """
+        presenter = (None if presenter_certificate is None and presenter_x5t_s256 is None
+                     else presenter_thumbprint(presenter_certificate, presenter_x5t_s256))
         moment = time.time() if now is None else _timestamp(now)
         expected_audience = self._audience if audience is None else _audience_set(audience)
         scopes = _required_scopes(required_scopes)
+        chosen = self._delegation_for(delegation)
         # Size first, before any decoding: bounds the work a hostile token can cause.
         if isinstance(token, _TEXT_TYPES) and len(token) > self._max_token_bytes:
             raise InvalidToken(Reason.TOO_LARGE)
@@ -142,8 +154,9 @@ class LocalVerifier:
         if payload is None:
             payload = self._verified_payload(token, keys)
         claims = _claims_object(payload)
-        self._check_claims(claims, moment, expected_audience, scopes,
-                           self._delegation_for(delegation))
+        self._check_claims(claims, moment, expected_audience, scopes, chosen)
+        if "cnf" in claims:  # RFC 8705 §3: after the claim rules (unbound: nothing to do)
+            check_confirmation(claims, presenter)
         # Last: only a token that is otherwise valid is worth looking up.
         if self._revocations is not None and self._revocations.is_revoked(claims, moment):
             raise InvalidToken(Reason.REVOKED)
@@ -157,18 +170,24 @@ class LocalVerifier:
         audience: Audience | None = None,
         required_scopes: str | Iterable[str] = (),
         delegation: str | None = None,
+        presenter_certificate: Certificate | None = None,
+        presenter_x5t_s256: str | None = None,
     ) -> None:
         """Apply the claim rules again to claims :meth:`verify` returned earlier.
 
         For caches of verified tokens: signature, header and JSON need no second look,
         but lifetime, audience and scopes depend on the moment and on the caller.
         Revocation is not looked up here. Arguments as for :meth:`verify`; raises
-        InvalidToken.
+        InvalidToken. The certificate binding is checked again too: a cache must never
+        let a token bound to one certificate pass for another presenter.
         """
+        presenter = (None if presenter_certificate is None and presenter_x5t_s256 is None
+                     else presenter_thumbprint(presenter_certificate, presenter_x5t_s256))
         moment = time.time() if now is None else _timestamp(now)
         expected_audience = self._audience if audience is None else _audience_set(audience)
         self._check_claims(claims, moment, expected_audience, _required_scopes(required_scopes),
                            self._delegation_for(delegation))
+        check_confirmation(claims, presenter)
 
     def _delegation_for(self, delegation: str | None) -> str:
         return self._delegation if delegation is None else delegation_option(delegation)

@@ -39,6 +39,9 @@ class IssueRules(_Strict):
     # The `sub` values it may mint (a batch job: only its own; a login service: any).
     # Absent: any subject.
     subjects: tuple[str, ...] | None = Field(None, min_length=1)
+    # Whether it may ask for tokens bound to a certificate other than its own (a
+    # gateway obtaining tokens bound to its callers; RFC 8705 §3, docs/binding.md).
+    bind_other_certificates: bool = False
 
 
 class ExchangeRules(_Strict):

@@ -81,6 +81,12 @@ class CallContext:
         return self._policy.rule_for(self.identity)  # remembered per identity there
 
     @property
+    def client_certificate_pem(self) -> bytes | None:
+        """The verified client certificate of this connection (PEM), or None."""
+        pem = self._context.auth_context().get("x509_pem_cert")
+        return pem[0] if pem else None
+
+    @property
     def peer(self) -> str:
         return str(self._context.peer())
 

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from google.protobuf import json_format
 
+from tokend.api import binding
 from tokend.api.calls import CallContext
 from tokend.config import TokenConfig
 from tokend.tokens import input_rules as rules
@@ -34,23 +35,40 @@ def issue_spec(request: pb.IssueRequest, call: CallContext, tokens: TokenConfig
     audience = rules.check_audience(request.audience, tokens.allowed_audiences)
     call.audit["audience"] = list(audience)
     ttl = _ttl_of(request)
-    return AccessTokenSpec(
+    spec = AccessTokenSpec(
         subject=subject,
         audience=audience,
         scopes=rules.check_scopes(request.scopes),
         claims=rules.check_claims(_claims_of(request), tokens),
         ttl=_caller_default_ttl(rules.check_ttl(ttl, tokens), ttl, call),
         client_id=call.client_id,
+        confirmation=_confirmation(request, call),
     )
+    if spec.confirmation is not None:
+        call.audit["cnf_x5t_s256"] = spec.confirmation["x5t#S256"]  # public, not a secret
+    return spec
+
+
+def _confirmation(request: pb.IssueRequest, call: CallContext) -> dict[str, str] | None:
+    if not request.HasField("binding"):
+        return None
+    if request.include_refresh_token:
+        # A refresh family does not record the binding: its tokens would come out
+        # unbound. Refused rather than silently downgraded (docs/binding.md).
+        raise BadRequest("a certificate-bound token cannot come with a refresh token: "
+                         "Issue again (with the binding) instead of refreshing")
+    return binding.confirmation_for(request.binding, call)
+
+
+# token, audience, required scopes, delegation ("any", "required", "refused"), the
+# presenter's x5t#S256 (or None): a plain tuple, as this runs on every Verify.
+VerifyQuery = tuple[str, str, tuple[str, ...], str, str | None]
 
 
 def exchange_ask(request: pb.ExchangeRequest, call: CallContext, tokens: TokenConfig
                  ) -> ExchangeAsk:
     """An Exchange (RFC 8693); the tokens themselves are judged by the token layer, the
     caller's policy entry after that (caller_policy.check_exchange)."""
-    if request.HasField("binding"):
-        # Certificate binding (RFC 8705) of exchanged tokens is another change's.
-        raise BadRequest("binding on Exchange is not supported yet")
     subject_token = _token_field("subject_token", request.subject_token, tokens)
     actor_token = (_token_field("actor_token", request.actor_token, tokens)
                    if request.actor_token else None)
@@ -60,9 +78,16 @@ def exchange_ask(request: pb.ExchangeRequest, call: CallContext, tokens: TokenCo
     if ttl is not None and ttl < 1:
         raise BadRequest("ttl must be at least 1 second (leave it unset for the subject "
                          "token's remaining life)")
+    scopes = rules.check_scopes(request.scopes)
+    # A bound subject or actor token (RFC 8705 §3) is presented by the caller: its own
+    # certificate must be the one the token names.
+    presenter = (binding.caller_thumbprint(call)
+                 if call.client_certificate_pem is not None else None)
+    confirmation = binding.confirmation_for(
+        request.binding if request.HasField("binding") else None, call)
     return ExchangeAsk(subject_token=subject_token, actor_token=actor_token,
-                       audience=audience, scopes=rules.check_scopes(request.scopes),
-                       ttl=ttl, client_id=call.client_id)
+                       audience=audience, scopes=scopes, ttl=ttl, client_id=call.client_id,
+                       presenter=presenter, confirmation=confirmation)
 
 
 def _token_field(name: str, value: str, tokens: TokenConfig) -> str:
@@ -72,9 +97,6 @@ def _token_field(name: str, value: str, tokens: TokenConfig) -> str:
         raise BadRequest(f"{name}: {exc}") from None
 
 
-# token, audience, required scopes, delegation ("any", "required", "refused"): a plain
-# tuple, as this runs on every Verify.
-VerifyQuery = tuple[str, str, tuple[str, ...], str]
 _DELEGATION = {pb.DELEGATION_UNSPECIFIED: "any", pb.DELEGATION_REQUIRED: "required",
                pb.DELEGATION_REFUSED: "refused"}
 
@@ -88,7 +110,18 @@ def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
     delegation = _DELEGATION.get(request.delegation)
     if delegation is None:
         raise BadRequest("delegation is not a known Delegation value")
-    return token, audience, rules.check_required_scopes(scopes), delegation
+    return (token, audience, rules.check_required_scopes(scopes), delegation,
+            _presenter(request))
+
+
+def _presenter(request: pb.VerifyRequest) -> str | None:
+    which = request.WhichOneof("presenter")
+    if which is None:
+        return None
+    if which == "presenter_x5t_s256":
+        return binding.checked_thumbprint(request.presenter_x5t_s256, "presenter_x5t_s256")
+    return binding.named_thumbprint(request.presenter_certificate_der,
+                                    "presenter_certificate_der")
 
 
 class RefreshQuery(NamedTuple):

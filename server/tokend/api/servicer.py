@@ -15,6 +15,7 @@ import structlog
 from tokend import metrics
 from tokend.api import requests
 from tokend.api.admission import Admission, Refused
+from tokend.api.binding import NoClientCertificate
 from tokend.api.caller_policy import PolicyDenied, check_exchange, check_spec, refresh_permit
 from tokend.api.calls import CallContext
 from tokend.api.decoding import MESSAGE as MALFORMED_MESSAGE
@@ -59,6 +60,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SlowSubscriber, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TooManySubscribers, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ResumeAhead, grpc.StatusCode.FAILED_PRECONDITION),
+    (NoClientCertificate, grpc.StatusCode.FAILED_PRECONDITION),
     (StreamEnded, grpc.StatusCode.UNAVAILABLE),
 )
 # Verify and GetJwks are read-only: only rejected Verify calls are audited. A

@@ -32,6 +32,7 @@ from tokend.tokens.minting import MintedToken, TokenMinter
 from tokend.tokens.refresh import hash_refresh_token
 from tokend.tokens.verify_cache import VERIFIED_CACHE_ENTRIES, VerifiedToken, VerifiedTokens
 from tokend_client import InvalidToken, LocalVerifier, Reason, verify_compact
+from tokend_client.binding import check_confirmation
 from tokend_client.delegation import check_delegation
 from tokend_client.jose import strict_json_loads
 
@@ -41,7 +42,7 @@ log = structlog.get_logger("tokend.tokens")
 _AFTER_SIGNATURE = frozenset({
     Reason.WRONG_TYPE, Reason.MISSING_CLAIM, Reason.EXPIRED, Reason.NOT_YET_VALID,
     Reason.ISSUED_IN_FUTURE, Reason.LIFETIME_TOO_LONG, Reason.WRONG_AUDIENCE,
-    Reason.WRONG_ISSUER, Reason.MISSING_SCOPE, Reason.DELEGATION,
+    Reason.WRONG_ISSUER, Reason.MISSING_SCOPE, Reason.CERTIFICATE_MISMATCH, Reason.DELEGATION,
 })
 
 
@@ -113,16 +114,18 @@ class TokenAuthority:
         metrics.child(metrics.ISSUED, "exchange").inc()
         return access
 
-    def presented(self, token: str, now: float) -> dict[str, Any]:
+    def presented(self, token: str, now: float, presenter: str | None) -> dict[str, Any]:
         """A token handed to Exchange: issued by this tokend (else BadRequest), and
-        verified in full, whatever its audience (the caller's policy judges that), and
-        not revoked (else InvalidToken)."""
+        verified in full, whatever its audience (the caller's policy judges that), bound
+        (if it is) to ``presenter``, the caller's certificate, and not revoked (else
+        InvalidToken)."""
         claims = self._claims_of_own_token(token)
         aud = claims.get("aud")
         names = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else None
         if not names or not all(isinstance(n, str) and n for n in names):
             names = ["\x00"]  # matches no aud: the verifier names what is wrong with it
-        claims = self._verifier.verify(token, now=now, audience=names)
+        claims = self._verifier.verify(token, now=now, audience=names,
+                                       presenter_x5t_s256=presenter)
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
             raise InvalidToken(Reason.REVOKED)
         self._check_fresh_revocations()
@@ -131,24 +134,33 @@ class TokenAuthority:
     # -- Verify ------------------------------------------------------------------------
 
     def verify(self, token: str, audience: str, required_scopes: Sequence[str],
-               delegation: str = "any") -> Verdict:
+               delegation: str = "any", presenter: str | None = None) -> Verdict:
+        """``delegation``: "any", "required" or "refused" (rule A2); ``presenter``: the
+        x5t#S256 of the certificate presenting the token, or None."""
         scopes = tuple(required_scopes)
         now = time.time()
         try:
-            verified = self._verified(token, audience, scopes, now)
-            if delegation != "any":  # rule A2, after every other claim rule
+            verified = self._verified(token, audience, scopes, now, presenter, delegation)
+            if delegation != "any":  # rule A2, after the claim rules, before cnf
                 check_delegation(verified.claims, delegation)
         except InvalidToken as exc:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
             return self._counted(Verdict(False, exc.reason, claims))
         claims = verified.claims
+        if "cnf" in claims:
+            try:
+                # RFC 8705 §3: on every call, after the cache: the cache remembers which
+                # audiences a token held for, never which certificate presented it.
+                check_confirmation(claims, presenter)
+            except InvalidToken as exc:
+                return self._counted(Verdict(False, exc.reason, claims))
         if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
             return self._counted(Verdict(False, Reason.REVOKED, claims))
         self._check_fresh_revocations()
         return self._counted(Verdict(True, None, claims, verified))
 
-    def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float
-                  ) -> VerifiedToken:
+    def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float,
+                  presenter: str | None, delegation: str = "any") -> VerifiedToken:
         """`LocalVerifier.verify`, remembering tokens that passed: for a token seen
         before only the claim rules run again (time, audience, scopes), and not even
         those for a caller they already held for (`VerifiedToken`)."""
@@ -156,7 +168,9 @@ class TokenAuthority:
         known = self.verified.get(token, keys, now)
         if known is None:
             claims = self._verifier.verify(token, now=now, audience=audience,
-                                           required_scopes=scopes)
+                                           required_scopes=scopes,
+                                           presenter_x5t_s256=presenter,
+                                           delegation=delegation)
             # Until the verifier itself would call it expired (exp + leeway).
             known = self.verified.put(token, claims, keys, now,
                                       claims["exp"] + self._config.leeway)
@@ -164,7 +178,9 @@ class TokenAuthority:
             return known
         else:
             self._verifier.check_claims(known.claims, now=now, audience=audience,
-                                        required_scopes=scopes)
+                                        required_scopes=scopes,
+                                        presenter_x5t_s256=presenter,
+                                        delegation=delegation)
         known.accept(audience, scopes, now)
         return known
 

@@ -26,9 +26,10 @@ from tokend_client import InvalidToken, actors
 # RFC 8693 §3: the type of the token Exchange issues.
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a URN)
 
-# Fully verifies a token this tokend issued, whatever its audience, and that it is not
-# revoked: returns its claims or raises InvalidToken / BadRequest (TokenAuthority.presented).
-Check = Callable[[str, float], dict[str, Any]]
+# Fully verifies a token this tokend issued, whatever its audience, presented by the
+# certificate with the given x5t#S256 (or none), and that it is not revoked: returns its
+# claims or raises InvalidToken / BadRequest (TokenAuthority.presented).
+Check = Callable[[str, float, str | None], dict[str, Any]]
 
 
 class SubjectTokenRefused(BadRequest):
@@ -46,6 +47,12 @@ class ExchangeAsk:
     scopes: tuple[str, ...]  # empty: the subject token's
     ttl: float | None  # None: the subject token's remaining life
     client_id: str  # the caller (kind-qualified): the new token's client_id
+    # The x5t#S256 of the caller's client certificate (None without one): a bound
+    # subject or actor token (RFC 8705 §3) must name it.
+    presenter: str | None = None
+    # The new token's `cnf` when the request asks for a binding; never inherited from
+    # the subject token (docs/binding.md, docs/exchange.md).
+    confirmation: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class Exchanger:
 
     def plan(self, ask: ExchangeAsk, now: float | None = None) -> ExchangePlan:
         moment = time.time() if now is None else now
-        parent = self._verified("subject_token", ask.subject_token, moment)
+        parent = self._verified("subject_token", ask.subject_token, moment, ask.presenter)
         actor = self._actor(ask, moment)
         issued_at = int(moment)
         # Never beyond the subject token's own exp (RFC 8693 §2.2.1 leaves the lifetime
@@ -88,7 +95,8 @@ class Exchanger:
         spec = AccessTokenSpec(
             subject=parent["sub"], audience=ask.audience,
             scopes=_narrowed(ask.scopes, parent.get("scope")),
-            claims={**custom, "act": act}, ttl=ttl, client_id=ask.client_id)
+            claims={**custom, "act": act}, ttl=ttl, client_id=ask.client_id,
+            confirmation=ask.confirmation)
         aud = parent["aud"]
         return ExchangePlan(spec=spec, source=(aud,) if isinstance(aud, str) else tuple(aud),
                             depth=len(actors(parent)) + 1, actor=actor,
@@ -110,7 +118,7 @@ class Exchanger:
         """The caller itself, or the subject of an actor token issued to the caller."""
         if ask.actor_token is None:
             return ask.client_id
-        claims = self._verified("actor_token", ask.actor_token, now)
+        claims = self._verified("actor_token", ask.actor_token, now, ask.presenter)
         # Decided here (RFC 8693 §2.1 leaves it open): an actor token stands for the
         # party presenting it, so it must have been issued to the caller; one that is
         # itself delegated would make the chain ambiguous.
@@ -121,9 +129,10 @@ class Exchanger:
             raise SubjectTokenRefused("actor_token is itself a delegated token (has act)")
         return str(claims["sub"])
 
-    def _verified(self, field: str, token: str, now: float) -> dict[str, Any]:
+    def _verified(self, field: str, token: str, now: float, presenter: str | None
+                  ) -> dict[str, Any]:
         try:
-            claims = self._check(token, now)
+            claims = self._check(token, now, presenter)
         except InvalidToken as exc:
             raise SubjectTokenRefused(f"{field} is not usable ({exc.reason.name})") from None
         except BadRequest as exc:

@@ -62,6 +62,8 @@ class AccessTokenSpec:
     claims: Mapping[str, Any]
     ttl: int
     client_id: str
+    # The `cnf` claim (RFC 8705 §3.1: {"x5t#S256": ...}) of a certificate-bound token.
+    confirmation: Mapping[str, str] | None = None
 
 
 def has_control(value: str) -> bool:

@@ -92,6 +92,8 @@ def build_claims(spec: AccessTokenSpec, issuer: str, jti: str, now: int) -> dict
     if spec.scopes:
         claims["scope"] = " ".join(spec.scopes)  # RFC 9068 §2.2.3: space-delimited
     claims.update(spec.claims)
+    if spec.confirmation is not None:  # after the custom claims: cnf is reserved anyway
+        claims["cnf"] = dict(spec.confirmation)  # RFC 8705 §3.1
     return claims
 
 
