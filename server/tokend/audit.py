@@ -1,6 +1,7 @@
 """The audit stream: one JSON line per security-relevant act, separate from application logs.
 
-Never a token or refresh token: only jti, family ids and short hashes.
+Never a token or refresh token: only jti, family ids and short hashes. Each line starts
+with the fields of the application log lines (logs.py): timestamp, level, logger, event.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from tokend.logs import UtcIsoClock
 
 # Built once: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-_CLOCK = UtcIsoClock("+00:00")
+_CLOCK = UtcIsoClock("Z")  # as the log lines write it
+LOGGER = "tokend.audit"
 
 
 class AuditLog:
@@ -31,8 +33,9 @@ class AuditLog:
             path.touch(mode=0o600, exist_ok=True)
             self._stream = self._owned = path.open("a", encoding="utf-8", buffering=1)
 
-    def emit(self, event: str, **fields: Any) -> None:
-        record = {"ts": _CLOCK(), "event": event}
+    def emit(self, event: str, *, level: str = "info", **fields: Any) -> None:
+        """`level`: "critical" for an attack under way (security.refresh_token_reuse)."""
+        record = {"timestamp": _CLOCK(), "level": level, "logger": LOGGER, "event": event}
         for name, value in fields.items():
             if value is not None:
                 record[name] = value

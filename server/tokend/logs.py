@@ -1,4 +1,9 @@
-"""Structured JSON logs on stderr. Tokens and secrets are never logged: jti or hash prefixes."""
+"""Structured JSON logs on stderr. Tokens and secrets are never logged: jti or hash prefixes.
+
+Every line, here and in the audit stream (audit.py), starts with the same fields (named as
+structlog names them, the names of the OpenTelemetry log data model in lower case):
+`timestamp` (RFC 3339, UTC, `Z`), `level`, `logger`, `event`; docs/operations.md lists them.
+"""
 
 from __future__ import annotations
 
@@ -42,18 +47,40 @@ def _timestamp(logger: WrappedLogger, name: str, event_dict: EventDict) -> Event
     return event_dict
 
 
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that keeps the name given to get_logger, for `logger`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stderr)
+        self.name = name
+
+
+def _named_logger(*args: object) -> _NamedPrintLogger:
+    return _NamedPrintLogger(str(args[0]) if args else "tokend")
+
+
+HEADER = ("timestamp", "level", "logger", "event")
+
+
+def _header_first(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
+    # The audit stream's order: a reader sees when, how bad and what before the details.
+    return {key: event_dict.pop(key) for key in HEADER if key in event_dict} | event_dict
+
+
 def configure_logging(level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
             _timestamp,
+            structlog.processors.add_log_level,
+            structlog.stdlib.add_logger_name,
             structlog.processors.format_exc_info,
+            _header_first,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_named_logger,
         cache_logger_on_first_use=True,
     )

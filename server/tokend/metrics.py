@@ -6,6 +6,8 @@ any worker reports the group (counters and histograms summed, each gauge by the
 `multiprocess_mode` given below).
 """
 
+from __future__ import annotations
+
 import functools
 import os
 import threading
@@ -24,6 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from tokend import metrics_standard
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # prometheus-client picks its value store when first imported: so does this module.
@@ -46,12 +50,28 @@ REVOKED = Counter("tokend_revocations_total", "Revocation entries recorded", ["k
 REUSE_DETECTED = Counter(
     "tokend_refresh_reuse_detected_total", "Spent refresh tokens presented again"
 )
+RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# TokenService's unary calls that ran (admitted). Also the source of the standard
+# grpc_server_* series for those calls, derived at scrape time (metrics_standard.py).
 RPC_SECONDS = Histogram(
-    "tokend_rpc_duration_seconds",
-    "gRPC handling time",
-    ["method", "code"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    "tokend_rpc_duration_seconds", "gRPC handling time", ["method", "code"],
+    buckets=RPC_BUCKETS,
 )
+# Sources of the standard series for every other call (refused TokenService calls,
+# TokenService streams, Health, Reflection): recorded here, shown on /metrics only
+# under the standard names (metrics_standard.SOURCES hides these).
+_GRPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+GRPC_CALLS = Histogram(
+    "tokend_grpc_calls_seconds", "Calls not in tokend_rpc_duration_seconds, ended",
+    [*_GRPC_LABELS, "grpc_code"], buckets=RPC_BUCKETS,
+)
+GRPC_STREAMS_STARTED = Counter(
+    "tokend_grpc_streams_started", "Streaming calls started", _GRPC_LABELS)
+GRPC_STREAM_SENT = Counter(
+    "tokend_grpc_stream_messages_sent", "Messages sent on streams", _GRPC_LABELS)
+GRPC_STREAM_RECEIVED = Counter(
+    "tokend_grpc_stream_messages_received", "Messages received on client/bidi streams",
+    _GRPC_LABELS)
 SIGN_SECONDS = Histogram(
     "tokend_sign_duration_seconds",
     "Time one signing call (a batch of tokens) took through the key custody",
@@ -126,14 +146,51 @@ TLS_RELOAD_FAILURES = Counter(
 )
 
 
+class GrpcMethod:
+    """One method's children of the GRPC_* sources, looked up once (grpc_type as
+    go-grpc-prometheus names it: unary, server_stream, client_stream, bidi_stream)."""
+
+    def __init__(self, service: str, method: str, *, client_streaming: bool,
+                 server_streaming: bool) -> None:
+        kind = (("bidi_stream" if server_streaming else "client_stream") if client_streaming
+                else ("server_stream" if server_streaming else "unary"))
+        self.streaming = client_streaming or server_streaming
+        self._labels = (kind, service, method)
+        self._started = GRPC_STREAMS_STARTED.labels(*self._labels)
+        self.sent = GRPC_STREAM_SENT.labels(*self._labels)
+        self.received = GRPC_STREAM_RECEIVED.labels(*self._labels)
+
+    @classmethod
+    def of(cls, method: Any) -> GrpcMethod:
+        """From a protobuf MethodDescriptor."""
+        return cls(method.containing_service.full_name, method.name,
+                   client_streaming=method.client_streaming,
+                   server_streaming=method.server_streaming)
+
+    def started(self) -> None:
+        """A stream began (a unary call's start is derived from its end)."""
+        if self.streaming:
+            self._started.inc()
+
+    def ended(self, code: Any, seconds: float) -> None:
+        """`code`: a grpc.StatusCode."""
+        child(GRPC_CALLS, *self._labels, code.name).observe(seconds)
+
+
+def token_service(method: str) -> GrpcMethod:
+    """The GrpcMethod of one of TokenService's methods."""
+    return GrpcMethod.of(metrics_standard.TOKEN_SERVICE.methods_by_name[method])
+
+
 def exposition() -> tuple[bytes, str]:
     """The /metrics body and its content type: this process's registry, or with workers
-    every worker's values read from the shared directory."""
+    every worker's values read from the shared directory; plus the standard gRPC series
+    derived from them (metrics_standard.py)."""
     if not MULTIPROCESS:
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return generate_latest(metrics_standard.WithStandard(REGISTRY)), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(metrics_standard.WithStandard(registry)), CONTENT_TYPE_LATEST
 
 
 _tracked: dict[Gauge, Callable[[], float]] = {}

@@ -13,12 +13,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 import tokend
+from tokend import metrics_standard
 
 from .support import DASHBOARD
 
 # Grafana's variables, replaced by values PromQL accepts before parsing.
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m"}
-METRIC = re.compile(r"\b(tokend_[a-z0-9_]+)")
+METRIC = re.compile(r"\b((?:tokend|grpc_server|rpc_server)_[a-z0-9_]+)")
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum"),
             "summary": ("_count", "_sum")}
 
@@ -37,13 +38,17 @@ def expressions(dashboard: dict[str, Any]) -> list[str]:
 
 
 def exported_series() -> set[str]:
-    """Every tokend_* series name the server's code registers (imports every module)."""
+    """Every tokend_* series name the server's code registers (imports every module),
+    but the hidden sources, and the standard gRPC series /metrics derives from them."""
     for module in pkgutil.walk_packages(tokend.__path__, "tokend."):
         importlib.import_module(module.name)
     names = set()
     for family in REGISTRY.collect():
-        if family.name.startswith("tokend_"):
+        if family.name.startswith("tokend_") and family.name not in metrics_standard.SOURCES:
             names |= {family.name + suffix for suffix in SUFFIXES[family.type]}
+    for name, kind in metrics_standard.STANDARD.items():
+        base = name.removesuffix("_total") if kind == "counter" else name
+        names |= {base + suffix for suffix in SUFFIXES[kind]}
     return names
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tokend.audit import AuditLog
-from tokend.logs import UtcIsoClock
+from tokend.logs import HEADER, UtcIsoClock
 
 
 @pytest.mark.parametrize("nanos", [
@@ -43,9 +43,11 @@ def test_each_event_is_one_flushed_line(tmp_path: Path) -> None:
     # Read while the log is open: nothing waits in a buffer for a crash to lose.
     (line,) = path.read_text().splitlines()
     record = json.loads(line)
-    assert list(record) == ["ts", "event", "outcome", "audience", "refresh", "at"]
+    assert list(record) == [*HEADER, "outcome", "audience", "refresh", "at"]
     assert record["event"] == "rpc.Issue" and record["at"] == "/x"  # str() of the unknown
-    assert datetime.fromisoformat(record["ts"]).tzinfo is not None
+    assert record["level"] == "info" and record["logger"] == "tokend.audit"
+    assert record["timestamp"].endswith("Z")  # as the log lines write it
+    assert datetime.fromisoformat(record["timestamp"]).tzinfo is not None
     assert " " not in line  # compact separators
     audit.emit("rpc.Revoke")
     assert len(path.read_text().splitlines()) == 2

@@ -234,7 +234,7 @@ def test_refresh_reuse_is_a_critical_audit_event(server: RunningTokend, pki: Pki
     assert code == grpc.StatusCode.UNAUTHENTICATED
     (event,) = [e for e in audit_events(server) if e["event"] == "security.refresh_token_reuse"
                 and e["family"] == issued.jti]
-    assert event["severity"] == "critical" and event["revoked"] >= 2
+    assert event["level"] == "critical" and event["revoked"] >= 2
     assert issued.refresh_token not in json.dumps(event)
 
 

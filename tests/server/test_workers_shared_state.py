@@ -5,6 +5,7 @@ than once per worker."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 import urllib.request
@@ -24,6 +25,9 @@ from tokend_client.v1 import tokend_pb2_grpc
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 BURST = 12
 ATTEMPTS = 3 * BURST  # each on a new connection: both workers get more than BURST
+# The labels of Issue's standard gRPC series, sorted (grpc_code sorts before them).
+ISSUE = (("grpc_method", "Issue"), ("grpc_service", "tokend.v1.TokenService"),
+         ("grpc_type", "unary"))
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +81,12 @@ def test_every_scrape_reports_the_whole_group(
         ("tokend_rate_limited_total", (("rpc", "Issue"),)): ATTEMPTS - BURST,
         ("tokend_signing_available", ()): 1,
         ("tokend_store_up", ()): 1,
+        # The standard gRPC series (metrics_standard.py), derived from the group's values.
+        ("grpc_server_handled_total", (("grpc_code", "OK"), *ISSUE)): BURST,
+        ("grpc_server_handled_total", (("grpc_code", "ResourceExhausted"), *ISSUE)):
+            ATTEMPTS - BURST,
+        ("grpc_server_started_total", ISSUE): ATTEMPTS,
+        ("grpc_server_msg_sent_total", ISSUE): BURST,
     }
     for _ in range(12):  # new connections: the kernel spreads them over both workers
         samples = scrape(workers)
@@ -106,3 +116,20 @@ def test_only_abandoned_shared_directories_are_removed(workers: Workers) -> None
     assert not abandoned.exists()
     assert all(d.exists() for d in running)
     assert scrape(workers), "the running group still reads its metrics"
+
+
+def test_log_and_audit_lines_share_their_field_names(
+        workers: Workers, outcomes: dict[str, list[object]]) -> None:
+    """stdout (audit) and stderr (logs) of `tokend serve` go to one file here, as a log
+    collector would gather them: one set of names reads both (docs/operations.md)."""
+    records = workers.records()
+    audit = next(r for r in records if r.get("event") == "rpc.Issue")
+    log = next(r for r in records if r.get("event") == "token.issued")
+    header = ["timestamp", "level", "logger", "event"]
+    assert list(audit)[:4] == header and list(log)[:4] == header
+    assert audit["logger"] == "tokend.audit" and log["logger"].startswith("tokend.")
+    assert (audit["level"], log["level"]) == ("info", "debug")
+    for record in (audit, log):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z",
+                            str(record["timestamp"])), record
+    assert not {"ts", "severity"} & (set(audit) | set(log))

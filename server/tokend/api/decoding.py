@@ -20,6 +20,7 @@ import grpc
 from google.protobuf import message
 
 from tokend import metrics
+from tokend.api.observed import observe
 
 MESSAGE = ("the request is not a valid protobuf message: a string that is not UTF-8, "
            "nesting deeper than protobuf allows, or a truncated or wrongly typed field")
@@ -52,7 +53,7 @@ def add_guarded(add: Callable[[Any, Any], None], servicer: Any, server: grpc.aio
     add(servicer, collector)
     for service, handlers in collector.services.items():
         short = service.rsplit(".", 1)[-1]
-        guarded = {name: _guard(f"{short}/{name}", handler)
+        guarded = {name: observe(service, name, _guard(f"{short}/{name}", handler))
                    for name, handler in handlers.items()}
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, guarded),))

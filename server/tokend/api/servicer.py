@@ -78,13 +78,19 @@ def rpc(method: str, *, timed: bool = True
     """
 
     def decorate(handler: Handler[Req, Resp]) -> Method[Req, Resp]:
+        # Standard gRPC metrics of calls not in tokend_rpc_duration_seconds (metrics.py).
+        standard = metrics.token_service(method)
+
         @functools.wraps(handler)
         async def wrapper(self: TokenServicer, request: Req,
                           context: grpc.aio.ServicerContext) -> Resp:
             started = time.perf_counter()
+            if not timed:
+                standard.started()
             try:
                 call = self._admission.admit(method, context)
             except Refused as refusal:  # audited by admission, not timed: it never ran
+                standard.ended(refusal.code, time.perf_counter() - started)
                 await context.abort(refusal.code, str(refusal))
                 raise  # unreachable: abort raises
             code, message = grpc.StatusCode.OK, None
@@ -101,6 +107,8 @@ def rpc(method: str, *, timed: bool = True
                 if timed:
                     metrics.child(metrics.RPC_SECONDS, method, code.name).observe(
                         time.perf_counter() - started)
+                else:
+                    standard.ended(code, time.perf_counter() - started)
                 self._audit_call(call, method, code, message)
 
         return wrapper

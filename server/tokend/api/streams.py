@@ -24,6 +24,7 @@ import grpc
 import structlog
 from google.protobuf import timestamp_pb2
 
+from tokend import metrics
 from tokend.store.base import Revocation, Store
 from tokend.tokens.errors import BadRequest
 from tokend_client.v1 import tokend_pb2 as pb
@@ -121,12 +122,18 @@ async def _write(context: grpc.aio.ServicerContext, message: Any, timeout: float
     try:
         async with asyncio.timeout(timeout):
             await context.write(message)
+        _SENT[type(message)].inc()  # grpc_server_msg_sent_total
     except TimeoutError:
         raise SlowSubscriber("the client stopped reading this stream") from None
     except Exception:
         if context.done():
             raise _ClientGone from None
         raise
+
+
+# Each stream's message type is its own.
+_SENT = {pb.RevocationEvent: metrics.token_service("WatchRevocations").sent,
+         pb.JwksEvent: metrics.token_service("WatchJwks").sent}
 
 
 class _Queue:

@@ -211,7 +211,7 @@ class RefreshFamilies:
                   "client_id": family.client_id, "refresh": token_fingerprint(token_hash),
                   "revoked": len(revocations)}
         log.critical("security.refresh_token_reuse", **fields)
-        self._audit.emit("security.refresh_token_reuse", severity="critical", **fields)
+        self._audit.emit("security.refresh_token_reuse", level="critical", **fields)
 
 
 def _answer(result: IssueResult) -> dict[str, Any]:
