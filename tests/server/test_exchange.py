@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -36,6 +37,7 @@ from tokend_client import (
 from tokend_client.aio import AsyncTokenClient
 from tokend_client.binding import certificate_thumbprint
 from tokend_client.jose import compact_jws, json_segment
+from tokend_client.v1 import tokend_pb2 as pb
 
 LOGIN = "spiffe://test/ns/login/sa/web"
 ORDERS = "spiffe://test/ns/orders/sa/api"
@@ -334,3 +336,13 @@ def _refused_within(verifier: LocalVerifier, jwt: str, audience: str, seconds: f
         time.sleep(0.01)
     raise AssertionError(f"still accepted after {seconds} s")
 
+
+
+def test_verify_refuses_an_unknown_delegation_value(callers: Callers) -> None:
+    subject_token, _ = callers.alice()
+    request = pb.VerifyRequest(token=subject_token, audience="orders")
+    request.delegation = 7  # an open proto3 enum carries values no version defines
+    with pytest.raises(grpc.RpcError) as info:
+        callers.server.stub.Verify(request, timeout=5)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "delegation" in (info.value.details() or "")
