@@ -11,6 +11,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -346,3 +347,28 @@ def test_verify_refuses_an_unknown_delegation_value(callers: Callers) -> None:
         callers.server.stub.Verify(request, timeout=5)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "delegation" in (info.value.details() or "")
+
+
+def test_an_exchange_racing_the_revocation_of_its_parent_never_outlives_it(
+    callers: Callers,
+) -> None:
+    """Exchange checks the parent, records the link, then signs; Revoke may land anywhere
+    in between. Whatever the interleaving, a child that was handed out is refused once
+    the Revoke has answered."""
+    handed_out = 0
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(20):
+            subject_token, jti = callers.alice()
+            exchange = pool.submit(callers.orders.exchange, subject_token, "payments",
+                                   scopes=["orders:read"])
+            revoke = pool.submit(callers.login.revoke, jti=jti, reason="race")
+            revoke.result(timeout=10)
+            try:
+                child = exchange.result(timeout=10)
+            except InvalidArgumentError as exc:
+                assert "REVOKED" in str(exc)
+                continue
+            handed_out += 1
+            verdict = callers.payments.verify(child.access_token, "payments")
+            assert verdict.reason is Reason.REVOKED, "a child outlived its revoked parent"
+    print(f"{handed_out}/20 exchanges won the race and were revoked with their parent")
