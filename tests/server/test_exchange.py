@@ -372,3 +372,23 @@ def test_an_exchange_racing_the_revocation_of_its_parent_never_outlives_it(
             verdict = callers.payments.verify(child.access_token, "payments")
             assert verdict.reason is Reason.REVOKED, "a child outlived its revoked parent"
     print(f"{handed_out}/20 exchanges won the race and were revoked with their parent")
+
+
+def test_exchange_and_cascading_revoke_cost(callers: Callers) -> None:
+    """Printed for the record (`pytest -s -k cost`): 50 sequential Issues, Exchanges and
+    Revokes of a parent with 1 child; every exchanged token verifies, every child dies."""
+    samples: dict[str, list[float]] = {"Issue": [], "Exchange": [], "Revoke(jti)": []}
+    for _ in range(50):
+        started = time.perf_counter()
+        subject_token, jti = callers.alice()
+        samples["Issue"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        child = callers.orders.exchange(subject_token, "payments", scopes=["orders:read"])
+        samples["Exchange"].append(time.perf_counter() - started)
+        assert callers.payments.verify(child.access_token, "payments").valid
+        started = time.perf_counter()
+        assert callers.login.revoke(jti=jti, reason="cost") == 2
+        samples["Revoke(jti)"].append(time.perf_counter() - started)
+    for name, values in samples.items():
+        values.sort()
+        print(f"{name}: p50 {values[25] * 1000:.1f} ms, max {values[-1] * 1000:.1f} ms")
