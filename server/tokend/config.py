@@ -202,6 +202,14 @@ class GrpcConfig(_Section):
     # within keepalive_timeout is closed (a peer that vanished behind a Watch stream).
     keepalive_time: Annotated[Seconds, Field(ge=10)] = 60.0
     keepalive_timeout: Annotated[Seconds, Field(le=300)] = 20.0
+class TracingConfig(_Section):
+    """OpenTelemetry tracing (tokend.tracing). Off: no tracer is built and the request
+    path pays one None check. On: exporter, endpoint, sampler and service name come from
+    the standard OTEL_* variables (docs/operations.md, "Tracing")."""
+
+    enabled: bool = False
+
+
 class StreamsConfig(_Section):
     """Caps on WatchRevocations / WatchJwks streams, per stream kind and process."""
 
@@ -256,6 +264,7 @@ class Settings(BaseSettings):
     signing: SigningConfig = SigningConfig()
     http: HttpConfig = HttpConfig()
     grpc: GrpcConfig = GrpcConfig()
+    tracing: TracingConfig = TracingConfig()
 
     @model_validator(mode="after")
     def _tls_or_loopback_plaintext(self) -> Settings:
