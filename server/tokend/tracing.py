@@ -24,6 +24,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from tokend.api.identity import UnusableCertificate
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -204,7 +206,12 @@ class RpcSpan:
 
 def _record_call(span: trace.Span, call: CallContext, code: grpc.StatusCode) -> None:
     audit = call.audit
+    # The audit's label (spiffe://…, dns:…, cn:… or the local default) and its kind.
     span.set_attribute("tokend.caller", call.caller)
+    try:
+        span.set_attribute("tokend.caller.kind", call.identity.kind.value)
+    except UnusableCertificate:
+        span.set_attribute("tokend.caller.kind", "unusable")
     outcome = audit.get("outcome") or ("ok" if code is grpc.StatusCode.OK else "error")
     span.set_attribute("tokend.outcome", str(outcome))
     for key, attribute in _AUDIT_ATTRIBUTES:
