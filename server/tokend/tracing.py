@@ -191,33 +191,36 @@ class RpcSpan:
         """Records the status code, the caller and the outcome, then ends the span."""
         span = self._span
         try:
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            # One set_attributes: each call takes the span's lock.
+            attributes: dict[str, str | int] = {"rpc.grpc.status_code": code.value[0]}
             if call is None:  # refused at admission, before any handler ran
-                span.set_attribute("tokend.outcome", "refused")
+                attributes["tokend.outcome"] = "refused"
             else:
-                _record_call(span, call, code)
+                _describe_call(attributes, call, code)
             if code in _SERVER_ERRORS:
-                span.set_attribute("error.type", code.name)
+                attributes["error.type"] = code.name
                 span.set_status(Status(StatusCode.ERROR))
+            span.set_attributes(attributes)
         finally:
             otel_context.detach(self._token)
             span.end()
 
 
-def _record_call(span: trace.Span, call: CallContext, code: grpc.StatusCode) -> None:
+def _describe_call(attributes: dict[str, str | int], call: CallContext,
+                   code: grpc.StatusCode) -> None:
     audit = call.audit
     # The audit's label (spiffe://…, dns:…, cn:… or the local default) and its kind.
-    span.set_attribute("tokend.caller", call.caller)
+    attributes["tokend.caller"] = call.caller
     try:
-        span.set_attribute("tokend.caller.kind", call.identity.kind.value)
+        attributes["tokend.caller.kind"] = call.identity.kind.value
     except UnusableCertificate:
-        span.set_attribute("tokend.caller.kind", "unusable")
+        attributes["tokend.caller.kind"] = "unusable"
     outcome = audit.get("outcome") or ("ok" if code is grpc.StatusCode.OK else "error")
-    span.set_attribute("tokend.outcome", str(outcome))
+    attributes["tokend.outcome"] = str(outcome)
     for key, attribute in _AUDIT_ATTRIBUTES:
         value = audit.get(key)
         if isinstance(value, str) and value:
-            span.set_attribute(attribute, value)
+            attributes[attribute] = value
 
 
 # -- signing batches ----------------------------------------------------------------------
