@@ -279,7 +279,7 @@ class Bench:
 
     def tracing(self, bao: BaoDevServer) -> None:
         """Verify and Issue on two tokends, tracing off and on, in alternating rounds."""
-        rounds, seconds = (3, 2.0) if self.args.quick else (6, 4.0)
+        rounds, seconds = (4, 2.0) if self.args.quick else (6, 4.0)
         self.log(f"tracing: off vs on, {rounds} rotating rounds of {seconds:g} s per RPC")
         pool = self.work / "tracing-tokens.txt"
         with tracing_cost.sink() as (receiver, endpoint), \
@@ -295,7 +295,9 @@ class Bench:
             self.load(running["off"], "issue", seconds, save_tokens=pool)
             figures = tracing_cost.alternate(self.load, running, rounds, seconds, pool)
         self.results["tracing"] = {**figures, "rounds": rounds, "seconds": seconds,
-                                   "spans_exported": receiver.spans}
+                                   "spans_exported": receiver.spans,
+                                   "in_process": tracing_cost.in_process()}
+        self.log(f"tracing code alone, CPU us/call: {self.results['tracing']['in_process']}")
         for phase in tracing_cost.PHASES:
             for side in ("on", "sampled_1pct"):
                 row = figures[phase][side]
