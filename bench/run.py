@@ -299,7 +299,7 @@ class Bench:
                                    "in_process": tracing_cost.in_process()}
         self.log(f"tracing code alone, CPU us/call: {self.results['tracing']['in_process']}")
         for phase in tracing_cost.PHASES:
-            for side in ("on", "sampled_1pct"):
+            for side in [name for name in figures[phase] if name not in ("off", "rounds")]:
                 row = figures[phase][side]
                 self.log(f"tracing {phase} {side}: calls/s ÷ off {row['rps_ratio_to_off']}, "
                          f"CPU/call ÷ off {row['cpu_per_call_ratio_to_off']}")
