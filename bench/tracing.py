@@ -1,7 +1,8 @@
 """`scripts/bench --only tracing`: what OpenTelemetry tracing costs Verify and Issue.
 
-Three `tokend serve` processes run side by side on the same transit key (SIDES): tracing
-off (the default); `tracing.enabled` exporting every span over OTLP/gRPC to a sink in
+Four `tokend serve` processes run side by side on the same transit key (SIDES): tracing
+off (the default), twice (the second's ratio to the first is the run's noise floor);
+`tracing.enabled` exporting every span over OTLP/gRPC to a sink in
 this process (the standard OTEL_* variables name it; every call sampled, the worst case);
 and the same sampling 1 % of traces. The load generator drives them in rounds, rotating
 which goes first, so a neighbour's burst lands on all; each figure is the median over
@@ -87,11 +88,14 @@ def otel_environment(endpoint: str) -> Iterator[None]:
 Load = Callable[..., dict[str, Any]]
 
 
-# The sides: tracing off; on with every call sampled (the worst case); on with 1 % of
+# The sides: tracing off (twice); on with every call sampled (the worst case); on with 1 % of
 # the traces sampled (parentbased_traceidratio, the usual production setting), where the
 # other 99 % still read the context and make a non-recording span.
 SIDES: dict[str, dict[str, str] | None] = {
     "off": None,
+    # A second server with tracing off: its ratio to `off` is this run's noise floor (an
+    # A/A comparison), against which the others' ratios are read.
+    "off_control": None,
     "on": {"OTEL_TRACES_SAMPLER": "always_on"},
     "sampled_1pct": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                      "OTEL_TRACES_SAMPLER_ARG": "0.01"},
@@ -115,8 +119,12 @@ def sampler(variables: dict[str, str] | None) -> Iterator[None]:
 
 def alternate(load: Load, servers: dict[str, Any], rounds: int, seconds: float,
               tokens: Path) -> dict[str, Any]:
-    """`rounds` rounds of each phase on each server, rotating which goes first."""
+    """`rounds` rounds of each phase on each server, rotating which goes first. Every
+    server first verifies the whole pool once, so all start with the same cache."""
     names = list(servers)
+    count = sum(1 for _ in tokens.open())
+    for side in names:
+        load(servers[side], "verify", 30, tokens=tokens, max_count=count, warmup=0)
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {
         phase: {side: [] for side in names} for phase in PHASES}
     for index in range(rounds):
@@ -165,7 +173,7 @@ def table(results: dict[str, Any]) -> str:
              "| p50 / p99 µs |", "|---|---|---|---|---|---|---|---|"]
     for phase in PHASES:
         row = results[phase]
-        for side in SIDES:
+        for side in [name for name in row if name != "rounds"]:
             figures = row[side]
             lines.append(
                 f"| {phase.capitalize()} | {side} | {figures['rps']} "
@@ -263,8 +271,9 @@ def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
         "# tokend benchmark: tracing off vs on", "",
         f"{run.get('date')} · `scripts/bench --only tracing{quick}` "
         f"· commit {run.get('commit')} · {run.get('seconds')} s", "",
-        f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores. Two tokend processes "
-        "(Transit ES256, 1 worker each), same key: `off`; `on`, exporting every span "
+        f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores. Four tokend processes "
+        "(Transit ES256, 1 worker each), same key: `off`; `off_control`, tracing off too (its "
+        "ratio to `off` is this run's noise floor); `on`, exporting every span "
         "(sampler always_on) over OTLP/gRPC to a sink in the bench process; `sampled_1pct`, "
         "the same with parentbased_traceidratio 0.01 (the load generator sends no "
         "traceparent, so tokend's own sampler decides). "
