@@ -190,6 +190,9 @@ class RpcSpan:
     def end(self, code: grpc.StatusCode, call: CallContext | None) -> None:
         """Records the status code, the caller and the outcome, then ends the span."""
         span = self._span
+        if not span.is_recording():  # not sampled: nothing to describe, nothing to export
+            otel_context.detach(self._token)
+            return
         try:
             # One set_attributes: each call takes the span's lock.
             attributes: dict[str, str | int] = {"rpc.grpc.status_code": code.value[0]}
