@@ -97,9 +97,10 @@ def _hex(raw: bytes) -> str:
 
 @pytest.fixture
 def traced_tokend(bao: BaoDevServer, collector: tuple[Collector, str], tmp_path: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[TokendProcess]:
+                  monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+                  ) -> Iterator[TokendProcess]:
     """A real `tokend serve` with tracing.enabled, exporting to the test's collector
-    through the standard variables only."""
+    through the standard variables only (indirect parameters: more settings)."""
     endpoint = collector[1]
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
@@ -108,7 +109,8 @@ def traced_tokend(bao: BaoDevServer, collector: tuple[Collector, str], tmp_path:
     monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
     monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
     config = replica_config(bao.addr, bao.token, f"sqlite:///{tmp_path / 'tokend.db'}",
-                            "tracing-e2e", tracing={"enabled": True})
+                            "tracing-e2e", tracing={"enabled": True},
+                            **getattr(request, "param", {}))
     with TokendProcess(config, tmp_path / "tokend") as process:
         yield process
 
@@ -179,12 +181,15 @@ def test_client_span_to_rpc_span_to_vault_span(
     refused, refused_ctx = _traced_call(client_tracer, "client Verify bad", stub.Verify,
                                         pb.VerifyRequest(token=tampered, audience=AUDIENCE))
     assert not refused.valid
+    refreshed, refresh_ctx = _traced_call(client_tracer, "client Refresh", stub.Refresh,
+                                          pb.RefreshRequest(refresh_token=issued.refresh_token))
 
     def complete(spans: list[tuple[dict[str, Any], trace_pb2.Span]]) -> bool:
         names = [span.name for _, span in spans]
         return (names.count(f"{SERVICE}/Verify") >= 2 and f"{SERVICE}/Issue" in names
                 and "tokend.sign_batch" in names and "POST" in names
-                and "create_family" in names and names.count("client Verify bad") == 1)
+                and "create_family" in names and names.count("client Verify bad") == 1
+                and "rotate_refresh" in names and "client Refresh" in names)
 
     spans = _wait_for(receiver, complete)
     trace_id = issue_ctx.trace_id.to_bytes(16, "big")
@@ -231,10 +236,22 @@ def test_client_span_to_rpc_span_to_vault_span(
     assert bad_attributes["tokend.reason"] == "BAD_SIGNATURE"
     assert bad.parent_span_id == refused_ctx.span_id.to_bytes(8, "big")
 
+    # Refresh: the rotation's store transaction nests in its RPC span.
+    refresh_trace = refresh_ctx.trace_id.to_bytes(16, "big")
+    _, refresh, refresh_attributes = _one(spans, name=f"{SERVICE}/Refresh",
+                                          trace_id=refresh_trace)
+    assert refresh_attributes["rpc.grpc.status_code"] == 0
+    assert refresh_attributes["tokend.jti"] == _claims(refreshed.access_token)["jti"]
+    _, rotate, rotate_attributes = _one(spans, name="rotate_refresh", trace_id=refresh_trace)
+    assert rotate.parent_span_id == refresh.span_id
+    assert rotate_attributes["db.operation.name"] == "rotate_refresh"
+
     # Nothing secret anywhere in what was exported: no token, no part of one.
     raw = receiver.raw()
     secrets = [issued.access_token, issued.refresh_token, tampered, payload, signature,
-               issued.refresh_token[:16], traced_tokend_vault_token(traced_tokend)]
+               issued.refresh_token[:16], traced_tokend_vault_token(traced_tokend),
+               refreshed.access_token, refreshed.refresh_token,
+               refreshed.access_token.split(".")[2]]
     for secret in secrets:
         assert secret.encode() not in raw, "a token or secret reached the exported spans"
 
@@ -278,6 +295,29 @@ def test_concurrent_issues_share_a_batch_and_each_trace_shows_it(
         size = _attributes(batch.attributes)["tokend.sign.batch_size"]
         members = [batch.parent_span_id, *(link.span_id for link in batch.links)]
         assert len(members) == size
+
+
+@pytest.mark.parametrize("traced_tokend", [{"rate_limit": {"per_second": 0.01, "burst": 1}}],
+                         indirect=True)
+def test_refused_and_failed_calls_say_so(
+        traced_tokend: TokendProcess, collector: tuple[Collector, str],
+        client_tracer: trace.Tracer) -> None:
+    """Refused at admission (rate limit): outcome refused, its code, and no error status
+    (RESOURCE_EXHAUSTED is the caller's to handle, not a server fault)."""
+    receiver, stub = collector[0], traced_tokend.stub
+    request = pb.IssueRequest(subject="bob", audience=[AUDIENCE])
+    _traced_call(client_tracer, "client Issue 1", stub.Issue, request)
+    with pytest.raises(grpc.RpcError) as limited:
+        _traced_call(client_tracer, "client Issue 2", stub.Issue, request)
+    assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    spans = _wait_for(receiver, lambda s: sum(
+        span.name == f"{SERVICE}/Issue" for _, span in s) >= 2)
+    _, client_span, _ = _one(spans, name="client Issue 2")
+    _, refused, attributes = _one(spans, name=f"{SERVICE}/Issue",
+                                  parent_span_id=client_span.span_id)
+    assert attributes["tokend.outcome"] == "refused"
+    assert attributes["rpc.grpc.status_code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert refused.status.code != trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
 
 
 def test_tracing_off_builds_no_tracer(tokend: RunningTokend) -> None:
