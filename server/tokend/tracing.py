@@ -12,6 +12,7 @@ Never a token, a refresh token, an idempotency key or a Vault token.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -89,9 +90,7 @@ def build_tracing(config: TracingConfig, environ: dict[str, str] | None = None) 
     # the batch processor's queue and delays (OTEL_BSP_*) are read from the environment.
     provider = TracerProvider(resource=_resource(env))
     for name in names:
-        exporter = _exporter(name, env)
-        if exporter is not None:
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(_exporter(name, env)))
     version = _version()
     log.info("tracing.on", exporters=names, protocol=_protocol(env))
     return Tracing(provider, provider.get_tracer(INSTRUMENTATION, version))
@@ -118,13 +117,14 @@ def _protocol(env: dict[str, str] | os._Environ[str]) -> str:
     return raw
 
 
-def _exporter(name: str, env: dict[str, str] | os._Environ[str]) -> SpanExporter | None:
+def _exporter(name: str, env: dict[str, str] | os._Environ[str]) -> SpanExporter:
     """The exporter reads its endpoint, headers, certificates, compression and timeout
     from OTEL_EXPORTER_OTLP_[TRACES_]* itself."""
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        # stderr, with the logs: stdout is the audit stream by default (audit_log: -).
+        return ConsoleSpanExporter(out=sys.stderr)
     if _protocol(env) == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
