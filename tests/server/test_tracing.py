@@ -391,3 +391,16 @@ def traced_tokend_vault_token(process: TokendProcess) -> str:
     import yaml
 
     return str(yaml.safe_load(process.config_path.read_text())["vault"]["token"])
+
+
+def test_console_exporter_keeps_off_the_audit_stream() -> None:
+    """stdout is the audit stream (audit_log: -): console spans go to stderr."""
+    code = ("import os; os.environ['OTEL_TRACES_EXPORTER'] = 'console'; "
+            "from tokend.config import TracingConfig; "
+            "from tokend.tracing import build_tracing; "
+            "t = build_tracing(TracingConfig(enabled=True)); "
+            "t.tracer.start_span('console-probe').end(); t.shutdown()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout == ""
+    assert "console-probe" in done.stderr
