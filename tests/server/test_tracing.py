@@ -396,6 +396,7 @@ def traced_tokend_vault_token(process: TokendProcess) -> str:
 def test_console_exporter_keeps_off_the_audit_stream() -> None:
     """stdout is the audit stream (audit_log: -): console spans go to stderr."""
     code = ("import os; os.environ['OTEL_TRACES_EXPORTER'] = 'console'; "
+            "from tokend.logs import configure_logging; configure_logging(); "
             "from tokend.config import TracingConfig; "
             "from tokend.tracing import build_tracing; "
             "t = build_tracing(TracingConfig(enabled=True)); "
