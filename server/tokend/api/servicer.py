@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import structlog
@@ -35,8 +35,12 @@ from tokend.keys.publisher import JwksPublisher
 from tokend.store import InvalidValue, StoreError
 from tokend.tokens.authority import TokenAuthority
 from tokend.tokens.errors import BadRequest, RefreshDenied, Unavailable
+from tokend.tracing import RpcSpan
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = structlog.get_logger("tokend.api")
 
@@ -71,7 +75,8 @@ _AUDITED = frozenset({"Issue", "Refresh", "Revoke", "Exchange", "WatchRevocation
 def rpc(method: str, *, timed: bool = True
         ) -> Callable[[Handler[Req, Resp]], Method[Req, Resp]]:
     """Admits the call, hands its CallContext to the handler, maps errors to status
-    codes, records latency per method and code, writes the audit.
+    codes, records latency per method and code, writes the audit, and (tracing on)
+    makes the call's span (tokend.tracing.RpcSpan).
 
     Streams pass ``timed=False``: their length is not a latency. A client closing its
     stream (cancellation) is their normal end, not an error.
@@ -87,10 +92,14 @@ def rpc(method: str, *, timed: bool = True
             started = time.perf_counter()
             if not timed:
                 standard.started()
+            # Tracing off (the default): this None check is all it costs (tokend.tracing).
+            span = None if self._tracer is None else RpcSpan(self._tracer, method, context)
             try:
                 call = self._admission.admit(method, context)
             except Refused as refusal:  # audited by admission, not timed: it never ran
                 standard.ended(refusal.code, time.perf_counter() - started)
+                if span is not None:
+                    span.end(refusal.code, None)
                 await context.abort(refusal.code, str(refusal))
                 raise  # unreachable: abort raises
             code, message = grpc.StatusCode.OK, None
@@ -109,6 +118,8 @@ def rpc(method: str, *, timed: bool = True
                         time.perf_counter() - started)
                 else:
                     standard.ended(code, time.perf_counter() - started)
+                if span is not None:  # before the audit, which takes "outcome" out
+                    span.end(code, call)
                 self._audit_call(call, method, code, message)
 
         return wrapper
@@ -151,8 +162,9 @@ def add_to_server(servicer: TokenServicer, server: grpc.aio.Server) -> None:
 
 class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     def __init__(self, settings: Settings, admission: Admission, audit: AuditLog,
-                 rejections: RejectionWatch) -> None:
+                 rejections: RejectionWatch, tracer: Tracer | None = None) -> None:
         self._admission = admission
+        self._tracer = tracer  # None: tracing off
         self._wired: tuple[TokenAuthority, JwksPublisher] | None = None
         self._live: LiveStreams | None = None
         self._tokens = settings.tokens

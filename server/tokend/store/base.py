@@ -28,7 +28,12 @@ import enum
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
+
+from tokend import tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 RevocationKind = Literal["jti", "subject", "family"]
 REVOCATION_KINDS: frozenset[str] = frozenset(get_args(RevocationKind))
@@ -243,34 +248,57 @@ class OpsStore:
 
     _ops: StoreOps
     _clock: Callable[[], float]
+    #: "sqlite" or "postgresql" (OTel db.system.name).
+    _db_system: ClassVar[str] = ""
+    #: Set by the backend from its `tracer` argument; None (tracing off): no spans.
+    _tracer: Tracer | None = None
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         raise NotImplementedError
 
+    async def _run(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """`_call`, inside a span per transaction when tracing is on and a traced RPC
+        is running (background polls start no trace of their own)."""
+        tracer = self._tracer
+        span = None if tracer is None else tracing.client_span(
+            tracer, operation, {"db.system.name": self._db_system,
+                                "db.operation.name": operation}, only_in_trace=True)
+        if span is None:
+            return await self._call(fn, *args)
+        with tracing.use(span):
+            try:
+                return await self._call(fn, *args)
+            except BaseException as exc:
+                tracing.failed(span, exc)  # the type only: a message may quote a value
+                raise
+
     async def add_revocations(self, items: Sequence[NewRevocation]) -> list[Revocation]:
         if not items:
             return []
-        return await self._call(self._ops.add_revocations, list(items), self._clock())
+        return await self._run("add_revocations", self._ops.add_revocations, list(items),
+                               self._clock())
 
     async def revocations_since(
         self, seq: int, now: float, limit: int = 10_000
     ) -> list[Revocation]:
         if limit <= 0:
             raise ValueError("limit must be positive")
-        return await self._call(self._ops.revocations_since, seq, now, limit)
+        return await self._run("revocations_since", self._ops.revocations_since, seq, now,
+                               limit)
 
     async def last_seq(self) -> int:
-        return await self._call(self._ops.last_seq)
+        return await self._run("last_seq", self._ops.last_seq)
 
     async def create_family(self, family: RefreshFamily, first: RefreshToken) -> None:
         if first.family_id != family.family_id:
             raise ValueError("the first refresh token belongs to another family")
         ops = self._ops
-        await self._call(ops.create_family, ops.family_params(family), ops.token_params(first),
-                         family.subject, family.created_at, self._clock())
+        await self._run("create_family", ops.create_family, ops.family_params(family),
+                        ops.token_params(first), family.subject, family.created_at,
+                        self._clock())
 
     async def get_refresh(self, token_hash: bytes) -> tuple[RefreshFamily, RefreshToken] | None:
-        return await self._call(self._ops.get_refresh, token_hash)
+        return await self._run("get_refresh", self._ops.get_refresh, token_hash)
 
     async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float, *,
                              retry_key: bytes | None = None,
@@ -278,22 +306,24 @@ class OpsStore:
         if retry is not None and retry.key_hash != retry_key:
             raise ValueError("the retry record must carry this request's retry key")
         params = self._ops.token_params(new)
-        return await self._call(self._ops.rotate, old_hash, new, params, now, self._clock(),
-                                retry_key, retry)
+        return await self._run("rotate_refresh", self._ops.rotate, old_hash, new, params, now,
+                               self._clock(), retry_key, retry)
 
     async def revoke_family(self, family_id: str, reason: str, now: float) -> list[Revocation]:
-        return await self._call(self._ops.revoke_family, family_id, reason, now, self._clock())
+        return await self._run("revoke_family", self._ops.revoke_family, family_id, reason,
+                               now, self._clock())
 
     async def revoke_subject(
         self, subject: str, reason: str, now: float, expires_at: float
     ) -> list[Revocation]:
         if not subject:
             raise ValueError("subject must be non-empty")
-        return await self._call(
-            self._ops.revoke_subject, subject, reason, now, expires_at, self._clock())
+        return await self._run(
+            "revoke_subject", self._ops.revoke_subject, subject, reason, now, expires_at,
+            self._clock())
 
     async def purge(self, now: float) -> int:
-        return await self._call(self._ops.purge, now)
+        return await self._run("purge", self._ops.purge, now)
 
     async def record_exchange(self, link: ExchangeLink) -> bool:
         if not (link.parent_jti and link.child_jti and link.subject):

@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import structlog
@@ -72,6 +72,9 @@ from .base import (
     token_from_row,
     token_params,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 # Shared with SQLite so both stores encode refresh tokens and reasons identically.
 
@@ -240,6 +243,8 @@ class PostgresStore(OpsStore):
     `StoreError` after about that long while the database is unreachable.
     """
 
+    _db_system = "postgresql"
+
     def __init__(
         self,
         url: str,
@@ -249,6 +254,7 @@ class PostgresStore(OpsStore):
         migrate: bool = True,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
@@ -263,6 +269,7 @@ class PostgresStore(OpsStore):
         # Each call as a whole: the pool wait plus the statements, with room to spare.
         self._call_timeout = timeout + 15.0
         self._clock = clock
+        self._tracer = tracer  # a span per transaction within a traced RPC (OpsStore._run)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import (
     REUSE_REASON,
@@ -44,6 +44,9 @@ from .base import (
     token_from_row,
     token_params,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 T = TypeVar("T")
 
@@ -144,12 +147,15 @@ _SELECT_LIVE_FAMILIES_OF_SUBJECT = (
 class SqliteStore(OpsStore):
     """`Store` on one SQLite file. Call `open()` before use and `close()` at shutdown."""
 
+    _db_system = "sqlite"
+
     def __init__(
         self,
         path: str | Path,
         *,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
     ) -> None:
         text = str(path)
         if not text or text == ":memory:" or text.startswith("file:"):
@@ -159,6 +165,7 @@ class SqliteStore(OpsStore):
         self._path = Path(path)
         self._busy_timeout = busy_timeout
         self._clock = clock
+        self._tracer = tracer  # a span per transaction within a traced RPC (OpsStore._run)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # used only in the worker thread
 
