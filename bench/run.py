@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, servers, verifiers
+from bench import tracing as tracing_cost
 from tests.support.bao import BaoDevServer
 
 RESULTS = servers.ROOT / "bench" / "results"
@@ -276,6 +277,33 @@ class Bench:
                                     **(options if rpc.startswith("verify") else {}))
             report.write_profile(stats, self.args.out / f"profile-{rpc}.txt", rpc, figures)
 
+    def tracing(self, bao: BaoDevServer) -> None:
+        """Verify and Issue on two tokends, tracing off and on, in alternating rounds."""
+        rounds, seconds = (4, 2.0) if self.args.quick else (6, 4.0)
+        self.log(f"tracing: off vs on, {rounds} rotating rounds of {seconds:g} s per RPC")
+        pool = self.work / "tracing-tokens.txt"
+        with tracing_cost.sink() as (receiver, endpoint), \
+                tracing_cost.otel_environment(endpoint), contextlib.ExitStack() as stack:
+            running = {}
+            for side, variables in tracing_cost.SIDES.items():
+                directory = self.work / f"tracing-{side}"
+                directory.mkdir()
+                extra = {} if variables is None else {"tracing": {"enabled": True}}
+                with tracing_cost.sampler(variables):
+                    running[side] = stack.enter_context(servers.tokend_running(
+                        bao, directory, tracing_cost.KEY, "ES256", 1, extra))
+            self.load(running["off"], "issue", seconds, save_tokens=pool)
+            figures = tracing_cost.alternate(self.load, running, rounds, seconds, pool)
+        self.results["tracing"] = {**figures, "rounds": rounds, "seconds": seconds,
+                                   "spans_exported": receiver.spans,
+                                   "in_process": tracing_cost.in_process()}
+        self.log(f"tracing code alone, CPU us/call: {self.results['tracing']['in_process']}")
+        for phase in tracing_cost.PHASES:
+            for side in [name for name in figures[phase] if name not in ("off", "rounds")]:
+                row = figures[phase][side]
+                self.log(f"tracing {phase} {side}: calls/s ÷ off {row['rps_ratio_to_off']}, "
+                         f"CPU/call ÷ off {row['cpu_per_call_ratio_to_off']}")
+
     # -- servers -----------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -334,13 +362,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help="where latest.{json,md,png} go (default bench/results)")
     parser.add_argument("--only", choices=["crypto", "service", "transit", "kv", "profiles",
-                                           "verifiers"],
+                                           "verifiers", "tracing"],
                         help="run one part: the in-process figures, or the services; "
                              "transit/kv: only that tokend's phases, figures printed as "
                              "JSON, no table (for quick comparisons while working); "
                              "profiles: only results/profile-*.txt; verifiers: only the "
                              "per-language local verifier rows, into "
-                             "results/verifiers-<date>.{md,json} (latest.* untouched)")
+                             "results/verifiers-<date>.{md,json} (latest.* untouched); "
+                             "tracing: Verify and Issue with tracing off vs on, alternating, "
+                             "into results/tracing-<date>.{md,json}")
     parser.add_argument("--python-loadgen", action="store_true",
                         help="drive gRPC with bench/loadgen.py even when the Go one is built")
     parser.add_argument("--render", action="store_true",
@@ -375,6 +405,14 @@ def main(argv: list[str] | None = None) -> int:
             paths = report.write_verifiers(bench.results, args.out)
             print(paths["md"].read_text())
             return 0 if all("ratio" in row for row in bench.results["verifiers"]) else 1
+        if args.only == "tracing":
+            with BaoDevServer() as bao:
+                servers.create_transit_key(bao, tracing_cost.KEY, "ecdsa-p256")
+                bench.tracing(bao)
+            bench.results["run"]["seconds"] = round(time.monotonic() - started, 1)
+            paths = tracing_cost.write(bench.results, args.out)
+            print(paths["md"].read_text())
+            return 0
         if args.only == "profiles":
             with BaoDevServer() as bao:
                 servers.create_transit_key(bao, "bench-es256", "ecdsa-p256")

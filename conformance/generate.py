@@ -10,7 +10,7 @@ are deterministic by nature.
 Every case states the reason it expects; before anything is written the reference
 verifier (Python ``tokend_client.LocalVerifier``) must give exactly that result.
 
-    .venv/bin/python conformance/generate.py            # (re)write conformance/vectors/
+    .venv/bin/python conformance/generate.py            # (re)write vectors/ and vectors-next/
     .venv/bin/python conformance/generate.py --check    # compare with the committed files
     .venv/bin/python conformance/generate.py --new-keys # make missing keys (never needed in CI)
 """
@@ -42,8 +42,11 @@ if str(CLIENT_DIR) not in sys.path:
     sys.path.insert(0, str(CLIENT_DIR))
 KEY_DIR = HERE / "keys"
 VECTOR_DIR = HERE / "vectors"
-# Cases only the Python runner reads yet (conformance/README.md "vectors-next").
+# Cases only the Python runner reads yet (conformance/README.md "vectors-next"): rules
+# the Go, Node and Java verifiers do not enforce yet (docs/verifier-contract.md §9, A).
 NEXT_VECTOR_DIR = HERE / "vectors-next"
+# Options only vectors-next cases of act.json carry (a runner of vectors/ knows none).
+NEXT_OPTIONS: dict[str, Any] = {"delegation": "any"}
 
 ISSUER = "https://tokend.test"
 AUDIENCE = "orders"
@@ -315,9 +318,11 @@ class Case:
 class Suite:
     """Collects the cases of one vector file."""
 
-    def __init__(self, name: str, description: str, default_jwks: dict[str, Any]) -> None:
+    def __init__(self, name: str, description: str, default_jwks: dict[str, Any],
+                 extra_options: dict[str, Any] | None = None) -> None:
         self.name, self.description = name, description
         self.default_jwks = default_jwks
+        self.defaults = {**DEFAULT_OPTIONS, **(extra_options or {})}
         self.cases: list[Case] = []
 
     def add(
@@ -334,7 +339,7 @@ class Suite:
         presenter: str | None = None,
         **options: Any,
     ) -> None:
-        unknown = set(options) - set(DEFAULT_OPTIONS)
+        unknown = set(options) - set(self.defaults)
         assert not unknown, f"{case_id}: unknown options {unknown}"
         self.cases.append(
             Case(
@@ -343,7 +348,7 @@ class Suite:
                 token=tok,
                 expect=expect,
                 jwks=self.default_jwks if jwks is None else jwks,
-                options={**DEFAULT_OPTIONS, **options},
+                options={**self.defaults, **options},
                 now=now,
                 required_scopes=list(scopes),
                 sub=sub,
@@ -2362,6 +2367,106 @@ def cnf_cases(k: dict[str, Key]) -> Suite:
 # Checking against the reference verifier, writing, --check
 # ---------------------------------------------------------------------------
 
+# -- vectors-next/act.json --------------------------------------------------
+
+R_ACT = (
+    "A1 act, when present, is a JSON object with a non-empty string sub; a nested act is an "
+    "object of the same shape; at most 8 act objects in all; other members are ignored; "
+    "anything else is MALFORMED, checked after the J rules (RFC 8693 §4.1; depth: tokend "
+    "policy)"
+)
+R_DELEGATION = (
+    "A2 option delegation: required refuses a token without act, refused a token with act "
+    "(DELEGATION), after A1; any accepts both (tokend policy; RFC 8693 §4.1)"
+)
+
+
+def _chain(*subs: str) -> dict[str, Any]:
+    act: dict[str, Any] | None = None
+    for sub in reversed(subs):
+        act = {"sub": sub} if act is None else {"sub": sub, "act": act}
+    assert act is not None
+    return act
+
+
+def act_cases(k: dict[str, Key]) -> Suite:
+    s = Suite(
+        "act",
+        "The act (actor) claim of delegated tokens and the delegation option (rules A1, A2).",
+        default_jwks(k), NEXT_OPTIONS,
+    )
+    es = k["es256"]
+    deepest = [f"svc-{i}" for i in range(8)]
+    for case_id, act in (
+        ("act-one-actor", _chain("orders")),
+        ("act-two-actors", _chain("payments-caller", "orders")),
+        ("act-eight-actors", _chain(*deepest)),
+        ("act-other-members-ignored",
+         {"sub": "orders", "iss": "https://elsewhere.test", "exp": 1, "client_id": None}),
+        ("act-nested-other-members-ignored",
+         {"sub": "orders", "act": {"sub": "login", "may_act": {"sub": "x"}}}),
+        ("act-sub-unicode", {"sub": "spiffe://test/ns/ø/sa/api"}),
+    ):
+        s.add(case_id, R_ACT, token(es, claims(act=act)), "valid")
+    for case_id, act in (
+        ("act-string", "orders"),
+        ("act-array", [{"sub": "orders"}]),
+        ("act-number", 1),
+        ("act-true", True),
+        ("act-empty-object", {}),
+        ("act-sub-absent", {"client_id": "orders"}),
+        ("act-sub-empty", {"sub": ""}),
+        ("act-sub-number", {"sub": 7}),
+        ("act-sub-null", {"sub": None}),
+        ("act-sub-array", {"sub": ["orders"]}),
+        ("act-sub-object", {"sub": {"sub": "orders"}}),
+        ("act-nested-string", {"sub": "orders", "act": "login"}),
+        ("act-nested-null", {"sub": "orders", "act": None}),
+        ("act-nested-empty", {"sub": "orders", "act": {}}),
+        ("act-nested-sub-empty", {"sub": "orders", "act": {"sub": ""}}),
+        ("act-deep-nested-array", _chain("a", "b", "c") | {"act": {"sub": "b", "act": []}}),
+        ("act-nine-actors", _chain(*deepest, "one-too-many")),
+    ):
+        s.add(case_id, R_ACT, token(es, claims(act=act)), "MALFORMED")
+    # claims() drops members set to None: a JSON null act needs the raw payload.
+    null_act = jbytes(claims())[:-1] + b',"act":null}'
+    s.add("act-null", R_ACT, raw_token(es, jbytes(header(es)), null_act), "MALFORMED")
+    # The member name written with an escape is still act.
+    escaped = jbytes(claims())[:-1] + b',"\\u0061ct":"orders"}'
+    s.add("act-name-escaped", R_ACT, raw_token(es, jbytes(header(es)), escaped), "MALFORMED")
+    escaped_ok = jbytes(claims())[:-1] + b',"\\u0061ct":{"\\u0073ub":"orders"}}'
+    s.add("act-name-escaped-valid", R_ACT, raw_token(es, jbytes(header(es)), escaped_ok),
+          "valid")
+    # Order: the J rules first, then A1, then A2.
+    bad = claims(act="orders")
+    s.add("act-malformed-but-expired", R_ACT, token(es, claims(act="orders", exp=NOW - 100)),
+          "EXPIRED")
+    s.add("act-malformed-but-wrong-audience", R_ACT,
+          token(es, claims(act="orders", aud="billing")), "WRONG_AUDIENCE")
+    s.add("act-malformed-but-missing-scope", R_ACT, token(es, bad), "MISSING_SCOPE",
+          scopes=["admin"])
+    s.add("act-malformed-delegation-refused", R_ACT, token(es, bad), "MALFORMED",
+          delegation="refused")
+    s.add("act-malformed-delegation-required", R_ACT, token(es, bad), "MALFORMED",
+          delegation="required")
+    direct, delegated = token(es), token(es, claims(act=_chain("orders")))
+    for option, direct_expect, delegated_expect in (
+        ("any", "valid", "valid"),
+        ("required", "DELEGATION", "valid"),
+        ("refused", "valid", "DELEGATION"),
+    ):
+        s.add(f"delegation-{option}-direct", R_DELEGATION, direct, direct_expect,
+              delegation=option)
+        s.add(f"delegation-{option}-delegated", R_DELEGATION, delegated, delegated_expect,
+              delegation=option)
+    s.add("delegation-required-expired", R_DELEGATION, token(es, claims(exp=NOW - 100)),
+          "EXPIRED", delegation="required")
+    s.add("delegation-refused-missing-scope", R_DELEGATION, delegated, "MISSING_SCOPE",
+          delegation="refused", scopes=["admin"])
+    return s
+
+
+
 SUITES = (
     valid_cases,
     base64url_cases,
@@ -2372,7 +2477,7 @@ SUITES = (
     signature_cases,
     keys_cases,
 )
-NEXT_SUITES = (cnf_cases,)
+NEXT_SUITES = (cnf_cases, act_cases)
 
 
 def reference_result(case: Case) -> tuple[str, str | None]:
@@ -2393,7 +2498,8 @@ def reference_result(case: Case) -> tuple[str, str | None]:
     )
     try:
         result = verifier.verify(case.token, now=case.now, required_scopes=case.required_scopes,
-                                 presenter_x5t_s256=case.presenter)
+                                 presenter_x5t_s256=case.presenter,
+                                 delegation=o.get("delegation", "any"))
     except InvalidToken as exc:
         return exc.reason.value, None
     return "valid", result.get("sub")

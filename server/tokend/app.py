@@ -8,6 +8,7 @@ import resource
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -35,12 +36,16 @@ from tokend.tokens.batching import SignBatcher
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.denylist import Denylist, DenylistFollower
 from tokend.tokens.minting import TokenMinter
+from tokend.tracing import Tracing, build_tracing
 from tokend.vault.client import VaultError
 from tokend.vault.session import VaultSession
 from tokend.web.http import build_http_app, build_metrics_app
 from tokend.web.listener import CappedSite
 from tokend_client import LocalVerifier
 from tokend_client.v1 import tokend_pb2
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = structlog.get_logger("tokend.app")
 
@@ -87,6 +92,8 @@ class App:
         self._serving = False
         self._health_updates: set[asyncio.Future[None]] = set()
         self._health = health.aio.HealthServicer()
+        # OpenTelemetry (tracing.enabled + OTEL_*): None when off, and then no tracer exists.
+        self.tracing: Tracing | None = None
 
     async def start(self) -> None:
         """Health endpoints first (not serving), then keys and store, then serving.
@@ -100,8 +107,10 @@ class App:
     async def _start(self) -> None:
         settings = self.settings
         self._audit = audit = AuditLog(settings.audit_log)
+        self.tracing = build_tracing(settings.tracing)
+        tracer = self._tracer
         servicer = TokenServicer(settings, self._admission(audit), audit,
-                                 RejectionWatch(settings.security, audit))
+                                 RejectionWatch(settings.security, audit), tracer)
         await self._set_serving(False)
         _check_fd_budget(settings)
         await self._start_http()
@@ -117,7 +126,7 @@ class App:
                 "max_per_caller": settings.streams.max_per_caller}
         jwks_feed = JwksFeed(**caps)
         publisher.on_change(jwks_feed.publish)
-        store = open_store(settings.store_url, migrate=settings.store_migrate)
+        store = open_store(settings.store_url, migrate=settings.store_migrate, tracer=tracer)
         await store.open()
         self._store = store
         denylist = Denylist()
@@ -145,6 +154,10 @@ class App:
         log.info("tokend.started", grpc_port=self.grpc_port, http_port=self.http_port,
                  issuer=settings.tokens.issuer, kid=keyring.active().kid)
 
+    @property
+    def _tracer(self) -> Tracer | None:
+        return self.tracing.tracer if self.tracing is not None else None
+
     def _signing_batcher(self, keyring: Keyring) -> SignBatcher:
         """Signing fails fast after a failed call (tokend.tokens.circuit); each caller
         waits at most signing.max_wait (default vault.timeout)."""
@@ -152,7 +165,7 @@ class App:
         circuit = SigningCircuit(signing.probe_interval, on_change=self._signing_changed)
         self._batcher = SignBatcher(
             keyring, self._executor, circuit=circuit,
-            give_up_after=signing.max_wait or self.settings.vault.timeout)
+            give_up_after=signing.max_wait or self.settings.vault.timeout, tracer=self._tracer)
         return self._batcher
 
     def _signing_changed(self, can_sign: bool) -> None:
@@ -189,7 +202,7 @@ class App:
         # One hvac client for the process: the session logs in and keeps its token alive
         # (start() runs `maintain`), and the keyring signs with whatever token it holds,
         # Issue's batches through the session's event-loop transport.
-        self._vault = session = VaultSession(vault)
+        self._vault = session = VaultSession(vault, tracer=self._tracer)
         # Before any Vault call: inconsistent rotation settings are a configuration error.
         keyring = build_keyring(self.settings, session.client, transport=session.transport)
         loop = asyncio.get_running_loop()
@@ -309,6 +322,9 @@ class App:
         audit, self._audit = self._audit, None
         if audit is not None:
             audit.close()
+        tracing, self.tracing = self.tracing, None
+        if tracing is not None:  # exports the spans still buffered
+            await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("tokend.stopped")
 

@@ -212,6 +212,16 @@ class GrpcConfig(_Section):
     # two strikes the connection gets GOAWAY too_many_pings. The clients ping every
     # 60 s during calls (docs/clients.md), well above it.
     min_client_ping_interval: Annotated[Seconds, Field(ge=1)] = 30.0
+
+
+class TracingConfig(_Section):
+    """OpenTelemetry tracing (tokend.tracing). Off: no tracer is built and the request
+    path pays one None check. On: exporter, endpoint, sampler and service name come from
+    the standard OTEL_* variables (docs/operations.md, "Tracing")."""
+
+    enabled: bool = False
+
+
 class StreamsConfig(_Section):
     """Caps on WatchRevocations / WatchJwks streams, per stream kind and process."""
 
@@ -266,6 +276,7 @@ class Settings(BaseSettings):
     signing: SigningConfig = SigningConfig()
     http: HttpConfig = HttpConfig()
     grpc: GrpcConfig = GrpcConfig()
+    tracing: TracingConfig = TracingConfig()
 
     @model_validator(mode="after")
     def _tls_or_loopback_plaintext(self) -> Settings:

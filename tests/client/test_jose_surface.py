@@ -22,8 +22,11 @@ SERVER_SURFACE = frozenset({
     "VerifyingKey", "public_jwk", "create_signature", "verify_signature", "signature_length",
 })
 # What the server imports from tokend_client itself, and the modules it may import from.
-CLIENT_SURFACE = frozenset({"LocalVerifier", "InvalidToken", "Reason", "verify_compact"})
-SERVER_MODULES = frozenset({"tokend_client", "tokend_client.jose", "tokend_client.v1"})
+CLIENT_SURFACE = frozenset({"LocalVerifier", "InvalidToken", "Reason", "verify_compact",
+                            "actors"})
+# binding and delegation: the cnf and act rules (issue 18), shared by Verify and the verifier.
+SERVER_MODULES = frozenset({"tokend_client", "tokend_client.jose", "tokend_client.v1",
+                            "tokend_client.binding", "tokend_client.delegation"})
 # The names `from tokend_client.jose import …` gave before jose became a package.
 FORMER_NAMES = (
     "MAX_COMPACT_BYTES", "MAX_JSON_DEPTH", "MAX_JWKS_BYTES", "SUPPORTED_ALGORITHMS",

@@ -18,7 +18,7 @@ COPIES = [
     "clients/go/tokend/service-config.json",
     "clients/node/src/service-config.json",
 ]
-UNARY = {"Issue", "Verify", "Refresh", "Revoke", "GetJwks"}
+UNARY = {"Issue", "Verify", "Refresh", "Revoke", "GetJwks", "Exchange"}
 
 
 @pytest.mark.parametrize("copy", COPIES)
@@ -41,4 +41,4 @@ def test_the_source_says_what_the_docs_promise() -> None:
     # The streams have no deadline and no retry policy: LiveSource reconnects them.
     assert set(timeouts) == UNARY
     assert timeouts == {"Verify": "5s", "GetJwks": "5s", "Revoke": "5s",
-                        "Issue": "10s", "Refresh": "10s"}
+                        "Issue": "10s", "Refresh": "10s", "Exchange": "10s"}

@@ -1,5 +1,6 @@
 """The language-neutral conformance vectors (conformance/vectors/*.json) against the
-reference verifier, tokend_client.LocalVerifier.
+reference verifier, tokend_client.LocalVerifier, and conformance/vectors-next/*.json:
+rules only the Python verifier enforces so far (docs/verifier-contract.md section A).
 
 The Go, Node and Java runners do the same with their verifiers; the format is in
 conformance/README.md and the rules in docs/verifier-contract.md. Missing or empty
@@ -23,9 +24,12 @@ from tokend_client import InvalidToken, LocalVerifier, Reason
 ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE = ROOT / "conformance"
 VECTOR_DIR = CONFORMANCE / "vectors"
-# Cases with fields the Go, Node and Java runners do not know yet (conformance/README.md).
+# Rules the Go, Node and Java verifiers do not enforce yet, or fields their runners do
+# not read yet (conformance/README.md, docs/verifier-contract.md §9 and section A).
 NEXT_DIR = CONFORMANCE / "vectors-next"
-NEXT_FILES = {"cnf.json"}
+NEXT_FILES = {"cnf.json", "act.json"}
+# Options only vectors-next cases carry.
+NEXT_OPTION_KEYS = {"delegation"}
 EXPECTED_FILES = {
     "base64url.json",
     "claims.json",
@@ -49,7 +53,7 @@ OPTION_KEYS = {
 CASE_KEYS = {"id", "rule", "jwks", "options", "now", "required_scopes", "expect"}
 REASONS = {reason.value for reason in Reason}
 # Every rule a case names starts with the number of a rule in docs/verifier-contract.md.
-RULE = re.compile(r"^(C\d|H\d|S\d|K\d|J\d+|B\d|V) \S")
+RULE = re.compile(r"^(C\d|H\d|S\d|K\d|J\d+|B\d|A\d|V) \S")
 NEXT_CASE_KEYS = {"presenter_x5t_s256"}  # optional, vectors-next only
 
 
@@ -84,6 +88,7 @@ def verifier_for(case: dict[str, Any]) -> LocalVerifier:
         required_typ=options["required_typ"],
         max_token_bytes=options["max_token_bytes"],
         required_claims=options["required_claims"],
+        delegation=options.get("delegation", "any"),
     )
 
 
@@ -99,9 +104,12 @@ def test_every_vector_file_present_and_non_empty() -> None:
 
 def test_every_next_vector_file_present_and_non_empty() -> None:
     assert {path.name for path in NEXT_DIR.glob("*.json")} == NEXT_FILES
-    assert all(case["cases"] for case in (json.loads((NEXT_DIR / name).read_text("utf-8"))
-                                          for name in NEXT_FILES))
+    for name in NEXT_FILES:
+        document = json.loads((NEXT_DIR / name).read_text("utf-8"))
+        assert document["description"] and document["cases"], name
     assert any("presenter_x5t_s256" in case for _, case in NEXT_CASES)
+    reasons = {case["expect"].get("reason") for _, case in NEXT_CASES}
+    assert {"MALFORMED", "DELEGATION", "CERTIFICATE_MISMATCH", None} <= reasons
 
 
 def test_case_format() -> None:
@@ -115,7 +123,8 @@ def test_case_format() -> None:
         presenter = case.get("presenter_x5t_s256")
         assert presenter is None or re.fullmatch(r"[A-Za-z0-9_-]{43}", presenter), where
         assert ("token" in case) != ("token_b64" in case), where
-        assert set(case["options"]) == OPTION_KEYS, where
+        extra = NEXT_OPTION_KEYS if (name, case) in NEXT_CASES else set()
+        assert OPTION_KEYS <= set(case["options"]) <= OPTION_KEYS | extra, where
         assert RULE.match(case["rule"]), where
         expect = case["expect"]
         if expect["valid"]:
@@ -127,7 +136,7 @@ def test_case_format() -> None:
 def test_key_sets_are_public() -> None:
     """Vectors carry public JWKs only (the private test keys stay in conformance/keys)."""
     private = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
-    for _, case in CASES:
+    for _, case in CASES + NEXT_CASES:
         for jwk in case["jwks"]["keys"]:
             assert private.isdisjoint(jwk), case["id"]
 

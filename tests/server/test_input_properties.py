@@ -30,12 +30,13 @@ from tokend_client.v1 import tokend_pb2 as pb
 
 SERVICE = "/tokend.v1.TokenService/"
 NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE}
-TABLES = ("revocations", "refresh_families", "refresh_tokens")
+TABLES = ("revocations", "refresh_families", "refresh_tokens", "exchanges")
 STREAMS = {"WatchRevocations", "WatchJwks", "/grpc.health.v1.Health/Watch"}
 # The services tokend hosts but does not own: open to every caller, never audited.
 OTHERS = ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
           "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"]
-METHODS = ["Issue", "Verify", "Refresh", "Revoke", "GetJwks", "WatchRevocations", "WatchJwks"]
+METHODS = ["Issue", "Verify", "Refresh", "Revoke", "GetJwks", "WatchRevocations", "WatchJwks",
+           "Exchange"]
 CALL_TIMEOUT = 10.0
 
 _databases = itertools.count(1)
@@ -163,6 +164,8 @@ MESSAGES: dict[str, st.SearchStrategy[Any]] = {
     "WatchRevocations": st.builds(pb.WatchRevocationsRequest,
                                   from_sequence=st.integers(-(2**63), 2**63 - 1)),
     "WatchJwks": st.just(pb.WatchJwksRequest()),
+    "Exchange": st.builds(pb.ExchangeRequest, subject_token=TEXT, actor_token=TEXT,
+                          audience=NAMES, scopes=NAMES),
 }
 
 

@@ -10,6 +10,7 @@ from tokend.api.caller_policy import (
     CallerPolicy,
     PolicyDenied,
     PolicyError,
+    check_exchange,
     check_issue,
     load_policy,
 )
@@ -31,6 +32,11 @@ def write(tmp_path: Path, text: str) -> Path:
     ("callers:\n  - cn: a\n    rpcs: [Issue]\n    issue:\n      audiences: [x]\n"
      "      max_ttl: soon\n", 6, "not a duration"),
     ("callers:\n  - cn: a\n    cn: b\n", 3, "duplicate key"),
+    ("callers:\n  - cn: a\n    rpcs: [Exchange]\n", 2, "needs an `exchange:` section"),
+    ("callers:\n  - cn: a\n    rpcs: [Exchange]\n    exchange:\n      audiences: [x]\n",
+     5, "from_audiences"),
+    ("callers:\n  - cn: a\n    rpcs: [Exchange]\n    exchange:\n      from_audiences: [a]\n"
+     "      audiences: [x]\n      max_chain_depth: 9\n", 7, "max_chain_depth"),
     ("callers:\n  - identity: [unclosed\n", 3, "flow sequence"),
 ])
 def test_errors_name_the_line(tmp_path: Path, text: str, line: int, needle: str) -> None:
@@ -136,3 +142,29 @@ callers:
         with pytest.raises(PolicyDenied):
             check_issue(rule, "svc", **{**ok, **change})  # type: ignore[arg-type]
     check_issue(None, "dev", **{**ok, "audience": ("anything",)})  # type: ignore[arg-type]
+
+
+def test_the_documented_example_loads_with_its_exchange_rules(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    policy = load_policy(write(tmp_path, example))
+    rule = policy.rule_for(Identity(SPIFFE, "spiffe://cluster.local/ns/orders/sa/orders"))
+    assert rule is not None and rule.exchange is not None
+    assert policy.allows(Identity(SPIFFE, "spiffe://cluster.local/ns/orders/sa/orders"),
+                         "Exchange")
+    who = "spiffe://cluster.local/ns/orders/sa/orders"
+    check_exchange(rule, who, source=("orders",), audience=("payments-api",),
+                   scopes=("payments:charge",), depth=1)
+    for source, audience, scopes, depth, needle in (
+        (("billing",), ("payments-api",), (), 1, "issued for it"),
+        (("orders",), ("ledger",), (), 1, "exchange audience 'ledger'"),
+        (("orders",), ("payments-api",), ("payments:refund",), 1, "payments:refund"),
+        (("orders",), ("payments-api",), (), 2, "max_chain_depth"),
+    ):
+        with pytest.raises(PolicyDenied, match=needle):
+            check_exchange(rule, who, source=source, audience=audience, scopes=scopes,
+                           depth=depth)
+    # Development (no rule): only the hard limit of 8 actors.
+    check_exchange(None, "local", source=("x",), audience=("y",), scopes=(), depth=8)
+    with pytest.raises(PolicyDenied, match="at most 8"):
+        check_exchange(None, "local", source=("x",), audience=("y",), scopes=(), depth=9)

@@ -19,6 +19,7 @@ import pytest
 
 from tokend.store import (
     ConflictError,
+    ExchangeLink,
     NewRevocation,
     RefreshFamily,
     RefreshRetry,
@@ -109,6 +110,16 @@ def token(
 
 def jti(value: str, expires_at: float = NOW + HOUR, reason: str = "test") -> NewRevocation:
     return NewRevocation("jti", value, expires_at, reason)
+
+
+# Links expire by the store's own clock (the real one), unlike rows given a `now`.
+LINK_EXPIRY = time.time() + 10 * 365 * DAY
+
+
+def link(parent: str, child: str, *, subject: str = "alice", parent_iat: float = NOW,
+         expires_at: float = LINK_EXPIRY) -> ExchangeLink:
+    return ExchangeLink(parent_jti=parent, parent_iat=parent_iat, subject=subject,
+                        child_jti=child, child_expires_at=expires_at)
 
 
 def by_kind(rows: list[Revocation]) -> dict[str, list[str]]:
@@ -445,6 +456,68 @@ class StoreConformance:
         await store.create_family(family(), token("t1", access_ttl=2 * HOUR))
         rows = await store.revoke_subject("alice", "offboarded", NOW, NOW + HOUR)
         assert "jti-t1" in by_kind(rows).get("jti", [])
+
+    # -- Exchange links (RFC 8693): children die with their parent --------------------
+
+    async def test_revoking_a_parent_jti_revokes_what_was_exchanged_from_it(
+        self, store: Store
+    ) -> None:
+        assert await store.record_exchange(link("root", "child"))
+        assert await store.record_exchange(link("child", "grandchild", parent_iat=NOW + 1))
+        assert await store.record_exchange(link("other", "unrelated"))
+        rows = await store.add_revocations([jti("root", reason="stolen")])
+        assert [(r.value, r.reason) for r in rows] == [
+            ("root", "stolen"), ("child", "stolen"), ("grandchild", "stolen")]
+        assert [r.expires_at for r in rows[1:]] == [LINK_EXPIRY] * 2
+        assert await store.revocations_since(rows[0].seq - 1, NOW) == rows
+        # Revoking a middle link cascades downwards only.
+        rows = await store.add_revocations([jti("other")])
+        assert by_kind(rows) == {"jti": ["other", "unrelated"]}
+
+    async def test_revoking_a_subject_revokes_its_exchanged_tokens(self, store: Store) -> None:
+        # Children minted after the cutoff (iat > cutoff) would escape the subject entry.
+        assert await store.record_exchange(link("root", "child", subject="alice"))
+        assert await store.record_exchange(link("b-root", "b-child", subject="bob"))
+        rows = await store.revoke_subject("alice", "offboarded", NOW + 5, NOW + DAY)
+        assert by_kind(rows) == {"subject": ["alice"], "jti": ["child"]}
+
+    async def test_revoking_a_family_revokes_what_its_tokens_were_exchanged_for(
+        self, store: Store
+    ) -> None:
+        await store.create_family(family(), token("t1"))
+        assert await store.record_exchange(link("jti-t1", "child"))
+        rows = await store.revoke_family("fam-1", "logout", NOW + 1)
+        assert by_kind(rows) == {"jti": ["jti-t1", "child"], "family": ["fam-1"]}
+
+    async def test_no_exchange_from_a_revoked_parent(self, store: Store) -> None:
+        await store.add_revocations([jti("root", expires_at=LINK_EXPIRY)])
+        assert not await store.record_exchange(link("root", "child"))
+        await store.revoke_subject("alice", "offboarded", NOW + 5, NOW + DAY)
+        assert not await store.record_exchange(link("p2", "c2", parent_iat=NOW + 5))
+        assert await store.record_exchange(link("p3", "c3", parent_iat=NOW + 6))
+        # Nothing was recorded for the refused ones: revoking their parents writes no child.
+        rows = await store.add_revocations([jti("root"), jti("p2")])
+        assert by_kind(rows) == {"jti": ["root", "p2"]}
+
+    async def test_links_racing_a_revocation_are_never_missed(
+        self, store_factory: StoreFactory
+    ) -> None:
+        one, two = await store_factory(), await store_factory()
+        for round_ in range(20):
+            parent = f"p{round_}"
+            recorded, rows = await asyncio.gather(
+                one.record_exchange(link(parent, f"c{round_}")),
+                two.add_revocations([jti(parent, expires_at=LINK_EXPIRY)]))
+            # Either the link was refused, or the revocation saw it and revoked the child.
+            assert recorded == (f"c{round_}" in by_kind(rows)["jti"]), round_
+
+    async def test_purge_drops_expired_links(self, store: Store) -> None:
+        soon = time.time() + 60
+        assert await store.record_exchange(link("root", "child", expires_at=soon))
+        assert await store.record_exchange(link("root", "kept"))
+        assert await store.purge(soon + 1) >= 1
+        rows = await store.add_revocations([jti("root", expires_at=LINK_EXPIRY)])
+        assert by_kind(rows) == {"jti": ["root", "kept"]}
 
     # -- Revoke(subject) against families created meanwhile ---------------------------
 

@@ -181,7 +181,8 @@ def test_tokend_migrate_failure_hides_the_password(
 # The runtime grants docs/operations.md gives, for a role that does not own the schema.
 RUNTIME_GRANTS = """
 GRANT USAGE ON SCHEMA public TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON revocations, refresh_families, refresh_tokens TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON revocations, refresh_families, refresh_tokens,
+  exchanges TO {role};
 GRANT SELECT ON schema_version TO {role};
 GRANT USAGE, SELECT ON SEQUENCE revocation_seq TO {role};
 """
@@ -194,8 +195,9 @@ async def test_a_runtime_role_with_the_documented_grants_suffices(
     role = "rt_" + postgres_database.rsplit("/", 1)[1]  # roles are cluster-wide
     async with await psycopg.AsyncConnection.connect(postgres_database, autocommit=True) as c:
         await c.execute(f"CREATE ROLE {role} LOGIN")
-        for statement in RUNTIME_GRANTS.format(role=role).strip().splitlines():
-            await c.execute(statement)
+        for statement in RUNTIME_GRANTS.format(role=role).split(";"):
+            if statement.strip():
+                await c.execute(statement)
     url = make_conninfo(postgres_database, user=role)
     for migrate in (True, False):  # a current schema needs no CREATE privilege either way
         store = PostgresStore(url, migrate=migrate)

@@ -13,7 +13,8 @@ the TOKEND_ERRORS_* variables `error_servers` yields:
   TOKEND_ERRORS_CERT_<CALLER> / TOKEND_ERRORS_KEY_<CALLER>: ``main`` (allowed), ``limited``
   (rate limit burst 1), ``stranger`` (not in the policy) and ``unusable`` (two URI SANs).
 * TOKEND_ERRORS_VARS: a JSON object of values a request names as ``${name}``
-  (``degraded_token``: an access token the degraded server issued before its cut).
+  (``degraded_token``: an access token the degraded server issued before its cut;
+  ``main_token``: one the main server issued to the main caller, for errors-api).
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ LIMITED_PER_SECOND = 0.05
 POLICY = f"""
 callers:
   - identity: "spiffe://tokend.test/errors"
-    rpcs: [Issue, Refresh, Revoke]
+    rpcs: [Issue, Refresh, Revoke, Exchange]
     issue: {{audiences: ["errors-*"], scopes: ["*"], claims: ["*"]}}
+    exchange: {{from_audiences: ["errors-*"], audiences: ["errors-*"], scopes: ["*"]}}
   - identity: "spiffe://tokend.test/limited"
     rpcs: [Issue, Refresh, Revoke]
     rate_limit: {{per_second: {LIMITED_PER_SECOND}, burst: 1}}
@@ -98,6 +100,10 @@ def error_servers(bao: BaoDevServer, postgres_url: str, directory: Path
         main = stack.enter_context(RunningTokend(make_settings(
             bao.addr, bao.token, directory / "main", vault={"key_name": "errors"},
             streams={"max_per_caller": 1, "max_total": 10}, **common)))
+        with channel(main.grpc_addr, ca.cert_file, callers["main"]) as chan:
+            main_token = tokend_pb2_grpc.TokenServiceStub(chan).Issue(
+                pb.IssueRequest(subject="exchanged", audience=[AUDIENCE]), timeout=10
+            ).access_token
         degraded_addr, degraded_token = stack.enter_context(
             _degraded(bao, postgres_url, directory / "degraded", ca, callers["main"], common))
         starting_addr = stack.enter_context(_starting(directory / "starting", common))
@@ -108,7 +114,8 @@ def error_servers(bao: BaoDevServer, postgres_url: str, directory: Path
             "TOKEND_ERRORS_ADDR_DEGRADED": degraded_addr,
             "TOKEND_ERRORS_ADDR_STARTING": starting_addr,
             "TOKEND_ERRORS_AUDIENCE": AUDIENCE,
-            "TOKEND_ERRORS_VARS": json.dumps({"degraded_token": degraded_token}),
+            "TOKEND_ERRORS_VARS": json.dumps({"degraded_token": degraded_token,
+                                              "main_token": main_token}),
         }
         for name, issued in callers.items():
             env[f"TOKEND_ERRORS_CERT_{name.upper()}"] = str(issued.cert_file)

@@ -13,6 +13,7 @@ details), cryptography and the standard library.
 
 from .aio import AsyncTokenClient
 from .client import TokenClient
+from .delegation import MAX_ACT_DEPTH, actors
 from .errors import InvalidToken, Reason
 from .jose import JwkSet, PublicKey, verify_compact
 from .keysource import JwksUrlSource, KeySource, KeySourceError, ServerKeySource
@@ -30,6 +31,7 @@ from .rpc_errors import (
 from .verifier import LocalVerifier
 
 __all__ = [
+    "MAX_ACT_DEPTH",
     "AsyncTokenClient",
     "FieldViolation",
     "InvalidArgumentError",
@@ -53,5 +55,6 @@ __all__ = [
     "UnavailableError",
     "VerifyResult",
     "Watch",
+    "actors",
     "verify_compact",
 ]

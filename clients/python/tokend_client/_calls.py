@@ -26,6 +26,7 @@ __all__ = [
     "SERVICE_CONFIG",
     "check_retries",
     "check_timeout",
+    "exchange_request",
     "issue_request",
     "issued_token",
     "refresh_request",
@@ -160,13 +161,21 @@ def certificate_binding(bind_to: BindTo) -> pb.CertificateBinding | None:
     raise TypeError("bind_to_certificate is True, DER bytes or a cryptography x509.Certificate")
 
 
+_DELEGATION = {"any": pb.DELEGATION_UNSPECIFIED, "required": pb.DELEGATION_REQUIRED,
+               "refused": pb.DELEGATION_REFUSED}
+
+
 def verify_request(token: str, audience: str,
                    required_scopes: str | Iterable[str], *,
                    presenter_certificate: bytes | x509.Certificate | None = None,
-                   presenter_x5t_s256: str | None = None) -> pb.VerifyRequest:
+                   presenter_x5t_s256: str | None = None,
+                   delegation: str = "any") -> pb.VerifyRequest:
     """The VerifyRequest for :meth:`TokenClient.verify`."""
+    if delegation not in _DELEGATION:
+        raise ValueError("delegation must be one of 'any', 'required', 'refused'")
     request = pb.VerifyRequest(token=token, audience=audience,
-                               required_scopes=_scopes(required_scopes, "required_scopes"))
+                               required_scopes=_scopes(required_scopes, "required_scopes"),
+                               delegation=_DELEGATION[delegation])
     if presenter_certificate is not None and presenter_x5t_s256 is not None:
         raise ValueError("give presenter_certificate or presenter_x5t_s256, not both")
     if isinstance(presenter_certificate, x509.Certificate):
@@ -175,6 +184,20 @@ def verify_request(token: str, audience: str,
         request.presenter_certificate_der = presenter_certificate
     elif presenter_x5t_s256 is not None:
         request.presenter_x5t_s256 = presenter_x5t_s256
+    return request
+
+
+def exchange_request(subject_token: str, audience: str | Iterable[str], *,
+                     scopes: str | Iterable[str], ttl: Ttl | None,
+                     actor_token: str | None, bind_to: BindTo = False) -> pb.ExchangeRequest:
+    """The ExchangeRequest for :meth:`TokenClient.exchange` (RFC 8693)."""
+    request = pb.ExchangeRequest(subject_token=subject_token, audience=_audiences(audience),
+                                 scopes=_scopes(scopes, "scopes"), actor_token=actor_token or "")
+    if ttl is not None:
+        request.ttl.CopyFrom(_duration(ttl))
+    binding = certificate_binding(bind_to)
+    if binding is not None:
+        request.binding.CopyFrom(binding)
     return request
 
 
@@ -218,6 +241,12 @@ def issued_token(response: pb.IssueResponse) -> IssuedToken:
     )
 
 
+def exchanged_token(response: pb.ExchangeResponse) -> IssuedToken:
+    """An ExchangeResponse as an :class:`IssuedToken` (never with a refresh token)."""
+    return IssuedToken(access_token=response.access_token,
+                       expires_at=_datetime(response.expires_at), jti=response.jti)
+
+
 def reason_from_proto(value: int) -> Reason | None:
     """``REASON_EXPIRED`` → ``Reason.EXPIRED``; None for UNSPECIFIED or a newer server's value."""
     try:
@@ -236,6 +265,7 @@ def verify_result(response: pb.VerifyResponse) -> VerifyResult:
         claims=_plain_numbers(json_format.MessageToDict(response.claims)),
         subject=response.subject,
         expires_at=_datetime(response.expires_at) if response.HasField("expires_at") else None,
+        actors=tuple(response.actors),
     )
 
 

@@ -53,13 +53,26 @@ class AsyncTokenClient(ClientBase):
     async def verify(self, token: str, audience: str, *,
                      required_scopes: str | Iterable[str] = (),
                      presenter_certificate: bytes | x509.Certificate | None = None,
-                     presenter_x5t_s256: str | None = None) -> VerifyResult:
+                     presenter_x5t_s256: str | None = None,
+                     delegation: str = "any") -> VerifyResult:
         """Verify a token on the server; see :meth:`tokend_client.TokenClient.verify`."""
         request = _calls.verify_request(token, audience, required_scopes,
                                         presenter_certificate=presenter_certificate,
-                                        presenter_x5t_s256=presenter_x5t_s256)
+                                        presenter_x5t_s256=presenter_x5t_s256,
+                                        delegation=delegation)
         response = await self._call("Verify", request)
         return _calls.verify_result(response)
+
+    async def exchange(self, subject_token: str, audience: str | Iterable[str], *,
+                       scopes: str | Iterable[str] = (), ttl: Ttl | None = None,
+                       actor_token: str | None = None,
+                       bind_to_certificate: _calls.BindTo = False) -> IssuedToken:
+        """Token exchange (RFC 8693); see :meth:`tokend_client.TokenClient.exchange`."""
+        request = _calls.exchange_request(subject_token, audience, scopes=scopes, ttl=ttl,
+                                          actor_token=actor_token,
+                                          bind_to=bind_to_certificate)
+        response = await self._call("Exchange", request)
+        return _calls.exchanged_token(response)
 
     async def refresh(self, refresh_token: str, *,
                       scopes: str | Iterable[str] = ()) -> IssuedToken:

@@ -78,18 +78,45 @@ class TokenClient(ClientBase):
     def verify(self, token: str, audience: str, *,
                required_scopes: str | Iterable[str] = (),
                presenter_certificate: bytes | x509.Certificate | None = None,
-               presenter_x5t_s256: str | None = None) -> VerifyResult:
+               presenter_x5t_s256: str | None = None,
+               delegation: str = "any") -> VerifyResult:
         """Ask tokend whether ``token`` is valid for ``audience`` and not revoked.
 
         An invalid token is a result with ``valid=False`` and a ``reason``, not an error.
         ``presenter_certificate`` (DER or ``x509.Certificate``) or ``presenter_x5t_s256``
         names the certificate the token was presented with: a certificate-bound token
         is valid only with its own (else ``Reason.CERTIFICATE_MISMATCH``).
+        ``delegation``: ``"required"`` accepts only delegated tokens (with ``act``,
+        RFC 8693 §4.1), ``"refused"`` only direct ones (else ``Reason.DELEGATION``);
+        ``"any"`` both. A delegated token's result lists its ``actors``, current first.
         """
         request = _calls.verify_request(token, audience, required_scopes,
                                         presenter_certificate=presenter_certificate,
-                                        presenter_x5t_s256=presenter_x5t_s256)
+                                        presenter_x5t_s256=presenter_x5t_s256,
+                                        delegation=delegation)
         return _calls.verify_result(self._call("Verify", request))
+
+    def exchange(self, subject_token: str, audience: str | Iterable[str], *,
+                 scopes: str | Iterable[str] = (), ttl: Ttl | None = None,
+                 actor_token: str | None = None,
+                 bind_to_certificate: _calls.BindTo = False) -> IssuedToken:
+        """Trade ``subject_token`` (a token tokend issued for this caller) for a token for
+        ``audience``, on its subject's behalf (RFC 8693 token exchange).
+
+        The new token keeps the subject, holds ``scopes`` (a subset of the subject
+        token's; default: all of them), lives at most as long as the subject token
+        (``ttl`` may shorten it) and names this caller (or the subject of
+        ``actor_token``) as the current actor in ``act``. Revoking the subject token
+        revokes it too. Refusals: InvalidArgumentError (the subject token is invalid,
+        expired, revoked or foreign; scopes widened), PermissionDeniedError (the policy).
+        ``bind_to_certificate`` as for :meth:`issue` (a binding is never inherited from
+        the subject token). Retried on UNAVAILABLE like Issue: a lost answer only leaves
+        a token unused.
+        """
+        request = _calls.exchange_request(subject_token, audience, scopes=scopes, ttl=ttl,
+                                          actor_token=actor_token,
+                                          bind_to=bind_to_certificate)
+        return _calls.exchanged_token(self._call("Exchange", request))
 
     def refresh(self, refresh_token: str, *, scopes: str | Iterable[str] = ()) -> IssuedToken:
         """Spend ``refresh_token`` for a new access and refresh token (retried safely:

@@ -36,7 +36,9 @@ class VerifyResult:
     ``valid`` is the answer. When it is False, ``reason`` says why (None if this client
     does not know the server's reason) and the other fields are empty. When it is True,
     ``claims`` holds the token's claims (whole-number values as ``int``), ``subject``
-    its ``sub`` and ``expires_at`` its ``exp`` as a UTC datetime.
+    its ``sub`` and ``expires_at`` its ``exp`` as a UTC datetime. ``actors`` is the
+    actor chain of a delegated token (RFC 8693 §4.1), the current actor first; empty
+    for a direct token.
     """
 
     valid: bool
@@ -44,3 +46,4 @@ class VerifyResult:
     claims: dict[str, Any] = field(default_factory=dict)
     subject: str | None = None
     expires_at: datetime | None = None
+    actors: tuple[str, ...] = ()

@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from .binding import Certificate, check_confirmation, presenter_thumbprint
+from .delegation import check_delegation, delegation_option
 from .errors import InvalidToken, Reason
 from .jose import (
     MAX_COMPACT_BYTES,
@@ -61,7 +62,10 @@ class LocalVerifier:
     or per call) is one audience or a collection of acceptable ones; when none is
     expected, a token that carries ``aud`` is refused (RFC 7519 §4.1.3). ``leeway``
     (0-300 s) absorbs clock skew for ``exp``/``nbf``/``iat``. ``max_lifetime`` bounds
-    ``exp - iat`` and then requires both claims.
+    ``exp - iat`` and then requires both claims. ``delegation`` (here or per call):
+    ``"any"`` accepts direct and delegated tokens (with an ``act`` claim, RFC 8693
+    §4.1), ``"required"`` only delegated ones, ``"refused"`` only direct ones (else
+    ``Reason.DELEGATION``); ``act`` itself is always checked (``tokend_client.actors``).
     """
 
     def __init__(
@@ -76,7 +80,9 @@ class LocalVerifier:
         required_typ: str = "at+jwt",
         max_token_bytes: int = 8192,
         required_claims: Collection[str] = ("exp", "iat", "iss", "sub", "aud", "jti"),
+        delegation: str = "any",
     ) -> None:
+        self._delegation = delegation_option(delegation)
         self._issuer = _non_empty_str(issuer, "issuer")
         self._audience = _audience_set(audience)
         self._algorithms = _algorithm_set(algorithms)
@@ -115,13 +121,15 @@ class LocalVerifier:
         now: float | None = None,
         audience: Audience | None = None,
         required_scopes: str | Iterable[str] = (),
+        delegation: str | None = None,
         presenter_certificate: Certificate | None = None,
         presenter_x5t_s256: str | None = None,
     ) -> dict[str, Any]:
         """Return the claims of a valid token; raise InvalidToken otherwise.
 
-        ``audience`` overrides the constructor's for this call. ``required_scopes``
-        is a collection of scope names (a string is read as space-separated names).
+        ``audience`` and ``delegation`` override the constructor's for this call.
+        ``required_scopes`` is a collection of scope names (a string is read as
+        space-separated names).
         ``presenter_certificate`` (DER bytes or a cryptography ``x509.Certificate``) or
         ``presenter_x5t_s256`` (its thumbprint) names the client certificate of the
         connection the token came on: a certificate-bound token (``cnf``, RFC 8705 §3)
@@ -134,6 +142,7 @@ class LocalVerifier:
         moment = time.time() if now is None else _timestamp(now)
         expected_audience = self._audience if audience is None else _audience_set(audience)
         scopes = _required_scopes(required_scopes)
+        chosen = self._delegation_for(delegation)
         # Size first, before any decoding: bounds the work a hostile token can cause.
         if isinstance(token, _TEXT_TYPES) and len(token) > self._max_token_bytes:
             raise InvalidToken(Reason.TOO_LARGE)
@@ -145,7 +154,7 @@ class LocalVerifier:
         if payload is None:
             payload = self._verified_payload(token, keys)
         claims = _claims_object(payload)
-        self._check_claims(claims, moment, expected_audience, scopes)
+        self._check_claims(claims, moment, expected_audience, scopes, chosen)
         if "cnf" in claims:  # RFC 8705 §3: after the claim rules (unbound: nothing to do)
             check_confirmation(claims, presenter)
         # Last: only a token that is otherwise valid is worth looking up.
@@ -160,6 +169,7 @@ class LocalVerifier:
         now: float | None = None,
         audience: Audience | None = None,
         required_scopes: str | Iterable[str] = (),
+        delegation: str | None = None,
         presenter_certificate: Certificate | None = None,
         presenter_x5t_s256: str | None = None,
     ) -> None:
@@ -175,8 +185,12 @@ class LocalVerifier:
                      else presenter_thumbprint(presenter_certificate, presenter_x5t_s256))
         moment = time.time() if now is None else _timestamp(now)
         expected_audience = self._audience if audience is None else _audience_set(audience)
-        self._check_claims(claims, moment, expected_audience, _required_scopes(required_scopes))
+        self._check_claims(claims, moment, expected_audience, _required_scopes(required_scopes),
+                           self._delegation_for(delegation))
         check_confirmation(claims, presenter)
+
+    def _delegation_for(self, delegation: str | None) -> str:
+        return self._delegation if delegation is None else delegation_option(delegation)
 
     def _verified_payload(self, token: str | bytes, keys: JwkSet) -> bytes:
         """The payload, once signature, header and ``typ`` are checked."""
@@ -227,8 +241,11 @@ class LocalVerifier:
         now: float,
         audience: frozenset[str] | None,
         scopes: tuple[str, ...],
+        delegation: str = "any",
     ) -> None:
-        if self._claims_plainly_valid(claims, now, audience, scopes):
+        # A delegated token (act) takes the rules one by one: act needs its own checks.
+        if (delegation != "required" and "act" not in claims
+                and self._claims_plainly_valid(claims, now, audience, scopes)):
             return
         # Something is unusual or wrong: each rule in turn, the first failure raises.
         _check_present(claims, self._required_claims)
@@ -238,6 +255,7 @@ class LocalVerifier:
         _check_audience(claims, audience)
         _check_identifiers(claims)
         _check_scopes(claims, scopes)
+        check_delegation(claims, delegation)  # rules A1 and A2 (delegation.py)
 
     def _claims_plainly_valid(
         self,

@@ -16,8 +16,8 @@ from tokend.api.identity import UnusableCertificate
 from tokend.api.ratelimit import RateLimiter
 from tokend.audit import AuditLog
 
-# Every RPC that writes: one bucket per caller identity, shared by the three.
-RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh", "Revoke"})
+# Every RPC that writes: one bucket per caller identity, shared by them all.
+RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh", "Revoke", "Exchange"})
 # Read-only and answered from memory: no identity is worked out for them unless the audit
 # needs one (a rejected Verify), so they cost no certificate lookup.
 IDENTITY_FREE_RPCS = frozenset({"Verify", "GetJwks"})

@@ -16,11 +16,13 @@ from tokend.api.identity import RESERVED_PREFIXES, Identity, Kind
 from tokend.config import RateLimitConfig, Seconds
 from tokend.tokens.input_rules import AccessTokenSpec
 
-Rpc = Literal["Issue", "Verify", "Refresh", "Revoke", "GetJwks"]
+Rpc = Literal["Issue", "Verify", "Refresh", "Revoke", "GetJwks", "Exchange"]
 # Reading is open to every authenticated caller; changing state needs the policy.
 OPEN_RPCS: frozenset[str] = frozenset({"Verify", "GetJwks", "WatchRevocations", "WatchJwks"})
 MAX_REMEMBERED_IDENTITIES = 4096
 MAX_PATTERN_CHARS = 2048  # a SPIFFE ID's own limit
+# The deepest `act` nesting any verifier accepts (docs/verifier-contract.md, rule A1).
+MAX_CHAIN_DEPTH = 8
 
 
 class _Strict(BaseModel):
@@ -42,6 +44,20 @@ class IssueRules(_Strict):
     bind_other_certificates: bool = False
 
 
+class ExchangeRules(_Strict):
+    """What a caller may obtain by Exchange (RFC 8693; docs/policy.md). Patterns are globs.
+
+    ``from_audiences`` are the audiences that name this caller: a subject token must
+    carry one of them, so a service only exchanges tokens that were meant for it.
+    """
+
+    from_audiences: tuple[str, ...] = Field(min_length=1)
+    audiences: tuple[str, ...] = Field(min_length=1)
+    scopes: tuple[str, ...] = ()
+    # How many actors the new token's `act` chain may hold (1: a direct hop only).
+    max_chain_depth: int = Field(1, ge=1, le=MAX_CHAIN_DEPTH)
+
+
 class CallerRule(_Strict):
     """One caller: it names exactly one kind of certificate name (docs/policy.md), so a
     string of one kind never matches an entry of another."""
@@ -53,6 +69,7 @@ class CallerRule(_Strict):
     local: str | None = Field(None, min_length=1, max_length=MAX_PATTERN_CHARS)
     rpcs: tuple[Rpc, ...] = ()
     issue: IssueRules | None = None
+    exchange: ExchangeRules | None = None
     rate_limit: RateLimitConfig | None = None
 
     @model_validator(mode="after")
@@ -83,6 +100,9 @@ class CallerRule(_Strict):
         if "Issue" in self.rpcs and self.issue is None:
             raise ValueError("a caller allowed Issue needs an `issue:` section "
                              "(audiences it may use, at least)")
+        if "Exchange" in self.rpcs and self.exchange is None:
+            raise ValueError("a caller allowed Exchange needs an `exchange:` section "
+                             "(from_audiences and audiences, at least)")
         return self
 
     @property
@@ -245,3 +265,30 @@ def _within(identity: str, what: str, values: tuple[str, ...], patterns: tuple[s
         if not any(fnmatch.fnmatchcase(value, p) for p in patterns):
             raise PolicyDenied(f"caller {identity!r} may not use {what} {value!r} "
                                "(not in its policy entry)")
+
+
+def check_exchange(rule: CallerRule | None, identity: str, *, source: tuple[str, ...],
+                   audience: tuple[str, ...], scopes: tuple[str, ...], depth: int) -> None:
+    """An Exchange within the caller's entry: the subject token names the caller (one of
+    its audiences ``source`` is in from_audiences), the new token's audiences and scopes
+    are granted, its `act` chain is no deeper than max_chain_depth. No rule: the
+    development allow-all policy (only the hard depth limit)."""
+    if rule is None:
+        if depth > MAX_CHAIN_DEPTH:
+            raise PolicyDenied(f"an actor chain may hold at most {MAX_CHAIN_DEPTH} actors")
+        return
+    rules = rule.exchange
+    if rules is None:  # cannot happen for an admitted Exchange (validated): fail closed
+        raise PolicyDenied(f"caller {identity!r} has no exchange: section")
+    # RFC 8693 §2.1 leaves to policy whose subject tokens a caller may exchange: here,
+    # only those issued for it, so a service cannot trade a token it merely saw.
+    if not any(fnmatch.fnmatchcase(a, p) for a in source for p in rules.from_audiences):
+        raise PolicyDenied(
+            f"caller {identity!r} may only exchange tokens issued for it: the subject "
+            "token's audience is none of the entry's exchange.from_audiences")
+    _within(identity, "exchange audience", audience, rules.audiences)
+    _within(identity, "exchange scope", scopes, rules.scopes)
+    if depth > rules.max_chain_depth:
+        raise PolicyDenied(
+            f"caller {identity!r} may make actor chains of at most {rules.max_chain_depth} "
+            f"(exchange.max_chain_depth); this one would hold {depth}")

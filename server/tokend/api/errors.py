@@ -88,6 +88,9 @@ REASONS: dict[str, ReasonSpec] = {
     "INVALID_FROM_SEQUENCE": ReasonSpec(Code.INVALID_ARGUMENT, False),
     "MISSING_REVOKE_TARGET": ReasonSpec(Code.INVALID_ARGUMENT, False),
     "INVALID_BINDING": ReasonSpec(Code.INVALID_ARGUMENT, False),
+    "INVALID_SUBJECT_TOKEN": ReasonSpec(Code.INVALID_ARGUMENT, False),
+    "INVALID_ACTOR_TOKEN": ReasonSpec(Code.INVALID_ARGUMENT, False),
+    "INVALID_DELEGATION": ReasonSpec(Code.INVALID_ARGUMENT, False),
     "INVALID_PRESENTER": ReasonSpec(Code.INVALID_ARGUMENT, False),
     # Who the caller is and what it may do.
     "UNUSABLE_CERTIFICATE": ReasonSpec(Code.UNAUTHENTICATED, False),
@@ -135,6 +138,10 @@ FIELD_REASONS: dict[str, str] = {
     "include_refresh_token": "INVALID_BINDING",  # only refused together with a binding
     "presenter_certificate_der": "INVALID_PRESENTER",
     "presenter_x5t_s256": "INVALID_PRESENTER",
+    # Exchange (RFC 8693) and Verify's delegation option.
+    "subject_token": "INVALID_SUBJECT_TOKEN",
+    "actor_token": "INVALID_ACTOR_TOKEN",
+    "delegation": "INVALID_DELEGATION",
 }
 
 

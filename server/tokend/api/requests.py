@@ -18,6 +18,7 @@ from tokend.config import TokenConfig
 from tokend.tokens import input_rules as rules
 from tokend.tokens import retry
 from tokend.tokens.errors import BadRequest
+from tokend.tokens.exchange import ExchangeAsk
 from tokend.tokens.input_rules import AccessTokenSpec
 from tokend.tokens.refresh import parse_refresh_token
 from tokend_client.v1 import tokend_pb2 as pb
@@ -60,9 +61,45 @@ def _confirmation(request: pb.IssueRequest, call: CallContext) -> dict[str, str]
     return binding.confirmation_for(request.binding, call)
 
 
-# token, audience, required scopes, the presenter's x5t#S256 (or None): a plain tuple,
-# as this runs on every Verify.
-VerifyQuery = tuple[str, str, tuple[str, ...], str | None]
+# token, audience, required scopes, delegation ("any", "required", "refused"), the
+# presenter's x5t#S256 (or None): a plain tuple, as this runs on every Verify.
+VerifyQuery = tuple[str, str, tuple[str, ...], str, str | None]
+
+
+def exchange_ask(request: pb.ExchangeRequest, call: CallContext, tokens: TokenConfig
+                 ) -> ExchangeAsk:
+    """An Exchange (RFC 8693); the tokens themselves are judged by the token layer, the
+    caller's policy entry after that (caller_policy.check_exchange)."""
+    subject_token = _token_field("subject_token", request.subject_token, tokens)
+    actor_token = (_token_field("actor_token", request.actor_token, tokens)
+                   if request.actor_token else None)
+    audience = rules.check_audience(request.audience, tokens.allowed_audiences)
+    call.audit["audience"] = list(audience)
+    ttl = _ttl_of(request)
+    if ttl is not None and ttl < 1:
+        raise BadRequest("ttl must be at least 1 second (leave it unset for the subject "
+                         "token's remaining life)", field="ttl")
+    scopes = rules.check_scopes(request.scopes)
+    # A bound subject or actor token (RFC 8705 §3) is presented by the caller: its own
+    # certificate must be the one the token names.
+    presenter = (binding.caller_thumbprint(call)
+                 if call.client_certificate_pem is not None else None)
+    confirmation = binding.confirmation_for(
+        request.binding if request.HasField("binding") else None, call)
+    return ExchangeAsk(subject_token=subject_token, actor_token=actor_token,
+                       audience=audience, scopes=scopes, ttl=ttl, client_id=call.client_id,
+                       presenter=presenter, confirmation=confirmation)
+
+
+def _token_field(name: str, value: str, tokens: TokenConfig) -> str:
+    try:
+        return rules.check_token(value, tokens.max_token_bytes)
+    except BadRequest as exc:
+        raise BadRequest(f"{name}: {exc}", field=name) from None
+
+
+_DELEGATION = {pb.DELEGATION_UNSPECIFIED: "any", pb.DELEGATION_REQUIRED: "required",
+               pb.DELEGATION_REFUSED: "refused"}
 
 
 def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
@@ -71,7 +108,11 @@ def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
     rules.check_verify_names(audience, scopes)
     token = rules.check_token(request.token, tokens.max_token_bytes)
     rules.check_verify_audience(audience)
-    return token, audience, rules.check_required_scopes(scopes), _presenter(request)
+    delegation = _DELEGATION.get(request.delegation)
+    if delegation is None:
+        raise BadRequest("delegation is not a known Delegation value", field="delegation")
+    return (token, audience, rules.check_required_scopes(scopes), delegation,
+            _presenter(request))
 
 
 def _presenter(request: pb.VerifyRequest) -> str | None:
@@ -143,7 +184,7 @@ def _claims_of(request: pb.IssueRequest) -> dict[str, Any]:
         raise BadRequest("custom claims cannot hold NaN or infinity", field="claims") from None
 
 
-def _ttl_of(request: pb.IssueRequest) -> float | None:
+def _ttl_of(request: pb.IssueRequest | pb.ExchangeRequest) -> float | None:
     """The requested ttl in seconds; Duration.ToTimedelta overflows on large values."""
     if not request.HasField("ttl"):
         return None

@@ -14,9 +14,11 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from tokend.tokens.exchange import ACCESS_TOKEN_TYPE
 from tokend.tokens.families import IssueResult
+from tokend.tokens.minting import MintedToken
 from tokend.tokens.verify_cache import VerifiedToken
-from tokend_client import Reason
+from tokend_client import Reason, actors
 from tokend_client.v1 import tokend_pb2 as pb
 
 
@@ -29,6 +31,14 @@ def issue_response(result: IssueResult) -> pb.IssueResponse:
     if result.refresh_token is not None and result.refresh_expires_at is not None:
         response.refresh_token = result.refresh_token
         set_timestamp(response.refresh_expires_at, result.refresh_expires_at)
+    return response
+
+
+def exchange_response(access: MintedToken) -> pb.ExchangeResponse:
+    response = pb.ExchangeResponse(
+        access_token=access.token, issued_token_type=ACCESS_TOKEN_TYPE,
+        token_type="Bearer", jti=access.jti)  # noqa: S106 (a type name)
+    set_timestamp(response.expires_at, access.expires_at)
     return response
 
 
@@ -75,6 +85,8 @@ def verify_response(claims: dict[str, Any]) -> pb.VerifyResponse:
     response = pb.VerifyResponse(valid=True, subject=claims["sub"])
     response.claims.update(claims)
     set_timestamp(response.expires_at, claims["exp"])
+    if "act" in claims:  # RFC 8693 §4.1: the current actor first
+        response.actors.extend(actors(claims))
     return response
 
 

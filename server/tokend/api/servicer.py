@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import structlog
@@ -15,20 +15,24 @@ import structlog
 from tokend import metrics
 from tokend.api import errors, requests
 from tokend.api.admission import Admission, Refused
-from tokend.api.caller_policy import check_spec, refresh_permit
+from tokend.api.caller_policy import check_exchange, check_spec, refresh_permit
 from tokend.api.calls import CallContext
 from tokend.api.decoding import MESSAGE as MALFORMED_MESSAGE
 from tokend.api.decoding import Malformed, decoder
 from tokend.api.errors import MalformedRequest, NotReady
-from tokend.api.responses import VerifyAnswers, issue_response, refused
+from tokend.api.responses import VerifyAnswers, exchange_response, issue_response, refused
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import LiveStreams
 from tokend.audit import AuditLog
 from tokend.config import Settings
 from tokend.keys.publisher import JwksPublisher
 from tokend.tokens.authority import TokenAuthority
+from tokend.tracing import RpcSpan
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = structlog.get_logger("tokend.api")
 
@@ -40,14 +44,14 @@ Method = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 # Verify and GetJwks are read-only: only rejected Verify calls are audited. A
 # WatchRevocations stream discloses revoked subjects: who followed it is recorded.
-_AUDITED = frozenset({"Issue", "Refresh", "Revoke", "WatchRevocations"})
+_AUDITED = frozenset({"Issue", "Refresh", "Revoke", "Exchange", "WatchRevocations"})
 
 
 def rpc(method: str, *, timed: bool = True
         ) -> Callable[[Handler[Req, Resp]], Method[Req, Resp]]:
     """Admits the call, hands its CallContext to the handler, answers errors with their
     status code and details (api/errors.py), records latency per method and code, writes
-    the audit.
+    the audit, and (tracing on) makes the call's span (tokend.tracing.RpcSpan).
 
     Streams pass ``timed=False``: their length is not a latency. A client closing its
     stream (cancellation) is their normal end, not an error.
@@ -63,10 +67,14 @@ def rpc(method: str, *, timed: bool = True
             started = time.perf_counter()
             if not timed:
                 standard.started()
+            # Tracing off (the default): this None check is all it costs (tokend.tracing).
+            span = None if self._tracer is None else RpcSpan(self._tracer, method, context)
             try:
                 call = self._admission.admit(method, context)
             except Refused as refusal:  # audited by admission, not timed: it never ran
                 standard.ended(refusal.code, time.perf_counter() - started)
+                if span is not None:
+                    span.end(refusal.code, None)
                 await errors.abort(context, errors.failure_for(refusal, method), method)
                 raise  # unreachable: abort raises
             code, message = grpc.StatusCode.OK, None
@@ -86,6 +94,8 @@ def rpc(method: str, *, timed: bool = True
                         time.perf_counter() - started)
                 else:
                     standard.ended(code, time.perf_counter() - started)
+                if span is not None:  # before the audit, which takes "outcome" out
+                    span.end(code, call)
                 self._audit_call(call, method, code, message)
 
         return wrapper
@@ -113,8 +123,9 @@ def add_to_server(servicer: TokenServicer, server: grpc.aio.Server) -> None:
 
 class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     def __init__(self, settings: Settings, admission: Admission, audit: AuditLog,
-                 rejections: RejectionWatch) -> None:
+                 rejections: RejectionWatch, tracer: Tracer | None = None) -> None:
         self._admission = admission
+        self._tracer = tracer  # None: tracing off
         self._wired: tuple[TokenAuthority, JwksPublisher] | None = None
         self._live: LiveStreams | None = None
         self._tokens = settings.tokens
@@ -157,6 +168,22 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
         call.audit.update(subject=spec.subject, audience=list(spec.audience),
                           jti=result.access.jti, refresh=request.include_refresh_token)
         return issue_response(result)
+
+    @rpc("Exchange")
+    async def Exchange(self, request: pb.ExchangeRequest, context: grpc.aio.ServicerContext,
+                       call: CallContext) -> pb.ExchangeResponse:
+        """RFC 8693 token exchange: tokens/exchange.py; policy: check_exchange."""
+        ask = requests.exchange_ask(request, call, self._tokens)
+        plan = self._authority.plan_exchange(ask)
+        spec = plan.spec
+        call.audit.update(subject=spec.subject, parent_jti=plan.parent_jti, actor=plan.actor,
+                          depth=plan.depth)
+        check_exchange(call.rule, call.client_id, source=plan.source, audience=spec.audience,
+                       scopes=spec.scopes, depth=plan.depth)
+        access = await self._authority.exchange(plan)
+        metrics.child(metrics.ISSUED_BY_CALLER, call.caller_label).inc()
+        call.audit["jti"] = access.jti
+        return exchange_response(access)
 
     @rpc("Verify")
     async def Verify(self, request: pb.VerifyRequest, context: grpc.aio.ServicerContext,

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import (
     REVOCATION_KINDS,
     ChangeFeed,
     ConflictError,
+    ExchangeLink,
     InvalidValue,
     NewRevocation,
     RefreshFamily,
@@ -26,10 +28,14 @@ from .base import (
     wait_for_change,
 )
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 __all__ = [
     "REVOCATION_KINDS",
     "ChangeFeed",
     "ConflictError",
+    "ExchangeLink",
     "InvalidValue",
     "NewRevocation",
     "RefreshFamily",
@@ -51,11 +57,12 @@ _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
+def open_store(url: str, *, migrate: bool = True, tracer: Tracer | None = None) -> Store:
     """Build the store named by ``url`` (not yet opened).
 
     ``migrate``: whether ``open()`` may apply schema migrations to a PostgreSQL database
     (with ``False`` it refuses a schema that is not current; see ``tokend migrate``).
+    ``tracer``: a span per store transaction inside traced RPCs (tokend.tracing).
     SQLite always migrates: one node owns its file. Error messages never repeat the URL:
     a PostgreSQL URL may carry a password.
     """
@@ -63,12 +70,13 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if scheme == "sqlite":
         from .sqlite import SqliteStore
 
-        return SqliteStore(sqlite_path_from_url(url))
+        return SqliteStore(sqlite_path_from_url(url), tracer=tracer)
     if scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+"):
         from .postgres import PostgresStore
 
         # "postgresql+driver://" (SQLAlchemy style) names a driver libpq does not know.
-        return PostgresStore("postgresql" + url[len(scheme) :], migrate=migrate)
+        return PostgresStore("postgresql" + url[len(scheme) :], migrate=migrate,
+                             tracer=tracer)
     shown = f"scheme {scheme!r}" if scheme else "a URL without a scheme"
     raise ValueError(f"unsupported store URL ({shown}); accepted: {ACCEPTED_SCHEMES}")
 

@@ -11,6 +11,12 @@ Two kinds of state live here (see docs: DESIGN.md, "State"):
 * **Refresh-token families**: opaque refresh tokens stored only as SHA-256 hashes and
   rotated on every use; presenting a spent token again revokes the whole family
   (refresh token rotation with reuse detection, RFC 9700 section 4.14.2).
+* **Exchange links** (RFC 8693): each token minted by Exchange is recorded against the
+  jti of the token it was exchanged from, with its subject and expiry. Every
+  transaction that inserts a ``jti`` revocation also revokes, in the same transaction,
+  the tokens exchanged from it (transitively), and a ``subject`` revocation revokes
+  every exchanged token of that subject: the feed then carries plain ``jti`` rows, so
+  every verifier that follows it refuses the children with no new rule.
 
 Backends (SQLite now, PostgreSQL next) must pass ``tests/store/conformance.py``.
 """
@@ -22,7 +28,12 @@ import enum
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
+
+from tokend import tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 RevocationKind = Literal["jti", "subject", "family"]
 REVOCATION_KINDS: frozenset[str] = frozenset(get_args(RevocationKind))
@@ -225,6 +236,7 @@ class StoreOps:
     revoke_family: Callable[..., Any]
     revoke_subject: Callable[..., Any]
     purge: Callable[..., Any]
+    record_exchange: Callable[..., Any]
     family_params: Callable[[RefreshFamily], Any]
     token_params: Callable[[RefreshToken], Any]
 
@@ -236,34 +248,57 @@ class OpsStore:
 
     _ops: StoreOps
     _clock: Callable[[], float]
+    #: "sqlite" or "postgresql" (OTel db.system.name).
+    _db_system: ClassVar[str] = ""
+    #: Set by the backend from its `tracer` argument; None (tracing off): no spans.
+    _tracer: Tracer | None = None
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         raise NotImplementedError
 
+    async def _run(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """`_call`, inside a span per transaction when tracing is on and a traced RPC
+        is running (background polls start no trace of their own)."""
+        tracer = self._tracer
+        span = None if tracer is None else tracing.client_span(
+            tracer, operation, {"db.system.name": self._db_system,
+                                "db.operation.name": operation}, only_in_trace=True)
+        if span is None:
+            return await self._call(fn, *args)
+        with tracing.use(span):
+            try:
+                return await self._call(fn, *args)
+            except BaseException as exc:
+                tracing.failed(span, exc)  # the type only: a message may quote a value
+                raise
+
     async def add_revocations(self, items: Sequence[NewRevocation]) -> list[Revocation]:
         if not items:
             return []
-        return await self._call(self._ops.add_revocations, list(items), self._clock())
+        return await self._run("add_revocations", self._ops.add_revocations, list(items),
+                               self._clock())
 
     async def revocations_since(
         self, seq: int, now: float, limit: int = 10_000
     ) -> list[Revocation]:
         if limit <= 0:
             raise ValueError("limit must be positive")
-        return await self._call(self._ops.revocations_since, seq, now, limit)
+        return await self._run("revocations_since", self._ops.revocations_since, seq, now,
+                               limit)
 
     async def last_seq(self) -> int:
-        return await self._call(self._ops.last_seq)
+        return await self._run("last_seq", self._ops.last_seq)
 
     async def create_family(self, family: RefreshFamily, first: RefreshToken) -> None:
         if first.family_id != family.family_id:
             raise ValueError("the first refresh token belongs to another family")
         ops = self._ops
-        await self._call(ops.create_family, ops.family_params(family), ops.token_params(first),
-                         family.subject, family.created_at, self._clock())
+        await self._run("create_family", ops.create_family, ops.family_params(family),
+                        ops.token_params(first), family.subject, family.created_at,
+                        self._clock())
 
     async def get_refresh(self, token_hash: bytes) -> tuple[RefreshFamily, RefreshToken] | None:
-        return await self._call(self._ops.get_refresh, token_hash)
+        return await self._run("get_refresh", self._ops.get_refresh, token_hash)
 
     async def rotate_refresh(self, old_hash: bytes, new: RefreshToken, now: float, *,
                              retry_key: bytes | None = None,
@@ -271,22 +306,81 @@ class OpsStore:
         if retry is not None and retry.key_hash != retry_key:
             raise ValueError("the retry record must carry this request's retry key")
         params = self._ops.token_params(new)
-        return await self._call(self._ops.rotate, old_hash, new, params, now, self._clock(),
-                                retry_key, retry)
+        return await self._run("rotate_refresh", self._ops.rotate, old_hash, new, params, now,
+                               self._clock(), retry_key, retry)
 
     async def revoke_family(self, family_id: str, reason: str, now: float) -> list[Revocation]:
-        return await self._call(self._ops.revoke_family, family_id, reason, now, self._clock())
+        return await self._run("revoke_family", self._ops.revoke_family, family_id, reason,
+                               now, self._clock())
 
     async def revoke_subject(
         self, subject: str, reason: str, now: float, expires_at: float
     ) -> list[Revocation]:
         if not subject:
             raise ValueError("subject must be non-empty")
-        return await self._call(
-            self._ops.revoke_subject, subject, reason, now, expires_at, self._clock())
+        return await self._run(
+            "revoke_subject", self._ops.revoke_subject, subject, reason, now, expires_at,
+            self._clock())
 
     async def purge(self, now: float) -> int:
-        return await self._call(self._ops.purge, now)
+        return await self._run("purge", self._ops.purge, now)
+
+    async def record_exchange(self, link: ExchangeLink) -> bool:
+        if not (link.parent_jti and link.child_jti and link.subject):
+            raise InvalidValue("an exchange link needs a parent jti, a child jti and a subject")
+        if "\x00" in link.parent_jti + link.child_jti + link.subject:
+            raise InvalidValue("an exchange link cannot hold a NUL character")
+        return await self._call(self._ops.record_exchange, link, self._clock())
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeLink:
+    """A token about to be minted by Exchange (RFC 8693), named by its jti, and the
+    token it is exchanged from."""
+
+    parent_jti: str
+    parent_iat: float  # for the subject's Revoke(subject) cutoff
+    subject: str
+    child_jti: str
+    # The last moment the child can pass verification (exp plus leeway): the expiry of
+    # the link and of the jti revocation a cascade writes for it.
+    child_expires_at: float
+
+
+class Cascade:
+    """The jti revocations of every token exchanged from ``items``, transitively.
+
+    A backend, inside the transaction that inserts ``items`` and after taking the lock
+    that serialises it with `Store.record_exchange`, asks `pending` for parents and
+    subjects to look up, and feeds the live links it finds to `found`, until `pending`
+    is empty; `items` is then what to insert. A child takes its parent's reason.
+    """
+
+    BATCH = 500  # parents (or subjects) looked up per query
+
+    def __init__(self, items: Sequence[NewRevocation]) -> None:
+        self.items = list(items)
+        self._seen = {i.value for i in items if i.kind == "jti"}
+        self._reason = {i.value: i.reason for i in items}
+        self._jtis = [i.value for i in items if i.kind == "jti"]
+        self._subjects = [i.value for i in items if i.kind == "subject"]
+
+    def pending(self) -> tuple[list[str], list[str]]:
+        """(parent jtis, subjects) to look up next; both empty when done."""
+        jtis, self._jtis = self._jtis[:self.BATCH], self._jtis[self.BATCH:]
+        subjects, self._subjects = self._subjects[:self.BATCH], self._subjects[self.BATCH:]
+        return jtis, subjects
+
+    def found(self, links: Sequence[tuple[str, str, str, float]]) -> None:
+        """Rows of (child_jti, parent_jti, subject, child_expires_at)."""
+        for child, parent, subject, expires_at in links:
+            if child in self._seen:
+                continue
+            self._seen.add(child)
+            reason = self._reason.get(parent) or self._reason.get(subject, "")
+            self._reason[child] = reason
+            self.items.append(NewRevocation("jti", child, float(expires_at), reason))
+            self._jtis.append(child)
 
 
 @runtime_checkable
@@ -349,6 +443,13 @@ class Store(Protocol):
 
     async def purge(self, now: float) -> int:
         """Delete expired revocations, refresh tokens and families; returns rows removed."""
+        ...
+
+    async def record_exchange(self, link: ExchangeLink) -> bool:
+        """Record the link before the child is minted; False (nothing recorded) when the
+        parent jti is revoked or the parent is at or before its subject's Revoke(subject)
+        cutoff. Serialised with every revocation insert, so a revocation of the parent
+        either is seen here or sees the link (and revokes the child)."""
         ...
 
 

@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import structlog
@@ -52,7 +52,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .base import (
     REUSE_REASON,
     SUBJECT_CUTOFF_REASON,
+    Cascade,
     ConflictError,
+    ExchangeLink,
     InvalidValue,
     NewRevocation,
     OpsStore,
@@ -70,6 +72,9 @@ from .base import (
     token_from_row,
     token_params,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 # Shared with SQLite so both stores encode refresh tokens and reasons identically.
 
@@ -140,6 +145,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " ADD COLUMN retry_sealed bytea, ADD COLUMN retry_until double precision",
         # A subject's Revoke(subject) cutoff, read by every family creation and rotation.
         "CREATE INDEX revocations_subject ON revocations (value) WHERE kind = 'subject'",
+    ),
+    (
+        # Tokens minted by Exchange (RFC 8693), against the token they came from: a
+        # revocation of the parent (or of the subject) revokes them (store/base.py).
+        """CREATE TABLE exchanges (
+            child_jti   text PRIMARY KEY,
+            parent_jti  text NOT NULL,
+            subject     text NOT NULL,
+            expires_at  double precision NOT NULL
+        )""",
+        "CREATE INDEX exchanges_parent ON exchanges (parent_jti)",
+        "CREATE INDEX exchanges_subject ON exchanges (subject)",
+        "CREATE INDEX exchanges_expires_at ON exchanges (expires_at)",
+        "CREATE INDEX revocations_jti ON revocations (value) WHERE kind = 'jti'",
     ),
 )
 
@@ -224,6 +243,8 @@ class PostgresStore(OpsStore):
     `StoreError` after about that long while the database is unreachable.
     """
 
+    _db_system = "postgresql"
+
     def __init__(
         self,
         url: str,
@@ -233,6 +254,7 @@ class PostgresStore(OpsStore):
         migrate: bool = True,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
@@ -247,6 +269,7 @@ class PostgresStore(OpsStore):
         # Each call as a whole: the pool wait plus the statements, with room to spare.
         self._call_timeout = timeout + 15.0
         self._clock = clock
+        self._tracer = tracer  # a span per transaction within a traced RPC (OpsStore._run)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -515,6 +538,8 @@ async def _insert_revocations(
     rollback), so no other writer takes a sequence value while this one is in flight.
     """
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
+    # After the lock, which _record_exchange takes too: every committed link is seen.
+    items = await _cascade(conn, items, created_at)
     params = [(i.kind, i.value, i.not_before, i.expires_at, i.reason, created_at) for i in items]
     seqs: list[int] = []
     async with conn.cursor() as cur:
@@ -531,6 +556,43 @@ async def _insert_revocations(
         Revocation(seq, i.kind, i.value, i.not_before, i.expires_at, i.reason, created_at)
         for seq, i in zip(seqs, items, strict=True)
     ]
+
+
+_SELECT_LINKS = (
+    "SELECT child_jti, parent_jti, subject, expires_at FROM exchanges"
+    " WHERE (parent_jti = ANY(%s) OR subject = ANY(%s)) AND expires_at > %s"
+)
+
+
+async def _cascade(conn: Conn, items: Sequence[NewRevocation], now: float
+                   ) -> list[NewRevocation]:
+    cascade = Cascade(items)
+    while True:
+        jtis, subjects = cascade.pending()
+        if not jtis and not subjects:
+            return cascade.items
+        rows = await (await conn.execute(_SELECT_LINKS, (jtis, subjects, now))).fetchall()
+        cascade.found(rows)
+
+
+async def _record_exchange(conn: Conn, link: ExchangeLink, now: float) -> bool:
+    async with conn.transaction():
+        # FEED_LOCK, which every revocation insert holds until it commits: a revocation
+        # of the parent that commits first is seen below; one that commits later finds
+        # the link (its cascade runs under the same lock). No row lock is taken here, so
+        # the lock order stays acyclic.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
+        revoked = await _fetch_one(
+            conn, "SELECT 1 FROM revocations WHERE kind = 'jti' AND value = %s"
+            " AND expires_at > %s", (link.parent_jti, now))
+        cutoff = await _subject_cutoff(conn, link.subject)
+        if revoked is not None or (cutoff is not None and link.parent_iat <= cutoff):
+            return False
+        await conn.execute(
+            "INSERT INTO exchanges (child_jti, parent_jti, subject, expires_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (link.child_jti, link.parent_jti, link.subject, link.child_expires_at))
+        return True
 
 
 async def _add_revocations(
@@ -721,6 +783,8 @@ async def _purge(conn: Conn, now: float) -> int:
     await conn.execute(
         "UPDATE refresh_tokens SET retry_key = NULL, retry_sealed = NULL, retry_until = NULL"
         " WHERE retry_until <= %s", (now,))
+    cur = await conn.execute("DELETE FROM exchanges WHERE expires_at <= %s", (now,))
+    removed += cur.rowcount
     cur = await conn.execute(
         "DELETE FROM refresh_families f WHERE f.expires_at <= %s AND NOT EXISTS"
         " (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.family_id)",
@@ -739,6 +803,7 @@ PostgresStore._ops = StoreOps(
     revoke_family=_revoke_family,
     revoke_subject=_revoke_subject,
     purge=_purge,
+    record_exchange=_record_exchange,
     family_params=_family_params,
     token_params=token_params,
 )

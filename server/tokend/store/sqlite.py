@@ -20,12 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import (
     REUSE_REASON,
     SUBJECT_CUTOFF_REASON,
+    Cascade,
     ConflictError,
+    ExchangeLink,
     NewRevocation,
     OpsStore,
     RefreshFamily,
@@ -42,6 +44,9 @@ from .base import (
     token_from_row,
     token_params,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 T = TypeVar("T")
 
@@ -94,6 +99,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # A subject's Revoke(subject) cutoff, read by every family creation and rotation.
         "CREATE INDEX revocations_subject ON revocations (value) WHERE kind = 'subject'",
     ),
+    (
+        # Tokens minted by Exchange (RFC 8693), against the token they came from: a
+        # revocation of the parent (or of the subject) revokes them (store/base.py).
+        """CREATE TABLE exchanges (
+            child_jti   TEXT PRIMARY KEY NOT NULL,
+            parent_jti  TEXT NOT NULL,
+            subject     TEXT NOT NULL,
+            expires_at  REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX exchanges_parent ON exchanges (parent_jti)",
+        "CREATE INDEX exchanges_subject ON exchanges (subject)",
+        "CREATE INDEX exchanges_expires_at ON exchanges (expires_at)",
+        "CREATE INDEX revocations_jti ON revocations (value) WHERE kind = 'jti'",
+    ),
 )
 
 
@@ -128,12 +147,15 @@ _SELECT_LIVE_FAMILIES_OF_SUBJECT = (
 class SqliteStore(OpsStore):
     """`Store` on one SQLite file. Call `open()` before use and `close()` at shutdown."""
 
+    _db_system = "sqlite"
+
     def __init__(
         self,
         path: str | Path,
         *,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
     ) -> None:
         text = str(path)
         if not text or text == ":memory:" or text.startswith("file:"):
@@ -143,6 +165,7 @@ class SqliteStore(OpsStore):
         self._path = Path(path)
         self._busy_timeout = busy_timeout
         self._clock = clock
+        self._tracer = tracer  # a span per transaction within a traced RPC (OpsStore._run)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # used only in the worker thread
 
@@ -328,8 +351,11 @@ def _json(value: Any) -> str:
 def _insert_revocations(
     conn: sqlite3.Connection, items: Sequence[NewRevocation], created_at: float
 ) -> list[Revocation]:
+    """Insert ``items`` and the revocations of what was exchanged from them (the caller
+    holds the write transaction: SQLite's one writer serialises it with
+    _record_exchange_sync)."""
     out: list[Revocation] = []
-    for item in items:
+    for item in _cascade(conn, items, created_at):
         cur = conn.execute(
             "INSERT INTO revocations (kind, value, not_before, expires_at, reason, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -348,6 +374,41 @@ def _insert_revocations(
             )
         )
     return out
+
+
+def _cascade(conn: sqlite3.Connection, items: Sequence[NewRevocation], now: float
+             ) -> list[NewRevocation]:
+    cascade = Cascade(items)
+    while True:
+        jtis, subjects = cascade.pending()
+        if not jtis and not subjects:
+            return cascade.items
+        links = []
+        if jtis:
+            marks = ",".join("?" * len(jtis))
+            links += conn.execute(
+                "SELECT child_jti, parent_jti, subject, expires_at FROM exchanges"  # noqa: S608
+                f" WHERE parent_jti IN ({marks}) AND expires_at > ?", (*jtis, now)).fetchall()
+        if subjects:
+            marks = ",".join("?" * len(subjects))
+            links += conn.execute(
+                "SELECT child_jti, parent_jti, subject, expires_at FROM exchanges"  # noqa: S608
+                f" WHERE subject IN ({marks}) AND expires_at > ?", (*subjects, now)).fetchall()
+        cascade.found(links)
+
+
+def _record_exchange_sync(conn: sqlite3.Connection, link: ExchangeLink, now: float) -> bool:
+    with _write(conn):  # serialised with every revocation insert by SQLite's one writer
+        revoked = conn.execute(
+            "SELECT 1 FROM revocations WHERE kind = 'jti' AND value = ? AND expires_at > ?",
+            (link.parent_jti, now)).fetchone()
+        cutoff = _subject_cutoff(conn, link.subject)
+        if revoked is not None or (cutoff is not None and link.parent_iat <= cutoff):
+            return False
+        conn.execute("INSERT INTO exchanges (child_jti, parent_jti, subject, expires_at)"
+                     " VALUES (?, ?, ?, ?)",
+                     (link.child_jti, link.parent_jti, link.subject, link.child_expires_at))
+        return True
 
 
 def _add_revocations_sync(
@@ -536,6 +597,8 @@ def _purge_sync(conn: sqlite3.Connection, now: float) -> int:
             "UPDATE refresh_tokens SET retry_key = NULL, retry_sealed = NULL,"
             " retry_until = NULL WHERE retry_until <= ?", (now,))
         removed += conn.execute(
+            "DELETE FROM exchanges WHERE expires_at <= ?", (now,)).rowcount
+        removed += conn.execute(
             "DELETE FROM refresh_families WHERE expires_at <= ? AND NOT EXISTS"
             " (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_families.family_id)",
             (now,),
@@ -553,6 +616,7 @@ SqliteStore._ops = StoreOps(
     revoke_family=_revoke_family_sync,
     revoke_subject=_revoke_subject_sync,
     purge=_purge_sync,
+    record_exchange=_record_exchange_sync,
     family_params=_family_params,
     token_params=token_params,
 )

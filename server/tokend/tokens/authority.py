@@ -25,13 +25,15 @@ from tokend.store import (
 )
 from tokend.tokens.denylist import Denylist
 from tokend.tokens.errors import BadRequest, RevocationsStale
+from tokend.tokens.exchange import ExchangeAsk, ExchangePlan, Exchanger
 from tokend.tokens.families import IssueResult, Permit, RefreshFamilies
 from tokend.tokens.input_rules import AccessTokenSpec
-from tokend.tokens.minting import TokenMinter
+from tokend.tokens.minting import MintedToken, TokenMinter
 from tokend.tokens.refresh import hash_refresh_token
 from tokend.tokens.verify_cache import VERIFIED_CACHE_ENTRIES, VerifiedToken, VerifiedTokens
 from tokend_client import InvalidToken, LocalVerifier, Reason, verify_compact
 from tokend_client.binding import check_confirmation
+from tokend_client.delegation import check_delegation
 from tokend_client.jose import strict_json_loads
 
 log = structlog.get_logger("tokend.tokens")
@@ -40,7 +42,7 @@ log = structlog.get_logger("tokend.tokens")
 _AFTER_SIGNATURE = frozenset({
     Reason.WRONG_TYPE, Reason.MISSING_CLAIM, Reason.EXPIRED, Reason.NOT_YET_VALID,
     Reason.ISSUED_IN_FUTURE, Reason.LIFETIME_TOO_LONG, Reason.WRONG_AUDIENCE,
-    Reason.WRONG_ISSUER, Reason.MISSING_SCOPE, Reason.CERTIFICATE_MISMATCH,
+    Reason.WRONG_ISSUER, Reason.MISSING_SCOPE, Reason.CERTIFICATE_MISMATCH, Reason.DELEGATION,
 })
 
 
@@ -78,6 +80,8 @@ class TokenAuthority:
         self.verified = VerifiedTokens(verified_cache)
         self.families = RefreshFamilies(minter=minter, store=store, denylist=denylist,
                                         config=config, audit=audit, apply=self._apply)
+        self.exchanges = Exchanger(check=self.presented, minter=minter, store=store,
+                                   leeway=config.leeway)
 
     # -- Issue -------------------------------------------------------------------------
 
@@ -98,15 +102,47 @@ class TokenAuthority:
         return await self.families.refresh(refresh_token, requested, client_id=client_id,
                                            permit=permit, idempotency_key=idempotency_key)
 
+    # -- Exchange (RFC 8693; tokens/exchange.py) ---------------------------------------
+
+    def plan_exchange(self, ask: ExchangeAsk) -> ExchangePlan:
+        """The subject (and actor) token verified; the caller's policy is applied to the
+        plan (api/caller_policy.check_exchange) before `exchange` mints it."""
+        return self.exchanges.plan(ask)
+
+    async def exchange(self, plan: ExchangePlan) -> MintedToken:
+        access = await self.exchanges.mint(plan)
+        metrics.child(metrics.ISSUED, "exchange").inc()
+        return access
+
+    def presented(self, token: str, now: float, presenter: str | None) -> dict[str, Any]:
+        """A token handed to Exchange: issued by this tokend (else BadRequest), and
+        verified in full, whatever its audience (the caller's policy judges that), bound
+        (if it is) to ``presenter``, the caller's certificate, and not revoked (else
+        InvalidToken)."""
+        claims = self._claims_of_own_token(token)
+        aud = claims.get("aud")
+        names = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else None
+        if not names or not all(isinstance(n, str) and n for n in names):
+            names = ["\x00"]  # matches no aud: the verifier names what is wrong with it
+        claims = self._verifier.verify(token, now=now, audience=names,
+                                       presenter_x5t_s256=presenter)
+        if self._denylist.is_revoked(claims["jti"], claims["sub"], claims["iat"], now):
+            raise InvalidToken(Reason.REVOKED)
+        self._check_fresh_revocations()
+        return claims
+
     # -- Verify ------------------------------------------------------------------------
 
     def verify(self, token: str, audience: str, required_scopes: Sequence[str],
-               presenter: str | None = None) -> Verdict:
-        """``presenter``: the x5t#S256 of the certificate presenting the token, or None."""
+               delegation: str = "any", presenter: str | None = None) -> Verdict:
+        """``delegation``: "any", "required" or "refused" (rule A2); ``presenter``: the
+        x5t#S256 of the certificate presenting the token, or None."""
         scopes = tuple(required_scopes)
         now = time.time()
         try:
-            verified = self._verified(token, audience, scopes, now, presenter)
+            verified = self._verified(token, audience, scopes, now, presenter, delegation)
+            if delegation != "any":  # rule A2, after the claim rules, before cnf
+                check_delegation(verified.claims, delegation)
         except InvalidToken as exc:
             claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
             return self._counted(Verdict(False, exc.reason, claims))
@@ -124,7 +160,7 @@ class TokenAuthority:
         return self._counted(Verdict(True, None, claims, verified))
 
     def _verified(self, token: str, audience: str, scopes: tuple[str, ...], now: float,
-                  presenter: str | None) -> VerifiedToken:
+                  presenter: str | None, delegation: str = "any") -> VerifiedToken:
         """`LocalVerifier.verify`, remembering tokens that passed: for a token seen
         before only the claim rules run again (time, audience, scopes), and not even
         those for a caller they already held for (`VerifiedToken`)."""
@@ -133,7 +169,8 @@ class TokenAuthority:
         if known is None:
             claims = self._verifier.verify(token, now=now, audience=audience,
                                            required_scopes=scopes,
-                                           presenter_x5t_s256=presenter)
+                                           presenter_x5t_s256=presenter,
+                                           delegation=delegation)
             # Until the verifier itself would call it expired (exp + leeway).
             known = self.verified.put(token, claims, keys, now,
                                       claims["exp"] + self._config.leeway)
@@ -142,7 +179,8 @@ class TokenAuthority:
         else:
             self._verifier.check_claims(known.claims, now=now, audience=audience,
                                         required_scopes=scopes,
-                                        presenter_x5t_s256=presenter)
+                                        presenter_x5t_s256=presenter,
+                                        delegation=delegation)
         known.accept(audience, scopes, now)
         return known
 

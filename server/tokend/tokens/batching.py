@@ -32,11 +32,15 @@ import asyncio
 import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from tokend import metrics
+from tokend import metrics, tracing
 from tokend.keys.keyring import PROBE, Keyring, SigningKey
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.errors import SigningUnavailable
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 # Transit signs 100 inputs per call ~20x faster than 100 calls; beyond a few dozen the
 # per-item work dominates and a larger batch only makes its members wait longer. Few
@@ -53,6 +57,8 @@ class _Pending:
 
     inputs: list[bytes] = field(default_factory=list)
     futures: list[asyncio.Future[bytes]] = field(default_factory=list)
+    # The callers' RPC spans, only while tracing is on (else stays empty).
+    spans: list[Any] = field(default_factory=list)
 
 
 class SignBatcher:
@@ -73,12 +79,14 @@ class SignBatcher:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         circuit: SigningCircuit | None = None,
         give_up_after: float | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1 or not 0 <= max_wait <= 1:
             raise ValueError("max_batch and max_in_flight must be >= 1, max_wait 0-1 s")
         if give_up_after is not None and give_up_after <= 0:
             raise ValueError("give_up_after must be > 0")
         self._circuit = circuit
+        self._tracer = tracer  # None: tracing off; else a span per batch (tokend.tracing)
         self._give_up_after = give_up_after
         self._probe_timer: asyncio.TimerHandle | None = None
         self._probing = False
@@ -106,6 +114,8 @@ class SignBatcher:
         pending = self._pending.setdefault(key, _Pending())
         pending.inputs.append(signing_input)
         pending.futures.append(future)
+        if self._tracer is not None:
+            pending.spans.append(tracing.member_span())
         if len(pending.inputs) >= self._max_batch and self._in_flight < self._max_in_flight:
             self._send(key, loop)
         else:
@@ -149,11 +159,12 @@ class SignBatcher:
         self._dispatch(loop)
 
     def _send(self, key: SigningKey, loop: asyncio.AbstractEventLoop) -> None:
-        inputs, futures = _waiting(self._pending.pop(key))
+        waiting = _waiting(self._pending.pop(key))
+        inputs, futures, spans = waiting.inputs, waiting.futures, waiting.spans
         size = self._max_batch
         if len(inputs) > size:  # the rest waits for the next batch
-            self._pending[key] = _Pending(inputs[size:], futures[size:])
-            inputs, futures = inputs[:size], futures[:size]
+            self._pending[key] = _Pending(inputs[size:], futures[size:], spans[size:])
+            inputs, futures, spans = inputs[:size], futures[:size], spans[:size]
         if not inputs:  # every caller of this batch has gone: nothing to send
             return
         self._in_flight += 1
@@ -163,15 +174,24 @@ class SignBatcher:
         if self._timer is not None:  # set for an earlier departure; _dispatch sets anew
             self._timer.cancel()
             self._timer = None
-        job = self._start(key, inputs, loop)
+        job = self._start(key, inputs, loop, spans)
         started = self._last_sent
         job.add_done_callback(lambda done: self._done(done, futures, loop, started))
 
-    def _start(self, key: SigningKey, inputs: list[bytes], loop: asyncio.AbstractEventLoop
-               ) -> asyncio.Future[list[bytes | Exception]]:
+    def _start(self, key: SigningKey, inputs: list[bytes], loop: asyncio.AbstractEventLoop,
+               spans: list[Any] | None = None) -> asyncio.Future[list[bytes | Exception]]:
         metrics.SIGN_INPUTS.inc(len(inputs))
         batch = self._keyring.sign_batch(key, inputs, executor=self._executor)
-        return asyncio.ensure_future(batch, loop=loop)
+        if self._tracer is None or not spans:  # tracing off, or the circuit's probe
+            return asyncio.ensure_future(batch, loop=loop)
+        span, token = tracing.start_batch_span(self._tracer, spans, size=len(inputs),
+                                               kid=key.kid)
+        try:  # the task copies the current context: the Vault call nests in the batch
+            job = asyncio.ensure_future(batch, loop=loop)
+        finally:
+            tracing.detach(token)
+        job.add_done_callback(lambda done: _end_span(span, done))
+        return job
 
     def _done(self, job: asyncio.Future[list[bytes | Exception]],
               futures: list[asyncio.Future[bytes]], loop: asyncio.AbstractEventLoop,
@@ -249,18 +269,29 @@ class SignBatcher:
             self._schedule_probe(loop)
 
 
-def _waiting(pending: _Pending) -> tuple[list[bytes], list[asyncio.Future[bytes]]]:
+def _waiting(pending: _Pending) -> _Pending:
     """The inputs whose callers still wait: one that was cancelled (the client went away
     or its deadline passed) or gave up is never sent to the key custody."""
-    inputs: list[bytes] = []
-    futures: list[asyncio.Future[bytes]] = []
-    for data, future in zip(pending.inputs, pending.futures, strict=True):
+    kept = _Pending()
+    spans = pending.spans
+    for index, (data, future) in enumerate(zip(pending.inputs, pending.futures, strict=True)):
         if not future.done():
-            inputs.append(data)
-            futures.append(future)
+            kept.inputs.append(data)
+            kept.futures.append(future)
+            if spans:
+                kept.spans.append(spans[index])
         elif future.cancelled():
             metrics.child(metrics.SIGN_SHED, "cancelled").inc()
-    return inputs, futures
+    return kept
+
+
+def _end_span(span: Any, job: asyncio.Future[list[bytes | Exception]]) -> None:
+    if job.cancelled():
+        tracing.end_batch_span(span, asyncio.CancelledError(), 0)
+        return
+    error = job.exception()
+    failed = 0 if error is not None else sum(isinstance(r, BaseException) for r in job.result())
+    tracing.end_batch_span(span, error, failed)
 
 
 def _give_up(future: asyncio.Future[bytes], after: float) -> None:

@@ -110,9 +110,11 @@ class TokenMinter:
         self._issuer = issuer
         self._batcher = batcher or SignBatcher(keyring, executor)
 
-    async def mint(self, spec: AccessTokenSpec, now: float | None = None) -> MintedToken:
+    async def mint(self, spec: AccessTokenSpec, now: float | None = None,
+                   jti: str | None = None) -> MintedToken:
+        """``jti``: one chosen before minting (Exchange records it first); else a new one."""
         issued_at = int(time.time() if now is None else now)
-        jti = new_jti()
+        jti = jti or new_jti()
         key = self._keyring.active()
         payload = json_segment(build_claims(spec, self._issuer, jti, issued_at))
         signing_input = f"{encode_header(key)}.{payload}"  # RFC 7515 §5.1 step 5

@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hvac.exceptions
 import requests
@@ -36,6 +36,9 @@ from tokend import metrics
 from tokend.config import VaultConfig
 from tokend.vault.client import VaultError, call_vault, make_vault_client, vault_detail
 from tokend.vault.transport import VaultTransport
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = structlog.get_logger("tokend.vault")
 
@@ -106,7 +109,8 @@ class VaultSession:
     """Logs in to Vault and keeps the token of `client` (and `transport`) valid for the
     life of the process."""
 
-    def __init__(self, config: VaultConfig, *, max_backoff: float | None = None) -> None:
+    def __init__(self, config: VaultConfig, *, max_backoff: float | None = None,
+                 tracer: Tracer | None = None) -> None:
         """Build the client and the transport (TLS, namespace, timeout from `config`);
         does not contact Vault.
 
@@ -141,7 +145,8 @@ class VaultSession:
         self._last_check = -math.inf
         self.client.session.hooks["response"].append(self._on_response)
         # The same settings and, read per call, the same token as `client`.
-        self.transport = VaultTransport(config, self._token, on_refused=self._on_refused)
+        self.transport = VaultTransport(config, self._token, on_refused=self._on_refused,
+                                        tracer=tracer)
 
     # -- status ---------------------------------------------------------------------
 

@@ -15,10 +15,12 @@ import ssl
 import urllib.request
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from tokend import tracing
 from tokend.config import VaultConfig
 from tokend.vault.client import (
     TlsFiles,
@@ -29,6 +31,9 @@ from tokend.vault.client import (
     unreachable,
     unusable_files,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
 
 #: Told (HTTP status, Vault path) of every error answer: the session listens for 403s.
 OnRefused = Callable[[int, str], None]
@@ -47,7 +52,7 @@ class VaultTransport:
     """
 
     def __init__(self, config: VaultConfig, token: Callable[[], str | None], *,
-                 on_refused: OnRefused | None = None) -> None:
+                 on_refused: OnRefused | None = None, tracer: Tracer | None = None) -> None:
         self._addr = config.addr
         self._url = config.addr.rstrip("/")
         self._namespace = config.namespace or None
@@ -57,17 +62,39 @@ class VaultTransport:
         self._ssl: ssl.SSLContext | bool | None = None  # built on first use
         self._session: aiohttp.ClientSession | None = None
         self.on_refused = on_refused
+        self._tracer = tracer  # None: tracing off; else a CLIENT span per POST
+        where = urlsplit(self._url)
+        self._server = {"server.address": where.hostname or "", "server.port":
+                        where.port or (443 if where.scheme == "https" else 80)}
         # requests (hvac) follows HTTP(S)_PROXY; this transport does not (trust_env off).
         self.usable = not urllib.request.getproxies()
 
     async def post(self, path: str, body: dict[str, Any], verb: str) -> Any:
         """POST `body` to /v1/`path`; the JSON answer, or a VaultError naming `path`."""
+        if self._tracer is None:
+            return await self._post(path, body, verb, None)
+        # HTTP client semantic conventions; never the body, the token header or the answer.
+        span = tracing.client_span(self._tracer, "POST", {
+            "http.request.method": "POST", "url.path": f"/v1/{path}", **self._server,
+            "tokend.vault.operation": verb})
+        assert span is not None
+        with tracing.use(span):
+            try:
+                return await self._post(path, body, verb, span)
+            except BaseException as exc:
+                tracing.failed(span, exc)
+                raise
+
+    async def _post(self, path: str, body: dict[str, Any], verb: str, span: Span | None
+                    ) -> Any:
         context = self._context(verb, path)
         try:
             async with self._open().post(f"{self._url}/v1/{path}", data=json.dumps(body),
                                          headers=self._headers(), ssl=context,
                                          timeout=self._timeout) as response:
                 status, text = response.status, await response.text()
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
         except aiohttp.ClientSSLError as exc:
             raise unreachable(self._addr, verb, path, net_reason(str(exc), "TLS error"),
                               tls=True) from exc
