@@ -117,7 +117,8 @@ def test_refresh_and_revoke_exit_codes(server: RunningTokend, tmp_path: Path) ->
     assert first.returncode == 0 and '"access_token": "ey' in first.stdout
     spent = cli("token", "refresh", values["REFRESH_TOKEN"], "--addr", server.grpc_addr,
                 cwd=tmp_path)
-    assert spent.returncode == 1 and "UNAUTHENTICATED" in one_line_error(spent)
+    assert spent.returncode == 1
+    assert "UNAUTHENTICATED (REFRESH_TOKEN_REUSED)" in one_line_error(spent)  # docs/errors.md
     assert values["REFRESH_TOKEN"] not in spent.stderr  # never echo a secret
 
     revoked = cli("token", "revoke", "--token", values["ACCESS_TOKEN"], "--addr",
@@ -190,7 +191,8 @@ def test_mutual_tls_flags_and_variables(bao: BaoDevServer, tmp_path: Path) -> No
 
         denied = cli("token", "issue", "--sub", "frank", "--aud", "billing", cwd=tmp_path,
                      env=clean_env(**env))
-        assert denied.returncode == 4 and "PERMISSION_DENIED" in one_line_error(denied)
+        assert denied.returncode == 4
+        assert "PERMISSION_DENIED (POLICY_DENIED)" in one_line_error(denied)
 
         plaintext = cli("token", "issue", *request, "--timeout", "3", cwd=tmp_path,
                         env=clean_env(TOKEND_ADDR=env["TOKEND_ADDR"]))
