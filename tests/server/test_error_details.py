@@ -265,3 +265,14 @@ def test_signing_retry_delay_is_the_next_probe() -> None:
     assert failure.reason == "SIGNING_UNAVAILABLE" and failure.retry_after == pytest.approx(6.0)
     circuit.probing()  # the probe is out: one more interval at most
     assert circuit.retry_after() == 10.0
+
+
+def test_the_audit_line_names_the_reason(env: dict[str, str]) -> None:
+    """An error's audit line carries its reason (error_reason), as its span does."""
+    with _channel(env, "main", "main") as chan, pytest.raises(grpc.RpcError):
+        tokend_pb2_grpc.TokenServiceStub(chan).Issue(
+            pb.IssueRequest(subject="audited-error", audience=["payments-api"]), timeout=10)
+    lines = [json.loads(line) for line in
+             Path(env["TOKEND_ERRORS_AUDIT_LOG"]).read_text().splitlines()]
+    (line,) = [e for e in lines if e.get("subject") == "audited-error"]
+    assert (line["code"], line["error_reason"]) == ("PERMISSION_DENIED", "POLICY_DENIED")

@@ -99,7 +99,8 @@ def error_servers(bao: BaoDevServer, postgres_url: str, directory: Path
     with ExitStack() as stack:
         main = stack.enter_context(RunningTokend(make_settings(
             bao.addr, bao.token, directory / "main", vault={"key_name": "errors"},
-            streams={"max_per_caller": 1, "max_total": 10}, **common)))
+            streams={"max_per_caller": 1, "max_total": 10},
+            audit_log=str(directory / "main-audit.jsonl"), **common)))
         with channel(main.grpc_addr, ca.cert_file, callers["main"]) as chan:
             main_token = tokend_pb2_grpc.TokenServiceStub(chan).Issue(
                 pb.IssueRequest(subject="exchanged", audience=[AUDIENCE]), timeout=10
@@ -114,6 +115,7 @@ def error_servers(bao: BaoDevServer, postgres_url: str, directory: Path
             "TOKEND_ERRORS_ADDR_DEGRADED": degraded_addr,
             "TOKEND_ERRORS_ADDR_STARTING": starting_addr,
             "TOKEND_ERRORS_AUDIENCE": AUDIENCE,
+            "TOKEND_ERRORS_AUDIT_LOG": str(directory / "main-audit.jsonl"),
             "TOKEND_ERRORS_VARS": json.dumps({"degraded_token": degraded_token,
                                               "main_token": main_token}),
         }

@@ -86,6 +86,7 @@ def rpc(method: str, *, timed: bool = True
             except Exception as exc:
                 failure = errors.failure_for(exc, method)
                 code, message = failure.code, failure.message
+                call.audit["error_reason"] = failure.reason  # audit line and span
                 await errors.abort(context, failure, method)
                 raise  # unreachable: abort raises
             finally:
