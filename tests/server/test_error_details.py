@@ -28,6 +28,7 @@ from tokend.store import InvalidValue
 from tokend.tokens.circuit import SigningCircuit
 from tokend.tokens.errors import SigningUnavailable, Unavailable
 from tokend_client import (
+    AsyncTokenClient,
     InvalidArgumentError,
     ResourceExhaustedError,
     TokenClient,
@@ -276,3 +277,14 @@ def test_the_audit_line_names_the_reason(env: dict[str, str]) -> None:
              Path(env["TOKEND_ERRORS_AUDIT_LOG"]).read_text().splitlines()]
     (line,) = [e for e in lines if e.get("subject") == "audited-error"]
     assert (line["code"], line["error_reason"]) == ("PERMISSION_DENIED", "POLICY_DENIED")
+
+
+async def test_the_asyncio_client_raises_typed_errors(env: dict[str, str]) -> None:
+    main = _caller(env, "main")
+    async with AsyncTokenClient.mtls(env["TOKEND_ERRORS_ADDR_MAIN"],
+                                     env["TOKEND_ERRORS_CA_FILE"], main.cert_file,
+                                     main.key_file) as client:
+        with pytest.raises(InvalidArgumentError) as bad:
+            await client.issue("alice", error_servers.AUDIENCE, scopes=["a b"])
+    assert bad.value.reason == "INVALID_SCOPES"
+    assert [v.field for v in bad.value.field_violations] == ["scopes"]
