@@ -273,10 +273,18 @@ def test_the_audit_line_names_the_reason(env: dict[str, str]) -> None:
     with _channel(env, "main", "main") as chan, pytest.raises(grpc.RpcError):
         tokend_pb2_grpc.TokenServiceStub(chan).Issue(
             pb.IssueRequest(subject="audited-error", audience=["payments-api"]), timeout=10)
-    lines = [json.loads(line) for line in
-             Path(env["TOKEND_ERRORS_AUDIT_LOG"]).read_text().splitlines()]
-    (line,) = [e for e in lines if e.get("subject") == "audited-error"]
+    # The line is written once the answer has left (the handler's finally): wait for it.
+    deadline = time.monotonic() + 5
+    while not (found := _audited(env, "audited-error")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (line,) = found
     assert (line["code"], line["error_reason"]) == ("PERMISSION_DENIED", "POLICY_DENIED")
+
+
+def _audited(env: dict[str, str], subject: str) -> list[dict[str, Any]]:
+    text = Path(env["TOKEND_ERRORS_AUDIT_LOG"]).read_text()
+    return [json.loads(line) for line in text.splitlines()
+            if line.endswith("}") and f'"subject":"{subject}"' in line.replace(" ", "")]
 
 
 async def test_the_asyncio_client_raises_typed_errors(env: dict[str, str]) -> None:
