@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from tests.server.test_issue_verify import issue, segments, verify
+from tests.api.test_issue_verify import issue, segments, verify
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import ISSUER, RunningTokend, free_port, make_settings
 from tokend.app import App

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.test_cli_token import clean_env, cli
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import free_port
+from tests.test_cli_token import clean_env, cli
 
 
 def ports() -> dict[str, int]:

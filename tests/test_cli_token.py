@@ -18,7 +18,7 @@ import pytest
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import RunningTokend, free_port, make_settings, mtls_tokend
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TOKEND = [sys.executable, "-m", "tokend.cli"]
 POLICY = """
 callers:

@@ -18,7 +18,7 @@ import grpc
 import pytest
 import yaml
 
-from tests.streams.test_watch_rpcs import Collector
+from tests.api.streams.test_watch_rpcs import Collector
 from tests.support.bao import BaoDevServer, free_port
 from tokend.vault.dev import end_process
 from tokend_client.v1 import tokend_pb2 as pb

@@ -16,8 +16,8 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.streams.test_workers import OWN_CONNECTION, Workers, start_workers, stop
 from tests.support.bao import BaoDevServer
+from tests.test_workers import OWN_CONNECTION, Workers, start_workers, stop
 from tokend.workers import remove_abandoned
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc

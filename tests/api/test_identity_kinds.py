@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.server.test_mtls_policy import audit_events, code_of, issue_request, stub_for
+from tests.api.test_mtls_policy import audit_events, code_of, issue_request, stub_for
 from tests.support.bao import BaoDevServer
 from tests.support.pki import TestCA
 from tests.support.tokend import RunningTokend, make_settings

@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from tests.server.test_issue_verify import invalid_argument, issue, segments, verify
+from tests.api.test_issue_verify import invalid_argument, issue, segments, verify
 from tests.support.tokend import RunningTokend
 from tokend_client.v1 import tokend_pb2 as pb
 

@@ -1,5 +1,5 @@
-"""Custody kv beyond the conformance suite: the stored form, strict loading, check-and-set,
-the documented policies, and signing while Vault is away."""
+"""Custody kv: the Keyring conformance suite, then what goes beyond it: the stored form,
+strict loading, check-and-set, the documented policies, and signing while Vault is away."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ import hvac
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.keys import conformance
 from tests.keys.vault_docs import doc_block, doc_blocks, token_with
 from tests.support.bao import BaoDevServer
 from tokend.keys import localkeys
-from tokend.keys.keyring import SigningKey
+from tokend.keys.keyring import PhasedKeyring, SigningKey
 from tokend.keys.kv import KvKeyring
 from tokend.keys.lifecycle import Lifecycle, Phase
 from tokend.keys.transit import TransitKeyring
@@ -34,6 +35,38 @@ ALGS = ("ES256", "RS256", "PS256", "EdDSA")
 LIFE = Lifecycle(propagation_delay=10, retire_after=100)
 MINT_SPEC = AccessTokenSpec(subject="alice", audience=("orders",), scopes=(), claims={},
                             ttl=300, client_id="kv-test")
+
+
+# -- the Keyring conformance suite (tests/keys/conformance.py) on custody kv -------------
+
+
+def _kv_case(bao: BaoDevServer, alg: str) -> conformance.KeyringCase:
+    name = f"conf-{alg.lower()}-{uuid.uuid4().hex[:8]}"
+    client = make_vault_client(bao.addr, bao.token)  # -dev mounts KV version 2 at secret/
+    clock = conformance.Clock()
+
+    def make() -> PhasedKeyring:
+        return KvKeyring(client, key_name=name, algorithm=alg, create_if_missing=True,
+                         lifecycle=conformance.LIFE, clock=clock)
+
+    def rotate() -> None:  # `tokend keys rotate`, from another process
+        operator = make()
+        operator.load()
+        operator.rotate()
+
+    return conformance.KeyringCase(alg, clock, make, rotate, make(), vault_clock=False)
+
+
+@pytest.fixture
+def make_case(bao: BaoDevServer) -> conformance.CaseFactory:
+    return lambda alg: _kv_case(bao, alg)
+
+
+class TestKvConformance(conformance.KeyringConformance):
+    pass
+
+
+# -- what only custody kv has -------------------------------------------------------------
 
 
 def unique(prefix: str = "kv") -> str:

@@ -1,4 +1,5 @@
-"""TransitKeyring failure modes: each must name the Vault path and the reason, never the token."""
+"""TransitKeyring: the Keyring conformance suite on custody transit, then its failure
+modes, each of which must name the Vault path and the reason, never the token."""
 
 from __future__ import annotations
 
@@ -13,9 +14,46 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.support.bao import BaoDevServer, free_port
+from tests.keys import conformance
+from tests.support.bao import BaoDevServer, free_port, vault_session
+from tokend.keys.keyring import PhasedKeyring
 from tokend.keys.transit import TransitKeyring, parse_transit_signature
 from tokend.vault.client import VaultError, make_vault_client
+
+# -- the Keyring conformance suite (tests/keys/conformance.py) on custody transit --------
+
+
+def _transit_case(bao: BaoDevServer, alg: str) -> conformance.KeyringCase:
+    name = f"conf-{alg.lower()}-{uuid.uuid4().hex[:8]}"
+    session = vault_session(bao.addr, bao.token)
+    client = session.client
+    clock = conformance.Clock()
+
+    def make() -> PhasedKeyring:
+        return TransitKeyring(client, key_name=name, algorithm=alg, create_if_missing=True,
+                              lifecycle=conformance.LIFE, clock=clock, transport=session.transport)
+
+    # As an operator would rotate, outside tokend: phases come from Vault's metadata.
+    rotate = lambda: client.secrets.transit.rotate_key(name)  # noqa: E731
+
+    def refuse_old() -> None:
+        newest = client.secrets.transit.read_key(name)["data"]["latest_version"]
+        client.secrets.transit.update_key_configuration(name, min_encryption_version=newest)
+
+    return conformance.KeyringCase(alg, clock, make, rotate, make(), vault_clock=True,
+                                   refuse_old=refuse_old, transport=session.transport)
+
+
+@pytest.fixture
+def make_case(bao: BaoDevServer) -> conformance.CaseFactory:
+    return lambda alg: _transit_case(bao, alg)
+
+
+class TestTransitConformance(conformance.KeyringConformance):
+    pass
+
+
+# -- what only custody transit has --------------------------------------------------------
 
 
 def unique(prefix: str) -> str:

@@ -1,6 +1,6 @@
 """The lean Denylist (int keys, whole-second expiries, bucketed pruning), its staleness,
 and Verify failing closed on a stale denylist. The behaviour every Denylist must have is
-in tests/store/test_denylist.py; this covers what the compact representation adds."""
+in tests/tokens/test_denylist.py; this covers what the compact representation adds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from tests.client.client_test_support import generate_key, make_token
+from tests.clients.python.client_test_support import generate_key, make_token
 from tests.support.tokend import ISSUER
 from tokend import metrics
 from tokend.config import TokenConfig, load_settings

@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.server.test_issue_verify import issue, verify
+from tests.api.test_issue_verify import issue, verify
 from tests.support.tokend import ISSUER, RunningTokend
 from tokend_client.v1 import tokend_pb2 as pb
 

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.server.test_issue_verify import issue, segments
+from tests.api.test_issue_verify import issue, segments
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import ISSUER, RunningTokend, make_settings
 from tokend_client import LocalVerifier

@@ -10,7 +10,7 @@ import grpc
 import pytest
 import structlog
 
-from tests.streams.conftest import FeedServer, live, read_until, revocations
+from tests.api.streams.conftest import FeedServer, live, read_until, revocations
 from tokend.store import NewRevocation, Revocation
 from tokend.tokens.denylist import Denylist, DenylistFollower
 from tokend_client.v1 import tokend_pb2 as pb

@@ -1,10 +1,14 @@
-"""Fixtures for the tokend_client tests: real keys, generated once per session."""
+"""Fixtures for the tokend_client tests: real keys, generated once per session, and a
+scripted TokenService on loopback (no Vault, no tokend)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.client.client_test_support import SigningKey, generate_key
+from tests.clients.python.client_test_support import SigningKey, generate_key
+from tests.clients.python.scripted_server import ScriptedServer
 
 KEY_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
 
@@ -20,3 +24,10 @@ def signing_keys() -> dict[str, SigningKey]:
 def signing_key(request: pytest.FixtureRequest, signing_keys: dict[str, SigningKey]) -> SigningKey:
     """Each of the default LocalVerifier algorithms in turn."""
     return signing_keys[request.param]
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    """A scripted TokenService on loopback (see scripted_server.py)."""
+    with ScriptedServer() as server:
+        yield server

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_lib.scripted_server import ScriptedServer
+from tests.clients.python.scripted_server import ScriptedServer
 from tests.support.pki import TestCA
 from tokend_client import AsyncTokenClient, TokenClient, UnavailableError
 from tokend_client._net import is_loopback_host, loopback_target_host

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "python"
+CLIENT_DIR = Path(__file__).resolve().parents[3] / "clients" / "python"
 ALLOWED_DEPENDENCIES = {"grpcio", "protobuf", "cryptography"}
 # The server and what it alone needs; none may be imported by the client.
 FORBIDDEN_MODULES = ("tokend", "hvac", "aiohttp", "sqlite3", "_sqlite3", "pydantic",

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from tests.client.client_test_support import (
+from tests.clients.python.client_test_support import (
     EC_ORDERS,
     SigningKey,
     b64,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.client.client_test_support import SigningKey, generate_key, make_token
-from tests.client_lib.scripted_server import ScriptedServer
+from tests.clients.python.client_test_support import SigningKey, generate_key, make_token
+from tests.clients.python.scripted_server import ScriptedServer
 from tokend_client import (
     AsyncTokenClient,
     InvalidToken,

@@ -1,7 +1,7 @@
 """LiveSource against a scripted TokenService: resume, restart from 0, idle streams, keys.
 
 The scripted server (a real gRPC server) lets each test decide how every stream ends, so
-reconnection is tested deterministically; tests/client_lib/test_live_source_tokend.py
+reconnection is tested deterministically; tests/clients/python/test_live_source_tokend.py
 runs the same source against a real tokend.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.client.client_test_support import SigningKey, generate_key, make_token
-from tests.client_lib.scripted_server import ScriptedServer, ScriptedTokenService
+from tests.clients.python.client_test_support import SigningKey, generate_key, make_token
+from tests.clients.python.scripted_server import ScriptedServer, ScriptedTokenService
 from tokend_client import (
     AsyncTokenClient,
     InvalidToken,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_lib.test_live_source import refused_within
+from tests.clients.python.test_live_source import refused_within
 from tests.support.bao import BaoDevServer, free_port
 from tests.support.tokend import ISSUER, RunningTokend, make_settings
 from tokend.config import Settings

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.client_lib.scripted_server import (
+from tests.clients.python.scripted_server import (
     ACCESS_TOKEN,
     EXPIRES_AT,
     REFRESH_TOKEN,

@@ -1,7 +1,7 @@
 """Deadlines, retries and errors of TokenClient and AsyncTokenClient.
 
 Each scenario runs with both clients against a real gRPC server whose failures are
-scripted (tests/client_lib/scripted_server.py). Retries and deadlines are gRPC's own,
+scripted (tests/clients/python/scripted_server.py). Retries and deadlines are gRPC's own,
 from the service config shared by every tokend client (clients/service-config.json).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.client_lib.scripted_server import ScriptedServer
+from tests.clients.python.scripted_server import ScriptedServer
 from tokend_client import (
     AsyncTokenClient,
     InvalidArgumentError,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.client.client_test_support import (
+from tests.clients.python.client_test_support import (
     SigningKey,
     compact,
     generate_key,

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from tests.client.client_test_support import (
+from tests.clients.python.client_test_support import (
     EC_ORDERS,
     SigningKey,
     b64,

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from tests.client.client_test_support import SigningKey, public_jwk_members
+from tests.clients.python.client_test_support import SigningKey, public_jwk_members
 from tokend_client.jose import (
     SUPPORTED_ALGORITHMS,
     PublicKey,

@@ -13,7 +13,7 @@ import pytest
 import tokend_client
 from tokend_client import jose
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 SERVER = REPO / "server" / "tokend"
 # What server/tokend may import from tokend_client.jose (the package docstring's list).
 SERVER_SURFACE = frozenset({

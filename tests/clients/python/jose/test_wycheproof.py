@@ -27,7 +27,7 @@ from tokend_client.jose.jws import _verify_remembered
 
 VECTOR_DIR = Path(
     os.environ.get("TOKEND_WYCHEPROOF_DIR")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "wycheproof" / "testvectors_v1"
+    or Path(__file__).resolve().parents[4].parent / "shared" / "wycheproof" / "testvectors_v1"
 )
 FILES = {
     "jws": "json_web_signature_test.json",
@@ -41,7 +41,7 @@ ALL_ALGORITHMS = tuple(sorted(SUPPORTED_ALGORITHMS))
 
 # (file, tcId) -> why we reject a vector Wycheproof marks "valid". Shared with the Go,
 # Node and Java Wycheproof runners: conformance/wycheproof-deviations.json.
-DEVIATIONS_FILE = Path(__file__).resolve().parents[2] / "conformance" / "wycheproof-deviations.json"
+DEVIATIONS_FILE = Path(__file__).resolve().parents[4] / "conformance" / "wycheproof-deviations.json"
 _FILE_KEYS = {name: key for key, name in FILES.items()}
 
 
