@@ -6,10 +6,12 @@ Where each module of tokend_client is tested (jose/ here mirrors tokend_client/j
   typed results), test_retries.py (deadlines, retries, errors of both clients)
 - _calls.py, rpc_errors.py: test_retries.py, test_results.py
 - _channel.py, _net.py: test_channel.py (plaintext only to loopback, TLS otherwise)
+- binding.py: test_binding.py (the `cnf` rule, presenter helpers, resource servers)
 - cookies.py: test_cookies.py
 - keysource.py: test_keysource.py
 - live.py: test_live_source.py (scripted server), test_live_source_tokend.py (real tokend)
-- verifier.py, errors.py: test_verifier.py, test_fast_paths.py (remembered headers, claims)
+- verifier.py, errors.py: test_verifier.py, test_fast_paths.py (remembered headers, claims),
+  test_delegation.py (the `act` claim, RFC 8693 §4.1)
 - jose/b64url.py, jose/json.py: jose/test_attacks.py (base64url strictness, header and
   payload JSON, JSON nesting), test_fast_paths.py (their shortcuts against the full rules)
 - jose/jwa.py: jose/test_jwa.py (one signer and one verifier per algorithm, r||s <-> DER),

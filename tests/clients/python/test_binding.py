@@ -20,7 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.client.client_test_support import SigningKey, make_token
+from tests.clients.python.client_test_support import SigningKey, make_token
 from tests.support.pki import Issued, TestCA
 from tokend_client import InvalidToken, LocalVerifier, Reason
 from tokend_client.binding import (

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.client.client_test_support import SigningKey, make_token
-from tests.client.test_local_verifier import (
+from tests.clients.python.client_test_support import SigningKey, make_token
+from tests.clients.python.test_verifier import (
     AUDIENCE,
     ISSUER,
     LEEWAY,

@@ -1,5 +1,5 @@
 """metrics_standard.derive on families as a scrape reads them: the rules the running-server
-tests (test_standard_metrics.py) cannot isolate, on a registry of its own."""
+tests (test_metrics_standard_server.py) cannot isolate, on a registry of its own."""
 
 from __future__ import annotations
 

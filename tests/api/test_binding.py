@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.server.test_mtls_policy import audit_events, code_of, stub_for
+from tests.api.test_mtls_policy import audit_events, code_of, stub_for
 from tests.support.bao import BaoDevServer
 from tests.support.pki import Issued, TestCA
 from tests.support.tokend import ISSUER, RunningTokend, make_settings
