@@ -2,7 +2,7 @@
 
 // Every error reason against live tokends: the cases of
 // conformance/errors/cases.json (shared with the Python runner,
-// tests/server/test_error_details.py), on the servers of
+// tests/api/test_errors.py), on the servers of
 // tests/support/error_servers.py named by the TOKEND_ERRORS_* variables. Run
 // through tests/interop/test_go.py::test_go_error_details.
 

@@ -2,7 +2,7 @@
 a stable `google.rpc.ErrorInfo` reason, with `google.rpc.BadRequest` field violations for
 INVALID_ARGUMENT and `google.rpc.RetryInfo` for UNAVAILABLE and RESOURCE_EXHAUSTED
 (https://google.aip.dev/193). docs/errors.md lists every reason; a test holds the two to
-each other (tests/server/test_error_details.py).
+each other (tests/api/test_errors.py).
 
 To add an error: add its reason to REASONS (and a row to docs/errors.md), then either a
 row to _BY_TYPE for a new exception class, or a field to FIELD_REASONS for a new request
@@ -69,7 +69,7 @@ class ReasonSpec(NamedTuple):
 
 
 # Every reason tokend answers with; docs/errors.md has a row for each (code, reason,
-# when, retry?), and tests/server/test_error_details.py holds the two equal.
+# when, retry?), and tests/api/test_errors.py holds the two equal.
 REASONS: dict[str, ReasonSpec] = {
     # INVALID_ARGUMENT: the request is wrong; a retry of the same request fails the same.
     "MALFORMED_REQUEST": ReasonSpec(Code.INVALID_ARGUMENT, False),
