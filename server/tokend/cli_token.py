@@ -22,7 +22,7 @@ import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.protobuf.message import Message
 
-from tokend_client.rpc_errors import error_from_rpc
+from tokend_client import error_from_rpc
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 

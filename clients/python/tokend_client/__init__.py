@@ -27,6 +27,7 @@ from .rpc_errors import (
     TokendError,
     UnauthenticatedError,
     UnavailableError,
+    error_from_rpc,
 )
 from .verifier import LocalVerifier
 
@@ -56,5 +57,6 @@ __all__ = [
     "VerifyResult",
     "Watch",
     "actors",
+    "error_from_rpc",
     "verify_compact",
 ]

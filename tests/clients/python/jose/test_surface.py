@@ -22,8 +22,9 @@ SERVER_SURFACE = frozenset({
     "VerifyingKey", "public_jwk", "create_signature", "verify_signature", "signature_length",
 })
 # What the server imports from tokend_client itself, and the modules it may import from.
+# error_from_rpc: `tokend token` is a client of tokend and reads its error details too.
 CLIENT_SURFACE = frozenset({"LocalVerifier", "InvalidToken", "Reason", "verify_compact",
-                            "actors"})
+                            "actors", "error_from_rpc"})
 # binding and delegation: the cnf and act rules (issue 18), shared by Verify and the verifier.
 SERVER_MODULES = frozenset({"tokend_client", "tokend_client.jose", "tokend_client.v1",
                             "tokend_client.binding", "tokend_client.delegation"})
