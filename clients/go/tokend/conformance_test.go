@@ -40,7 +40,7 @@ type conformanceCase struct {
 	RequiredScopes []string           `json:"required_scopes"`
 	// Presenter is the x5t#S256 of the presenting certificate (vectors-next).
 	Presenter *string `json:"presenter_x5t_s256"`
-	Expect         struct {
+	Expect    struct {
 		Valid  bool   `json:"valid"`
 		Sub    string `json:"sub"`
 		Reason string `json:"reason"`
