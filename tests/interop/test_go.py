@@ -48,7 +48,7 @@ CHAIN_POLICY = f"""
 callers:
   - spiffe: "{CHAIN_IDENTITIES['login']}"
     rpcs: [Issue, Revoke]
-    issue: {{audiences: ["orders"], scopes: ["*"]}}
+    issue: {{audiences: ["orders"], scopes: ["*"], bind_other_certificates: true}}
   - spiffe: "{CHAIN_IDENTITIES['orders']}"
     rpcs: [Exchange]
     exchange: {{from_audiences: ["orders"], audiences: ["payments"], scopes: ["payments:*"]}}
@@ -130,6 +130,6 @@ def chain_env(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory
 def test_go_service_chain(chain_env: dict[str, str]) -> None:
     output = run_go_test(chain_env, "-tags", "interop", "-run", CHAIN_TESTS, "-v")
     for name in ("LoginOrdersPayments", "BoundTokenReplayedFromAnotherCertificate",
-                 "ExchangedTokenDiesWithItsParent"):
+                 "ExchangedTokenDiesWithItsParent", "IssueWithBinding"):
         assert f"--- PASS: {CHAIN_TESTS}{name}" in output, output
     print(output)

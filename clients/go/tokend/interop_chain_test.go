@@ -238,3 +238,54 @@ func TestInteropChainExchangedTokenDiesWithItsParent(t *testing.T) {
 	took := refusedWithin(t, verifier, exchanged.GetAccessToken(), time.Second)
 	t.Logf("the exchanged token refused locally %s after its parent's Revoke returned", took)
 }
+
+// TestInteropChainIssueWithBinding: Issue binds to the caller's own
+// certificate, or (policy bind_other_certificates) to another one, e.g. the
+// client a login service is answering; the Go verifier checks either.
+func TestInteropChainIssueWithBinding(t *testing.T) {
+	ctx := interopContext(t)
+	tg := dialTarget(t, ctx)
+	orders := chainWorkload(t, ctx, tg, "orders")
+	thief := chainWorkload(t, ctx, tg, "thief")
+	login, err := tls.LoadX509KeyPair(tg.env["TOKEND_CLIENT_CERT"], tg.env["TOKEND_CLIENT_KEY"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := tg.verifier(t, tokend.GRPCJWKS(tg.client), "", "orders")
+	for _, tc := range []struct {
+		name    string
+		binding *tokendv1.CertificateBinding
+		owner   tls.Certificate
+	}{
+		{"caller's certificate", tokend.CallerCertificateBinding(), login},
+		{"orders' certificate", tokend.CertificateBinding(leaf(t, orders.cert)), orders.cert},
+	} {
+		issued, err := tg.client.Issue(ctx, &tokendv1.IssueRequest{Subject: "alice", Audience: []string{"orders"},
+			Binding: tc.binding})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		owner, err := tokend.PresenterOfDER(tc.owner.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims, err := verifier.VerifyWithPresenter(ctx, issued.GetAccessToken(), owner)
+		if err != nil || claims.CertificateThumbprint() != owner.Thumbprint() {
+			t.Fatalf("%s, presented by its owner: %v", tc.name, err)
+		}
+		stranger, _ := tokend.PresenterOfDER(thief.cert.Certificate[0])
+		_, err = verifier.VerifyWithPresenter(ctx, issued.GetAccessToken(), stranger)
+		wantReason(t, err, tokendv1.Reason_REASON_CERTIFICATE_MISMATCH)
+		_, err = verifier.Verify(ctx, issued.GetAccessToken())
+		wantReason(t, err, tokendv1.Reason_REASON_CERTIFICATE_MISMATCH)
+	}
+}
+
+func leaf(t *testing.T, cert tls.Certificate) *x509.Certificate {
+	t.Helper()
+	parsed, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parsed
+}
