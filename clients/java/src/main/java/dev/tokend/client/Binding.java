@@ -310,12 +310,15 @@ public final class Binding {
       return null;
     }
     byte[] pem = percentDecode(value);
-    String text = new String(pem, StandardCharsets.ISO_8859_1);
-    if (!text.contains("-----BEGIN CERTIFICATE-----")) {
+    String text = new String(pem, StandardCharsets.US_ASCII);
+    // Like Python's PEM loader: text before the first certificate block is skipped.
+    int begin = text.indexOf("-----BEGIN CERTIFICATE-----");
+    if (begin < 0) {
       throw new IllegalArgumentException(
           "x-forwarded-client-cert: Cert is not a URL-encoded PEM certificate");
     }
-    return thumbprint(parseXfccCertificate(pem));
+    return thumbprint(parseXfccCertificate(
+        text.substring(begin).getBytes(StandardCharsets.US_ASCII)));
   }
 
   private static X509Certificate parseXfccCertificate(byte[] pem) {

@@ -145,6 +145,8 @@ class BindingTest {
     // Python's unquote leaves '+' alone: a PEM with raw '+' still reads.
     assertEquals(expected(cert), Binding.fromXfcc(
         "Cert=" + pem(cert).replace("\n", "%0A").replace(" ", "%20")));
+    // Text before the PEM block is skipped, as Python's PEM loader does.
+    assertEquals(expected(cert), Binding.fromXfcc("Cert=%zz" + urlEncodedPem(cert)));
     assertEquals(expected(cert), Binding.fromXfcc("By=spiffe://x;Hash=" + hex(cert)
         + ";Cert=\"" + urlEncodedPem(cert) + "\";Subject=\"CN=a,O=b;c\";URI=spiffe://y;DNS=a;DNS=b"));
   }
