@@ -281,10 +281,10 @@ public final class TokendVerifier implements AutoCloseable {
 
   /** Rule A1: act is an object with a non-empty string sub, nested alike, at most 8 deep. */
   private static List<String> actorChain(Map<String, ?> claims) throws InvalidTokenException {
-    List<String> chain = new java.util.ArrayList<>();
     if (!claims.containsKey("act")) {
-      return chain;
+      return List.of(); // a direct token: the common case allocates nothing
     }
+    List<String> chain = new java.util.ArrayList<>();
     Object act = claims.get("act");
     while (true) {
       // RFC 8693 section 4.1: act is a JSON object naming the actor by sub.
@@ -299,7 +299,7 @@ public final class TokendVerifier implements AutoCloseable {
         throw invalid(Reason.REASON_MALFORMED, "claim act is nested deeper than " + MAX_ACT_DEPTH);
       }
       if (!object.containsKey("act")) {
-        return chain;
+        return List.copyOf(chain);
       }
       act = object.get("act");
     }
