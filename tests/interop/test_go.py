@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import error_servers
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import mtls_tokend
 
 GO_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "go"
 LIVE_TESTS = "TestInteropLive"
+# Every error reason, on servers of their own (tests/support/error_servers.py).
+ERROR_TESTS = "TestInteropErrors"
 LIVE_AUDIENCE = "go-live"
 LIVE_POLICY = """
 callers:
@@ -56,7 +59,21 @@ def test_go_unit() -> None:
 
 @pytest.mark.timeout(GO_TIMEOUT + 60)
 def test_go_interop(interop_env: dict[str, str]) -> None:
-    run_go_test(interop_env, "-tags", "interop", "-skip", LIVE_TESTS)
+    run_go_test(interop_env, "-tags", "interop", "-skip", f"{LIVE_TESTS}|{ERROR_TESTS}")
+
+
+@pytest.fixture(scope="module")
+def errors_env(bao: BaoDevServer, postgres_url: str,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with error_servers.error_servers(bao, postgres_url, tmp_path_factory.mktemp("goerrors")
+                                     ) as env:
+        yield {**os.environ, **env}
+
+
+@pytest.mark.timeout(GO_TIMEOUT + 120)
+def test_go_error_details(errors_env: dict[str, str]) -> None:
+    """conformance/errors/cases.json through the Go client's tokend.ErrorFrom."""
+    run_go_test(errors_env, "-tags", "interop", "-run", ERROR_TESTS, "-v")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import error_servers
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import mtls_tokend
 
@@ -78,3 +79,16 @@ def test_node_live(node_build: None, live_env: dict[str, str]) -> None:
     """`npm run test:live`: revocations reach the Node LiveSource within a second, and a
     key rotated in on the server verifies without a restart."""
     _npm("run", "test:live", env=live_env)
+
+
+@pytest.fixture
+def errors_env(bao: BaoDevServer, postgres_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    with error_servers.error_servers(bao, postgres_url, tmp_path) as env:
+        yield {**os.environ, **env}
+
+
+@pytest.mark.timeout(300)
+def test_node_error_details(node_build: None, errors_env: dict[str, str]) -> None:
+    """`npm run test:errors`: tokendErrorFrom gives the reason, the field at fault and the
+    retry delay of a live tokend's errors."""
+    _npm("run", "test:errors", env=errors_env)

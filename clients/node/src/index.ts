@@ -22,6 +22,7 @@ export {
   type TokenPair,
 } from "./cookies.js";
 export { InvalidTokenError, Reason } from "./errors.js";
+export { ERROR_DOMAIN, TokendError, tokendErrorFrom, type FieldViolation } from "./rpcerrors.js";
 export {
   methodRules,
   newIdempotencyKey,
