@@ -1,7 +1,9 @@
 """The Java client (clients/java) against a live tokend: `mvn test -Pinterop` runs the unit
 tests (the conformance and Wycheproof vectors included) and the tests tagged "interop"
 (TokendInteropTest) with the TOKEND_* variables; `mvn test -Plive` runs LiveSourceInteropTest
-against a tokend of its own, whose key it rotates."""
+against a tokend of its own, whose key it rotates; `mvn test -Pchain` runs
+ExchangeInteropTest (issue 18: Exchange and certificate-bound tokens) against a tokend with
+four workload identities (login, orders, payments, thief)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import pytest
 
 from tests.support import error_servers
 from tests.support.bao import BaoDevServer
-from tests.support.tokend import mtls_tokend
+from tests.support.pki import TestCA
+from tests.support.tokend import ISSUER, RunningTokend, make_settings, mtls_tokend
 
 JAVA_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "java"
 LIVE_AUDIENCE = "interop-live"
@@ -73,3 +76,55 @@ def test_java_error_details(errors_env: dict[str, str]) -> None:
     """TokendException.from gives the reason, the field at fault and the retry delay of a
     live tokend's errors (TokendErrorsInteropTest, `mvn test -Perrors`)."""
     _mvn("errors", errors_env)
+
+
+CHAIN_IDS = {
+    "login": "spiffe://tokend.test/ns/login/sa/web",
+    "orders": "spiffe://tokend.test/ns/orders/sa/api",
+    "payments": "spiffe://tokend.test/ns/payments/sa/api",
+    "thief": "spiffe://tokend.test/ns/x/sa/thief",
+}
+CHAIN_POLICY = f"""\
+callers:
+  - spiffe: "{CHAIN_IDS['login']}"
+    rpcs: [Issue, Revoke]
+    issue: {{audiences: ["orders", "payments"], scopes: ["*"]}}
+  - spiffe: "{CHAIN_IDS['orders']}"
+    rpcs: [Exchange]
+    exchange: {{from_audiences: ["orders"], audiences: ["payments"], scopes: ["*"]}}
+"""
+
+
+@pytest.fixture
+def chain_env(bao: BaoDevServer, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A tokend where login issues, orders may Exchange orders -> payments, and payments and
+    thief only hold certificates (Verify and the Watch streams need no policy entry). The
+    server certificate is given to the Java test too: it runs its own mutual-TLS "payments"
+    gRPC server that takes the presenter from the TLS session."""
+    ca = TestCA(tmp_path / "pki")
+    server = ca.server()
+    certs = {name: ca.client(name, spiffe=spiffe) for name, spiffe in CHAIN_IDS.items()}
+    (tmp_path / "policy.yaml").write_text(CHAIN_POLICY)
+    settings = make_settings(
+        bao.addr, bao.token, tmp_path, vault={"key_name": "java-chain"},
+        insecure_plaintext=False, policy_file=tmp_path / "policy.yaml",
+        tls={"cert_file": server.cert_file, "key_file": server.key_file,
+             "client_ca_file": ca.cert_file})
+    with RunningTokend(settings, tls_client=(ca.cert_file, certs["login"])) as running:
+        env = {**os.environ, "TOKEND_ADDR": running.grpc_addr, "TOKEND_ISSUER": ISSUER,
+               "TOKEND_CA_FILE": str(ca.cert_file),
+               "TOKEND_SERVER_CERT": str(server.cert_file),
+               "TOKEND_SERVER_KEY": str(server.key_file),
+               "TOKEND_ORDERS_ID": CHAIN_IDS["orders"]}
+        for name, issued in certs.items():
+            env[f"TOKEND_{name.upper()}_CERT"] = str(issued.cert_file)
+            env[f"TOKEND_{name.upper()}_KEY"] = str(issued.key_file)
+        yield env
+
+
+def test_java_exchange_and_binding(chain_env: dict[str, str]) -> None:
+    """login -> orders -> payments: payments' Java verifier sees sub alice and actors
+    [orders]; a token bound to orders' certificate is refused from the thief's (Java
+    verifier behind a real mutual-TLS server, and tokend's Verify); an exchanged token is
+    refused by a LiveSource-backed Java verifier within 1 s of its parent's Revoke."""
+    _mvn("chain", chain_env)

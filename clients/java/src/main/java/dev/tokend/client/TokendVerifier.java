@@ -36,8 +36,10 @@ import java.util.Set;
  * numbers; {@code iss} equals the issuer exactly; exp, nbf and iat hold within the leeway and
  * exp - iat within the max lifetime; {@code aud} names an expected audience (or is absent when
  * none is expected); {@code sub} and {@code jti} are non-empty strings; required scopes are
- * in {@code scope}; with a {@link LiveSource}, the token is not revoked. Every refusal is an
- * {@link InvalidTokenException} with a {@link Reason}.
+ * in {@code scope}; {@code act} is well formed and fits the {@link Delegation} option (RFC 8693
+ * section 4.1); a certificate-bound token ({@code cnf}, RFC 8705 section 3) is presented with
+ * its certificate ({@link VerifyOptions}); with a {@link LiveSource}, the token is not revoked.
+ * Every refusal is an {@link InvalidTokenException} with a {@link Reason}.
  *
  * <pre>{@code
  * TokendVerifier verifier = TokendVerifier.builder()
@@ -70,6 +72,22 @@ public final class TokendVerifier implements AutoCloseable {
   /** Default size limit of a token, tokend's own default. */
   public static final int DEFAULT_MAX_TOKEN_BYTES = 8192;
 
+  /** Rule A1: the most {@code act} objects a chain may hold (tokend's policy allows no more). */
+  public static final int MAX_ACT_DEPTH = 8;
+
+  /**
+   * Whether delegated tokens (with {@code act}, obtained by tokend's Exchange) are accepted
+   * (docs/verifier-contract.md section A, rule A2); a refusal is {@code REASON_DELEGATION}.
+   */
+  public enum Delegation {
+    /** Direct and delegated tokens (the default). */
+    ANY,
+    /** Only delegated tokens: one without {@code act} is refused. */
+    REQUIRED,
+    /** Only direct tokens: one with {@code act} is refused. */
+    REFUSED
+  }
+
   private final String issuer;
   private final Set<String> audiences; // null: the token must carry no aud
   private final Set<String> algorithms;
@@ -81,6 +99,7 @@ public final class TokendVerifier implements AutoCloseable {
   private final Clock clock;
   private final KeySource keys;
   private final boolean ownsKeys;
+  private final Delegation delegation;
 
   private TokendVerifier(Builder builder) {
     issuer = builder.issuer;
@@ -96,6 +115,7 @@ public final class TokendVerifier implements AutoCloseable {
     clock = builder.clock;
     keys = builder.keys;
     ownsKeys = builder.ownsKeys;
+    delegation = builder.delegation;
   }
 
   /**
@@ -152,6 +172,38 @@ public final class TokendVerifier implements AutoCloseable {
   }
 
   /**
+   * Verifies a token with per-call options: required scopes, the presenter's certificate
+   * (a token with {@code cnf} verifies only when presented with its certificate, never without
+   * one: RFC 8705 section 3) and the delegation rule.
+   *
+   * @param token a compact JWS access token
+   * @param options the per-call options
+   * @return the verified claims
+   * @throws InvalidTokenException when the token is not valid, with the reason
+   * @throws KeySetUnavailableException when no verdict is possible (see {@link #verify(String)})
+   */
+  public JWTClaimsSet verify(String token, VerifyOptions options) throws InvalidTokenException {
+    return toClaimsSet(verifyClaims(token, options));
+  }
+
+  /**
+   * Like {@link #verify(String, VerifyOptions)}, for a token given as bytes (must be ASCII).
+   *
+   * @param token a compact JWS access token
+   * @param options the per-call options
+   * @return the verified claims
+   * @throws InvalidTokenException when the token is not valid, with the reason
+   */
+  public JWTClaimsSet verify(byte[] token, VerifyOptions options) throws InvalidTokenException {
+    Objects.requireNonNull(token, "token");
+    Objects.requireNonNull(options, "options");
+    if (token.length > maxTokenBytes) {
+      throw invalid(Reason.REASON_TOO_LARGE, "token exceeds " + maxTokenBytes + " bytes");
+    }
+    return verify(Jws.asciiText(token), options);
+  }
+
+  /**
    * Verifies a token and returns its claims as parsed: {@code Map}, {@code List}, {@code
    * String}, {@code Long}/{@code BigInteger}/{@code Double}, {@code Boolean}, {@code null}.
    *
@@ -162,8 +214,24 @@ public final class TokendVerifier implements AutoCloseable {
    */
   public Map<String, Object> verifyClaims(String token, Collection<String> requiredScopes)
       throws InvalidTokenException {
+    return verifyClaims(token, VerifyOptions.defaults().requiredScopes(
+        Objects.requireNonNull(requiredScopes, "requiredScopes")));
+  }
+
+  /**
+   * Like {@link #verify(String, VerifyOptions)}, returning the claims as parsed (see {@link
+   * #verifyClaims(String, Collection)}).
+   *
+   * @param token a compact JWS access token
+   * @param options the per-call options
+   * @return the verified claims (unmodifiable)
+   * @throws InvalidTokenException when the token is not valid, with the reason
+   */
+  public Map<String, Object> verifyClaims(String token, VerifyOptions options)
+      throws InvalidTokenException {
     Objects.requireNonNull(token, "token");
-    Set<String> scopes = requiredScopes(requiredScopes);
+    Objects.requireNonNull(options, "options");
+    Set<String> scopes = requiredScopes(options.scopes());
     Instant now = clock.instant();
     // Size first, before any decoding: bounds the work a hostile token can cause.
     if (token.length() > maxTokenBytes
@@ -174,11 +242,79 @@ public final class TokendVerifier implements AutoCloseable {
     checkTyp(verified.header());
     Map<String, Object> claims = claimsObject(verified.payload());
     checkClaims(claims, now, scopes);
+    // Contract order: claim rules, then act (A1, A2), then cnf (B1-B5), then revocation.
+    checkDelegation(claims, options.delegationOr(delegation));
+    Binding.checkConfirmation(claims, options.presenter());
     // Last: only a token that is otherwise valid is worth looking up.
     if (keys instanceof LiveSource live && live.isRevoked(claims, now)) {
       throw invalid(Reason.REASON_REVOKED, "token is revoked");
     }
     return java.util.Collections.unmodifiableMap(claims);
+  }
+
+  /**
+   * The actor chain of verified claims, the current actor (outermost {@code act}) first;
+   * empty for a direct token (RFC 8693 section 4.1).
+   *
+   * @param claims claims a verifier returned ({@link #verifyClaims})
+   * @return the actors' {@code sub}, outermost first
+   * @throws IllegalArgumentException when {@code act} breaks rule A1 (a verifier refuses such
+   *     a token with {@code REASON_MALFORMED})
+   */
+  public static List<String> actors(Map<String, ?> claims) {
+    try {
+      return actorChain(claims);
+    } catch (InvalidTokenException e) {
+      throw new IllegalArgumentException(e.getMessage());
+    }
+  }
+
+  /**
+   * The actor chain of verified claims (see {@link #actors(Map)}).
+   *
+   * @param claims claims {@link #verify(String)} returned
+   * @return the actors' {@code sub}, outermost first
+   */
+  public static List<String> actors(JWTClaimsSet claims) {
+    return actors(claims.getClaims());
+  }
+
+  /** Rule A1: act is an object with a non-empty string sub, nested alike, at most 8 deep. */
+  private static List<String> actorChain(Map<String, ?> claims) throws InvalidTokenException {
+    if (!claims.containsKey("act")) {
+      return List.of(); // a direct token: the common case allocates nothing
+    }
+    List<String> chain = new java.util.ArrayList<>();
+    Object act = claims.get("act");
+    while (true) {
+      // RFC 8693 section 4.1: act is a JSON object naming the actor by sub.
+      if (!(act instanceof Map<?, ?> object)) {
+        throw invalid(Reason.REASON_MALFORMED, "claim act is not a JSON object");
+      }
+      if (!(object.get("sub") instanceof String sub) || sub.isEmpty()) {
+        throw invalid(Reason.REASON_MALFORMED, "an act object lacks a non-empty string sub");
+      }
+      chain.add(sub);
+      if (chain.size() > MAX_ACT_DEPTH) {
+        throw invalid(Reason.REASON_MALFORMED, "claim act is nested deeper than " + MAX_ACT_DEPTH);
+      }
+      if (!object.containsKey("act")) {
+        return List.copyOf(chain);
+      }
+      act = object.get("act");
+    }
+  }
+
+  /** Rules A1 (act shape, MALFORMED) then A2 (the delegation option, DELEGATION). */
+  private static void checkDelegation(Map<String, Object> claims, Delegation rule)
+      throws InvalidTokenException {
+    boolean delegated = !actorChain(claims).isEmpty();
+    if (rule == Delegation.REQUIRED && !delegated) {
+      throw invalid(Reason.REASON_DELEGATION, "only delegated tokens (with act) are accepted");
+    }
+    if (rule == Delegation.REFUSED && delegated) {
+      throw invalid(Reason.REASON_DELEGATION, "delegated tokens (with act) are refused here");
+    }
   }
 
   /** Closes the key source when this verifier made it (from a URL or a Nimbus source). */
@@ -435,8 +571,21 @@ public final class TokendVerifier implements AutoCloseable {
     private int maxTokenBytes = DEFAULT_MAX_TOKEN_BYTES;
     private List<String> requiredClaims = DEFAULT_REQUIRED_CLAIMS;
     private Clock clock = Clock.systemUTC();
+    private Delegation delegation = Delegation.ANY;
 
     private Builder() {}
+
+    /**
+     * Whether delegated tokens ({@code act}, RFC 8693 section 4.1) are accepted (default ANY);
+     * {@link VerifyOptions#delegation} overrides it per call.
+     *
+     * @param delegation ANY, REQUIRED or REFUSED
+     * @return this builder
+     */
+    public Builder delegation(Delegation delegation) {
+      this.delegation = Objects.requireNonNull(delegation, "delegation");
+      return this;
+    }
 
     /**
      * The issuer tokens must name exactly (tokend's {@code tokens.issuer}).

@@ -25,10 +25,12 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestFactory;
 
 /**
- * The shared conformance vectors (conformance/vectors/*.json, see /conformance and
- * docs/verifier-contract.md): every case, verified by a {@link TokendVerifier} built from the
- * case's key set and options with a clock fixed at its {@code now}, gives the expected result.
- * Any exception other than InvalidTokenException fails the case.
+ * The shared conformance vectors (conformance/vectors/*.json and conformance/vectors-next/*.json,
+ * see /conformance and docs/verifier-contract.md): every case, verified by a {@link
+ * TokendVerifier} built from the case's key set and options with a clock fixed at its {@code
+ * now}, gives the expected result. A vectors-next case may name the presenter's certificate
+ * ({@code presenter_x5t_s256}, section 9) and a {@code delegation} option (section A). Any
+ * exception other than InvalidTokenException fails the case.
  */
 class ConformanceTest {
 
@@ -36,10 +38,20 @@ class ConformanceTest {
     return RepoFiles.repoRoot().resolve("conformance/vectors");
   }
 
-  @SuppressWarnings("unchecked")
+  private static Path nextVectorDir() {
+    return RepoFiles.repoRoot().resolve("conformance/vectors-next");
+  }
+
   private static List<Map<String, Object>> cases() throws Exception {
+    List<Map<String, Object>> all = new ArrayList<>(cases(vectorDir()));
+    all.addAll(cases(nextVectorDir()));
+    return all;
+  }
+
+  @SuppressWarnings("unchecked")
+  private static List<Map<String, Object>> cases(Path dir) throws Exception {
     List<Map<String, Object>> all = new ArrayList<>();
-    try (Stream<Path> files = Files.list(vectorDir())) {
+    try (Stream<Path> files = Files.list(dir)) {
       for (Path file : files.filter(p -> p.toString().endsWith(".json")).sorted().toList()) {
         for (Object item : (List<Object>) RepoFiles.readJson(file).get("cases")) {
           all.add((Map<String, Object>) item);
@@ -53,6 +65,11 @@ class ConformanceTest {
   void theVectorsArePresent() throws Exception {
     List<Map<String, Object>> cases = cases();
     assertTrue(cases.size() > 100, "too few conformance cases: " + cases.size());
+    // Both act.json and cnf.json are read (a runner that silently skipped them would pass).
+    List<Map<String, Object>> next = cases(nextVectorDir());
+    assertTrue(next.stream().anyMatch(c -> c.containsKey("presenter_x5t_s256")), "no cnf cases");
+    assertTrue(next.stream().anyMatch(c -> ((Map<?, ?>) c.get("options"))
+        .containsKey("delegation")), "no delegation cases");
     Set<Object> ids = new HashSet<>();
     for (Map<String, Object> c : cases) {
       assertTrue(ids.add(c.get("id")), "duplicate id " + c.get("id"));
@@ -74,13 +91,15 @@ class ConformanceTest {
     TokendVerifier verifier = verifierFor(c);
     List<String> scopes = (List<String>) c.getOrDefault("required_scopes", List.of());
     String rule = c.get("id") + " (" + c.get("rule") + ")";
+    VerifyOptions options = VerifyOptions.defaults().requiredScopes(scopes)
+        .presenterThumbprint((String) c.get("presenter_x5t_s256"));
     try {
       Map<String, Object> claims;
       if (c.containsKey("token_b64")) {
         byte[] raw = Base64.getDecoder().decode((String) c.get("token_b64"));
-        claims = verifier.verify(raw, scopes).getClaims();
+        claims = verifier.verify(raw, options).getClaims();
       } else {
-        claims = verifier.verifyClaims((String) c.get("token"), scopes);
+        claims = verifier.verifyClaims((String) c.get("token"), options);
       }
       assertTrue((Boolean) expect.get("valid"), rule + ": accepted, expected " + expect);
       assertEquals(expect.get("sub"), claims.get("sub"), rule);
@@ -117,6 +136,8 @@ class ConformanceTest {
         .requiredClaims((List<String>) options.get("required_claims"))
         .requiredTyp((String) options.get("required_typ"))
         .clock(Clock.fixed(now, ZoneOffset.UTC))
+        .delegation(TokendVerifier.Delegation.valueOf(((String) options
+            .getOrDefault("delegation", "any")).toUpperCase(java.util.Locale.ROOT)))
         .jwks(JwkSet.parse(JSONObjectUtils.toJSONString((Map<String, Object>) c.get("jwks"))))
         .build();
   }
