@@ -23,6 +23,17 @@ export {
 } from "./cookies.js";
 export { InvalidTokenError, Reason } from "./errors.js";
 export {
+  certificateThumbprint,
+  checkConfirmation,
+  isThumbprint,
+  MAX_CERTIFICATE_DER_BYTES,
+  presenterFromTlsSocket,
+  presenterFromXfcc,
+  X5T_S256,
+  type Certificate,
+} from "./binding.js";
+export { actors, checkDelegation, MAX_ACT_DEPTH, type Delegation } from "./delegation.js";
+export {
   methodRules,
   newIdempotencyKey,
   SERVICE_CONFIG,
