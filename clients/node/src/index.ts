@@ -4,10 +4,16 @@
  */
 export {
   baseUrlOf,
+  certificateBinding,
   connect,
   connectInsecureLoopback,
   createChannelCredentials,
+  exchangeToken,
+  issueToken,
+  type BindTo,
   type ChannelCredentials,
+  type ExchangeParams,
+  type IssueParams,
   type ConnectOptions,
   type TlsFiles,
   type TokendClient,
