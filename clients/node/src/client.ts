@@ -208,7 +208,7 @@ export interface ExchangeParams {
 }
 
 /** Issues a token with {@link IssueParams} (certificate binding included). */
-export function issueToken(client: TokenServiceClient, params: IssueParams, options?: CallOptions): Promise<IssueResponse> {
+export async function issueToken(client: TokenServiceClient, params: IssueParams, options?: CallOptions): Promise<IssueResponse> {
   const request: MessageInitShape<typeof IssueRequestSchema> = {
     subject: params.subject,
     audience: list(params.audience, "audience"),
@@ -226,7 +226,7 @@ export function issueToken(client: TokenServiceClient, params: IssueParams, opti
  * (RFC 8693 §2.1): `sub` is kept, the caller is recorded in `act` (§4.1), scopes only
  * narrow, and revoking the subject token revokes this one too.
  */
-export function exchangeToken(client: TokenServiceClient, params: ExchangeParams, options?: CallOptions): Promise<ExchangeResponse> {
+export async function exchangeToken(client: TokenServiceClient, params: ExchangeParams, options?: CallOptions): Promise<ExchangeResponse> {
   const request: MessageInitShape<typeof ExchangeRequestSchema> = {
     subjectToken: params.subjectToken,
     audience: list(params.audience, "audience"),
