@@ -63,10 +63,11 @@ export function certificateThumbprint(certificate: Certificate): string {
     if (der.length === 0 || der.length > MAX_CERTIFICATE_DER_BYTES) {
       throw new RangeError(`a certificate must be 1-${MAX_CERTIFICATE_DER_BYTES} bytes of DER`);
     }
-    // X509Certificate also parses PEM, but a thumbprint is of the DER only (a SEQUENCE).
+    // X509Certificate also parses PEM and ignores bytes after the DER, but a thumbprint
+    // is of exactly one DER certificate: its re-encoding must be the input, byte for byte.
     let parsed = der[0] === 0x30;
     try {
-      if (parsed) new X509Certificate(der);
+      if (parsed) parsed = Buffer.from(der.buffer, der.byteOffset, der.byteLength).equals(new X509Certificate(der).raw);
     } catch {
       parsed = false;
     }

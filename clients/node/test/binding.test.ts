@@ -98,6 +98,8 @@ describe("certificate binding", () => {
     assert.equal(orders.x5t.length, 43);
     assert.throws(() => certificateThumbprint(orders.cert), RangeError); // PEM is not DER
     assert.throws(() => certificateThumbprint(Buffer.alloc(0)), RangeError);
+    assert.throws(() => certificateThumbprint(Buffer.concat([orders.der, Buffer.from([0])])), RangeError); // trailing bytes
+    assert.equal(certificateThumbprint(new Uint8Array(orders.der)), orders.x5t);
     assert.throws(() => certificateThumbprint(Buffer.alloc(16 * 1024 + 1, 0x30)), RangeError);
     assert.throws(() => certificateThumbprint("x" as unknown as Buffer), TypeError);
   });
