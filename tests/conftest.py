@@ -1,5 +1,6 @@
-"""Shared fixtures: one real OpenBao dev server per test session, and one live tokend with
-mutual TLS on loopback for the interop, client-library and deployment smoke tests.
+"""Shared fixtures: one real OpenBao dev server per test session, one plaintext tokend per
+test module (`tokend`), and one live tokend with mutual TLS on loopback for the interop,
+client-library and deployment smoke tests.
 The PostgreSQL fixtures (`postgres_cluster`, `postgres_url`, `postgres_database`) come
 from tests/support/postgres.py: one throwaway cluster for the whole session.
 
@@ -22,12 +23,23 @@ from tests.support.postgres import (  # noqa: F401 (pytest fixtures)
     postgres_database,
     postgres_url,
 )
-from tests.support.tokend import RunningTokend, mtls_tokend
+from tests.support.tokend import RunningTokend, make_settings, mtls_tokend
 
 
 @pytest.fixture(scope="session")
 def bao() -> Iterator[BaoDevServer]:
     with BaoDevServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tokend(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[RunningTokend]:
+    """One tokend per test module, with its own transit key and SQLite file."""
+    key_name = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+    data_dir: Path = tmp_path_factory.mktemp("tokend")
+    settings = make_settings(bao.addr, bao.token, data_dir, vault={"key_name": key_name})
+    with RunningTokend(settings) as server:
         yield server
 
 

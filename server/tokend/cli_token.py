@@ -22,6 +22,7 @@ import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.protobuf.message import Message
 
+from tokend_client import error_from_rpc
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 
@@ -234,9 +235,11 @@ def _call(args: argparse.Namespace, method: str, request: Message) -> Message | 
         except grpc.RpcError as exc:
             code: grpc.StatusCode = exc.code()
             details = " ".join(str(exc.details() or "").split())
-            if code is grpc.StatusCode.UNAVAILABLE:
+            reason = error_from_rpc(exc).reason  # docs/errors.md; "" if tokend did not answer
+            if code is grpc.StatusCode.UNAVAILABLE and not reason:
                 details = f"cannot reach tokend at {addr} ({details[:300]})"
-            print(f"tokend: {method} failed: {code.name}: {details}", file=sys.stderr)
+            shown = f"{code.name} ({reason})" if reason else code.name
+            print(f"tokend: {method} failed: {shown}: {details}", file=sys.stderr)
             if code is grpc.StatusCode.UNAUTHENTICATED and method == "Refresh":
                 return EXIT_INVALID  # the refresh token is the thing judged here
             return _EXIT_BY_CODE.get(code, EXIT_FAILED)

@@ -46,7 +46,8 @@ _SERVER_ERRORS = frozenset({
     grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
 })
 # What a handler's audit record may add to its span: identifiers, never token text.
-_AUDIT_ATTRIBUTES = (("reason", "tokend.reason"), ("jti", "tokend.jti"))
+_AUDIT_ATTRIBUTES = (("reason", "tokend.reason"), ("jti", "tokend.jti"),
+                     ("error_reason", "tokend.error.reason"))  # docs/errors.md
 _EXPORTERS = frozenset({"otlp", "console", "none"})
 _PROTOCOLS = frozenset({"grpc", "http/protobuf"})
 

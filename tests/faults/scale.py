@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.client.client_test_support import generate_key, make_token
+from tests.clients.python.client_test_support import generate_key, make_token
 from tokend.store import Store
 from tokend.store.postgres import PostgresStore
 from tokend.store.sqlite import SqliteStore

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import error_servers
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import mtls_tokend
 
@@ -60,3 +61,15 @@ def test_java_live_source(live_env: dict[str, str]) -> None:
     """Revocations reach the Java LiveSource within a second; a key rotated in on the server
     verifies without a restart."""
     _mvn("live", live_env)
+
+
+@pytest.fixture
+def errors_env(bao: BaoDevServer, postgres_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    with error_servers.error_servers(bao, postgres_url, tmp_path) as env:
+        yield {**os.environ, **env}
+
+
+def test_java_error_details(errors_env: dict[str, str]) -> None:
+    """TokendException.from gives the reason, the field at fault and the retry delay of a
+    live tokend's errors (TokendErrorsInteropTest, `mvn test -Perrors`)."""
+    _mvn("errors", errors_env)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import error_servers
 from tests.support.bao import BaoDevServer
 from tests.support.pki import TestCA
 from tests.support.tokend import ISSUER, RunningTokend, make_settings, mtls_tokend
@@ -126,3 +127,16 @@ def test_node_chain(node_build: None, chain_env: dict[str, str]) -> None:
     Node verifier and by tokend's Verify, and the exchanged token dying with its parent on
     Revoke within a second (LiveSource)."""
     _npm("run", "test:chain", env=chain_env)
+
+
+@pytest.fixture
+def errors_env(bao: BaoDevServer, postgres_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    with error_servers.error_servers(bao, postgres_url, tmp_path) as env:
+        yield {**os.environ, **env}
+
+
+@pytest.mark.timeout(300)
+def test_node_error_details(node_build: None, errors_env: dict[str, str]) -> None:
+    """`npm run test:errors`: tokendErrorFrom gives the reason, the field at fault and the
+    retry delay of a live tokend's errors."""
+    _npm("run", "test:errors", env=errors_env)

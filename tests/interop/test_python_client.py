@@ -190,7 +190,7 @@ def test_unknown_kid_after_rotation_triggers_one_refetch(own_tokend: dict[str, s
 
 def readme_examples() -> list[tuple[int, str]]:
     """The README's ```python blocks, with the line each starts on (```py blocks are
-    fragments that need a running service around them: tests/server/test_certificate_binding.py
+    fragments that need a running service around them: tests/api/test_binding.py
     runs what they show)."""
     text = README.read_text()
     return [(text.count("\n", 0, match.start()) + 2, match.group(1))

@@ -1,7 +1,7 @@
 """The event-loop Vault transport: tokend's own Vault settings and the session's token,
 errors named as hvac's would be, refusals reported, timeouts, redirects. A scripted
 server on loopback plays Vault, so every failure can be produced on purpose;
-tests/server/test_batching.py signs through it against real OpenBao."""
+tests/tokens/test_batching.py signs through it against real OpenBao."""
 
 from __future__ import annotations
 

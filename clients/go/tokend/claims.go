@@ -31,6 +31,24 @@ type Claims struct {
 
 	// dates are exp, nbf and iat exactly as the token gives them.
 	exp, nbf, iat *instant
+	// actors is the `act` chain, outermost first (RFC 8693 §4.1).
+	actors []string
+}
+
+// Actors returns the actor chain of a delegated token (the `act` claim,
+// RFC 8693 §4.1), the current actor (outermost `act`: the party that
+// exchanged the token) first; empty for a direct token.
+func (c *Claims) Actors() []string { return append([]string(nil), c.actors...) }
+
+// Delegated reports whether the token carries an `act` claim.
+func (c *Claims) Delegated() bool { return len(c.actors) > 0 }
+
+// CertificateThumbprint returns the x5t#S256 the token is bound to (`cnf`,
+// RFC 8705 §3.1), or "" for an unbound token.
+func (c *Claims) CertificateThumbprint() string {
+	cnf, _ := c.Raw["cnf"].(map[string]any)
+	thumbprint, _ := cnf[X5TS256].(string)
+	return thumbprint
 }
 
 // Scopes returns the scope names in Scope.

@@ -1,8 +1,10 @@
 package tokend_test
 
-// The shared verifier conformance vectors (conformance/vectors/*.json, format
-// in docs/verifier-contract.md): every case must give the Python reference's
-// verdict, exactly. Missing files fail the run; they are never skipped.
+// The shared verifier conformance vectors (conformance/vectors/*.json and
+// conformance/vectors-next/*.json with their presenter_x5t_s256 and
+// options.delegation fields; format in conformance/README.md): every case
+// must give the Python reference's verdict, exactly. Missing files fail the
+// run; they are never skipped.
 
 import (
 	"context"
@@ -36,7 +38,9 @@ type conformanceCase struct {
 	Token          *string            `json:"token"`
 	TokenB64       *string            `json:"token_b64"`
 	RequiredScopes []string           `json:"required_scopes"`
-	Expect         struct {
+	// Presenter is the x5t#S256 of the presenting certificate (vectors-next).
+	Presenter *string `json:"presenter_x5t_s256"`
+	Expect    struct {
 		Valid  bool   `json:"valid"`
 		Sub    string `json:"sub"`
 		Reason string `json:"reason"`
@@ -52,6 +56,8 @@ type conformanceOptions struct {
 	MaxTokenBytes  int          `json:"max_token_bytes"`
 	RequiredClaims []string     `json:"required_claims"`
 	RequiredTyp    string       `json:"required_typ"`
+	// Delegation is "any", "required" or "refused" (vectors-next/act.json).
+	Delegation *string `json:"delegation"`
 }
 
 // repoRoot is two levels above this package's module (clients/go/tokend).
@@ -70,12 +76,19 @@ func conformanceDir(t testing.TB) string {
 	return filepath.Join(repoRoot(t), "conformance")
 }
 
+// conformanceDirs are read in full; each must hold vector files.
+var conformanceDirs = []string{"vectors", "vectors-next"}
+
 func loadConformance(t testing.TB) map[string][]conformanceCase {
 	t.Helper()
-	pattern := filepath.Join(conformanceDir(t), "vectors", "*.json")
-	paths, err := filepath.Glob(pattern)
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no conformance vectors at %s", pattern)
+	var paths []string
+	for _, dir := range conformanceDirs {
+		pattern := filepath.Join(conformanceDir(t), dir, "*.json")
+		found, err := filepath.Glob(pattern)
+		if err != nil || len(found) == 0 {
+			t.Fatalf("no conformance vectors at %s", pattern)
+		}
+		paths = append(paths, found...)
 	}
 	files := map[string][]conformanceCase{}
 	for _, path := range paths {
@@ -89,7 +102,7 @@ func loadConformance(t testing.TB) map[string][]conformanceCase {
 		if err := decoder.Decode(&file); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		files[filepath.Base(path)] = file.Cases
+		files[filepath.Base(filepath.Dir(path))+"/"+filepath.Base(path)] = file.Cases
 	}
 	return files
 }
@@ -156,11 +169,31 @@ func (c conformanceCase) outcome(t testing.TB) string {
 	if err != nil {
 		return "verifier refused the options: " + err.Error()
 	}
-	return verdict(verifier, c.token(t), c.RequiredScopes)
+	return verdict(verifier, c.token(t), c.verifyOptions(t))
 }
 
-func verdict(verifier *tokend.Verifier, token string, scopes []string) string {
-	claims, err := verifier.Verify(context.Background(), token, scopes...)
+// verifyOptions are the per-call inputs: scopes, the presenter, delegation.
+func (c conformanceCase) verifyOptions(t testing.TB) tokend.VerifyOptions {
+	options := tokend.VerifyOptions{Scopes: c.RequiredScopes}
+	if c.Presenter != nil {
+		presenter, err := tokend.PresenterOfThumbprint(*c.Presenter)
+		if err != nil {
+			t.Fatalf("%s: presenter_x5t_s256: %v", c.ID, err)
+		}
+		options.Presenter = presenter
+	}
+	if c.Options.Delegation != nil {
+		delegation, err := tokend.ParseDelegation(*c.Options.Delegation)
+		if err != nil {
+			t.Fatalf("%s: %v", c.ID, err)
+		}
+		options.Delegation = delegation
+	}
+	return options
+}
+
+func verdict(verifier *tokend.Verifier, token string, options tokend.VerifyOptions) string {
+	claims, err := verifier.VerifyWithOptions(context.Background(), token, options)
 	if err == nil {
 		return "valid " + claims.Subject
 	}
@@ -236,7 +269,7 @@ func TestConformanceWithRememberedHeaders(t *testing.T) {
 				if c.Expect.Valid {
 					want = "valid " + c.Expect.Sub
 				}
-				if got := verdict(g.verifier, c.token(t), c.RequiredScopes); got != want {
+				if got := verdict(g.verifier, c.token(t), c.verifyOptions(t)); got != want {
 					t.Errorf("round %d, %s\nrule: %s\ngot %s, want %s", round, c.ID, c.Rule, got, want)
 				}
 				checked++

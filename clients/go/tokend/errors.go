@@ -16,6 +16,10 @@ type Reason = tokendv1.Reason
 // should answer "try again later" (HTTP 503), not "unauthorized".
 var ErrKeysUnavailable = errors.New("tokend: signing keys unavailable")
 
+// ErrInvalidOption is wrapped by the error VerifyWithOptions returns for
+// options that are a programming error (not a verdict on the token).
+var ErrInvalidOption = errors.New("tokend: invalid verify option")
+
 // InvalidTokenError reports a token that failed verification. It never holds
 // the token itself, so it is safe to log.
 type InvalidTokenError struct {

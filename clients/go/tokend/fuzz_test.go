@@ -250,3 +250,71 @@ func FuzzRememberedHeaders(f *testing.F) {
 		}
 	})
 }
+
+// FuzzActAndConfirmation: the act (section A) and cnf (§9) rules give a
+// verdict for any claims, and accept only what they describe.
+func FuzzActAndConfirmation(f *testing.F) {
+	thumbprint := strings.Repeat("A", 43)
+	for _, seed := range []string{
+		`{"act":{"sub":"a","act":{"sub":"b","iss":1}}}`, `{"act":{"sub":""}}`, `{"act":null}`, `{"act":[]}`,
+		`{"act":` + strings.Repeat(`{"sub":"a","act":`, 9) + `{"sub":"z"}` + strings.Repeat("}", 10) + `}`,
+		`{"cnf":{"x5t#S256":"` + thumbprint + `"}}`, `{"cnf":{"x5t#S256":"` + thumbprint + `","jkt":"x"}}`,
+		`{"cnf":{}}`, `{"cnf":"x"}`, `{"cnf":{"x5t\u0023S256":"` + thumbprint + `"}}`, `{}`,
+	} {
+		f.Add([]byte(seed), uint8(0), true)
+	}
+	presenter := Presenter{thumbprint}
+	f.Fuzz(func(t *testing.T, payload []byte, delegation uint8, presented bool) {
+		claims, raw, err := parseClaims(payload)
+		if err != nil {
+			return
+		}
+		mode := Delegation(delegation % 4)
+		err = checkDelegation(claims, raw, mode)
+		if err == nil {
+			given := presenter
+			if !presented {
+				given = Presenter{}
+			}
+			err = checkConfirmation(raw, given)
+		}
+		var invalidErr *InvalidTokenError
+		if err != nil && !errors.As(err, &invalidErr) {
+			t.Fatalf("not a verdict: %v", err)
+		}
+		if err != nil {
+			return
+		}
+		_, delegated := raw["act"]
+		if delegated != claims.Delegated() || len(claims.actors) > MaxActDepth ||
+			(mode == DelegationRequired && !delegated) || (mode == DelegationRefused && delegated) {
+			t.Fatalf("accepted act %v as %v under %s", raw["act"], claims.actors, mode)
+		}
+		if _, bound := raw["cnf"]; bound && !presented {
+			t.Fatal("accepted a bound token without a presenter")
+		}
+	})
+}
+
+// FuzzXFCC: any x-forwarded-client-cert header gives a presenter (none or a
+// canonical thumbprint) or an ErrInvalidPresenter, never a panic.
+func FuzzXFCC(f *testing.F) {
+	for _, seed := range []string{
+		"", "Hash=" + strings.Repeat("ab", 32), `By=spiffe://x;Subject="a,b;c=\"d\"";URI=spiffe://y`,
+		"Hash=" + strings.Repeat("ab", 32) + ",Hash=zz", `Cert="-----BEGIN%20CERTIFICATE-----"`, `a="`, "=", ";;,,",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		presenter, err := PresenterFromXFCC(header)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidPresenter) || !presenter.IsZero() {
+				t.Fatalf("error %v with presenter %q", err, presenter.thumbprint)
+			}
+			return
+		}
+		if !presenter.IsZero() && !IsThumbprint(presenter.Thumbprint()) {
+			t.Fatalf("not a thumbprint: %q", presenter.Thumbprint())
+		}
+	})
+}

@@ -64,6 +64,10 @@ type Config struct {
 	RequiredType string
 	// Now is the clock; nil means time.Now. For tests.
 	Now func() time.Time
+	// Delegation accepts or refuses delegated tokens (with `act`, from
+	// tokend's Exchange): DelegationUnset means DelegationAny. A call may
+	// override it with VerifyOptions.Delegation.
+	Delegation Delegation
 
 	leewaySet bool // WithLeeway was given: Leeway 0 means none
 }
@@ -77,6 +81,11 @@ func WithLeeway(leeway time.Duration) Option {
 		c.Leeway = leeway
 		c.leewaySet = true
 	}
+}
+
+// WithDelegation sets Config.Delegation.
+func WithDelegation(delegation Delegation) Option {
+	return func(c *Config) { c.Delegation = delegation }
 }
 
 // WithClock sets the clock.
@@ -94,6 +103,7 @@ type Verifier struct {
 	maxBytes       int
 	requiredClaims []string
 	typ            string
+	delegation     Delegation
 	now            func() time.Time
 	keys           KeyProvider
 	revocations    revocationChecker
@@ -139,6 +149,7 @@ func NewVerifier(source JWKSSource, config Config, options ...Option) (*Verifier
 		maxBytes:       config.MaxTokenBytes,
 		requiredClaims: config.RequiredClaims,
 		typ:            normalizeTyp(config.RequiredType),
+		delegation:     config.Delegation,
 		now:            config.Now,
 	}
 	if config.MaxLifetime > 0 {
@@ -179,6 +190,9 @@ func withDefaults(c Config) (Config, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Delegation == DelegationUnset {
+		c.Delegation = DelegationAny
+	}
 	return c, nil
 }
 
@@ -196,6 +210,8 @@ func checkConfig(c Config) error {
 		return fmt.Errorf("tokend: Config.MaxTokenBytes must be at most %d", MaxCompactBytes)
 	case c.Algorithms != nil && len(c.Algorithms) == 0:
 		return errors.New("tokend: Config.Algorithms is empty")
+	case !c.Delegation.valid():
+		return errors.New("tokend: Config.Delegation is not a Delegation constant")
 	}
 	for _, name := range c.Algorithms {
 		if !allAlgorithms[name] {
@@ -215,13 +231,50 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 	return err
 }
 
+// VerifyOptions are the per-call inputs of VerifyWithOptions.
+type VerifyOptions struct {
+	// Scopes must all be in the token's `scope`.
+	Scopes []string
+	// Presenter is the client certificate the token came with (PresenterFromTLS,
+	// PresenterFromGRPC, PresenterFromXFCC...). The zero Presenter means none:
+	// a certificate-bound token (`cnf`, RFC 8705 §3) is then refused.
+	Presenter Presenter
+	// Delegation overrides Config.Delegation for this call when set.
+	Delegation Delegation
+}
+
 // Verify checks token and returns its claims. requiredScopes must all be in
 // the token's `scope`. A refused token is an *InvalidTokenError (see
 // ReasonOf); an error wrapping ErrKeysUnavailable means the keys (or, with a
 // LiveSource failing closed, the revocations) are not available, which says
 // nothing about the token. With a LiveSource, revoked tokens are refused
-// (REASON_REVOKED).
-func (v *Verifier) Verify(ctx context.Context, token string, requiredScopes ...string) (claims *Claims, err error) {
+// (REASON_REVOKED). Verify names no presenter, so a certificate-bound token is
+// refused (REASON_CERTIFICATE_MISMATCH): use VerifyWithOptions for those.
+func (v *Verifier) Verify(ctx context.Context, token string, requiredScopes ...string) (*Claims, error) {
+	return v.VerifyWithOptions(ctx, token, VerifyOptions{Scopes: requiredScopes})
+}
+
+// VerifyWithPresenter is Verify for a token presented with presenter's
+// client certificate (RFC 8705 §3).
+func (v *Verifier) VerifyWithPresenter(ctx context.Context, token string, presenter Presenter,
+	requiredScopes ...string) (*Claims, error) {
+	return v.VerifyWithOptions(ctx, token, VerifyOptions{Scopes: requiredScopes, Presenter: presenter})
+}
+
+// VerifyWithOptions is Verify with the presenter's certificate and a
+// delegation override. The checks run in the contract's order
+// (docs/verifier-contract.md §2): signature and header, the claim rules, then
+// `act` and delegation (section A), then the certificate binding (§9), then
+// revocation. An invalid options.Delegation is an error wrapping
+// ErrInvalidOption, not a verdict.
+func (v *Verifier) VerifyWithOptions(ctx context.Context, token string, options VerifyOptions) (claims *Claims, err error) {
+	delegation := options.Delegation
+	if delegation == DelegationUnset {
+		delegation = v.delegation
+	}
+	if !delegation.valid() {
+		return nil, fmt.Errorf("%w: VerifyOptions.Delegation is not a Delegation constant", ErrInvalidOption)
+	}
 	defer func() {
 		// The last net: nothing but a verdict or ErrKeysUnavailable escapes.
 		if recovered := recover(); recovered != nil {
@@ -242,7 +295,14 @@ func (v *Verifier) Verify(ctx context.Context, token string, requiredScopes ...s
 		return nil, err
 	}
 	moment := instantOfTime(now)
-	if err := v.checkClaims(claims, raw, moment, requiredScopes); err != nil {
+	if err := v.checkClaims(claims, raw, moment, options.Scopes); err != nil {
+		return nil, err
+	}
+	// Section A (A1, A2), then §9 (B1-B5): after every J rule, before revocation.
+	if err := checkDelegation(claims, raw, delegation); err != nil {
+		return nil, err
+	}
+	if err := checkConfirmation(raw, options.Presenter); err != nil {
 		return nil, err
 	}
 	// Last: only a token that is otherwise valid is worth looking up.

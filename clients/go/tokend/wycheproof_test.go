@@ -3,7 +3,7 @@ package tokend_test
 // Project Wycheproof JOSE vectors through the signature-only layer
 // (VerifyCompact), read from ../shared/wycheproof/testvectors_v1 beside the
 // repository or $TOKEND_WYCHEPROOF_DIR, never copied into it. Semantics as in
-// tests/client/test_wycheproof.py: "valid" must verify and "invalid" must be
+// tests/clients/python/jose/test_wycheproof.py: "valid" must verify and "invalid" must be
 // refused, except the deviations in conformance/wycheproof-deviations.json,
 // which must be refused; a deviation naming no valid vector fails the run.
 

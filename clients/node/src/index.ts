@@ -28,6 +28,7 @@ export {
   type TokenPair,
 } from "./cookies.js";
 export { InvalidTokenError, Reason } from "./errors.js";
+export { ERROR_DOMAIN, TokendError, tokendErrorFrom, type FieldViolation } from "./rpcerrors.js";
 export {
   certificateThumbprint,
   checkConfirmation,

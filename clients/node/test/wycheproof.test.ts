@@ -7,7 +7,7 @@
  * fails the run. `valid` vectors must verify and `invalid` ones must be refused, except the
  * vectors in conformance/wycheproof-deviations.json, where tokend is deliberately stricter:
  * those must be refused, and an entry naming no valid vector (stale) fails.
- * Semantics as in tests/client/test_wycheproof.py.
+ * Semantics as in tests/clients/python/jose/test_wycheproof.py.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";

@@ -7,7 +7,8 @@
   :class:`LiveSource` to have tokend push keys and revocations as they happen.
 * :mod:`tokend_client.cookies`: ``Set-Cookie``/``Cookie`` helpers for web backends.
 
-Depends only on grpcio, protobuf, cryptography and the standard library.
+Depends only on grpcio, protobuf, googleapis-common-protos (the google.rpc error
+details), cryptography and the standard library.
 """
 
 from .aio import AsyncTokenClient
@@ -19,17 +20,21 @@ from .keysource import JwksUrlSource, KeySource, KeySourceError, ServerKeySource
 from .live import LiveSource, RevocationSet, Watch
 from .models import IssuedToken, VerifyResult
 from .rpc_errors import (
+    FieldViolation,
     InvalidArgumentError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     TokendError,
     UnauthenticatedError,
     UnavailableError,
+    error_from_rpc,
 )
 from .verifier import LocalVerifier
 
 __all__ = [
     "MAX_ACT_DEPTH",
     "AsyncTokenClient",
+    "FieldViolation",
     "InvalidArgumentError",
     "InvalidToken",
     "IssuedToken",
@@ -42,6 +47,7 @@ __all__ = [
     "PermissionDeniedError",
     "PublicKey",
     "Reason",
+    "ResourceExhaustedError",
     "RevocationSet",
     "ServerKeySource",
     "TokenClient",
@@ -51,5 +57,6 @@ __all__ = [
     "VerifyResult",
     "Watch",
     "actors",
+    "error_from_rpc",
     "verify_compact",
 ]

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 Ttl = timedelta | float | int
-# A copy of clients/service-config.json (tests/client_lib/test_service_config.py keeps
+# A copy of clients/service-config.json (tests/clients/test_service_config.py keeps
 # it equal): retry policy and per-method deadlines, the same in every tokend client.
 SERVICE_CONFIG = "service_config.json"
 

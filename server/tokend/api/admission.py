@@ -24,11 +24,15 @@ IDENTITY_FREE_RPCS = frozenset({"Verify", "GetJwks"})
 
 
 class Refused(Exception):
-    """The caller may not make this call now: a status for the caller, no audit of the RPC."""
+    """The caller may not make this call now: a status for the caller, no audit of the RPC.
+    ``reason`` is the ErrorInfo reason (api/errors.py), ``retry_after`` seconds or None."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str, *,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class Admission:
@@ -52,14 +56,14 @@ class Admission:
             metrics.AUTHZ_DENIED.labels(rpc).inc()
             self._audit.emit("authz.denied", rpc=rpc, caller=call.caller,
                              peer=call.peer, request_id=call.request_id)
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED",
                           f"caller {call.caller!r} may not call {rpc} "
                           "(not allowed by the policy file)")
         if rpc in RATE_LIMITED_RPCS and not self._within_limit(call):
             metrics.RATE_LIMITED.labels(rpc).inc()
-            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
                           f"caller {call.caller!r} exceeded its rate limit for {rpc}; "
-                          "retry with backoff")
+                          "retry with backoff", retry_after=self._refill_time(call))
         return call
 
     def _identify(self, rpc: str, call: CallContext) -> None:
@@ -70,8 +74,13 @@ class Admission:
             metrics.AUTHZ_DENIED.labels(rpc).inc()
             self._audit.emit("authn.refused", rpc=rpc, error=str(exc), peer=call.peer,
                              request_id=call.request_id)
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "UNUSABLE_CERTIFICATE",
+                          str(exc)) from None
 
     def _within_limit(self, call: CallContext) -> bool:
         limit = call.rule.rate_limit if call.rule is not None else None
         return self._limiter.allow(call.client_id, limit)
+
+    def _refill_time(self, call: CallContext) -> float:
+        limit = call.rule.rate_limit if call.rule is not None else None
+        return self._limiter.retry_after(call.client_id, limit)

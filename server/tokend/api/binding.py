@@ -39,7 +39,7 @@ def confirmation_for(binding: pb.CertificateBinding | None, call: CallContext
         _may_bind_others(call)
         return {X5T_S256: named_thumbprint(binding.certificate_der, "binding.certificate_der")}
     raise BadRequest("binding names no certificate: set caller_certificate = true, or "
-                     "certificate_der")
+                     "certificate_der", field="binding")
 
 
 def caller_thumbprint(call: CallContext) -> str:
@@ -62,17 +62,19 @@ def named_thumbprint(der: bytes, field: str) -> str:
     empty, larger than 16 KiB or not an X.509 certificate."""
     if not der or len(der) > MAX_CERTIFICATE_DER_BYTES:
         raise BadRequest(f"{field} must be 1-{MAX_CERTIFICATE_DER_BYTES} bytes "
-                         "(a DER-encoded X.509 certificate)")
+                         "(a DER-encoded X.509 certificate)", field=field)
     try:
         return certificate_thumbprint(der)
     except ValueError:
-        raise BadRequest(f"{field} is not a DER-encoded X.509 certificate") from None
+        raise BadRequest(f"{field} is not a DER-encoded X.509 certificate",
+                         field=field) from None
 
 
 def checked_thumbprint(value: str, field: str) -> str:
     if not is_thumbprint(value):
         raise BadRequest(f"{field} must be a SHA-256 certificate thumbprint: 43 base64url "
-                         "characters without padding, as in x5t#S256 (RFC 8705 §3.1)")
+                         "characters without padding, as in x5t#S256 (RFC 8705 §3.1)",
+                         field=field)
     return value
 
 

@@ -20,6 +20,7 @@ import grpc
 from google.protobuf import message
 
 from tokend import metrics
+from tokend.api import errors
 from tokend.api.observed import observe
 
 MESSAGE = ("the request is not a valid protobuf message: a string that is not UTF-8, "
@@ -92,7 +93,8 @@ Refuse = Callable[[grpc.aio.ServicerContext], Any]
 def _refuser(label: str) -> Refuse:
     async def refuse(context: grpc.aio.ServicerContext) -> None:
         metrics.MALFORMED_REQUESTS.labels(label).inc()
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, MESSAGE)
+        await errors.abort(context, errors.failure_for(errors.MalformedRequest(MESSAGE), label),
+                           label)
 
     return refuse
 

@@ -34,6 +34,12 @@ def _refill(tokens: float, updated: float, limit: RateLimitConfig, now: float) -
     return min(limit.burst, tokens + max(0.0, now - updated) * limit.per_second)
 
 
+def _wait(tokens: float, limit: RateLimitConfig) -> float:
+    if tokens >= 1:
+        return 0.0
+    return (1 - tokens) / limit.per_second  # per_second > 0 (config.RateLimitConfig)
+
+
 class RateLimiter:
     """Buckets in this process's memory (one tokend process)."""
 
@@ -56,6 +62,17 @@ class RateLimiter:
             return False
         bucket.tokens -= 1
         return True
+
+    def retry_after(self, caller: str, limit: RateLimitConfig | None = None,
+                    now: float | None = None) -> float:
+        """Seconds until the caller's bucket holds a token again (0: it holds one now).
+        Asked only after a refusal, for the RetryInfo the caller gets."""
+        limit = limit or self._default
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(caller)
+        if bucket is None:
+            return 0.0
+        return _wait(_refill(bucket.tokens, bucket.updated, limit, now), limit)
 
 
 # One slot: the caller's key (BLAKE2b-128 of its id), tokens left, last update. The time is
@@ -96,6 +113,18 @@ class SharedRateLimiter(RateLimiter):
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         return allowed
+
+    def retry_after(self, caller: str, limit: RateLimitConfig | None = None,
+                    now: float | None = None) -> float:
+        limit = limit or self._default
+        now = time.monotonic() if now is None else now
+        key = hashlib.blake2b(caller.encode(), digest_size=16).digest()
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+        try:
+            _, tokens, updated = self._slot(key, now, limit)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return _wait(_refill(tokens, updated, limit, now), limit)
 
     def _slot(self, key: bytes, now: float, limit: RateLimitConfig) -> tuple[int, float, float]:
         """The caller's slot, else a free one, else the least recently used in its window

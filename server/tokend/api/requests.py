@@ -56,7 +56,8 @@ def _confirmation(request: pb.IssueRequest, call: CallContext) -> dict[str, str]
         # A refresh family does not record the binding: its tokens would come out
         # unbound. Refused rather than silently downgraded (docs/binding.md).
         raise BadRequest("a certificate-bound token cannot come with a refresh token: "
-                         "Issue again (with the binding) instead of refreshing")
+                         "Issue again (with the binding) instead of refreshing",
+                         field="include_refresh_token")
     return binding.confirmation_for(request.binding, call)
 
 
@@ -77,7 +78,7 @@ def exchange_ask(request: pb.ExchangeRequest, call: CallContext, tokens: TokenCo
     ttl = _ttl_of(request)
     if ttl is not None and ttl < 1:
         raise BadRequest("ttl must be at least 1 second (leave it unset for the subject "
-                         "token's remaining life)")
+                         "token's remaining life)", field="ttl")
     scopes = rules.check_scopes(request.scopes)
     # A bound subject or actor token (RFC 8705 §3) is presented by the caller: its own
     # certificate must be the one the token names.
@@ -94,7 +95,7 @@ def _token_field(name: str, value: str, tokens: TokenConfig) -> str:
     try:
         return rules.check_token(value, tokens.max_token_bytes)
     except BadRequest as exc:
-        raise BadRequest(f"{name}: {exc}") from None
+        raise BadRequest(f"{name}: {exc}", field=name) from None
 
 
 _DELEGATION = {pb.DELEGATION_UNSPECIFIED: "any", pb.DELEGATION_REQUIRED: "required",
@@ -109,7 +110,7 @@ def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
     rules.check_verify_audience(audience)
     delegation = _DELEGATION.get(request.delegation)
     if delegation is None:
-        raise BadRequest("delegation is not a known Delegation value")
+        raise BadRequest("delegation is not a known Delegation value", field="delegation")
     return (token, audience, rules.check_required_scopes(scopes), delegation,
             _presenter(request))
 
@@ -147,7 +148,8 @@ def revoke_spec(request: pb.RevokeRequest, call: CallContext, tokens: TokenConfi
                 ) -> RevokeSpec:
     target = request.WhichOneof("target")
     if target is None:
-        raise BadRequest("name what to revoke: one of token, jti, refresh_token, subject")
+        raise BadRequest("name what to revoke: one of token, jti, refresh_token, subject",
+                         field="target")
     call.audit["target"] = target
     value: str = getattr(request, target)
     rules.check_reason(request.reason)
@@ -179,7 +181,7 @@ def _claims_of(request: pb.IssueRequest) -> dict[str, Any]:
     try:
         return json_format.MessageToDict(request.claims)
     except ValueError:  # "Fail to serialize NaN/Infinity for Value.number_value"
-        raise BadRequest("custom claims cannot hold NaN or infinity") from None
+        raise BadRequest("custom claims cannot hold NaN or infinity", field="claims") from None
 
 
 def _ttl_of(request: pb.IssueRequest | pb.ExchangeRequest) -> float | None:
@@ -189,5 +191,5 @@ def _ttl_of(request: pb.IssueRequest | pb.ExchangeRequest) -> float | None:
     seconds, nanos = request.ttl.seconds, request.ttl.nanos
     if (abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999
             or (seconds and nanos and (seconds < 0) != (nanos < 0))):
-        raise BadRequest("ttl is not a valid google.protobuf.Duration")
+        raise BadRequest("ttl is not a valid google.protobuf.Duration", field="ttl")
     return seconds + nanos / 1e9

@@ -13,28 +13,20 @@ import grpc
 import structlog
 
 from tokend import metrics
-from tokend.api import requests
+from tokend.api import errors, requests
 from tokend.api.admission import Admission, Refused
-from tokend.api.binding import NoClientCertificate
-from tokend.api.caller_policy import PolicyDenied, check_exchange, check_spec, refresh_permit
+from tokend.api.caller_policy import check_exchange, check_spec, refresh_permit
 from tokend.api.calls import CallContext
 from tokend.api.decoding import MESSAGE as MALFORMED_MESSAGE
 from tokend.api.decoding import Malformed, decoder
+from tokend.api.errors import MalformedRequest, NotReady
 from tokend.api.responses import VerifyAnswers, exchange_response, issue_response, refused
 from tokend.api.signals import RejectionWatch
-from tokend.api.streams import (
-    LiveStreams,
-    ResumeAhead,
-    SlowSubscriber,
-    StreamEnded,
-    TooManySubscribers,
-)
+from tokend.api.streams import LiveStreams
 from tokend.audit import AuditLog
 from tokend.config import Settings
 from tokend.keys.publisher import JwksPublisher
-from tokend.store import InvalidValue, StoreError
 from tokend.tokens.authority import TokenAuthority
-from tokend.tokens.errors import BadRequest, RefreshDenied, Unavailable
 from tokend.tracing import RpcSpan
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
@@ -50,23 +42,6 @@ Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext, CallContext], Awaitable[Resp]]
 Method = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
-class NotReady(Exception):
-    """Keys or store are not loaded yet (start-up is waiting for Vault)."""
-
-
-_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (NotReady, grpc.StatusCode.UNAVAILABLE),
-    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidValue, grpc.StatusCode.INVALID_ARGUMENT),
-    (PolicyDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (RefreshDenied, grpc.StatusCode.UNAUTHENTICATED),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (SlowSubscriber, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (TooManySubscribers, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ResumeAhead, grpc.StatusCode.FAILED_PRECONDITION),
-    (NoClientCertificate, grpc.StatusCode.FAILED_PRECONDITION),
-    (StreamEnded, grpc.StatusCode.UNAVAILABLE),
-)
 # Verify and GetJwks are read-only: only rejected Verify calls are audited. A
 # WatchRevocations stream discloses revoked subjects: who followed it is recorded.
 _AUDITED = frozenset({"Issue", "Refresh", "Revoke", "Exchange", "WatchRevocations"})
@@ -74,9 +49,9 @@ _AUDITED = frozenset({"Issue", "Refresh", "Revoke", "Exchange", "WatchRevocation
 
 def rpc(method: str, *, timed: bool = True
         ) -> Callable[[Handler[Req, Resp]], Method[Req, Resp]]:
-    """Admits the call, hands its CallContext to the handler, maps errors to status
-    codes, records latency per method and code, writes the audit, and (tracing on)
-    makes the call's span (tokend.tracing.RpcSpan).
+    """Admits the call, hands its CallContext to the handler, answers errors with their
+    status code and details (api/errors.py), records latency per method and code, writes
+    the audit, and (tracing on) makes the call's span (tokend.tracing.RpcSpan).
 
     Streams pass ``timed=False``: their length is not a latency. A client closing its
     stream (cancellation) is their normal end, not an error.
@@ -100,17 +75,19 @@ def rpc(method: str, *, timed: bool = True
                 standard.ended(refusal.code, time.perf_counter() - started)
                 if span is not None:
                     span.end(refusal.code, None)
-                await context.abort(refusal.code, str(refusal))
+                await errors.abort(context, errors.failure_for(refusal, method), method)
                 raise  # unreachable: abort raises
             code, message = grpc.StatusCode.OK, None
             try:
                 if isinstance(request, Malformed):
                     metrics.MALFORMED_REQUESTS.labels(method).inc()
-                    raise BadRequest(f"{method}: {MALFORMED_MESSAGE}")
+                    raise MalformedRequest(f"{method}: {MALFORMED_MESSAGE}")
                 return await handler(self, request, context, call)
             except Exception as exc:
-                code, message = _status_for(exc, method)
-                await context.abort(code, message)
+                failure = errors.failure_for(exc, method)
+                code, message = failure.code, failure.message
+                call.audit["error_reason"] = failure.reason  # audit line and span
+                await errors.abort(context, failure, method)
                 raise  # unreachable: abort raises
             finally:
                 if timed:
@@ -125,21 +102,6 @@ def rpc(method: str, *, timed: bool = True
         return wrapper
 
     return decorate
-
-
-def _status_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
-            return code, str(exc)
-    if isinstance(exc, StoreError):
-        # The detail may name database hosts: the log has it, the caller does not.
-        log.warning("rpc.store_unavailable", method=method, error=str(exc))
-        return grpc.StatusCode.UNAVAILABLE, (
-            f"{method} failed: tokend's store (database) is unavailable; retry later")
-    # Unknown failures are bugs, not outages: a retry would meet the same bug, so not
-    # UNAVAILABLE. The log has the detail; the caller learns nothing of the internals.
-    log.error("rpc.failed", method=method, error=type(exc).__name__, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"{method} failed on the server (an internal error)"
 
 
 def add_to_server(servicer: TokenServicer, server: grpc.aio.Server) -> None:

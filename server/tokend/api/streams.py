@@ -226,7 +226,8 @@ class RevocationFeed:
         """Stream until the client leaves or the stream ends with a `StreamEnded`.
         ``caller`` is the caller's identity label, counted against its cap."""
         if from_sequence < 0:
-            raise BadRequest("from_sequence must not be negative (0 starts from the beginning)")
+            raise BadRequest("from_sequence must not be negative (0 starts from the beginning)",
+                             field="from_sequence")
         self._subscribers.admit(caller)
         # Subscribe before reading history: every row the follower publishes from now
         # on is queued, every earlier one is in the store. Duplicates are dropped below.

@@ -47,7 +47,7 @@ class SigningKey:
 class Keyring(Protocol):
     """Key custody as the rest of tokend sees it.
 
-    Contract (checked by tests/keys/test_keyring_conformance.py):
+    Contract (checked by tests/keys/conformance.py):
     - `load()` (re)reads the key versions from custody and rebuilds the JWKS; it raises
       `tokend.vault.client.VaultError` naming the path it could not use.
     - `active()` and `jwks()` answer from memory; before the first successful `load()`

@@ -229,11 +229,12 @@ class TokenAuthority:
             payload = verify_compact(token, jwks, {key.alg for key in jwks.keys})
             claims = strict_json_loads(payload)
         except InvalidToken as exc:
-            raise BadRequest(f"token was not issued by this tokend ({exc.reason.name})") from None
+            raise BadRequest(f"token was not issued by this tokend ({exc.reason.name})",
+                             field="token") from None
         if (not isinstance(claims, dict) or claims.get("iss") != self._config.issuer
                 or not isinstance(claims.get("jti"), str)
                 or not isinstance(claims.get("exp"), int | float)):
-            raise BadRequest("token was not issued by this tokend (claims)")
+            raise BadRequest("token was not issued by this tokend (claims)", field="token")
         return claims
 
     async def revoke_jti(self, jti: str, reason: str) -> int:

@@ -220,11 +220,12 @@ class SignBatcher:
     def _fail_queued(self, error: BaseException) -> None:
         pending, self._pending = self._pending, {}
         refusal = f"cannot sign: a signing call just failed ({error})"
+        retry = self._circuit.retry_after() if self._circuit is not None else None
         for batch in pending.values():
             for future in batch.futures:
                 if not future.done():
                     metrics.child(metrics.SIGN_SHED, "circuit_open").inc()
-                    future.set_exception(SigningUnavailable(refusal))
+                    future.set_exception(SigningUnavailable(refusal, retry_after=retry))
 
     def _schedule_probe(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._circuit is not None

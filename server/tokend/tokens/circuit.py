@@ -47,7 +47,13 @@ class SigningCircuit:
             wait = max(0.0, self._opened_at + self.cooldown - self._clock())
             raise SigningUnavailable(
                 f"cannot sign: the last signing call failed ({self._reason}); "
-                f"next check in {wait:.1f}s")
+                f"next check in {wait:.1f}s", retry_after=self.retry_after())
+
+    def retry_after(self) -> float:
+        """Seconds until signing may work again: the open circuit's probe, or while the
+        probe is out (or the circuit is closed), one probe interval."""
+        wait = self._opened_at + self.cooldown - self._clock()
+        return wait if self.state == "open" and wait > 0 else self.cooldown
 
     def failed(self, error: BaseException) -> None:
         """A signing call failed as a whole: open (again), whatever the state."""

@@ -86,7 +86,7 @@ class Exchanger:
         remaining = math.floor(parent["exp"]) - issued_at
         if remaining < 1:
             raise SubjectTokenRefused("subject_token expires within a second: nothing left "
-                                      "to exchange (EXPIRED)")
+                                      "to exchange (EXPIRED)", field="subject_token")
         ttl = remaining if ask.ttl is None else min(int(ask.ttl), remaining)
         act: dict[str, Any] = {"sub": actor}
         if "act" in parent:  # RFC 8693 §4.1: earlier actors nest inside the current one
@@ -111,7 +111,8 @@ class Exchanger:
                             subject=plan.spec.subject, child_jti=jti,
                             child_expires_at=plan.issued_at + plan.spec.ttl + self._leeway)
         if not await self._store.record_exchange(link):
-            raise SubjectTokenRefused("subject_token has been revoked (REVOKED)")
+            raise SubjectTokenRefused("subject_token has been revoked (REVOKED)",
+                                      field="subject_token")
         return await self._minter.mint(plan.spec, now=plan.issued_at, jti=jti)
 
     def _actor(self, ask: ExchangeAsk, now: float) -> str:
@@ -124,9 +125,11 @@ class Exchanger:
         # itself delegated would make the chain ambiguous.
         if claims.get("client_id") != ask.client_id:
             raise SubjectTokenRefused("actor_token was not issued to the caller "
-                                      "(its client_id is another caller's)")
+                                      "(its client_id is another caller's)",
+                                      field="actor_token")
         if "act" in claims:
-            raise SubjectTokenRefused("actor_token is itself a delegated token (has act)")
+            raise SubjectTokenRefused("actor_token is itself a delegated token (has act)",
+                                      field="actor_token")
         return str(claims["sub"])
 
     def _verified(self, field: str, token: str, now: float, presenter: str | None
@@ -134,11 +137,12 @@ class Exchanger:
         try:
             claims = self._check(token, now, presenter)
         except InvalidToken as exc:
-            raise SubjectTokenRefused(f"{field} is not usable ({exc.reason.name})") from None
+            raise SubjectTokenRefused(f"{field} is not usable ({exc.reason.name})",
+                                      field=field) from None
         except BadRequest as exc:
-            raise SubjectTokenRefused(f"{field}: {exc}") from None
+            raise SubjectTokenRefused(f"{field}: {exc}", field=field) from None
         if now >= claims["exp"]:  # no leeway for minting from it
-            raise SubjectTokenRefused(f"{field} has expired (EXPIRED)")
+            raise SubjectTokenRefused(f"{field} has expired (EXPIRED)", field=field)
         return claims
 
 
@@ -151,5 +155,5 @@ def _narrowed(requested: tuple[str, ...], granted: object) -> tuple[str, ...]:
         # RFC 8693 §2.2.2 (invalid_scope): a delegated token never holds more than its
         # subject token.
         raise BadRequest(f"exchange cannot widen scopes: {', '.join(extra)} not in the "
-                         "subject token's scope")
+                         "subject token's scope", field="scopes")
     return requested

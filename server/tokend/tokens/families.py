@@ -188,15 +188,18 @@ class RefreshFamilies:
             revocations = await self._store.revoke_family(
                 family.family_id, "refresh token reuse", now)
             self._reuse_detected(family, token_hash, revocations)
-            self._deny("reused")
+            self._deny("reused", reused=True)
         if family.revoked_at is not None or record.spent_at is not None:
             self._deny("revoked")
         if now >= record.expires_at or now >= family.expires_at:
             self._deny("expired")
 
     @staticmethod
-    def _deny(outcome: str) -> NoReturn:
+    def _deny(outcome: str, *, reused: bool = False) -> NoReturn:
         metrics.REFRESHED.labels(outcome).inc()
+        if reused:  # RFC 9700 §4.14.2: the caller must start over (a new login)
+            raise RefreshDenied("refresh token was already spent: presenting it again revoked "
+                                "its whole family; start a new session", reused=True)
         raise RefreshDenied("refresh token is invalid, expired or revoked")
 
     def _reuse_detected(

@@ -94,11 +94,11 @@ def check_text(field: str, value: str, max_length: int, *, required: bool = True
     Messages never repeat the value: it may be the very secret being refused."""
     if not value:
         if required:
-            raise BadRequest(f"{field} is required")
+            raise BadRequest(f"{field} is required", field=field)
         return value
     if len(value) > max_length or has_control(value):
         raise BadRequest(f"{field} must be 1-{max_length} printable characters "
-                         "(no control characters or line breaks)")
+                         "(no control characters or line breaks)", field=field)
     refuse_secret(field, value)
     return value
 
@@ -107,20 +107,21 @@ def refuse_secret(field: str, value: str) -> None:
     if looks_like_secret(value):
         raise BadRequest(
             f"{field} looks like a refresh token or a JWT: a secret must never be sent "
-            "as a name. Revoke a token with the token or refresh_token field")
+            "as a name. Revoke a token with the token or refresh_token field", field=field)
 
 
 def check_subject(subject: str) -> str:
     if not subject:
-        raise BadRequest("subject is required: the user or service the token is about")
+        raise BadRequest("subject is required: the user or service the token is about",
+                         field="subject")
     return check_text("subject", subject, MAX_SUBJECT)
 
 
 def check_jti(jti: str) -> str:
     if not jti:
-        raise BadRequest("jti is required")
+        raise BadRequest("jti is required", field="jti")
     if len(jti) > MAX_JTI or not _JTI.fullmatch(jti):
-        raise BadRequest(f"jti must be 1-{MAX_JTI} printable ASCII characters")
+        raise BadRequest(f"jti must be 1-{MAX_JTI} printable ASCII characters", field="jti")
     refuse_secret("jti", jti)
     return jti
 
@@ -129,10 +130,11 @@ def check_token(token: str, max_bytes: int) -> str:
     """An access token given to Verify or Revoke: present and within tokens.max_token_bytes
     (a malformed one is judged by the verifier: for Verify that is an answer, not an error)."""
     if not token:
-        raise BadRequest("token is required")
+        raise BadRequest("token is required", field="token")
     # An ASCII string is as long as its encoding (every real token): no copy made.
     if (len(token) if token.isascii() else len(token.encode())) > max_bytes:
-        raise BadRequest(f"token is larger than {max_bytes} bytes (tokens.max_token_bytes)")
+        raise BadRequest(f"token is larger than {max_bytes} bytes (tokens.max_token_bytes)",
+                         field="token")
     return token
 
 
@@ -141,23 +143,24 @@ def check_verify_audience(audience: str) -> str:
     refused first, with the names (check_verify_names)."""
     if not audience:
         # RFC 7519 §4.1.3: a recipient must identify itself with a value in aud.
-        raise BadRequest("audience is required: the audience your service expects")
+        raise BadRequest("audience is required: the audience your service expects",
+                         field="audience")
     if len(audience) > MAX_AUDIENCE:
-        raise BadRequest(f"audience is longer than {MAX_AUDIENCE} characters")
+        raise BadRequest(f"audience is longer than {MAX_AUDIENCE} characters", field="audience")
     return audience
 
 
 def check_verify_names(audience: str, scopes: Sequence[str]) -> None:
     """What a Verify caller names: no control characters, and scopes by the scope rules."""
     if has_control(audience):
-        raise BadRequest("audience cannot hold control characters")
+        raise BadRequest("audience cannot hold control characters", field="audience")
     if scopes:  # most Verify calls name none
-        check_scopes(scopes)
+        check_scopes(scopes, "required_scopes")
 
 
 def check_required_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
     if len(scopes) > MAX_REQUIRED_SCOPES:
-        raise BadRequest(f"at most {MAX_REQUIRED_SCOPES} required_scopes")
+        raise BadRequest(f"at most {MAX_REQUIRED_SCOPES} required_scopes", field="required_scopes")
     return tuple(scopes)
 
 
@@ -168,32 +171,32 @@ def check_reason(reason: str) -> str:
 def check_audience(audience: Iterable[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
     values = tuple(dict.fromkeys(audience))
     if not values:
-        raise BadRequest("audience is required: name at least one service the token is for")
+        raise BadRequest("audience is required: name at least one service the token is for",
+                         field="audience")
     if len(values) > MAX_AUDIENCES:
-        raise BadRequest(f"at most {MAX_AUDIENCES} audiences per token")
+        raise BadRequest(f"at most {MAX_AUDIENCES} audiences per token", field="audience")
     for value in values:
         if len(value) > MAX_AUDIENCE or not (_URI.fullmatch(value) or _NAME.fullmatch(value)):
             raise BadRequest(
                 f"audience {_shown(value)} has an unknown format: use an absolute URI "
                 f"(https://api.example.com) or a name of letters, digits and .-_:/ "
-                f"(at most {MAX_AUDIENCE} characters)"
-            )
+                f"(at most {MAX_AUDIENCE} characters)", field="audience")
         refuse_secret("audience", value)
         if allowed and value not in allowed:
-            raise BadRequest(f"audience {value!r} is not in tokens.allowed_audiences")
+            raise BadRequest(f"audience {value!r} is not in tokens.allowed_audiences",
+                             field="audience")
     return values
 
 
-def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+def check_scopes(scopes: Iterable[str], field: str = "scopes") -> tuple[str, ...]:
     values = tuple(dict.fromkeys(scopes))
     if len(values) > MAX_SCOPES:
-        raise BadRequest(f"at most {MAX_SCOPES} scopes per token")
+        raise BadRequest(f"at most {MAX_SCOPES} scopes per token", field=field)
     for value in values:
         if len(value) > MAX_SCOPE or not _SCOPE.fullmatch(value):
             raise BadRequest(
                 f"scope {_shown(value)} is invalid: 1-{MAX_SCOPE} characters, "
-                "no spaces, quotes or backslashes (RFC 6749 section 3.3)"
-            )
+                "no spaces, quotes or backslashes (RFC 6749 section 3.3)", field=field)
         refuse_secret("scope", value)
     return values
 
@@ -207,12 +210,12 @@ def check_ttl(ttl_seconds: float | None, config: TokenConfig) -> int:
     if ttl_seconds is None:
         return int(config.default_ttl)
     if ttl_seconds < 1:
-        raise BadRequest("ttl must be at least 1 second (leave it unset for the default)")
+        raise BadRequest("ttl must be at least 1 second (leave it unset for the default)",
+                         field="ttl")
     if ttl_seconds > config.max_ttl:
         raise BadRequest(
             f"ttl {ttl_seconds:g}s is above the maximum of {config.max_ttl:g}s "
-            "(tokens.max_ttl); ask for a shorter ttl or use a refresh token"
-        )
+            "(tokens.max_ttl); ask for a shorter ttl or use a refresh token", field="ttl")
     return int(ttl_seconds)
 
 
@@ -223,26 +226,23 @@ def check_claims(claims: Mapping[str, Any], config: TokenConfig) -> dict[str, An
         if name in RESERVED_CLAIMS:
             raise BadRequest(
                 f"custom claim {name!r} is a registered claim that tokend sets itself; "
-                "rename it"
-            )
+                "rename it", field="claims")
         if len(name) > MAX_CLAIM_NAME or not _CLAIM_NAME.fullmatch(name):
             raise BadRequest(
                 f"custom claim name {_shown(name)} is invalid: letters, digits and _.:/- "
-                f"starting with a letter or _, at most {MAX_CLAIM_NAME} characters"
-            )
+                f"starting with a letter or _, at most {MAX_CLAIM_NAME} characters", field="claims")
     depth = _depth(claims)
     if depth > config.max_claims_depth:
         raise BadRequest(
             f"custom claims are nested {depth} levels deep; the limit is "
-            f"{config.max_claims_depth} (tokens.max_claims_depth)"
-        )
+            f"{config.max_claims_depth} (tokens.max_claims_depth)", field="claims")
     normalised = _integral_floats_to_int(dict(claims))
     size = len(json.dumps(normalised, separators=(",", ":"), ensure_ascii=False).encode())
     if size > config.max_claims_bytes:
         raise BadRequest(
             f"custom claims take {size} bytes as JSON; the limit is {config.max_claims_bytes} "
-            "(tokens.max_claims_bytes). Keep tokens lean: put large data behind an API"
-        )
+            "(tokens.max_claims_bytes). Keep tokens lean: put large data behind an API",
+            field="claims")
     return normalised
 
 
@@ -252,8 +252,8 @@ def check_narrowing(requested: tuple[str, ...], granted: tuple[str, ...]) -> tup
     extra = [scope for scope in requested if scope not in granted]
     if extra:
         raise BadRequest(
-            f"refresh cannot widen scopes: {', '.join(extra)} not in the original grant"
-        )
+            f"refresh cannot widen scopes: {', '.join(extra)} not in the original grant",
+            field="scopes")
     return requested
 
 
@@ -270,15 +270,15 @@ def _integral_floats_to_int(value: Any) -> Any:
     Also refuses what no token may hold: NaN, infinity and control characters."""
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise BadRequest("custom claims cannot hold NaN or infinity")
+            raise BadRequest("custom claims cannot hold NaN or infinity", field="claims")
         return int(value) if value.is_integer() and abs(value) < 2**53 else value
     if isinstance(value, str):
         if has_control(value):
-            raise BadRequest("custom claim values cannot hold control characters")
+            raise BadRequest("custom claim values cannot hold control characters", field="claims")
         return value
     if isinstance(value, dict):
         if any(has_control(k) for k in value):
-            raise BadRequest("custom claim names cannot hold control characters")
+            raise BadRequest("custom claim names cannot hold control characters", field="claims")
         return {k: _integral_floats_to_int(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_integral_floats_to_int(v) for v in value]

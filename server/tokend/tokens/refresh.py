@@ -28,11 +28,13 @@ def hash_refresh_token(token: str) -> bytes:
 
 def parse_refresh_token(token: str) -> bytes:
     if not token:
-        raise BadRequest("refresh_token is required")
+        raise BadRequest("refresh_token is required", field="refresh_token")
     if len(token) > MAX_LENGTH:
-        raise BadRequest(f"refresh_token is longer than {MAX_LENGTH} characters")
+        raise BadRequest(f"refresh_token is longer than {MAX_LENGTH} characters",
+                         field="refresh_token")
     if not _FORMAT.fullmatch(token):
-        raise BadRequest("refresh_token is not a tokend refresh token (expected tkd_rt_...)")
+        raise BadRequest("refresh_token is not a tokend refresh token (expected tkd_rt_...)",
+                         field="refresh_token")
     return hash_refresh_token(token)
 
 

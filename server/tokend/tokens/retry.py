@@ -38,7 +38,8 @@ def check_idempotency_key(key: str) -> str | None:
     if not key:
         return None
     if not _KEY.fullmatch(key):
-        raise BadRequest("idempotency_key must be 16-128 characters of A-Z a-z 0-9 _ -")
+        raise BadRequest("idempotency_key must be 16-128 characters of A-Z a-z 0-9 _ -",
+                         field="idempotency_key")
     return key
 
 

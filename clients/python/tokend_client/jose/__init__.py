@@ -30,7 +30,7 @@ Modules, one concern (and RFC) each:
 * :mod:`.jws`     compact JWS (RFC 7515): verify, and the signing side's segments
 
 What the server uses (``server/tokend`` imports nothing else from this package, and
-no name with a leading underscore; tests/client/test_jose_surface.py checks it):
+no name with a leading underscore; tests/clients/python/jose/test_surface.py checks it):
 
 * ``b64url_encode``, ``b64url_decode``, ``b64url_uint``: identifiers, private JWK members
 * ``strict_json_loads``: claims of tokens the server reads back

@@ -25,7 +25,7 @@ import org.junit.jupiter.api.TestFactory;
  * {@link Jws#verifyCompact}, with every supported algorithm allowed. "valid" must verify,
  * "invalid" must be refused with an InvalidTokenException, and the deliberate deviations in
  * conformance/wycheproof-deviations.json must be refused; a stale deviation fails. The same
- * semantics as tests/client/test_wycheproof.py. A missing directory fails the run.
+ * semantics as tests/clients/python/jose/test_wycheproof.py. A missing directory fails the run.
  */
 class WycheproofTest {
 

@@ -1,0 +1,1 @@
+"""Tests of tokend_client.jose (clients/python/tokend_client/jose/)."""
