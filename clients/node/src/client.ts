@@ -5,11 +5,20 @@
  * token's `client_id`), so there is deliberately no server-only-TLS mode, and plaintext
  * only to a development server on loopback.
  */
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { SecureClientSessionOptions } from "node:http2";
-import { createClient, type Client } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { TokenService } from "./gen/tokend/v1/tokend_pb.js";
+import {
+  TokenService,
+  type CertificateBindingSchema,
+  type ExchangeRequestSchema,
+  type ExchangeResponse,
+  type IssueRequestSchema,
+  type IssueResponse,
+} from "./gen/tokend/v1/tokend_pb.js";
 import { isLoopbackHostname } from "./loopback.js";
 import { withServiceConfig } from "./retries.js";
 
@@ -148,4 +157,95 @@ function readPem(path: string, what: string): Buffer {
     throw new TypeError(`${what} (${path}) holds no PEM block`);
   }
   return pem;
+}
+
+/**
+ * What a token is bound to (RFC 8705 §3): `true` is the caller's own client certificate
+ * (the one on this mutual-TLS connection); DER bytes or an X509Certificate name another
+ * certificate, which the caller policy must allow (`issue.bind_other_certificates`,
+ * docs/binding.md).
+ */
+export type BindTo = true | Uint8Array | X509Certificate;
+
+/** The CertificateBinding message `bindTo` asks for. */
+export function certificateBinding(bindTo: BindTo): MessageInitShape<typeof CertificateBindingSchema> {
+  if (bindTo === true) return { certificate: { case: "callerCertificate", value: true } };
+  if (bindTo instanceof X509Certificate) return { certificate: { case: "certificateDer", value: new Uint8Array(bindTo.raw) } };
+  if (bindTo instanceof Uint8Array) return { certificate: { case: "certificateDer", value: bindTo } };
+  throw new TypeError("bindToCertificate is true, DER bytes or an X509Certificate");
+}
+
+/** What {@link issueToken} asks for; the server validates the values. */
+export interface IssueParams {
+  subject: string;
+  audience: string | readonly string[];
+  /** Scope names (a string: space-separated). */
+  scopes?: string | readonly string[];
+  /** Custom claims (reserved names such as cnf and act are refused by tokend). */
+  claims?: Record<string, unknown>;
+  /** Lifetime in seconds (default: the server's). */
+  ttlSeconds?: number;
+  /** Also return a refresh token (not for a bound token: tokend issues none). */
+  refresh?: boolean;
+  /** Bind the token to a certificate (`cnf`, RFC 8705 §3). */
+  bindToCertificate?: BindTo;
+}
+
+/** What {@link exchangeToken} asks for (RFC 8693 token exchange, docs/exchange.md). */
+export interface ExchangeParams {
+  /** The token to exchange (issued by this tokend; its `sub` is kept). */
+  subjectToken: string;
+  /** The audience(s) of the new token (the policy's `exchange.audiences`). */
+  audience: string | readonly string[];
+  /** Scopes for the new token, a subset of the subject token's (a string: space-separated). */
+  scopes?: string | readonly string[];
+  /** Lifetime in seconds, capped at the subject token's remaining life. */
+  ttlSeconds?: number;
+  /** A token naming the actor (its `client_id` must be the caller); default: the caller's mTLS identity. */
+  actorToken?: string;
+  /** Bind the new token to a certificate; never inherited from the subject token. */
+  bindToCertificate?: BindTo;
+}
+
+/** Issues a token with {@link IssueParams} (certificate binding included). */
+export async function issueToken(client: TokenServiceClient, params: IssueParams, options?: CallOptions): Promise<IssueResponse> {
+  const request: MessageInitShape<typeof IssueRequestSchema> = {
+    subject: params.subject,
+    audience: list(params.audience, "audience"),
+    scopes: params.scopes === undefined ? [] : list(params.scopes, "scopes"),
+    includeRefreshToken: params.refresh ?? false,
+    ...(params.claims === undefined ? {} : { claims: params.claims as MessageInitShape<typeof IssueRequestSchema>["claims"] }),
+    ...(params.ttlSeconds === undefined ? {} : { ttl: duration(params.ttlSeconds) }),
+    ...(params.bindToCertificate === undefined ? {} : { binding: certificateBinding(params.bindToCertificate) }),
+  };
+  return client.issue(request, options);
+}
+
+/**
+ * Exchanges `subjectToken` for a token for another audience on the subject's behalf
+ * (RFC 8693 §2.1): `sub` is kept, the caller is recorded in `act` (§4.1), scopes only
+ * narrow, and revoking the subject token revokes this one too.
+ */
+export async function exchangeToken(client: TokenServiceClient, params: ExchangeParams, options?: CallOptions): Promise<ExchangeResponse> {
+  const request: MessageInitShape<typeof ExchangeRequestSchema> = {
+    subjectToken: params.subjectToken,
+    audience: list(params.audience, "audience"),
+    scopes: params.scopes === undefined ? [] : list(params.scopes, "scopes"),
+    actorToken: params.actorToken ?? "",
+    ...(params.ttlSeconds === undefined ? {} : { ttl: duration(params.ttlSeconds) }),
+    ...(params.bindToCertificate === undefined ? {} : { binding: certificateBinding(params.bindToCertificate) }),
+  };
+  return client.exchange(request, options);
+}
+
+function list(value: string | readonly string[], name: string): string[] {
+  if (typeof value === "string") return value.split(" ").filter((item) => item !== "");
+  if (!Array.isArray(value) || !value.every((item) => typeof item === "string")) throw new TypeError(`${name} must be strings`);
+  return [...value];
+}
+
+function duration(seconds: number): { seconds: bigint; nanos: number } {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds <= 0) throw new RangeError("ttlSeconds must be a positive number");
+  const whole = Math.floor(seconds);
+  return { seconds: BigInt(whole), nanos: Math.round((seconds - whole) * 1e9) };
 }

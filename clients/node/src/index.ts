@@ -4,10 +4,16 @@
  */
 export {
   baseUrlOf,
+  certificateBinding,
   connect,
   connectInsecureLoopback,
   createChannelCredentials,
+  exchangeToken,
+  issueToken,
+  type BindTo,
   type ChannelCredentials,
+  type ExchangeParams,
+  type IssueParams,
   type ConnectOptions,
   type TlsFiles,
   type TokendClient,
@@ -23,6 +29,17 @@ export {
 } from "./cookies.js";
 export { InvalidTokenError, Reason } from "./errors.js";
 export { ERROR_DOMAIN, TokendError, tokendErrorFrom, type FieldViolation } from "./rpcerrors.js";
+export {
+  certificateThumbprint,
+  checkConfirmation,
+  isThumbprint,
+  MAX_CERTIFICATE_DER_BYTES,
+  presenterFromTlsSocket,
+  presenterFromXfcc,
+  X5T_S256,
+  type Certificate,
+} from "./binding.js";
+export { actors, checkDelegation, MAX_ACT_DEPTH, type Delegation } from "./delegation.js";
 export {
   methodRules,
   newIdempotencyKey,

@@ -4,10 +4,13 @@
  * The rules are tokend's verifier contract (docs/verifier-contract.md), the same in every
  * client; the reference is the Python client's LocalVerifier. The signature layer is
  * ./jose.ts (strict base64url, strict JSON, keys bound to one algorithm); this module adds
- * `typ`, the claim rules, scopes and, with a {@link LiveSource}, revocations. Every
+ * `typ`, the claim rules, scopes, the actor chain (`act`, ./delegation.ts), certificate
+ * binding (`cnf`, ./binding.ts) and, with a {@link LiveSource}, revocations. Every
  * refusal is an {@link InvalidTokenError} with a {@link Reason}; a bad configuration
  * throws TypeError or RangeError at construction.
  */
+import { checkConfirmation, presenterThumbprint, type Certificate } from "./binding.js";
+import { checkDelegation, delegationOption, type Delegation } from "./delegation.js";
 import { InvalidTokenError, Reason } from "./errors.js";
 import { HeaderCache, JWS_ALGORITHMS, JwkSet, MAX_COMPACT_BYTES, parseCompact, strictJsonFromBytes, verifyParsed, type JwksInput, type ParsedJws, type VerifiedJws } from "./jose.js";
 import { KeySource } from "./keys.js";
@@ -70,6 +73,12 @@ export interface VerifierOptions {
   requiredTyp?: string;
   /** The clock, in unix seconds (default Date.now() / 1000): inject it in tests. */
   clock?: () => number;
+  /**
+   * Delegated tokens (with `act`, RFC 8693 §4.1): "any" (default) accepts direct and
+   * delegated ones, "required" only delegated, "refused" only direct (else
+   * Reason.DELEGATION). The `act` shape is always checked.
+   */
+  delegation?: Delegation;
 }
 
 /** Per-call options for {@link Verifier.verify}. */
@@ -80,6 +89,16 @@ export interface VerifyOptions {
   requiredScopes?: string | readonly string[];
   /** The time to check against (default: the verifier's clock). */
   now?: Date;
+  /** Overrides the verifier's `delegation` for this call. */
+  delegation?: Delegation;
+  /**
+   * The certificate the token was presented with (DER or X509Certificate), for
+   * certificate-bound tokens (RFC 8705 §3): see presenterFromTlsSocket and
+   * presenterFromXfcc. A bound token with no presenter is Reason.CERTIFICATE_MISMATCH.
+   */
+  presenterCertificate?: Certificate;
+  /** The presenter's `x5t#S256` thumbprint instead of its certificate (not both). */
+  presenterX5tS256?: string;
 }
 
 const DEFAULT_REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "aud", "jti"];
@@ -103,6 +122,7 @@ export class Verifier {
   readonly #requiredClaims: readonly string[];
   readonly #typ: string;
   readonly #clock: () => number;
+  readonly #delegation: Delegation;
   readonly #headers = new HeaderCache();
 
   /** Checks the options once; a bad configuration throws TypeError or RangeError. */
@@ -120,6 +140,7 @@ export class Verifier {
     this.#typ = normalizeTyp(nonEmptyString(options.requiredTyp ?? "at+jwt", "requiredTyp"));
     if (options.clock !== undefined && typeof options.clock !== "function") throw new TypeError("clock must be a function");
     this.#clock = options.clock ?? (() => Date.now() / 1000);
+    this.#delegation = delegationOption(options.delegation ?? "any");
     const keys = options.keys;
     if (keys instanceof KeySource) {
       this.#source = keys;
@@ -144,6 +165,8 @@ export class Verifier {
     const now = options.now === undefined ? this.#clock() : options.now.getTime() / 1000;
     const audience = options.audience === undefined ? this.#audience : audienceSet(options.audience);
     const scopes = requiredScopes(options.requiredScopes);
+    const delegation = options.delegation === undefined ? this.#delegation : delegationOption(options.delegation);
+    const presenter = presenterThumbprint(options.presenterCertificate, options.presenterX5tS256);
     // Size first, before any decoding: bounds the work a hostile token can cause.
     if (tokenLength(token) > this.#maxTokenBytes) throw new InvalidTokenError(Reason.TOO_LARGE);
     const parsed = parseCompact(token, this.#headers);
@@ -153,6 +176,8 @@ export class Verifier {
     if (typeof typ !== "string" || normalizeTyp(typ) !== this.#typ) throw new InvalidTokenError(Reason.WRONG_TYPE);
     const claims = claimsObject(verified.payload);
     this.#checkClaims(claims, now, audience, scopes);
+    checkDelegation(claims, delegation); // A1, A2: after every claim rule
+    checkConfirmation(claims, presenter); // B1-B5: after delegation, before revocation
     this.#headers.remember(parsed);
     // Last: only a token that is otherwise valid is worth looking up.
     if (this.#revocations !== undefined) {
@@ -163,11 +188,20 @@ export class Verifier {
     return claims as AccessTokenClaims;
   }
 
-  /** Throws {@link InvalidTokenError} unless verified `claims` still pass the claim rules at `now`. */
+  /**
+   * Throws {@link InvalidTokenError} unless verified `claims` still pass the claim rules
+   * at `now`, `act`/delegation and the binding to this call's presenter (a cache of
+   * verified tokens must call this on every hit: the presenter changes per call).
+   */
   checkClaims(claims: Readonly<Record<string, unknown>>, options: VerifyOptions = {}): void {
     const now = options.now === undefined ? this.#clock() : options.now.getTime() / 1000;
     const audience = options.audience === undefined ? this.#audience : audienceSet(options.audience);
-    this.#checkClaims(claims, now, audience, requiredScopes(options.requiredScopes));
+    const scopes = requiredScopes(options.requiredScopes);
+    const delegation = options.delegation === undefined ? this.#delegation : delegationOption(options.delegation);
+    const presenter = presenterThumbprint(options.presenterCertificate, options.presenterX5tS256);
+    this.#checkClaims(claims, now, audience, scopes);
+    checkDelegation(claims, delegation);
+    checkConfirmation(claims, presenter);
   }
 
   /** The header was decoded before any key is fetched: malformed tokens cost no request. */

@@ -3,7 +3,11 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { baseUrlOf, connect, connectInsecureLoopback, createChannelCredentials } from "../src/index.js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  baseUrlOf, certificateBinding, connect, connectInsecureLoopback, createChannelCredentials, ExchangeRequestSchema, exchangeToken,
+  IssueRequestSchema, issueToken, type TokenServiceClient,
+} from "../src/index.js";
 
 describe("baseUrlOf", () => {
   it("turns gRPC targets into https origins", () => {
@@ -61,5 +65,50 @@ describe("connectInsecureLoopback", () => {
     assert.throws(() => connectInsecureLoopback("tokend.internal:50051"), TypeError);
     assert.throws(() => connectInsecureLoopback("127.0.0.1.evil.example:50051"), TypeError);
     assert.throws(() => connectInsecureLoopback("http://127.0.0.1:50051"), TypeError);
+  });
+});
+
+describe("issueToken / exchangeToken requests", () => {
+  // Captures the request a helper builds; the live behaviour is in interop/chain.test.ts.
+  const capture = () => {
+    const seen: { issue?: unknown; exchange?: unknown } = {};
+    const client = {
+      issue: async (request: unknown) => { seen.issue = request; return {}; },
+      exchange: async (request: unknown) => { seen.exchange = request; return {}; },
+    } as unknown as TokenServiceClient;
+    return { client, seen };
+  };
+  const der = Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01]);
+
+  it("asks for a binding to the caller's or a named certificate (RFC 8705 §3)", () => {
+    assert.deepEqual(certificateBinding(true), { certificate: { case: "callerCertificate", value: true } });
+    assert.deepEqual(certificateBinding(der), { certificate: { case: "certificateDer", value: der } });
+    assert.throws(() => certificateBinding("yes" as unknown as true), TypeError);
+  });
+
+  it("builds an IssueRequest that serializes (scopes, ttl, binding)", async () => {
+    const { client, seen } = capture();
+    await issueToken(client, { subject: "alice", audience: "orders", scopes: "a b", ttlSeconds: 90.5, bindToCertificate: true, claims: { tenant: "t1" } });
+    const request = create(IssueRequestSchema, seen.issue as Parameters<typeof create<typeof IssueRequestSchema>>[1]);
+    assert.deepEqual(request.scopes, ["a", "b"]);
+    assert.deepEqual(request.audience, ["orders"]);
+    assert.equal(request.ttl?.seconds, 90n);
+    assert.equal(request.ttl?.nanos, 500_000_000);
+    assert.equal(request.binding?.certificate.case, "callerCertificate");
+    assert.ok(toBinary(IssueRequestSchema, request).length > 0);
+    await assert.rejects(issueToken(client, { subject: "a", audience: "o", ttlSeconds: -1 }), RangeError);
+  });
+
+  it("builds an ExchangeRequest (RFC 8693 §2.1) with no binding unless asked", async () => {
+    const { client, seen } = capture();
+    await exchangeToken(client, { subjectToken: "t", audience: ["payments"], scopes: ["payments:charge"] });
+    const plain = create(ExchangeRequestSchema, seen.exchange as Parameters<typeof create<typeof ExchangeRequestSchema>>[1]);
+    assert.equal(plain.binding, undefined);
+    assert.equal(plain.actorToken, "");
+    await exchangeToken(client, { subjectToken: "t", audience: "payments", actorToken: "a", bindToCertificate: der });
+    const bound = create(ExchangeRequestSchema, seen.exchange as Parameters<typeof create<typeof ExchangeRequestSchema>>[1]);
+    assert.equal(bound.binding?.certificate.case, "certificateDer");
+    assert.equal(bound.actorToken, "a");
+    assert.deepEqual(bound.audience, ["payments"]);
   });
 });

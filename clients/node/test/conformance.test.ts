@@ -1,8 +1,9 @@
 /**
- * The language-neutral conformance vectors (conformance/vectors/*.json at the repository
- * root) against the Node Verifier: for each case a verifier from its `jwks` and `options`
+ * The language-neutral conformance vectors (conformance/vectors/*.json and
+ * conformance/vectors-next/*.json at the repository root) against the Node Verifier: for each case a verifier from its `jwks` and `options`
  * with the clock fixed at `now`; a valid case must verify with its `sub`, an invalid one
- * must throw InvalidTokenError with exactly its reason. Any other exception fails the
+ * must throw InvalidTokenError with exactly its reason. A vectors-next case may carry
+ * `presenter_x5t_s256` (the certificate it is presented with) and `options.delegation`. Any other exception fails the
  * case, and missing or empty vector files fail the run (format: /work/coord and
  * docs/verifier-contract.md).
  */
@@ -16,6 +17,9 @@ import { InvalidTokenError, Reason, Verifier } from "../src/index.js";
 // dist/test/conformance.test.js -> the repository root.
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
 const VECTOR_DIR = join(ROOT, "conformance", "vectors");
+const NEXT_DIR = join(ROOT, "conformance", "vectors-next");
+// vectors-next files this runner must find (certificate binding §9, delegation section A).
+const NEXT_FILES = ["act.json", "cnf.json"];
 
 interface Case {
   id: string;
@@ -30,20 +34,22 @@ interface Case {
     max_token_bytes: number;
     required_claims: string[];
     required_typ: string;
+    delegation?: "any" | "required" | "refused";
   };
   now: number;
   token?: string;
   token_b64?: string;
   required_scopes: string[];
+  presenter_x5t_s256?: string;
   expect: { valid: true; sub: string } | { valid: false; reason: string };
 }
 
-function loadCases(): [string, Case][] {
-  if (!existsSync(VECTOR_DIR)) return [];
+function loadCases(directory: string, prefix = ""): [string, Case][] {
+  if (!existsSync(directory)) return [];
   const cases: [string, Case][] = [];
-  for (const name of readdirSync(VECTOR_DIR).filter((file) => file.endsWith(".json")).sort()) {
-    const document = JSON.parse(readFileSync(join(VECTOR_DIR, name), "utf8")) as { cases: Case[] };
-    for (const entry of document.cases) cases.push([name, entry]);
+  for (const name of readdirSync(directory).filter((file) => file.endsWith(".json")).sort()) {
+    const document = JSON.parse(readFileSync(join(directory, name), "utf8")) as { cases: Case[] };
+    for (const entry of document.cases) cases.push([prefix + name, entry]);
   }
   return cases;
 }
@@ -65,11 +71,14 @@ function verifierFor(entry: Case): Verifier {
     maxTokenBytes: options.max_token_bytes,
     requiredClaims: options.required_claims,
     requiredTyp: options.required_typ,
+    ...(options.delegation === undefined ? {} : { delegation: options.delegation }),
     clock: () => entry.now,
   });
 }
 
-const CASES = loadCases();
+const MAIN_CASES = loadCases(VECTOR_DIR);
+const NEXT_CASES = loadCases(NEXT_DIR, "next/");
+const CASES = [...MAIN_CASES, ...NEXT_CASES];
 
 function expected(entry: Case): string {
   return entry.expect.valid ? `valid sub=${entry.expect.sub}` : `invalid ${entry.expect.reason}`;
@@ -82,7 +91,9 @@ function expected(entry: Case): string {
 async function outcome(verifier: Verifier, entry: Case, perCallNow = false): Promise<string> {
   try {
     const claims = await verifier.verify(tokenOf(entry), {
-      requiredScopes: entry.required_scopes, ...(perCallNow ? { now: new Date(entry.now * 1000) } : {}),
+      requiredScopes: entry.required_scopes,
+      ...(entry.presenter_x5t_s256 === undefined ? {} : { presenterX5tS256: entry.presenter_x5t_s256 }),
+      ...(perCallNow ? { now: new Date(entry.now * 1000) } : {}),
     });
     return `valid sub=${claims.sub}`;
   } catch (error) {
@@ -95,9 +106,11 @@ async function outcome(verifier: Verifier, entry: Case, perCallNow = false): Pro
 describe("conformance vectors", () => {
   it("found the vector files, each with cases", () => {
     assert.ok(existsSync(VECTOR_DIR), `no conformance vectors at ${VECTOR_DIR}`);
-    const files = new Set(CASES.map(([file]) => file));
+    const files = new Set(MAIN_CASES.map(([file]) => file));
     assert.ok(files.size >= 8, `only ${files.size} vector files`);
-    assert.ok(CASES.length >= 500, `only ${CASES.length} cases`);
+    assert.ok(MAIN_CASES.length >= 500, `only ${MAIN_CASES.length} cases`);
+    const next = new Set(NEXT_CASES.map(([file]) => file));
+    for (const name of NEXT_FILES) assert.ok(next.has(`next/${name}`), `no cases in ${join(NEXT_DIR, name)}`);
     const ids = CASES.map(([, entry]) => entry.id);
     assert.equal(new Set(ids).size, ids.length, "case ids must be unique");
   });
