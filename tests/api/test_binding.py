@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tests.api.test_mtls_policy import audit_events, code_of, stub_for
 from tests.support.bao import BaoDevServer
 from tests.support.pki import Issued, TestCA
-from tests.support.tokend import ISSUER, RunningTokend, make_settings
+from tests.support.tokend import ISSUER, RunningTokend, mtls_settings
 from tokend_client import (
     AsyncTokenClient,
     InvalidArgumentError,
@@ -84,13 +84,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def server(bao: BaoDevServer, pki: Pki, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[RunningTokend]:
     directory = tmp_path_factory.mktemp("binding")
-    (directory / "policy.yaml").write_text(POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, directory, vault={"key_name": "cert-binding"},
-        insecure_plaintext=False, policy_file=directory / "policy.yaml",
+    settings = mtls_settings(
+        bao.addr, bao.token, directory, policy=POLICY, vault={"key_name": "cert-binding"},
         audit_log=str(directory / "audit.log"),
-        tls={"cert_file": pki.server.cert_file, "key_file": pki.server.key_file,
-             "client_ca_file": pki.ca.cert_file})
+        server_cert=pki.server.cert_file, server_key=pki.server.key_file,
+        client_ca=pki.ca.cert_file)
     with RunningTokend(settings, tls_client=(pki.ca.cert_file, pki.orders)) as running:
         yield running
 

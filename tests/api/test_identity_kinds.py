@@ -17,7 +17,7 @@ import pytest
 from tests.api.test_mtls_policy import audit_events, code_of, issue_request, stub_for
 from tests.support.bao import BaoDevServer
 from tests.support.pki import TestCA
-from tests.support.tokend import RunningTokend, make_settings
+from tests.support.tokend import RunningTokend, mtls_settings
 from tokend.api.identity import Identity, identity_from_pem
 from tokend_client.v1 import tokend_pb2 as pb
 
@@ -52,13 +52,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def server(bao: BaoDevServer, pki: Pki, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[RunningTokend]:
     directory = tmp_path_factory.mktemp("kinds")
-    (directory / "policy.yaml").write_text(POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, directory, vault={"key_name": "identity-kinds"},
-        insecure_plaintext=False, policy_file=directory / "policy.yaml",
+    settings = mtls_settings(
+        bao.addr, bao.token, directory, policy=POLICY, vault={"key_name": "identity-kinds"},
         audit_log=str(directory / "audit.log"),
-        tls={"cert_file": pki.server.cert_file, "key_file": pki.server.key_file,
-             "client_ca_file": pki.ca.cert_file})
+        server_cert=pki.server.cert_file, server_key=pki.server.key_file,
+        client_ca=pki.ca.cert_file)
     with RunningTokend(settings, tls_client=(pki.ca.cert_file, pki.checkout)) as running:
         yield running
 

@@ -24,7 +24,7 @@ import pytest
 from tests.support import error_servers
 from tests.support.bao import BaoDevServer
 from tests.support.pki import TestCA
-from tests.support.tokend import ISSUER, RunningTokend, make_settings, mtls_tokend
+from tests.support.tokend import ISSUER, RunningTokend, mtls_settings, mtls_tokend
 
 GO_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "go"
 LIVE_TESTS = "TestInteropLive"
@@ -125,12 +125,10 @@ def chain_env(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory
     ca = TestCA(directory / "pki")
     server = ca.server()
     certs = {name: ca.client(name, spiffe=spiffe) for name, spiffe in CHAIN_IDENTITIES.items()}
-    (directory / "policy.yaml").write_text(CHAIN_POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, directory, vault={"key_name": "gochain"},
-        insecure_plaintext=False, policy_file=directory / "policy.yaml",
-        tls={"cert_file": server.cert_file, "key_file": server.key_file,
-             "client_ca_file": ca.cert_file})
+    settings = mtls_settings(
+        bao.addr, bao.token, directory, policy=CHAIN_POLICY, vault={"key_name": "gochain"},
+        server_cert=server.cert_file, server_key=server.key_file,
+        client_ca=ca.cert_file)
     with RunningTokend(settings, tls_client=(ca.cert_file, certs["login"])) as running:
         env = {**os.environ, "TOKEND_ADDR": running.grpc_addr, "TOKEND_CA_FILE": str(ca.cert_file),
                "TOKEND_CLIENT_CERT": str(certs["login"].cert_file),

@@ -18,7 +18,7 @@ import pytest
 from tests.support import error_servers
 from tests.support.bao import BaoDevServer
 from tests.support.pki import TestCA
-from tests.support.tokend import ISSUER, RunningTokend, make_settings, mtls_tokend
+from tests.support.tokend import ISSUER, RunningTokend, mtls_settings, mtls_tokend
 
 JAVA_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "java"
 LIVE_AUDIENCE = "interop-live"
@@ -104,12 +104,10 @@ def chain_env(bao: BaoDevServer, tmp_path: Path) -> Iterator[dict[str, str]]:
     ca = TestCA(tmp_path / "pki")
     server = ca.server()
     certs = {name: ca.client(name, spiffe=spiffe) for name, spiffe in CHAIN_IDS.items()}
-    (tmp_path / "policy.yaml").write_text(CHAIN_POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, tmp_path, vault={"key_name": "java-chain"},
-        insecure_plaintext=False, policy_file=tmp_path / "policy.yaml",
-        tls={"cert_file": server.cert_file, "key_file": server.key_file,
-             "client_ca_file": ca.cert_file})
+    settings = mtls_settings(
+        bao.addr, bao.token, tmp_path, policy=CHAIN_POLICY, vault={"key_name": "java-chain"},
+        server_cert=server.cert_file, server_key=server.key_file,
+        client_ca=ca.cert_file)
     with RunningTokend(settings, tls_client=(ca.cert_file, certs["login"])) as running:
         env = {**os.environ, "TOKEND_ADDR": running.grpc_addr, "TOKEND_ISSUER": ISSUER,
                "TOKEND_CA_FILE": str(ca.cert_file),

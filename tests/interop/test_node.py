@@ -15,7 +15,7 @@ import pytest
 from tests.support import error_servers
 from tests.support.bao import BaoDevServer
 from tests.support.pki import TestCA
-from tests.support.tokend import ISSUER, RunningTokend, make_settings, mtls_tokend
+from tests.support.tokend import ISSUER, RunningTokend, mtls_settings, mtls_tokend
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 LIVE_AUDIENCE = "interop-live"
@@ -103,12 +103,10 @@ def chain_env(bao: BaoDevServer, tmp_path: Path) -> Iterator[dict[str, str]]:
     ca = TestCA(tmp_path / "pki")
     server_cert, service_cert = ca.server(), ca.server("payments-service")
     certs = {name: ca.client(name, spiffe=spiffe) for name, spiffe in CHAIN_IDS.items()}
-    (tmp_path / "policy.yaml").write_text(CHAIN_POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, tmp_path, vault={"key_name": "node-chain"},
-        insecure_plaintext=False, policy_file=tmp_path / "policy.yaml",
-        tls={"cert_file": server_cert.cert_file, "key_file": server_cert.key_file,
-             "client_ca_file": ca.cert_file})
+    settings = mtls_settings(
+        bao.addr, bao.token, tmp_path, policy=CHAIN_POLICY, vault={"key_name": "node-chain"},
+        server_cert=server_cert.cert_file, server_key=server_cert.key_file,
+        client_ca=ca.cert_file)
     with RunningTokend(settings, tls_client=(ca.cert_file, certs["login"])) as running:
         env = {**os.environ, "TOKEND_ADDR": running.grpc_addr, "TOKEND_CA_FILE": str(ca.cert_file),
                "TOKEND_ISSUER": ISSUER, "TOKEND_SERVICE_CERT": str(service_cert.cert_file),

@@ -95,6 +95,18 @@ class RunningTokend:
         self._loop.close()
 
 
+def mtls_settings(vault_addr: str, vault_token: str, directory: Path, *, policy: str,
+                  server_cert: Path, server_key: Path, client_ca: Path,
+                  **overrides: Any) -> Settings:
+    """Settings for a tokend with mutual TLS and `policy` (written to directory/policy.yaml)."""
+    policy_file = directory / "policy.yaml"
+    policy_file.write_text(policy)
+    return make_settings(
+        vault_addr, vault_token, directory, insecure_plaintext=False, policy_file=policy_file,
+        tls={"cert_file": server_cert, "key_file": server_key, "client_ca_file": client_ca},
+        **overrides)
+
+
 @contextmanager
 def mtls_tokend(vault_addr: str, vault_token: str, directory: Path, *, identity: str,
                 policy: str, **overrides: Any) -> Iterator[tuple[RunningTokend, dict[str, str]]]:
@@ -103,14 +115,9 @@ def mtls_tokend(vault_addr: str, vault_token: str, directory: Path, *, identity:
     ca = TestCA(directory / "pki")
     server = ca.server()
     client = ca.client("client", spiffe=identity)
-    policy_file = directory / "policy.yaml"
-    policy_file.write_text(policy)
-    settings = make_settings(
-        vault_addr, vault_token, directory, insecure_plaintext=False, policy_file=policy_file,
-        tls={"cert_file": server.cert_file, "key_file": server.key_file,
-             "client_ca_file": ca.cert_file},
-        **overrides,
-    )
+    settings = mtls_settings(vault_addr, vault_token, directory, policy=policy,
+                             server_cert=server.cert_file, server_key=server.key_file,
+                             client_ca=ca.cert_file, **overrides)
     with RunningTokend(settings, tls_client=(ca.cert_file, client)) as running:
         yield running, {
             "TOKEND_ADDR": running.grpc_addr,

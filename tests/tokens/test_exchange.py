@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.bao import BaoDevServer
 from tests.support.pki import Issued, TestCA
-from tests.support.tokend import ISSUER, RunningTokend, make_settings
+from tests.support.tokend import ISSUER, RunningTokend, mtls_settings
 from tokend_client import (
     InvalidArgumentError,
     InvalidToken,
@@ -97,13 +97,11 @@ def callers(bao: BaoDevServer, tmp_path_factory: pytest.TempPathFactory
              "orders": ca.client("orders", spiffe=ORDERS),
              "payments": ca.client("payments", spiffe=PAYMENTS),
              "ledger": ca.client("ledger", spiffe=LEDGER)}
-    (directory / "policy.yaml").write_text(POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, directory, vault={"key_name": "exchange"},
-        insecure_plaintext=False, policy_file=directory / "policy.yaml",
+    settings = mtls_settings(
+        bao.addr, bao.token, directory, policy=POLICY, vault={"key_name": "exchange"},
         audit_log=str(directory / "audit.log"),
-        tls={"cert_file": server_cert.cert_file, "key_file": server_cert.key_file,
-             "client_ca_file": ca.cert_file})
+        server_cert=server_cert.cert_file, server_key=server_cert.key_file,
+        client_ca=ca.cert_file)
     with RunningTokend(settings, tls_client=(ca.cert_file, certs["login"])) as server:
         result = Callers(directory, server, ca, certs)
         yield result

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.bao import BaoDevServer
 from tests.support.pki import Issued, TestCA
-from tests.support.tokend import RunningTokend, make_settings
+from tests.support.tokend import RunningTokend, mtls_settings
 from tokend_client.v1 import tokend_pb2 as pb
 from tokend_client.v1 import tokend_pb2_grpc
 
@@ -54,13 +54,11 @@ def callers(bao: BaoDevServer, tmp_path: Path) -> Iterator[Callers]:
     ca = TestCA(tmp_path / "pki")
     server_cert, owner, other = ca.server(), ca.client("owner", spiffe=OWNER), ca.client(
         "other", spiffe=OTHER)
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    settings = make_settings(
-        bao.addr, bao.token, tmp_path, vault={"key_name": "refresh-retry-callers"},
-        insecure_plaintext=False, policy_file=tmp_path / "policy.yaml",
+    settings = mtls_settings(
+        bao.addr, bao.token, tmp_path, policy=POLICY, vault={"key_name": "refresh-retry-callers"},
         audit_log=str(tmp_path / "audit.log"),
-        tls={"cert_file": server_cert.cert_file, "key_file": server_cert.key_file,
-             "client_ca_file": ca.cert_file})
+        server_cert=server_cert.cert_file, server_key=server_cert.key_file,
+        client_ca=ca.cert_file)
     with RunningTokend(settings, tls_client=(ca.cert_file, owner)) as server:
         made = Callers(server, ca, other)
         yield made
