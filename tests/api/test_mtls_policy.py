@@ -14,6 +14,7 @@ import structlog
 from google.protobuf import duration_pb2
 
 from tests.support.bao import BaoDevServer
+from tests.support.logs import read_jsonl
 from tests.support.pki import Issued, TestCA
 from tests.support.tokend import RunningTokend, make_settings
 from tokend_client.v1 import tokend_pb2 as pb
@@ -193,7 +194,7 @@ def test_rate_limit_answers_resource_exhausted(server: RunningTokend, pki: Pki) 
 
 def audit_events(server: RunningTokend) -> list[dict]:
     path = Path(server.settings.audit_log)
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path)
 
 
 def test_audit_records_without_secrets(server: RunningTokend, pki: Pki) -> None:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.bao import BaoDevServer
+from tests.support.logs import read_jsonl
 from tests.support.pki import Issued, TestCA
 from tests.support.tokend import ISSUER, RunningTokend, mtls_settings
 from tokend_client import (
@@ -311,7 +312,7 @@ def test_the_audit_names_parent_actor_and_depth(callers: Callers) -> None:
     audit_log = Path(callers.server.settings.audit_log or "")
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        lines = [json.loads(line) for line in audit_log.read_text().splitlines()]
+        lines = read_jsonl(audit_log)
         found = [e for e in lines if e.get("event") == "rpc.Exchange"
                  and e.get("jti") == exchanged.jti]
         if found:

@@ -5,7 +5,6 @@ INVALID_ARGUMENT, never UNKNOWN, INTERNAL or a retryable code."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from google.protobuf import struct_pb2
 
 from tests.faults.procs import TokendProcess, replica_config
 from tests.support.bao import BaoDevServer
+from tests.support.logs import read_jsonl
 from tokend.api.calls import RequestIds
 from tokend.api.errors import failure_for
 from tokend.store import InvalidValue, StoreError
@@ -94,7 +94,7 @@ def stored_bytes(directory: Path) -> bytes:
 
 def audit_lines(server: TokendProcess) -> list[dict[str, Any]]:
     path = server.directory / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path)
 
 
 def struct(**values: Any) -> struct_pb2.Struct:

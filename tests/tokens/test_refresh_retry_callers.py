@@ -4,7 +4,6 @@ the very same idempotency key is reuse, and the family is revoked."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import grpc
 import pytest
 
 from tests.support.bao import BaoDevServer
+from tests.support.logs import read_jsonl
 from tests.support.pki import Issued, TestCA
 from tests.support.tokend import RunningTokend, mtls_settings
 from tokend_client.v1 import tokend_pb2 as pb
@@ -41,8 +41,7 @@ class Callers:
         self.audit_file = Path(server.settings.audit_log)
 
     def audited_refreshes(self) -> list[dict[str, object]]:
-        lines = self.audit_file.read_text().splitlines()
-        events = [json.loads(line) for line in lines]
+        events = read_jsonl(self.audit_file)
         return [e for e in events if e.get("event") == "rpc.Refresh"]
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from tests.support.bao import BaoDevServer
+from tests.support.logs import read_jsonl
 from tests.support.pki import Issued, TestCA
 from tests.support.tokend import RunningTokend, make_settings
 from tokend_client.v1 import tokend_pb2 as pb
@@ -126,7 +127,7 @@ def test_streams_are_open_to_every_authenticated_caller(cluster: Cluster) -> Non
     deadline = time.monotonic() + 5
     while '"rpc.WatchRevocations"' not in audit.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
-    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    lines = read_jsonl(audit)
     (watched,) = [line for line in lines if line.get("request_id") == "watch-123"]
     assert watched["event"] == "rpc.WatchRevocations"
     assert watched["caller"] == "spiffe://tokend.test/backend"

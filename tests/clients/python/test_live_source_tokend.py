@@ -4,7 +4,6 @@ reach a local verifier within a second, and a restart of tokend loses nothing.""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from tests.clients.python.test_live_source import refused_within
 from tests.support.bao import BaoDevServer, free_port
+from tests.support.logs import read_jsonl
 from tests.support.tokend import ISSUER, RunningTokend, make_settings
 from tokend.config import Settings
 from tokend.store import NewRevocation
@@ -93,7 +93,7 @@ def test_a_restarted_tokend_resumes_the_stream_without_loss(
             for token in tokens[1:3]:
                 refused_within(verifier, token.access_token, 15.0)
             assert verifier.verify(tokens[3].access_token)["sub"] == "user3"
-    watched = [json.loads(line) for line in Path(settings.audit_log).read_text().splitlines()]
+    watched = read_jsonl(Path(settings.audit_log))
     resumed = [line["from_sequence"] for line in watched
                if line["event"] == "rpc.WatchRevocations"]
     assert resumed[0] == 0
