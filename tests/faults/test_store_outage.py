@@ -134,7 +134,10 @@ def test_postgres_stopped(bao: BaoDevServer, cluster: PostgresCluster, tmp_path:
         assert issue(a, "frank", refresh=True).refresh_token
         assert revoke(a, alive, "after the outage").revoked == 1
         wait_for(lambda: verify(b, alive).reason == pb.REASON_REVOKED, 5, "revoked on b")
-        assert a.metric(STALENESS) < LIMIT and b.metric(STALENESS) < LIMIT
+        # Each follower reads the feed again within a poll or two (a loaded CI machine may
+        # scrape just before one lands).
+        wait_for(lambda: a.metric(STALENESS) < LIMIT and b.metric(STALENESS) < LIMIT, 5,
+                 "staleness back under the limit")
 
 
 def test_partition_revocations_made_elsewhere_arrive(
