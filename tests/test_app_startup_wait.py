@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.faults.proxy import LoopbackProxy
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import make_settings
 from tokend.app import App
@@ -30,8 +31,17 @@ def status(url: str) -> int:
 
 
 def test_waits_for_vault_and_reports_not_ready_meanwhile(tmp_path: Path) -> None:
-    bao = BaoDevServer()  # not started yet: its address refuses connections
-    settings = make_settings(bao.addr, bao.token, tmp_path,
+    bao = BaoDevServer()  # not started yet
+    # tokend reaches it through a proxy that turns every connection away until bao has
+    # transit mounted: a tokend that got in between bao listening and the mount would
+    # see a Vault without transit, which is a configuration error, not a late start.
+    with LoopbackProxy(bao.port) as proxy:
+        proxy.cut()
+        _wait_for_late_vault(bao, proxy, tmp_path)
+
+
+def _wait_for_late_vault(bao: BaoDevServer, proxy: LoopbackProxy, tmp_path: Path) -> None:
+    settings = make_settings(f"http://127.0.0.1:{proxy.port}", bao.token, tmp_path,
                              vault={"key_name": "late", "startup_timeout": 30})
     app = App(settings)
     loop = asyncio.new_event_loop()
@@ -56,6 +66,7 @@ def test_waits_for_vault_and_reports_not_ready_meanwhile(tmp_path: Path) -> None
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "starting" in info.value.details()
         bao.start()
+        proxy.heal()
         started.result(timeout=30)
         assert status(base + "/readyz") == 200
         assert status(base + "/.well-known/jwks.json") == 200
