@@ -14,6 +14,7 @@ from typing import Any
 
 from tokend.config import TokenConfig
 from tokend.tokens.errors import BadRequest
+from tokend.tokens.refresh import PREFIX as REFRESH_TOKEN_PREFIX
 
 # Claims tokend sets itself; a caller can never set or override them.
 # RFC 7519 §4.1 (registered), RFC 9068 §2.2 (client_id, scope), RFC 8693 §4 (act, may_act),
@@ -47,7 +48,6 @@ _JTI = re.compile(r"[\x21-\x7e]+")
 # Secrets a caller might paste into a name field by mistake: a refresh token (its
 # prefix, see tokens/refresh.py) or a JWS/JWE compact serialisation (RFC 7515 §7.1,
 # RFC 7516 §7.1), whose first segment is a base64url JSON object: `{"` encodes as "eyJ".
-_REFRESH_PREFIX = "tkd_rt_"
 _JOSE_COMPACT = re.compile(r"([A-Za-z0-9_-]{4,})(?:\.[A-Za-z0-9_-]*){2,4}")
 _JSON_HEAD = re.compile(r"eyJ[A-Za-z0-9_-]{8,}")
 
@@ -72,7 +72,7 @@ def has_control(value: str) -> bool:
 
 def looks_like_secret(value: str) -> bool:
     """Whether `value` holds something shaped like a refresh token or a JWT."""
-    if _REFRESH_PREFIX in value or _JSON_HEAD.search(value):
+    if REFRESH_TOKEN_PREFIX in value or _JSON_HEAD.search(value):
         return True
     return "." in value and any(
         _json_segment(found.group(1)) for found in _JOSE_COMPACT.finditer(value))
