@@ -52,16 +52,24 @@ class Sink(otlp_grpc.TraceServiceServicer):
 
 
 @contextmanager
-def sink() -> Iterator[tuple[Sink, str]]:
-    receiver = Sink()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+def otlp_collector(receiver: otlp_grpc.TraceServiceServicer, workers: int = 2
+                   ) -> Iterator[str]:
+    """An OTLP/gRPC trace collector on loopback serving `receiver`; yields its endpoint."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     otlp_grpc.add_TraceServiceServicer_to_server(receiver, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        yield receiver, f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.stop(0)
+
+
+@contextmanager
+def sink() -> Iterator[tuple[Sink, str]]:
+    receiver = Sink()
+    with otlp_collector(receiver) as endpoint:
+        yield receiver, endpoint
 
 
 @contextmanager

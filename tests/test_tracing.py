@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from bench.tracing import otlp_collector
 from tests.faults.procs import TokendProcess, replica_config
 from tests.support.bao import BaoDevServer
 from tests.support.tokend import RunningTokend
@@ -72,14 +72,8 @@ class Collector(otlp_grpc.TraceServiceServicer):
 @pytest.fixture
 def collector() -> Iterator[tuple[Collector, str]]:
     receiver = Collector()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    otlp_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield receiver, f"http://127.0.0.1:{port}"
-    finally:
-        server.stop(0)
+    with otlp_collector(receiver, workers=4) as endpoint:
+        yield receiver, endpoint
 
 
 def _attributes(pairs: Any) -> dict[str, Any]:
