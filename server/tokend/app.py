@@ -152,7 +152,8 @@ class App:
         ]
         await self._set_serving(True)
         log.info("tokend.started", grpc_port=self.grpc_port, http_port=self.http_port,
-                 issuer=settings.tokens.issuer, kid=keyring.active().kid)
+                 issuer=settings.tokens.issuer, kid=keyring.active().kid,
+                 event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     @property
     def _tracer(self) -> Tracer | None:

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import structlog
 from pydantic import ValidationError
 
+from tokend import event_loop
 from tokend.app import serve_forever
 from tokend.cli_dev import (
     PortTaken,
@@ -218,7 +219,7 @@ def _run(settings: Settings, workers: int = 1) -> int:
 
         return supervise(settings, workers)
     try:
-        asyncio.run(serve_forever(settings))
+        event_loop.run(serve_forever(settings), settings.event_loop)
     except (OSError, RuntimeError) as exc:
         raise _bind_failure(settings, exc) or exc from None
     return 0

@@ -19,7 +19,6 @@ group, whichever worker its connections land on).
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import fcntl
 import multiprocessing
@@ -37,7 +36,7 @@ from types import FrameType
 
 import structlog
 
-from tokend import metrics
+from tokend import event_loop, metrics
 from tokend.api.ratelimit import SharedRateLimiter, share_across_processes
 from tokend.app import serve_forever
 from tokend.config import Settings, split_host_port
@@ -173,7 +172,7 @@ def _worker(settings: Settings, index: int, parent: int, rate_limits: Path) -> N
     structlog.contextvars.bind_contextvars(worker=index, pid=os.getpid())
     configure_logging(settings.log_level)
     try:
-        asyncio.run(serve_forever(settings, reuse_port=True))
+        event_loop.run(serve_forever(settings, reuse_port=True), settings.event_loop)
     except Exception as exc:
         # The parent already validated the settings: this is a failed start or a crash.
         log.error("workers.failed", error=str(exc), error_type=type(exc).__name__)

@@ -700,6 +700,242 @@ func (x *VerifyResponse) GetActors() []string {
 	return nil
 }
 
+// VerifyManyRequest is several Verify requests answered in one call.
+type VerifyManyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 256 requests, each checked exactly as a VerifyRequest.
+	Requests      []*VerifyRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyManyRequest) Reset() {
+	*x = VerifyManyRequest{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyManyRequest) ProtoMessage() {}
+
+func (x *VerifyManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyManyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyManyRequest) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *VerifyManyRequest) GetRequests() []*VerifyRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// VerifyManyResponse has one result per request, in the order of the requests.
+type VerifyManyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results[i] answers requests[i].
+	Results       []*VerifyManyResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyManyResponse) Reset() {
+	*x = VerifyManyResponse{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyManyResponse) ProtoMessage() {}
+
+func (x *VerifyManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyManyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyManyResponse) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *VerifyManyResponse) GetResults() []*VerifyManyResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// VerifyManyResult is the answer to one request of a VerifyMany.
+type VerifyManyResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one is set.
+	//
+	// Types that are valid to be assigned to Outcome:
+	//
+	//	*VerifyManyResult_Response
+	//	*VerifyManyResult_Invalid
+	Outcome       isVerifyManyResult_Outcome `protobuf_oneof:"outcome"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyManyResult) Reset() {
+	*x = VerifyManyResult{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyManyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyManyResult) ProtoMessage() {}
+
+func (x *VerifyManyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyManyResult.ProtoReflect.Descriptor instead.
+func (*VerifyManyResult) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *VerifyManyResult) GetOutcome() isVerifyManyResult_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *VerifyManyResult) GetResponse() *VerifyResponse {
+	if x != nil {
+		if x, ok := x.Outcome.(*VerifyManyResult_Response); ok {
+			return x.Response
+		}
+	}
+	return nil
+}
+
+func (x *VerifyManyResult) GetInvalid() *InvalidRequest {
+	if x != nil {
+		if x, ok := x.Outcome.(*VerifyManyResult_Invalid); ok {
+			return x.Invalid
+		}
+	}
+	return nil
+}
+
+type isVerifyManyResult_Outcome interface {
+	isVerifyManyResult_Outcome()
+}
+
+type VerifyManyResult_Response struct {
+	// What Verify would answer (valid, or invalid with a reason).
+	Response *VerifyResponse `protobuf:"bytes,1,opt,name=response,proto3,oneof"`
+}
+
+type VerifyManyResult_Invalid struct {
+	// What Verify would refuse with INVALID_ARGUMENT: the request, not the token,
+	// is wrong (e.g. an empty audience).
+	Invalid *InvalidRequest `protobuf:"bytes,2,opt,name=invalid,proto3,oneof"`
+}
+
+func (*VerifyManyResult_Response) isVerifyManyResult_Outcome() {}
+
+func (*VerifyManyResult_Invalid) isVerifyManyResult_Outcome() {}
+
+// InvalidRequest says which field of a request is wrong and why, with the words
+// of the google.rpc.BadRequest detail a single call would carry.
+type InvalidRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The field, as in google.rpc.BadRequest.FieldViolation.field (e.g. "audience").
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// What is wrong with it; never repeats a token.
+	Description   string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvalidRequest) Reset() {
+	*x = InvalidRequest{}
+	mi := &file_tokend_v1_tokend_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvalidRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvalidRequest) ProtoMessage() {}
+
+func (x *InvalidRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tokend_v1_tokend_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvalidRequest.ProtoReflect.Descriptor instead.
+func (*InvalidRequest) Descriptor() ([]byte, []int) {
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *InvalidRequest) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *InvalidRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
 // RefreshRequest spends a refresh token for a new pair.
 type RefreshRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -720,7 +956,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[5]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +968,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[5]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +981,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{5}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RefreshRequest) GetRefreshToken() string {
@@ -789,7 +1025,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[6]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1037,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[6]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1050,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{6}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RevokeRequest) GetTarget() isRevokeRequest_Target {
@@ -910,7 +1146,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[7]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1158,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[7]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1171,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{7}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeResponse) GetRevoked() int32 {
@@ -954,7 +1190,7 @@ type GetJwksRequest struct {
 
 func (x *GetJwksRequest) Reset() {
 	*x = GetJwksRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[8]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1202,7 @@ func (x *GetJwksRequest) String() string {
 func (*GetJwksRequest) ProtoMessage() {}
 
 func (x *GetJwksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[8]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1215,7 @@ func (x *GetJwksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJwksRequest.ProtoReflect.Descriptor instead.
 func (*GetJwksRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{8}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{12}
 }
 
 // GetJwksResponse carries the JWK Set.
@@ -993,7 +1229,7 @@ type GetJwksResponse struct {
 
 func (x *GetJwksResponse) Reset() {
 	*x = GetJwksResponse{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1241,7 @@ func (x *GetJwksResponse) String() string {
 func (*GetJwksResponse) ProtoMessage() {}
 
 func (x *GetJwksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[9]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1254,7 @@ func (x *GetJwksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJwksResponse.ProtoReflect.Descriptor instead.
 func (*GetJwksResponse) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{9}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetJwksResponse) GetJwksJson() string {
@@ -1040,7 +1276,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1288,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[10]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1301,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{10}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchRevocationsRequest) GetFromSequence() int64 {
@@ -1104,7 +1340,7 @@ type RevocationEvent struct {
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1352,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[11]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1365,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{11}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevocationEvent) GetSequence() int64 {
@@ -1183,7 +1419,7 @@ type WatchJwksRequest struct {
 
 func (x *WatchJwksRequest) Reset() {
 	*x = WatchJwksRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1431,7 @@ func (x *WatchJwksRequest) String() string {
 func (*WatchJwksRequest) ProtoMessage() {}
 
 func (x *WatchJwksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[12]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1444,7 @@ func (x *WatchJwksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJwksRequest.ProtoReflect.Descriptor instead.
 func (*WatchJwksRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{12}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{16}
 }
 
 // JwksEvent carries the current JWK Set.
@@ -1226,7 +1462,7 @@ type JwksEvent struct {
 
 func (x *JwksEvent) Reset() {
 	*x = JwksEvent{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[13]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1474,7 @@ func (x *JwksEvent) String() string {
 func (*JwksEvent) ProtoMessage() {}
 
 func (x *JwksEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[13]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1487,7 @@ func (x *JwksEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JwksEvent.ProtoReflect.Descriptor instead.
 func (*JwksEvent) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{13}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JwksEvent) GetJwksJson() string {
@@ -1292,7 +1528,7 @@ type ExchangeRequest struct {
 
 func (x *ExchangeRequest) Reset() {
 	*x = ExchangeRequest{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[14]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1540,7 @@ func (x *ExchangeRequest) String() string {
 func (*ExchangeRequest) ProtoMessage() {}
 
 func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[14]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1553,7 @@ func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeRequest.ProtoReflect.Descriptor instead.
 func (*ExchangeRequest) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{14}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExchangeRequest) GetSubjectToken() string {
@@ -1382,7 +1618,7 @@ type ExchangeResponse struct {
 
 func (x *ExchangeResponse) Reset() {
 	*x = ExchangeResponse{}
-	mi := &file_tokend_v1_tokend_proto_msgTypes[15]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1630,7 @@ func (x *ExchangeResponse) String() string {
 func (*ExchangeResponse) ProtoMessage() {}
 
 func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tokend_v1_tokend_proto_msgTypes[15]
+	mi := &file_tokend_v1_tokend_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1643,7 @@ func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeResponse.ProtoReflect.Descriptor instead.
 func (*ExchangeResponse) Descriptor() ([]byte, []int) {
-	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{15}
+	return file_tokend_v1_tokend_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExchangeResponse) GetAccessToken() string {
@@ -1488,7 +1724,18 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\asubject\x18\x04 \x01(\tR\asubject\x129\n" +
 	"\n" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06actors\x18\x06 \x03(\tR\x06actors\"v\n" +
+	"\x06actors\x18\x06 \x03(\tR\x06actors\"I\n" +
+	"\x11VerifyManyRequest\x124\n" +
+	"\brequests\x18\x01 \x03(\v2\x18.tokend.v1.VerifyRequestR\brequests\"K\n" +
+	"\x12VerifyManyResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.tokend.v1.VerifyManyResultR\aresults\"\x8d\x01\n" +
+	"\x10VerifyManyResult\x127\n" +
+	"\bresponse\x18\x01 \x01(\v2\x19.tokend.v1.VerifyResponseH\x00R\bresponse\x125\n" +
+	"\ainvalid\x18\x02 \x01(\v2\x19.tokend.v1.InvalidRequestH\x00R\ainvalidB\t\n" +
+	"\aoutcome\"H\n" +
+	"\x0eInvalidRequest\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\"v\n" +
 	"\x0eRefreshRequest\x12#\n" +
 	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12'\n" +
@@ -1563,10 +1810,12 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\x18REASON_LIFETIME_TOO_LONG\x10\x0e\x12\x14\n" +
 	"\x10REASON_TOO_LARGE\x10\x0f\x12\x1f\n" +
 	"\x1bREASON_CERTIFICATE_MISMATCH\x10\x10\x12\x15\n" +
-	"\x11REASON_DELEGATION\x10\x112\xa7\x04\n" +
+	"\x11REASON_DELEGATION\x10\x112\xf2\x04\n" +
 	"\fTokenService\x12:\n" +
 	"\x05Issue\x12\x17.tokend.v1.IssueRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n" +
-	"\x06Verify\x12\x18.tokend.v1.VerifyRequest\x1a\x19.tokend.v1.VerifyResponse\x12>\n" +
+	"\x06Verify\x12\x18.tokend.v1.VerifyRequest\x1a\x19.tokend.v1.VerifyResponse\x12I\n" +
+	"\n" +
+	"VerifyMany\x12\x1c.tokend.v1.VerifyManyRequest\x1a\x1d.tokend.v1.VerifyManyResponse\x12>\n" +
 	"\aRefresh\x12\x19.tokend.v1.RefreshRequest\x1a\x18.tokend.v1.IssueResponse\x12=\n" +
 	"\x06Revoke\x12\x18.tokend.v1.RevokeRequest\x1a\x19.tokend.v1.RevokeResponse\x12@\n" +
 	"\aGetJwks\x12\x19.tokend.v1.GetJwksRequest\x1a\x1a.tokend.v1.GetJwksResponse\x12T\n" +
@@ -1588,7 +1837,7 @@ func file_tokend_v1_tokend_proto_rawDescGZIP() []byte {
 }
 
 var file_tokend_v1_tokend_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tokend_v1_tokend_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_tokend_v1_tokend_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_tokend_v1_tokend_proto_goTypes = []any{
 	(Delegation)(0),                 // 0: tokend.v1.Delegation
 	(Reason)(0),                     // 1: tokend.v1.Reason
@@ -1597,57 +1846,67 @@ var file_tokend_v1_tokend_proto_goTypes = []any{
 	(*IssueResponse)(nil),           // 4: tokend.v1.IssueResponse
 	(*VerifyRequest)(nil),           // 5: tokend.v1.VerifyRequest
 	(*VerifyResponse)(nil),          // 6: tokend.v1.VerifyResponse
-	(*RefreshRequest)(nil),          // 7: tokend.v1.RefreshRequest
-	(*RevokeRequest)(nil),           // 8: tokend.v1.RevokeRequest
-	(*RevokeResponse)(nil),          // 9: tokend.v1.RevokeResponse
-	(*GetJwksRequest)(nil),          // 10: tokend.v1.GetJwksRequest
-	(*GetJwksResponse)(nil),         // 11: tokend.v1.GetJwksResponse
-	(*WatchRevocationsRequest)(nil), // 12: tokend.v1.WatchRevocationsRequest
-	(*RevocationEvent)(nil),         // 13: tokend.v1.RevocationEvent
-	(*WatchJwksRequest)(nil),        // 14: tokend.v1.WatchJwksRequest
-	(*JwksEvent)(nil),               // 15: tokend.v1.JwksEvent
-	(*ExchangeRequest)(nil),         // 16: tokend.v1.ExchangeRequest
-	(*ExchangeResponse)(nil),        // 17: tokend.v1.ExchangeResponse
-	(*structpb.Struct)(nil),         // 18: google.protobuf.Struct
-	(*durationpb.Duration)(nil),     // 19: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 20: google.protobuf.Timestamp
+	(*VerifyManyRequest)(nil),       // 7: tokend.v1.VerifyManyRequest
+	(*VerifyManyResponse)(nil),      // 8: tokend.v1.VerifyManyResponse
+	(*VerifyManyResult)(nil),        // 9: tokend.v1.VerifyManyResult
+	(*InvalidRequest)(nil),          // 10: tokend.v1.InvalidRequest
+	(*RefreshRequest)(nil),          // 11: tokend.v1.RefreshRequest
+	(*RevokeRequest)(nil),           // 12: tokend.v1.RevokeRequest
+	(*RevokeResponse)(nil),          // 13: tokend.v1.RevokeResponse
+	(*GetJwksRequest)(nil),          // 14: tokend.v1.GetJwksRequest
+	(*GetJwksResponse)(nil),         // 15: tokend.v1.GetJwksResponse
+	(*WatchRevocationsRequest)(nil), // 16: tokend.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),         // 17: tokend.v1.RevocationEvent
+	(*WatchJwksRequest)(nil),        // 18: tokend.v1.WatchJwksRequest
+	(*JwksEvent)(nil),               // 19: tokend.v1.JwksEvent
+	(*ExchangeRequest)(nil),         // 20: tokend.v1.ExchangeRequest
+	(*ExchangeResponse)(nil),        // 21: tokend.v1.ExchangeResponse
+	(*structpb.Struct)(nil),         // 22: google.protobuf.Struct
+	(*durationpb.Duration)(nil),     // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 24: google.protobuf.Timestamp
 }
 var file_tokend_v1_tokend_proto_depIdxs = []int32{
-	18, // 0: tokend.v1.IssueRequest.claims:type_name -> google.protobuf.Struct
-	19, // 1: tokend.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
+	22, // 0: tokend.v1.IssueRequest.claims:type_name -> google.protobuf.Struct
+	23, // 1: tokend.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
 	3,  // 2: tokend.v1.IssueRequest.binding:type_name -> tokend.v1.CertificateBinding
-	20, // 3: tokend.v1.IssueResponse.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 4: tokend.v1.IssueResponse.refresh_expires_at:type_name -> google.protobuf.Timestamp
+	24, // 3: tokend.v1.IssueResponse.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 4: tokend.v1.IssueResponse.refresh_expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: tokend.v1.VerifyRequest.delegation:type_name -> tokend.v1.Delegation
 	1,  // 6: tokend.v1.VerifyResponse.reason:type_name -> tokend.v1.Reason
-	18, // 7: tokend.v1.VerifyResponse.claims:type_name -> google.protobuf.Struct
-	20, // 8: tokend.v1.VerifyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 9: tokend.v1.RevocationEvent.not_before:type_name -> google.protobuf.Timestamp
-	20, // 10: tokend.v1.RevocationEvent.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 11: tokend.v1.ExchangeRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 12: tokend.v1.ExchangeRequest.binding:type_name -> tokend.v1.CertificateBinding
-	20, // 13: tokend.v1.ExchangeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 14: tokend.v1.TokenService.Issue:input_type -> tokend.v1.IssueRequest
-	5,  // 15: tokend.v1.TokenService.Verify:input_type -> tokend.v1.VerifyRequest
-	7,  // 16: tokend.v1.TokenService.Refresh:input_type -> tokend.v1.RefreshRequest
-	8,  // 17: tokend.v1.TokenService.Revoke:input_type -> tokend.v1.RevokeRequest
-	10, // 18: tokend.v1.TokenService.GetJwks:input_type -> tokend.v1.GetJwksRequest
-	12, // 19: tokend.v1.TokenService.WatchRevocations:input_type -> tokend.v1.WatchRevocationsRequest
-	14, // 20: tokend.v1.TokenService.WatchJwks:input_type -> tokend.v1.WatchJwksRequest
-	16, // 21: tokend.v1.TokenService.Exchange:input_type -> tokend.v1.ExchangeRequest
-	4,  // 22: tokend.v1.TokenService.Issue:output_type -> tokend.v1.IssueResponse
-	6,  // 23: tokend.v1.TokenService.Verify:output_type -> tokend.v1.VerifyResponse
-	4,  // 24: tokend.v1.TokenService.Refresh:output_type -> tokend.v1.IssueResponse
-	9,  // 25: tokend.v1.TokenService.Revoke:output_type -> tokend.v1.RevokeResponse
-	11, // 26: tokend.v1.TokenService.GetJwks:output_type -> tokend.v1.GetJwksResponse
-	13, // 27: tokend.v1.TokenService.WatchRevocations:output_type -> tokend.v1.RevocationEvent
-	15, // 28: tokend.v1.TokenService.WatchJwks:output_type -> tokend.v1.JwksEvent
-	17, // 29: tokend.v1.TokenService.Exchange:output_type -> tokend.v1.ExchangeResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	22, // 7: tokend.v1.VerifyResponse.claims:type_name -> google.protobuf.Struct
+	24, // 8: tokend.v1.VerifyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 9: tokend.v1.VerifyManyRequest.requests:type_name -> tokend.v1.VerifyRequest
+	9,  // 10: tokend.v1.VerifyManyResponse.results:type_name -> tokend.v1.VerifyManyResult
+	6,  // 11: tokend.v1.VerifyManyResult.response:type_name -> tokend.v1.VerifyResponse
+	10, // 12: tokend.v1.VerifyManyResult.invalid:type_name -> tokend.v1.InvalidRequest
+	24, // 13: tokend.v1.RevocationEvent.not_before:type_name -> google.protobuf.Timestamp
+	24, // 14: tokend.v1.RevocationEvent.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 15: tokend.v1.ExchangeRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 16: tokend.v1.ExchangeRequest.binding:type_name -> tokend.v1.CertificateBinding
+	24, // 17: tokend.v1.ExchangeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 18: tokend.v1.TokenService.Issue:input_type -> tokend.v1.IssueRequest
+	5,  // 19: tokend.v1.TokenService.Verify:input_type -> tokend.v1.VerifyRequest
+	7,  // 20: tokend.v1.TokenService.VerifyMany:input_type -> tokend.v1.VerifyManyRequest
+	11, // 21: tokend.v1.TokenService.Refresh:input_type -> tokend.v1.RefreshRequest
+	12, // 22: tokend.v1.TokenService.Revoke:input_type -> tokend.v1.RevokeRequest
+	14, // 23: tokend.v1.TokenService.GetJwks:input_type -> tokend.v1.GetJwksRequest
+	16, // 24: tokend.v1.TokenService.WatchRevocations:input_type -> tokend.v1.WatchRevocationsRequest
+	18, // 25: tokend.v1.TokenService.WatchJwks:input_type -> tokend.v1.WatchJwksRequest
+	20, // 26: tokend.v1.TokenService.Exchange:input_type -> tokend.v1.ExchangeRequest
+	4,  // 27: tokend.v1.TokenService.Issue:output_type -> tokend.v1.IssueResponse
+	6,  // 28: tokend.v1.TokenService.Verify:output_type -> tokend.v1.VerifyResponse
+	8,  // 29: tokend.v1.TokenService.VerifyMany:output_type -> tokend.v1.VerifyManyResponse
+	4,  // 30: tokend.v1.TokenService.Refresh:output_type -> tokend.v1.IssueResponse
+	13, // 31: tokend.v1.TokenService.Revoke:output_type -> tokend.v1.RevokeResponse
+	15, // 32: tokend.v1.TokenService.GetJwks:output_type -> tokend.v1.GetJwksResponse
+	17, // 33: tokend.v1.TokenService.WatchRevocations:output_type -> tokend.v1.RevocationEvent
+	19, // 34: tokend.v1.TokenService.WatchJwks:output_type -> tokend.v1.JwksEvent
+	21, // 35: tokend.v1.TokenService.Exchange:output_type -> tokend.v1.ExchangeResponse
+	27, // [27:36] is the sub-list for method output_type
+	18, // [18:27] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_tokend_v1_tokend_proto_init() }
@@ -1663,7 +1922,11 @@ func file_tokend_v1_tokend_proto_init() {
 		(*VerifyRequest_PresenterCertificateDer)(nil),
 		(*VerifyRequest_PresenterX5TS256)(nil),
 	}
-	file_tokend_v1_tokend_proto_msgTypes[6].OneofWrappers = []any{
+	file_tokend_v1_tokend_proto_msgTypes[7].OneofWrappers = []any{
+		(*VerifyManyResult_Response)(nil),
+		(*VerifyManyResult_Invalid)(nil),
+	}
+	file_tokend_v1_tokend_proto_msgTypes[10].OneofWrappers = []any{
 		(*RevokeRequest_Token)(nil),
 		(*RevokeRequest_Jti)(nil),
 		(*RevokeRequest_RefreshToken)(nil),
@@ -1675,7 +1938,7 @@ func file_tokend_v1_tokend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tokend_v1_tokend_proto_rawDesc), len(file_tokend_v1_tokend_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

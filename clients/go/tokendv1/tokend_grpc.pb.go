@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	TokenService_Issue_FullMethodName            = "/tokend.v1.TokenService/Issue"
 	TokenService_Verify_FullMethodName           = "/tokend.v1.TokenService/Verify"
+	TokenService_VerifyMany_FullMethodName       = "/tokend.v1.TokenService/VerifyMany"
 	TokenService_Refresh_FullMethodName          = "/tokend.v1.TokenService/Refresh"
 	TokenService_Revoke_FullMethodName           = "/tokend.v1.TokenService/Revoke"
 	TokenService_GetJwks_FullMethodName          = "/tokend.v1.TokenService/GetJwks"
@@ -45,6 +46,15 @@ type TokenServiceClient interface {
 	// Verify checks a token strictly (RFC 8725) and against revocations. An
 	// invalid token is a normal answer with valid=false and a reason.
 	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
+	// VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+	// at high volume pays gRPC's per-call cost once per batch. Each result is what
+	// Verify would have answered for the request at the same index; a request that
+	// Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+	// others are unaffected. The whole call fails only for what would fail every
+	// request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+	// PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+	// send Verify calls that overlap in time as one VerifyMany.
+	VerifyMany(ctx context.Context, in *VerifyManyRequest, opts ...grpc.CallOption) (*VerifyManyResponse, error)
 	// Refresh spends a refresh token and returns a new access/refresh pair.
 	// Presenting a spent refresh token revokes its whole family.
 	Refresh(ctx context.Context, in *RefreshRequest, opts ...grpc.CallOption) (*IssueResponse, error)
@@ -101,6 +111,16 @@ func (c *tokenServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(VerifyResponse)
 	err := c.cc.Invoke(ctx, TokenService_Verify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tokenServiceClient) VerifyMany(ctx context.Context, in *VerifyManyRequest, opts ...grpc.CallOption) (*VerifyManyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyManyResponse)
+	err := c.cc.Invoke(ctx, TokenService_VerifyMany_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +218,15 @@ type TokenServiceServer interface {
 	// Verify checks a token strictly (RFC 8725) and against revocations. An
 	// invalid token is a normal answer with valid=false and a reason.
 	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
+	// VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+	// at high volume pays gRPC's per-call cost once per batch. Each result is what
+	// Verify would have answered for the request at the same index; a request that
+	// Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+	// others are unaffected. The whole call fails only for what would fail every
+	// request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+	// PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+	// send Verify calls that overlap in time as one VerifyMany.
+	VerifyMany(context.Context, *VerifyManyRequest) (*VerifyManyResponse, error)
 	// Refresh spends a refresh token and returns a new access/refresh pair.
 	// Presenting a spent refresh token revokes its whole family.
 	Refresh(context.Context, *RefreshRequest) (*IssueResponse, error)
@@ -245,6 +274,9 @@ func (UnimplementedTokenServiceServer) Issue(context.Context, *IssueRequest) (*I
 }
 func (UnimplementedTokenServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedTokenServiceServer) VerifyMany(context.Context, *VerifyManyRequest) (*VerifyManyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyMany not implemented")
 }
 func (UnimplementedTokenServiceServer) Refresh(context.Context, *RefreshRequest) (*IssueResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Refresh not implemented")
@@ -317,6 +349,24 @@ func _TokenService_Verify_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(TokenServiceServer).Verify(ctx, req.(*VerifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TokenService_VerifyMany_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyManyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenServiceServer).VerifyMany(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenService_VerifyMany_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenServiceServer).VerifyMany(ctx, req.(*VerifyManyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -429,6 +479,10 @@ var TokenService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Verify",
 			Handler:    _TokenService_Verify_Handler,
+		},
+		{
+			MethodName: "VerifyMany",
+			Handler:    _TokenService_VerifyMany_Handler,
 		},
 		{
 			MethodName: "Refresh",

@@ -386,6 +386,116 @@ class VerifyResponse(_message.Message):
 Global___VerifyResponse: _TypeAlias = VerifyResponse  # noqa: Y015
 
 @_typing.final
+class VerifyManyRequest(_message.Message):
+    """VerifyManyRequest is several Verify requests answered in one call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerifyRequest]:
+        """1 to 256 requests, each checked exactly as a VerifyRequest."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___VerifyRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyManyRequest: _TypeAlias = VerifyManyRequest  # noqa: Y015
+
+@_typing.final
+class VerifyManyResponse(_message.Message):
+    """VerifyManyResponse has one result per request, in the order of the requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerifyManyResult]:
+        """results[i] answers requests[i]."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___VerifyManyResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyManyResponse: _TypeAlias = VerifyManyResponse  # noqa: Y015
+
+@_typing.final
+class VerifyManyResult(_message.Message):
+    """VerifyManyResult is the answer to one request of a VerifyMany."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    INVALID_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def response(self) -> Global___VerifyResponse:
+        """What Verify would answer (valid, or invalid with a reason)."""
+
+    @_builtins.property
+    def invalid(self) -> Global___InvalidRequest:
+        """What Verify would refuse with INVALID_ARGUMENT: the request, not the token,
+        is wrong (e.g. an empty audience).
+        """
+
+    def __init__(
+        self,
+        *,
+        response: Global___VerifyResponse | None = ...,
+        invalid: Global___InvalidRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invalid", b"invalid", "outcome", b"outcome", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invalid", b"invalid", "outcome", b"outcome", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["response", "invalid"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___VerifyManyResult: _TypeAlias = VerifyManyResult  # noqa: Y015
+
+@_typing.final
+class InvalidRequest(_message.Message):
+    """InvalidRequest says which field of a request is wrong and why, with the words
+    of the google.rpc.BadRequest detail a single call would carry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """The field, as in google.rpc.BadRequest.FieldViolation.field (e.g. "audience")."""
+    description: _builtins.str
+    """What is wrong with it; never repeats a token."""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvalidRequest: _TypeAlias = InvalidRequest  # noqa: Y015
+
+@_typing.final
 class RefreshRequest(_message.Message):
     """RefreshRequest spends a refresh token for a new pair."""
 

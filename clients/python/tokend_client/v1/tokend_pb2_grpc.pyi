@@ -44,6 +44,16 @@ class TokenServiceStub:
     """Verify checks a token strictly (RFC 8725) and against revocations. An
     invalid token is a normal answer with valid=false and a reason.
     """
+    VerifyMany: _grpc.UnaryUnaryMultiCallable[_tokend_pb2.VerifyManyRequest, _tokend_pb2.VerifyManyResponse]
+    """VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+    at high volume pays gRPC's per-call cost once per batch. Each result is what
+    Verify would have answered for the request at the same index; a request that
+    Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+    others are unaffected. The whole call fails only for what would fail every
+    request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+    send Verify calls that overlap in time as one VerifyMany.
+    """
     Refresh: _grpc.UnaryUnaryMultiCallable[_tokend_pb2.RefreshRequest, _tokend_pb2.IssueResponse]
     """Refresh spends a refresh token and returns a new access/refresh pair.
     Presenting a spent refresh token revokes its whole family.
@@ -95,6 +105,16 @@ class TokenServiceAsyncStub(TokenServiceStub):
     Verify: _aio.UnaryUnaryMultiCallable[_tokend_pb2.VerifyRequest, _tokend_pb2.VerifyResponse]  # type: ignore[assignment]
     """Verify checks a token strictly (RFC 8725) and against revocations. An
     invalid token is a normal answer with valid=false and a reason.
+    """
+    VerifyMany: _aio.UnaryUnaryMultiCallable[_tokend_pb2.VerifyManyRequest, _tokend_pb2.VerifyManyResponse]  # type: ignore[assignment]
+    """VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+    at high volume pays gRPC's per-call cost once per batch. Each result is what
+    Verify would have answered for the request at the same index; a request that
+    Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+    others are unaffected. The whole call fails only for what would fail every
+    request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+    send Verify calls that overlap in time as one VerifyMany.
     """
     Refresh: _aio.UnaryUnaryMultiCallable[_tokend_pb2.RefreshRequest, _tokend_pb2.IssueResponse]  # type: ignore[assignment]
     """Refresh spends a refresh token and returns a new access/refresh pair.
@@ -156,6 +176,22 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tokend_pb2.VerifyResponse, _abc.Awaitable[_tokend_pb2.VerifyResponse]]:
         """Verify checks a token strictly (RFC 8725) and against revocations. An
         invalid token is a normal answer with valid=false and a reason.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyMany(
+        self,
+        request: _tokend_pb2.VerifyManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokend_pb2.VerifyManyResponse, _abc.Awaitable[_tokend_pb2.VerifyManyResponse]]:
+        """VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+        at high volume pays gRPC's per-call cost once per batch. Each result is what
+        Verify would have answered for the request at the same index; a request that
+        Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+        others are unaffected. The whole call fails only for what would fail every
+        request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+        send Verify calls that overlap in time as one VerifyMany.
         """
 
     @_abc_1.abstractmethod

@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tokend/v1/tokend.proto.
  */
 export const file_tokend_v1_tokend: GenFile = /*@__PURE__*/
-  fileDesc("ChZ0b2tlbmQvdjEvdG9rZW5kLnByb3RvEgl0b2tlbmQudjEi4QEKDElzc3VlUmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhAKCGF1ZGllbmNlGAIgAygJEg4KBnNjb3BlcxgDIAMoCRInCgZjbGFpbXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIdChVpbmNsdWRlX3JlZnJlc2hfdG9rZW4YBiABKAgSLgoHYmluZGluZxgHIAEoCzIdLnRva2VuZC52MS5DZXJ0aWZpY2F0ZUJpbmRpbmciXAoSQ2VydGlmaWNhdGVCaW5kaW5nEhwKEmNhbGxlcl9jZXJ0aWZpY2F0ZRgBIAEoCEgAEhkKD2NlcnRpZmljYXRlX2RlchgCIAEoDEgAQg0KC2NlcnRpZmljYXRlIsUBCg1Jc3N1ZVJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRISCgp0b2tlbl90eXBlGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YBCABKAkSNgoScmVmcmVzaF9leHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNqdGkYBiABKAkixAEKDVZlcmlmeVJlcXVlc3QSDQoFdG9rZW4YASABKAkSEAoIYXVkaWVuY2UYAiABKAkSFwoPcmVxdWlyZWRfc2NvcGVzGAMgAygJEiMKGXByZXNlbnRlcl9jZXJ0aWZpY2F0ZV9kZXIYBCABKAxIABIcChJwcmVzZW50ZXJfeDV0X3MyNTYYBSABKAlIABIpCgpkZWxlZ2F0aW9uGAYgASgOMhUudG9rZW5kLnYxLkRlbGVnYXRpb25CCwoJcHJlc2VudGVyIrwBCg5WZXJpZnlSZXNwb25zZRINCgV2YWxpZBgBIAEoCBIhCgZyZWFzb24YAiABKA4yES50b2tlbmQudjEuUmVhc29uEicKBmNsYWltcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHc3ViamVjdBgEIAEoCRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZhY3RvcnMYBiADKAkiUAoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIOCgZzY29wZXMYAiADKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJInUKDVJldm9rZVJlcXVlc3QSDwoFdG9rZW4YASABKAlIABINCgNqdGkYAiABKAlIABIXCg1yZWZyZXNoX3Rva2VuGAMgASgJSAASEQoHc3ViamVjdBgEIAEoCUgAEg4KBnJlYXNvbhgFIAEoCUIICgZ0YXJnZXQiIQoOUmV2b2tlUmVzcG9uc2USDwoHcmV2b2tlZBgBIAEoBSIQCg5HZXRKd2tzUmVxdWVzdCIkCg9HZXRKd2tzUmVzcG9uc2USEQoJandrc19qc29uGAEgASgJIjAKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhUKDWZyb21fc2VxdWVuY2UYASABKAMitAEKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIMCgRraW5kGAIgASgJEg0KBXZhbHVlGAMgASgJEi4KCm5vdF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNoZWNrcG9pbnQYBiABKAgiEgoQV2F0Y2hKd2tzUmVxdWVzdCIyCglKd2tzRXZlbnQSEQoJandrc19qc29uGAEgASgJEhIKCmtlZXBfYWxpdmUYAiABKAgitwEKD0V4Y2hhbmdlUmVxdWVzdBIVCg1zdWJqZWN0X3Rva2VuGAEgASgJEhMKC2FjdG9yX3Rva2VuGAIgASgJEhAKCGF1ZGllbmNlGAMgAygJEg4KBnNjb3BlcxgEIAMoCRImCgN0dGwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoHYmluZGluZxgGIAEoCzIdLnRva2VuZC52MS5DZXJ0aWZpY2F0ZUJpbmRpbmcilAEKEEV4Y2hhbmdlUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhkKEWlzc3VlZF90b2tlbl90eXBlGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCwoDanRpGAUgASgJKlkKCkRlbGVnYXRpb24SGgoWREVMRUdBVElPTl9VTlNQRUNJRklFRBAAEhcKE0RFTEVHQVRJT05fUkVRVUlSRUQQARIWChJERUxFR0FUSU9OX1JFRlVTRUQQAirTAwoGUmVhc29uEhYKElJFQVNPTl9VTlNQRUNJRklFRBAAEhQKEFJFQVNPTl9NQUxGT1JNRUQQARIYChRSRUFTT05fQkFEX1NJR05BVFVSRRACEhYKElJFQVNPTl9VTktOT1dOX0tFWRADEhIKDlJFQVNPTl9FWFBJUkVEEAQSGAoUUkVBU09OX05PVF9ZRVRfVkFMSUQQBRIZChVSRUFTT05fV1JPTkdfQVVESUVOQ0UQBhIXChNSRUFTT05fV1JPTkdfSVNTVUVSEAcSGAoUUkVBU09OX01JU1NJTkdfU0NPUEUQCBISCg5SRUFTT05fUkVWT0tFRBAJEh8KG1JFQVNPTl9ESVNBTExPV0VEX0FMR09SSVRITRAKEhUKEVJFQVNPTl9XUk9OR19UWVBFEAsSGAoUUkVBU09OX01JU1NJTkdfQ0xBSU0QDBIbChdSRUFTT05fSVNTVUVEX0lOX0ZVVFVSRRANEhwKGFJFQVNPTl9MSUZFVElNRV9UT09fTE9ORxAOEhQKEFJFQVNPTl9UT09fTEFSR0UQDxIfChtSRUFTT05fQ0VSVElGSUNBVEVfTUlTTUFUQ0gQEBIVChFSRUFTT05fREVMRUdBVElPThARMqcECgxUb2tlblNlcnZpY2USOgoFSXNzdWUSFy50b2tlbmQudjEuSXNzdWVSZXF1ZXN0GhgudG9rZW5kLnYxLklzc3VlUmVzcG9uc2USPQoGVmVyaWZ5EhgudG9rZW5kLnYxLlZlcmlmeVJlcXVlc3QaGS50b2tlbmQudjEuVmVyaWZ5UmVzcG9uc2USPgoHUmVmcmVzaBIZLnRva2VuZC52MS5SZWZyZXNoUmVxdWVzdBoYLnRva2VuZC52MS5Jc3N1ZVJlc3BvbnNlEj0KBlJldm9rZRIYLnRva2VuZC52MS5SZXZva2VSZXF1ZXN0GhkudG9rZW5kLnYxLlJldm9rZVJlc3BvbnNlEkAKB0dldEp3a3MSGS50b2tlbmQudjEuR2V0Sndrc1JlcXVlc3QaGi50b2tlbmQudjEuR2V0Sndrc1Jlc3BvbnNlElQKEFdhdGNoUmV2b2NhdGlvbnMSIi50b2tlbmQudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaGi50b2tlbmQudjEuUmV2b2NhdGlvbkV2ZW50MAESQAoJV2F0Y2hKd2tzEhsudG9rZW5kLnYxLldhdGNoSndrc1JlcXVlc3QaFC50b2tlbmQudjEuSndrc0V2ZW50MAESQwoIRXhjaGFuZ2USGi50b2tlbmQudjEuRXhjaGFuZ2VSZXF1ZXN0GhsudG9rZW5kLnYxLkV4Y2hhbmdlUmVzcG9uc2VCVQoNZGV2LnRva2VuZC52MUILVG9rZW5kUHJvdG9QAVo1Z2l0aHViLmNvbS90b2tlbmQvdG9rZW5kL2NsaWVudHMvZ28vdG9rZW5kdjE7dG9rZW5kdjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZ0b2tlbmQvdjEvdG9rZW5kLnByb3RvEgl0b2tlbmQudjEi4QEKDElzc3VlUmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhAKCGF1ZGllbmNlGAIgAygJEg4KBnNjb3BlcxgDIAMoCRInCgZjbGFpbXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIdChVpbmNsdWRlX3JlZnJlc2hfdG9rZW4YBiABKAgSLgoHYmluZGluZxgHIAEoCzIdLnRva2VuZC52MS5DZXJ0aWZpY2F0ZUJpbmRpbmciXAoSQ2VydGlmaWNhdGVCaW5kaW5nEhwKEmNhbGxlcl9jZXJ0aWZpY2F0ZRgBIAEoCEgAEhkKD2NlcnRpZmljYXRlX2RlchgCIAEoDEgAQg0KC2NlcnRpZmljYXRlIsUBCg1Jc3N1ZVJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRISCgp0b2tlbl90eXBlGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YBCABKAkSNgoScmVmcmVzaF9leHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNqdGkYBiABKAkixAEKDVZlcmlmeVJlcXVlc3QSDQoFdG9rZW4YASABKAkSEAoIYXVkaWVuY2UYAiABKAkSFwoPcmVxdWlyZWRfc2NvcGVzGAMgAygJEiMKGXByZXNlbnRlcl9jZXJ0aWZpY2F0ZV9kZXIYBCABKAxIABIcChJwcmVzZW50ZXJfeDV0X3MyNTYYBSABKAlIABIpCgpkZWxlZ2F0aW9uGAYgASgOMhUudG9rZW5kLnYxLkRlbGVnYXRpb25CCwoJcHJlc2VudGVyIrwBCg5WZXJpZnlSZXNwb25zZRINCgV2YWxpZBgBIAEoCBIhCgZyZWFzb24YAiABKA4yES50b2tlbmQudjEuUmVhc29uEicKBmNsYWltcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHc3ViamVjdBgEIAEoCRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZhY3RvcnMYBiADKAkiPwoRVmVyaWZ5TWFueVJlcXVlc3QSKgoIcmVxdWVzdHMYASADKAsyGC50b2tlbmQudjEuVmVyaWZ5UmVxdWVzdCJCChJWZXJpZnlNYW55UmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLnRva2VuZC52MS5WZXJpZnlNYW55UmVzdWx0InoKEFZlcmlmeU1hbnlSZXN1bHQSLQoIcmVzcG9uc2UYASABKAsyGS50b2tlbmQudjEuVmVyaWZ5UmVzcG9uc2VIABIsCgdpbnZhbGlkGAIgASgLMhkudG9rZW5kLnYxLkludmFsaWRSZXF1ZXN0SABCCQoHb3V0Y29tZSI0Cg5JbnZhbGlkUmVxdWVzdBINCgVmaWVsZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSJQCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJEg4KBnNjb3BlcxgCIAMoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkidQoNUmV2b2tlUmVxdWVzdBIPCgV0b2tlbhgBIAEoCUgAEg0KA2p0aRgCIAEoCUgAEhcKDXJlZnJlc2hfdG9rZW4YAyABKAlIABIRCgdzdWJqZWN0GAQgASgJSAASDgoGcmVhc29uGAUgASgJQggKBnRhcmdldCIhCg5SZXZva2VSZXNwb25zZRIPCgdyZXZva2VkGAEgASgFIhAKDkdldEp3a3NSZXF1ZXN0IiQKD0dldEp3a3NSZXNwb25zZRIRCglqd2tzX2pzb24YASABKAkiMAoXV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QSFQoNZnJvbV9zZXF1ZW5jZRgBIAEoAyK0AQoPUmV2b2NhdGlvbkV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEgwKBGtpbmQYAiABKAkSDQoFdmFsdWUYAyABKAkSLgoKbm90X2JlZm9yZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY2hlY2twb2ludBgGIAEoCCISChBXYXRjaEp3a3NSZXF1ZXN0IjIKCUp3a3NFdmVudBIRCglqd2tzX2pzb24YASABKAkSEgoKa2VlcF9hbGl2ZRgCIAEoCCK3AQoPRXhjaGFuZ2VSZXF1ZXN0EhUKDXN1YmplY3RfdG9rZW4YASABKAkSEwoLYWN0b3JfdG9rZW4YAiABKAkSEAoIYXVkaWVuY2UYAyADKAkSDgoGc2NvcGVzGAQgAygJEiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgdiaW5kaW5nGAYgASgLMh0udG9rZW5kLnYxLkNlcnRpZmljYXRlQmluZGluZyKUAQoQRXhjaGFuZ2VSZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSGQoRaXNzdWVkX3Rva2VuX3R5cGUYAiABKAkSEgoKdG9rZW5fdHlwZRgDIAEoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNqdGkYBSABKAkqWQoKRGVsZWdhdGlvbhIaChZERUxFR0FUSU9OX1VOU1BFQ0lGSUVEEAASFwoTREVMRUdBVElPTl9SRVFVSVJFRBABEhYKEkRFTEVHQVRJT05fUkVGVVNFRBACKtMDCgZSZWFzb24SFgoSUkVBU09OX1VOU1BFQ0lGSUVEEAASFAoQUkVBU09OX01BTEZPUk1FRBABEhgKFFJFQVNPTl9CQURfU0lHTkFUVVJFEAISFgoSUkVBU09OX1VOS05PV05fS0VZEAMSEgoOUkVBU09OX0VYUElSRUQQBBIYChRSRUFTT05fTk9UX1lFVF9WQUxJRBAFEhkKFVJFQVNPTl9XUk9OR19BVURJRU5DRRAGEhcKE1JFQVNPTl9XUk9OR19JU1NVRVIQBxIYChRSRUFTT05fTUlTU0lOR19TQ09QRRAIEhIKDlJFQVNPTl9SRVZPS0VEEAkSHwobUkVBU09OX0RJU0FMTE9XRURfQUxHT1JJVEhNEAoSFQoRUkVBU09OX1dST05HX1RZUEUQCxIYChRSRUFTT05fTUlTU0lOR19DTEFJTRAMEhsKF1JFQVNPTl9JU1NVRURfSU5fRlVUVVJFEA0SHAoYUkVBU09OX0xJRkVUSU1FX1RPT19MT05HEA4SFAoQUkVBU09OX1RPT19MQVJHRRAPEh8KG1JFQVNPTl9DRVJUSUZJQ0FURV9NSVNNQVRDSBAQEhUKEVJFQVNPTl9ERUxFR0FUSU9OEBEy8gQKDFRva2VuU2VydmljZRI6CgVJc3N1ZRIXLnRva2VuZC52MS5Jc3N1ZVJlcXVlc3QaGC50b2tlbmQudjEuSXNzdWVSZXNwb25zZRI9CgZWZXJpZnkSGC50b2tlbmQudjEuVmVyaWZ5UmVxdWVzdBoZLnRva2VuZC52MS5WZXJpZnlSZXNwb25zZRJJCgpWZXJpZnlNYW55EhwudG9rZW5kLnYxLlZlcmlmeU1hbnlSZXF1ZXN0Gh0udG9rZW5kLnYxLlZlcmlmeU1hbnlSZXNwb25zZRI+CgdSZWZyZXNoEhkudG9rZW5kLnYxLlJlZnJlc2hSZXF1ZXN0GhgudG9rZW5kLnYxLklzc3VlUmVzcG9uc2USPQoGUmV2b2tlEhgudG9rZW5kLnYxLlJldm9rZVJlcXVlc3QaGS50b2tlbmQudjEuUmV2b2tlUmVzcG9uc2USQAoHR2V0SndrcxIZLnRva2VuZC52MS5HZXRKd2tzUmVxdWVzdBoaLnRva2VuZC52MS5HZXRKd2tzUmVzcG9uc2USVAoQV2F0Y2hSZXZvY2F0aW9ucxIiLnRva2VuZC52MS5XYXRjaFJldm9jYXRpb25zUmVxdWVzdBoaLnRva2VuZC52MS5SZXZvY2F0aW9uRXZlbnQwARJACglXYXRjaEp3a3MSGy50b2tlbmQudjEuV2F0Y2hKd2tzUmVxdWVzdBoULnRva2VuZC52MS5Kd2tzRXZlbnQwARJDCghFeGNoYW5nZRIaLnRva2VuZC52MS5FeGNoYW5nZVJlcXVlc3QaGy50b2tlbmQudjEuRXhjaGFuZ2VSZXNwb25zZUJVCg1kZXYudG9rZW5kLnYxQgtUb2tlbmRQcm90b1ABWjVnaXRodWIuY29tL3Rva2VuZC90b2tlbmQvY2xpZW50cy9nby90b2tlbmR2MTt0b2tlbmR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * IssueRequest asks for a new access token.
@@ -308,6 +308,115 @@ export const VerifyResponseSchema: GenMessage<VerifyResponse> = /*@__PURE__*/
   messageDesc(file_tokend_v1_tokend, 4);
 
 /**
+ * VerifyManyRequest is several Verify requests answered in one call.
+ *
+ * @generated from message tokend.v1.VerifyManyRequest
+ */
+export type VerifyManyRequest = Message<"tokend.v1.VerifyManyRequest"> & {
+  /**
+   * 1 to 256 requests, each checked exactly as a VerifyRequest.
+   *
+   * @generated from field: repeated tokend.v1.VerifyRequest requests = 1;
+   */
+  requests: VerifyRequest[];
+};
+
+/**
+ * Describes the message tokend.v1.VerifyManyRequest.
+ * Use `create(VerifyManyRequestSchema)` to create a new message.
+ */
+export const VerifyManyRequestSchema: GenMessage<VerifyManyRequest> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 5);
+
+/**
+ * VerifyManyResponse has one result per request, in the order of the requests.
+ *
+ * @generated from message tokend.v1.VerifyManyResponse
+ */
+export type VerifyManyResponse = Message<"tokend.v1.VerifyManyResponse"> & {
+  /**
+   * results[i] answers requests[i].
+   *
+   * @generated from field: repeated tokend.v1.VerifyManyResult results = 1;
+   */
+  results: VerifyManyResult[];
+};
+
+/**
+ * Describes the message tokend.v1.VerifyManyResponse.
+ * Use `create(VerifyManyResponseSchema)` to create a new message.
+ */
+export const VerifyManyResponseSchema: GenMessage<VerifyManyResponse> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 6);
+
+/**
+ * VerifyManyResult is the answer to one request of a VerifyMany.
+ *
+ * @generated from message tokend.v1.VerifyManyResult
+ */
+export type VerifyManyResult = Message<"tokend.v1.VerifyManyResult"> & {
+  /**
+   * Exactly one is set.
+   *
+   * @generated from oneof tokend.v1.VerifyManyResult.outcome
+   */
+  outcome: {
+    /**
+     * What Verify would answer (valid, or invalid with a reason).
+     *
+     * @generated from field: tokend.v1.VerifyResponse response = 1;
+     */
+    value: VerifyResponse;
+    case: "response";
+  } | {
+    /**
+     * What Verify would refuse with INVALID_ARGUMENT: the request, not the token,
+     * is wrong (e.g. an empty audience).
+     *
+     * @generated from field: tokend.v1.InvalidRequest invalid = 2;
+     */
+    value: InvalidRequest;
+    case: "invalid";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tokend.v1.VerifyManyResult.
+ * Use `create(VerifyManyResultSchema)` to create a new message.
+ */
+export const VerifyManyResultSchema: GenMessage<VerifyManyResult> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 7);
+
+/**
+ * InvalidRequest says which field of a request is wrong and why, with the words
+ * of the google.rpc.BadRequest detail a single call would carry.
+ *
+ * @generated from message tokend.v1.InvalidRequest
+ */
+export type InvalidRequest = Message<"tokend.v1.InvalidRequest"> & {
+  /**
+   * The field, as in google.rpc.BadRequest.FieldViolation.field (e.g. "audience").
+   *
+   * @generated from field: string field = 1;
+   */
+  field: string;
+
+  /**
+   * What is wrong with it; never repeats a token.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message tokend.v1.InvalidRequest.
+ * Use `create(InvalidRequestSchema)` to create a new message.
+ */
+export const InvalidRequestSchema: GenMessage<InvalidRequest> = /*@__PURE__*/
+  messageDesc(file_tokend_v1_tokend, 8);
+
+/**
  * RefreshRequest spends a refresh token for a new pair.
  *
  * @generated from message tokend.v1.RefreshRequest
@@ -345,7 +454,7 @@ export type RefreshRequest = Message<"tokend.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 5);
+  messageDesc(file_tokend_v1_tokend, 9);
 
 /**
  * RevokeRequest names what to revoke: exactly one target.
@@ -405,7 +514,7 @@ export type RevokeRequest = Message<"tokend.v1.RevokeRequest"> & {
  * Use `create(RevokeRequestSchema)` to create a new message.
  */
 export const RevokeRequestSchema: GenMessage<RevokeRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 6);
+  messageDesc(file_tokend_v1_tokend, 10);
 
 /**
  * RevokeResponse confirms a durable revocation.
@@ -426,7 +535,7 @@ export type RevokeResponse = Message<"tokend.v1.RevokeResponse"> & {
  * Use `create(RevokeResponseSchema)` to create a new message.
  */
 export const RevokeResponseSchema: GenMessage<RevokeResponse> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 7);
+  messageDesc(file_tokend_v1_tokend, 11);
 
 /**
  * GetJwksRequest asks for the current public keys.
@@ -441,7 +550,7 @@ export type GetJwksRequest = Message<"tokend.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 8);
+  messageDesc(file_tokend_v1_tokend, 12);
 
 /**
  * GetJwksResponse carries the JWK Set.
@@ -462,7 +571,7 @@ export type GetJwksResponse = Message<"tokend.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 9);
+  messageDesc(file_tokend_v1_tokend, 13);
 
 /**
  * WatchRevocationsRequest says where the client's copy of the revocation feed ends.
@@ -484,7 +593,7 @@ export type WatchRevocationsRequest = Message<"tokend.v1.WatchRevocationsRequest
  * Use `create(WatchRevocationsRequestSchema)` to create a new message.
  */
 export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 10);
+  messageDesc(file_tokend_v1_tokend, 14);
 
 /**
  * RevocationEvent is one revocation from the feed, or a checkpoint (no revocation).
@@ -548,7 +657,7 @@ export type RevocationEvent = Message<"tokend.v1.RevocationEvent"> & {
  * Use `create(RevocationEventSchema)` to create a new message.
  */
 export const RevocationEventSchema: GenMessage<RevocationEvent> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 11);
+  messageDesc(file_tokend_v1_tokend, 15);
 
 /**
  * WatchJwksRequest asks to follow the published public keys.
@@ -563,7 +672,7 @@ export type WatchJwksRequest = Message<"tokend.v1.WatchJwksRequest"> & {
  * Use `create(WatchJwksRequestSchema)` to create a new message.
  */
 export const WatchJwksRequestSchema: GenMessage<WatchJwksRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 12);
+  messageDesc(file_tokend_v1_tokend, 16);
 
 /**
  * JwksEvent carries the current JWK Set.
@@ -593,7 +702,7 @@ export type JwksEvent = Message<"tokend.v1.JwksEvent"> & {
  * Use `create(JwksEventSchema)` to create a new message.
  */
 export const JwksEventSchema: GenMessage<JwksEvent> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 13);
+  messageDesc(file_tokend_v1_tokend, 17);
 
 /**
  * ExchangeRequest asks for a token for another audience on a subject token's behalf.
@@ -652,7 +761,7 @@ export type ExchangeRequest = Message<"tokend.v1.ExchangeRequest"> & {
  * Use `create(ExchangeRequestSchema)` to create a new message.
  */
 export const ExchangeRequestSchema: GenMessage<ExchangeRequest> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 14);
+  messageDesc(file_tokend_v1_tokend, 18);
 
 /**
  * ExchangeResponse carries the exchanged access token.
@@ -702,7 +811,7 @@ export type ExchangeResponse = Message<"tokend.v1.ExchangeResponse"> & {
  * Use `create(ExchangeResponseSchema)` to create a new message.
  */
 export const ExchangeResponseSchema: GenMessage<ExchangeResponse> = /*@__PURE__*/
-  messageDesc(file_tokend_v1_tokend, 15);
+  messageDesc(file_tokend_v1_tokend, 19);
 
 /**
  * Delegation says whether a verifier accepts tokens obtained by Exchange.
@@ -907,6 +1016,23 @@ export const TokenService: GenService<{
     methodKind: "unary";
     input: typeof VerifyRequestSchema;
     output: typeof VerifyResponseSchema;
+  },
+  /**
+   * VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+   * at high volume pays gRPC's per-call cost once per batch. Each result is what
+   * Verify would have answered for the request at the same index; a request that
+   * Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+   * others are unaffected. The whole call fails only for what would fail every
+   * request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+   * PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+   * send Verify calls that overlap in time as one VerifyMany.
+   *
+   * @generated from rpc tokend.v1.TokenService.VerifyMany
+   */
+  verifyMany: {
+    methodKind: "unary";
+    input: typeof VerifyManyRequestSchema;
+    output: typeof VerifyManyResponseSchema;
   },
   /**
    * Refresh spends a refresh token and returns a new access/refresh pair.

@@ -79,6 +79,37 @@ public final class TokenServiceGrpc {
     return getVerifyMethod;
   }
 
+  private static volatile io.grpc.MethodDescriptor<dev.tokend.v1.VerifyManyRequest,
+      dev.tokend.v1.VerifyManyResponse> getVerifyManyMethod;
+
+  @io.grpc.stub.annotations.RpcMethod(
+      fullMethodName = SERVICE_NAME + '/' + "VerifyMany",
+      requestType = dev.tokend.v1.VerifyManyRequest.class,
+      responseType = dev.tokend.v1.VerifyManyResponse.class,
+      methodType = io.grpc.MethodDescriptor.MethodType.UNARY)
+  public static io.grpc.MethodDescriptor<dev.tokend.v1.VerifyManyRequest,
+      dev.tokend.v1.VerifyManyResponse> getVerifyManyMethod() {
+    io.grpc.MethodDescriptor<dev.tokend.v1.VerifyManyRequest, dev.tokend.v1.VerifyManyResponse> getVerifyManyMethod;
+    if ((getVerifyManyMethod = TokenServiceGrpc.getVerifyManyMethod) == null) {
+      synchronized (TokenServiceGrpc.class) {
+        if ((getVerifyManyMethod = TokenServiceGrpc.getVerifyManyMethod) == null) {
+          TokenServiceGrpc.getVerifyManyMethod = getVerifyManyMethod =
+              io.grpc.MethodDescriptor.<dev.tokend.v1.VerifyManyRequest, dev.tokend.v1.VerifyManyResponse>newBuilder()
+              .setType(io.grpc.MethodDescriptor.MethodType.UNARY)
+              .setFullMethodName(generateFullMethodName(SERVICE_NAME, "VerifyMany"))
+              .setSampledToLocalTracing(true)
+              .setRequestMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  dev.tokend.v1.VerifyManyRequest.getDefaultInstance()))
+              .setResponseMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  dev.tokend.v1.VerifyManyResponse.getDefaultInstance()))
+              .setSchemaDescriptor(new TokenServiceMethodDescriptorSupplier("VerifyMany"))
+              .build();
+        }
+      }
+    }
+    return getVerifyManyMethod;
+  }
+
   private static volatile io.grpc.MethodDescriptor<dev.tokend.v1.RefreshRequest,
       dev.tokend.v1.IssueResponse> getRefreshMethod;
 
@@ -356,6 +387,23 @@ public final class TokenServiceGrpc {
 
     /**
      * <pre>
+     * VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+     * at high volume pays gRPC's per-call cost once per batch. Each result is what
+     * Verify would have answered for the request at the same index; a request that
+     * Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+     * others are unaffected. The whole call fails only for what would fail every
+     * request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+     * PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+     * send Verify calls that overlap in time as one VerifyMany.
+     * </pre>
+     */
+    default void verifyMany(dev.tokend.v1.VerifyManyRequest request,
+        io.grpc.stub.StreamObserver<dev.tokend.v1.VerifyManyResponse> responseObserver) {
+      io.grpc.stub.ServerCalls.asyncUnimplementedUnaryCall(getVerifyManyMethod(), responseObserver);
+    }
+
+    /**
+     * <pre>
      * Refresh spends a refresh token and returns a new access/refresh pair.
      * Presenting a spent refresh token revokes its whole family.
      * </pre>
@@ -497,6 +545,24 @@ public final class TokenServiceGrpc {
 
     /**
      * <pre>
+     * VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+     * at high volume pays gRPC's per-call cost once per batch. Each result is what
+     * Verify would have answered for the request at the same index; a request that
+     * Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+     * others are unaffected. The whole call fails only for what would fail every
+     * request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+     * PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+     * send Verify calls that overlap in time as one VerifyMany.
+     * </pre>
+     */
+    public void verifyMany(dev.tokend.v1.VerifyManyRequest request,
+        io.grpc.stub.StreamObserver<dev.tokend.v1.VerifyManyResponse> responseObserver) {
+      io.grpc.stub.ClientCalls.asyncUnaryCall(
+          getChannel().newCall(getVerifyManyMethod(), getCallOptions()), request, responseObserver);
+    }
+
+    /**
+     * <pre>
      * Refresh spends a refresh token and returns a new access/refresh pair.
      * Presenting a spent refresh token revokes its whole family.
      * </pre>
@@ -622,6 +688,23 @@ public final class TokenServiceGrpc {
     public dev.tokend.v1.VerifyResponse verify(dev.tokend.v1.VerifyRequest request) throws io.grpc.StatusException {
       return io.grpc.stub.ClientCalls.blockingV2UnaryCall(
           getChannel(), getVerifyMethod(), getCallOptions(), request);
+    }
+
+    /**
+     * <pre>
+     * VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+     * at high volume pays gRPC's per-call cost once per batch. Each result is what
+     * Verify would have answered for the request at the same index; a request that
+     * Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+     * others are unaffected. The whole call fails only for what would fail every
+     * request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+     * PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+     * send Verify calls that overlap in time as one VerifyMany.
+     * </pre>
+     */
+    public dev.tokend.v1.VerifyManyResponse verifyMany(dev.tokend.v1.VerifyManyRequest request) throws io.grpc.StatusException {
+      return io.grpc.stub.ClientCalls.blockingV2UnaryCall(
+          getChannel(), getVerifyManyMethod(), getCallOptions(), request);
     }
 
     /**
@@ -753,6 +836,23 @@ public final class TokenServiceGrpc {
 
     /**
      * <pre>
+     * VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+     * at high volume pays gRPC's per-call cost once per batch. Each result is what
+     * Verify would have answered for the request at the same index; a request that
+     * Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+     * others are unaffected. The whole call fails only for what would fail every
+     * request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+     * PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+     * send Verify calls that overlap in time as one VerifyMany.
+     * </pre>
+     */
+    public dev.tokend.v1.VerifyManyResponse verifyMany(dev.tokend.v1.VerifyManyRequest request) {
+      return io.grpc.stub.ClientCalls.blockingUnaryCall(
+          getChannel(), getVerifyManyMethod(), getCallOptions(), request);
+    }
+
+    /**
+     * <pre>
      * Refresh spends a refresh token and returns a new access/refresh pair.
      * Presenting a spent refresh token revokes its whole family.
      * </pre>
@@ -880,6 +980,24 @@ public final class TokenServiceGrpc {
 
     /**
      * <pre>
+     * VerifyMany verifies up to 256 tokens in one call, so that a caller verifying
+     * at high volume pays gRPC's per-call cost once per batch. Each result is what
+     * Verify would have answered for the request at the same index; a request that
+     * Verify would refuse with INVALID_ARGUMENT gets `invalid` in its place and the
+     * others are unaffected. The whole call fails only for what would fail every
+     * request: INVALID_ARGUMENT for no requests or more than 256, UNAUTHENTICATED,
+     * PERMISSION_DENIED, UNAVAILABLE while the server starts. The client libraries
+     * send Verify calls that overlap in time as one VerifyMany.
+     * </pre>
+     */
+    public com.google.common.util.concurrent.ListenableFuture<dev.tokend.v1.VerifyManyResponse> verifyMany(
+        dev.tokend.v1.VerifyManyRequest request) {
+      return io.grpc.stub.ClientCalls.futureUnaryCall(
+          getChannel().newCall(getVerifyManyMethod(), getCallOptions()), request);
+    }
+
+    /**
+     * <pre>
      * Refresh spends a refresh token and returns a new access/refresh pair.
      * Presenting a spent refresh token revokes its whole family.
      * </pre>
@@ -934,12 +1052,13 @@ public final class TokenServiceGrpc {
 
   private static final int METHODID_ISSUE = 0;
   private static final int METHODID_VERIFY = 1;
-  private static final int METHODID_REFRESH = 2;
-  private static final int METHODID_REVOKE = 3;
-  private static final int METHODID_GET_JWKS = 4;
-  private static final int METHODID_WATCH_REVOCATIONS = 5;
-  private static final int METHODID_WATCH_JWKS = 6;
-  private static final int METHODID_EXCHANGE = 7;
+  private static final int METHODID_VERIFY_MANY = 2;
+  private static final int METHODID_REFRESH = 3;
+  private static final int METHODID_REVOKE = 4;
+  private static final int METHODID_GET_JWKS = 5;
+  private static final int METHODID_WATCH_REVOCATIONS = 6;
+  private static final int METHODID_WATCH_JWKS = 7;
+  private static final int METHODID_EXCHANGE = 8;
 
   private static final class MethodHandlers<Req, Resp> implements
       io.grpc.stub.ServerCalls.UnaryMethod<Req, Resp>,
@@ -965,6 +1084,10 @@ public final class TokenServiceGrpc {
         case METHODID_VERIFY:
           serviceImpl.verify((dev.tokend.v1.VerifyRequest) request,
               (io.grpc.stub.StreamObserver<dev.tokend.v1.VerifyResponse>) responseObserver);
+          break;
+        case METHODID_VERIFY_MANY:
+          serviceImpl.verifyMany((dev.tokend.v1.VerifyManyRequest) request,
+              (io.grpc.stub.StreamObserver<dev.tokend.v1.VerifyManyResponse>) responseObserver);
           break;
         case METHODID_REFRESH:
           serviceImpl.refresh((dev.tokend.v1.RefreshRequest) request,
@@ -1022,6 +1145,13 @@ public final class TokenServiceGrpc {
               dev.tokend.v1.VerifyRequest,
               dev.tokend.v1.VerifyResponse>(
                 service, METHODID_VERIFY)))
+        .addMethod(
+          getVerifyManyMethod(),
+          io.grpc.stub.ServerCalls.asyncUnaryCall(
+            new MethodHandlers<
+              dev.tokend.v1.VerifyManyRequest,
+              dev.tokend.v1.VerifyManyResponse>(
+                service, METHODID_VERIFY_MANY)))
         .addMethod(
           getRefreshMethod(),
           io.grpc.stub.ServerCalls.asyncUnaryCall(
@@ -1114,6 +1244,7 @@ public final class TokenServiceGrpc {
               .setSchemaDescriptor(new TokenServiceFileDescriptorSupplier())
               .addMethod(getIssueMethod())
               .addMethod(getVerifyMethod())
+              .addMethod(getVerifyManyMethod())
               .addMethod(getRefreshMethod())
               .addMethod(getRevokeMethod())
               .addMethod(getGetJwksMethod())

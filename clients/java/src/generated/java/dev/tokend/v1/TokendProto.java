@@ -52,6 +52,26 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_tokend_v1_VerifyResponse_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_VerifyManyRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_VerifyManyRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_VerifyManyResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_VerifyManyResponse_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_VerifyManyResult_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_VerifyManyResult_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_tokend_v1_InvalidRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_tokend_v1_InvalidRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_tokend_v1_RefreshRequest_descriptor;
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
@@ -148,69 +168,80 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
       "\022/\n\006claims\030\003 \001(\0132\027.google.protobuf.Struc" +
       "tR\006claims\022\030\n\007subject\030\004 \001(\tR\007subject\0229\n\ne" +
       "xpires_at\030\005 \001(\0132\032.google.protobuf.Timest" +
-      "ampR\texpiresAt\022\026\n\006actors\030\006 \003(\tR\006actors\"v" +
-      "\n\016RefreshRequest\022#\n\rrefresh_token\030\001 \001(\tR" +
-      "\014refreshToken\022\026\n\006scopes\030\002 \003(\tR\006scopes\022\'\n" +
-      "\017idempotency_key\030\003 \001(\tR\016idempotencyKey\"\240" +
-      "\001\n\rRevokeRequest\022\026\n\005token\030\001 \001(\tH\000R\005token" +
-      "\022\022\n\003jti\030\002 \001(\tH\000R\003jti\022%\n\rrefresh_token\030\003 " +
-      "\001(\tH\000R\014refreshToken\022\032\n\007subject\030\004 \001(\tH\000R\007" +
-      "subject\022\026\n\006reason\030\005 \001(\tR\006reasonB\010\n\006targe" +
-      "t\"*\n\016RevokeResponse\022\030\n\007revoked\030\001 \001(\005R\007re" +
-      "voked\"\020\n\016GetJwksRequest\".\n\017GetJwksRespon" +
-      "se\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJson\">\n\027Watch" +
-      "RevocationsRequest\022#\n\rfrom_sequence\030\001 \001(" +
-      "\003R\014fromSequence\"\355\001\n\017RevocationEvent\022\032\n\010s" +
-      "equence\030\001 \001(\003R\010sequence\022\022\n\004kind\030\002 \001(\tR\004k" +
-      "ind\022\024\n\005value\030\003 \001(\tR\005value\0229\n\nnot_before\030" +
-      "\004 \001(\0132\032.google.protobuf.TimestampR\tnotBe" +
-      "fore\0229\n\nexpires_at\030\005 \001(\0132\032.google.protob" +
-      "uf.TimestampR\texpiresAt\022\036\n\ncheckpoint\030\006 " +
-      "\001(\010R\ncheckpoint\"\022\n\020WatchJwksRequest\"G\n\tJ" +
-      "wksEvent\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJson\022\035\n" +
-      "\nkeep_alive\030\002 \001(\010R\tkeepAlive\"\361\001\n\017Exchang" +
-      "eRequest\022#\n\rsubject_token\030\001 \001(\tR\014subject" +
-      "Token\022\037\n\013actor_token\030\002 \001(\tR\nactorToken\022\032" +
-      "\n\010audience\030\003 \003(\tR\010audience\022\026\n\006scopes\030\004 \003" +
-      "(\tR\006scopes\022+\n\003ttl\030\005 \001(\0132\031.google.protobu" +
-      "f.DurationR\003ttl\0227\n\007binding\030\006 \001(\0132\035.token" +
-      "d.v1.CertificateBindingR\007binding\"\315\001\n\020Exc" +
-      "hangeResponse\022!\n\014access_token\030\001 \001(\tR\013acc" +
-      "essToken\022*\n\021issued_token_type\030\002 \001(\tR\017iss" +
-      "uedTokenType\022\035\n\ntoken_type\030\003 \001(\tR\ttokenT" +
-      "ype\0229\n\nexpires_at\030\004 \001(\0132\032.google.protobu" +
-      "f.TimestampR\texpiresAt\022\020\n\003jti\030\005 \001(\tR\003jti" +
-      "*Y\n\nDelegation\022\032\n\026DELEGATION_UNSPECIFIED" +
-      "\020\000\022\027\n\023DELEGATION_REQUIRED\020\001\022\026\n\022DELEGATIO" +
-      "N_REFUSED\020\002*\323\003\n\006Reason\022\026\n\022REASON_UNSPECI" +
-      "FIED\020\000\022\024\n\020REASON_MALFORMED\020\001\022\030\n\024REASON_B" +
-      "AD_SIGNATURE\020\002\022\026\n\022REASON_UNKNOWN_KEY\020\003\022\022" +
-      "\n\016REASON_EXPIRED\020\004\022\030\n\024REASON_NOT_YET_VAL" +
-      "ID\020\005\022\031\n\025REASON_WRONG_AUDIENCE\020\006\022\027\n\023REASO" +
-      "N_WRONG_ISSUER\020\007\022\030\n\024REASON_MISSING_SCOPE" +
-      "\020\010\022\022\n\016REASON_REVOKED\020\t\022\037\n\033REASON_DISALLO" +
-      "WED_ALGORITHM\020\n\022\025\n\021REASON_WRONG_TYPE\020\013\022\030" +
-      "\n\024REASON_MISSING_CLAIM\020\014\022\033\n\027REASON_ISSUE" +
-      "D_IN_FUTURE\020\r\022\034\n\030REASON_LIFETIME_TOO_LON" +
-      "G\020\016\022\024\n\020REASON_TOO_LARGE\020\017\022\037\n\033REASON_CERT" +
-      "IFICATE_MISMATCH\020\020\022\025\n\021REASON_DELEGATION\020" +
-      "\0212\247\004\n\014TokenService\022:\n\005Issue\022\027.tokend.v1." +
-      "IssueRequest\032\030.tokend.v1.IssueResponse\022=" +
-      "\n\006Verify\022\030.tokend.v1.VerifyRequest\032\031.tok" +
-      "end.v1.VerifyResponse\022>\n\007Refresh\022\031.token" +
-      "d.v1.RefreshRequest\032\030.tokend.v1.IssueRes" +
-      "ponse\022=\n\006Revoke\022\030.tokend.v1.RevokeReques" +
-      "t\032\031.tokend.v1.RevokeResponse\022@\n\007GetJwks\022" +
-      "\031.tokend.v1.GetJwksRequest\032\032.tokend.v1.G" +
-      "etJwksResponse\022T\n\020WatchRevocations\022\".tok" +
-      "end.v1.WatchRevocationsRequest\032\032.tokend." +
-      "v1.RevocationEvent0\001\022@\n\tWatchJwks\022\033.toke" +
-      "nd.v1.WatchJwksRequest\032\024.tokend.v1.JwksE" +
-      "vent0\001\022C\n\010Exchange\022\032.tokend.v1.ExchangeR" +
-      "equest\032\033.tokend.v1.ExchangeResponseBU\n\rd" +
-      "ev.tokend.v1B\013TokendProtoP\001Z5github.com/" +
-      "tokend/tokend/clients/go/tokendv1;tokend" +
-      "v1b\006proto3"
+      "ampR\texpiresAt\022\026\n\006actors\030\006 \003(\tR\006actors\"I" +
+      "\n\021VerifyManyRequest\0224\n\010requests\030\001 \003(\0132\030." +
+      "tokend.v1.VerifyRequestR\010requests\"K\n\022Ver" +
+      "ifyManyResponse\0225\n\007results\030\001 \003(\0132\033.token" +
+      "d.v1.VerifyManyResultR\007results\"\215\001\n\020Verif" +
+      "yManyResult\0227\n\010response\030\001 \001(\0132\031.tokend.v" +
+      "1.VerifyResponseH\000R\010response\0225\n\007invalid\030" +
+      "\002 \001(\0132\031.tokend.v1.InvalidRequestH\000R\007inva" +
+      "lidB\t\n\007outcome\"H\n\016InvalidRequest\022\024\n\005fiel" +
+      "d\030\001 \001(\tR\005field\022 \n\013description\030\002 \001(\tR\013des" +
+      "cription\"v\n\016RefreshRequest\022#\n\rrefresh_to" +
+      "ken\030\001 \001(\tR\014refreshToken\022\026\n\006scopes\030\002 \003(\tR" +
+      "\006scopes\022\'\n\017idempotency_key\030\003 \001(\tR\016idempo" +
+      "tencyKey\"\240\001\n\rRevokeRequest\022\026\n\005token\030\001 \001(" +
+      "\tH\000R\005token\022\022\n\003jti\030\002 \001(\tH\000R\003jti\022%\n\rrefres" +
+      "h_token\030\003 \001(\tH\000R\014refreshToken\022\032\n\007subject" +
+      "\030\004 \001(\tH\000R\007subject\022\026\n\006reason\030\005 \001(\tR\006reaso" +
+      "nB\010\n\006target\"*\n\016RevokeResponse\022\030\n\007revoked" +
+      "\030\001 \001(\005R\007revoked\"\020\n\016GetJwksRequest\".\n\017Get" +
+      "JwksResponse\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJso" +
+      "n\">\n\027WatchRevocationsRequest\022#\n\rfrom_seq" +
+      "uence\030\001 \001(\003R\014fromSequence\"\355\001\n\017Revocation" +
+      "Event\022\032\n\010sequence\030\001 \001(\003R\010sequence\022\022\n\004kin" +
+      "d\030\002 \001(\tR\004kind\022\024\n\005value\030\003 \001(\tR\005value\0229\n\nn" +
+      "ot_before\030\004 \001(\0132\032.google.protobuf.Timest" +
+      "ampR\tnotBefore\0229\n\nexpires_at\030\005 \001(\0132\032.goo" +
+      "gle.protobuf.TimestampR\texpiresAt\022\036\n\nche" +
+      "ckpoint\030\006 \001(\010R\ncheckpoint\"\022\n\020WatchJwksRe" +
+      "quest\"G\n\tJwksEvent\022\033\n\tjwks_json\030\001 \001(\tR\010j" +
+      "wksJson\022\035\n\nkeep_alive\030\002 \001(\010R\tkeepAlive\"\361" +
+      "\001\n\017ExchangeRequest\022#\n\rsubject_token\030\001 \001(" +
+      "\tR\014subjectToken\022\037\n\013actor_token\030\002 \001(\tR\nac" +
+      "torToken\022\032\n\010audience\030\003 \003(\tR\010audience\022\026\n\006" +
+      "scopes\030\004 \003(\tR\006scopes\022+\n\003ttl\030\005 \001(\0132\031.goog" +
+      "le.protobuf.DurationR\003ttl\0227\n\007binding\030\006 \001" +
+      "(\0132\035.tokend.v1.CertificateBindingR\007bindi" +
+      "ng\"\315\001\n\020ExchangeResponse\022!\n\014access_token\030" +
+      "\001 \001(\tR\013accessToken\022*\n\021issued_token_type\030" +
+      "\002 \001(\tR\017issuedTokenType\022\035\n\ntoken_type\030\003 \001" +
+      "(\tR\ttokenType\0229\n\nexpires_at\030\004 \001(\0132\032.goog" +
+      "le.protobuf.TimestampR\texpiresAt\022\020\n\003jti\030" +
+      "\005 \001(\tR\003jti*Y\n\nDelegation\022\032\n\026DELEGATION_U" +
+      "NSPECIFIED\020\000\022\027\n\023DELEGATION_REQUIRED\020\001\022\026\n" +
+      "\022DELEGATION_REFUSED\020\002*\323\003\n\006Reason\022\026\n\022REAS" +
+      "ON_UNSPECIFIED\020\000\022\024\n\020REASON_MALFORMED\020\001\022\030" +
+      "\n\024REASON_BAD_SIGNATURE\020\002\022\026\n\022REASON_UNKNO" +
+      "WN_KEY\020\003\022\022\n\016REASON_EXPIRED\020\004\022\030\n\024REASON_N" +
+      "OT_YET_VALID\020\005\022\031\n\025REASON_WRONG_AUDIENCE\020" +
+      "\006\022\027\n\023REASON_WRONG_ISSUER\020\007\022\030\n\024REASON_MIS" +
+      "SING_SCOPE\020\010\022\022\n\016REASON_REVOKED\020\t\022\037\n\033REAS" +
+      "ON_DISALLOWED_ALGORITHM\020\n\022\025\n\021REASON_WRON" +
+      "G_TYPE\020\013\022\030\n\024REASON_MISSING_CLAIM\020\014\022\033\n\027RE" +
+      "ASON_ISSUED_IN_FUTURE\020\r\022\034\n\030REASON_LIFETI" +
+      "ME_TOO_LONG\020\016\022\024\n\020REASON_TOO_LARGE\020\017\022\037\n\033R" +
+      "EASON_CERTIFICATE_MISMATCH\020\020\022\025\n\021REASON_D" +
+      "ELEGATION\020\0212\362\004\n\014TokenService\022:\n\005Issue\022\027." +
+      "tokend.v1.IssueRequest\032\030.tokend.v1.Issue" +
+      "Response\022=\n\006Verify\022\030.tokend.v1.VerifyReq" +
+      "uest\032\031.tokend.v1.VerifyResponse\022I\n\nVerif" +
+      "yMany\022\034.tokend.v1.VerifyManyRequest\032\035.to" +
+      "kend.v1.VerifyManyResponse\022>\n\007Refresh\022\031." +
+      "tokend.v1.RefreshRequest\032\030.tokend.v1.Iss" +
+      "ueResponse\022=\n\006Revoke\022\030.tokend.v1.RevokeR" +
+      "equest\032\031.tokend.v1.RevokeResponse\022@\n\007Get" +
+      "Jwks\022\031.tokend.v1.GetJwksRequest\032\032.tokend" +
+      ".v1.GetJwksResponse\022T\n\020WatchRevocations\022" +
+      "\".tokend.v1.WatchRevocationsRequest\032\032.to" +
+      "kend.v1.RevocationEvent0\001\022@\n\tWatchJwks\022\033" +
+      ".tokend.v1.WatchJwksRequest\032\024.tokend.v1." +
+      "JwksEvent0\001\022C\n\010Exchange\022\032.tokend.v1.Exch" +
+      "angeRequest\032\033.tokend.v1.ExchangeResponse" +
+      "BU\n\rdev.tokend.v1B\013TokendProtoP\001Z5github" +
+      ".com/tokend/tokend/clients/go/tokendv1;t" +
+      "okendv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -249,68 +280,92 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_VerifyResponse_descriptor,
         new java.lang.String[] { "Valid", "Reason", "Claims", "Subject", "ExpiresAt", "Actors", });
-    internal_static_tokend_v1_RefreshRequest_descriptor =
+    internal_static_tokend_v1_VerifyManyRequest_descriptor =
       getDescriptor().getMessageType(5);
+    internal_static_tokend_v1_VerifyManyRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_VerifyManyRequest_descriptor,
+        new java.lang.String[] { "Requests", });
+    internal_static_tokend_v1_VerifyManyResponse_descriptor =
+      getDescriptor().getMessageType(6);
+    internal_static_tokend_v1_VerifyManyResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_VerifyManyResponse_descriptor,
+        new java.lang.String[] { "Results", });
+    internal_static_tokend_v1_VerifyManyResult_descriptor =
+      getDescriptor().getMessageType(7);
+    internal_static_tokend_v1_VerifyManyResult_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_VerifyManyResult_descriptor,
+        new java.lang.String[] { "Response", "Invalid", "Outcome", });
+    internal_static_tokend_v1_InvalidRequest_descriptor =
+      getDescriptor().getMessageType(8);
+    internal_static_tokend_v1_InvalidRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_tokend_v1_InvalidRequest_descriptor,
+        new java.lang.String[] { "Field", "Description", });
+    internal_static_tokend_v1_RefreshRequest_descriptor =
+      getDescriptor().getMessageType(9);
     internal_static_tokend_v1_RefreshRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RefreshRequest_descriptor,
         new java.lang.String[] { "RefreshToken", "Scopes", "IdempotencyKey", });
     internal_static_tokend_v1_RevokeRequest_descriptor =
-      getDescriptor().getMessageType(6);
+      getDescriptor().getMessageType(10);
     internal_static_tokend_v1_RevokeRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RevokeRequest_descriptor,
         new java.lang.String[] { "Token", "Jti", "RefreshToken", "Subject", "Reason", "Target", });
     internal_static_tokend_v1_RevokeResponse_descriptor =
-      getDescriptor().getMessageType(7);
+      getDescriptor().getMessageType(11);
     internal_static_tokend_v1_RevokeResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RevokeResponse_descriptor,
         new java.lang.String[] { "Revoked", });
     internal_static_tokend_v1_GetJwksRequest_descriptor =
-      getDescriptor().getMessageType(8);
+      getDescriptor().getMessageType(12);
     internal_static_tokend_v1_GetJwksRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_GetJwksRequest_descriptor,
         new java.lang.String[] { });
     internal_static_tokend_v1_GetJwksResponse_descriptor =
-      getDescriptor().getMessageType(9);
+      getDescriptor().getMessageType(13);
     internal_static_tokend_v1_GetJwksResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_GetJwksResponse_descriptor,
         new java.lang.String[] { "JwksJson", });
     internal_static_tokend_v1_WatchRevocationsRequest_descriptor =
-      getDescriptor().getMessageType(10);
+      getDescriptor().getMessageType(14);
     internal_static_tokend_v1_WatchRevocationsRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_WatchRevocationsRequest_descriptor,
         new java.lang.String[] { "FromSequence", });
     internal_static_tokend_v1_RevocationEvent_descriptor =
-      getDescriptor().getMessageType(11);
+      getDescriptor().getMessageType(15);
     internal_static_tokend_v1_RevocationEvent_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_RevocationEvent_descriptor,
         new java.lang.String[] { "Sequence", "Kind", "Value", "NotBefore", "ExpiresAt", "Checkpoint", });
     internal_static_tokend_v1_WatchJwksRequest_descriptor =
-      getDescriptor().getMessageType(12);
+      getDescriptor().getMessageType(16);
     internal_static_tokend_v1_WatchJwksRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_WatchJwksRequest_descriptor,
         new java.lang.String[] { });
     internal_static_tokend_v1_JwksEvent_descriptor =
-      getDescriptor().getMessageType(13);
+      getDescriptor().getMessageType(17);
     internal_static_tokend_v1_JwksEvent_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_JwksEvent_descriptor,
         new java.lang.String[] { "JwksJson", "KeepAlive", });
     internal_static_tokend_v1_ExchangeRequest_descriptor =
-      getDescriptor().getMessageType(14);
+      getDescriptor().getMessageType(18);
     internal_static_tokend_v1_ExchangeRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_ExchangeRequest_descriptor,
         new java.lang.String[] { "SubjectToken", "ActorToken", "Audience", "Scopes", "Ttl", "Binding", });
     internal_static_tokend_v1_ExchangeResponse_descriptor =
-      getDescriptor().getMessageType(15);
+      getDescriptor().getMessageType(19);
     internal_static_tokend_v1_ExchangeResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_ExchangeResponse_descriptor,
