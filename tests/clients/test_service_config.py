@@ -18,7 +18,7 @@ COPIES = [
     "clients/go/tokend/service-config.json",
     "clients/node/src/service-config.json",
 ]
-UNARY = {"Issue", "Verify", "Refresh", "Revoke", "GetJwks", "Exchange"}
+UNARY = {"Issue", "Verify", "VerifyMany", "Refresh", "Revoke", "GetJwks", "Exchange"}
 
 
 @pytest.mark.parametrize("copy", COPIES)

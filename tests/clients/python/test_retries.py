@@ -189,7 +189,7 @@ async def test_the_default_deadline_is_the_service_configs(
 def test_settings_rewrite_the_shared_config() -> None:
     (shared, deadlines), (mine, short) = (service_config(timeout=None, retries=3),
                                           service_config(timeout=0.25, retries=1))
-    assert deadlines == {"Verify": 5.0, "GetJwks": 5.0, "Revoke": 5.0,
+    assert deadlines == {"Verify": 5.0, "VerifyMany": 5.0, "GetJwks": 5.0, "Revoke": 5.0,
                          "Issue": 10.0, "Refresh": 10.0, "Exchange": 10.0}
     assert set(short.values()) == {0.25}
     for config, attempts in ((shared, 4), (mine, 2)):
