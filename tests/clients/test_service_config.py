@@ -40,5 +40,5 @@ def test_the_source_says_what_the_docs_promise() -> None:
         assert 2 <= policy["maxAttempts"] <= 5
     # The streams have no deadline and no retry policy: LiveSource reconnects them.
     assert set(timeouts) == UNARY
-    assert timeouts == {"Verify": "5s", "GetJwks": "5s", "Revoke": "5s",
+    assert timeouts == {"Verify": "5s", "VerifyMany": "5s", "GetJwks": "5s", "Revoke": "5s",
                         "Issue": "10s", "Refresh": "10s", "Exchange": "10s"}
