@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tokend/tokend/clients/go/tokendv1"
@@ -36,9 +37,10 @@ const (
 	// Verify's deadline in ServiceConfig (a test keeps them equal): a queued call
 	// without a ctx deadline gets it, as a unary call would.
 	verifyTimeout = 5 * time.Second
-	// A batch stays under this many request bytes, below tokend's smallest receive limit
-	// (64 KiB + 256 × 3 KiB); one larger request goes out on its own.
-	maxBatchBytes = 512 * 1024
+	// A batch stays under this many request bytes, as every client's does: within the
+	// 64 KiB any tokend accepts in one message (app.py MAX_MESSAGE_BYTES), whatever its
+	// VerifyMany limit; one larger request goes out on its own.
+	maxBatchBytes = 60 * 1024
 	// The answer to one request takes at most twice its size plus this (tokend's own
 	// bound: claims as a protobuf Struct), which sizes VerifyMany's receive limit.
 	perAnswerBytes = 2 * 1024
@@ -192,7 +194,8 @@ func (b *batcher) verify(ctx context.Context, request *tokendv1.VerifyRequest,
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	w := &waiting{request: request, size: proto.Size(request), deadline: deadline, done: make(chan outcome, 1)}
+	size := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(request)) // in VerifyManyRequest
+	w := &waiting{request: request, size: size, deadline: deadline, done: make(chan outcome, 1)}
 	b.queue = append(b.queue, w)
 	b.mu.Unlock()
 	select {

@@ -590,3 +590,47 @@ func TestVerifyBatchingRefusesOutOfRangeOptions(t *testing.T) {
 		}
 	}
 }
+
+func bigRequests(n, tokenBytes int) []*tokendv1.VerifyRequest {
+	out := make([]*tokendv1.VerifyRequest, n)
+	for i := range out {
+		token := fmt.Sprintf("big-%d-", i)
+		out[i] = &tokendv1.VerifyRequest{Token: token + strings.Repeat("x", tokenBytes-len(token)), Audience: "orders"}
+	}
+	return out
+}
+
+// tokend takes at most 64 KiB in one message: batches stay under 60 KiB of requests.
+func TestBatchesStayUnder60KiB(t *testing.T) {
+	f := startBatching(t, tokend.VerifyBatching{MaxInFlight: 1}, false, true)
+	first := f.verifyAll(t, context.Background(), mixedRequests(1), 0)
+	f.entered(t)
+	requests := append(bigRequests(6, 25_000), bigRequests(1, 70_000)...)
+	queued := f.verifyAll(t, context.Background(), requests[:6], 6)
+	last := f.verifyAll(t, context.Background(), requests[6:], 7)
+	f.server.mu.Lock()
+	f.server.held = false
+	f.server.mu.Unlock()
+	f.server.release <- struct{}{}
+	first()
+	checkAnswers(t, requests[:6], queued())
+	checkAnswers(t, requests[6:], last())
+	f.server.mu.Lock()
+	if fmt.Sprint(f.server.sizes) != "[2 2 2]" || f.server.calls["Verify"] != 2 {
+		t.Fatalf("calls %v, VerifyMany sizes %v: want 3 × 2 (25 kB each) and the 70 kB one alone",
+			f.server.calls, f.server.sizes)
+	}
+	f.server.sizes = nil
+	f.server.mu.Unlock()
+	results := tokend.VerifyMany(context.Background(), f.client, requests)
+	for i, r := range results {
+		if r.Err != nil || r.Response.GetSubject() != requests[i].GetToken() {
+			t.Fatalf("VerifyMany result %d: %v, subject of %d bytes", i, r.Err, len(r.Response.GetSubject()))
+		}
+	}
+	f.server.mu.Lock()
+	defer f.server.mu.Unlock()
+	if fmt.Sprint(sorted(f.server.sizes)) != "[1 2 2 2]" {
+		t.Fatalf("VerifyMany chunks %v: want 2, 2, 2 and the 70 kB one alone", f.server.sizes)
+	}
+}

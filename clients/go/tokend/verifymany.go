@@ -8,13 +8,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/tokend/tokend/clients/go/tokendv1"
 )
 
 // VerifyMany verifies requests with as few VerifyMany RPCs as it can (chunks of
-// MaxVerifyMany, at most DefaultMaxInFlight at once), for a caller that already holds many
+// MaxVerifyMany requests and at most 60 KiB, at most DefaultMaxInFlight at once), for a caller that already holds many
 // tokens. results[i] answers requests[i] exactly as client.Verify would have: a response,
 // or the error (a request Verify refuses with INVALID_ARGUMENT gets that same error; a
 // whole-call error fails each request of its chunk). Against a tokend without VerifyMany
@@ -24,16 +26,31 @@ func VerifyMany(ctx context.Context, client tokendv1.TokenServiceClient,
 	results := make([]VerifyResult, len(requests))
 	slots := make(chan struct{}, DefaultMaxInFlight)
 	var wg sync.WaitGroup
-	for start := 0; start < len(requests); start += MaxVerifyMany {
-		end := min(start+MaxVerifyMany, len(requests))
+	for start, end := 0, 0; start < len(requests); start = end {
+		end = chunkEnd(requests, start)
+		chunk, answers := requests[start:end], results[start:end]
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			verifyChunk(ctx, client, requests[start:end], results[start:end], opts)
+			verifyChunk(ctx, client, chunk, answers, opts)
 		})
 	}
 	wg.Wait()
 	return results
+}
+
+// chunkEnd ends the chunk from start after MaxVerifyMany requests or maxBatchBytes,
+// whichever comes first (at least one request).
+func chunkEnd(requests []*tokendv1.VerifyRequest, start int) int {
+	end, bytes := start, 0
+	for end < len(requests) && end-start < MaxVerifyMany {
+		size := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(requests[end]))
+		if end > start && bytes+size > maxBatchBytes {
+			break
+		}
+		end, bytes = end+1, bytes+size
+	}
+	return end
 }
 
 func verifyChunk(ctx context.Context, client tokendv1.TokenServiceClient,
