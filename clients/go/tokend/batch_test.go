@@ -141,6 +141,7 @@ func olderService() *grpc.ServiceDesc {
 
 type batchFixture struct {
 	server *verifyServer
+	sent   *sentCounter // RPCs the client sent, by method (after batching)
 	conn   *grpc.ClientConn
 	client tokendv1.TokenServiceClient
 	queued func(*grpc.ClientConn) int
@@ -179,13 +180,33 @@ func startBatching(t *testing.T, batching tokend.VerifyBatching, older, held boo
 			t.Fatal(err)
 		}
 	}
-	conn, err := grpc.NewClient(listener.Addr().String(),
-		append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	sent := &sentCounter{calls: map[string]int{}}
+	conn, err := grpc.NewClient(listener.Addr().String(), append(opts,
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithChainUnaryInterceptor(sent.count))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &batchFixture{server: s, conn: conn, client: tokendv1.NewTokenServiceClient(conn), queued: queued}
+	return &batchFixture{server: s, sent: sent, conn: conn, client: tokendv1.NewTokenServiceClient(conn), queued: queued}
+}
+
+type sentCounter struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *sentCounter) count(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+	invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	c.mu.Lock()
+	c.calls[method[strings.LastIndexByte(method, '/')+1:]]++
+	c.mu.Unlock()
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+func (c *sentCounter) get(method string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[method]
 }
 
 // waitFor polls cond for at most 5 s.
@@ -632,5 +653,24 @@ func TestBatchesStayUnder60KiB(t *testing.T) {
 	defer f.server.mu.Unlock()
 	if fmt.Sprint(sorted(f.server.sizes)) != "[1 2 2 2]" {
 		t.Fatalf("VerifyMany chunks %v: want 2, 2, 2 and the 70 kB one alone", f.server.sizes)
+	}
+}
+
+// Calls that waited while the server turned out to lack VerifyMany go out unary, without
+// another VerifyMany bound to fail.
+func TestQueuedCallsAfterTheFallbackAreNotBatchedAgain(t *testing.T) {
+	f := startBatching(t, tokend.VerifyBatching{MaxInFlight: 1, MaxBatch: 5}, true, true)
+	first := f.verifyAll(t, context.Background(), mixedRequests(1), 0)
+	f.entered(t)
+	requests := mixedRequests(10)
+	rest := f.verifyAll(t, context.Background(), requests, 10)
+	f.server.mu.Lock()
+	f.server.held = false
+	f.server.mu.Unlock()
+	f.server.release <- struct{}{}
+	checkAnswers(t, mixedRequests(1), first())
+	checkAnswers(t, requests, rest())
+	if f.sent.get("VerifyMany") != 1 || f.server.count("Verify") != 11 {
+		t.Fatalf("sent %v, server calls %v: want one VerifyMany, then only Verify", f.sent.calls, f.server.calls)
 	}
 }
