@@ -12,9 +12,11 @@ import (
 	"bufio"
 	"context"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -227,5 +229,51 @@ func TestInteropVerifyManyAnswersAsUnaryVerify(t *testing.T) {
 	}
 	if many := after["VerifyMany"] - before["VerifyMany"]; many < 2 || many > 6 || after["Verify"] != before["Verify"] {
 		t.Fatalf("300 requests: metrics went from %v to %v, want a few VerifyMany and no Verify", before, after)
+	}
+}
+
+// BenchmarkInteropVerifyRPC: Verify over RPC from 64 goroutines, unary (batching off) and
+// batched (the defaults), for tokens verified per server CPU-second (measure the server's
+// CPU around each sub-benchmark; the requests cycle through 32 valid tokens).
+func BenchmarkInteropVerifyRPC(b *testing.B) {
+	ctx := context.Background()
+	env := func(name string) string { return os.Getenv(name) }
+	dial := func(batching tokend.VerifyBatching) tokendv1.TokenServiceClient {
+		conn, err := tokend.DialMTLS(ctx, env("TOKEND_ADDR"), env("TOKEND_CA_FILE"), env("TOKEND_CLIENT_CERT"),
+			env("TOKEND_CLIENT_KEY"), tokend.WithVerifyBatching(batching))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = conn.Close() })
+		return tokendv1.NewTokenServiceClient(conn)
+	}
+	issuer := dial(tokend.VerifyBatching{})
+	var requests []*tokendv1.VerifyRequest
+	for range 32 {
+		issued, err := issuer.Issue(ctx, &tokendv1.IssueRequest{Subject: "go-bench", Audience: []string{env("TOKEND_AUDIENCE")}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		requests = append(requests, &tokendv1.VerifyRequest{Token: issued.GetAccessToken(), Audience: env("TOKEND_AUDIENCE")})
+	}
+	for _, c := range []struct {
+		name     string
+		batching tokend.VerifyBatching
+	}{{"unary", tokend.VerifyBatching{Disabled: true}}, {"batched", tokend.VerifyBatching{}}} {
+		b.Run(c.name, func(b *testing.B) {
+			client := dial(c.batching)
+			var n atomic.Int64
+			b.SetParallelism(32)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					request := requests[int(n.Add(1))%len(requests)]
+					if response, err := client.Verify(ctx, request); err != nil || !response.GetValid() {
+						b.Errorf("Verify: %v, %v", response, err)
+						return
+					}
+				}
+			})
+		})
 	}
 }
