@@ -122,8 +122,8 @@ MAX_VERIFY_BATCH = 256
 
 def check_batch_size(count: int) -> None:
     if not 1 <= count <= MAX_VERIFY_BATCH:
-        raise BadRequest(f"VerifyMany takes 1 to {MAX_VERIFY_BATCH} requests, this call has "
-                         f"{count}: split larger batches", field="requests")
+        raise BadRequest(f"VerifyMany takes 1 to {MAX_VERIFY_BATCH} requests; this call has "
+                         f"{count} (send more in several calls)", field="requests")
 
 
 def _presenter(request: pb.VerifyRequest) -> str | None:
