@@ -229,3 +229,26 @@ def test_admission_is_verifys_under_mutual_tls(bao: BaoDevServer, tmp_path: Path
                     with pytest.raises(grpc.RpcError) as refused:
                         method(message, timeout=5)
                     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_full_batch_fits_at_the_largest_token_setting(bao: BaoDevServer, tmp_path: Path
+                                                        ) -> None:
+    """tokens.max_token_bytes at its maximum (64 KiB): 256 large valid tokens go in (the
+    receive limit follows the setting) and their claims come back (so does the send limit,
+    past gRPC's 4 MiB default)."""
+    settings = make_settings(bao.addr, bao.token, tmp_path, vault={"key_name": "verify-many-big"},
+                             tokens={"max_token_bytes": 65536, "max_claims_bytes": 65536})
+    with RunningTokend(settings) as running:
+        request = pb.IssueRequest(subject="big", audience=[AUDIENCE])
+        request.claims.update({"blob": "x" * 40_000})
+        token = running.stub.Issue(request, timeout=10).access_token
+        assert len(token) > 50_000
+        batch = [pb.VerifyRequest(token=token, audience=AUDIENCE)] * MAX_VERIFY_BATCH
+        # A client's own receive limit (4 MiB by default in gRPC) must let such answers in.
+        with grpc.insecure_channel(running.grpc_addr, options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024)]) as channel:
+            answer = tokend_pb2_grpc.TokenServiceStub(channel).VerifyMany(
+                pb.VerifyManyRequest(requests=batch), timeout=30)
+        assert answer.ByteSize() > 4 * 1024 * 1024
+        assert all(r.response.valid and len(r.response.claims["blob"]) == 40_000
+                   for r in answer.results)
