@@ -42,6 +42,10 @@ _log = logging.getLogger("tokend_client")
 
 # The server's limit on VerifyManyRequest.requests (protos/tokend/v1/tokend.proto).
 MAX_BATCH = 256
+# tokend refuses any message over 64 KiB (server app.py MAX_MESSAGE_BYTES) for the whole
+# call; a batch stops short of it, with room for gRPC's framing (a lone larger request
+# still goes out, as unary Verify, and gets unary Verify's answer).
+MAX_BATCH_BYTES = 60 * 1024
 DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_MAX_BATCH = 64
 # More RPCs in flight than this buys nothing but memory; the bound keeps typos visible.
@@ -251,25 +255,37 @@ class VerifyQueue:
     def _take(self) -> Batch | None:
         if self._in_flight >= self.settings.max_in_flight:
             return None
-        items = list(self._live(self.settings.max_batch))
+        items = self._live()
         if not items:
             return None
         self._in_flight += 1
         return Batch(items)
 
-    def _live(self, limit: int) -> Iterator[Item]:
+    def _live(self) -> list[Item]:
         # Callers that stopped waiting (deadline passed, cancelled) are dropped unsent.
-        taken = 0
+        items: list[Item] = []
+        size = 0
         now = time.monotonic()
-        while self._queue and taken < limit:
-            item = self._queue.popleft()
-            if item.waiter.done():
+        while self._queue and len(items) < self.settings.max_batch:
+            item = self._queue[0]
+            if item.waiter.done() or item.deadline <= now:
+                self._queue.popleft().settle(deadline_exceeded())
                 continue
-            if item.deadline <= now:
-                item.settle(deadline_exceeded())
-                continue
-            taken += 1
-            yield item
+            size += encoded_size(item.request)
+            if items and size > MAX_BATCH_BYTES:
+                break
+            items.append(self._queue.popleft())
+        return items
+
+
+def encoded_size(request: pb.VerifyRequest) -> int:
+    """Bytes ``request`` adds to a VerifyManyRequest (field 1: tag, length, message)."""
+    length = request.ByteSize()
+    return 1 + _varint_size(length) + length
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 @dataclass(frozen=True)
@@ -304,9 +320,19 @@ def many_requests(queries: Iterable[VerifyQuery | tuple[str, str]]) -> list[pb.V
 
 
 def chunks(requests: list[pb.VerifyRequest]) -> Iterator[list[pb.VerifyRequest]]:
-    """``verify_many``'s requests, MAX_BATCH at a time (the server's limit)."""
-    for start in range(0, len(requests), MAX_BATCH):
-        yield requests[start:start + MAX_BATCH]
+    """``verify_many``'s requests, at most MAX_BATCH and MAX_BATCH_BYTES at a time (the
+    server's limits; a lone larger request makes a chunk of its own)."""
+    chunk: list[pb.VerifyRequest] = []
+    size = 0
+    for request in requests:
+        grown = size + encoded_size(request)
+        if chunk and (len(chunk) == MAX_BATCH or grown > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, grown = [], encoded_size(request)
+        chunk.append(request)
+        size = grown
+    if chunk:
+        yield chunk
 
 
 def not_sent(exc: BaseException) -> TokendError:

@@ -322,3 +322,22 @@ def test_bad_batching_settings_are_refused(settings: dict[str, Any],
                                            error: type[Exception]) -> None:
     with pytest.raises(error):
         TokenClient.insecure_loopback("127.0.0.1:1", **settings)
+
+
+async def test_batches_stay_under_tokends_message_limit(
+        batching: ScriptedServer, make_client: Callable[..., Client]) -> None:
+    # tokend refuses any message over 64 KiB for the whole call (server app.py).
+    batching.service.delay = SLOW
+    client = make_client(batching.target, max_in_flight=1)
+    results = await together(client, [verify(f"{n:04d}" + "x" * 7000) for n in range(24)])
+    assert all(r.valid for r in results)
+    sizes = [batch.ByteSize() for batch in batching.service.requests["VerifyMany"]]
+    assert len(sizes) >= 2 and max(sizes) <= 60 * 1024
+    assert len(requests_sent(batching)) == 24
+
+    many = await outcome(client.verify_many([(f"{n:04d}" + "y" * 3000, "orders")
+                                             for n in range(60)]))
+    assert len(many) == 60 and all(r.valid for r in many)
+    sizes = [batch.ByteSize() for batch in batching.service.requests["VerifyMany"]]
+    assert all(size <= 60 * 1024 for size in sizes)
+    assert len(requests_sent(batching)) == 84
