@@ -4,7 +4,7 @@ Each scenario runs with both clients against a real gRPC server on loopback whos
 answers are scripted (scripted_server.py): one that implements VerifyMany, and the plain
 scripted service, which lacks it like a tokend older than VerifyMany. That answers equal
 a real tokend's unary ones is tested against a real tokend in
-tests/interop/test_python_client_batching.py.
+tests/clients/python/test_batch_tokend.py.
 """
 
 from __future__ import annotations
