@@ -239,6 +239,16 @@ class VerifyQueue:
                 following.append(after)
         return following
 
+    def abandon(self, batch: Batch, error: TokendError) -> None:
+        """The RPC of ``batch`` was cancelled under us (the channel closed): fail it and
+        everything queued now, rather than leave them to their deadlines."""
+        with self._lock:
+            if batch.counted:
+                self._in_flight -= 1
+            queued = list(self._queue)
+            self._queue.clear()
+        Batch([*batch.items, *queued], counted=False).failed(error)
+
     def fall_back(self, batch: Batch) -> list[Batch]:
         """The server lacks VerifyMany: unary Verify from now on, for ``batch`` and for
         everything queued, each as its own uncounted RPC (as without batching)."""
@@ -338,4 +348,4 @@ def chunks(requests: list[pb.VerifyRequest]) -> Iterator[list[pb.VerifyRequest]]
 def not_sent(exc: BaseException) -> TokendError:
     """The error of items whose RPC could not even start (the client was closed)."""
     return TokendError(grpc.StatusCode.CANCELLED,
-                       f"the call was not sent ({type(exc).__name__}): is the client closed?")
+                       f"the call did not complete ({type(exc).__name__}): was the client closed?")

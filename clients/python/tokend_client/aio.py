@@ -167,7 +167,7 @@ class AsyncTokenClient(ClientBase):
             except grpc.RpcError as exc:
                 error = exc
             except asyncio.CancelledError as exc:  # closed channel, or the loop ends
-                batch.failed(not_sent(exc))
+                self._verify_queue.abandon(batch, not_sent(exc))
                 raise
             except Exception as exc:  # e.g. the channel is closed
                 error = not_sent(exc)

@@ -341,3 +341,23 @@ async def test_batches_stay_under_tokends_message_limit(
     sizes = [batch.ByteSize() for batch in batching.service.requests["VerifyMany"]]
     assert all(size <= 60 * 1024 for size in sizes)
     assert len(requests_sent(batching)) == 84
+
+
+async def test_closing_the_client_fails_waiting_calls_at_once(
+        batching: ScriptedServer, make_client: Callable[..., Client]) -> None:
+    batching.service.delay = 1.0
+    client = make_client(batching.target, max_in_flight=1)
+
+    async def close_soon(client: Client) -> None:
+        await asyncio.sleep(0.2)
+        await outcome(client.close())
+
+    def closer(client: Client) -> Any:
+        return asyncio.run(close_soon(client)) if isinstance(client, TokenClient) \
+            else close_soon(client)
+
+    started = time.monotonic()
+    *results, _ = await together(client, [*(verify(f"t{n}") for n in range(4)), closer])
+    assert time.monotonic() - started < 0.9  # neither the 1 s RPC nor the 5 s deadlines
+    assert all(isinstance(r, TokendError) and r.code is grpc.StatusCode.CANCELLED
+               for r in results), results
