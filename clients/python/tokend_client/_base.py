@@ -63,30 +63,35 @@ class ClientBase:
     @classmethod
     def mtls(cls, target: str, ca_file: StrPath, cert_file: StrPath, key_file: StrPath, *,
              timeout: float | None = None, retries: int = 3,
-             options: Options = (), **batching: Any) -> Self:
+             options: Options = (), batch_verify: bool = True,
+             max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+             max_batch: int = DEFAULT_MAX_BATCH) -> Self:
         """A client that authenticates with a client certificate (mutual TLS).
 
         ``ca_file`` is the CA that signed tokend's certificate; ``cert_file`` and
         ``key_file`` (PEM) are this service's identity, which tokend records as the
-        tokens' ``client_id``. ``batching``: ``batch_verify``, ``max_in_flight``,
-        ``max_batch`` as for the constructor.
+        tokens' ``client_id``. ``batch_verify``, ``max_in_flight``, ``max_batch``
+        as for the constructor.
         """
         credentials = mtls_credentials(ca_file, cert_file, key_file)
         return cls(target, credentials=credentials, timeout=timeout, retries=retries,
-                   options=options, **batching)
+                   options=options, batch_verify=batch_verify,
+                   max_in_flight=max_in_flight, max_batch=max_batch)
 
     @classmethod
     def insecure_loopback(cls, target: str, *, timeout: float | None = None,
                           retries: int = 3, options: Options = (),
-                          **batching: Any) -> Self:
+                          batch_verify: bool = True,
+                          max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                          max_batch: int = DEFAULT_MAX_BATCH) -> Self:
         """A plaintext client for a tokend on this machine (development, tests).
 
         Raises ValueError unless ``target`` is 127.0.0.0/8, ``::1`` or ``localhost``.
-        ``batching``: ``batch_verify``, ``max_in_flight``, ``max_batch`` as for the
-        constructor.
+        ``batch_verify``, ``max_in_flight``, ``max_batch`` as for the constructor.
         """
         return cls(target, credentials=loopback_credentials(target), timeout=timeout,
-                   retries=retries, options=options, **batching)
+                   retries=retries, options=options, batch_verify=batch_verify,
+                   max_in_flight=max_in_flight, max_batch=max_batch)
 
     def _verify_timeout(self, timeout: float | None) -> float:
         """A verify()'s own deadline: its ``timeout`` or the client's for Verify."""
