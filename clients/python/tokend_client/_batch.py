@@ -42,9 +42,10 @@ _log = logging.getLogger("tokend_client")
 
 # The server's limit on VerifyManyRequest.requests (protos/tokend/v1/tokend.proto).
 MAX_BATCH = 256
-# tokend refuses any message over 64 KiB (server app.py MAX_MESSAGE_BYTES) for the whole
-# call; a batch stops short of it, with room for gRPC's framing (a lone larger request
-# still goes out, as unary Verify, and gets unary Verify's answer).
+# tokend refused any request over 64 KiB (server app.py MAX_MESSAGE_BYTES) for the whole
+# call before VerifyMany raised that limit; a batch stops short of it, with room for
+# gRPC's framing, which also keeps its answer (claims per token) well under this
+# client's 1 MiB receive limit. A lone larger request still goes out as unary Verify.
 MAX_BATCH_BYTES = 60 * 1024
 DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_MAX_BATCH = 64
