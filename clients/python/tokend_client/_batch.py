@@ -166,6 +166,9 @@ def _error(error: grpc.RpcError | TokendError) -> TokendError:
         return type(error)(error.code, error.message, **error._details())
     converted = error_from_rpc(error)
     converted.__cause__ = error
+    if converted.metadata.get("method") == "VerifyMany":
+        # As the unary Verify the caller made would carry it (ErrorInfo metadata).
+        converted.metadata["method"] = "Verify"  # type: ignore[index]
     return converted
 
 
