@@ -31,6 +31,7 @@ import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
@@ -461,17 +462,13 @@ public final class TokendClient {
       return;
     }
     AtomicBoolean finished = new AtomicBoolean();
+    AtomicReference<ClientCallStreamObserver<VerifyRequest>> started = new AtomicReference<>();
     ClientResponseObserver<VerifyRequest, VerifyResponse> observer = new ClientResponseObserver<>() {
       private VerifyResponse response;
 
       @Override
       public void beforeStart(ClientCallStreamObserver<VerifyRequest> call) {
-        // The caller gave up (cancelled, its deadline): end the RPC as well.
-        item.result.whenComplete((r, t) -> {
-          if (!finished.get()) {
-            call.cancel("verify() ended", null);
-          }
-        });
+        started.set(call);
       }
 
       @Override
@@ -490,17 +487,41 @@ public final class TokendClient {
       }
 
       private void end(Runnable outcome) {
-        finished.set(true);
-        if (counted) {
-          release();
+        if (finished.compareAndSet(false, true)) {
+          if (counted) {
+            release();
+          }
+          outcome.run();
         }
-        outcome.run();
       }
     };
-    // Forked: the RPC does not die with the Context of whichever thread sends it; the
-    // item's own deadline and cancellation stand for the caller's.
-    Context.current().fork().run(() -> stub.withDeadlineAfter(remaining, TimeUnit.NANOSECONDS)
-        .verify(item.request, observer));
+    if (!start(() -> stub.withDeadlineAfter(remaining, TimeUnit.NANOSECONDS)
+        .verify(item.request, observer), observer)) {
+      return;
+    }
+    // The caller gave up (cancelled, its deadline): end the RPC as well. Only once started:
+    // a ClientCall cancelled before its start() refuses to start.
+    item.result.whenComplete((r, t) -> {
+      ClientCallStreamObserver<VerifyRequest> call = started.get();
+      if (!finished.get() && call != null) {
+        call.cancel("verify() ended", null);
+      }
+    });
+  }
+
+  /**
+   * Starts an RPC in a fork of the current Context, so that it does not die with the Context
+   * of whichever thread sends it (the items' own deadlines and cancellation stand for their
+   * callers'). A call that throws as it starts ends through {@code observer} like any error.
+   */
+  private static boolean start(Runnable call, ClientResponseObserver<?, ?> observer) {
+    try {
+      Context.current().fork().run(call);
+      return true;
+    } catch (RuntimeException e) {
+      observer.onError(e);
+      return false;
+    }
   }
 
   /** One VerifyMany for {@code batch} (2-256 items); its deadline is the latest of theirs. */
@@ -515,6 +536,7 @@ public final class TokendClient {
     }
     VerifyManyRequest.Builder request = VerifyManyRequest.newBuilder();
     batch.forEach(item -> request.addRequests(item.request));
+    AtomicBoolean finished = new AtomicBoolean();
     ClientResponseObserver<VerifyManyRequest, VerifyManyResponse> observer =
         new ClientResponseObserver<>() {
           private VerifyManyResponse response;
@@ -529,6 +551,9 @@ public final class TokendClient {
 
           @Override
           public void onError(Throwable thrown) {
+            if (!finished.compareAndSet(false, true)) {
+              return;
+            }
             if (Status.fromThrowable(thrown).getCode() == Status.Code.UNIMPLEMENTED) {
               switchToUnary();
               if (counted) {
@@ -546,14 +571,17 @@ public final class TokendClient {
 
           @Override
           public void onCompleted() {
+            if (!finished.compareAndSet(false, true)) {
+              return;
+            }
             if (counted) {
               release();
             }
             deliver(batch, response);
           }
         };
-    Context.current().fork().run(() -> stub.withDeadlineAfter(latest, TimeUnit.NANOSECONDS)
-        .verifyMany(request.build(), observer));
+    start(() -> stub.withDeadlineAfter(latest, TimeUnit.NANOSECONDS)
+        .verifyMany(request.build(), observer), observer);
   }
 
   private void switchToUnary() {

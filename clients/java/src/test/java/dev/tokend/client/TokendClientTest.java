@@ -18,6 +18,7 @@ import dev.tokend.v1.VerifyRequest;
 import dev.tokend.v1.VerifyResponse;
 import io.grpc.BindableService;
 import io.grpc.Context;
+import io.grpc.ForwardingServerCallListener;
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.Server;
@@ -153,13 +154,22 @@ class TokendClientTest {
   /** Counts the calls of each method as they arrive. */
   static final class Counter implements ServerInterceptor {
     final Map<String, AtomicInteger> calls = new ConcurrentHashMap<>();
+    /** Calls the client cancelled (or whose deadline passed) before they ended. */
+    final AtomicInteger cancelled = new AtomicInteger();
 
     @Override
     public <Q, R> ServerCall.Listener<Q> interceptCall(
         ServerCall<Q, R> call, Metadata headers, ServerCallHandler<Q, R> next) {
       calls.computeIfAbsent(call.getMethodDescriptor().getBareMethodName(), m -> new AtomicInteger())
           .incrementAndGet();
-      return next.startCall(call, headers);
+      return new ForwardingServerCallListener.SimpleForwardingServerCallListener<Q>(
+          next.startCall(call, headers)) {
+        @Override
+        public void onCancel() {
+          cancelled.incrementAndGet();
+          super.onCancel();
+        }
+      };
     }
 
     int of(String method) {
@@ -405,6 +415,26 @@ class TokendClientTest {
     // Only "first" and "kept" reached the server, each alone as a unary Verify.
     assertEquals(2, counter.of("Verify"));
     assertEquals(0, counter.of("VerifyMany"));
+  }
+
+  @Test
+  void cancellingALoneCallCancelsItsRpc() throws Exception {
+    Stand stand = new Stand();
+    start(stand);
+    TokendClient client = TokendClient.of(channel);
+    stand.gate = new CountDownLatch(1);
+    CompletableFuture<VerifyResponse> lone = client.verifyAsync(request("ok-0", "orders"));
+    awaitCalls("Verify", 1);
+    assertTrue(lone.cancel(false));
+    // Well before the call's 5 s deadline would cancel it anyway.
+    long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(2);
+    while (counter.cancelled.get() == 0) {
+      assertTrue(System.nanoTime() < end, "the server never saw the cancellation");
+      Thread.sleep(5);
+    }
+    stand.gate.countDown();
+    // The slot it held is free again: the next call is answered.
+    assertTrue(client.verify("ok-1", "orders").getValid());
   }
 
   @Test
