@@ -18,7 +18,6 @@ import dev.tokend.v1.VerifyRequest;
 import dev.tokend.v1.VerifyResponse;
 import io.grpc.BindableService;
 import io.grpc.Context;
-import io.grpc.ForwardingServerCallListener;
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.Server;
@@ -65,6 +64,10 @@ class TokendClientTest {
     /** While set, each call waits (at most 10 s) until it is counted down. */
     volatile CountDownLatch gate;
     volatile VerifyManyFailure manyFailure;
+    /** Verify handlers entered (the request is in). */
+    final AtomicInteger verifyHandlers = new AtomicInteger();
+    /** Calls held at the gate that the client cancelled. */
+    final AtomicInteger cancelledWhileHeld = new AtomicInteger();
     /** Each call takes this long, so that concurrent calls overlap. */
     volatile long delayMillis;
 
@@ -92,17 +95,23 @@ class TokendClientTest {
         Thread.currentThread().interrupt();
       }
       CountDownLatch latch = gate;
-      if (latch != null) {
-        try {
-          latch.await(10, TimeUnit.SECONDS);
-        } catch (InterruptedException e) {
-          Thread.currentThread().interrupt();
+      long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+      try {
+        while (latch != null && !latch.await(10, TimeUnit.MILLISECONDS) && System.nanoTime() < end) {
+          // The Context is cancelled at once by the transport; onCancel would wait for us.
+          if (Context.current().isCancelled()) {
+            cancelledWhileHeld.incrementAndGet();
+            return;
+          }
         }
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
       }
     }
 
     @Override
     public void verify(VerifyRequest request, StreamObserver<VerifyResponse> observer) {
+      verifyHandlers.incrementAndGet();
       pass();
       Object answer = answer(request);
       if (answer instanceof InvalidRequest invalid) {
@@ -154,22 +163,13 @@ class TokendClientTest {
   /** Counts the calls of each method as they arrive. */
   static final class Counter implements ServerInterceptor {
     final Map<String, AtomicInteger> calls = new ConcurrentHashMap<>();
-    /** Calls the client cancelled (or whose deadline passed) before they ended. */
-    final AtomicInteger cancelled = new AtomicInteger();
 
     @Override
     public <Q, R> ServerCall.Listener<Q> interceptCall(
         ServerCall<Q, R> call, Metadata headers, ServerCallHandler<Q, R> next) {
       calls.computeIfAbsent(call.getMethodDescriptor().getBareMethodName(), m -> new AtomicInteger())
           .incrementAndGet();
-      return new ForwardingServerCallListener.SimpleForwardingServerCallListener<Q>(
-          next.startCall(call, headers)) {
-        @Override
-        public void onCancel() {
-          cancelled.incrementAndGet();
-          super.onCancel();
-        }
-      };
+      return next.startCall(call, headers);
     }
 
     int of(String method) {
@@ -424,11 +424,15 @@ class TokendClientTest {
     TokendClient client = TokendClient.of(channel);
     stand.gate = new CountDownLatch(1);
     CompletableFuture<VerifyResponse> lone = client.verifyAsync(request("ok-0", "orders"));
-    awaitCalls("Verify", 1);
+    long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(2);
+    while (stand.verifyHandlers.get() == 0) {   // held at the gate, in its handler
+      assertTrue(System.nanoTime() < end, "the call never reached its handler");
+      Thread.sleep(5);
+    }
     assertTrue(lone.cancel(false));
     // Well before the call's 5 s deadline would cancel it anyway.
-    long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(2);
-    while (counter.cancelled.get() == 0) {
+    end = System.nanoTime() + TimeUnit.SECONDS.toNanos(2);
+    while (stand.cancelledWhileHeld.get() == 0) {
       assertTrue(System.nanoTime() < end, "the server never saw the cancellation");
       Thread.sleep(5);
     }
