@@ -60,11 +60,26 @@ public final class TokendClient {
   public static final int MAX_VERIFY_MANY = 256;
 
   /**
-   * The most bytes of requests in one VerifyMany: tokend refuses any message over 64 KiB
-   * (server/tokend/app.py MAX_MESSAGE_BYTES), which would fail every item of the batch, so
-   * batches stay below it with room for framing. A request larger than this goes alone.
+   * The most bytes of requests in one VerifyMany until tokend has answered one: any tokend
+   * takes a message of 64 KiB (an older one no more, and a larger message fails the whole
+   * call with RESOURCE_EXHAUSTED before it could answer UNIMPLEMENTED), so the first batches
+   * stay below that with room for framing. A request larger than this goes alone.
    */
-  static final int MAX_BATCH_BYTES = 60 * 1024;
+  static final int FIRST_BATCH_BYTES = 60 * 1024;
+
+  /**
+   * The most bytes of requests in one VerifyMany once tokend has answered one: a tokend with
+   * VerifyMany takes 64 KiB + 256 × (tokens.max_token_bytes + 2 KiB), at least 832 KiB
+   * (server/tokend/app.py max_request_bytes).
+   */
+  static final int MAX_BATCH_BYTES = 768 * 1024;
+
+  /**
+   * The receive limit of a VerifyMany answer: tokend sends up to 256 × 2 × (max_token_bytes
+   * + 2 KiB), 33 MiB at the largest max_token_bytes (app.py max_response_bytes), above
+   * gRPC's default 4 MiB.
+   */
+  static final int MAX_ANSWER_BYTES = 34 * 1024 * 1024;
 
   private static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(5);
   private static final Logger LOG = Logger.getLogger(TokendClient.class.getName());
@@ -96,6 +111,8 @@ public final class TokendClient {
   private int inFlight;
   /** Set once tokend answered UNIMPLEMENTED to VerifyMany: an older server. */
   private volatile boolean unaryOnly;
+  /** Set once tokend answered a VerifyMany: batches may then be larger than 64 KiB. */
+  private volatile boolean verifyManyAnswered;
 
   private TokendClient(Builder builder) {
     this.stub = TokenServiceGrpc.newStub(builder.channel);
@@ -294,7 +311,7 @@ public final class TokendClient {
     }
     int start = 0;
     while (start < items.size()) {
-      int end = chunkEnd(items, start, MAX_VERIFY_MANY);
+      int end = chunkEnd(items, start);
       List<Item> chunk = items.subList(start, end);
       if (chunk.size() == 1 || !batchVerify || unaryOnly) {
         chunk.forEach(item -> sendUnary(item, false));
@@ -404,9 +421,14 @@ public final class TokendClient {
     }
   }
 
-  /** Up to maxBatch waiting items under MAX_BATCH_BYTES, skipping those already ended. */
+  private int batchBytes() {
+    return verifyManyAnswered ? MAX_BATCH_BYTES : FIRST_BATCH_BYTES;
+  }
+
+  /** Up to maxBatch waiting items within batchBytes(), skipping those already ended. */
   private List<Item> takeBatch() {
     List<Item> batch = new ArrayList<>();
+    int limit = batchBytes();
     long bytes = 0;
     while (!queue.isEmpty() && batch.size() < maxBatch) {
       Item next = queue.peekFirst();
@@ -415,7 +437,7 @@ public final class TokendClient {
         continue;
       }
       int size = entryBytes(next.request);
-      if (!batch.isEmpty() && bytes + size > MAX_BATCH_BYTES) {
+      if (!batch.isEmpty() && bytes + size > limit) {
         break;
       }
       queue.pollFirst();
@@ -425,13 +447,14 @@ public final class TokendClient {
     return batch;
   }
 
-  /** The end of the chunk of {@code items} from {@code start}: at most {@code limit}, in bytes. */
-  private static int chunkEnd(List<Item> items, int start, int limit) {
+  /** The end of the chunk of {@code items} from {@code start}: at most 256, within batchBytes(). */
+  private int chunkEnd(List<Item> items, int start) {
     int end = start;
+    int limit = batchBytes();
     long bytes = 0;
-    while (end < items.size() && end - start < limit) {
+    while (end < items.size() && end - start < MAX_VERIFY_MANY) {
       int size = entryBytes(items.get(end).request);
-      if (end > start && bytes + size > MAX_BATCH_BYTES) {
+      if (end > start && bytes + size > limit) {
         break;
       }
       bytes += size;
@@ -574,6 +597,7 @@ public final class TokendClient {
             if (!finished.compareAndSet(false, true)) {
               return;
             }
+            verifyManyAnswered = true;
             if (counted) {
               release();
             }
@@ -581,6 +605,7 @@ public final class TokendClient {
           }
         };
     start(() -> stub.withDeadlineAfter(latest, TimeUnit.NANOSECONDS)
+        .withMaxInboundMessageSize(MAX_ANSWER_BYTES)
         .verifyMany(request.build(), observer), observer);
   }
 

@@ -566,19 +566,26 @@ class TokendClientTest {
       assertTrue(outcome(answer).ok());
     }
     assertEquals(List.of(3, 3, 3), stand.batchSizes.subList(0, 3));
-    // 8 KiB tokens: 30 of them would pass tokend's 64 KiB message limit, so they split.
+    // 8 KiB tokens: 30 of them would pass an older tokend's 64 KiB message limit, so a
+    // client that has not yet seen a VerifyMany answered splits them.
     stand.batchSizes.clear();
+    stand.batchBytes.clear();
     String big = "ok" + "x".repeat(8 * 1024);
     List<VerifyRequest> large = new ArrayList<>();
     for (int i = 0; i < 30; i++) {
       large.add(request(big + i, "orders"));
     }
-    List<VerifyOutcome> outcomes = TokendClient.of(channel).verifyMany(large);
-    outcomes.forEach(outcome -> assertTrue(outcome.ok()));
+    TokendClient fresh = TokendClient.of(channel);
+    fresh.verifyMany(large).forEach(outcome -> assertTrue(outcome.ok()));
     assertTrue(stand.batchSizes.size() >= 5, stand.batchSizes.toString());
     for (int bytes : stand.batchBytes) {
-      assertTrue(bytes <= TokendClient.MAX_BATCH_BYTES, bytes + " bytes");
+      assertTrue(bytes <= TokendClient.FIRST_BATCH_BYTES, bytes + " bytes");
     }
+    // Once tokend has answered a VerifyMany, they go as one (a tokend with VerifyMany
+    // takes at least 832 KiB).
+    stand.batchSizes.clear();
+    fresh.verifyMany(large).forEach(outcome -> assertTrue(outcome.ok()));
+    assertEquals(List.of(30), stand.batchSizes);
   }
 
   @Test
