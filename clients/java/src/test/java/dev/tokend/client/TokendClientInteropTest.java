@@ -187,6 +187,8 @@ class TokendClientInteropTest {
     }
     long verify = after[0] - before[0];
     long many = after[1] - before[1];
+    System.out.printf("%d concurrent verify() calls: %d Verify + %d VerifyMany RPCs%n",
+        calls, verify, many);
     assertTrue(many > 0, "no VerifyMany on the server (" + verify + " Verify)");
     assertTrue(verify + many < calls, verify + " Verify + " + many + " VerifyMany for " + calls);
   }
