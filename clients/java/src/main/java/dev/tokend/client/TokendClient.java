@@ -36,9 +36,10 @@ import java.util.logging.Level;
 import java.util.logging.Logger;
 
 /**
- * Hand-written verify batcher (issue 17; docs/clients.md, "Verify calls are batched"): grpc-java sends every
- * call as its own RPC and has no batching of its own, so this class sends {@code verify()} calls
- * that overlap in time as one {@code VerifyMany}, to pay gRPC's per-call cost once per batch.
+ * Hand-written verify batcher, because grpc-java does not batch calls (each is its own RPC):
+ * this class sends {@code verify()} calls that overlap in time as one {@code VerifyMany}, to
+ * pay gRPC's per-call cost once per batch (issue 17; docs/clients.md, "Verify calls are
+ * batched").
  *
  * <p>The RPC side of tokend's token checks, on a channel from {@link TokendChannels}. {@link
  * #verify} keeps the answers and errors of a plain {@code Verify} call: a lone call goes out as
@@ -163,8 +164,9 @@ public final class TokendClient {
     }
 
     /**
-     * @param count at most this many Verify/VerifyMany RPCs of the batcher at once, 1-1024
-     *     (default 4); calls beyond wait and go in the next batch
+     * @param count at most this many Verify/VerifyMany RPCs of {@code verify()} calls at once,
+     *     1-1024 (default 4); calls beyond wait and go in the next batch ({@code verifyMany}
+     *     sends its chunks at once, outside this count)
      * @return this builder
      */
     public Builder maxInFlight(int count) {
