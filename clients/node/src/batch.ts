@@ -54,12 +54,10 @@ export interface DeadlineDefaults {
 
 /** VerifyMany's limit per call (protos/tokend/v1/tokend.proto). */
 export const MAX_VERIFY_BATCH = 256;
-// A request this large goes out alone: a unary Verify refuses it as a unary call does (gRPC's
-// 64 KiB request limit), and it cannot push a batch of other callers' tokens over the limit.
-const SOLO_REQUEST_BYTES = 32 * 1024;
-// A batch stays below every tokend's VerifyMany limit (64 KiB + 256 × (max_token_bytes + 2 KiB),
-// max_token_bytes at least 1 KiB: 832 KiB), so one caller's large tokens never fail another's.
-const MAX_BATCH_BYTES = 512 * 1024;
+// A VerifyMany stays under tokend's 64 KiB request limit (gRPC refuses a larger one whole,
+// RESOURCE_EXHAUSTED for every item), so one caller's large tokens never fail another's
+// verify; a request larger than this goes out alone, refused or answered as it always was.
+const MAX_BATCH_BYTES = 60 * 1024;
 
 type State = "queued" | "sent" | "done";
 
@@ -112,7 +110,7 @@ export class VerifyBatcher {
     if (this.#unaryOnly || this.#closed || ownsCall(options)) return this.#rpcs.verify(request, options);
     const message = create(VerifyRequestSchema, request);
     const bytes = requestBytes(message);
-    if (bytes > SOLO_REQUEST_BYTES) return this.#rpcs.verify(message, options);
+    if (bytes > MAX_BATCH_BYTES) return this.#rpcs.verify(message, options);
     if (options.signal?.aborted) return Promise.reject(cancelled(options.signal));
     return new Promise((resolve, reject) => {
       const item = this.#item(message, bytes, options, resolve, reject);
@@ -122,8 +120,8 @@ export class VerifyBatcher {
   }
 
   /**
-   * Verifies every request, in VerifyMany calls of up to 256 (at most `maxInFlight` at
-   * once), and answers in order: each a VerifyResponse or the ConnectError `verify()`
+   * Verifies every request, in VerifyMany calls of up to 256 requests and 60 KiB (at most
+   * `maxInFlight` at once), and answers in order: each a VerifyResponse or the ConnectError `verify()`
    * would have thrown. `options` (timeoutMs, signal) cover the whole call.
    */
   async verifyAll(requests: readonly VerifyInit[], options: CallOptions = {}): Promise<VerifyResult[]> {
@@ -131,10 +129,8 @@ export class VerifyBatcher {
     const messages = requests.map((request) => create(VerifyRequestSchema, request));
     const deadline = this.#deadline(options.timeoutMs);
     const results: VerifyResult[] = new Array<VerifyResult>(messages.length);
-    const alone = (index: number) => this.#unaryOnly || requestBytes(messages[index]!) > SOLO_REQUEST_BYTES;
-    const indexes = messages.map((_, index) => index);
-    const chunks = [...indexes.filter(alone).map((index) => [index]),
-      ...chunked(indexes.filter((index) => !alone(index)), MAX_VERIFY_BATCH)];
+    const sizes = messages.map(requestBytes);
+    const chunks = this.#unaryOnly ? sizes.map((_, index) => [index]) : chunked(sizes, MAX_VERIFY_BATCH, MAX_BATCH_BYTES);
     await mapLimit(chunks, this.#maxInFlight, async (chunk) => {
       const answers = await this.#verifyChunk(chunk.map((index) => messages[index]!), deadline, options.signal);
       chunk.forEach((index, position) => { results[index] = answers[position]!; });
@@ -365,9 +361,21 @@ async function mapLimit<T, R>(values: readonly T[], limit: number, work: (value:
   return answers;
 }
 
-function chunked<T>(values: readonly T[], size: number): T[][] {
-  const chunks: T[][] = [];
-  for (let start = 0; start < values.length; start += size) chunks.push(values.slice(start, start + size));
+/** Indexes of `sizes` in order, cut into runs of at most `count` and `bytes` (a larger one alone). */
+function chunked(sizes: readonly number[], count: number, bytes: number): number[][] {
+  const chunks: number[][] = [];
+  let chunk: number[] = [];
+  let total = 0;
+  sizes.forEach((size, index) => {
+    if (chunk.length === count || (chunk.length > 0 && total + size > bytes)) {
+      chunks.push(chunk);
+      chunk = [];
+      total = 0;
+    }
+    chunk.push(index);
+    total += size;
+  });
+  if (chunk.length > 0) chunks.push(chunk);
   return chunks;
 }
 

@@ -256,7 +256,7 @@ describe("verify() batching against a VerifyMany server", () => {
 
   it("sends a call with its own headers, and a very large request, alone", async () => {
     const client = open();
-    const big = `ok-${"x".repeat(40 * 1024)}`;
+    const big = `ok-${"x".repeat(70 * 1024)}`;
     const calls = [
       client.verify({ token: "ok-a", audience: "a" }),
       client.verify({ token: "ok-b", audience: "a" }, { headers: { "x-trace": "1" } }),
@@ -265,6 +265,18 @@ describe("verify() batching against a VerifyMany server", () => {
     ];
     assert.deepEqual((await Promise.all(calls)).map((response) => response.subject.length), [1, 1, big.length - 3, 1]);
     assert.deepEqual([server.batches, server.verifyCalls], [[2], 2]);
+  });
+
+  it("keeps each VerifyMany under tokend's 64 KiB request limit", async () => {
+    const client = open();
+    const requests = Array.from({ length: 10 }, (_, i) => ({ token: `ok-${i}${"x".repeat(10 * 1024)}`, audience: "a" }));
+    const got = await Promise.all(requests.map((item) => client.verify(item)));
+    assert.deepEqual(got.map((response) => response.subject.slice(0, 1)), "0123456789".split(""));
+    assert.deepEqual(server.batches, [5, 5]);
+    server.reset();
+    const all = await client.verifyAll(requests);
+    assert.equal(all.length, 10);
+    assert.deepEqual(server.batches, [5, 5]);
   });
 
   it("never batches with batchVerify: false", async () => {
