@@ -120,9 +120,10 @@ export class VerifyBatcher {
   }
 
   /**
-   * Verifies every request, in VerifyMany calls of up to 256 requests and 60 KiB (at most
-   * `maxInFlight` at once), and answers in order: each a VerifyResponse or the ConnectError `verify()`
-   * would have thrown. `options` (timeoutMs, signal) cover the whole call.
+   * Verifies every request, in VerifyMany calls of up to 256 requests and 60 KiB (at
+   * most `maxInFlight` at once), and answers in order: each a VerifyResponse or the
+   * ConnectError `verify()` would have thrown. `options` (timeoutMs, signal) cover the
+   * whole call.
    */
   async verifyAll(requests: readonly VerifyInit[], options: CallOptions = {}): Promise<VerifyResult[]> {
     if (!Array.isArray(requests)) throw new TypeError("verifyAll takes an array of VerifyRequests");
