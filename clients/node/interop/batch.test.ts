@@ -81,7 +81,7 @@ describe("verify() batching against tokend", () => {
     }
   };
 
-  it("answers 200 concurrent mixed calls as unary Verify does, in fewer RPCs", async () => {
+  it("answers 200 concurrent mixed calls as unary Verify does, in fewer RPCs", async (t) => {
     const unary = open({ batchVerify: false });
     const expected = await Promise.all(Array.from({ length: 200 }, (_, i) => outcome(unary.verify(mixed(i)))));
     // The mix is what it claims to be.
@@ -99,6 +99,7 @@ describe("verify() batching against tokend", () => {
     got.forEach((answer, i) => assert.deepEqual(answer, expected[i], `call ${i}`));
     const verifyMany = counted.verifyMany - before.verifyMany;
     const rpcs = verifyMany + counted.verify - before.verify;
+    t.diagnostic(`200 verify() calls: ${verifyMany} VerifyMany + ${rpcs - verifyMany} Verify RPCs`);
     assert.ok(verifyMany > 0, "no VerifyMany reached tokend");
     assert.ok(rpcs < 200, `${rpcs} RPCs for 200 verify() calls`);
   });
@@ -136,7 +137,10 @@ describe("verify() batching against tokend", () => {
     const before = await rpcCounts();
     const all = await client.verifyAll(requests);
     const counted = await rpcCounts();
-    assert.equal(counted.verifyMany - before.verifyMany, 2);
+    // 300 tokens of ~0.5 KB: a few VerifyMany (60 KiB each at most), no unary Verify.
+    const verifyMany = counted.verifyMany - before.verifyMany;
+    assert.ok(verifyMany >= 2 && verifyMany <= 10, `${verifyMany} VerifyMany calls`);
+    assert.equal(counted.verify - before.verify, 0);
     const unary = open({ batchVerify: false });
     for (const i of [0, 1, 3, 5, 6, 299]) {
       const expected = await outcome(unary.verify(requests[i]!));
