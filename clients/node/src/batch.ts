@@ -108,9 +108,9 @@ export class VerifyBatcher {
   /** What a unary Verify of `request` would answer, sent alone or in a batch. */
   verify(request: VerifyInit, options: CallOptions = {}): Promise<VerifyResponse> {
     if (this.#unaryOnly || this.#closed || ownsCall(options)) return this.#rpcs.verify(request, options);
-    const message = create(VerifyRequestSchema, request);
-    const bytes = requestBytes(message);
-    if (bytes > MAX_BATCH_BYTES) return this.#rpcs.verify(message, options);
+    const { message, bytes } = prepare(request);
+    // Too large to share a batch, or no VerifyRequest: the unary call answers or fails it.
+    if (message === undefined || bytes > MAX_BATCH_BYTES) return this.#rpcs.verify(request, options);
     if (options.signal?.aborted) return Promise.reject(cancelled(options.signal));
     return new Promise((resolve, reject) => {
       const item = this.#item(message, bytes, options, resolve, reject);
@@ -127,13 +127,14 @@ export class VerifyBatcher {
    */
   async verifyAll(requests: readonly VerifyInit[], options: CallOptions = {}): Promise<VerifyResult[]> {
     if (!Array.isArray(requests)) throw new TypeError("verifyAll takes an array of VerifyRequests");
-    const messages = requests.map((request) => create(VerifyRequestSchema, request));
+    const prepared = requests.map(prepare);
     const deadline = this.#deadline(options.timeoutMs);
-    const results: VerifyResult[] = new Array<VerifyResult>(messages.length);
-    const sizes = messages.map(requestBytes);
+    const results: VerifyResult[] = new Array<VerifyResult>(requests.length);
+    const sizes = prepared.map(({ bytes }) => bytes);
     const chunks = this.#unaryOnly ? sizes.map((_, index) => [index]) : chunked(sizes, MAX_VERIFY_BATCH, MAX_BATCH_BYTES);
     await mapLimit(chunks, this.#maxInFlight, async (chunk) => {
-      const answers = await this.#verifyChunk(chunk.map((index) => messages[index]!), deadline, options.signal);
+      const chunkRequests = chunk.map((index) => prepared[index]!.message ?? requests[index]!);
+      const answers = await this.#verifyChunk(chunkRequests, deadline, options.signal);
       chunk.forEach((index, position) => { results[index] = answers[position]!; });
     });
     return results;
@@ -266,13 +267,13 @@ export class VerifyBatcher {
   }
 
   /** One chunk of verifyAll: a VerifyMany (a Verify for one request), never thrown. */
-  async #verifyChunk(requests: VerifyRequest[], deadline: number | undefined,
+  async #verifyChunk(requests: VerifyInit[], deadline: number | undefined,
     signal: AbortSignal | undefined): Promise<VerifyResult[]> {
     const options = (): CallOptions => ({
       timeoutMs: deadline === undefined ? 0 : Math.max(1, deadline - Date.now()),
       ...(signal ? { signal } : {}),
     });
-    const alone = (request: VerifyRequest) => this.#rpcs.verify(request, options()).then(
+    const alone = (request: VerifyInit) => this.#rpcs.verify(request, options()).then(
       (response): VerifyResult => response, (error: unknown) => ConnectError.from(error));
     if (requests.length === 1 || this.#unaryOnly) return mapLimit(requests, this.#maxInFlight, alone);
     try {
@@ -339,6 +340,16 @@ function ownsCall(options: CallOptions): boolean {
 /** What connect throws for a call whose signal is aborted. */
 function cancelled(signal: AbortSignal): ConnectError {
   return ConnectError.from(getAbortSignalReason(signal), Code.Canceled);
+}
+
+/** The request as a message and its size; no message (size Infinity) if it is none. */
+function prepare(request: VerifyInit): { message: VerifyRequest | undefined; bytes: number } {
+  try {
+    const message = create(VerifyRequestSchema, request);
+    return { message, bytes: requestBytes(message) };
+  } catch {
+    return { message: undefined, bytes: Infinity };
+  }
 }
 
 /** The request's size on the wire, near enough to keep batches under the limits. */

@@ -279,6 +279,20 @@ describe("verify() batching against a VerifyMany server", () => {
     assert.deepEqual(server.batches, [5, 5]);
   });
 
+  it("settles a request that is no VerifyRequest as the unary call does, never throws", async () => {
+    const client = open();
+    const unary = open({ batchVerify: false });
+    for (const bad of [{ token: 42, audience: "a" }, { token: "ok-a", audience: "a", requiredScopes: 7 }, null]) {
+      const request = bad as unknown as VerifyRequest;
+      const [got, expected] = await Promise.allSettled([client.verify(request), unary.verify(request)]);
+      assert.equal(got.status, expected.status);
+      assert.deepEqual(got.status === "fulfilled" ? got.value : String(got.reason),
+        expected.status === "fulfilled" ? expected.value : String(expected.reason));
+      const all = await client.verifyAll([{ token: "ok-b", audience: "a" }, request, { token: "ok-c", audience: "a" }]);
+      assert.deepEqual([(all[0] as VerifyResponse).subject, (all[2] as VerifyResponse).subject], ["b", "c"]);
+    }
+  });
+
   it("never batches with batchVerify: false", async () => {
     const client = open({ batchVerify: false });
     server.delayMs = 20;
