@@ -54,7 +54,8 @@ export interface DeadlineDefaults {
 
 /** VerifyMany's limit per call (protos/tokend/v1/tokend.proto). */
 export const MAX_VERIFY_BATCH = 256;
-// A VerifyMany stays under tokend's 64 KiB request limit (gRPC refuses a larger one whole,
+// A VerifyMany stays under 64 KiB, the request limit of every tokend whatever its
+// tokens.max_token_bytes (docs/configuration.md; gRPC refuses a larger request whole,
 // RESOURCE_EXHAUSTED for every item), so one caller's large tokens never fail another's
 // verify; a request larger than this goes out alone, refused or answered as it always was.
 const MAX_BATCH_BYTES = 60 * 1024;
