@@ -34,6 +34,7 @@ class StandIn {
   maxActive = 0;
   delayMs = 0;
   failMany: Code | undefined;
+  dropResult = false;
   #server: Http2Server;
 
   constructor(withVerifyMany: boolean) {
@@ -59,7 +60,7 @@ class StandIn {
   #many(requests: VerifyRequest[]) {
     if (this.failMany !== undefined) throw new ConnectError("scripted failure", this.failMany);
     return {
-      results: requests.map((item) => {
+      results: requests.slice(this.dropResult ? 1 : 0).map((item) => {
         try {
           return { outcome: { case: "response" as const, value: answer(item) } };
         } catch (error) {
@@ -87,6 +88,7 @@ class StandIn {
     this.maxActive = 0;
     this.delayMs = 0;
     this.failMany = undefined;
+    this.dropResult = false;
   }
 
   get rpcs(): number {
@@ -187,11 +189,16 @@ describe("verify() batching against a VerifyMany server", () => {
     const retried = Array.from({ length: 3 }, (_, i) => client.verify({ token: `ok-${i}`, audience: "a" }));
     for (const call of retried) await assert.rejects(call, codeOf(Code.Unavailable));
     assert.deepEqual(server.batches, [3, 3, 3, 3]);
+    // An answer with a result missing cannot be matched to its requests: all fail, closed.
+    server.reset();
+    server.dropResult = true;
+    const short = Array.from({ length: 3 }, (_, i) => client.verify({ token: `ok-${i}`, audience: "a" }));
+    for (const call of short) await assert.rejects(call, codeOf(Code.Internal));
   });
 
   it("fails a queued call at its own deadline, without waiting for the batch", async () => {
     const client = open({ maxInFlight: 1 });
-    server.delayMs = 1_000;
+    server.delayMs = 2_000;
     const slow = client.verify({ token: "ok-slow", audience: "a" });
     await sleep(50);
     const started = Date.now();
@@ -199,7 +206,7 @@ describe("verify() batching against a VerifyMany server", () => {
     const patient = client.verify({ token: "ok-patient", audience: "a" });
     await assert.rejects(queued, codeOf(Code.DeadlineExceeded));
     const took = Date.now() - started;
-    assert.ok(took >= 190 && took < 700, `took ${took} ms`);
+    assert.ok(took >= 190 && took < 1_500, `took ${took} ms`);
     assert.equal((await slow).subject, "slow");
     assert.equal((await patient).subject, "patient");
     // The expired call never reached the server: the patient one went out alone.
@@ -208,12 +215,12 @@ describe("verify() batching against a VerifyMany server", () => {
 
   it("fails a sent call at its deadline while its batch goes on", async () => {
     const client = open();
-    server.delayMs = 600;
+    server.delayMs = 1_500;
     const started = Date.now();
     const short = client.verify({ token: "ok-short", audience: "a" }, { timeoutMs: 150 });
     const long = client.verify({ token: "ok-long", audience: "a" });
     await assert.rejects(short, codeOf(Code.DeadlineExceeded));
-    assert.ok(Date.now() - started < 500);
+    assert.ok(Date.now() - started < 1_200, `took ${Date.now() - started} ms`);
     assert.equal((await long).subject, "long");
     assert.deepEqual(server.batches, [2]);
   });
