@@ -10,15 +10,15 @@ tests/clients/python/test_batch_tokend.py.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import pytest
 
+from tests.clients.python.conftest import Client, outcome
 from tests.clients.python.scripted_server import (
     ScriptedServer,
     ScriptedTokenService,
@@ -36,7 +36,6 @@ from tokend_client import (
 )
 from tokend_client.v1 import tokend_pb2 as pb
 
-Client = TokenClient | AsyncTokenClient
 Call = Callable[[Client], Any]
 EMPTY_AUDIENCE = "audience must not be empty"
 SLOW = 0.3  # seconds the server takes per RPC, so that calls overlap
@@ -76,24 +75,6 @@ def older(scripted: ScriptedServer) -> ScriptedServer:
     return scripted
 
 
-@pytest.fixture(params=["sync", "async"])
-async def make_client(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Client]]:
-    """Builds clients of one kind (sync, then async) and closes them afterwards."""
-    kind = TokenClient if request.param == "sync" else AsyncTokenClient
-    made: list[Client] = []
-
-    def make(target: str, **settings: Any) -> Client:
-        client = kind.insecure_loopback(target, **settings)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        closed = client.close()
-        if inspect.isawaitable(closed):
-            await closed
-
-
 async def together(client: Client, calls: list[Call]) -> list[Any]:
     """Each call's result or exception, the calls made at once (threads for the sync
     client, tasks for the async one)."""
@@ -104,9 +85,6 @@ async def together(client: Client, calls: list[Call]) -> list[Any]:
         futures = [pool.submit(call, client) for call in calls]
         return [future.exception(timeout=30) or future.result() for future in futures]
 
-
-async def outcome(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 def verify(token: str, audience: str = "orders", **options: Any) -> Call:
