@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from tests.support.bao import BaoDevServer
 from tests.support.postgres import (  # noqa: F401 (pytest fixtures)
@@ -24,6 +25,14 @@ from tests.support.postgres import (  # noqa: F401 (pytest fixtures)
     postgres_url,
 )
 from tests.support.tokend import RunningTokend, make_settings, mtls_tokend
+
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
+                                  ) -> dict[str, object]:
+    """The in-process servers of the tests run on uvloop, as `tokend serve` does by
+    default (tokend.event_loop): the whole suite checks tokend on the loop it ships with."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -37,3 +37,9 @@ def test_every_worker_runs_on_the_configured_loop(bao: BaoDevServer, tmp_path: P
     finally:
         stop(running.process)
     assert loops == [expected, expected]
+
+
+async def test_the_suites_in_process_servers_run_on_uvloop() -> None:
+    # tests/conftest.py: pytest_asyncio_loop_factories; without it, only the tests that
+    # start `tokend serve` processes would check tokend on the loop it ships with.
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
