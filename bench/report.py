@@ -494,7 +494,8 @@ def _scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
                          f"| {_fmt(phase.get(CPU))}{per_token} | {phase.get('errors', 0)} "
                          f"| {_bound(name, row['workers'])} |")
     lines += ["", "Two cores hold the load generator, OpenBao and every tokend worker. With one "
-              "worker a phase is bound by that worker's one core (Python on the event loop); "
+              "worker a phase is bound by that worker's event loop, one core of Python "
+              "(gRPC's C-core threads add a little beside it, hence cores busy above 1); "
               "with two, by the machine's two cores, which the load generator (and for Issue "
               "OpenBao's Transit signing) share. **Past 2 workers the figures are a model, not "
               "scaling**: more processes than cores, so they show the cost of context switches "
@@ -506,9 +507,9 @@ def _bound(phase: str, workers: int) -> str:
     if workers > 2:
         return "a model: more workers than the 2 cores"
     if phase == "issue":
-        return ("1 core of Python + OpenBao Transit round trip" if workers == 1 else
+        return ("1 worker's event loop + the OpenBao Transit round trip" if workers == 1 else
                 "2 shared cores: workers + OpenBao Transit signing + load generator")
-    return ("1 core of Python (the worker)" if workers == 1 else
+    return ("1 worker: its event loop (Python) plus gRPC's C-core threads" if workers == 1 else
             "2 shared cores: workers + load generator")
 
 
