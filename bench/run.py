@@ -13,10 +13,13 @@ noise of a shared machine cancels as far as it can:
 - Verify RPC ÷ gRPC Health/Check on the same server, and ÷ the floor
   1/(1/health + 1/raw ES256 verify);
 - Issue RPC ÷ Health/Check, with Transit and with kv custody;
-- tokend Issue/Verify ÷ OpenBao's own identity-token issue/introspect, same OpenBao.
+- tokend Issue/Verify ÷ OpenBao's own identity-token issue/introspect, same OpenBao, by
+  server CPU per call (issue 17), with OpenBao's Transit CPU during Issue shown beside;
+- VerifyMany's tokens per server CPU-second ÷ unary Verify's, and ÷ OpenBao introspect's.
 
-Every phase is bounded in count and in time. `--quick` takes under two minutes,
-the default run a few minutes, `--soak` adds five minutes at half load watching RSS.
+The service phases run in alternating rounds with medians (bench/rounds.py). Every phase
+is bounded in count and in time. `--quick` takes a few minutes, the default run longer,
+`--soak` adds five minutes at half load watching RSS.
 """
 
 from __future__ import annotations
