@@ -179,19 +179,19 @@ def versus_openbao(results: dict[str, Any]) -> list[Ratio]:
                     f"{_per_round(results, 'verify', 'bao_introspect')}"
                     f"; {tokens or '?'} distinct OpenBao tokens; {one_worker}; "
                     "profile-verify.txt"),
-        Ratio("tokend Issue (Transit) ÷ OpenBao identity-token issue (by tokend's own "
-              "server CPU per call: the target's basis)",
+        Ratio("tokend Issue (Transit) ÷ OpenBao issue (tokend's own CPU: the target's basis)",
               _div(_rps(issue), _rps(bao_issue)), 2.0, basis="cpu",
               by_cpu=_div(_cpu(bao_issue), issue_cpu),
               limit=f"{issue_cpu} vs {_cpu(bao_issue)} µs CPU/call"
                     f"{_per_round(results, 'issue', 'bao_issue')}"
                     f"; Transit signing runs in OpenBao, not counted here (next row); "
                     f"{one_worker}; profile-issue.txt"),
-        Ratio("tokend + OpenBao Transit CPU per Issue ÷ OpenBao issue (honesty row, not the "
-              "target's basis)", _div(_rps(issue), _rps(bao_issue)), 2.0, basis="cpu",
+        Ratio("tokend + OpenBao Transit CPU per Issue ÷ OpenBao issue (honesty row)",
+              _div(_rps(issue), _rps(bao_issue)), 2.0, basis="cpu",
               by_cpu=_div(_cpu(bao_issue), both),
-              limit=f"tokend {issue_cpu} + OpenBao during tokend's Issue {transit_cpu} = "
-                    f"{_fmt(both)} µs CPU/call vs OpenBao issue {_cpu(bao_issue)}"),
+              limit=f"not the target's basis (the row above is): tokend {issue_cpu} + OpenBao "
+                    f"during tokend's Issue {transit_cpu} = {_fmt(both)} µs CPU/call vs OpenBao "
+                    f"issue {_cpu(bao_issue)}"),
     ]
     for row in results.get("scaling") or []:
         if row.get("workers", 1) > 1:
@@ -513,6 +513,11 @@ def _bound(phase: str, workers: int) -> str:
             "2 shared cores: workers + load generator")
 
 
+def _shown(ratio: Ratio) -> float | None:
+    """The view a row's target is judged on: CPU per call for issue 17's rows."""
+    return ratio.by_cpu if ratio.basis == "cpu" else ratio.value
+
+
 def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -521,16 +526,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(14, 6.5),
                                          gridspec_kw={"width_ratios": [3, 2]})
-    shown = [r for r in ratios(results) if r.unit == "x" and r.target and r.value is not None]
+    shown = [r for r in ratios(results) if r.unit == "x" and r.target and _shown(r) is not None]
     names = [r.name for r in shown][::-1]
-    values = [r.value / r.target for r in shown][::-1]
+    values = [_shown(r) / r.target for r in shown][::-1]
     colors = ["#2e7d32" if r.met else "#c62828" for r in shown][::-1]
     left.barh(names, values, color=colors)
     left.axvline(1.0, color="black", linewidth=1)
     left.set_xlabel("measured ÷ target (≥ 1 meets the target)")
     left.set_title("Ratios against their targets")
     for index, ratio in enumerate(shown[::-1]):
-        left.text(values[index], index, f" {ratio.value:.2f} / {ratio.target:g}",
+        left.text(values[index], index, f" {_shown(ratio):.2f} / {ratio.target:g}",
                   va="center", fontsize=8)
     left.tick_params(axis="y", labelsize=8)
     crypto = results.get("crypto", [])
