@@ -452,7 +452,7 @@ def _workers(text: str) -> list[int]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short phases (under 2 min)")
+    parser.add_argument("--quick", action="store_true", help="short phases, 3 rounds")
     parser.add_argument("--soak", action="store_true",
                         help="add a 5-minute soak at half load, watching RSS")
     parser.add_argument("--soak-seconds", type=float, default=300.0,
