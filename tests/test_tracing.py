@@ -399,3 +399,20 @@ def test_console_exporter_keeps_off_the_audit_stream() -> None:
                           timeout=60, check=True)
     assert done.stdout == ""
     assert "console-probe" in done.stderr
+
+
+def test_a_verify_many_span_names_its_batch_size(
+        traced_tokend: TokendProcess, collector: tuple[Collector, str],
+        client_tracer: trace.Tracer) -> None:
+    receiver, stub = collector[0], traced_tokend.stub
+    batch = pb.VerifyManyRequest(requests=[pb.VerifyRequest(token="a.b.c", audience=AUDIENCE)
+                                           for _ in range(3)])
+    answer, context = _traced_call(client_tracer, "client VerifyMany", stub.VerifyMany, batch)
+    assert [r.response.reason for r in answer.results] == [pb.REASON_MALFORMED] * 3
+    spans = _wait_for(receiver, lambda s: any(
+        span.name == f"{SERVICE}/VerifyMany" for _, span in s))
+    _, _, attributes = _one(spans, name=f"{SERVICE}/VerifyMany",
+                            trace_id=context.trace_id.to_bytes(16, "big"))
+    assert attributes["tokend.batch_size"] == 3
+    assert attributes["tokend.outcome"] == "ok"
+    assert attributes["rpc.grpc.status_code"] == 0

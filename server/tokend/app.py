@@ -20,12 +20,13 @@ from tokend.api.admission import Admission
 from tokend.api.caller_policy import CallerPolicy, load_policy
 from tokend.api.decoding import add_guarded
 from tokend.api.ratelimit import new_rate_limiter
+from tokend.api.requests import MAX_VERIFY_BATCH
 from tokend.api.servicer import TokenServicer, add_to_server
 from tokend.api.signals import RejectionWatch
 from tokend.api.streams import JwksFeed, LiveStreams, RevocationFeed
 from tokend.api.tls import ReloadingCredentials
 from tokend.audit import AuditLog
-from tokend.config import Settings, split_host_port
+from tokend.config import Settings, TokenConfig, split_host_port
 from tokend.keys.custody import build_keyring
 from tokend.keys.keyring import Keyring, PhasedKeyring
 from tokend.keys.publisher import JwksPublisher
@@ -59,7 +60,23 @@ SIGNING_HEALTH_NAME = SERVICE_NAME + "/Issue"
 # File descriptors kept free of the listeners' caps for Vault, the store, logs, workers.
 FD_RESERVE = 256
 # Requests are small; anything larger is refused by gRPC before it reaches a handler.
+# VerifyMany carries up to MAX_VERIFY_BATCH tokens: room for each at its largest, plus
+# PER_REQUEST_BYTES for its audience, scopes, thumbprint and framing (max_request_bytes).
 MAX_MESSAGE_BYTES = 64 * 1024
+PER_REQUEST_BYTES = 2 * 1024
+MAX_SEND_BYTES = 4 * 1024 * 1024
+
+
+def max_request_bytes(tokens: TokenConfig) -> int:
+    """gRPC's receive limit: any request, or a VerifyMany of 256 maximal tokens."""
+    return MAX_MESSAGE_BYTES + MAX_VERIFY_BATCH * (tokens.max_token_bytes + PER_REQUEST_BYTES)
+
+
+def max_response_bytes(tokens: TokenConfig) -> int:
+    """gRPC's send limit: a VerifyMany answer holds each valid token's claims, which
+    take no more than twice the token's own size as a protobuf Struct."""
+    return max(MAX_SEND_BYTES, MAX_VERIFY_BATCH * 2 * (tokens.max_token_bytes
+                                                       + PER_REQUEST_BYTES))
 
 
 class App:
@@ -225,8 +242,8 @@ class App:
 
     async def _start_grpc(self, servicer: TokenServicer) -> None:
         server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.max_receive_message_length", max_request_bytes(self.settings.tokens)),
+            ("grpc.max_send_message_length", max_response_bytes(self.settings.tokens)),
             # gRPC turns SO_REUSEPORT on by default; only workers may share a port.
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             *grpc_connection_options(self.settings),

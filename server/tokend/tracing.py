@@ -47,7 +47,8 @@ _SERVER_ERRORS = frozenset({
 })
 # What a handler's audit record may add to its span: identifiers, never token text.
 _AUDIT_ATTRIBUTES = (("reason", "tokend.reason"), ("jti", "tokend.jti"),
-                     ("error_reason", "tokend.error.reason"))  # docs/errors.md
+                     ("error_reason", "tokend.error.reason"),  # docs/errors.md
+                     ("batch_size", "tokend.batch_size"))  # VerifyMany
 _EXPORTERS = frozenset({"otlp", "console", "none"})
 _PROTOCOLS = frozenset({"grpc", "http/protobuf"})
 
@@ -223,7 +224,7 @@ def _describe_call(attributes: dict[str, str | int], call: CallContext,
     attributes["tokend.outcome"] = str(outcome)
     for key, attribute in _AUDIT_ATTRIBUTES:
         value = audit.get(key)
-        if isinstance(value, str) and value:
+        if (isinstance(value, str) and value) or isinstance(value, int):
             attributes[attribute] = value
 
 

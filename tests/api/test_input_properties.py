@@ -35,8 +35,8 @@ STREAMS = {"WatchRevocations", "WatchJwks", "/grpc.health.v1.Health/Watch"}
 # The services tokend hosts but does not own: open to every caller, never audited.
 OTHERS = ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
           "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"]
-METHODS = ["Issue", "Verify", "Refresh", "Revoke", "GetJwks", "WatchRevocations", "WatchJwks",
-           "Exchange"]
+METHODS = ["Issue", "Verify", "VerifyMany", "Refresh", "Revoke", "GetJwks", "WatchRevocations",
+           "WatchJwks", "Exchange"]
 CALL_TIMEOUT = 10.0
 
 _databases = itertools.count(1)
@@ -155,9 +155,18 @@ def revoke_requests(draw: st.DrawFn) -> pb.RevokeRequest:
     return request
 
 
+VERIFY = st.builds(pb.VerifyRequest, token=TEXT, audience=TEXT, required_scopes=NAMES,
+                   delegation=st.sampled_from([0, 1, 2, 3, -1]))
+# VerifyMany: a few requests, none, or one more than the limit (the same one repeated).
+VERIFY_MANY = st.one_of(
+    st.lists(VERIFY, max_size=4),
+    VERIFY.map(lambda request: [request] * 257),
+).map(lambda requests: pb.VerifyManyRequest(requests=requests))
+
 MESSAGES: dict[str, st.SearchStrategy[Any]] = {
     "Issue": issue_requests() | near_valid_issues(),
-    "Verify": st.builds(pb.VerifyRequest, token=TEXT, audience=TEXT, required_scopes=NAMES),
+    "Verify": VERIFY,
+    "VerifyMany": VERIFY_MANY,
     "Refresh": st.builds(pb.RefreshRequest, refresh_token=TEXT, scopes=NAMES),
     "Revoke": revoke_requests(),
     "GetJwks": st.just(pb.GetJwksRequest()),
@@ -272,6 +281,13 @@ PROPERTY = settings(max_examples=300, deadline=None, database=None, derandomize=
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+def test_every_method_of_the_service_is_called() -> None:
+    """A new RPC joins the property (and needs a strategy in MESSAGES)."""
+    service = pb.DESCRIPTOR.services_by_name["TokenService"]
+    assert sorted(METHODS) == sorted(method.name for method in service.methods)
+    assert set(MESSAGES) == set(METHODS)
+
+
 @PROPERTY
 @given(CALLS)
 def test_no_request_gets_an_internal_or_retryable_code_on_sqlite(
@@ -303,6 +319,11 @@ def test_the_property_catches_the_known_cases(sqlite_target: Target,
         ("Revoke", pb.RevokeRequest(jti="j\n").SerializeToString()),
         ("Issue", nul_claim.SerializeToString()),
         ("WatchRevocations", b"\x08"),
+        ("VerifyMany", b""),  # no requests
+        ("VerifyMany", pb.VerifyManyRequest(requests=[
+            pb.VerifyRequest(token="a", audience="o\x00"),
+            pb.VerifyRequest(token="eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.", audience="o")],
+        ).SerializeToString()),
     ]
     for target in (sqlite_target, postgres_target):
         for method, payload in cases:

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2
 
 from tests.support.tokend import ISSUER, RunningTokend
+from tokend.app import max_request_bytes
 from tokend_client import LocalVerifier
 from tokend_client.v1 import tokend_pb2 as pb
 
@@ -138,9 +139,12 @@ def test_verify_refuses_bad_requests(tokend: RunningTokend) -> None:
 
 
 def test_oversized_message_is_refused_by_grpc(tokend: RunningTokend) -> None:
+    # The limit has room for a VerifyMany of 256 maximal tokens (app.max_request_bytes).
     with pytest.raises(grpc.RpcError) as info:
-        verify(tokend, "a" * 100_000)
+        verify(tokend, "a" * (max_request_bytes(tokend.settings.tokens) + 1))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Below it, a field's own limit refuses: one token is at most tokens.max_token_bytes.
+    assert "8192 bytes" in invalid_argument(lambda: verify(tokend, "a" * 100_000))
 
 
 def test_claims_struct_numbers_stay_integers(tokend: RunningTokend) -> None:

@@ -20,7 +20,7 @@ from tokend.audit import AuditLog
 RATE_LIMITED_RPCS = frozenset({"Issue", "Refresh", "Revoke", "Exchange"})
 # Read-only and answered from memory: no identity is worked out for them unless the audit
 # needs one (a rejected Verify), so they cost no certificate lookup.
-IDENTITY_FREE_RPCS = frozenset({"Verify", "GetJwks"})
+IDENTITY_FREE_RPCS = frozenset({"Verify", "VerifyMany", "GetJwks"})
 
 
 class Refused(Exception):

@@ -16,9 +16,11 @@ from tokend.api.identity import RESERVED_PREFIXES, Identity, Kind
 from tokend.config import RateLimitConfig, Seconds
 from tokend.tokens.input_rules import AccessTokenSpec
 
-Rpc = Literal["Issue", "Verify", "Refresh", "Revoke", "GetJwks", "Exchange"]
+Rpc = Literal["Issue", "Verify", "VerifyMany", "Refresh", "Revoke", "GetJwks", "Exchange"]
 # Reading is open to every authenticated caller; changing state needs the policy.
-OPEN_RPCS: frozenset[str] = frozenset({"Verify", "GetJwks", "WatchRevocations", "WatchJwks"})
+# VerifyMany is Verify's batch: open exactly as Verify is.
+OPEN_RPCS: frozenset[str] = frozenset({"Verify", "VerifyMany", "GetJwks", "WatchRevocations",
+                                       "WatchJwks"})
 MAX_REMEMBERED_IDENTITIES = 4096
 MAX_PATTERN_CHARS = 2048  # a SPIFFE ID's own limit
 # The deepest `act` nesting any verifier accepts (docs/verifier-contract.md, rule A1).

@@ -198,6 +198,13 @@ def _bad_request(exc: BadRequest) -> Failure:
                    violations=[(exc.field, str(exc))], metadata={"field": exc.field})
 
 
+def field_violation(exc: BadRequest) -> tuple[str, str]:
+    """(field, description) of the BadRequest field violation a unary call refused with
+    `exc` carries: a VerifyMany item's `invalid` result. No field named: ("", message)."""
+    failure = _bad_request(exc)
+    return failure.violations[0] if failure.violations else ("", failure.message)
+
+
 def _refused(exc: Refused) -> Failure:
     return Failure(exc.reason, str(exc), retry_after=exc.retry_after)
 

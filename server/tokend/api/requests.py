@@ -115,6 +115,17 @@ def verify_query(request: pb.VerifyRequest, tokens: TokenConfig) -> VerifyQuery:
             _presenter(request))
 
 
+# VerifyMany's batch: 256 tokens of tokens.max_token_bytes fit the gRPC message limit
+# (app.max_request_bytes); a caller holding more sends several calls.
+MAX_VERIFY_BATCH = 256
+
+
+def check_batch_size(count: int) -> None:
+    if not 1 <= count <= MAX_VERIFY_BATCH:
+        raise BadRequest(f"VerifyMany takes 1 to {MAX_VERIFY_BATCH} requests; this call has "
+                         f"{count} (send more in several calls)", field="requests")
+
+
 def _presenter(request: pb.VerifyRequest) -> str | None:
     which = request.WhichOneof("presenter")
     if which is None:

@@ -144,7 +144,8 @@ class TokenAuthority:
             if delegation != "any":  # rule A2, after the claim rules, before cnf
                 check_delegation(verified.claims, delegation)
         except InvalidToken as exc:
-            claims = self._authentic_claims(token) if exc.reason in _AFTER_SIGNATURE else None
+            claims = (self._refused_claims(token, now) if exc.reason in _AFTER_SIGNATURE
+                      else None)
             return self._counted(Verdict(False, exc.reason, claims))
         claims = verified.claims
         if "cnf" in claims:
@@ -198,6 +199,13 @@ class TokenAuthority:
                 f"read from the store {stale:.0f} s ago, over tokens.revocation_max_staleness "
                 f"({limit:g} s); retry later"
             )
+
+    def _refused_claims(self, token: str, now: float) -> dict[str, Any] | None:
+        """A token the cache holds had its signature checked on the way in: its claims
+        without a second check (a cached token refused for its audience or scopes costs
+        a dict lookup, not an ES256 verification)."""
+        known = self.verified.get(token, self._verifier.jwks, now)
+        return known.claims if known is not None else self._authentic_claims(token)
 
     def _authentic_claims(self, token: str) -> dict[str, Any] | None:
         """For the audit trail: who a well-signed but refused token was about."""
