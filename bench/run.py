@@ -237,10 +237,13 @@ class Bench:
             if figures.get("unimplemented"):
                 self.log(f"{step}: UNIMPLEMENTED by this tokend")
                 continue
+            per_token = (f"  CPU/token {figures['server_cpu_us_per_token']} us "
+                         f"{figures['spread'].get('server_cpu_us_per_token')}"
+                         if "server_cpu_us_per_token" in figures else "")
             self.log(f"median {step:15s} {figures['rps']}/s "
                      f"{figures['spread'].get('rps')}  CPU/call "
                      f"{figures['server_cpu_us_per_call']} us "
-                     f"{figures['spread'].get('server_cpu_us_per_call')}")
+                     f"{figures['spread'].get('server_cpu_us_per_call')}{per_token}")
 
     def tokend_kv(self, bao: BaoDevServer) -> None:
         self.log("tokend, kv custody (ES256), 1 worker")
