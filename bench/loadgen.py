@@ -63,13 +63,15 @@ class Pool:
     again in the same order (the caller makes sure that is still a cache miss).
     """
 
-    def __init__(self, path: Path | None, cycle: bool = False) -> None:
+    def __init__(self, path: Path | None, cycle: bool = False, start: int = 0) -> None:
         self.tokens = path.read_text().split() if path else []
-        self._cursor = itertools.count()
+        self._cursor = itertools.count(start % len(self.tokens) if self.tokens else 0)
         self._cycle = cycle and bool(self.tokens)
+        self.next = 0  # the index after the last token taken
 
     def take(self) -> str | None:
         index = next(self._cursor)
+        self.next = index + 1
         if self._cycle:
             return self.tokens[index % len(self.tokens)]
         return self.tokens[index] if index < len(self.tokens) else None
@@ -278,7 +280,14 @@ async def _drive(call: Call, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    pool = Pool(args.tokens, args.cycle)
+    pool = Pool(args.tokens, args.cycle, args.start)
+    result = await _run_on(args, pool)
+    if pool.tokens:  # where the next phase on this server should begin (warm-up included)
+        result["next_token"] = max(pool.next, args.start) % len(pool.tokens)
+    return result
+
+
+async def _run_on(args: argparse.Namespace, pool: Pool) -> dict[str, Any]:
     issued: list[str] = []
     if args.rpc.startswith("bao-"):
         connector = aiohttp.TCPConnector(limit=args.concurrency)
@@ -322,6 +331,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="another process whose CPU time to report apart")
     parser.add_argument("--tokens", type=Path, help="tokens to verify, one a line")
     parser.add_argument("--cycle", action="store_true", help="verify: reuse tokens in order")
+    parser.add_argument("--start", type=int, default=0,
+                        help="verify: begin at this token of the pool (where the previous "
+                             "phase on the same server stopped)")
     parser.add_argument("--save-tokens", type=Path, help="issue: write issued tokens here")
     parser.add_argument("--audience", default="bench-api")
     parser.add_argument("--bao-token", default="")

@@ -100,6 +100,8 @@ class Bench:
         self.work = work
         self.results: dict[str, Any] = {}
         self.pool_info: dict[str, Any] = {}
+        # Per server and pool: the token the next cycling phase begins at (load()).
+        self.cursors: dict[tuple[str, str], int] = {}
 
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -113,6 +115,13 @@ class Bench:
             addr, pids = target.grpc_addr, target.pids
         else:
             addr, pids = target, options.pop("pids", [])
+        # A cycling phase goes on where the last one on the same server stopped: the pool
+        # then outruns the verified-token cache across phases too, not only within one.
+        cursor = ((addr, str(options["tokens"])) if options.get("cycle") and
+                  options.get("tokens") and rpc in ("verify", "verify-many", "bao-introspect")
+                  else None)
+        if cursor is not None:
+            options["start"] = self.cursors.get(cursor, 0)
         # gRPC phases use the Go load generator when it is built: a Python client spends
         # about as much CPU per call as the server, so it cannot saturate it on 2 cores.
         go = LOADGEN_GO.exists() and not rpc.startswith("bao-") and not self.args.python_loadgen
@@ -131,6 +140,8 @@ class Bench:
         if done.returncode != 0:
             raise RuntimeError(f"load generator failed ({rpc}): {done.stderr[-2000:]}")
         result = servers.loads_json_line(done.stdout)
+        if cursor is not None and "next_token" in result:
+            self.cursors[cursor] = int(result["next_token"])
         if pids and result["seconds"]:
             result["server_cores_busy"] = round(result["server_cpu_s"] / result["seconds"], 2)
         per_call = result.get("server_cpu_us_per_call")

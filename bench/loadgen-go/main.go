@@ -50,7 +50,7 @@ func (p *pids) Set(v string) error {
 type options struct {
 	addr, rpc, tokens, saveTokens, audience      string
 	concurrency, channels, maxCount, warmupCount int
-	batch                                        int
+	batch, start                                 int
 	maxSeconds, rate, warmup                     float64
 	cycle                                        bool
 	serverPIDs, peerPIDs                         pids
@@ -73,6 +73,8 @@ func parseFlags() options {
 		"the OpenBao that signs for tokend (repeatable)")
 	flag.StringVar(&o.tokens, "tokens", "", "tokens to verify, one a line")
 	flag.BoolVar(&o.cycle, "cycle", false, "verify: reuse tokens in order")
+	flag.IntVar(&o.start, "start", 0, "verify: begin at this token of the pool (where the "+
+		"previous phase on the same server stopped, so a cycle never meets its cache)")
 	flag.StringVar(&o.saveTokens, "save-tokens", "", "issue: write issued tokens here")
 	flag.StringVar(&o.audience, "audience", "bench-api", "audience to issue for and verify")
 	flag.Parse()
@@ -342,6 +344,9 @@ func run(o options) (map[string]any, error) {
 	if t.tokens, err = readTokens(o.tokens); err != nil {
 		return nil, err
 	}
+	if len(t.tokens) > 0 {
+		t.cursor.Store(int64(o.start % len(t.tokens)))
+	}
 	for i := 0; i < o.channels; i++ {
 		// WithNoProxy: loopback only, whatever the environment says.
 		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -409,6 +414,10 @@ func run(o options) (map[string]any, error) {
 	}
 	if rec.unimplemented.Load() {
 		result["unimplemented"] = true
+	}
+	if len(t.tokens) > 0 {
+		// Where the next phase on this server should begin: warm-up calls included.
+		result["next_token"] = t.cursor.Load() % int64(len(t.tokens))
 	}
 	if o.rpc == "verify-many" {
 		// A call verifies -batch tokens: the figures per token are what compare with

@@ -77,6 +77,22 @@ def test_verify_many_reports_tokens_and_cpu_per_token(
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("language", ["go", "python"])
+def test_a_cycle_goes_on_where_the_last_phase_stopped(
+        language: str, go_loadgen: str, tokend: tuple[servers.Tokend, Path]) -> None:
+    """--start and next_token: the benchmark chains phases on one server through the pool,
+    so that across phases too a token comes round only after the cache has dropped it."""
+    running, pool = tokend
+    program = _programs(go_loadgen)[language]
+    one = _run(program, running.grpc_addr, "verify", "--tokens", str(pool), "--cycle",
+               "--start", "35", "--max-count", "10")
+    assert one["count"] == 10 and one["next_token"] == 5  # 35 + 10 wraps round 40
+    many = _run(program, running.grpc_addr, "verify-many", "--tokens", str(pool), "--cycle",
+                "--start", str(one["next_token"]), "--batch", "8", "--max-count", "3")
+    assert many["tokens"] == 24 and many["next_token"] == 29
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("language", ["go", "python"])
 def test_verify_many_counts_a_refused_token_as_an_error(
         language: str, go_loadgen: str, tokend: tuple[servers.Tokend, Path],
         tmp_path: Path) -> None:
