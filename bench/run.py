@@ -44,6 +44,7 @@ from bench import event_loop as event_loop_cost
 from bench import report, rounds, servers, verifiers
 from bench import tracing as tracing_cost
 from tests.support.bao import BaoDevServer
+from tokend.tokens.verify_cache import VERIFIED_CACHE_ENTRIES
 
 RESULTS = servers.ROOT / "bench" / "results"
 # Built by scripts/bench from bench/loadgen-go (module versions pinned in its go.sum).
@@ -84,7 +85,7 @@ class Plan:
 
 MAX_COUNT = 200_000  # no phase here comes close; the time bound ends them
 CONCURRENCY = 64
-CACHE = 4096  # tokend's verified-token cache (FIFO): the pool must outrun it twice over
+CACHE = VERIFIED_CACHE_ENTRIES  # the verified-token cache (FIFO): the pool outruns it twice
 POOL_TOKENS = 2 * CACHE + 1024
 BAO_TOKENS = 2000  # distinct OpenBao identity tokens for introspect
 BATCHES = (16, 64)  # VerifyMany sizes in the rounds
