@@ -595,7 +595,7 @@ def write_verifiers(results: dict[str, Any], out: Path) -> dict[str, Path]:
 # tokend_client.jose's modules are jws, jwk, jwa, b64url and json (the last is left out:
 # it would match the standard library's json too).
 _PROFILED = ("servicer|admission|authority|verifier|jws|jwk|jwa|b64url|minting|batching"
-             "|denylist|transit"
+             "|denylist|transit|requests|responses|verify_cache"
              "|transport|keyring|localkeys|identity|audit|calls|policy|structlog|prometheus"
              "|well_known|random|Context|epoll|write|tasks.py|base_events|openssl")
 

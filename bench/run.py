@@ -346,14 +346,16 @@ class Bench:
         if not pool.exists():  # --only profiles: tokens to verify, issued first
             with self.tokend(bao, "bench-es256", workers=1) as running:
                 self.token_pool(running)
-        for rpc in ("health", "verify-repeat", "verify", "issue"):
+        for rpc in ("health", "verify-repeat", "verify", "verify-many", "issue"):
             self.log(f"profiling tokend under {rpc}")
             stats = self.work / f"profile-{rpc}.prof"
             with servers.tokend_running(bao, self.work, "bench-es256", "ES256", 1,
                                         profile_to=stats) as running:
                 options: dict[str, Any] = {"tokens": pool, "warmup": 0}
-                if rpc == "verify":
+                if rpc in ("verify", "verify-many"):
                     options["cycle"] = True
+                if rpc == "verify-many":
+                    options.update(batch=64, concurrency=16)
                 figures = self.load(running, rpc, self.plan.scaling,
                                     **(options if rpc.startswith("verify") else {}))
             report.write_profile(stats, self.args.out / f"profile-{rpc}.txt", rpc, figures)
