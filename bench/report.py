@@ -148,13 +148,18 @@ CPU = "server_cpu_us_per_call"
 
 def _per_round(results: dict[str, Any], top: str, bottom: str, top_key: str = CPU,
                bottom_key: str = CPU) -> str:
-    """"per round a-b": the ratio bottom ÷ top of CPU per call (or top ÷ bottom of
-    rates) taken round by round, its min-max: how far one round alone could be off."""
+    """"per round": the same ratios taken round by round (bottom ÷ top of CPU per call,
+    top ÷ bottom of rates), their min-max: how far one round alone could be off."""
     samples = (results.get("transit") or {}).get("rounds") or {}
     if top not in samples or bottom not in samples:
         return ""
-    paired = rounds.paired(samples[bottom], samples[top], bottom_key, top_key)
-    return f"; per round {paired['min']}-{paired['max']}" if paired else ""
+    by_cpu = rounds.paired(samples[bottom], samples[top], bottom_key, top_key)
+    rate = "tokens_per_s" if top_key == "server_cpu_us_per_token" else "rps"
+    by_rate = rounds.paired(samples[top], samples[bottom], rate, "rps")
+    if not by_cpu or not by_rate:
+        return ""
+    return (f"; per round by CPU {by_cpu['min']}-{by_cpu['max']}, by rate "
+            f"{by_rate['min']}-{by_rate['max']}")
 
 
 UNIMPLEMENTED = "the server answered UNIMPLEMENTED (a tokend without VerifyMany)"
