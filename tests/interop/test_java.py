@@ -1,6 +1,7 @@
 """The Java client (clients/java) against a live tokend: `mvn test -Pinterop` runs the unit
 tests (the conformance and Wycheproof vectors included) and the tests tagged "interop"
-(TokendInteropTest) with the TOKEND_* variables; `mvn test -Plive` runs LiveSourceInteropTest
+(TokendInteropTest, and TokendClientInteropTest: verify() batched into VerifyMany, read
+back from /metrics) with the TOKEND_* variables; `mvn test -Plive` runs LiveSourceInteropTest
 against a tokend of its own, whose key it rotates; `mvn test -Pchain` runs
 ExchangeInteropTest (issue 18: Exchange and certificate-bound tokens) against a tokend with
 four workload identities (login, orders, payments, thief)."""

@@ -64,6 +64,13 @@ def test_node_interop(node_build: None, interop_env: dict[str, str]) -> None:
     _npm("run", "test:interop", env=interop_env)
 
 
+@pytest.mark.timeout(300)
+def test_node_verify_batching(node_build: None, interop_env: dict[str, str]) -> None:
+    """`npm run test:batch`: concurrent verify() calls go out as VerifyMany (tokend's
+    /metrics counts them) and answer exactly as unary Verify; a lone call stays unary."""
+    _npm("run", "test:batch", env=interop_env)
+
+
 @pytest.fixture
 def live_env(bao: BaoDevServer, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A tokend of its own for the LiveSource test, which rotates its key: new versions are

@@ -208,4 +208,4 @@ def test_readme_example_runs(own_tokend: dict[str, str], monkeypatch: pytest.Mon
 
 
 def test_readme_has_every_example() -> None:
-    assert len(readme_examples()) == 5
+    assert len(readme_examples()) == 6

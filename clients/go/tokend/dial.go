@@ -23,14 +23,25 @@ import (
 // caFile is the PEM CA bundle that signed the server's certificate; certFile
 // and keyFile are this client's PEM certificate and key (tokend takes the
 // caller's client_id from the certificate). opts are appended to
-// DialOptions and the TLS transport option, e.g. interceptors.
+// DialOptions and the TLS transport option, e.g. interceptors; WithVerifyBatching
+// among them tunes Verify batching (VerifyBatching).
 func DialMTLS(ctx context.Context, addr, caFile, certFile, keyFile string,
 	opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	config, err := LoadMTLSConfig(addr, caFile, certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	all := append(DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(config)))
+	batching := VerifyBatching{}
+	for _, opt := range opts {
+		if chosen, ok := opt.(batchingOption); ok {
+			batching = chosen.config
+		}
+	}
+	all, err := DialOptionsWith(batching)
+	if err != nil {
+		return nil, err
+	}
+	all = append(all, grpc.WithTransportCredentials(credentials.NewTLS(config)))
 	all = append(all, opts...)
 	conn, err := grpc.NewClient(addr, all...)
 	if err != nil {

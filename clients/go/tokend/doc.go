@@ -4,7 +4,9 @@
 // It has three parts:
 //
 //   - [DialMTLS] opens a gRPC connection with mutual TLS; use it with the
-//     generated stubs in [github.com/tokend/tokend/clients/go/tokendv1].
+//     generated stubs in [github.com/tokend/tokend/clients/go/tokendv1]. Its
+//     [DialOptions] send Verify calls that overlap in time as one VerifyMany
+//     ([VerifyBatching]); [VerifyMany] verifies many tokens at once.
 //   - [Verifier] verifies tokend access tokens in-process under the shared
 //     verifier contract (docs/verifier-contract.md; RFC 7515, 7519, 8725, 9068),
 //     exactly as the Python LocalVerifier does: strict base64url and JSON, the

@@ -34,13 +34,35 @@ const refreshMethod = "/tokend.v1.TokenService/Refresh"
 //
 //	grpc.NewClient(addr, append(tokend.DialOptions(),
 //		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+//
+// They also batch Verify calls that overlap in time into VerifyMany (VerifyBatching, with
+// its defaults; DialOptionsWith tunes or disables it). Each DialOptions result batches
+// per connection it serves.
 func DialOptions() []grpc.DialOption {
+	opts, err := DialOptionsWith(VerifyBatching{})
+	if err != nil {
+		panic(err) // the zero VerifyBatching is valid
+	}
+	return opts
+}
+
+// DialOptionsWith is DialOptions with batching as given; an error only for out-of-range
+// VerifyBatching values.
+func DialOptionsWith(batching VerifyBatching) ([]grpc.DialOption, error) {
+	interceptors := []grpc.UnaryClientInterceptor{RefreshKeyInterceptor}
+	if !batching.Disabled {
+		config, err := batching.resolved()
+		if err != nil {
+			return nil, err
+		}
+		interceptors = append(interceptors, (&batchingInterceptor{config: config}).intercept)
+	}
 	return []grpc.DialOption{
 		grpc.WithDefaultServiceConfig(ServiceConfig),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time: 60 * time.Second, Timeout: 20 * time.Second}),
-		grpc.WithChainUnaryInterceptor(RefreshKeyInterceptor),
-	}
+		grpc.WithChainUnaryInterceptor(interceptors...),
+	}, nil
 }
 
 // RefreshKeyInterceptor gives a Refresh sent without an IdempotencyKey a fresh one,

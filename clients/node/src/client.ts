@@ -19,8 +19,9 @@ import {
   type IssueRequestSchema,
   type IssueResponse,
 } from "./gen/tokend/v1/tokend_pb.js";
+import { VerifyBatcher, type BatchOptions, type VerifyInit, type VerifyResult } from "./batch.js";
 import { isLoopbackHostname } from "./loopback.js";
-import { withServiceConfig } from "./retries.js";
+import { methodRules, withServiceConfig } from "./retries.js";
 
 /** Paths of the PEM files for mutual TLS. */
 export interface TlsFiles {
@@ -39,8 +40,12 @@ export interface ChannelCredentials {
   key: Buffer;
 }
 
-/** Options for {@link connect}. */
-export interface ConnectOptions {
+/**
+ * Options for {@link connect}. `batchVerify`, `maxInFlight` and `maxBatch` tune how
+ * overlapping `verify()` calls share VerifyMany RPCs (src/batch.ts, README "Verify calls
+ * are batched").
+ */
+export interface ConnectOptions extends BatchOptions {
   /**
    * Deadline of every call that sets none itself, retries included. By default each
    * method's from the shared service config: 5 000 ms for verify, getJwks and revoke,
@@ -57,10 +62,19 @@ export interface ConnectOptions {
 /** The generated TokenService client: `issue`, `verify`, `refresh`, `revoke`, `getJwks`. */
 export type TokenServiceClient = Client<typeof TokenService>;
 
-/** A connected client plus `close()`, which ends its HTTP/2 connection. */
+/**
+ * A connected client plus `close()`, which ends its HTTP/2 connection. Its `verify()`
+ * answers as the unary RPC does, but calls that overlap go out together as one VerifyMany.
+ */
 export type TokendClient = TokenServiceClient & {
-  /** Closes the connection; calls still in flight fail with `Code.Canceled`. */
+  /** Closes the connection; calls still in flight or queued fail with `Code.Canceled`. */
   close(): void;
+  /**
+   * Verifies many tokens in VerifyMany calls of up to 256 and answers in order, each a
+   * VerifyResponse or the ConnectError `verify()` would throw for it (not `verifyMany`:
+   * that is the raw RPC of the generated client).
+   */
+  verifyAll(requests: readonly VerifyInit[], options?: CallOptions): Promise<VerifyResult[]>;
 };
 
 const PEM_BLOCK = /-----BEGIN [A-Z0-9 ]+-----/;
@@ -131,8 +145,20 @@ function openClient(baseUrl: string, options: ConnectOptions, nodeOptions: Secur
     ...(options.defaultTimeoutMs === undefined ? {} : { defaultTimeoutMs: options.defaultTimeoutMs }),
   });
   // Retries and per-method deadlines of the shared service config (src/retries.ts).
-  const client = createClient(TokenService, withServiceConfig(transport));
-  return Object.assign(client, { close: () => sessionManager.abort() });
+  const rules = methodRules();
+  const client = createClient(TokenService, withServiceConfig(transport, rules));
+  const batcher = new VerifyBatcher({ verify: client.verify, verifyMany: client.verifyMany }, options, {
+    configTimeoutMs: rules.get(`${TokenService.typeName}/Verify`)?.timeoutMs,
+    transportTimeoutMs: options.defaultTimeoutMs,
+  });
+  return Object.assign(client, {
+    verify: (request: VerifyInit, callOptions?: CallOptions) => batcher.verify(request, callOptions),
+    verifyAll: (requests: readonly VerifyInit[], callOptions?: CallOptions) => batcher.verifyAll(requests, callOptions),
+    close: () => {
+      batcher.close();
+      sessionManager.abort();
+    },
+  });
 }
 
 /** Turns a gRPC target into the https:// base URL the transport needs. */

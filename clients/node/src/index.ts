@@ -27,8 +27,9 @@ export {
   type TokenCookies,
   type TokenPair,
 } from "./cookies.js";
+export { MAX_VERIFY_BATCH, VerifyBatcher, type BatchOptions, type VerifyInit, type VerifyResult, type VerifyRpcs } from "./batch.js";
 export { InvalidTokenError, Reason } from "./errors.js";
-export { ERROR_DOMAIN, TokendError, tokendErrorFrom, type FieldViolation } from "./rpcerrors.js";
+export { ERROR_DOMAIN, invalidVerifyRequestError, TokendError, tokendErrorFrom, type FieldViolation } from "./rpcerrors.js";
 export {
   certificateThumbprint,
   checkConfirmation,

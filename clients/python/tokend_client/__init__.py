@@ -1,7 +1,8 @@
 """tokend client: call tokend over gRPC and verify its access tokens in-process.
 
 * :class:`TokenClient` / :class:`AsyncTokenClient`: Issue, Verify, Refresh, Revoke and
-  GetJwks with deadlines, retries on UNAVAILABLE and typed results.
+  GetJwks with deadlines, retries on UNAVAILABLE and typed results; overlapping
+  ``verify()`` calls share one VerifyMany RPC.
 * :class:`LocalVerifier`: strict verification with no call per token; give it a
   :class:`ServerKeySource` or :class:`JwksUrlSource` to follow key rotations, or a
   :class:`LiveSource` to have tokend push keys and revocations as they happen.
@@ -11,6 +12,7 @@ Depends only on grpcio, protobuf, googleapis-common-protos (the google.rpc error
 details), cryptography and the standard library.
 """
 
+from ._batch import VerifyQuery
 from .aio import AsyncTokenClient
 from .client import TokenClient
 from .delegation import MAX_ACT_DEPTH, actors
@@ -54,6 +56,7 @@ __all__ = [
     "TokendError",
     "UnauthenticatedError",
     "UnavailableError",
+    "VerifyQuery",
     "VerifyResult",
     "Watch",
     "actors",

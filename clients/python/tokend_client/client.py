@@ -16,13 +16,20 @@ UNAVAILABLE only:
   that attempt's answer (within its ``tokens.refresh_retry_window``). Any other second
   use of a spent refresh token still looks like theft and revokes the whole family.
 
+``verify()`` calls made at the same time by several threads share one VerifyMany RPC
+(``batch_verify``, ``max_in_flight``, ``max_batch``: :mod:`tokend_client._batch`); each
+keeps its own result, error and deadline.
+
 The two streams (``watch_revocations``, ``watch_jwks``) have no deadline and no
 retries: :class:`~tokend_client.LiveSource` follows them, reconnecting as needed.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -31,11 +38,20 @@ from cryptography import x509
 
 from . import _calls
 from ._base import ClientBase
+from ._batch import (
+    Batch,
+    Item,
+    VerifyQuery,
+    chunks,
+    deadline_exceeded,
+    many_requests,
+    not_sent,
+)
 from ._calls import Ttl
 from .jose import JwkSet
 from .live import Watch
 from .models import IssuedToken, VerifyResult
-from .rpc_errors import error_from_rpc
+from .rpc_errors import TokendError, error_from_rpc
 from .v1 import tokend_pb2 as pb
 from .v1.tokend_pb2_grpc import TokenServiceStub
 
@@ -79,7 +95,7 @@ class TokenClient(ClientBase):
                required_scopes: str | Iterable[str] = (),
                presenter_certificate: bytes | x509.Certificate | None = None,
                presenter_x5t_s256: str | None = None,
-               delegation: str = "any") -> VerifyResult:
+               delegation: str = "any", timeout: float | None = None) -> VerifyResult:
         """Ask tokend whether ``token`` is valid for ``audience`` and not revoked.
 
         An invalid token is a result with ``valid=False`` and a ``reason``, not an error.
@@ -89,12 +105,41 @@ class TokenClient(ClientBase):
         ``delegation``: ``"required"`` accepts only delegated tokens (with ``act``,
         RFC 8693 §4.1), ``"refused"`` only direct ones (else ``Reason.DELEGATION``);
         ``"any"`` both. A delegated token's result lists its ``actors``, current first.
+        ``timeout``: this call's deadline in seconds (default: the client's).
+
+        Calls that overlap in time (other threads) go out together as one VerifyMany;
+        each gets what a lone Verify would have given.
         """
         request = _calls.verify_request(token, audience, required_scopes,
                                         presenter_certificate=presenter_certificate,
                                         presenter_x5t_s256=presenter_x5t_s256,
                                         delegation=delegation)
-        return _calls.verify_result(self._call("Verify", request))
+        seconds = self._verify_timeout(timeout)
+        if self._verify_queue.unary_only:
+            return _calls.verify_result(self._call("Verify", request, seconds))
+        item = _item(request, seconds)
+        self._send(self._verify_queue.submit(item))
+        return _wait(item)
+
+    def verify_many(self, queries: Iterable[VerifyQuery | tuple[str, str]], *,
+                    timeout: float | None = None) -> list[VerifyResult | TokendError]:
+        """Verify many tokens in as few RPCs as possible (VerifyMany, 256 per call).
+
+        Each query is a :class:`~tokend_client.VerifyQuery` or a ``(token, audience)``
+        pair. Returns, in order, each query's VerifyResult, or the TokendError that
+        ``verify()`` would have raised for it (e.g. InvalidArgumentError for an empty
+        audience). ``timeout`` applies to each RPC.
+        """
+        results: list[VerifyResult | TokendError] = []
+        for chunk in chunks(many_requests(queries)):
+            seconds = self._verify_timeout(timeout)
+            items = [_item(request, seconds) for request in chunk]
+            if self._verify_queue.unary_only:
+                self._send(*(Batch([item], counted=False) for item in items))
+            else:
+                self._send(Batch(items, counted=False))
+            results.extend(_outcome(item) for item in items)
+        return results
 
     def exchange(self, subject_token: str, audience: str | Iterable[str], *,
                  scopes: str | Iterable[str] = (), ttl: Ttl | None = None,
@@ -175,9 +220,54 @@ class TokenClient(ClientBase):
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         # Retries come from the channel's service config, the deadline from its timeouts.
         try:
-            return getattr(self._stub, method)(request, timeout=self._deadlines[method])
+            return getattr(self._stub, method)(
+                request, timeout=self._deadlines[method] if timeout is None else timeout)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
+
+    def _send(self, *batches: Batch | None) -> None:
+        # Non-blocking: each RPC's callback (a gRPC thread) settles its items and sends
+        # what the verify batcher hands out next, so no caller works for the others.
+        pending = [batch for batch in batches if batch is not None]
+        while pending:
+            batch = pending.pop()
+            try:
+                call = getattr(self._stub, batch.method).future(batch.request(),
+                                                                timeout=batch.timeout())
+            except Exception as exc:  # a closed channel: fail these items
+                pending.extend(self._verify_queue.landed(batch, None, not_sent(exc)))
+                continue
+            call.add_done_callback(partial(self._landed, batch))
+
+    def _landed(self, batch: Batch, call: grpc.Future) -> None:
+        try:
+            response, error = call.result(), None
+        except grpc.RpcError as exc:
+            response, error = None, exc
+        except Exception as exc:  # cancelled (channel closed)
+            response, error = None, not_sent(exc)
+        self._send(*self._verify_queue.landed(batch, response, error))
+
+
+def _item(request: pb.VerifyRequest, seconds: float) -> Item:
+    return Item(request, time.monotonic() + seconds, concurrent.futures.Future())
+
+
+def _wait(item: Item) -> VerifyResult:
+    waiter: concurrent.futures.Future[VerifyResult] = item.waiter  # type: ignore[assignment]
+    try:
+        return waiter.result(timeout=max(item.deadline - time.monotonic(), 0.0))
+    except concurrent.futures.TimeoutError:
+        if not waiter.cancel():  # the answer came just now
+            return waiter.result()
+        raise deadline_exceeded() from None
+
+
+def _outcome(item: Item) -> VerifyResult | TokendError:
+    try:
+        return _wait(item)
+    except TokendError as exc:
+        return exc

@@ -5,6 +5,8 @@ Where each module of tokend_client is tested (jose/ here mirrors tokend_client/j
 - client.py, aio.py, _base.py, models.py: test_results.py (requests built from arguments,
   typed results), test_retries.py (deadlines, retries, errors of both clients)
 - _calls.py, rpc_errors.py: test_retries.py, test_results.py
+- _batch.py (verify batching, VerifyMany) and verify()/verify_many of client.py, aio.py:
+  test_batch.py (scripted servers, one without VerifyMany), test_batch_tokend.py (real tokend)
 - _channel.py, _net.py: test_channel.py (plaintext only to loopback, TLS otherwise)
 - binding.py: test_binding.py (the `cnf` rule, presenter helpers, resource servers)
 - cookies.py: test_cookies.py

@@ -40,6 +40,8 @@ class ScriptedTokenService(tokend_pb2_grpc.TokenServiceServicer):
         self.calls: Counter[str] = Counter()
         self.requests: dict[str, list[message.Message]] = defaultdict(list)
         self.delay = 0.0
+        self.active = 0  # calls being answered now
+        self.peak = 0  # the most calls answered at once
         self.jwks = jwks or {"keys": []}
         self._failures: dict[str, deque[tuple[grpc.StatusCode, str]]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -55,8 +57,12 @@ class ScriptedTokenService(tokend_pb2_grpc.TokenServiceServicer):
             self.calls[method] += 1
             self.requests[method].append(request)
             failure = self._failures[method].popleft() if self._failures[method] else None
+            self.active += 1
+            self.peak = max(self.peak, self.active)
         if self.delay:
             time.sleep(self.delay)
+        with self._lock:
+            self.active -= 1
         if failure is not None:
             context.abort(*failure)
 
@@ -73,13 +79,7 @@ class ScriptedTokenService(tokend_pb2_grpc.TokenServiceServicer):
                context: grpc.ServicerContext) -> pb.VerifyResponse:
         """A token named like a Reason ("REASON_EXPIRED") is invalid for that reason."""
         self._enter("Verify", request, context)
-        if request.token.startswith("REASON_"):
-            return pb.VerifyResponse(valid=False, reason=pb.Reason.Value(request.token))
-        response = pb.VerifyResponse(valid=True, subject="alice",
-                                     expires_at=_stamp(EXPIRES_AT))
-        response.claims.update({"sub": "alice", "exp": EXPIRES_AT.timestamp(),
-                                "scope": "a b", "nested": {"n": [1, 2.5]}})
-        return response
+        return verify_response(request)
 
     def Revoke(self, request: pb.RevokeRequest,
                context: grpc.ServicerContext) -> pb.RevokeResponse:
@@ -92,6 +92,17 @@ class ScriptedTokenService(tokend_pb2_grpc.TokenServiceServicer):
         return pb.GetJwksResponse(jwks_json=json.dumps(self.jwks))
 
 
+def verify_response(request: pb.VerifyRequest) -> pb.VerifyResponse:
+    """The scripted Verify answer: a token named like a Reason ("REASON_EXPIRED") is
+    invalid for that reason, any other valid."""
+    if request.token.startswith("REASON_"):
+        return pb.VerifyResponse(valid=False, reason=pb.Reason.Value(request.token))
+    response = pb.VerifyResponse(valid=True, subject="alice", expires_at=_stamp(EXPIRES_AT))
+    response.claims.update({"sub": "alice", "exp": EXPIRES_AT.timestamp(),
+                            "scope": "a b", "nested": {"n": [1, 2.5]}})
+    return response
+
+
 def _issue_response(*, refresh: bool) -> pb.IssueResponse:
     response = pb.IssueResponse(access_token=ACCESS_TOKEN, token_type="Bearer",
                                 expires_at=_stamp(EXPIRES_AT), jti="jti-1")
@@ -101,12 +112,30 @@ def _issue_response(*, refresh: bool) -> pb.IssueResponse:
     return response
 
 
+class _MethodCounter(grpc.ServerInterceptor):
+    """Counts every call by method name, also of methods the service lacks."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation: Any,
+                          handler_call_details: grpc.HandlerCallDetails) -> Any:
+        with self._lock:
+            self.seen[handler_call_details.method.rsplit("/", 1)[-1]] += 1
+        return continuation(handler_call_details)
+
+
 class ScriptedServer:
-    """``with ScriptedServer() as server:`` serves ``server.service`` on ``server.target``."""
+    """``with ScriptedServer() as server:`` serves ``server.service`` on ``server.target``;
+    ``server.seen`` counts the calls by method, answered or not (UNIMPLEMENTED)."""
 
     def __init__(self, service: ScriptedTokenService | None = None) -> None:
         self.service = service or ScriptedTokenService()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self._counter = _MethodCounter()
+        self.seen = self._counter.seen
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
+                                   interceptors=[self._counter])
         tokend_pb2_grpc.add_TokenServiceServicer_to_server(self.service, self._server)
         port = self._server.add_insecure_port("127.0.0.1:0")
         self.target = f"127.0.0.1:{port}"

@@ -7,16 +7,16 @@ from the service config shared by every tokend client (clients/service-config.js
 
 from __future__ import annotations
 
-import inspect
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
+from tests.clients.python.conftest import Client, outcome
 from tests.clients.python.scripted_server import ScriptedServer
 from tokend_client import (
     AsyncTokenClient,
@@ -30,8 +30,6 @@ from tokend_client import (
 )
 from tokend_client._calls import service_config
 
-Client = TokenClient | AsyncTokenClient
-
 # Each RPC as (server method name, client call).
 CALLS: dict[str, Callable[[Client], Any]] = {
     "Issue": lambda c: c.issue("alice", "orders"),
@@ -41,27 +39,6 @@ CALLS: dict[str, Callable[[Client], Any]] = {
     "Refresh": lambda c: c.refresh("tkd_rt_x"),
 }
 RETRIED = ("Issue", "Verify", "Revoke", "GetJwks", "Refresh")
-
-
-async def outcome(value: Any) -> Any:
-    """The result of a sync call, or of an async one once awaited."""
-    return await value if inspect.isawaitable(value) else value
-
-
-@pytest.fixture(params=["sync", "async"])
-async def make_client(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Client]]:
-    """Builds clients of one kind (sync, then async) and closes them afterwards."""
-    kind = TokenClient if request.param == "sync" else AsyncTokenClient
-    made: list[Client] = []
-
-    def make(target: str, **settings: Any) -> Client:
-        client = kind.insecure_loopback(target, **settings)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await outcome(client.close())
 
 
 @pytest.mark.parametrize("method", RETRIED)
