@@ -14,8 +14,11 @@ server's CPU time over the measured window is read from /proc for ``--server-pid
 Targets: ``health`` (grpc.health.v1.Health/Check), ``jwks`` (GetJwks: the TokenService
 path with next to no handler work), ``verify`` (a fresh token per call
 from ``--tokens``, stopping when they run out), ``verify-repeat`` (the first token every
-time), ``issue`` (``--save-tokens`` writes the issued tokens, one a line), and the
-OpenBao identity-token endpoints ``bao-issue`` / ``bao-introspect`` over HTTP.
+time), ``verify-many`` (``--batch`` tokens of the pool per VerifyMany call; figures per
+token too), ``issue`` (``--save-tokens`` writes the issued tokens, one a line), and the
+OpenBao identity-token endpoints ``bao-issue`` (``--save-tokens`` too) / ``bao-introspect``
+(cycling over ``--tokens``) over HTTP. ``--peer-pid`` reports another process's CPU time
+apart (the OpenBao that signs for tokend during Issue).
 """
 
 from __future__ import annotations
@@ -60,13 +63,15 @@ class Pool:
     again in the same order (the caller makes sure that is still a cache miss).
     """
 
-    def __init__(self, path: Path | None, cycle: bool = False) -> None:
+    def __init__(self, path: Path | None, cycle: bool = False, start: int = 0) -> None:
         self.tokens = path.read_text().split() if path else []
-        self._cursor = itertools.count()
+        self._cursor = itertools.count(start % len(self.tokens) if self.tokens else 0)
         self._cycle = cycle and bool(self.tokens)
+        self.next = 0  # the index after the last token taken
 
     def take(self) -> str | None:
         index = next(self._cursor)
+        self.next = index + 1
         if self._cycle:
             return self.tokens[index % len(self.tokens)]
         return self.tokens[index] if index < len(self.tokens) else None
@@ -92,6 +97,8 @@ def _grpc_calls(args: argparse.Namespace, channels: list[grpc.aio.Channel], pool
             if args.save_tokens:
                 issued.append(response.access_token)
         return issue
+    if args.rpc == "verify-many":
+        return _verify_many(args, tokens, pool)
     first = pool.tokens[0] if pool.tokens else ""
 
     async def verify(worker: int) -> None:
@@ -105,7 +112,26 @@ def _grpc_calls(args: argparse.Namespace, channels: list[grpc.aio.Channel], pool
     return verify
 
 
-def _bao_calls(args: argparse.Namespace, session: aiohttp.ClientSession, pool: Pool) -> Call:
+def _verify_many(args: argparse.Namespace, stubs: list[Any], pool: Pool) -> Call:
+    """`--batch` tokens per VerifyMany call; every result must be a valid response."""
+    n = len(stubs)
+
+    async def verify_many(worker: int) -> None:
+        batch = [pool.take() for _ in range(args.batch)]
+        if None in batch:
+            raise StopAsyncIteration
+        request = pb.VerifyManyRequest(requests=[
+            pb.VerifyRequest(token=token, audience=args.audience) for token in batch])
+        response = await stubs[worker % n].VerifyMany(request, timeout=10)
+        if len(response.results) != len(batch) or not all(
+                result.HasField("response") and result.response.valid
+                for result in response.results):
+            raise RuntimeError("a token of the batch was refused")
+    return verify_many
+
+
+def _bao_calls(args: argparse.Namespace, session: aiohttp.ClientSession, pool: Pool,
+               issued: list[str]) -> Call:
     """OpenBao's own identity tokens: issue with an entity's token, introspect as root."""
     base = args.addr.rstrip("/") + "/v1/identity/oidc/"
     if args.rpc == "bao-issue":
@@ -116,12 +142,17 @@ def _bao_calls(args: argparse.Namespace, session: aiohttp.ClientSession, pool: P
                 body = await response.json()
                 if response.status != 200:
                     raise RuntimeError(f"bao issue: {response.status} {body.get('errors')}")
+                if args.save_tokens:
+                    issued.append(body["data"]["token"])
         return issue
     url, headers = base + "introspect", {"X-Vault-Token": args.bao_token}
-    tokens = pool.tokens
 
     async def introspect(worker: int) -> None:
-        token = tokens[worker % len(tokens)]
+        # Each call the next token of the pool (--cycle): many distinct tokens, so no
+        # cache of OpenBao's can flatter it.
+        token = pool.take()
+        if token is None:
+            raise StopAsyncIteration
         async with session.post(url, headers=headers, json={"token": token}) as response:
             body = await response.json()
             if response.status != 200 or not body.get("active"):
@@ -136,8 +167,11 @@ class Recorder:
         self.latencies: list[int] = []
         self.errors = 0
         self.first_error: str | None = None
+        self.unimplemented = False
 
     def error(self, exc: BaseException) -> None:
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            self.unimplemented = True
         self.errors += 1
         if self.first_error is None:
             self.first_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -156,6 +190,8 @@ async def _closed_loop(call: Call, args: argparse.Namespace, rec: Recorder) -> N
                 return
             except Exception as exc:  # counted, and the phase goes on
                 rec.error(exc)
+                if rec.unimplemented:
+                    return  # a server without this RPC: the row says so
                 continue
             rec.latencies.append(time.perf_counter_ns() - started)
 
@@ -194,7 +230,8 @@ async def _open_loop(call: Call, args: argparse.Namespace, rec: Recorder) -> Non
         await asyncio.wait(in_flight)
 
 
-def _summary(rec: Recorder, seconds: float, cpu: tuple[float, float]) -> dict[str, Any]:
+def _summary(rec: Recorder, seconds: float, cpu: tuple[float, float],
+             args: argparse.Namespace, peer_cpu: float) -> dict[str, Any]:
     ordered = sorted(rec.latencies)
     count = len(ordered)
 
@@ -202,7 +239,7 @@ def _summary(rec: Recorder, seconds: float, cpu: tuple[float, float]) -> dict[st
         return round(ordered[min(count - 1, int(q * count))] / 1000, 1) if count else None
 
     server_cpu, client_cpu = cpu
-    return {
+    out: dict[str, Any] = {
         "count": count, "errors": rec.errors, "first_error": rec.first_error,
         "seconds": round(seconds, 3), "rps": round(count / seconds, 1) if seconds else 0.0,
         "p50_us": quantile(0.50), "p90_us": quantile(0.90), "p99_us": quantile(0.99),
@@ -210,6 +247,18 @@ def _summary(rec: Recorder, seconds: float, cpu: tuple[float, float]) -> dict[st
         "server_cpu_s": round(server_cpu, 3), "client_cpu_s": round(client_cpu, 3),
         "server_cpu_us_per_call": round(server_cpu / count * 1e6, 1) if count else None,
     }
+    if args.peer_pid:
+        out["peer_cpu_s"] = round(peer_cpu, 3)
+        out["peer_cpu_us_per_call"] = round(peer_cpu / count * 1e6, 1) if count else None
+    if rec.unimplemented:
+        out["unimplemented"] = True
+    if args.rpc == "verify-many":  # per token: what compares with one Verify per token
+        tokens = count * args.batch
+        out.update(batch=args.batch, tokens=tokens,
+                   tokens_per_s=round(tokens / seconds, 1) if seconds else 0.0,
+                   server_cpu_us_per_token=round(server_cpu / tokens * 1e6, 2) if tokens
+                   else None)
+    return out
 
 
 async def _drive(call: Call, args: argparse.Namespace) -> dict[str, Any]:
@@ -219,6 +268,7 @@ async def _drive(call: Call, args: argparse.Namespace) -> dict[str, Any]:
         await _closed_loop(call, warm, Recorder())
     rec = Recorder()
     cpu0, own0 = process_cpu_seconds(args.server_pid), time.process_time()
+    peer0 = process_cpu_seconds(args.peer_pid)
     started = time.perf_counter()
     if args.rate:
         await _open_loop(call, args, rec)
@@ -226,20 +276,30 @@ async def _drive(call: Call, args: argparse.Namespace) -> dict[str, Any]:
         await _closed_loop(call, args, rec)
     seconds = time.perf_counter() - started
     cpu = (process_cpu_seconds(args.server_pid) - cpu0, time.process_time() - own0)
-    return _summary(rec, seconds, cpu)
+    return _summary(rec, seconds, cpu, args, process_cpu_seconds(args.peer_pid) - peer0)
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    pool = Pool(args.tokens, args.cycle)
+    pool = Pool(args.tokens, args.cycle, args.start)
+    result = await _run_on(args, pool)
+    if pool.tokens:  # where the next phase on this server should begin (warm-up included)
+        result["next_token"] = max(pool.next, args.start) % len(pool.tokens)
+    return result
+
+
+async def _run_on(args: argparse.Namespace, pool: Pool) -> dict[str, Any]:
+    issued: list[str] = []
     if args.rpc.startswith("bao-"):
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-            return await _drive(_bao_calls(args, session, pool), args)
+            result = await _drive(_bao_calls(args, session, pool, issued), args)
+        if args.save_tokens:
+            args.save_tokens.write_text("\n".join(issued) + "\n")
+        return result
     # One TCP connection per channel: gRPC shares subchannels between channels with equal
     # arguments, so each gets its own index; several connections reach several workers.
     channels = [grpc.aio.insecure_channel(args.addr, options=[("bench.channel", i)])
                 for i in range(args.channels)]
-    issued: list[str] = []
     try:
         result = await _drive(_grpc_calls(args, channels, pool, issued), args)
     finally:
@@ -255,7 +315,10 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--addr", required=True, help="host:port (gRPC) or http://… (bao)")
     parser.add_argument("--rpc", required=True, choices=[
-        "health", "jwks", "verify", "verify-repeat", "issue", "bao-issue", "bao-introspect"])
+        "health", "jwks", "verify", "verify-repeat", "verify-many", "issue", "bao-issue",
+        "bao-introspect"])
+    parser.add_argument("--batch", type=int, default=16,
+                        help="verify-many: tokens per VerifyMany call (1 to 256)")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--max-count", type=int, required=True)
@@ -264,8 +327,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds, not measured")
     parser.add_argument("--warmup-count", type=int, default=2000)
     parser.add_argument("--server-pid", type=int, action="append", default=[])
+    parser.add_argument("--peer-pid", type=int, action="append", default=[],
+                        help="another process whose CPU time to report apart")
     parser.add_argument("--tokens", type=Path, help="tokens to verify, one a line")
     parser.add_argument("--cycle", action="store_true", help="verify: reuse tokens in order")
+    parser.add_argument("--start", type=int, default=0,
+                        help="verify: begin at this token of the pool (where the previous "
+                             "phase on the same server stopped)")
     parser.add_argument("--save-tokens", type=Path, help="issue: write issued tokens here")
     parser.add_argument("--audience", default="bench-api")
     parser.add_argument("--bao-token", default="")
@@ -277,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.max_count <= 0 or args.max_seconds <= 0:
         print("bench.loadgen: --max-count and --max-seconds must be positive", file=sys.stderr)
+        return 2
+    if not 1 <= args.batch <= 256:
+        print("bench.loadgen: --batch takes 1 to 256", file=sys.stderr)
         return 2
     result = asyncio.run(_run(args))
     print(json.dumps({"rpc": args.rpc, **result}))

@@ -18,8 +18,8 @@ which `--only transit` on an older commit gives for comparison.
 
 from __future__ import annotations
 
+import functools
 import os
-import statistics
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -30,6 +30,8 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
+
+from bench import rounds as rounds_
 
 KEY = "bench-tracing"
 PHASES = ("verify", "issue")
@@ -127,53 +129,23 @@ def sampler(variables: dict[str, str] | None) -> Iterator[None]:
 
 def alternate(load: Load, servers: dict[str, Any], rounds: int, seconds: float,
               tokens: Path) -> dict[str, Any]:
-    """`rounds` rounds of each phase on each server, rotating which goes first. Every
-    server first verifies the whole pool once, so all start with the same cache."""
-    names = list(servers)
+    """`rounds` rounds of each phase on each server, rotating which goes first (bench.rounds).
+    Every server first verifies the whole pool once, so all start with the same cache."""
     count = sum(1 for _ in tokens.open())
-    for side in names:
+    for side in servers:
         load(servers[side], "verify", 30, tokens=tokens, max_count=count, warmup=0)
-    samples: dict[str, dict[str, list[dict[str, Any]]]] = {
-        phase: {side: [] for side in names} for phase in PHASES}
-    for index in range(rounds):
-        shift = index % len(names)
-        order = names[shift:] + names[:shift]
-        for phase in PHASES:
-            for side in order:
-                options: dict[str, Any] = ({"tokens": tokens, "cycle": True, "warmup": 0.3}
-                                           if phase == "verify" else {"warmup": 0.3})
-                samples[phase][side].append(load(servers[side], phase, seconds, **options))
+    verify = {"tokens": tokens, "cycle": True, "warmup": 0.3}
+    groups = {phase: {side: functools.partial(load, server, phase, seconds,
+                                              **(verify if phase == "verify" else
+                                                 {"warmup": 0.3}))
+                      for side, server in servers.items()} for phase in PHASES}
+    samples = rounds_.alternate(rounds, groups)
     return {phase: summary(by_side) for phase, by_side in samples.items()}
 
 
 def summary(by_side: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"rounds": dict(by_side)}
-    for side, rows in by_side.items():
-        out[side] = {"rps": _median(rows, "rps"),
-                     "server_cpu_us_per_call": _median(rows, "server_cpu_us_per_call"),
-                     "p50_us": _median(rows, "p50_us"), "p99_us": _median(rows, "p99_us"),
-                     "errors": sum(int(row.get("errors", 0)) for row in rows)}
-    off = out["off"]
-    for side in by_side:
-        if side == "off":
-            continue
-        figures = out[side]
-        figures["rps_ratio_to_off"] = _ratio(figures["rps"], off["rps"])
-        figures["cpu_per_call_ratio_to_off"] = _ratio(figures["server_cpu_us_per_call"],
-                                                      off["server_cpu_us_per_call"])
-        figures["cpu_us_added_per_call"] = (
-            round(figures["server_cpu_us_per_call"] - off["server_cpu_us_per_call"], 1)
-            if figures["server_cpu_us_per_call"] and off["server_cpu_us_per_call"] else None)
-    return out
-
-
-def _median(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [float(row[key]) for row in rows if row.get(key) is not None]
-    return round(statistics.median(values), 1) if values else None
-
-
-def _ratio(top: float | None, bottom: float | None) -> float | None:
-    return round(top / bottom, 3) if top and bottom else None
+    """Medians per side, each ÷ `off`."""
+    return rounds_.summary(by_side, base="off")
 
 
 def table(results: dict[str, Any]) -> str:

@@ -25,8 +25,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/tokend/tokend/clients/go/tokendv1"
 )
@@ -48,15 +50,17 @@ func (p *pids) Set(v string) error {
 type options struct {
 	addr, rpc, tokens, saveTokens, audience      string
 	concurrency, channels, maxCount, warmupCount int
+	batch, start                                 int
 	maxSeconds, rate, warmup                     float64
 	cycle                                        bool
-	serverPIDs                                   pids
+	serverPIDs, peerPIDs                         pids
 }
 
 func parseFlags() options {
 	var o options
 	flag.StringVar(&o.addr, "addr", "", "host:port of the gRPC server")
-	flag.StringVar(&o.rpc, "rpc", "", "health, jwks, verify, verify-repeat or issue")
+	flag.StringVar(&o.rpc, "rpc", "", "health, jwks, verify, verify-repeat, verify-many or issue")
+	flag.IntVar(&o.batch, "batch", 16, "verify-many: tokens per VerifyMany call (1 to 256)")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "calls in flight (closed loop)")
 	flag.IntVar(&o.channels, "channels", 4, "TCP connections")
 	flag.IntVar(&o.maxCount, "max-count", 0, "at most this many measured calls")
@@ -65,8 +69,12 @@ func parseFlags() options {
 	flag.Float64Var(&o.warmup, "warmup", 0.5, "seconds of unmeasured calls first")
 	flag.IntVar(&o.warmupCount, "warmup-count", 2000, "at most this many warm-up calls")
 	flag.Var(&o.serverPIDs, "server-pid", "server process to read CPU time of (repeatable)")
+	flag.Var(&o.peerPIDs, "peer-pid", "another process whose CPU time to report apart, e.g. "+
+		"the OpenBao that signs for tokend (repeatable)")
 	flag.StringVar(&o.tokens, "tokens", "", "tokens to verify, one a line")
 	flag.BoolVar(&o.cycle, "cycle", false, "verify: reuse tokens in order")
+	flag.IntVar(&o.start, "start", 0, "verify: begin at this token of the pool (where the "+
+		"previous phase on the same server stopped, so a cycle never meets its cache)")
 	flag.StringVar(&o.saveTokens, "save-tokens", "", "issue: write issued tokens here")
 	flag.StringVar(&o.audience, "audience", "bench-api", "audience to issue for and verify")
 	flag.Parse()
@@ -131,8 +139,46 @@ func (t *target) call() (caller, error) {
 			}
 			return err
 		}, nil
+	case "verify-many":
+		return t.verifyMany()
 	}
 	return nil, fmt.Errorf("unknown -rpc %q", t.opts.rpc)
+}
+
+// verifyMany sends -batch tokens from the pool per VerifyMany call; every result must
+// be a valid VerifyResponse.
+func (t *target) verifyMany() (caller, error) {
+	if len(t.tokens) == 0 {
+		return nil, errors.New("verify-many needs -tokens")
+	}
+	if t.opts.batch < 1 || t.opts.batch > 256 {
+		return nil, errors.New("-batch takes 1 to 256")
+	}
+	n := len(t.tokend)
+	return func(ctx context.Context, w int) error {
+		req := &pb.VerifyManyRequest{Requests: make([]*pb.VerifyRequest, 0, t.opts.batch)}
+		for i := 0; i < t.opts.batch; i++ {
+			token, ok := t.next()
+			if !ok {
+				return errExhausted
+			}
+			req.Requests = append(req.Requests, &pb.VerifyRequest{Token: token,
+				Audience: t.opts.audience})
+		}
+		resp, err := t.tokend[w%n].VerifyMany(ctx, req)
+		if err != nil {
+			return err
+		}
+		if len(resp.Results) != len(req.Requests) {
+			return fmt.Errorf("%d results for %d requests", len(resp.Results), len(req.Requests))
+		}
+		for _, result := range resp.Results {
+			if r := result.GetResponse(); r == nil || !r.Valid {
+				return fmt.Errorf("token refused in batch: %v", result)
+			}
+		}
+		return nil
+	}, nil
 }
 
 // next hands each call its own token; verify-repeat always the first.
@@ -151,10 +197,11 @@ func (t *target) next() (string, bool) {
 }
 
 type recorder struct {
-	mu         sync.Mutex
-	latencies  []time.Duration
-	errors     int
-	firstError string
+	mu            sync.Mutex
+	latencies     []time.Duration
+	errors        int
+	firstError    string
+	unimplemented atomic.Bool
 }
 
 func (r *recorder) ok(d time.Duration) {
@@ -164,6 +211,9 @@ func (r *recorder) ok(d time.Duration) {
 }
 
 func (r *recorder) fail(err error) {
+	if status.Code(err) == codes.Unimplemented {
+		r.unimplemented.Store(true)
+	}
 	r.mu.Lock()
 	r.errors++
 	if r.firstError == "" {
@@ -193,6 +243,9 @@ func closedLoop(call caller, concurrency, maxCount int, seconds float64, rec *re
 				}
 				if err != nil {
 					rec.fail(err)
+					if rec.unimplemented.Load() {
+						return // a server without this RPC: the row says so
+					}
 					continue
 				}
 				rec.ok(time.Since(started))
@@ -291,6 +344,9 @@ func run(o options) (map[string]any, error) {
 	if t.tokens, err = readTokens(o.tokens); err != nil {
 		return nil, err
 	}
+	if len(t.tokens) > 0 {
+		t.cursor.Store(int64(o.start % len(t.tokens)))
+	}
 	for i := 0; i < o.channels; i++ {
 		// WithNoProxy: loopback only, whatever the environment says.
 		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -310,7 +366,7 @@ func run(o options) (map[string]any, error) {
 		closedLoop(call, o.concurrency, o.warmupCount, o.warmup, &recorder{})
 	}
 	rec := &recorder{}
-	cpu0, own0 := processCPU(o.serverPIDs), ownCPU()
+	cpu0, peer0, own0 := processCPU(o.serverPIDs), processCPU(o.peerPIDs), ownCPU()
 	started := time.Now()
 	if o.rate > 0 {
 		openLoop(call, o, rec)
@@ -319,6 +375,7 @@ func run(o options) (map[string]any, error) {
 	}
 	seconds := time.Since(started).Seconds()
 	serverCPU, clientCPU := processCPU(o.serverPIDs)-cpu0, ownCPU()-own0
+	peerCPU := processCPU(o.peerPIDs) - peer0
 	if o.saveTokens != "" {
 		if err := os.WriteFile(o.saveTokens, []byte(strings.Join(t.issued, "\n")+"\n"), 0o600); err != nil {
 			return nil, err
@@ -348,6 +405,31 @@ func run(o options) (map[string]any, error) {
 	}
 	if count > 0 {
 		result["server_cpu_us_per_call"] = round(serverCPU/float64(count)*1e6, 1)
+	}
+	if len(o.peerPIDs) > 0 {
+		result["peer_cpu_s"] = round(peerCPU, 3)
+		if count > 0 {
+			result["peer_cpu_us_per_call"] = round(peerCPU/float64(count)*1e6, 1)
+		}
+	}
+	if rec.unimplemented.Load() {
+		result["unimplemented"] = true
+	}
+	if len(t.tokens) > 0 {
+		// Where the next phase on this server should begin: warm-up calls included.
+		result["next_token"] = t.cursor.Load() % int64(len(t.tokens))
+	}
+	if o.rpc == "verify-many" {
+		// A call verifies -batch tokens: the figures per token are what compare with
+		// one unary Verify per token.
+		tokens := count * o.batch
+		result["batch"] = o.batch
+		result["tokens"] = tokens
+		result["tokens_per_s"] = round(float64(tokens)/seconds, 1)
+		result["server_cpu_us_per_token"] = nil
+		if tokens > 0 {
+			result["server_cpu_us_per_token"] = round(serverCPU/float64(tokens)*1e6, 2)
+		}
 	}
 	return result, nil
 }
