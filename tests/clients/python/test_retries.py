@@ -114,7 +114,9 @@ async def test_deadline_covers_all_attempts(scripted: ScriptedServer,
         await outcome(client.verify("some.token.here", "orders"))
     # Either the last attempt's UNAVAILABLE or the deadline, whichever came first.
     assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    assert time.monotonic() - started < 1.0 + 0.3
+    # One deadline for every attempt: well under two of them, with room for a loaded
+    # machine to deliver it late (seen 1.77 s in CI under load; 4 deadlines would be 4 s).
+    assert time.monotonic() - started < 2.0
     assert 1 <= scripted.service.calls["Verify"] <= 5
 
 
