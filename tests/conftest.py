@@ -27,7 +27,6 @@ from tests.support.postgres import (  # noqa: F401 (pytest fixtures)
 from tests.support.tokend import RunningTokend, make_settings, mtls_tokend
 
 
-
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
                                   ) -> dict[str, object]:
     """The in-process servers of the tests run on uvloop, as `tokend serve` does by

@@ -183,7 +183,8 @@ class App:
         circuit = SigningCircuit(signing.probe_interval, on_change=self._signing_changed)
         self._batcher = SignBatcher(
             keyring, self._executor, circuit=circuit,
-            give_up_after=signing.max_wait or self.settings.vault.timeout, tracer=self._tracer)
+            give_up_after=signing.max_wait or self.settings.vault.timeout,
+            max_wait=signing.batch_wait, tracer=self._tracer)
         return self._batcher
 
     def _signing_changed(self, can_sign: bool) -> None:

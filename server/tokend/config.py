@@ -21,12 +21,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from tokend.event_loop import EventLoop
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|[smhd])$")
 
 
 def _parse_duration(value: Any) -> Any:
-    """Accept seconds as a number, or a string such as `90s`, `15m`, `1h`, `30d`."""
+    """Accept seconds as a number, or a string such as `3ms`, `90s`, `15m`, `1h`, `30d`."""
     if isinstance(value, str):
         text = value.strip()
         match = _DURATION.match(text)
@@ -36,7 +36,7 @@ def _parse_duration(value: Any) -> Any:
             return float(text)
         except ValueError:
             raise ValueError(
-                f"{value!r} is not a duration: use seconds or e.g. 90s, 15m, 1h, 30d"
+                f"{value!r} is not a duration: use seconds or e.g. 3ms, 90s, 15m, 1h, 30d"
             ) from None
     return value
 
@@ -174,6 +174,10 @@ class SigningConfig(_Section):
     # After a signing call fails, Issue and Refresh answer UNAVAILABLE at once, and one
     # probe call tests the custody this often until it signs again.
     probe_interval: Annotated[Seconds, Field(le=300)] = 2.0
+    # Concurrent signatures leave for Vault together, one batch at most this often (a
+    # full one at once): longer makes larger batches, so fewer Transit calls per token,
+    # for that much more latency at load (tokens/batching.py; bench/README.md).
+    batch_wait: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0, le=0.05)] = 0.003
 
 
 class HttpConfig(_Section):

@@ -13,6 +13,7 @@ import grpc
 
 from tests.support.bao import free_port
 from tests.support.pki import Issued, TestCA
+from tokend import event_loop
 from tokend.app import App
 from tokend.config import Settings, load_settings
 from tokend_client.v1 import tokend_pb2_grpc
@@ -50,7 +51,8 @@ class RunningTokend:
         self.settings = settings
         self._tls_client = tls_client
         self.app = App(settings)
-        self._loop = asyncio.new_event_loop()
+        # The loop `tokend serve` would run (uvloop unless settings.event_loop says asyncio).
+        self._loop = event_loop.loop_factory(settings.event_loop)()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.channel: grpc.Channel | None = None
 

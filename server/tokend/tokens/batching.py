@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 # batches in flight: every call costs CPU on this side too, and inputs that wait for a
 # slot make the next batch larger.
 DEFAULT_MAX_BATCH = 64
-DEFAULT_MAX_WAIT = 0.002
+DEFAULT_MAX_WAIT = 0.003  # signing.batch_wait's default
 DEFAULT_MAX_IN_FLIGHT = 2
 
 
