@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import resource
 import signal
 import time
@@ -417,6 +418,7 @@ async def serve_forever(settings: Settings, *, reuse_port: bool = False) -> None
     """Runs until SIGINT/SIGTERM, then shuts down gracefully."""
     app = App(settings, reuse_port=reuse_port)
     await app.start()
+    _freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -425,3 +427,12 @@ async def serve_forever(settings: Settings, *, reuse_port: bool = False) -> None
         await stop.wait()
     finally:
         await app.stop()
+
+
+def _freeze_startup_objects() -> None:
+    """What start-up built (modules, descriptors, settings, keys) lives as long as the
+    process: moved out of the cyclic collector's reach, a full collection no longer walks
+    it while calls wait (Verify p99 at half load 21 -> 3 ms, bench/README.md)."""
+    gc.collect()
+    gc.freeze()
+    log.info("gc.frozen", objects=gc.get_freeze_count())
