@@ -11,12 +11,11 @@ server CPU per call below 1 is CPU uvloop saves.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import rounds
+from bench import report, rounds
 
 KEY = "bench-event-loop"
 LOOPS = ("asyncio", "uvloop")
@@ -68,11 +67,8 @@ def _by_round(row: dict[str, Any]) -> str:
 
 def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """results/event-loop-<date>.{json,md}; latest.* left alone."""
-    out.mkdir(parents=True, exist_ok=True)
+    paths = report.dated_results(results, out, "event-loop")
     run = results.get("run", {})
-    stem = f"event-loop-{str(run.get('date', 'undated'))[:10]}"
-    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
-    paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
     figures = results["event_loop"]
     machine = run.get("machine", {})
     quick = " --quick" if run.get("mode") == "quick" else ""

@@ -574,14 +574,21 @@ def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     return paths
 
 
-def write_verifiers(results: dict[str, Any], out: Path) -> dict[str, Path]:
-    """`--only verifiers`: results/verifiers-<date>.{json,md}, latest.* left alone."""
+def dated_results(results: dict[str, Any], out: Path, part: str) -> dict[str, Path]:
+    """Writes results/<part>-<date>.json (a `--only` part's figures; latest.* left alone)
+    and returns it with the path its table goes to, <part>-<date>.md."""
     out.mkdir(parents=True, exist_ok=True)
-    run = results.get("run", {})
-    machine = run.get("machine", {})
-    stem = f"verifiers-{str(run.get('date', 'undated'))[:10]}"
+    stem = f"{part}-{str(results.get('run', {}).get('date', 'undated'))[:10]}"
     paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
     paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return paths
+
+
+def write_verifiers(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    """`--only verifiers`: results/verifiers-<date>.{json,md}, latest.* left alone."""
+    paths = dated_results(results, out, "verifiers")
+    run = results.get("run", {})
+    machine = run.get("machine", {})
     lines = ["# tokend benchmark: local verifiers per language", "",
              f"{run.get('date')} · `scripts/bench --only verifiers` · commit {run.get('commit')} "
              f"· {run.get('seconds')} s", "",

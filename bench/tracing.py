@@ -31,6 +31,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
+from bench import report
 from bench import rounds as rounds_
 
 KEY = "bench-tracing"
@@ -237,13 +238,8 @@ class _Call:
 
 def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """results/tracing-<date>.{json,md}; latest.* left alone."""
-    import json
-
-    out.mkdir(parents=True, exist_ok=True)
+    paths = report.dated_results(results, out, "tracing")
     run = results.get("run", {})
-    stem = f"tracing-{str(run.get('date', 'undated'))[:10]}"
-    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
-    paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
     figures = results["tracing"]
     machine = run.get("machine", {})
     quick = " --quick" if run.get("mode") == "quick" else ""
