@@ -49,14 +49,15 @@ def verify_many(server: RunningTokend, batch: list[pb.VerifyRequest], request_id
 
 def unary_answer(server: RunningTokend, request: pb.VerifyRequest) -> pb.VerifyManyResult:
     """What unary Verify answers, in VerifyMany's terms: its response, or its
-    INVALID_ARGUMENT's field violation."""
+    INVALID_ARGUMENT's field violation and reason."""
     try:
         return pb.VerifyManyResult(response=server.stub.Verify(request, timeout=10))
     except grpc.RpcError as exc:
         assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
-        (violation,) = error_from_rpc(exc).field_violations
+        error = error_from_rpc(exc)
+        (violation,) = error.field_violations
         return pb.VerifyManyResult(invalid=pb.InvalidRequest(
-            field=violation.field, description=violation.description))
+            field=violation.field, description=violation.description, reason=error.reason))
 
 
 def mixed_batch(server: RunningTokend) -> list[pb.VerifyRequest]:

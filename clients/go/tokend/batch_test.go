@@ -71,7 +71,7 @@ func (s *verifyServer) count(method string) int {
 
 func answer(r *tokendv1.VerifyRequest) (*tokendv1.VerifyResponse, *tokendv1.InvalidRequest) {
 	if r.GetAudience() == "" {
-		return nil, &tokendv1.InvalidRequest{Field: "audience", Description: "audience is required"}
+		return nil, &tokendv1.InvalidRequest{Field: "audience", Description: "audience is required", Reason: "INVALID_AUDIENCE"}
 	}
 	if strings.HasPrefix(r.GetToken(), "revoked") {
 		return &tokendv1.VerifyResponse{Reason: tokendv1.Reason_REASON_REVOKED}, nil

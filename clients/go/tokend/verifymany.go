@@ -75,29 +75,18 @@ func verifyChunk(ctx context.Context, client tokendv1.TokenServiceClient,
 	wg.Wait()
 }
 
-// The ErrorInfo reason tokend gives a refused Verify field (server: api/errors.py
-// FIELD_REASONS); any other field answers INVALID_REQUEST.
-var verifyFieldReasons = map[string]string{
-	"token":                     "INVALID_TOKEN",
-	"audience":                  "INVALID_AUDIENCE",
-	"required_scopes":           "INVALID_REQUIRED_SCOPES",
-	"presenter_certificate_der": "INVALID_PRESENTER",
-	"presenter_x5t_s256":        "INVALID_PRESENTER",
-	"delegation":                "INVALID_DELEGATION",
-}
-
 // invalidRequestError is the error a unary Verify refused for this reason returns: status
 // INVALID_ARGUMENT with the description as message, and the ErrorInfo and BadRequest
 // details tokend sends (docs/errors.md), so ErrorFrom reads it the same.
 func invalidRequestError(invalid *tokendv1.InvalidRequest) error {
-	field, description := invalid.GetField(), invalid.GetDescription()
-	info := &errdetails.ErrorInfo{Reason: "INVALID_REQUEST", Domain: ErrorDomain,
+	field, description, reason := invalid.GetField(), invalid.GetDescription(), invalid.GetReason()
+	if reason == "" { // the server names it (proto InvalidRequest.reason)
+		reason = "INVALID_REQUEST"
+	}
+	info := &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain,
 		Metadata: map[string]string{"method": "Verify"}}
 	details := []protoadapt.MessageV1{info}
 	if field != "" {
-		if reason, ok := verifyFieldReasons[field]; ok {
-			info.Reason = reason
-		}
 		info.Metadata["field"] = field
 		details = append(details, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
 			{Field: field, Description: description}}})

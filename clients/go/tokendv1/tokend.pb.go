@@ -887,7 +887,11 @@ type InvalidRequest struct {
 	// The field, as in google.rpc.BadRequest.FieldViolation.field (e.g. "audience").
 	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
 	// What is wrong with it; never repeats a token.
-	Description   string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The google.rpc.ErrorInfo reason a single call would carry (e.g.
+	// "INVALID_AUDIENCE"; docs/errors.md), so a client raises the same error for this
+	// item as for a refused Verify without a table of its own.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -932,6 +936,13 @@ func (x *InvalidRequest) GetField() string {
 func (x *InvalidRequest) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *InvalidRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -1732,10 +1743,11 @@ const file_tokend_v1_tokend_proto_rawDesc = "" +
 	"\x10VerifyManyResult\x127\n" +
 	"\bresponse\x18\x01 \x01(\v2\x19.tokend.v1.VerifyResponseH\x00R\bresponse\x125\n" +
 	"\ainvalid\x18\x02 \x01(\v2\x19.tokend.v1.InvalidRequestH\x00R\ainvalidB\t\n" +
-	"\aoutcome\"H\n" +
+	"\aoutcome\"`\n" +
 	"\x0eInvalidRequest\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription\"v\n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"v\n" +
 	"\x0eRefreshRequest\x12#\n" +
 	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12'\n" +

@@ -298,7 +298,10 @@ function resultsOf(answer: VerifyManyResponse, count: number): VerifyResult[] {
   return answer.results.map((result): VerifyResult => {
     switch (result.outcome.case) {
       case "response": return result.outcome.value;
-      case "invalid": return invalidVerifyRequestError(result.outcome.value.field, result.outcome.value.description);
+      case "invalid": {
+        const { field, description, reason } = result.outcome.value;
+        return invalidVerifyRequestError(field, description, reason);
+      }
       default: return new ConnectError("VerifyMany answered a result without an outcome", Code.Internal);
     }
   });

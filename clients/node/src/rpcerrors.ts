@@ -127,24 +127,15 @@ export function tokendErrorFrom(error: unknown): TokendError {
   );
 }
 
-// The reason tokend gives a refused request field (server/tokend/api/errors.py FIELD_REASONS),
-// for the fields a VerifyRequest has; any other field is INVALID_REQUEST there too.
-const VERIFY_FIELD_REASONS: Readonly<Record<string, string>> = {
-  token: "INVALID_TOKEN",
-  audience: "INVALID_AUDIENCE",
-  required_scopes: "INVALID_REQUIRED_SCOPES",
-  presenter_certificate_der: "INVALID_PRESENTER",
-  presenter_x5t_s256: "INVALID_PRESENTER",
-  delegation: "INVALID_DELEGATION",
-};
-
 /**
  * The error a unary Verify refused with INVALID_ARGUMENT raises, rebuilt from a VerifyMany
- * item's `invalid` result (its BadRequest field and description), so that a batched call
- * fails exactly as a lone one: same code, message, ErrorInfo and field violation.
+ * item's `invalid` result (its BadRequest field and description, and the ErrorInfo reason
+ * the server names), so that a batched call fails exactly as a lone one: same code,
+ * message, ErrorInfo and field violation.
  */
-export function invalidVerifyRequestError(field: string, description: string): ConnectError {
-  const reason = field === "" ? "INVALID_REQUEST" : VERIFY_FIELD_REASONS[field] ?? "INVALID_REQUEST";
+export function invalidVerifyRequestError(field: string, description: string,
+                                          serverReason = ""): ConnectError {
+  const reason = serverReason === "" ? "INVALID_REQUEST" : serverReason;
   const metadata: Record<string, string> = field === "" ? { method: "Verify" } : { method: "Verify", field };
   const details: ConstructorParameters<typeof ConnectError>[3] = [
     { desc: ErrorInfoSchema, value: { reason, domain: ERROR_DOMAIN, metadata } }];

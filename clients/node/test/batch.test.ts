@@ -20,7 +20,9 @@ import {
 
 /** What the stand-in answers for a request: "ok-<subject>" is valid, "revoked-…" revoked. */
 function answer(request: VerifyRequest): VerifyResponse {
-  if (request.audience === "") throw invalidVerifyRequestError("audience", "audience is required");
+  if (request.audience === "") {
+    throw invalidVerifyRequestError("audience", "audience is required", "INVALID_AUDIENCE");
+  }
   if (request.token.startsWith("ok-")) {
     return create(VerifyResponseSchema, { valid: true, subject: request.token.slice(3) });
   }
@@ -64,8 +66,9 @@ class StandIn {
         try {
           return { outcome: { case: "response" as const, value: answer(item) } };
         } catch (error) {
-          const violation = tokendErrorFrom(error).fieldViolations[0]!;
-          return { outcome: { case: "invalid" as const, value: violation } };
+          const refused = tokendErrorFrom(error);
+          const value = { ...refused.fieldViolations[0]!, reason: refused.reason };
+          return { outcome: { case: "invalid" as const, value } };
         }
       }),
     };

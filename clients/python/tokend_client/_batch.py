@@ -52,16 +52,6 @@ DEFAULT_MAX_BATCH = 64
 # More RPCs in flight than this buys nothing but memory; the bound keeps typos visible.
 MAX_IN_FLIGHT = 1024
 
-# The reason tokend gives a unary Verify's INVALID_ARGUMENT per field (server
-# api/errors.py FIELD_REASONS, Verify's fields): an `invalid` item raises the same error.
-_FIELD_REASONS = {
-    "token": "INVALID_TOKEN",
-    "audience": "INVALID_AUDIENCE",
-    "required_scopes": "INVALID_REQUIRED_SCOPES",
-    "presenter_certificate_der": "INVALID_PRESENTER",
-    "presenter_x5t_s256": "INVALID_PRESENTER",
-    "delegation": "INVALID_DELEGATION",
-}
 _STATE_ERRORS = (asyncio.InvalidStateError, concurrent.futures.InvalidStateError)
 
 
@@ -185,11 +175,12 @@ def invalid_argument(invalid: pb.InvalidRequest) -> InvalidArgumentError:
     """The InvalidArgumentError unary Verify raises for the same request: the same
     message, ErrorInfo reason/metadata and field violation (server api/errors.py)."""
     code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = invalid.reason or "INVALID_REQUEST"  # the server names it (proto InvalidRequest)
     if not invalid.field:
-        return InvalidArgumentError(code, invalid.description, reason="INVALID_REQUEST",
+        return InvalidArgumentError(code, invalid.description, reason=reason,
                                     domain=DOMAIN, metadata={"method": "Verify"})
     return InvalidArgumentError(
-        code, invalid.description, reason=_FIELD_REASONS.get(invalid.field, "INVALID_REQUEST"),
+        code, invalid.description, reason=reason,
         domain=DOMAIN, metadata={"method": "Verify", "field": invalid.field},
         field_violations=(FieldViolation(invalid.field, invalid.description),))
 

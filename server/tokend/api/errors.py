@@ -198,11 +198,13 @@ def _bad_request(exc: BadRequest) -> Failure:
                    violations=[(exc.field, str(exc))], metadata={"field": exc.field})
 
 
-def field_violation(exc: BadRequest) -> tuple[str, str]:
-    """(field, description) of the BadRequest field violation a unary call refused with
-    `exc` carries: a VerifyMany item's `invalid` result. No field named: ("", message)."""
+def field_violation(exc: BadRequest) -> tuple[str, str, str]:
+    """(field, description, reason) of the refusal a unary call refused with `exc`
+    carries (its BadRequest field violation and ErrorInfo reason): a VerifyMany item's
+    `invalid` result. No field named: ("", message, reason)."""
     failure = _bad_request(exc)
-    return failure.violations[0] if failure.violations else ("", failure.message)
+    field, description = failure.violations[0] if failure.violations else ("", failure.message)
+    return field, description, failure.reason
 
 
 def _refused(exc: Refused) -> Failure:

@@ -57,8 +57,8 @@ class BatchingService(ScriptedTokenService):
 
 def _result(request: pb.VerifyRequest) -> pb.VerifyManyResult:
     if not request.audience:
-        return pb.VerifyManyResult(invalid=pb.InvalidRequest(field="audience",
-                                                             description=EMPTY_AUDIENCE))
+        return pb.VerifyManyResult(invalid=pb.InvalidRequest(
+            field="audience", description=EMPTY_AUDIENCE, reason="INVALID_AUDIENCE"))
     return pb.VerifyManyResult(response=verify_response(request))
 
 

@@ -477,19 +477,26 @@ class InvalidRequest(_message.Message):
 
     FIELD_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     """The field, as in google.rpc.BadRequest.FieldViolation.field (e.g. "audience")."""
     description: _builtins.str
     """What is wrong with it; never repeats a token."""
+    reason: _builtins.str
+    """The google.rpc.ErrorInfo reason a single call would carry (e.g.
+    "INVALID_AUDIENCE"; docs/errors.md), so a client raises the same error for this
+    item as for a refused Verify without a table of its own.
+    """
     def __init__(
         self,
         *,
         field: _builtins.str = ...,
         description: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,4 +49,28 @@ public interface InvalidRequestOrBuilder extends
    */
   com.google.protobuf.ByteString
       getDescriptionBytes();
+
+  /**
+   * <pre>
+   * The google.rpc.ErrorInfo reason a single call would carry (e.g.
+   * "INVALID_AUDIENCE"; docs/errors.md), so a client raises the same error for this
+   * item as for a refused Verify without a table of its own.
+   * </pre>
+   *
+   * <code>string reason = 3 [json_name = "reason"];</code>
+   * @return The reason.
+   */
+  java.lang.String getReason();
+  /**
+   * <pre>
+   * The google.rpc.ErrorInfo reason a single call would carry (e.g.
+   * "INVALID_AUDIENCE"; docs/errors.md), so a client raises the same error for this
+   * item as for a refused Verify without a table of its own.
+   * </pre>
+   *
+   * <code>string reason = 3 [json_name = "reason"];</code>
+   * @return The bytes for reason.
+   */
+  com.google.protobuf.ByteString
+      getReasonBytes();
 }

@@ -176,72 +176,72 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
       "yManyResult\0227\n\010response\030\001 \001(\0132\031.tokend.v" +
       "1.VerifyResponseH\000R\010response\0225\n\007invalid\030" +
       "\002 \001(\0132\031.tokend.v1.InvalidRequestH\000R\007inva" +
-      "lidB\t\n\007outcome\"H\n\016InvalidRequest\022\024\n\005fiel" +
+      "lidB\t\n\007outcome\"`\n\016InvalidRequest\022\024\n\005fiel" +
       "d\030\001 \001(\tR\005field\022 \n\013description\030\002 \001(\tR\013des" +
-      "cription\"v\n\016RefreshRequest\022#\n\rrefresh_to" +
-      "ken\030\001 \001(\tR\014refreshToken\022\026\n\006scopes\030\002 \003(\tR" +
-      "\006scopes\022\'\n\017idempotency_key\030\003 \001(\tR\016idempo" +
-      "tencyKey\"\240\001\n\rRevokeRequest\022\026\n\005token\030\001 \001(" +
-      "\tH\000R\005token\022\022\n\003jti\030\002 \001(\tH\000R\003jti\022%\n\rrefres" +
-      "h_token\030\003 \001(\tH\000R\014refreshToken\022\032\n\007subject" +
-      "\030\004 \001(\tH\000R\007subject\022\026\n\006reason\030\005 \001(\tR\006reaso" +
-      "nB\010\n\006target\"*\n\016RevokeResponse\022\030\n\007revoked" +
-      "\030\001 \001(\005R\007revoked\"\020\n\016GetJwksRequest\".\n\017Get" +
-      "JwksResponse\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJso" +
-      "n\">\n\027WatchRevocationsRequest\022#\n\rfrom_seq" +
-      "uence\030\001 \001(\003R\014fromSequence\"\355\001\n\017Revocation" +
-      "Event\022\032\n\010sequence\030\001 \001(\003R\010sequence\022\022\n\004kin" +
-      "d\030\002 \001(\tR\004kind\022\024\n\005value\030\003 \001(\tR\005value\0229\n\nn" +
-      "ot_before\030\004 \001(\0132\032.google.protobuf.Timest" +
-      "ampR\tnotBefore\0229\n\nexpires_at\030\005 \001(\0132\032.goo" +
-      "gle.protobuf.TimestampR\texpiresAt\022\036\n\nche" +
-      "ckpoint\030\006 \001(\010R\ncheckpoint\"\022\n\020WatchJwksRe" +
-      "quest\"G\n\tJwksEvent\022\033\n\tjwks_json\030\001 \001(\tR\010j" +
-      "wksJson\022\035\n\nkeep_alive\030\002 \001(\010R\tkeepAlive\"\361" +
-      "\001\n\017ExchangeRequest\022#\n\rsubject_token\030\001 \001(" +
-      "\tR\014subjectToken\022\037\n\013actor_token\030\002 \001(\tR\nac" +
-      "torToken\022\032\n\010audience\030\003 \003(\tR\010audience\022\026\n\006" +
-      "scopes\030\004 \003(\tR\006scopes\022+\n\003ttl\030\005 \001(\0132\031.goog" +
-      "le.protobuf.DurationR\003ttl\0227\n\007binding\030\006 \001" +
-      "(\0132\035.tokend.v1.CertificateBindingR\007bindi" +
-      "ng\"\315\001\n\020ExchangeResponse\022!\n\014access_token\030" +
-      "\001 \001(\tR\013accessToken\022*\n\021issued_token_type\030" +
-      "\002 \001(\tR\017issuedTokenType\022\035\n\ntoken_type\030\003 \001" +
-      "(\tR\ttokenType\0229\n\nexpires_at\030\004 \001(\0132\032.goog" +
-      "le.protobuf.TimestampR\texpiresAt\022\020\n\003jti\030" +
-      "\005 \001(\tR\003jti*Y\n\nDelegation\022\032\n\026DELEGATION_U" +
-      "NSPECIFIED\020\000\022\027\n\023DELEGATION_REQUIRED\020\001\022\026\n" +
-      "\022DELEGATION_REFUSED\020\002*\323\003\n\006Reason\022\026\n\022REAS" +
-      "ON_UNSPECIFIED\020\000\022\024\n\020REASON_MALFORMED\020\001\022\030" +
-      "\n\024REASON_BAD_SIGNATURE\020\002\022\026\n\022REASON_UNKNO" +
-      "WN_KEY\020\003\022\022\n\016REASON_EXPIRED\020\004\022\030\n\024REASON_N" +
-      "OT_YET_VALID\020\005\022\031\n\025REASON_WRONG_AUDIENCE\020" +
-      "\006\022\027\n\023REASON_WRONG_ISSUER\020\007\022\030\n\024REASON_MIS" +
-      "SING_SCOPE\020\010\022\022\n\016REASON_REVOKED\020\t\022\037\n\033REAS" +
-      "ON_DISALLOWED_ALGORITHM\020\n\022\025\n\021REASON_WRON" +
-      "G_TYPE\020\013\022\030\n\024REASON_MISSING_CLAIM\020\014\022\033\n\027RE" +
-      "ASON_ISSUED_IN_FUTURE\020\r\022\034\n\030REASON_LIFETI" +
-      "ME_TOO_LONG\020\016\022\024\n\020REASON_TOO_LARGE\020\017\022\037\n\033R" +
-      "EASON_CERTIFICATE_MISMATCH\020\020\022\025\n\021REASON_D" +
-      "ELEGATION\020\0212\362\004\n\014TokenService\022:\n\005Issue\022\027." +
-      "tokend.v1.IssueRequest\032\030.tokend.v1.Issue" +
-      "Response\022=\n\006Verify\022\030.tokend.v1.VerifyReq" +
-      "uest\032\031.tokend.v1.VerifyResponse\022I\n\nVerif" +
-      "yMany\022\034.tokend.v1.VerifyManyRequest\032\035.to" +
-      "kend.v1.VerifyManyResponse\022>\n\007Refresh\022\031." +
-      "tokend.v1.RefreshRequest\032\030.tokend.v1.Iss" +
-      "ueResponse\022=\n\006Revoke\022\030.tokend.v1.RevokeR" +
-      "equest\032\031.tokend.v1.RevokeResponse\022@\n\007Get" +
-      "Jwks\022\031.tokend.v1.GetJwksRequest\032\032.tokend" +
-      ".v1.GetJwksResponse\022T\n\020WatchRevocations\022" +
-      "\".tokend.v1.WatchRevocationsRequest\032\032.to" +
-      "kend.v1.RevocationEvent0\001\022@\n\tWatchJwks\022\033" +
-      ".tokend.v1.WatchJwksRequest\032\024.tokend.v1." +
-      "JwksEvent0\001\022C\n\010Exchange\022\032.tokend.v1.Exch" +
-      "angeRequest\032\033.tokend.v1.ExchangeResponse" +
-      "BU\n\rdev.tokend.v1B\013TokendProtoP\001Z5github" +
-      ".com/tokend/tokend/clients/go/tokendv1;t" +
-      "okendv1b\006proto3"
+      "cription\022\026\n\006reason\030\003 \001(\tR\006reason\"v\n\016Refr" +
+      "eshRequest\022#\n\rrefresh_token\030\001 \001(\tR\014refre" +
+      "shToken\022\026\n\006scopes\030\002 \003(\tR\006scopes\022\'\n\017idemp" +
+      "otency_key\030\003 \001(\tR\016idempotencyKey\"\240\001\n\rRev" +
+      "okeRequest\022\026\n\005token\030\001 \001(\tH\000R\005token\022\022\n\003jt" +
+      "i\030\002 \001(\tH\000R\003jti\022%\n\rrefresh_token\030\003 \001(\tH\000R" +
+      "\014refreshToken\022\032\n\007subject\030\004 \001(\tH\000R\007subjec" +
+      "t\022\026\n\006reason\030\005 \001(\tR\006reasonB\010\n\006target\"*\n\016R" +
+      "evokeResponse\022\030\n\007revoked\030\001 \001(\005R\007revoked\"" +
+      "\020\n\016GetJwksRequest\".\n\017GetJwksResponse\022\033\n\t" +
+      "jwks_json\030\001 \001(\tR\010jwksJson\">\n\027WatchRevoca" +
+      "tionsRequest\022#\n\rfrom_sequence\030\001 \001(\003R\014fro" +
+      "mSequence\"\355\001\n\017RevocationEvent\022\032\n\010sequenc" +
+      "e\030\001 \001(\003R\010sequence\022\022\n\004kind\030\002 \001(\tR\004kind\022\024\n" +
+      "\005value\030\003 \001(\tR\005value\0229\n\nnot_before\030\004 \001(\0132" +
+      "\032.google.protobuf.TimestampR\tnotBefore\0229" +
+      "\n\nexpires_at\030\005 \001(\0132\032.google.protobuf.Tim" +
+      "estampR\texpiresAt\022\036\n\ncheckpoint\030\006 \001(\010R\nc" +
+      "heckpoint\"\022\n\020WatchJwksRequest\"G\n\tJwksEve" +
+      "nt\022\033\n\tjwks_json\030\001 \001(\tR\010jwksJson\022\035\n\nkeep_" +
+      "alive\030\002 \001(\010R\tkeepAlive\"\361\001\n\017ExchangeReque" +
+      "st\022#\n\rsubject_token\030\001 \001(\tR\014subjectToken\022" +
+      "\037\n\013actor_token\030\002 \001(\tR\nactorToken\022\032\n\010audi" +
+      "ence\030\003 \003(\tR\010audience\022\026\n\006scopes\030\004 \003(\tR\006sc" +
+      "opes\022+\n\003ttl\030\005 \001(\0132\031.google.protobuf.Dura" +
+      "tionR\003ttl\0227\n\007binding\030\006 \001(\0132\035.tokend.v1.C" +
+      "ertificateBindingR\007binding\"\315\001\n\020ExchangeR" +
+      "esponse\022!\n\014access_token\030\001 \001(\tR\013accessTok" +
+      "en\022*\n\021issued_token_type\030\002 \001(\tR\017issuedTok" +
+      "enType\022\035\n\ntoken_type\030\003 \001(\tR\ttokenType\0229\n" +
+      "\nexpires_at\030\004 \001(\0132\032.google.protobuf.Time" +
+      "stampR\texpiresAt\022\020\n\003jti\030\005 \001(\tR\003jti*Y\n\nDe" +
+      "legation\022\032\n\026DELEGATION_UNSPECIFIED\020\000\022\027\n\023" +
+      "DELEGATION_REQUIRED\020\001\022\026\n\022DELEGATION_REFU" +
+      "SED\020\002*\323\003\n\006Reason\022\026\n\022REASON_UNSPECIFIED\020\000" +
+      "\022\024\n\020REASON_MALFORMED\020\001\022\030\n\024REASON_BAD_SIG" +
+      "NATURE\020\002\022\026\n\022REASON_UNKNOWN_KEY\020\003\022\022\n\016REAS" +
+      "ON_EXPIRED\020\004\022\030\n\024REASON_NOT_YET_VALID\020\005\022\031" +
+      "\n\025REASON_WRONG_AUDIENCE\020\006\022\027\n\023REASON_WRON" +
+      "G_ISSUER\020\007\022\030\n\024REASON_MISSING_SCOPE\020\010\022\022\n\016" +
+      "REASON_REVOKED\020\t\022\037\n\033REASON_DISALLOWED_AL" +
+      "GORITHM\020\n\022\025\n\021REASON_WRONG_TYPE\020\013\022\030\n\024REAS" +
+      "ON_MISSING_CLAIM\020\014\022\033\n\027REASON_ISSUED_IN_F" +
+      "UTURE\020\r\022\034\n\030REASON_LIFETIME_TOO_LONG\020\016\022\024\n" +
+      "\020REASON_TOO_LARGE\020\017\022\037\n\033REASON_CERTIFICAT" +
+      "E_MISMATCH\020\020\022\025\n\021REASON_DELEGATION\020\0212\362\004\n\014" +
+      "TokenService\022:\n\005Issue\022\027.tokend.v1.IssueR" +
+      "equest\032\030.tokend.v1.IssueResponse\022=\n\006Veri" +
+      "fy\022\030.tokend.v1.VerifyRequest\032\031.tokend.v1" +
+      ".VerifyResponse\022I\n\nVerifyMany\022\034.tokend.v" +
+      "1.VerifyManyRequest\032\035.tokend.v1.VerifyMa" +
+      "nyResponse\022>\n\007Refresh\022\031.tokend.v1.Refres" +
+      "hRequest\032\030.tokend.v1.IssueResponse\022=\n\006Re" +
+      "voke\022\030.tokend.v1.RevokeRequest\032\031.tokend." +
+      "v1.RevokeResponse\022@\n\007GetJwks\022\031.tokend.v1" +
+      ".GetJwksRequest\032\032.tokend.v1.GetJwksRespo" +
+      "nse\022T\n\020WatchRevocations\022\".tokend.v1.Watc" +
+      "hRevocationsRequest\032\032.tokend.v1.Revocati" +
+      "onEvent0\001\022@\n\tWatchJwks\022\033.tokend.v1.Watch" +
+      "JwksRequest\032\024.tokend.v1.JwksEvent0\001\022C\n\010E" +
+      "xchange\022\032.tokend.v1.ExchangeRequest\032\033.to" +
+      "kend.v1.ExchangeResponseBU\n\rdev.tokend.v" +
+      "1B\013TokendProtoP\001Z5github.com/tokend/toke" +
+      "nd/clients/go/tokendv1;tokendv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -303,7 +303,7 @@ public final class TokendProto extends com.google.protobuf.GeneratedFile {
     internal_static_tokend_v1_InvalidRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_tokend_v1_InvalidRequest_descriptor,
-        new java.lang.String[] { "Field", "Description", });
+        new java.lang.String[] { "Field", "Description", "Reason", });
     internal_static_tokend_v1_RefreshRequest_descriptor =
       getDescriptor().getMessageType(9);
     internal_static_tokend_v1_RefreshRequest_fieldAccessorTable = new

@@ -22,7 +22,6 @@ import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -84,19 +83,6 @@ public final class TokendClient {
 
   private static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(5);
   private static final Logger LOG = Logger.getLogger(TokendClient.class.getName());
-
-  /**
-   * The reason tokend's ErrorInfo gives a refused Verify field (server/tokend/api/errors.py
-   * FIELD_REASONS), so that an {@code invalid} item of a VerifyMany raises the very exception
-   * a unary Verify raises; a field not listed is INVALID_REQUEST there too.
-   */
-  private static final Map<String, String> FIELD_REASONS = Map.of(
-      "token", "INVALID_TOKEN",
-      "audience", "INVALID_AUDIENCE",
-      "required_scopes", "INVALID_REQUIRED_SCOPES",
-      "presenter_certificate_der", "INVALID_PRESENTER",
-      "presenter_x5t_s256", "INVALID_PRESENTER",
-      "delegation", "INVALID_DELEGATION");
 
   /** Fires the deadlines of waiting calls; one daemon thread for every client. */
   private static final ScheduledThreadPoolExecutor TIMERS = timers();
@@ -644,8 +630,10 @@ public final class TokendClient {
    */
   static TokendException invalidArgument(InvalidRequest invalid) {
     String field = invalid.getField();
+    // The server names the reason (proto InvalidRequest.reason), as its ErrorInfo would.
+    String reason = invalid.getReason().isEmpty() ? "INVALID_REQUEST" : invalid.getReason();
     ErrorInfo.Builder info = ErrorInfo.newBuilder().setDomain(TokendException.DOMAIN)
-        .setReason(field.isEmpty() ? "INVALID_REQUEST" : FIELD_REASONS.getOrDefault(field, "INVALID_REQUEST"))
+        .setReason(reason)
         .putMetadata("method", "Verify");
     com.google.rpc.Status.Builder status = com.google.rpc.Status.newBuilder()
         .setCode(Status.Code.INVALID_ARGUMENT.value()).setMessage(invalid.getDescription());

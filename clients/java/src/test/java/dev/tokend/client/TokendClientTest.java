@@ -76,7 +76,7 @@ class TokendClientTest {
     static Object answer(VerifyRequest request) {
       if (request.getAudience().isEmpty()) {
         return InvalidRequest.newBuilder().setField("audience")
-            .setDescription("audience is required").build();
+            .setDescription("audience is required").setReason("INVALID_AUDIENCE").build();
       }
       String token = request.getToken();
       if (token.startsWith("ok")) {
@@ -116,7 +116,7 @@ class TokendClientTest {
       Object answer = answer(request);
       if (answer instanceof InvalidRequest invalid) {
         // What tokend's api/errors.py sends for a refused field.
-        ErrorInfo info = ErrorInfo.newBuilder().setReason("INVALID_AUDIENCE").setDomain("tokend.dev")
+        ErrorInfo info = ErrorInfo.newBuilder().setReason(invalid.getReason()).setDomain("tokend.dev")
             .putMetadata("method", "Verify").putMetadata("field", invalid.getField()).build();
         BadRequest bad = BadRequest.newBuilder().addFieldViolations(BadRequest.FieldViolation
             .newBuilder().setField(invalid.getField()).setDescription(invalid.getDescription())).build();
