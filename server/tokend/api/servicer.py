@@ -191,8 +191,8 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
     async def Verify(self, request: pb.VerifyRequest, context: grpc.aio.ServicerContext,
                      call: CallContext) -> pb.VerifyResponse:
         response, rejected = self._verify(request, self._authority)
-        if rejected is not None:
-            self._rejected(call, rejected)
+        if rejected is not None:  # the call's audit line says so (_audit_call)
+            call.audit.update(self._rejection(call, rejected))
         return response
 
     @rpc("VerifyMany")
@@ -240,25 +240,22 @@ class TokenServicer(tokend_pb2_grpc.TokenServiceServicer):
             response = self._answers.add(result.entry)
         return response, None
 
-    def _rejected(self, call: CallContext, verdict: Verdict) -> None:
-        """A refused token: the call's audit line says so (_audit_call) and the
-        rejection watch counts it (api/signals.py)."""
+    def _rejection(self, call: CallContext, verdict: Verdict) -> dict[str, Any]:
+        """A refused token, counted by the rejection watch (api/signals.py); returns what
+        its audit line says of it."""
         assert verdict.reason is not None
-        claims = verdict.claims
-        subject = claims.get("sub") if claims else None
-        call.audit.update(outcome="rejected", reason=verdict.reason.name, subject=subject,
-                          jti=claims.get("jti") if claims else None)
+        claims = verdict.claims or {}
+        subject = claims.get("sub")
         self._rejections.rejected(call.caller, subject, verdict.reason.name)
+        return {"outcome": "rejected", "reason": verdict.reason.name, "subject": subject,
+                "jti": claims.get("jti")}
 
     def _rejected_in_batch(self, call: CallContext, index: int, verdict: Verdict) -> None:
         """One audit line per refused token of a VerifyMany, with the fields of a
         rejected Verify's line and the request's index in the batch."""
-        self._rejected(call, verdict)
-        audit = call.audit
-        self._audit.emit("rpc.VerifyMany", outcome=audit.pop("outcome"), code="OK", error=None,
-                         caller=call.caller, peer=call.peer, request_id=call.request_id,
-                         index=index, reason=audit.pop("reason"),
-                         subject=audit.pop("subject"), jti=audit.pop("jti"))
+        self._audit.emit("rpc.VerifyMany", code="OK", error=None, caller=call.caller,
+                         peer=call.peer, request_id=call.request_id, index=index,
+                         **self._rejection(call, verdict))
 
     @rpc("Refresh")
     async def Refresh(self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext,
