@@ -1,5 +1,6 @@
 package dev.tokend.client;
 
+import static dev.tokend.client.RepoFiles.interopEnv;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -72,14 +73,14 @@ class ExchangeInteropTest {
 
   @BeforeAll
   static void start() throws Exception {
-    loginChannel = channel(env("TOKEND_ADDR"), "LOGIN");
-    ordersChannel = channel(env("TOKEND_ADDR"), "ORDERS");
+    loginChannel = channel(interopEnv("TOKEND_ADDR"), "LOGIN");
+    ordersChannel = channel(interopEnv("TOKEND_ADDR"), "ORDERS");
     // payments follows tokend with the JWKS from GetJwks (no revocation feed): the
     // LiveSource-backed verifier is in the Revoke test.
-    paymentsVerifier = TokendVerifier.builder().issuer(env("TOKEND_ISSUER"))
+    paymentsVerifier = TokendVerifier.builder().issuer(interopEnv("TOKEND_ISSUER"))
         .audience("payments")
         .keySource(FetchingKeySource.fromService(
-            TokenServiceGrpc.newBlockingStub(channel(env("TOKEND_ADDR"), "PAYMENTS"))))
+            TokenServiceGrpc.newBlockingStub(channel(interopEnv("TOKEND_ADDR"), "PAYMENTS"))))
         .build();
     paymentsServer = startPayments();
   }
@@ -108,8 +109,8 @@ class ExchangeInteropTest {
         VerifyOptions.defaults().requiredScopes(List.of("payments:charge"))
             .delegation(TokendVerifier.Delegation.REQUIRED));
     assertEquals("alice", claims.get("sub"));
-    assertEquals(List.of(env("TOKEND_ORDERS_ID")), TokendVerifier.actors(claims));
-    assertEquals(List.of(env("TOKEND_ORDERS_ID")),
+    assertEquals(List.of(interopEnv("TOKEND_ORDERS_ID")), TokendVerifier.actors(claims));
+    assertEquals(List.of(interopEnv("TOKEND_ORDERS_ID")),
         TokendVerifier.actors(paymentsVerifier.verify(exchanged.getAccessToken())));
     // A resource server that serves end users only refuses the chain...
     assertReason(Reason.REASON_DELEGATION, () -> paymentsVerifier.verify(
@@ -127,7 +128,7 @@ class ExchangeInteropTest {
         .setToken(exchanged.getAccessToken()).setAudience("payments").build());
     assertTrue(server.getValid(), server.getReason().toString());
     assertEquals("alice", server.getSubject());
-    assertEquals(List.of(env("TOKEND_ORDERS_ID")), server.getActorsList());
+    assertEquals(List.of(interopEnv("TOKEND_ORDERS_ID")), server.getActorsList());
     // orders' token for orders is not one payments accepts: exchange was needed.
     assertReason(Reason.REASON_WRONG_AUDIENCE,
         () -> paymentsVerifier.verify(alice.getAccessToken()));
@@ -146,7 +147,7 @@ class ExchangeInteropTest {
     VerifyResponse fromOrders = callPayments(address, "ORDERS", bound.getAccessToken());
     assertTrue(fromOrders.getValid(), fromOrders.getReason().toString());
     assertEquals("alice", fromOrders.getSubject());
-    assertEquals(List.of(env("TOKEND_ORDERS_ID")), fromOrders.getActorsList());
+    assertEquals(List.of(interopEnv("TOKEND_ORDERS_ID")), fromOrders.getActorsList());
     VerifyResponse fromThief = callPayments(address, "THIEF", bound.getAccessToken());
     assertFalse(fromThief.getValid());
     assertEquals(Reason.REASON_CERTIFICATE_MISMATCH, fromThief.getReason());
@@ -176,8 +177,8 @@ class ExchangeInteropTest {
 
   @Test
   void anExchangedTokenDiesWithItsParentWithinASecond() throws Exception {
-    live = LiveSource.builder(channel(env("TOKEND_ADDR"), "PAYMENTS")).build();
-    TokendVerifier liveVerifier = TokendVerifier.builder().issuer(env("TOKEND_ISSUER"))
+    live = LiveSource.builder(channel(interopEnv("TOKEND_ADDR"), "PAYMENTS")).build();
+    TokendVerifier liveVerifier = TokendVerifier.builder().issuer(interopEnv("TOKEND_ISSUER"))
         .audience("payments").keySource(live).build();
     IssueResponse parent = aliceForOrders();
     ExchangeResponse child = orders().exchange(ExchangeRequest.newBuilder()
@@ -225,9 +226,9 @@ class ExchangeInteropTest {
   /** A minimal "payments" service: Verify answers with the local verifier's verdict. */
   private static Server startPayments() throws Exception {
     TlsServerCredentials.Builder tls = TlsServerCredentials.newBuilder()
-        .keyManager(Path.of(env("TOKEND_SERVER_CERT")).toFile(),
-            Path.of(env("TOKEND_SERVER_KEY")).toFile())
-        .trustManager(Path.of(env("TOKEND_CA_FILE")).toFile())
+        .keyManager(Path.of(interopEnv("TOKEND_SERVER_CERT")).toFile(),
+            Path.of(interopEnv("TOKEND_SERVER_KEY")).toFile())
+        .trustManager(Path.of(interopEnv("TOKEND_CA_FILE")).toFile())
         .clientAuth(TlsServerCredentials.ClientAuth.REQUIRE);
     TokenServiceGrpc.TokenServiceImplBase payments = new TokenServiceGrpc.TokenServiceImplBase() {
       @Override
@@ -266,8 +267,8 @@ class ExchangeInteropTest {
   }
 
   private static ManagedChannel channel(String address, String who) throws Exception {
-    ManagedChannel channel = TokendChannels.mtls(address, Path.of(env("TOKEND_CA_FILE")),
-        Path.of(env("TOKEND_" + who + "_CERT")), Path.of(env("TOKEND_" + who + "_KEY")));
+    ManagedChannel channel = TokendChannels.mtls(address, Path.of(interopEnv("TOKEND_CA_FILE")),
+        Path.of(interopEnv("TOKEND_" + who + "_CERT")), Path.of(interopEnv("TOKEND_" + who + "_KEY")));
     channels.add(channel);
     return channel;
   }
@@ -277,7 +278,7 @@ class ExchangeInteropTest {
   }
 
   private static X509Certificate certificate(String who) throws Exception {
-    try (InputStream in = Files.newInputStream(Path.of(env("TOKEND_" + who + "_CERT")))) {
+    try (InputStream in = Files.newInputStream(Path.of(interopEnv("TOKEND_" + who + "_CERT")))) {
       return (X509Certificate) CertificateFactory.getInstance("X.509").generateCertificate(in);
     }
   }
@@ -291,11 +292,4 @@ class ExchangeInteropTest {
     assertEquals(reason, e.reason(), e.getMessage());
   }
 
-  private static String env(String name) {
-    String value = System.getenv(name);
-    if (value == null || value.isEmpty()) {
-      throw new IllegalStateException(name + " is not set: run through tests/interop/test_java.py");
-    }
-    return value;
-  }
 }

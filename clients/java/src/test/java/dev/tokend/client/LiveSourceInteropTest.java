@@ -1,5 +1,6 @@
 package dev.tokend.client;
 
+import static dev.tokend.client.RepoFiles.interopEnv;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -42,11 +43,11 @@ class LiveSourceInteropTest {
 
   @BeforeAll
   static void connect() throws Exception {
-    channel = TokendChannels.mtls(env("TOKEND_ADDR"), Path.of(env("TOKEND_CA_FILE")),
-        Path.of(env("TOKEND_CLIENT_CERT")), Path.of(env("TOKEND_CLIENT_KEY")));
-    audience = env("TOKEND_AUDIENCE");
+    channel = TokendChannels.mtls(interopEnv("TOKEND_ADDR"), Path.of(interopEnv("TOKEND_CA_FILE")),
+        Path.of(interopEnv("TOKEND_CLIENT_CERT")), Path.of(interopEnv("TOKEND_CLIENT_KEY")));
+    audience = interopEnv("TOKEND_AUDIENCE");
     live = LiveSource.builder(channel).build();
-    verifier = TokendVerifier.builder().issuer(env("TOKEND_ISSUER")).audience(audience)
+    verifier = TokendVerifier.builder().issuer(interopEnv("TOKEND_ISSUER")).audience(audience)
         .keySource(live).build();
   }
 
@@ -58,14 +59,6 @@ class LiveSourceInteropTest {
     if (channel != null) {
       channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
     }
-  }
-
-  private static String env(String name) {
-    String value = System.getenv(name);
-    if (value == null || value.isEmpty()) {
-      throw new IllegalStateException(name + " is not set: run through tests/interop/test_java.py");
-    }
-    return value;
   }
 
   private static TokenServiceBlockingStub tokend() {
@@ -103,8 +96,8 @@ class LiveSourceInteropTest {
     record("jti", seconds);
     verifier.verify(other.getAccessToken()); // only that jti
     // Without the live source (as before it existed) the revoked token still verifies.
-    try (TokendVerifier plain = TokendVerifier.builder().issuer(env("TOKEND_ISSUER"))
-        .audience(audience).jwksUrl(new java.net.URL(env("TOKEND_JWKS_URL"))).build()) {
+    try (TokendVerifier plain = TokendVerifier.builder().issuer(interopEnv("TOKEND_ISSUER"))
+        .audience(audience).jwksUrl(new java.net.URL(interopEnv("TOKEND_JWKS_URL"))).build()) {
       assertEquals("java-live-jti", plain.verify(issued.getAccessToken()).getSubject());
     }
   }
@@ -127,9 +120,9 @@ class LiveSourceInteropTest {
   void aRotatedKeyVerifiesWithoutARestart() throws Exception {
     String before = kid(issue("java-live-rotate").getAccessToken());
     HttpResponse<String> rotated = HttpClient.newHttpClient().send(HttpRequest.newBuilder(
-            URI.create(env("TOKEND_BAO_ADDR") + "/v1/transit/keys/" + env("TOKEND_KEY_NAME")
+            URI.create(interopEnv("TOKEND_BAO_ADDR") + "/v1/transit/keys/" + interopEnv("TOKEND_KEY_NAME")
                 + "/rotate"))
-            .header("X-Vault-Token", env("TOKEND_BAO_TOKEN"))
+            .header("X-Vault-Token", interopEnv("TOKEND_BAO_TOKEN"))
             .POST(HttpRequest.BodyPublishers.noBody()).build(),
         HttpResponse.BodyHandlers.ofString());
     assertTrue(rotated.statusCode() / 100 == 2, "rotate: HTTP " + rotated.statusCode());

@@ -37,4 +37,13 @@ final class RepoFiles {
   static Map<String, Object> readJson(Path file) throws IOException, ParseException {
     return JSONObjectUtils.parse(Files.readString(file, StandardCharsets.UTF_8), -1);
   }
+
+  /** A variable tests/interop/test_java.py sets for the interop tests (the live tokend). */
+  static String interopEnv(String name) {
+    String value = System.getenv(name);
+    if (value == null || value.isEmpty()) {
+      throw new IllegalStateException(name + " is not set: run through tests/interop/test_java.py");
+    }
+    return value;
+  }
 }

@@ -1,5 +1,6 @@
 package dev.tokend.client;
 
+import static dev.tokend.client.RepoFiles.interopEnv;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -44,9 +45,9 @@ class TokendClientInteropTest {
 
   @BeforeAll
   static void connect() throws Exception {
-    channel = TokendChannels.mtls(env("TOKEND_ADDR"), Path.of(env("TOKEND_CA_FILE")),
-        Path.of(env("TOKEND_CLIENT_CERT")), Path.of(env("TOKEND_CLIENT_KEY")));
-    audience = env("TOKEND_AUDIENCE");
+    channel = TokendChannels.mtls(interopEnv("TOKEND_ADDR"), Path.of(interopEnv("TOKEND_CA_FILE")),
+        Path.of(interopEnv("TOKEND_CLIENT_CERT")), Path.of(interopEnv("TOKEND_CLIENT_KEY")));
+    audience = interopEnv("TOKEND_AUDIENCE");
     var stub = TokenServiceGrpc.newBlockingStub(channel).withDeadlineAfter(10, TimeUnit.SECONDS);
     List<String> valid = new ArrayList<>();
     for (int i = 0; i < 4; i++) {
@@ -81,14 +82,6 @@ class TokendClientInteropTest {
     }
   }
 
-  private static String env(String name) {
-    String value = System.getenv(name);
-    if (value == null || value.isEmpty()) {
-      throw new IllegalStateException(name + " is not set: run through tests/interop/test_java.py");
-    }
-    return value;
-  }
-
   private static VerifyRequest request(String token, String aud) {
     return VerifyRequest.newBuilder().setToken(token).setAudience(aud).build();
   }
@@ -118,7 +111,7 @@ class TokendClientInteropTest {
 
   /** Calls of one method in tokend's /metrics (all codes), from the JWKS URL's listener. */
   private static long rpcCount(String method) throws IOException, InterruptedException {
-    URI metrics = URI.create(env("TOKEND_JWKS_URL")).resolve("/metrics");
+    URI metrics = URI.create(interopEnv("TOKEND_JWKS_URL")).resolve("/metrics");
     HttpResponse<String> response = HttpClient.newHttpClient().send(
         HttpRequest.newBuilder(metrics).timeout(Duration.ofSeconds(5)).build(),
         HttpResponse.BodyHandlers.ofString());

@@ -1,5 +1,6 @@
 package dev.tokend.client;
 
+import static dev.tokend.client.RepoFiles.interopEnv;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -25,18 +26,10 @@ import org.junit.jupiter.api.Test;
 @Tag("errors")
 class TokendErrorsInteropTest {
 
-  private static String env(String name) {
-    String value = System.getenv(name);
-    if (value == null || value.isEmpty()) {
-      throw new IllegalStateException(name + " is not set: run through tests/interop/test_java.py");
-    }
-    return value;
-  }
-
   private static ManagedChannel channel(String caller) throws Exception {
     String who = caller.toUpperCase(Locale.ROOT);
-    return TokendChannels.mtls(env("TOKEND_ERRORS_ADDR_MAIN"), Path.of(env("TOKEND_ERRORS_CA_FILE")),
-        Path.of(env("TOKEND_ERRORS_CERT_" + who)), Path.of(env("TOKEND_ERRORS_KEY_" + who)));
+    return TokendChannels.mtls(interopEnv("TOKEND_ERRORS_ADDR_MAIN"), Path.of(interopEnv("TOKEND_ERRORS_CA_FILE")),
+        Path.of(interopEnv("TOKEND_ERRORS_CERT_" + who)), Path.of(interopEnv("TOKEND_ERRORS_KEY_" + who)));
   }
 
   private static TokendException failure(ManagedChannel channel, IssueRequest request, int attempts) {
@@ -56,7 +49,7 @@ class TokendErrorsInteropTest {
     ManagedChannel channel = channel("main");
     try {
       TokendException error = failure(channel, IssueRequest.newBuilder()
-          .addAudience(env("TOKEND_ERRORS_AUDIENCE")).build(), 1);
+          .addAudience(interopEnv("TOKEND_ERRORS_AUDIENCE")).build(), 1);
       assertEquals(Status.Code.INVALID_ARGUMENT, error.code());
       assertEquals("INVALID_SUBJECT", error.reason());
       assertEquals(TokendException.DOMAIN, error.domain());
@@ -74,7 +67,7 @@ class TokendErrorsInteropTest {
     try {
       // The limited caller's bucket holds one call (burst 1, 0.05 per second).
       TokendException error = failure(channel, IssueRequest.newBuilder().setSubject("alice")
-          .addAudience(env("TOKEND_ERRORS_AUDIENCE")).build(), 3);
+          .addAudience(interopEnv("TOKEND_ERRORS_AUDIENCE")).build(), 3);
       assertEquals(Status.Code.RESOURCE_EXHAUSTED, error.code());
       assertEquals("RATE_LIMITED", error.reason());
       Duration delay = error.retryDelay().orElse(null);

@@ -1,5 +1,6 @@
 package dev.tokend.client;
 
+import static dev.tokend.client.RepoFiles.interopEnv;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
@@ -44,11 +45,11 @@ class TokendInteropTest {
 
   @BeforeAll
   static void connect() throws Exception {
-    channel = TokendChannels.mtls(env("TOKEND_ADDR"), Path.of(env("TOKEND_CA_FILE")),
-        Path.of(env("TOKEND_CLIENT_CERT")), Path.of(env("TOKEND_CLIENT_KEY")));
-    audience = env("TOKEND_AUDIENCE");
-    verifier = TokendVerifier.builder().issuer(env("TOKEND_ISSUER")).audience(audience)
-        .jwksUrl(new URL(env("TOKEND_JWKS_URL"))).build();
+    channel = TokendChannels.mtls(interopEnv("TOKEND_ADDR"), Path.of(interopEnv("TOKEND_CA_FILE")),
+        Path.of(interopEnv("TOKEND_CLIENT_CERT")), Path.of(interopEnv("TOKEND_CLIENT_KEY")));
+    audience = interopEnv("TOKEND_AUDIENCE");
+    verifier = TokendVerifier.builder().issuer(interopEnv("TOKEND_ISSUER")).audience(audience)
+        .jwksUrl(new URL(interopEnv("TOKEND_JWKS_URL"))).build();
   }
 
   @AfterAll
@@ -63,13 +64,6 @@ class TokendInteropTest {
   }
 
   /** A required variable; missing means a misconfigured run, which must fail, not skip. */
-  private static String env(String name) {
-    String value = System.getenv(name);
-    if (value == null || value.isEmpty()) {
-      throw new IllegalStateException(name + " is not set: run through tests/interop/test_java.py");
-    }
-    return value;
-  }
 
   /** A stub with a fresh 10 s deadline (a deadline is fixed when the stub is made). */
   private static TokenServiceBlockingStub tokend() {
@@ -176,8 +170,8 @@ class TokendInteropTest {
   @Test
   void anotherAudienceIsRefusedLocallyAndRemotely() throws Exception {
     String token = issue("java-interop-aud", false).getAccessToken();
-    try (TokendVerifier billing = TokendVerifier.builder().issuer(env("TOKEND_ISSUER"))
-        .audience("billing").jwksUrl(new URL(env("TOKEND_JWKS_URL"))).build()) {
+    try (TokendVerifier billing = TokendVerifier.builder().issuer(interopEnv("TOKEND_ISSUER"))
+        .audience("billing").jwksUrl(new URL(interopEnv("TOKEND_JWKS_URL"))).build()) {
       InvalidTokenException e =
           assertThrows(InvalidTokenException.class, () -> billing.verify(token));
       assertEquals(Reason.REASON_WRONG_AUDIENCE, e.reason());
@@ -189,7 +183,7 @@ class TokendInteropTest {
   void keysFromGetJwksVerifyToo() throws Exception {
     String token = issue("java-interop-getjwks", false).getAccessToken();
     TokenServiceBlockingStub stub = TokenServiceGrpc.newBlockingStub(channel);
-    try (TokendVerifier fromRpc = TokendVerifier.builder().issuer(env("TOKEND_ISSUER"))
+    try (TokendVerifier fromRpc = TokendVerifier.builder().issuer(interopEnv("TOKEND_ISSUER"))
         .audience(audience).keySource(TokendJwks.fromService(stub)).build()) {
       assertEquals("java-interop-getjwks", fromRpc.verify(token).getSubject());
     }
