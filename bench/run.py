@@ -534,21 +534,13 @@ def main(argv: list[str] | None = None) -> int:
             paths = report.write_verifiers(bench.results, args.out)
             print(paths["md"].read_text())
             return 0 if all("ratio" in row for row in bench.results["verifiers"]) else 1
-        if args.only == "tracing":
+        if args.only in ("tracing", "event-loop"):  # side by side on one key, dated files
+            part = tracing_cost if args.only == "tracing" else event_loop_cost
             with BaoDevServer() as bao:
-                servers.create_transit_key(bao, tracing_cost.KEY, "ecdsa-p256")
-                bench.tracing(bao)
+                servers.create_transit_key(bao, part.KEY, "ecdsa-p256")
+                (bench.tracing if part is tracing_cost else bench.event_loop)(bao)
             bench.results["run"]["seconds"] = round(time.monotonic() - started, 1)
-            paths = tracing_cost.write(bench.results, args.out)
-            print(paths["md"].read_text())
-            return 0
-        if args.only == "event-loop":
-            with BaoDevServer() as bao:
-                servers.create_transit_key(bao, event_loop_cost.KEY, "ecdsa-p256")
-                bench.event_loop(bao)
-            bench.results["run"]["seconds"] = round(time.monotonic() - started, 1)
-            paths = event_loop_cost.write(bench.results, args.out)
-            print(paths["md"].read_text())
+            print(part.write(bench.results, args.out)["md"].read_text())
             return 0
         if args.only == "profiles":
             with BaoDevServer() as bao:
