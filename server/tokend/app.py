@@ -433,6 +433,8 @@ def _freeze_startup_objects() -> None:
     """What start-up built (modules, descriptors, settings, keys) lives as long as the
     process: moved out of the cyclic collector's reach, a full collection no longer walks
     it while calls wait (Verify p99 at half load 21 -> 3 ms, bench/README.md)."""
+    started = time.perf_counter()
     gc.collect()
     gc.freeze()
-    log.info("gc.frozen", objects=gc.get_freeze_count())
+    log.info("gc.frozen", objects=gc.get_freeze_count(),
+             seconds=round(time.perf_counter() - started, 3))
