@@ -60,19 +60,13 @@ public final class TokendClient {
   public static final int MAX_VERIFY_MANY = 256;
 
   /**
-   * The most bytes of requests in one VerifyMany until tokend has answered one: any tokend
-   * takes a message of 64 KiB (an older one no more, and a larger message fails the whole
-   * call with RESOURCE_EXHAUSTED before it could answer UNIMPLEMENTED), so the first batches
-   * stay below that with room for framing. A request larger than this goes alone.
+   * The most bytes of requests in one VerifyMany, the same rule in every client: any tokend
+   * takes a message of 64 KiB (one older than VerifyMany no more, and a larger message fails
+   * the whole call with RESOURCE_EXHAUSTED before it could answer UNIMPLEMENTED; behind a
+   * balancer the next call may reach such a tokend even after another answered a VerifyMany),
+   * so batches stay below that with room for framing. A request larger than this goes alone.
    */
-  static final int FIRST_BATCH_BYTES = 60 * 1024;
-
-  /**
-   * The most bytes of requests in one VerifyMany once tokend has answered one: a tokend with
-   * VerifyMany takes 64 KiB + 256 × (tokens.max_token_bytes + 2 KiB), at least 832 KiB
-   * (server/tokend/app.py max_request_bytes).
-   */
-  static final int MAX_BATCH_BYTES = 768 * 1024;
+  static final int MAX_BATCH_BYTES = 60 * 1024;
 
   /**
    * The receive limit of a VerifyMany answer: tokend sends up to 256 × 2 × (max_token_bytes
@@ -98,8 +92,6 @@ public final class TokendClient {
   private int inFlight;
   /** Set once tokend answered UNIMPLEMENTED to VerifyMany: an older server. */
   private volatile boolean unaryOnly;
-  /** Set once tokend answered a VerifyMany: batches may then be larger than 64 KiB. */
-  private volatile boolean verifyManyAnswered;
 
   private TokendClient(Builder builder) {
     this.stub = TokenServiceGrpc.newStub(builder.channel);
@@ -409,14 +401,9 @@ public final class TokendClient {
     }
   }
 
-  private int batchBytes() {
-    return verifyManyAnswered ? MAX_BATCH_BYTES : FIRST_BATCH_BYTES;
-  }
-
-  /** Up to maxBatch waiting items within batchBytes(), skipping those already ended. */
+  /** Up to maxBatch waiting items within MAX_BATCH_BYTES, skipping those already ended. */
   private List<Item> takeBatch() {
     List<Item> batch = new ArrayList<>();
-    int limit = batchBytes();
     long bytes = 0;
     while (!queue.isEmpty() && batch.size() < maxBatch) {
       Item next = queue.peekFirst();
@@ -425,7 +412,7 @@ public final class TokendClient {
         continue;
       }
       int size = entryBytes(next.request);
-      if (!batch.isEmpty() && bytes + size > limit) {
+      if (!batch.isEmpty() && bytes + size > MAX_BATCH_BYTES) {
         break;
       }
       queue.pollFirst();
@@ -435,14 +422,13 @@ public final class TokendClient {
     return batch;
   }
 
-  /** The end of the chunk of {@code items} from {@code start}: at most 256, within batchBytes(). */
-  private int chunkEnd(List<Item> items, int start) {
+  /** Where the chunk of {@code items} from {@code start} ends: 256, MAX_BATCH_BYTES at most. */
+  private static int chunkEnd(List<Item> items, int start) {
     int end = start;
-    int limit = batchBytes();
     long bytes = 0;
     while (end < items.size() && end - start < MAX_VERIFY_MANY) {
       int size = entryBytes(items.get(end).request);
-      if (end > start && bytes + size > limit) {
+      if (end > start && bytes + size > MAX_BATCH_BYTES) {
         break;
       }
       bytes += size;
@@ -585,7 +571,6 @@ public final class TokendClient {
             if (!finished.compareAndSet(false, true)) {
               return;
             }
-            verifyManyAnswered = true;
             if (counted) {
               release();
             }

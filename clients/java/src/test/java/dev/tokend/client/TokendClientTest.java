@@ -566,26 +566,67 @@ class TokendClientTest {
       assertTrue(outcome(answer).ok());
     }
     assertEquals(List.of(3, 3, 3), stand.batchSizes.subList(0, 3));
-    // 8 KiB tokens: 30 of them would pass an older tokend's 64 KiB message limit, so a
-    // client that has not yet seen a VerifyMany answered splits them.
-    stand.batchSizes.clear();
-    stand.batchBytes.clear();
+    // 8 KiB tokens: 30 of them would pass tokend's 64 KiB message limit, so they split, and
+    // still do once tokend has answered a VerifyMany (the same rule as every client's).
     String big = "ok" + "x".repeat(8 * 1024);
     List<VerifyRequest> large = new ArrayList<>();
     for (int i = 0; i < 30; i++) {
       large.add(request(big + i, "orders"));
     }
     TokendClient fresh = TokendClient.of(channel);
-    fresh.verifyMany(large).forEach(outcome -> assertTrue(outcome.ok()));
+    for (int round = 0; round < 2; round++) {
+      stand.batchSizes.clear();
+      stand.batchBytes.clear();
+      fresh.verifyMany(large).forEach(outcome -> assertTrue(outcome.ok()));
+      assertTrue(stand.batchSizes.size() >= 5, stand.batchSizes.toString());
+      assertEquals(30, stand.batchSizes.stream().mapToInt(Integer::intValue).sum());
+      for (int bytes : stand.batchBytes) {
+        assertTrue(bytes <= TokendClient.MAX_BATCH_BYTES, bytes + " bytes");
+      }
+    }
+  }
+
+  @Test
+  void overlappingCallsStayUnder60KiBAfterAnAnsweredVerifyMany() throws Exception {
+    Stand stand = new Stand();
+    start(stand);
+    TokendClient client = TokendClient.builder(channel).maxInFlight(1).build();
+    // First a VerifyMany that tokend answers: small overlapping calls.
+    stand.gate = new CountDownLatch(1);
+    CompletableFuture<VerifyResponse> lone = client.verifyAsync(request("ok-lone", "orders"));
+    awaitCalls("Verify", 1);
+    List<CompletableFuture<VerifyResponse>> small = List.of(
+        client.verifyAsync(request("ok-a", "orders")), client.verifyAsync(request("ok-b", "orders")));
+    stand.gate.countDown();
+    assertTrue(outcome(lone).ok());
+    for (CompletableFuture<VerifyResponse> answer : small) {
+      assertTrue(outcome(answer).ok());
+    }
+    assertEquals(List.of(2), stand.batchSizes);
+    // Then 30 overlapping calls of 8 KiB tokens (about 240 KiB in all) wait behind a held call.
+    stand.batchSizes.clear();
+    stand.batchBytes.clear();
+    stand.gate = new CountDownLatch(1);
+    CompletableFuture<VerifyResponse> held = client.verifyAsync(request("ok-held", "orders"));
+    awaitCalls("Verify", 2);
+    String big = "ok" + "x".repeat(8 * 1024);
+    List<CompletableFuture<VerifyResponse>> answers = new ArrayList<>();
+    for (int i = 0; i < 30; i++) {
+      answers.add(client.verifyAsync(request(big + i, "orders")));
+    }
+    stand.gate.countDown();
+    assertTrue(outcome(held).ok());
+    for (int i = 0; i < 30; i++) {
+      VerifyOutcome answer = outcome(answers.get(i));
+      assertTrue(answer.ok());
+      assertEquals(big + i + "@orders", answer.response().getSubject());
+    }
+    assertEquals(30, stand.batchSizes.stream().mapToInt(Integer::intValue).sum());
     assertTrue(stand.batchSizes.size() >= 5, stand.batchSizes.toString());
     for (int bytes : stand.batchBytes) {
-      assertTrue(bytes <= TokendClient.FIRST_BATCH_BYTES, bytes + " bytes");
+      assertTrue(bytes <= 60 * 1024, bytes + " bytes: over 60 KiB");
     }
-    // Once tokend has answered a VerifyMany, they go as one (a tokend with VerifyMany
-    // takes at least 832 KiB).
-    stand.batchSizes.clear();
-    fresh.verifyMany(large).forEach(outcome -> assertTrue(outcome.ok()));
-    assertEquals(List.of(30), stand.batchSizes);
+    assertEquals(2, counter.of("Verify"));
   }
 
   @Test
