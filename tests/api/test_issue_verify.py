@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -113,6 +114,58 @@ def test_expired_token(bao, tmp_path) -> None:  # type: ignore[no-untyped-def]
         token = issue(server, ttl=duration_pb2.Duration(seconds=1)).access_token
         time.sleep(2.1)
         assert verify(server, token).reason == pb.REASON_EXPIRED
+
+
+def audit_lines(server: RunningTokend, request_id: str, count: int) -> list[dict]:
+    """The audit lines of a call: written after the answer, so waited for (bounded)."""
+    path = Path(server.settings.audit_log)
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in path.read_text().splitlines()
+                 if json.loads(line).get("request_id") == request_id]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
+def test_a_refused_tokens_audit_line_names_it_only_if_its_signature_verified(
+        bao, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An expired token's line names its subject and jti (the verifier authenticated
+    them); a forged token's line names neither, though its claims read as an expired
+    token of this issuer."""
+    from tests.support.tokend import make_settings
+
+    settings = make_settings(bao.addr, bao.token, tmp_path, vault={"key_name": "refused-audit"},
+                             tokens={"leeway": 0}, audit_log=str(tmp_path / "audit.log"))
+    with RunningTokend(settings) as server:
+        expiring = issue(server, subject="expired-sub", ttl=duration_pb2.Duration(seconds=1))
+        genuine = issue(server, subject="honest-sub").access_token
+        header, _, signature = genuine.split(".")
+        forged_claims = {**segments(genuine)[1], "sub": "mallory-sub", "jti": "forged-jti",
+                         "exp": int(time.time()) - 60}
+        payload = base64.urlsafe_b64encode(json.dumps(forged_claims).encode()).rstrip(b"=")
+        forged = f"{header}.{payload.decode()}.{signature}"
+        time.sleep(2.1)  # leeway 0: past its exp
+        batch = [pb.VerifyRequest(token=expiring.access_token, audience="orders"),
+                 pb.VerifyRequest(token=forged, audience="orders")]
+        for index, request in enumerate(batch):
+            answer = server.stub.Verify(request, timeout=10,
+                                        metadata=(("x-request-id", f"refused-{index}"),))
+            assert answer.reason == (pb.REASON_EXPIRED, pb.REASON_BAD_SIGNATURE)[index]
+        server.stub.VerifyMany(pb.VerifyManyRequest(requests=batch), timeout=10,
+                               metadata=(("x-request-id", "refused-batch"),))
+        lines = [*audit_lines(server, "refused-0", 1), *audit_lines(server, "refused-1", 1),
+                 *audit_lines(server, "refused-batch", 2)]
+    expired_lines, forged_lines = lines[0::2], lines[1::2]
+    assert [line["reason"] for line in lines] == ["EXPIRED", "BAD_SIGNATURE"] * 2
+    for line in expired_lines:
+        assert (line["subject"], line["jti"]) == ("expired-sub", expiring.jti)
+    for line in forged_lines:
+        assert "subject" not in line and "jti" not in line
+    audit = Path(settings.audit_log).read_text()
+    assert "mallory-sub" not in audit and "forged-jti" not in audit
+    # Nor the genuine token whose header and signature the forgery reused.
+    assert not any(line.get("subject") == "honest-sub" for line in lines)
 
 
 @pytest.mark.parametrize(("fields", "needle"), [

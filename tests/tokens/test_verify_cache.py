@@ -7,26 +7,30 @@ so expiry is observable within a second.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.clients.python.client_test_support import generate_key
 from tests.support.bao import BaoDevServer, vault_session
 from tokend.api.responses import VerifyAnswers
 from tokend.audit import AuditLog
 from tokend.config import TokenConfig
 from tokend.keys.transit import TransitKeyring
 from tokend.store import Revocation, open_store
-from tokend.tokens.authority import TokenAuthority
+from tokend.tokens.authority import _AFTER_SIGNATURE, TokenAuthority
 from tokend.tokens.denylist import Denylist
 from tokend.tokens.input_rules import AccessTokenSpec
-from tokend.tokens.minting import TokenMinter
+from tokend.tokens.minting import TokenMinter, build_claims, new_jti
 from tokend.tokens.verify_cache import VerifiedTokens
 from tokend_client import LocalVerifier, Reason
+from tokend_client.jose import b64url_decode, compact_jws, json_segment
 
 ISSUER = "https://tokend.test"
 AUDIENCE = "orders"
@@ -140,25 +144,115 @@ async def test_cached_claims_are_checked_for_each_caller(
     assert full_checks == [token]  # both refusals came from the cached claims
 
 
+@pytest.fixture
+def signature_checks(authority: TokenAuthority) -> Iterator[list[bytes]]:
+    """The signing input of every signature check made with the verifier's keys (ES256
+    on Transit's public key), whoever makes it: the verifier, or the authority reading
+    a token's claims itself."""
+    checks: list[bytes] = []
+    keys = authority._verifier.jwks.keys
+    originals = [key._verify for key in keys]
+
+    def counting(check: Callable[[bytes, bytes], bool]) -> Callable[[bytes, bytes], bool]:
+        def counted(signing_input: bytes, signature: bytes) -> bool:
+            checks.append(signing_input)
+            return check(signing_input, signature)
+        return counted
+
+    for key, original in zip(keys, originals, strict=True):
+        object.__setattr__(key, "_verify", counting(original))  # PublicKey is frozen
+    yield checks
+    for key, original in zip(keys, originals, strict=True):
+        object.__setattr__(key, "_verify", original)
+
+
+async def signed(authority: TokenAuthority, claims: dict[str, Any], typ: str = "at+jwt"
+                 ) -> str:
+    """A token with exactly these claims and typ, signed by the authority's active key."""
+    minter = authority._minter
+    key = minter._keyring.active()
+    header = json_segment({"alg": key.alg, "kid": key.kid, "typ": typ})
+    signing_input = f"{header}.{json_segment(claims)}"
+    return compact_jws(signing_input, await minter._sign(key, signing_input.encode()))
+
+
+def refusal(reason: Reason, claims: dict[str, Any], now: int) -> tuple[str, dict[str, Any]]:
+    """Change ``claims`` (issued ``now``, valid) so that Verify refuses the token for
+    ``reason`` after its signature verified; the typ to sign it with and the arguments
+    of the TokenAuthority.verify call that refuses it."""
+    call: dict[str, Any] = {"audience": AUDIENCE, "required_scopes": []}
+    changes: dict[Reason, Callable[[], object]] = {
+        Reason.EXPIRED: lambda: claims.update(iat=now - 3600, nbf=now - 3600, exp=now - 3300),
+        Reason.NOT_YET_VALID: lambda: claims.update(iat=now + 3600, nbf=now + 3600,
+                                                    exp=now + 3900),
+        Reason.ISSUED_IN_FUTURE: lambda: claims.update(iat=now + 3600),
+        Reason.LIFETIME_TOO_LONG: lambda: claims.update(exp=now + 100_000),
+        Reason.MISSING_CLAIM: lambda: claims.pop("iat"),
+        Reason.WRONG_AUDIENCE: lambda: call.update(audience="billing"),
+        Reason.WRONG_ISSUER: lambda: claims.update(iss="https://elsewhere.test"),
+        Reason.MISSING_SCOPE: lambda: call.update(required_scopes=["orders:write"]),
+        Reason.DELEGATION: lambda: call.update(delegation="required"),
+        Reason.CERTIFICATE_MISMATCH: lambda: claims.update(cnf={"x5t#S256": "A" * 43}),
+        Reason.WRONG_TYPE: lambda: None,
+    }
+    changes[reason]()
+    return ("JWT" if reason is Reason.WRONG_TYPE else "at+jwt"), call
+
+
+@pytest.mark.parametrize("reason", sorted(_AFTER_SIGNATURE), ids=lambda reason: reason.name)
+async def test_an_uncached_token_refused_after_its_signature_costs_one_signature_check(
+        authority: TokenAuthority, signature_checks: list[bytes], reason: Reason) -> None:
+    """Refused tokens are an attacker's cheapest load and expired ones are common: the
+    audit learns who the token was about from the verifier's own check, not a second
+    ES256 verification."""
+    now = int(time.time())
+    claims = build_claims(spec(subject=f"refused-{reason.name}"), ISSUER, new_jti(), now)
+    typ, call = refusal(reason, claims, now)
+    token = await signed(authority, claims, typ)
+    refused = authority.verify(token, **call)
+    assert (refused.valid, refused.reason) == (False, reason)
+    assert len(signature_checks) == 1
+    # As before: the claims of a token of this issuer, none for another issuer's.
+    assert refused.claims == (None if reason is Reason.WRONG_ISSUER else claims)
+
+
 async def test_a_cached_token_refused_by_its_claims_is_audited_without_a_signature_check(
-        authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch) -> None:
+        authority: TokenAuthority, signature_checks: list[bytes]) -> None:
     """The audit names who a refused token was about; for a cached token its claims are
     already authentic (a second ES256 check cost ~55 µs per refusal, issue 17)."""
     token = await issue(authority, subject="cached-refused")
     assert authority.verify(token, AUDIENCE, []).valid
-    signature_checks: list[str] = []
-    original = authority._claims_of_own_token
-    monkeypatch.setattr(authority, "_claims_of_own_token",
-                        lambda t: signature_checks.append(t) or original(t))
+    assert len(signature_checks) == 1
     refused = authority.verify(token, "billing", [])
     assert refused.reason is Reason.WRONG_AUDIENCE
     assert refused.claims is not None and refused.claims["sub"] == "cached-refused"
-    assert signature_checks == []
-    # A token the cache does not hold is still checked before its claims are believed.
+    assert len(signature_checks) == 1
+    # A token the cache does not hold: its claims come from the verifier's one check.
     other = await issue(authority, subject="uncached-refused")
     refused = authority.verify(other, "billing", [])
     assert refused.claims is not None and refused.claims["sub"] == "uncached-refused"
-    assert signature_checks == [other]
+    assert len(signature_checks) == 2
+
+
+async def test_a_forged_tokens_claims_are_never_believed(authority: TokenAuthority) -> None:
+    """Fail closed: claims whose signature did not verify name no one in the audit, even
+    when they read as an expired or wrong-audience token of this issuer."""
+    genuine = await issue(authority, subject="genuine")
+    header, _, signature = genuine.split(".")
+    now = int(time.time())
+    claims = build_claims(spec(subject="mallory"), ISSUER, "forged-jti", now - 3600)
+    kid = json.loads(b64url_decode(header))["kid"]
+    impostor = generate_key("ES256", kid=kid)  # the same kid, another private key
+    impostor_input = f"{header}.{json_segment(claims)}"
+    forged = [
+        f"{header}.{json_segment(claims)}.{signature}",  # genuine header and signature
+        compact_jws(impostor_input, impostor.sign(impostor_input.encode())),
+    ]
+    for token in forged:
+        for audience in (AUDIENCE, "billing"):
+            refused = authority.verify(token, audience, [])
+            assert (refused.valid, refused.reason, refused.claims) == (
+                False, Reason.BAD_SIGNATURE, None)
 
 
 async def test_the_cache_is_bounded(authority: TokenAuthority, full_checks: list[str]

@@ -9,6 +9,7 @@ failed and never contain the token or values copied from it, so they are safe to
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 __all__ = ["InvalidToken", "Reason"]
 
@@ -57,17 +58,29 @@ _DEFAULT_MESSAGES: dict[Reason, str] = {
 
 
 class InvalidToken(Exception):
-    """A token was refused; ``reason`` says why, ``str(exc)`` says it for people."""
+    """A token was refused; ``reason`` says why, ``str(exc)`` says it for people.
+
+    ``claims``: for a token refused after its signature verified (expired, wrong
+    audience, missing scope, ...), the claims :class:`~tokend_client.LocalVerifier`
+    authenticated, e.g. to record whose token was refused; None otherwise, and always
+    None when the signature did not verify (then nothing in the token can be believed).
+    The token was refused: never grant anything on these claims. Not part of
+    ``str(exc)`` or ``repr(exc)``.
+    """
 
     reason: Reason
+    claims: dict[str, Any] | None = None
 
     def __init__(self, reason: Reason | str, message: str | None = None) -> None:
         self.reason = Reason(reason)
         super().__init__(message or _DEFAULT_MESSAGES[self.reason])
 
-    def __reduce__(self) -> tuple[type[InvalidToken], tuple[Reason, str]]:
-        # Keep reason and message across pickling (e.g. multiprocessing workers).
-        return (type(self), (self.reason, str(self)))
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep reason, message and claims across pickling (e.g. multiprocessing workers).
+        arguments = (self.reason, str(self))
+        if self.claims is None:
+            return (type(self), arguments)
+        return (type(self), arguments, {"claims": self.claims})
 
     def __repr__(self) -> str:
         return f"InvalidToken({self.reason.value!r}, {str(self)!r})"

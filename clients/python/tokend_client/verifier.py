@@ -3,7 +3,8 @@
 The checks follow RFC 9068 (JWT access tokens), RFC 7519 (JWT) and RFC 8725 (JWT
 best current practices). The signature layer is :mod:`tokend_client.jose`. Every
 rejection raises :class:`~tokend_client.errors.InvalidToken` with a
-:class:`~tokend_client.errors.Reason`; invalid arguments (programming errors) raise
+:class:`~tokend_client.errors.Reason` (and, for a rejection after the signature verified,
+the authenticated claims as ``claims``); invalid arguments (programming errors) raise
 ``TypeError``/``ValueError``.
 
 Revocation is checked only when the key source is a
@@ -125,7 +126,8 @@ class LocalVerifier:
         presenter_certificate: Certificate | None = None,
         presenter_x5t_s256: str | None = None,
     ) -> dict[str, Any]:
-        """Return the claims of a valid token; raise InvalidToken otherwise.
+        """Return the claims of a valid token; raise InvalidToken otherwise (with the
+        token's claims in ``exc.claims`` when its signature verified, else None).
 
         ``audience`` and ``delegation`` override the constructor's for this call.
         ``required_scopes`` is a collection of scope names (a string is read as
@@ -154,12 +156,18 @@ class LocalVerifier:
         if payload is None:
             payload = self._verified_payload(token, keys)
         claims = _claims_object(payload)
-        self._check_claims(claims, moment, expected_audience, scopes, chosen)
-        if "cnf" in claims:  # RFC 8705 §3: after the claim rules (unbound: nothing to do)
-            check_confirmation(claims, presenter)
-        # Last: only a token that is otherwise valid is worth looking up.
-        if self._revocations is not None and self._revocations.is_revoked(claims, moment):
-            raise InvalidToken(Reason.REVOKED)
+        try:
+            self._check_claims(claims, moment, expected_audience, scopes, chosen)
+            if "cnf" in claims:  # RFC 8705 §3: after the claim rules (unbound: nothing to do)
+                check_confirmation(claims, presenter)
+            # Last: only a token that is otherwise valid is worth looking up.
+            if self._revocations is not None and self._revocations.is_revoked(claims, moment):
+                raise InvalidToken(Reason.REVOKED)
+        except InvalidToken as exc:
+            # The signature verified: who the token was about is known without a second
+            # check (tokend's audit of refused tokens reads it, tokens/authority.py).
+            exc.claims = claims
+            raise
         return claims
 
     def check_claims(
@@ -195,7 +203,11 @@ class LocalVerifier:
     def _verified_payload(self, token: str | bytes, keys: JwkSet) -> bytes:
         """The payload, once signature, header and ``typ`` are checked."""
         keys, verified = self._verify_signature(token, keys)
-        self._check_typ(verified.header)
+        try:
+            self._check_typ(verified.header)
+        except InvalidToken as exc:
+            exc.claims = _claims_or_none(verified.payload)  # signed: as verify() does
+            raise
         self._remember(token, keys, verified.key)
         return verified.payload
 
@@ -313,6 +325,14 @@ def _claims_object(payload: bytes) -> dict[str, Any]:
     if not isinstance(claims, dict):
         raise InvalidToken(Reason.MALFORMED, "claims are not a JSON object")
     return claims
+
+
+def _claims_or_none(payload: bytes) -> dict[str, Any] | None:
+    """The claims of a signed token refused before they were read, if they are a JSON object."""
+    try:
+        return _claims_object(payload)
+    except InvalidToken:
+        return None
 
 
 def _check_present(claims: Mapping[str, Any], required: Iterable[str]) -> None:

@@ -144,9 +144,7 @@ class TokenAuthority:
             if delegation != "any":  # rule A2, after the claim rules, before cnf
                 check_delegation(verified.claims, delegation)
         except InvalidToken as exc:
-            claims = (self._refused_claims(token, now) if exc.reason in _AFTER_SIGNATURE
-                      else None)
-            return self._counted(Verdict(False, exc.reason, claims))
+            return self._counted(Verdict(False, exc.reason, self._refused_claims(exc, token, now)))
         claims = verified.claims
         if "cnf" in claims:
             try:
@@ -200,19 +198,19 @@ class TokenAuthority:
                 f"({limit:g} s); retry later"
             )
 
-    def _refused_claims(self, token: str, now: float) -> dict[str, Any] | None:
-        """A token the cache holds had its signature checked on the way in: its claims
-        without a second check (a cached token refused for its audience or scopes costs
-        a dict lookup, not an ES256 verification)."""
-        known = self.verified.get(token, self._verifier.jwks, now)
-        return known.claims if known is not None else self._authentic_claims(token)
-
-    def _authentic_claims(self, token: str) -> dict[str, Any] | None:
-        """For the audit trail: who a well-signed but refused token was about."""
-        try:
-            return self._claims_of_own_token(token)
-        except BadRequest:
+    def _refused_claims(self, exc: InvalidToken, token: str, now: float
+                        ) -> dict[str, Any] | None:
+        """For the audit: who a token refused after its signature verified was about,
+        never from a second signature check (refused tokens are an attacker's cheapest
+        load, and expired ones common). The verifier hands over the claims it
+        authenticated with its refusal; a cached token's were authenticated on the way
+        in. Fail closed: a token whose signature did not verify names no one."""
+        if exc.reason not in _AFTER_SIGNATURE:
             return None
+        if exc.claims is not None:  # set by LocalVerifier.verify only after the signature
+            return self._own_claims(exc.claims)
+        known = self.verified.get(token, self._verifier.jwks, now)
+        return known.claims if known is not None else None
 
     @staticmethod
     def _counted(verdict: Verdict) -> Verdict:
@@ -239,10 +237,17 @@ class TokenAuthority:
         except InvalidToken as exc:
             raise BadRequest(f"token was not issued by this tokend ({exc.reason.name})",
                              field="token") from None
+        own = self._own_claims(claims)
+        if own is None:
+            raise BadRequest("token was not issued by this tokend (claims)", field="token")
+        return own
+
+    def _own_claims(self, claims: object) -> dict[str, Any] | None:
+        """Well-signed claims that name this tokend as issuer and carry its jti and exp."""
         if (not isinstance(claims, dict) or claims.get("iss") != self._config.issuer
                 or not isinstance(claims.get("jti"), str)
                 or not isinstance(claims.get("exp"), int | float)):
-            raise BadRequest("token was not issued by this tokend (claims)", field="token")
+            return None
         return claims
 
     async def revoke_jti(self, jti: str, reason: str) -> int:

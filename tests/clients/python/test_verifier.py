@@ -515,7 +515,65 @@ def test_reason_values_equal_names() -> None:
 def test_invalid_token_carries_reason_and_pickles() -> None:
     exc = InvalidToken(Reason.EXPIRED)
     assert exc.reason is Reason.EXPIRED and str(exc) == "token has expired"
+    assert exc.claims is None
     original = InvalidToken("MISSING_CLAIM", "token lacks claim exp")
     copy = pickle.loads(pickle.dumps(original))  # noqa: S301 - our own object, in-process
     assert copy.reason is Reason.MISSING_CLAIM and str(copy) == "token lacks claim exp"
-    assert "MISSING_CLAIM" in repr(copy)
+    assert "MISSING_CLAIM" in repr(copy) and copy.claims is None
+    original.claims = {"sub": "svc:billing", "jti": "j-1"}
+    copy = pickle.loads(pickle.dumps(original))  # noqa: S301 - our own object, in-process
+    assert copy.claims == original.claims and str(copy) == "token lacks claim exp"
+    assert "svc:billing" not in repr(copy)
+
+
+def refusal(verifier: LocalVerifier, token: str, **kwargs: Any) -> InvalidToken:
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(token, **{"now": NOW, **kwargs})
+    return caught.value
+
+
+@pytest.mark.parametrize(("token_claims", "header", "kwargs", "reason"), [
+    (claims(exp=NOW - 60), {}, {}, Reason.EXPIRED),
+    (claims(), {}, {"audience": "billing-api"}, Reason.WRONG_AUDIENCE),
+    (claims(), {}, {"required_scopes": ["orders:admin"]}, Reason.MISSING_SCOPE),
+    (claims(iss="https://elsewhere.example"), {}, {}, Reason.WRONG_ISSUER),
+    (claims(jti=_DROP), {}, {}, Reason.MISSING_CLAIM),
+    (claims(), {}, {"delegation": "required"}, Reason.DELEGATION),
+    (claims(cnf={"x5t#S256": "A" * 43}), {}, {}, Reason.CERTIFICATE_MISMATCH),
+    (claims(), {"typ": "JWT"}, {}, Reason.WRONG_TYPE),
+    (claims(aud=7), {}, {}, Reason.MALFORMED),  # a claim rule: the signature verified
+])
+def test_a_refusal_after_the_signature_carries_the_authentic_claims(
+        verifier: LocalVerifier, signing_key: SigningKey, token_claims: dict[str, Any],
+        header: dict[str, Any], kwargs: dict[str, Any], reason: Reason) -> None:
+    """Whoever audits refusals learns whose token it was without checking it again."""
+    exc = refusal(verifier, make_token(signing_key, token_claims, header=header), **kwargs)
+    assert exc.reason is reason and exc.claims == token_claims
+    assert token_claims.get("sub", "-") not in str(exc) and "svc:billing" not in repr(exc)
+
+
+def test_a_signed_payload_that_is_no_json_object_carries_no_claims(
+        verifier: LocalVerifier, signing_key: SigningKey) -> None:
+    for header in (b'{"alg":"%s","kid":"%s","typ":"JWT"}', b'{"alg":"%s","kid":"%s"}'):
+        token = compact(header % (signing_key.alg.encode(), signing_key.kid.encode()),
+                        b"[1]", signing_key)
+        exc = refusal(verifier, token)
+        assert exc.reason is Reason.WRONG_TYPE and exc.claims is None
+    exc = refusal(verifier, make_token(signing_key, [1]))  # type: ignore[arg-type]
+    assert exc.reason is Reason.MALFORMED and exc.claims is None
+
+
+def test_claims_whose_signature_failed_are_never_handed_over(
+        verifier: LocalVerifier, signing_key: SigningKey) -> None:
+    """Fail closed: a forged token's claims (here: an expired token of this issuer) are
+    not on its refusal, however plausible."""
+    forged_claims = claims(sub="mallory", jti="forged", exp=NOW - 60)
+    genuine = make_token(signing_key, claims())
+    header, _, signature = genuine.split(".")
+    swapped = f"{header}.{make_token(signing_key, forged_claims).split('.')[1]}.{signature}"
+    impostor = make_token(generate_key(signing_key.alg, kid=signing_key.kid), forged_claims)
+    stranger = make_token(generate_key(signing_key.alg, kid="someone-else"), forged_claims)
+    for token, reason in ((swapped, Reason.BAD_SIGNATURE), (impostor, Reason.BAD_SIGNATURE),
+                          (stranger, Reason.UNKNOWN_KEY)):
+        exc = refusal(verifier, token)
+        assert exc.reason is reason and exc.claims is None
