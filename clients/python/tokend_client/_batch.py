@@ -324,14 +324,16 @@ def many_requests(queries: Iterable[VerifyQuery | tuple[str, str]]) -> list[pb.V
     return requests
 
 
-def chunks(requests: list[pb.VerifyRequest]) -> Iterator[list[pb.VerifyRequest]]:
-    """``verify_many``'s requests, at most MAX_BATCH and MAX_BATCH_BYTES at a time (the
-    server's limits; a lone larger request makes a chunk of its own)."""
+def chunks(requests: list[pb.VerifyRequest],
+           max_batch: int = MAX_BATCH) -> Iterator[list[pb.VerifyRequest]]:
+    """``verify_many``'s requests, at most ``max_batch`` (the server's limit) and
+    MAX_BATCH_BYTES at a time; a lone larger request makes a chunk of its own.
+    conformance/batching/cases.json holds the cases every client's split passes."""
     chunk: list[pb.VerifyRequest] = []
     size = 0
     for request in requests:
         grown = size + encoded_size(request)
-        if chunk and (len(chunk) == MAX_BATCH or grown > MAX_BATCH_BYTES):
+        if chunk and (len(chunk) == max_batch or grown > MAX_BATCH_BYTES):
             yield chunk
             chunk, grown = [], encoded_size(request)
         chunk.append(request)
