@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tokend/tokend/clients/go/tokendv1"
@@ -194,8 +193,7 @@ func (b *batcher) verify(ctx context.Context, request *tokendv1.VerifyRequest,
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	size := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(request)) // in VerifyManyRequest
-	w := &waiting{request: request, size: size, deadline: deadline, done: make(chan outcome, 1)}
+	w := &waiting{request: request, size: entrySize(request), deadline: deadline, done: make(chan outcome, 1)}
 	b.queue = append(b.queue, w)
 	b.mu.Unlock()
 	select {

@@ -27,7 +27,7 @@ func VerifyMany(ctx context.Context, client tokendv1.TokenServiceClient,
 	slots := make(chan struct{}, DefaultMaxInFlight)
 	var wg sync.WaitGroup
 	for start, end := 0, 0; start < len(requests); start = end {
-		end = chunkEnd(requests, start)
+		end = chunkEnd(requests, start, MaxVerifyMany)
 		chunk, answers := requests[start:end], results[start:end]
 		slots <- struct{}{}
 		wg.Go(func() {
@@ -39,18 +39,25 @@ func VerifyMany(ctx context.Context, client tokendv1.TokenServiceClient,
 	return results
 }
 
-// chunkEnd ends the chunk from start after MaxVerifyMany requests or maxBatchBytes,
-// whichever comes first (at least one request).
-func chunkEnd(requests []*tokendv1.VerifyRequest, start int) int {
+// chunkEnd ends the chunk from start after maxCount requests or maxBatchBytes,
+// whichever comes first (at least one request). conformance/batching/cases.json holds
+// the cases every client's split passes.
+func chunkEnd(requests []*tokendv1.VerifyRequest, start, maxCount int) int {
 	end, bytes := start, 0
-	for end < len(requests) && end-start < MaxVerifyMany {
-		size := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(requests[end]))
+	for end < len(requests) && end-start < maxCount {
+		size := entrySize(requests[end])
 		if end > start && bytes+size > maxBatchBytes {
 			break
 		}
 		end, bytes = end+1, bytes+size
 	}
 	return end
+}
+
+// entrySize is what request adds to a VerifyManyRequest (field 1: tag, length, message),
+// the size a batch's maxBatchBytes counts.
+func entrySize(request *tokendv1.VerifyRequest) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(request))
 }
 
 func verifyChunk(ctx context.Context, client tokendv1.TokenServiceClient,
