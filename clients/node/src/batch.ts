@@ -10,7 +10,7 @@
  * or more as one VerifyMany. No timer, no linger: a lone call is sent at once (in the same
  * tick's microtask, which also gathers calls issued together, e.g. by Promise.all).
  */
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
 import { getAbortSignalReason } from "@connectrpc/connect/protocol";
 import {
@@ -132,7 +132,7 @@ export class VerifyBatcher {
     const deadline = this.#deadline(options.timeoutMs);
     const results: VerifyResult[] = new Array<VerifyResult>(requests.length);
     const sizes = prepared.map(({ bytes }) => bytes);
-    const chunks = this.#unaryOnly ? sizes.map((_, index) => [index]) : chunked(sizes, MAX_VERIFY_BATCH, MAX_BATCH_BYTES);
+    const chunks = this.#unaryOnly ? sizes.map((_, index) => [index]) : chunked(sizes, MAX_VERIFY_BATCH);
     await mapLimit(chunks, this.#maxInFlight, async (chunk) => {
       const chunkRequests = chunk.map((index) => prepared[index]!.message ?? requests[index]!);
       const answers = await this.#verifyChunk(chunkRequests, deadline, options.signal);
@@ -213,14 +213,7 @@ export class VerifyBatcher {
 
   /** The next batch: queued requests in order, up to maxBatch and MAX_BATCH_BYTES. */
   #take(): Item[] {
-    let bytes = 0;
-    let count = 0;
-    for (const item of this.#queue) {
-      if (count === this.#maxBatch || (count > 0 && bytes + item.bytes > MAX_BATCH_BYTES)) break;
-      bytes += item.bytes;
-      count += 1;
-    }
-    return this.#queue.splice(0, count);
+    return this.#queue.splice(0, batchLength(this.#queue, (item) => item.bytes, 0, this.#maxBatch));
   }
 
   async #send(items: Item[], batch: Batch): Promise<void> {
@@ -356,13 +349,19 @@ function prepare(request: VerifyInit): { message: VerifyRequest | undefined; byt
   }
 }
 
-/** The request's size on the wire, near enough to keep batches under the limits. */
+/**
+ * What the request adds to a VerifyManyRequest (field 1: tag, length varint, the encoded
+ * VerifyRequest): exactly the bytes the other clients count, so that every client cuts
+ * batches at the same place (conformance/batching/cases.json).
+ */
 function requestBytes(request: VerifyRequest): number {
-  let bytes = 16 + Buffer.byteLength(request.token) + Buffer.byteLength(request.audience);
-  for (const scope of request.requiredScopes) bytes += 4 + Buffer.byteLength(scope);
-  const presenter = request.presenter;
-  if (presenter.case === "presenterCertificateDer") bytes += presenter.value.length;
-  else if (presenter.case !== undefined) bytes += Buffer.byteLength(presenter.value);
+  const length = toBinary(VerifyRequestSchema, request).length;
+  return 1 + varintBytes(length) + length;
+}
+
+function varintBytes(value: number): number {
+  let bytes = 1;
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) bytes += 1;
   return bytes;
 }
 
@@ -377,22 +376,41 @@ async function mapLimit<T, R>(values: readonly T[], limit: number, work: (value:
   return answers;
 }
 
-/** Indexes of `sizes` in order, cut into runs of at most `count` and `bytes` (a larger one alone). */
-function chunked(sizes: readonly number[], count: number, bytes: number): number[][] {
+/**
+ * How many of `items` from `start` make one batch: at most `count`, and at most
+ * MAX_BATCH_BYTES together (each `sizeOf`) unless it is a single one (a larger request goes
+ * alone). The rule every client shares (conformance/batching/cases.json).
+ */
+function batchLength<T>(items: readonly T[], sizeOf: (item: T) => number, start: number, count: number): number {
+  let bytes = 0;
+  let end = start;
+  while (end < items.length && end - start < count) {
+    const size = sizeOf(items[end]!);
+    if (end > start && bytes + size > MAX_BATCH_BYTES) break;
+    bytes += size;
+    end += 1;
+  }
+  return end - start;
+}
+
+/** Indexes of `sizes` in order, cut into batches of at most `count` (see batchLength). */
+function chunked(sizes: readonly number[], count: number): number[][] {
   const chunks: number[][] = [];
-  let chunk: number[] = [];
-  let total = 0;
-  sizes.forEach((size, index) => {
-    if (chunk.length === count || (chunk.length > 0 && total + size > bytes)) {
-      chunks.push(chunk);
-      chunk = [];
-      total = 0;
-    }
-    chunk.push(index);
-    total += size;
-  });
-  if (chunk.length > 0) chunks.push(chunk);
+  for (let start = 0; start < sizes.length;) {
+    const length = batchLength(sizes, (size) => size, start, count);
+    chunks.push(Array.from({ length }, (_, offset) => start + offset));
+    start += length;
+  }
   return chunks;
+}
+
+/**
+ * verifyAll's split of `requests` into VerifyMany calls (with `count` in place of
+ * MAX_VERIFY_BATCH): each call's indexes. For conformance/batching/cases.json; not part of
+ * the package's API (index.ts does not export it).
+ */
+export function splitRequests(requests: readonly VerifyInit[], count: number = MAX_VERIFY_BATCH): number[][] {
+  return chunked(requests.map((request) => prepare(request).bytes), count);
 }
 
 function whole(value: number, name: string, min: number, max: number): number {
