@@ -5,11 +5,24 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokend.v1.InvalidRequest;
 import dev.tokend.v1.VerifyManyRequest;
+import dev.tokend.v1.VerifyManyResponse;
 import dev.tokend.v1.VerifyRequest;
+import dev.tokend.v1.VerifyResponse;
+import io.grpc.ManagedChannel;
+import io.grpc.Server;
 import io.grpc.Status;
+import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
+import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
+import io.grpc.stub.StreamObserver;
+import java.net.InetSocketAddress;
+import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import java.util.stream.IntStream;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.DynamicTest;
@@ -19,8 +32,9 @@ import org.junit.jupiter.api.TestFactory;
 /**
  * conformance/batching/cases.json (format: conformance/README.md "Batching cases"), read by
  * the Python, Go and Node clients' tests too: how {@link TokendClient#verifyMany} splits
- * requests into VerifyMany calls (each chunk and its encoded size), and the exception a
- * VerifyMany item's InvalidRequest becomes.
+ * requests into VerifyMany calls (each chunk and its encoded size), how the verify() queue
+ * takes its batches by the same rule (over loopback, against a stand-in server that records
+ * each RPC), and the exception a VerifyMany item's InvalidRequest becomes.
  */
 class BatchingConformanceTest {
 
@@ -47,6 +61,12 @@ class BatchingConformanceTest {
   }
 
   @TestFactory
+  Stream<DynamicTest> theVerifyQueueTakesBatchesByTheSameRule() throws Exception {
+    return cases("split").stream().map(c -> DynamicTest.dynamicTest((String) c.get("id"),
+        () -> checkQueue(c)));
+  }
+
+  @TestFactory
   Stream<DynamicTest> anInvalidItemFailsAsAUnaryVerify() throws Exception {
     return cases("invalid").stream().map(c -> DynamicTest.dynamicTest((String) c.get("id"),
         () -> checkInvalid(c)));
@@ -70,6 +90,69 @@ class BatchingConformanceTest {
     Map<String, Object> expect = (Map<String, Object>) c.get("expect");
     assertEquals(integers((List<Object>) expect.get("chunks")), chunks, "chunks");
     assertEquals(integers((List<Object>) expect.get("chunk_bytes")), sizes, "chunk bytes");
+  }
+
+  /** Records how many requests each RPC carries, in order of arrival. */
+  static final class Recorder extends TokendClientTest.Stand {
+    final List<Integer> rpcs = Collections.synchronizedList(new ArrayList<>());
+
+    @Override
+    public void verify(VerifyRequest request, StreamObserver<VerifyResponse> observer) {
+      rpcs.add(1);
+      super.verify(request, observer);
+    }
+
+    @Override
+    public void verifyMany(VerifyManyRequest request, StreamObserver<VerifyManyResponse> observer) {
+      rpcs.add(request.getRequestsCount());
+      super.verifyMany(request, observer);
+    }
+  }
+
+  /**
+   * Every request of the case queued behind one Verify held in flight (maxInFlight 1), then
+   * sent one batch at a time once it ends: the batches must be the case's chunks.
+   */
+  @SuppressWarnings("unchecked")
+  private static void checkQueue(Map<String, Object> c) throws Exception {
+    Recorder stand = new Recorder();
+    Server server = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", 0))
+        .addService(stand).build().start();
+    ManagedChannel channel = TokendChannels.configure(
+        NettyChannelBuilder.forAddress("127.0.0.1", server.getPort()).usePlaintext()).build();
+    try {
+      TokendClient client = TokendClient.builder(channel).maxInFlight(1)
+          .maxBatch(((Number) c.get("max_batch")).intValue()).timeout(Duration.ofSeconds(30)).build();
+      stand.gate = new CountDownLatch(1);
+      CompletableFuture<VerifyResponse> first = client.verifyAsync(
+          VerifyRequest.newBuilder().setToken("ok").setAudience("orders").build());
+      long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+      while (stand.rpcs.isEmpty() && System.nanoTime() < end) {
+        Thread.sleep(1);
+      }
+      List<CompletableFuture<VerifyResponse>> queued = new ArrayList<>();
+      for (Object spec : (List<Object>) c.get("requests")) {
+        queued.add(client.verifyAsync(request((Map<String, Object>) spec)));
+      }
+      assertEquals(List.of(1), stand.rpcs, "the queued calls wait for the slot");
+      stand.gate.countDown();
+      first.get(30, TimeUnit.SECONDS);
+      for (CompletableFuture<VerifyResponse> answer : queued) {
+        // Answered either way (an empty audience is refused): only the batches matter here.
+        answer.handle((response, error) -> null).get(30, TimeUnit.SECONDS);
+      }
+      List<List<Integer>> batches = new ArrayList<>();
+      int next = 0;
+      for (int count : stand.rpcs.subList(1, stand.rpcs.size())) {
+        batches.add(IntStream.range(next, next + count).boxed().toList());
+        next += count;
+      }
+      Map<String, Object> expect = (Map<String, Object>) c.get("expect");
+      assertEquals(integers((List<Object>) expect.get("chunks")), batches, "batches");
+    } finally {
+      channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+      server.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
   }
 
   @SuppressWarnings("unchecked")
