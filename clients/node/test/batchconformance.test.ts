@@ -1,8 +1,9 @@
 /**
  * conformance/batching/cases.json (format: conformance/README.md "Batching cases"), read by
  * the Python, Go and Java clients' tests too, against VerifyBatcher: how `verifyAll` splits
- * requests into VerifyMany calls (each chunk and its encoded size) and the error a
- * VerifyMany item's InvalidRequest becomes. The batcher runs over stand-in RPCs that record
+ * requests into VerifyMany calls (each chunk and its encoded size), how the `verify()` queue
+ * takes its batches by the same rule, and the error a VerifyMany item's InvalidRequest
+ * becomes. The batcher runs over stand-in RPCs that record
  * what each call carries and answer at once (no network: these are the batcher's rules).
  */
 import assert from "node:assert/strict";
@@ -93,6 +94,51 @@ describe("conformance/batching/cases.json", () => {
         const sizes = c.expect.chunks.map((chunk) => toBinary(VerifyManyRequestSchema,
           create(VerifyManyRequestSchema, { requests: chunk.map((n) => requests[n]!) })).length);
         assert.deepEqual(sizes, c.expect.chunk_bytes);
+      });
+    }
+  });
+
+  describe("the verify() queue takes batches by the same rule", () => {
+    for (const c of cases.split) {
+      // The requests over the cap: each is a chunk of its own whose bytes exceed the cap.
+      const oversize = c.expect.chunks.filter((chunk, n) => c.expect.chunk_bytes[n]! > cases.max_batch_bytes)
+        .map(([index]) => index!);
+      it(c.id, async () => {
+        const requests = c.requests.map(request);
+        const calls: number[][] = [];
+        let release: () => void = () => undefined;
+        const held = new Promise<void>((resolve) => { release = resolve; });
+        const rpcs: VerifyRpcs = {
+          verify: async (message) => {
+            const index = requests.indexOf(message as VerifyRequest);
+            if (index < 0) await held; // the first call holds the only slot
+            else calls.push([index]);
+            return create(VerifyResponseSchema, { valid: true });
+          },
+          verifyMany: async ({ requests: carried = [] }) => {
+            calls.push(carried.map((message) => requests.indexOf(message as VerifyRequest)));
+            return create(VerifyManyResponseSchema, {
+              results: carried.map(() => ({ outcome: { case: "response" as const, value: { valid: true } } })),
+            });
+          },
+        };
+        const batcher = new VerifyBatcher(rpcs, { maxInFlight: 1, maxBatch: c.max_batch });
+        const first = batcher.verify({ token: "held", audience: "orders" });
+        await new Promise((resolve) => setImmediate(resolve)); // it is sent: the slot is taken
+        const answers = requests.map((message) => batcher.verify(message));
+        await new Promise((resolve) => setImmediate(resolve));
+        // This client sends a request over the cap at once as a unary Verify, outside the
+        // queue (README "Verify calls are batched"); the others wait for the slot.
+        assert.deepEqual(calls, oversize.map((index) => [index]), "only requests over the cap went out");
+        release();
+        await first;
+        await Promise.all(answers);
+        if (oversize.length === 0) {
+          assert.deepEqual(calls, c.expect.chunks);
+        } else {
+          // The others then batch without them, so not as the split's chunks: each sent once.
+          assert.deepEqual(calls.flat().sort((a, b) => a - b), requests.map((_, index) => index));
+        }
       });
     }
   });
