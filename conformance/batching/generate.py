@@ -80,7 +80,9 @@ def reference_split(specs: list[Spec], max_batch: int) -> list[list[int]]:
 def tuned(before: list[Spec], total: int, audience: str = "orders",
           scopes: list[str] | None = None) -> Spec:
     """A request that brings the batch ``before`` + it to exactly ``total`` bytes."""
-    for length in range(1, MAX_BATCH_BYTES):
+    # Each token byte adds one byte or, across a varint width, a few more: start just below.
+    first = max(1, total - batch_bytes([*before, spec(0, audience, scopes)]) - 16)
+    for length in range(first, MAX_BATCH_BYTES):
         candidate = spec(length, audience, scopes)
         size = batch_bytes([*before, candidate])
         if size == total:
