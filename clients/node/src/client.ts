@@ -140,8 +140,8 @@ function openClient(baseUrl: string, options: ConnectOptions, nodeOptions: Secur
   // open (a Watch stream), never on an idle connection; tokend accepts one per 30 s.
   const sessionManager = new Http2SessionManager(
     baseUrl, { pingIntervalMs: 60_000, pingTimeoutMs: 20_000, pingIdleConnection: false }, nodeOptions);
-  // No defaultTimeoutMs here: the transport would give it to the Watch streams too, and
-  // only to unary calls the service config has no timeout for.
+  // Not the transport's defaultTimeoutMs: it would cut the Watch streams, and reach only
+  // unary calls the service config gives no timeout (withServiceConfig applies it instead).
   const transport = createGrpcTransport({ baseUrl, sessionManager });
   const defaultTimeoutMs = positiveOrUndefined(options.defaultTimeoutMs, "defaultTimeoutMs");
   // Retries and deadlines of the shared service config (src/retries.ts).
