@@ -20,6 +20,7 @@ import {
   type VerifyRequest,
   type VerifyResponse,
 } from "./gen/tokend/v1/tokend_pb.js";
+import { deadlineOf } from "./retries.js";
 import { invalidVerifyRequestError } from "./rpcerrors.js";
 
 /** What `verify()` takes: a VerifyRequest or its init shape. */
@@ -44,12 +45,10 @@ export interface VerifyRpcs {
   verifyMany(request: MessageInitShape<typeof VerifyManyRequestSchema>, options?: CallOptions): Promise<VerifyManyResponse>;
 }
 
-/** Deadlines as the unary path applies them (src/retries.ts, then the transport's default). */
+/** The deadline a unary Verify gets when the call sets none (src/retries.ts, `withServiceConfig`). */
 export interface DeadlineDefaults {
-  /** The service config's Verify timeout. */
-  configTimeoutMs: number | undefined;
-  /** ConnectOptions.defaultTimeoutMs, used for a call whose timeoutMs is 0 or less. */
-  transportTimeoutMs: number | undefined;
+  /** ConnectOptions.defaultTimeoutMs, else the service config's Verify timeout; undefined: none. */
+  timeoutMs: number | undefined;
 }
 
 /** VerifyMany's limit per call (protos/tokend/v1/tokend.proto). */
@@ -92,8 +91,7 @@ export class VerifyBatcher {
   #scheduled = false;
   #closed = false;
 
-  constructor(rpcs: VerifyRpcs, options: BatchOptions = {}, deadlines: DeadlineDefaults = {
-    configTimeoutMs: undefined, transportTimeoutMs: undefined }) {
+  constructor(rpcs: VerifyRpcs, options: BatchOptions = {}, deadlines: DeadlineDefaults = { timeoutMs: undefined }) {
     this.#rpcs = rpcs;
     this.#deadlines = deadlines;
     this.#unaryOnly = options.batchVerify === false;
@@ -175,11 +173,9 @@ export class VerifyBatcher {
     settle(item, () => item.reject(error));
   }
 
+  /** The call's deadline, exactly as the unary path sets it. */
   #deadline(timeoutMs: number | undefined): number | undefined {
-    const budget = timeoutMs ?? this.#deadlines.configTimeoutMs;
-    if (budget !== undefined && budget > 0) return Date.now() + budget;
-    const fallback = this.#deadlines.transportTimeoutMs;
-    return fallback !== undefined && fallback > 0 ? Date.now() + fallback : undefined;
+    return deadlineOf(timeoutMs, this.#deadlines.timeoutMs);
   }
 
   #schedule(): void {

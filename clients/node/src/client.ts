@@ -47,9 +47,10 @@ export interface ChannelCredentials {
  */
 export interface ConnectOptions extends BatchOptions {
   /**
-   * Deadline of every call that sets none itself, retries included. By default each
-   * method's from the shared service config: 5 000 ms for verify, getJwks and revoke,
-   * 10 000 ms for issue and refresh (docs/clients.md, "Retries and deadlines").
+   * Deadline in ms of every unary call that sets no `timeoutMs` itself, retries included,
+   * for every method alike (a positive number). By default each method's from the shared
+   * service config: 5 000 ms for verify, getJwks and revoke, 10 000 ms for issue, refresh
+   * and exchange (docs/clients.md, "Retries and deadlines"). Streams get no deadline.
    */
   defaultTimeoutMs?: number;
   /**
@@ -139,17 +140,16 @@ function openClient(baseUrl: string, options: ConnectOptions, nodeOptions: Secur
   // open (a Watch stream), never on an idle connection; tokend accepts one per 30 s.
   const sessionManager = new Http2SessionManager(
     baseUrl, { pingIntervalMs: 60_000, pingTimeoutMs: 20_000, pingIdleConnection: false }, nodeOptions);
-  const transport = createGrpcTransport({
-    baseUrl,
-    sessionManager,
-    ...(options.defaultTimeoutMs === undefined ? {} : { defaultTimeoutMs: options.defaultTimeoutMs }),
-  });
-  // Retries and per-method deadlines of the shared service config (src/retries.ts).
+  // Not the transport's defaultTimeoutMs: it would cut the Watch streams, and reach only
+  // unary calls the service config gives no timeout (withServiceConfig applies it instead).
+  const transport = createGrpcTransport({ baseUrl, sessionManager });
+  const defaultTimeoutMs = positiveOrUndefined(options.defaultTimeoutMs, "defaultTimeoutMs");
+  // Retries and deadlines of the shared service config (src/retries.ts).
   const rules = methodRules();
-  const client = createClient(TokenService, withServiceConfig(transport, rules));
+  const client = createClient(TokenService, withServiceConfig(transport, rules, Math.random, defaultTimeoutMs));
+  // A batched verify gets exactly the deadline a unary one would.
   const batcher = new VerifyBatcher({ verify: client.verify, verifyMany: client.verifyMany }, options, {
-    configTimeoutMs: rules.get(`${TokenService.typeName}/Verify`)?.timeoutMs,
-    transportTimeoutMs: options.defaultTimeoutMs,
+    timeoutMs: defaultTimeoutMs ?? rules.get(`${TokenService.typeName}/Verify`)?.timeoutMs,
   });
   return Object.assign(client, {
     verify: (request: VerifyInit, callOptions?: CallOptions) => batcher.verify(request, callOptions),
@@ -174,6 +174,13 @@ export function baseUrlOf(address: string): string {
     throw new TypeError('tokend address must be "host:port"');
   }
   return new URL(`https://${address}`).origin;
+}
+
+function positiveOrUndefined(value: number | undefined, name: string): number | undefined {
+  if (value !== undefined && !(typeof value === "number" && Number.isFinite(value) && value > 0)) {
+    throw new RangeError(`${name} must be a positive number of milliseconds`);
+  }
+  return value;
 }
 
 function readPem(path: string, what: string): Buffer {

@@ -95,13 +95,17 @@ export function newIdempotencyKey(): string {
 }
 
 /**
- * Wraps `inner` so that unary calls get the config's default deadline (when the call
- * sets none) and are retried after the config's status codes, and a Refresh without an
- * idempotencyKey gets one, the same for all its attempts (tokend then answers a retry of
- * a Refresh it had committed with that answer, instead of revoking the family as reuse).
+ * Wraps `inner` so that unary calls get a default deadline (when the call sets none) and
+ * are retried after the config's status codes, and a Refresh without an idempotencyKey
+ * gets one, the same for all its attempts (tokend then answers a retry of a Refresh it
+ * had committed with that answer, instead of revoking the family as reuse).
+ *
+ * A unary call's deadline, covering all its attempts, is the call's `timeoutMs` (0 or
+ * less: none, as in connect), else `defaultTimeoutMs` (ConnectOptions.defaultTimeoutMs,
+ * for every method), else the config's timeout for the method. Streams get none of them.
  */
 export function withServiceConfig(inner: Transport, rules = methodRules(),
-  random: () => number = Math.random): Transport {
+  random: () => number = Math.random, defaultTimeoutMs?: number): Transport {
   return {
     async unary<I extends DescMessage, O extends DescMessage>(
       method: DescMethodUnary<I, O>, signal: AbortSignal | undefined, timeoutMs: number | undefined,
@@ -109,10 +113,10 @@ export function withServiceConfig(inner: Transport, rules = methodRules(),
       const name = `${method.parent.typeName}/${method.name}`;
       const rule = rules.get(name) ?? rules.get(`${method.parent.typeName}/`) ?? {};
       const message = name === REFRESH ? withKey(input) : input;
-      const budget = timeoutMs ?? rule.timeoutMs;
-      const deadline = budget !== undefined && budget > 0 ? Date.now() + budget : undefined;
+      const deadline = deadlineOf(timeoutMs, defaultTimeoutMs ?? rule.timeoutMs);
       for (let attempt = 1; ; attempt++) {
-        const remaining = deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
+        // No deadline: the call's own timeoutMs (0: none) reaches the transport unchanged.
+        const remaining = deadline === undefined ? timeoutMs : Math.max(1, deadline - Date.now());
         try {
           return await inner.unary(method, signal, remaining, header, message, contextValues);
         } catch (error) {
@@ -132,6 +136,16 @@ export function withServiceConfig(inner: Transport, rules = methodRules(),
       return inner.stream(method, signal, timeoutMs, header, input, contextValues);
     },
   };
+}
+
+/**
+ * When a unary call must end (epoch ms): `timeoutMs` from now, else `fallbackMs` (the
+ * defaultTimeoutMs or the method's config timeout); 0 or less, or neither: never. The
+ * verify batcher (src/batch.ts) computes its calls' deadlines with this too.
+ */
+export function deadlineOf(timeoutMs: number | undefined, fallbackMs: number | undefined): number | undefined {
+  const budget = timeoutMs ?? fallbackMs;
+  return budget !== undefined && budget > 0 ? Date.now() + budget : undefined;
 }
 
 function withKey<T>(input: T): T {

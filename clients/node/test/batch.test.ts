@@ -216,6 +216,28 @@ describe("verify() batching against a VerifyMany server", () => {
     assert.deepEqual([server.verifyCalls, server.batches], [2, []]);
   });
 
+  it("gives batched and queued calls connect's defaultTimeoutMs, as a unary verify gets", async () => {
+    const client = open({ defaultTimeoutMs: 300, maxInFlight: 1 });
+    server.delayMs = 2_000;
+    const started = Date.now();
+    const batched = [1, 2, 3].map((i) => client.verify({ token: `ok-${i}`, audience: "a" }));
+    await sleep(50);
+    const queued = client.verify({ token: "ok-queued", audience: "a" });
+    for (const call of [...batched, queued]) await assert.rejects(call, codeOf(Code.DeadlineExceeded));
+    const took = Date.now() - started;
+    // Not the service config's 5 s (nor the server's 2 s).
+    assert.ok(took >= 290 && took < 1_500, `took ${took} ms`);
+    assert.deepEqual(server.batches, [3]);
+    const all = Date.now();
+    const results = await client.verifyAll([{ token: "ok-x", audience: "a" }, { token: "ok-y", audience: "a" }]);
+    assert.ok(results.every((result) => result instanceof ConnectError && result.code === Code.DeadlineExceeded));
+    assert.ok(Date.now() - all < 1_500, `verifyAll took ${Date.now() - all} ms`);
+    // A call's own timeoutMs still wins over the default.
+    server.delayMs = 700;
+    const patient = await Promise.all([1, 2].map((i) => client.verify({ token: `ok-${i}`, audience: "a" }, { timeoutMs: 5_000 })));
+    assert.deepEqual(patient.map((response) => response.subject), ["1", "2"]);
+  });
+
   it("fails a sent call at its deadline while its batch goes on", async () => {
     const client = open();
     server.delayMs = 1_500;
