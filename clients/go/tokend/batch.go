@@ -61,7 +61,8 @@ type VerifyBatching struct {
 	// MaxInFlight bounds the Verify and VerifyMany RPCs this connection has in flight
 	// while batching (0: DefaultMaxInFlight; 1 to 1024).
 	MaxInFlight int
-	// MaxBatch bounds the requests of one VerifyMany (0: DefaultMaxBatch; 2 to MaxVerifyMany).
+	// MaxBatch bounds the requests of one VerifyMany (0: DefaultMaxBatch; 1 to MaxVerifyMany,
+	// as in the other tokend clients).
 	MaxBatch int
 	// Logger notes, once per connection, that the server lacks VerifyMany (an older
 	// tokend) and Verify calls go out one by one from then on; nil means slog.Default().
@@ -78,8 +79,8 @@ func (b VerifyBatching) resolved() (VerifyBatching, error) {
 	if b.MaxInFlight < 1 || b.MaxInFlight > 1024 {
 		return b, fmt.Errorf("tokend: VerifyBatching.MaxInFlight %d: want 1 to 1024", b.MaxInFlight)
 	}
-	if b.MaxBatch < 2 || b.MaxBatch > MaxVerifyMany {
-		return b, fmt.Errorf("tokend: VerifyBatching.MaxBatch %d: want 2 to %d", b.MaxBatch, MaxVerifyMany)
+	if b.MaxBatch < 1 || b.MaxBatch > MaxVerifyMany {
+		return b, fmt.Errorf("tokend: VerifyBatching.MaxBatch %d: want 1 to %d", b.MaxBatch, MaxVerifyMany)
 	}
 	if b.Logger == nil {
 		b.Logger = slog.Default()

@@ -598,13 +598,13 @@ func sorted(sizes []int) []int {
 }
 
 func TestVerifyBatchingRefusesOutOfRangeOptions(t *testing.T) {
-	for _, b := range []tokend.VerifyBatching{{MaxBatch: 1}, {MaxBatch: 257}, {MaxInFlight: -1},
+	for _, b := range []tokend.VerifyBatching{{MaxBatch: 257}, {MaxInFlight: -1},
 		{MaxInFlight: 1025}, {MaxBatch: -3}} {
 		if _, err := tokend.DialOptionsWith(b); err == nil {
 			t.Errorf("%+v accepted", b)
 		}
 	}
-	for _, b := range []tokend.VerifyBatching{{}, {MaxBatch: 2}, {MaxBatch: 256, MaxInFlight: 1},
+	for _, b := range []tokend.VerifyBatching{{}, {MaxBatch: 1}, {MaxBatch: 2}, {MaxBatch: 256, MaxInFlight: 1},
 		{Disabled: true, MaxBatch: 999}} {
 		if _, err := tokend.DialOptionsWith(b); err != nil {
 			t.Errorf("%+v refused: %v", b, err)
