@@ -1,4 +1,4 @@
-"""conformance/batching/cases.json is exactly what conformance/batching/generate.py makes.
+"""conformance/batching/cases.json is exactly what conformance/batching/make_cases.py makes.
 
 The cases themselves are run by every client's unit tests (conformance/README.md
 "Batching cases"); this keeps the committed file and its generator in step in CI.
@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-GENERATOR = Path(__file__).resolve().parents[2] / "conformance" / "batching" / "generate.py"
+GENERATOR = Path(__file__).resolve().parents[2] / "conformance" / "batching" / "make_cases.py"
 
 
 def _generator() -> Any:
     """The generator as a module (it is a script, not a package member)."""
-    name = "conformance_batching_generate"
+    name = "conformance_batching_make_cases"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, GENERATOR)

@@ -13,8 +13,8 @@ reference split below (sizes from the protobuf library), each designed case asse
 hit the boundary it names; an invalid case's item and its expected error by tokend's own
 request checks and error answer (server/tokend/api), i.e. what a real tokend sends.
 
-    .venv/bin/python conformance/batching/generate.py          # rewrite cases.json
-    .venv/bin/python conformance/batching/generate.py --check  # exit 1 if it differs
+    .venv/bin/python conformance/batching/make_cases.py          # rewrite cases.json
+    .venv/bin/python conformance/batching/make_cases.py --check  # exit 1 if it differs
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def invalid_cases() -> list[dict[str, Any]]:
 ABOUT = (
     "The Verify batching rules every client shares (docs/clients.md 'Verify calls are "
     "batched'; format: conformance/README.md 'Batching cases'). Made by "
-    "conformance/batching/generate.py; read by the unit tests of the Python, Go, Node and "
+    "conformance/batching/make_cases.py; read by the unit tests of the Python, Go, Node and "
     "Java clients."
 )
 
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(document())
     if args.check:
         if not CASES.is_file() or CASES.read_text("utf-8") != text:
-            print(f"{CASES} is out of date: run conformance/batching/generate.py",
+            print(f"{CASES} is out of date: run conformance/batching/make_cases.py",
                   file=sys.stderr)
             return 1
         return 0
