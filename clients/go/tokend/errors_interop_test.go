@@ -253,15 +253,6 @@ func callOnce(ctx context.Context, conn *grpc.ClientConn, rpc string, request an
 	return response, stream.RecvMsg(response)
 }
 
-// codeName turns "INVALID_ARGUMENT" into codes.Code's String() form "InvalidArgument".
-func codeName(upper string) string {
-	var b strings.Builder
-	for _, part := range strings.Split(strings.ToLower(upper), "_") {
-		b.WriteString(strings.ToUpper(part[:1]) + part[1:])
-	}
-	return b.String()
-}
-
 func mapValues(m map[string]string) []string {
 	out := make([]string, 0, len(m))
 	for _, v := range m {
