@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -340,6 +340,20 @@ def chunks(requests: list[pb.VerifyRequest],
         size = grown
     if chunk:
         yield chunk
+
+
+def many_batches(queries: Iterable[VerifyQuery | tuple[str, str]], queue: VerifyQueue,
+                 new_item: Callable[[pb.VerifyRequest], Item],
+                 ) -> Iterator[tuple[list[Item], list[Batch]]]:
+    """``verify_many``'s RPCs, chunk by chunk: the chunk's items and the Batches to send
+    for them (one per item once the server has shown it lacks VerifyMany). Lazy, so
+    each chunk's deadline starts when the one before it is answered."""
+    for chunk in chunks(many_requests(queries)):
+        items = [new_item(request) for request in chunk]
+        if queue.unary_only:
+            yield items, [Batch([item], counted=False) for item in items]
+        else:
+            yield items, [Batch(items, counted=False)]
 
 
 def not_sent(exc: BaseException) -> TokendError:

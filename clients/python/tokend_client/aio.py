@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -24,9 +25,8 @@ from ._batch import (
     Batch,
     Item,
     VerifyQuery,
-    chunks,
     deadline_exceeded,
-    many_requests,
+    many_batches,
     not_sent,
 )
 from ._calls import Ttl
@@ -87,14 +87,11 @@ class AsyncTokenClient(ClientBase):
     async def verify_many(self, queries: Iterable[VerifyQuery | tuple[str, str]], *,
                           timeout: float | None = None) -> list[VerifyResult | TokendError]:
         """Verify many tokens in few RPCs; see :meth:`tokend_client.TokenClient.verify_many`."""
+        seconds = self._verify_timeout(timeout)
         results: list[VerifyResult | TokendError] = []
-        for chunk in chunks(many_requests(queries)):
-            seconds = self._verify_timeout(timeout)
-            items = [_item(request, seconds) for request in chunk]
-            if self._verify_queue.unary_only:
-                self._spawn(*(Batch([item], counted=False) for item in items))
-            else:
-                self._spawn(Batch(items, counted=False))
+        for items, batches in many_batches(queries, self._verify_queue,
+                                           partial(_item, seconds=seconds)):
+            self._spawn(*batches)
             results.extend([await _outcome(item) for item in items])
         return results
 

@@ -42,9 +42,8 @@ from ._batch import (
     Batch,
     Item,
     VerifyQuery,
-    chunks,
     deadline_exceeded,
-    many_requests,
+    many_batches,
     not_sent,
 )
 from ._calls import Ttl
@@ -130,14 +129,11 @@ class TokenClient(ClientBase):
         ``verify()`` would have raised for it (e.g. InvalidArgumentError for an empty
         audience). ``timeout`` applies to each RPC.
         """
+        seconds = self._verify_timeout(timeout)
         results: list[VerifyResult | TokendError] = []
-        for chunk in chunks(many_requests(queries)):
-            seconds = self._verify_timeout(timeout)
-            items = [_item(request, seconds) for request in chunk]
-            if self._verify_queue.unary_only:
-                self._send(*(Batch([item], counted=False) for item in items))
-            else:
-                self._send(Batch(items, counted=False))
+        for items, batches in many_batches(queries, self._verify_queue,
+                                           partial(_item, seconds=seconds)):
+            self._send(*batches)
             results.extend(_outcome(item) for item in items)
         return results
 
