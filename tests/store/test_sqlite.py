@@ -185,6 +185,44 @@ async def test_revocation_survives_a_killed_process(db_path: Path) -> None:
         await store.close()
 
 
+async def test_processes_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> None:
+    # `tokend serve --workers N` on a fresh SQLite file: every worker switches it to WAL
+    # at once. SQLite answers one "database is locked" without waiting on busy_timeout
+    # (before the fix, most rounds here failed that way).
+    rounds = 30
+    body = f"""
+        async def main():
+            for index in range({rounds}):
+                store = SqliteStore({str(tmp_path)!r} + f"/new-{{index}}.db")
+                sys.stdin.readline()  # open together
+                try:
+                    await store.open()
+                    await store.close()
+                    print("opened", flush=True)
+                except Exception as exc:
+                    print(type(exc).__name__, exc, flush=True)
+        asyncio.run(main())
+    """
+    procs = [subprocess.Popen(_script(body), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env=_env(), text=True) for _ in range(2)]
+    try:
+        answers: list[str] = []
+        for _ in range(rounds):
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            for proc in procs:
+                assert proc.stdout is not None
+                answers.append(await asyncio.wait_for(
+                    asyncio.to_thread(proc.stdout.readline), 20))
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+    assert answers == ["opened\n"] * (2 * rounds), [a for a in answers if a != "opened\n"]
+
+
 async def test_concurrent_rotation_across_processes(
     store_factory: StoreFactory, db_path: Path
 ) -> None:

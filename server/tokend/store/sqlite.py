@@ -265,7 +265,7 @@ def _prepare_path(path: Path) -> None:
 
 
 def _configure(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    mode = _switch_to_wal(conn, busy_timeout)
     if str(mode).lower() != "wal":
         # e.g. a network filesystem without shared memory: refuse rather than run unsafely.
         raise StoreError(f"could not switch the SQLite database to WAL (got {mode!r})")
@@ -273,6 +273,20 @@ def _configure(conn: sqlite3.Connection, busy_timeout: float) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     conn.execute("PRAGMA trusted_schema = OFF")
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> object:
+    """The journal mode after asking for WAL. Processes switching a new database at once
+    (`tokend serve --workers`) deadlock on its lock, and SQLite then answers one of them
+    "database is locked" at once, without waiting on busy_timeout: wait here instead."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _migrate(conn: sqlite3.Connection, now: float) -> None:
