@@ -20,10 +20,8 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -144,25 +142,11 @@ class TokendClientInteropTest {
   private static List<VerifyOutcome> concurrently(TokendClient client, int calls) throws Exception {
     ExecutorService pool = Executors.newFixedThreadPool(32);
     try {
-      CountDownLatch start = new CountDownLatch(1);
-      List<Future<VerifyOutcome>> answers = new ArrayList<>();
+      List<VerifyRequest> requests = new ArrayList<>();
       for (int i = 0; i < calls; i++) {
-        VerifyRequest request = kinds.get(i % kinds.size());
-        answers.add(pool.submit(() -> {
-          start.await(5, TimeUnit.SECONDS);
-          try {
-            return VerifyOutcome.of(client.verify(request));
-          } catch (TokendException e) {
-            return VerifyOutcome.failed(e);
-          }
-        }));
+        requests.add(kinds.get(i % kinds.size()));
       }
-      start.countDown();
-      List<VerifyOutcome> outcomes = new ArrayList<>();
-      for (Future<VerifyOutcome> answer : answers) {
-        outcomes.add(answer.get(30, TimeUnit.SECONDS));
-      }
-      return outcomes;
+      return ConcurrentVerify.outcomes(pool, client, requests);
     } finally {
       pool.shutdownNow();
     }

@@ -216,6 +216,15 @@ class TokendClientTest {
     };
   }
 
+  /** mixed(0) .. mixed(count - 1). */
+  private static List<VerifyRequest> mixedRequests(int count) {
+    List<VerifyRequest> requests = new ArrayList<>();
+    for (int i = 0; i < count; i++) {
+      requests.add(mixed(i));
+    }
+    return requests;
+  }
+
   /** Waits (bounded) until the server has counted {@code count} calls of {@code method}. */
   private void awaitCalls(String method, int count) throws InterruptedException {
     long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
@@ -299,24 +308,7 @@ class TokendClientTest {
     stand.delayMillis = 5;
     TokendClient client = TokendClient.builder(channel).maxInFlight(2).build();
     int calls = 200;
-    List<Future<VerifyOutcome>> answers = new ArrayList<>();
-    CountDownLatch ready = new CountDownLatch(1);
-    for (int i = 0; i < calls; i++) {
-      VerifyRequest request = mixed(i);
-      answers.add(pool.submit(() -> {
-        ready.await(5, TimeUnit.SECONDS);
-        try {
-          return VerifyOutcome.of(client.verify(request));
-        } catch (TokendException e) {
-          return VerifyOutcome.failed(e);
-        }
-      }));
-    }
-    ready.countDown();
-    List<VerifyOutcome> got = new ArrayList<>();
-    for (Future<VerifyOutcome> answer : answers) {
-      got.add(answer.get(20, TimeUnit.SECONDS));
-    }
+    List<VerifyOutcome> got = ConcurrentVerify.outcomes(pool, client, mixedRequests(calls));
     int rpcs = counter.of("Verify") + counter.of("VerifyMany");
     for (int i = 0; i < calls; i++) {
       assertSameOutcome(unary(mixed(i)), got.get(i));
@@ -468,19 +460,9 @@ class TokendClientTest {
   void batchingOffSendsOnlyUnaryCalls() throws Exception {
     start(new Stand());
     TokendClient client = TokendClient.builder(channel).batchVerify(false).maxInFlight(1).build();
-    List<Future<VerifyOutcome>> answers = new ArrayList<>();
+    List<VerifyOutcome> answers = ConcurrentVerify.outcomes(pool, client, mixedRequests(40));
     for (int i = 0; i < 40; i++) {
-      VerifyRequest request = mixed(i);
-      answers.add(pool.submit(() -> {
-        try {
-          return VerifyOutcome.of(client.verify(request));
-        } catch (TokendException e) {
-          return VerifyOutcome.failed(e);
-        }
-      }));
-    }
-    for (int i = 0; i < 40; i++) {
-      assertSameOutcome(unary(mixed(i)), answers.get(i).get(10, TimeUnit.SECONDS));
+      assertSameOutcome(unary(mixed(i)), answers.get(i));
     }
     assertEquals(0, counter.of("VerifyMany"));
     assertEquals(80, counter.of("Verify"));   // 40 through the client, 40 by unary()
@@ -510,19 +492,9 @@ class TokendClientTest {
     }
     assertEquals(1, counter.of("VerifyMany"));
     // Under concurrency afterwards: right answers, and never VerifyMany again.
-    List<Future<VerifyOutcome>> more = new ArrayList<>();
+    List<VerifyOutcome> more = ConcurrentVerify.outcomes(pool, client, mixedRequests(60));
     for (int i = 0; i < 60; i++) {
-      VerifyRequest request = mixed(i);
-      more.add(pool.submit(() -> {
-        try {
-          return VerifyOutcome.of(client.verify(request));
-        } catch (TokendException e) {
-          return VerifyOutcome.failed(e);
-        }
-      }));
-    }
-    for (int i = 0; i < 60; i++) {
-      assertSameOutcome(unary(mixed(i)), more.get(i).get(10, TimeUnit.SECONDS));
+      assertSameOutcome(unary(mixed(i)), more.get(i));
     }
     List<VerifyOutcome> many = client.verifyMany(List.of(mixed(0), mixed(2), mixed(4)));
     assertSameOutcome(unary(mixed(2)), many.get(1));
