@@ -57,6 +57,16 @@ func (s *verifyServer) enter(method string) {
 	}
 }
 
+// stopHolding lets later calls through at once and releases the held ones that entered.
+func (s *verifyServer) stopHolding(entered int) {
+	s.mu.Lock()
+	s.held = false
+	s.mu.Unlock()
+	for range entered {
+		s.release <- struct{}{}
+	}
+}
+
 func (s *verifyServer) leave() {
 	s.mu.Lock()
 	s.active--
@@ -165,9 +175,7 @@ func startBatching(t *testing.T, batching tokend.VerifyBatching, older, held boo
 	}
 	go func() { _ = server.Serve(listener) }()
 	t.Cleanup(func() {
-		s.mu.Lock()
-		s.held = false
-		s.mu.Unlock()
+		s.stopHolding(0)
 		close(s.release) // nothing stays held
 		server.Stop()
 	})
@@ -336,11 +344,7 @@ func TestOverlappingVerifiesShareVerifyManyInOrder(t *testing.T) {
 	f.entered(t)
 	requests := mixedRequests(20)
 	rest := f.verifyAll(t, ctx, requests, 20)
-	f.server.mu.Lock()
-	f.server.held = false
-	f.server.mu.Unlock()
-	f.server.release <- struct{}{}
-	f.server.release <- struct{}{}
+	f.server.stopHolding(2)
 	checkAnswers(t, mixedRequests(2), first())
 	checkAnswers(t, requests, rest())
 	f.server.mu.Lock()
@@ -388,10 +392,7 @@ func TestVerifyManyIsRetriedWhenUnavailable(t *testing.T) {
 	f.entered(t)
 	requests := mixedRequests(6)
 	rest := f.verifyAll(t, context.Background(), requests, 6)
-	f.server.mu.Lock()
-	f.server.held = false
-	f.server.mu.Unlock()
-	f.server.release <- struct{}{}
+	f.server.stopHolding(1)
 	first()
 	checkAnswers(t, requests, rest())
 	if f.server.count("VerifyMany") != 3 {
@@ -495,10 +496,7 @@ func TestAnOlderServerWithoutVerifyManyGetsUnaryVerifies(t *testing.T) {
 				f.server.release <- struct{}{}
 			}
 		} else {
-			f.server.mu.Lock()
-			f.server.held = false
-			f.server.mu.Unlock()
-			f.server.release <- struct{}{}
+			f.server.stopHolding(1)
 		}
 		checkAnswers(t, mixedRequests(1), first())
 		checkAnswers(t, requests, rest())
@@ -629,10 +627,7 @@ func TestBatchesStayUnder60KiB(t *testing.T) {
 	requests := append(bigRequests(6, 25_000), bigRequests(1, 70_000)...)
 	queued := f.verifyAll(t, context.Background(), requests[:6], 6)
 	last := f.verifyAll(t, context.Background(), requests[6:], 7)
-	f.server.mu.Lock()
-	f.server.held = false
-	f.server.mu.Unlock()
-	f.server.release <- struct{}{}
+	f.server.stopHolding(1)
 	first()
 	checkAnswers(t, requests[:6], queued())
 	checkAnswers(t, requests[6:], last())
@@ -664,10 +659,7 @@ func TestQueuedCallsAfterTheFallbackAreNotBatchedAgain(t *testing.T) {
 	f.entered(t)
 	requests := mixedRequests(10)
 	rest := f.verifyAll(t, context.Background(), requests, 10)
-	f.server.mu.Lock()
-	f.server.held = false
-	f.server.mu.Unlock()
-	f.server.release <- struct{}{}
+	f.server.stopHolding(1)
 	checkAnswers(t, mixedRequests(1), first())
 	checkAnswers(t, requests, rest())
 	if f.sent.get("VerifyMany") != 1 || f.server.count("Verify") != 11 {
