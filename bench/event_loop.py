@@ -68,19 +68,14 @@ def _by_round(row: dict[str, Any]) -> str:
 def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """results/event-loop-<date>.{json,md}; latest.* left alone."""
     paths = report.dated_results(results, out, "event-loop")
-    run = results.get("run", {})
     figures = results["event_loop"]
-    machine = run.get("machine", {})
-    quick = " --quick" if run.get("mode") == "quick" else ""
     pool = figures.get("pool") or {}
     cache_note = ("more than twice the verified-token cache, so every Verify is a miss"
                   if pool.get("outruns_cache") else
                   "fewer than twice the verified-token cache: some Verify calls hit it")
-    lines = [
-        "# tokend benchmark: event loop, asyncio vs uvloop", "",
-        f"{run.get('date')} · `scripts/bench --only event-loop{quick}` "
-        f"· commit {run.get('commit')} · {run.get('seconds')} s", "",
-        f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores. Two tokend processes "
+    *lines, machine = report.dated_heading(results, "event-loop", "event loop, asyncio vs uvloop")
+    lines += [
+        f"{machine}. Two tokend processes "
         "(Transit ES256, 1 worker each, same key): `event_loop: asyncio` and "
         "`event_loop: uvloop` (the default). "
         f"{figures['rounds']} rounds, rotating which loop goes first, of {figures['seconds']} s "

@@ -584,17 +584,26 @@ def dated_results(results: dict[str, Any], out: Path, part: str) -> dict[str, Pa
     return paths
 
 
+def dated_heading(results: dict[str, Any], part: str, title: str) -> list[str]:
+    """The first lines of a `--only` part's table: its title, then when, how and what ran
+    it, then "Machine: <cpu>, <n> cores" for the part's own description to go on."""
+    run = results.get("run", {})
+    machine = run.get("machine", {})
+    quick = " --quick" if run.get("mode") == "quick" else ""
+    return [f"# tokend benchmark: {title}", "",
+            f"{run.get('date')} · `scripts/bench --only {part}{quick}` "
+            f"· commit {run.get('commit')} · {run.get('seconds')} s", "",
+            f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores"]
+
+
 def write_verifiers(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """`--only verifiers`: results/verifiers-<date>.{json,md}, latest.* left alone."""
     paths = dated_results(results, out, "verifiers")
-    run = results.get("run", {})
-    machine = run.get("machine", {})
-    lines = ["# tokend benchmark: local verifiers per language", "",
-             f"{run.get('date')} · `scripts/bench --only verifiers` · commit {run.get('commit')} "
-             f"· {run.get('seconds')} s", "",
-             f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, "
-             f"{machine.get('memory_gib')} GiB. Shared and noisy: read the ratios, not the rates.",
-             "", "| figure | measured | target | met | what bounds it |", "|---|---|---|---|---|"]
+    machine = results.get("run", {}).get("machine", {})
+    *lines, first = dated_heading(results, "verifiers", "local verifiers per language")
+    lines += [f"{first}, {machine.get('memory_gib')} GiB. Shared and noisy: read the ratios, "
+              "not the rates.", "",
+              "| figure | measured | target | met | what bounds it |", "|---|---|---|---|---|"]
     for r in verifier_ratios(results):
         met = {True: "yes", False: "**no**", None: "-"}[r.met]
         lines.append(f"| {r.name} | {_fmt(r.value)} | ≥ {r.target:g} | {met} | {r.limit} |")

@@ -239,15 +239,10 @@ class _Call:
 def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """results/tracing-<date>.{json,md}; latest.* left alone."""
     paths = report.dated_results(results, out, "tracing")
-    run = results.get("run", {})
     figures = results["tracing"]
-    machine = run.get("machine", {})
-    quick = " --quick" if run.get("mode") == "quick" else ""
-    lines = [
-        "# tokend benchmark: tracing off vs on", "",
-        f"{run.get('date')} · `scripts/bench --only tracing{quick}` "
-        f"· commit {run.get('commit')} · {run.get('seconds')} s", "",
-        f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores. Four tokend processes "
+    *lines, machine = report.dated_heading(results, "tracing", "tracing off vs on")
+    lines += [
+        f"{machine}. Four tokend processes "
         "(Transit ES256, 1 worker each), same key: `off`; `off_control`, tracing off too (its "
         "ratio to `off` is this run's noise floor); `on`, exporting every span "
         "(sampler always_on) over OTLP/gRPC to a sink in the bench process; `sampled_1pct`, "
